@@ -1,0 +1,115 @@
+//! Reboot-proof job state for software-deployment agents.
+//!
+//! A deployment agent runs jobs (packages, upgrades) that may restart the machine. For thirty
+//! years agents have lost track of such jobs: an upgrade run as a background task with no user
+//! logged on completes but is never recorded; a wrapper waits for a shutdown message that a
+//! service never receives and marks the job failed; and the agent runs the same mandatory
+//! upgrade again, forever. `jobstate` makes the rules explicit and proven:
+//!
+//! - a pure state machine, [`transition`]: `Queued → Running → AwaitingReboot →
+//!   Completed | Failed`, driven by [`Event`]s that carry their time and boot identity, returning
+//!   the [`Effect`]s the caller must carry out. It never does IO and never reads a clock;
+//! - a [`Ledger`] that an agent drives from its loop: every transition is committed to a
+//!   [`Store`] *before* its effects are handed out, and on open every unfinished job is
+//!   reconciled against the current [`BootId`] — reboot truth comes from boot identity, never
+//!   from messages;
+//! - a [`SessionContext`] for the facts of the session (boot, user logged on, service or
+//!   interactive, whether shutdown notices arrive): facts, never requirements for bookkeeping.
+//!
+//! The promise, proven by the tests: no sequence of events, crashes, restarts or reboots moves a
+//! completed mandatory job out of `Completed` or starts it again.
+//!
+//! # Recipe: an agent loop
+//!
+//! ```
+//! use chrono::{TimeZone, Utc};
+//! use jobstate::*;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::new(); // an agent ships a durable store here
+//! let session = SessionFacts {
+//!     boot: BootId::new("boot-a")?,
+//!     user: UserPresence::NoneLoggedOn,
+//!     context: ExecutionContext::Service,
+//!     notices: NoticeDelivery::NotDelivered,
+//!     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
+//! };
+//! let upgrade = JobSpec::new(JobId::new("os-upgrade")?)
+//!     .reboot(RebootBehaviour::RestartsMachine);
+//!
+//! // Boot A: the agent starts, learns of the job and runs it.
+//! let (mut ledger, _) = Ledger::open(store.clone(), session.clone())?;
+//! ledger.advertise(upgrade.clone())?;
+//! if let NextJob::Run(job) = ledger.next_runnable() {
+//!     let _attempt = ledger.begin(&job)?; // Running is durable; now launch the program.
+//! }
+//! drop(ledger); // the program restarts the machine: no exit code, no notice.
+//!
+//! // Boot B: the agent starts again; the boot changed, so the upgrade is complete.
+//! let (ledger, effects) = Ledger::open(store, SessionFacts { boot: BootId::new("boot-b")?, ..session })?;
+//! let job = ledger.job(upgrade.id()).unwrap();
+//! assert_eq!(job.state().kind(), StateKind::Completed);
+//! assert!(matches!(effects[0], Effect::Report(_))); // tell the server
+//! # Ok(()) }
+//! ```
+//!
+//! # Recipe: a custom store
+//!
+//! Implement [`Store`]: `load` returns every record, `commit` applies a [`Commit`] atomically and
+//! durably, refusing it with [`StoreError::Conflict`] when its base revision is not current.
+//! [`JobTable`] rebuilds and checks records from [`Change`]s; [`codec`] gives a versioned encoding.
+//!
+//! # Recipe: a deployment tool's unit test
+//!
+//! Use [`MemoryStore`] and [`SessionFacts`]: drop the ledger and open a new one on a clone of the
+//! store to simulate a crash; open it with another [`BootId`] to simulate a reboot; change
+//! [`SessionFacts::user`] to log users on and off; move [`SessionFacts::now`] backwards to
+//! simulate a reset clock.
+//!
+//! # Comparison with what agents do today
+//!
+//! - *Detection rules* (ConfigMgr, Intune) re-check "is it installed?" to decide whether to run
+//!   again; `jobstate` keeps the record of completion itself and uses a detection check only to
+//!   confirm a result after a reboot ([`JobSpec::verify_after_reboot`]).
+//! - *Pending-reboot checks* loop when the flag never clears; here the reboots of one attempt
+//!   are bounded ([`JobSpec::max_reboots`]) and the job fails with a reason that says so.
+//! - *Job queues* delete finished rows after a retention window; a completed mandatory job here
+//!   is a tombstone that is never pruned while the job can be advertised.
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.85 (edition 2024). Raising it is a minor-version change.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod codec;
+mod effect;
+mod error;
+mod event;
+mod exit_code;
+mod id;
+mod ledger;
+mod record;
+mod session;
+mod spec;
+mod state;
+mod store;
+mod transition;
+
+pub use effect::{AttemptId, Effect, StatusKey, StatusMessage};
+pub use error::{Error, WaitReason};
+pub use event::{AttemptRef, Event, EventKind, EventName};
+pub use exit_code::{ExitCodePolicy, ExitOutcome};
+pub use id::{BootId, IdError, JobId};
+pub use ledger::{Advertisement, Ledger, NextJob};
+pub use record::{Change, HistoryEntry, JobRecord, JobTable, ReplayError};
+pub use session::{
+    ExecutionContext, NoticeDelivery, SessionContext, SessionError, SessionFacts, UserPresence,
+};
+pub use spec::{JobSpec, RebootBehaviour, RetryPolicy, RunCondition};
+pub use state::{Attempt, FailureReason, JobState, RebootAttribution, RebootKind, StateKind};
+pub use store::{Commit, MemoryStore, Revision, Snapshot, Store, StoreError};
+pub use transition::{Step, TransitionError, transition};
+
+/// A point in wall-clock time, in UTC. It comes in with events; the core never reads a clock.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

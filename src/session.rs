@@ -1,0 +1,140 @@
+//! The facts of the session the agent runs in. Facts, never requirements: recording state and
+//! reporting status never depend on a user being logged on or a notice being delivered.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{BootId, Timestamp};
+
+/// Whether an interactive user is logged on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UserPresence {
+    /// At least one interactive user is logged on.
+    LoggedOn,
+    /// Nobody is logged on.
+    NoneLoggedOn,
+    /// It could not be determined.
+    Unknown,
+}
+
+/// How the agent process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ExecutionContext {
+    /// As a service (a Windows service, a systemd unit).
+    Service,
+    /// As a background task with no session of its own.
+    BackgroundTask,
+    /// In an interactive user session.
+    Interactive,
+}
+
+/// Whether shutdown notices reach the agent. A service does not receive the window messages an
+/// interactive program gets; on Linux nothing arrives unless the agent wires its SIGTERM handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NoticeDelivery {
+    /// Shutdown notices are delivered (but may still be missed: a power cut sends none).
+    Delivered,
+    /// Shutdown notices never reach the agent.
+    NotDelivered,
+}
+
+/// Why a session fact could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The boot identity could not be read.
+    #[error(
+        "could not read the boot identity from {source_name}: {detail}; the ledger cannot reconcile jobs without it"
+    )]
+    BootId {
+        /// Where it was read from.
+        source_name: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// The facts of the session the agent runs in. Implement it over the real machine (the crate's
+/// users supply a Windows or Linux implementation), or use [`SessionFacts`] in tests.
+///
+/// The boot identity must differ for every running kernel instance and be equal within one:
+/// uptime and "last boot time" do not qualify.
+pub trait SessionContext {
+    /// The identity of the current boot.
+    fn boot_id(&self) -> Result<BootId, SessionError>;
+    /// Whether an interactive user is logged on now.
+    fn user_presence(&self) -> UserPresence;
+    /// How the agent runs.
+    fn execution_context(&self) -> ExecutionContext;
+    /// Whether shutdown notices reach the agent.
+    fn shutdown_notices(&self) -> NoticeDelivery;
+    /// The current wall-clock time. It may jump (backwards too); nothing but back-off and the
+    /// run-time limit depends on it.
+    fn now(&self) -> Timestamp;
+}
+
+/// A session described by plain values: for tests, examples and simulations.
+///
+/// ```
+/// use chrono::{TimeZone, Utc};
+/// use jobstate::{BootId, ExecutionContext, NoticeDelivery, SessionContext, SessionFacts, UserPresence};
+///
+/// let mut session = SessionFacts {
+///     boot: BootId::new("boot-1").unwrap(),
+///     user: UserPresence::NoneLoggedOn,
+///     context: ExecutionContext::Service,
+///     notices: NoticeDelivery::NotDelivered,
+///     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
+/// };
+/// session.now += chrono::TimeDelta::minutes(5);
+/// assert_eq!(session.user_presence(), UserPresence::NoneLoggedOn);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionFacts {
+    /// The current boot.
+    pub boot: BootId,
+    /// Who is logged on.
+    pub user: UserPresence,
+    /// How the agent runs.
+    pub context: ExecutionContext,
+    /// Whether shutdown notices arrive.
+    pub notices: NoticeDelivery,
+    /// The current time.
+    pub now: Timestamp,
+}
+
+impl SessionContext for SessionFacts {
+    fn boot_id(&self) -> Result<BootId, SessionError> {
+        Ok(self.boot.clone())
+    }
+    fn user_presence(&self) -> UserPresence {
+        self.user
+    }
+    fn execution_context(&self) -> ExecutionContext {
+        self.context
+    }
+    fn shutdown_notices(&self) -> NoticeDelivery {
+        self.notices
+    }
+    fn now(&self) -> Timestamp {
+        self.now
+    }
+}
+
+impl<T: SessionContext + ?Sized> SessionContext for &T {
+    fn boot_id(&self) -> Result<BootId, SessionError> {
+        (**self).boot_id()
+    }
+    fn user_presence(&self) -> UserPresence {
+        (**self).user_presence()
+    }
+    fn execution_context(&self) -> ExecutionContext {
+        (**self).execution_context()
+    }
+    fn shutdown_notices(&self) -> NoticeDelivery {
+        (**self).shutdown_notices()
+    }
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+}

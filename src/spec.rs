@@ -1,0 +1,271 @@
+//! What a job is: its identity and the policies that decide its transitions.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ExitCodePolicy, JobId, Timestamp, UserPresence};
+
+/// When a job may run, with respect to an interactive user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RunCondition {
+    /// Whether or not a user is logged on (a system background task).
+    Always,
+    /// Only while an interactive user is logged on.
+    OnlyWithUser,
+    /// Only while no interactive user is logged on.
+    OnlyWithoutUser,
+}
+
+impl RunCondition {
+    /// Whether a job with this condition may start given who is logged on. An `Unknown`
+    /// presence satisfies only [`RunCondition::Always`]: a condition that cannot be confirmed
+    /// is not met.
+    pub fn allows(self, presence: UserPresence) -> bool {
+        match self {
+            RunCondition::Always => true,
+            RunCondition::OnlyWithUser => presence == UserPresence::LoggedOn,
+            RunCondition::OnlyWithoutUser => presence == UserPresence::NoneLoggedOn,
+        }
+    }
+}
+
+/// How a job's program relates to restarting the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RebootBehaviour {
+    /// The job never restarts the machine. A reboot while it runs interrupts it (the retry
+    /// policy applies). If its program still reports "restart required", the job completes and
+    /// the restart is *not* requested (recorded as suppressed); if its program reports "restart
+    /// initiated", the machine is going down regardless, so the ledger waits for the reboot.
+    Never,
+    /// The program may ask for a restart through its exit code (3010, 1641). A reboot while it
+    /// runs, before its exit code was recorded, interrupts it.
+    MayRequest,
+    /// The program restarts the machine itself, as an OS upgrade does: a reboot while it runs is
+    /// its expected end, never a failure.
+    RestartsMachine,
+}
+
+/// How failed attempts are retried: at most `max_attempts` attempts per run, with exponential
+/// back-off between them.
+///
+/// ```
+/// use std::time::Duration;
+/// use jobstate::RetryPolicy;
+/// let retry = RetryPolicy::default();
+/// assert_eq!(retry.backoff(1), Duration::from_secs(60));
+/// assert_eq!(retry.backoff(2), Duration::from_secs(120));
+/// assert_eq!(retry.backoff(30), Duration::from_secs(3600)); // capped
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts per run, the first included; at least 1.
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt.
+    pub initial_backoff: Duration,
+    /// The factor by which the wait grows after each further failure.
+    pub multiplier: u32,
+    /// The longest wait.
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// No retries: the first failure fails the run.
+    pub fn none() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// The wait after attempt number `failed_attempt` (1-based) failed.
+    pub fn backoff(&self, failed_attempt: u32) -> Duration {
+        let exponent = failed_attempt.saturating_sub(1).min(32);
+        let factor = self.multiplier.max(1).saturating_pow(exponent);
+        self.initial_backoff
+            .checked_mul(factor)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff)
+    }
+
+    /// The time before which the next attempt must not start, after `failed_attempt` failed at
+    /// `at`.
+    pub(crate) fn not_before(&self, failed_attempt: u32, at: Timestamp) -> Timestamp {
+        add(at, self.backoff(failed_attempt))
+    }
+}
+
+/// `at + d`, saturating at the largest representable time instead of overflowing.
+pub(crate) fn add(at: Timestamp, d: Duration) -> Timestamp {
+    chrono::TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+impl Default for RetryPolicy {
+    /// Three attempts, waiting 1 minute, then 2, growing to at most 1 hour.
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_secs(60),
+            multiplier: 2,
+            max_backoff: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Everything the ledger needs to know about a job to drive it.
+///
+/// Build one with [`JobSpec::new`] and the `with_*`/builder methods; the defaults are a
+/// mandatory job that runs whether or not a user is logged on, never reboots, maps exit codes by
+/// the Windows Installer conventions, retries up to 3 times, may run for 2 hours, needs no
+/// verification, and allows 3 reboots per attempt.
+///
+/// ```
+/// use std::time::Duration;
+/// use jobstate::{JobId, JobSpec, RebootBehaviour, RunCondition};
+///
+/// let upgrade = JobSpec::new(JobId::new("os-upgrade").unwrap())
+///     .mandatory(true)
+///     .run_condition(RunCondition::Always)
+///     .reboot(RebootBehaviour::RestartsMachine)
+///     .verify_after_reboot(true)
+///     .max_run_time(Duration::from_secs(4 * 3600));
+/// assert!(upgrade.is_mandatory());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    id: JobId,
+    mandatory: bool,
+    run_condition: RunCondition,
+    reboot: RebootBehaviour,
+    exit_codes: ExitCodePolicy,
+    retry: RetryPolicy,
+    max_run_time: Duration,
+    verify_after_reboot: bool,
+    max_reboots: u32,
+}
+
+impl JobSpec {
+    /// A job with the defaults listed on [`JobSpec`].
+    pub fn new(id: JobId) -> Self {
+        Self {
+            id,
+            mandatory: true,
+            run_condition: RunCondition::Always,
+            reboot: RebootBehaviour::Never,
+            exit_codes: ExitCodePolicy::default(),
+            retry: RetryPolicy::default(),
+            max_run_time: Duration::from_secs(2 * 3600),
+            verify_after_reboot: false,
+            max_reboots: 3,
+        }
+    }
+
+    /// Mandatory jobs, once completed, are never run again; optional ones may be rerun on request.
+    #[must_use]
+    pub fn mandatory(mut self, mandatory: bool) -> Self {
+        self.mandatory = mandatory;
+        self
+    }
+
+    /// When the job may run with respect to a logged-on user.
+    #[must_use]
+    pub fn run_condition(mut self, condition: RunCondition) -> Self {
+        self.run_condition = condition;
+        self
+    }
+
+    /// How the job's program relates to restarting the machine.
+    #[must_use]
+    pub fn reboot(mut self, behaviour: RebootBehaviour) -> Self {
+        self.reboot = behaviour;
+        self
+    }
+
+    /// How exit codes are interpreted.
+    #[must_use]
+    pub fn exit_codes(mut self, policy: ExitCodePolicy) -> Self {
+        self.exit_codes = policy;
+        self
+    }
+
+    /// How failed attempts are retried. `max_attempts` of 0 is treated as 1.
+    #[must_use]
+    pub fn retry(mut self, mut policy: RetryPolicy) -> Self {
+        policy.max_attempts = policy.max_attempts.max(1);
+        self.retry = policy;
+        self
+    }
+
+    /// How long one attempt may run before it is abandoned as timed out.
+    #[must_use]
+    pub fn max_run_time(mut self, limit: Duration) -> Self {
+        self.max_run_time = limit;
+        self
+    }
+
+    /// Whether a detection check must confirm the result after a reboot before the job is
+    /// completed.
+    #[must_use]
+    pub fn verify_after_reboot(mut self, verify: bool) -> Self {
+        self.verify_after_reboot = verify;
+        self
+    }
+
+    /// How many reboots one attempt may see before a further restart request fails the job
+    /// instead (the reboot-loop bound). 0 is treated as 1.
+    #[must_use]
+    pub fn max_reboots(mut self, max: u32) -> Self {
+        self.max_reboots = max.max(1);
+        self
+    }
+
+    /// The job's identity.
+    pub fn id(&self) -> &JobId {
+        &self.id
+    }
+
+    /// Whether the job is mandatory.
+    pub fn is_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    /// When the job may run.
+    pub fn condition(&self) -> RunCondition {
+        self.run_condition
+    }
+
+    /// How the job relates to restarts.
+    pub fn reboot_behaviour(&self) -> RebootBehaviour {
+        self.reboot
+    }
+
+    /// The exit-code policy.
+    pub fn exit_code_policy(&self) -> &ExitCodePolicy {
+        &self.exit_codes
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// The maximum run time of one attempt.
+    pub fn run_time_limit(&self) -> Duration {
+        self.max_run_time
+    }
+
+    /// Whether a verification must confirm the result after a reboot.
+    pub fn verifies_after_reboot(&self) -> bool {
+        self.verify_after_reboot
+    }
+
+    /// The reboot-loop bound per attempt.
+    pub fn reboot_limit(&self) -> u32 {
+        self.max_reboots
+    }
+}

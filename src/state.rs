@@ -1,0 +1,220 @@
+//! The five states of a job and the data recovery needs in each.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{BootId, Timestamp};
+
+/// One attempt: the `number`-th execution of the program within run `run` of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The run (1-based): a rerun request starts a new run.
+    pub run: u32,
+    /// The attempt within the run (1-based): a retry starts a new attempt.
+    pub number: u32,
+    /// The boot in which the attempt started. Reboot decisions compare boots, never clocks.
+    pub boot: BootId,
+    /// When the attempt started (wall clock: for people, back-off and the run-time limit only).
+    pub started_at: Timestamp,
+}
+
+/// The kind of restart a job asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RebootKind {
+    /// "Restart required" (3010): the agent must restart the machine.
+    Soft,
+    /// "Restart initiated" (1641): the restart is already under way.
+    Hard,
+}
+
+/// Who a reboot that the ledger observed is attributed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RebootAttribution {
+    /// The job asked for it (soft or hard) and `AwaitingReboot` was committed first.
+    RequestedByJob(RebootKind),
+    /// The job's program restarted the machine itself (a job declared
+    /// [`RebootBehaviour::RestartsMachine`](crate::RebootBehaviour::RestartsMachine)).
+    InitiatedByProgram,
+    /// Nobody asked for it: the machine restarted while a job that never reboots was running.
+    Unrelated,
+}
+
+/// Why an attempt or a run failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum FailureReason {
+    /// The program exited with a code that the exit-code policy maps to failure (or to "retry
+    /// later" once no attempts are left).
+    ExitCode(i32),
+    /// The attempt ran longer than the job's maximum run time.
+    TimedOut,
+    /// A reboot interrupted a job that does not restart the machine.
+    Interrupted(RebootAttribution),
+    /// After the reboot, the verification (detection check) said the result is not there.
+    NotDetected,
+    /// The attempt saw this many reboots without a successful verification, and another restart
+    /// was asked for: the reboot-loop bound stopped it.
+    RebootLoop {
+        /// Reboots observed in the attempt.
+        boots: u32,
+    },
+    /// A cancel request ended the run before it started.
+    Cancelled,
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureReason::ExitCode(code) => write!(f, "the program exited with code {code}"),
+            FailureReason::TimedOut => f.write_str("the attempt exceeded its maximum run time"),
+            FailureReason::Interrupted(_) => f.write_str("a reboot interrupted the attempt"),
+            FailureReason::NotDetected => {
+                f.write_str("the verification after the reboot did not find the result")
+            }
+            FailureReason::RebootLoop { boots } => write!(
+                f,
+                "{boots} reboots without a successful verification: refusing yet another restart"
+            ),
+            FailureReason::Cancelled => f.write_str("cancelled on request"),
+        }
+    }
+}
+
+/// The state of one job. `Completed` and `Failed` are terminal for one run; a completed
+/// *mandatory* job is terminal forever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    /// Waiting to start attempt `attempt` of run `run`.
+    Queued {
+        /// The run the next attempt belongs to.
+        run: u32,
+        /// The number of the next attempt.
+        attempt: u32,
+        /// Not before this time (back-off after a failure), if set.
+        not_before: Option<Timestamp>,
+        /// Why the previous attempt of this run failed, if one did.
+        last_failure: Option<FailureReason>,
+    },
+    /// The program of `attempt` was (or is about to be) started.
+    Running {
+        /// The attempt, with the boot it started in.
+        attempt: Attempt,
+        /// When a shutdown notice was seen during the attempt: a hint, never relied on.
+        shutdown_notice_at: Option<Timestamp>,
+    },
+    /// A restart is expected; the job finishes when a later boot is observed.
+    AwaitingReboot {
+        /// The attempt that asked for (or caused) the restart.
+        attempt: Attempt,
+        /// Who the restart is attributed to.
+        cause: RebootAttribution,
+        /// The boot in which the wait began.
+        requested_in: BootId,
+        /// When the wait began.
+        since: Timestamp,
+        /// The program's exit code, if it exited before the restart.
+        exit_code: Option<i32>,
+        /// Reboots observed so far in this attempt.
+        reboots_seen: u32,
+        /// `Some(boot)` once the reboot was observed in `boot` and the verification is awaited.
+        verifying_in: Option<BootId>,
+    },
+    /// The run finished successfully.
+    Completed {
+        /// The attempt that succeeded.
+        attempt: Attempt,
+        /// When the completion was recorded.
+        at: Timestamp,
+        /// The program's exit code, if it was seen.
+        exit_code: Option<i32>,
+        /// The reboot the completion went through, if any.
+        reboot: Option<RebootAttribution>,
+        /// Whether a verification confirmed the result.
+        verified: bool,
+        /// The program asked for a restart that a job declared as never rebooting did not get.
+        restart_suppressed: bool,
+    },
+    /// The run failed.
+    Failed {
+        /// The run that failed.
+        run: u32,
+        /// The last attempt that started, if any did.
+        attempt: Option<Attempt>,
+        /// When the failure was recorded.
+        at: Timestamp,
+        /// Why.
+        reason: FailureReason,
+    },
+}
+
+/// The name of a [`JobState`] without its data, for messages and matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum StateKind {
+    /// [`JobState::Queued`].
+    Queued,
+    /// [`JobState::Running`].
+    Running,
+    /// [`JobState::AwaitingReboot`].
+    AwaitingReboot,
+    /// [`JobState::Completed`].
+    Completed,
+    /// [`JobState::Failed`].
+    Failed,
+}
+
+impl fmt::Display for StateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl JobState {
+    /// The first state of a newly advertised job.
+    pub fn initial() -> Self {
+        JobState::Queued {
+            run: 1,
+            attempt: 1,
+            not_before: None,
+            last_failure: None,
+        }
+    }
+
+    /// The state's name.
+    pub fn kind(&self) -> StateKind {
+        match self {
+            JobState::Queued { .. } => StateKind::Queued,
+            JobState::Running { .. } => StateKind::Running,
+            JobState::AwaitingReboot { .. } => StateKind::AwaitingReboot,
+            JobState::Completed { .. } => StateKind::Completed,
+            JobState::Failed { .. } => StateKind::Failed,
+        }
+    }
+
+    /// Whether the run is over (`Completed` or `Failed`).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, JobState::Completed { .. } | JobState::Failed { .. })
+    }
+
+    /// The attempt in progress or last finished, if one started.
+    pub fn attempt(&self) -> Option<&Attempt> {
+        match self {
+            JobState::Queued { .. } => None,
+            JobState::Running { attempt, .. }
+            | JobState::AwaitingReboot { attempt, .. }
+            | JobState::Completed { attempt, .. } => Some(attempt),
+            JobState::Failed { attempt, .. } => attempt.as_ref(),
+        }
+    }
+
+    /// The run this state belongs to.
+    pub fn run(&self) -> u32 {
+        match self {
+            JobState::Queued { run, .. } | JobState::Failed { run, .. } => *run,
+            JobState::Running { attempt, .. }
+            | JobState::AwaitingReboot { attempt, .. }
+            | JobState::Completed { attempt, .. } => attempt.run,
+        }
+    }
+}

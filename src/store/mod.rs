@@ -1,0 +1,130 @@
+//! Where job records live: the [`Store`] trait and the stores the crate ships.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use crate::codec::{DecodeError, EncodeError};
+use crate::{Change, JobRecord, ReplayError};
+
+/// A store's revision: it grows with every commit. A commit names the revision it was based on,
+/// so a writer that missed another's commit (a stale writer) is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Revision(pub u64);
+
+impl std::fmt::Display for Revision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
+/// What a store holds, as loaded.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// The revision of the store when loaded.
+    pub revision: Revision,
+    /// Every job, in the order first advertised.
+    pub jobs: Vec<JobRecord>,
+}
+
+impl Snapshot {
+    /// A snapshot of `jobs` at `revision`.
+    pub fn new(revision: Revision, jobs: Vec<JobRecord>) -> Self {
+        Self { revision, jobs }
+    }
+}
+
+/// An atomic group of changes, based on revision `base`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Commit {
+    /// The revision the writer last saw. The store refuses the commit if it has moved on.
+    pub base: Revision,
+    /// The changes, applied all or none, in order.
+    pub changes: Vec<Change>,
+}
+
+impl Commit {
+    /// A commit of `changes` based on `base`.
+    pub fn new(base: Revision, changes: Vec<Change>) -> Self {
+        Self { base, changes }
+    }
+}
+
+/// Why a store operation failed. A failed commit changed nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A stale writer: the store moved past the commit's base revision.
+    #[error(
+        "stale writer: the commit is based on revision {base} but the store is at {current}; another writer (an older ledger, a second agent) committed first, so this commit was refused. Reopen the ledger to reload"
+    )]
+    Conflict {
+        /// The revision the commit was based on.
+        base: Revision,
+        /// The store's revision.
+        current: Revision,
+    },
+    /// The changes do not follow on from what the store holds.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    /// A stored record could not be decoded.
+    #[error("record {index} of the store: {source}")]
+    Decode {
+        /// The position of the record.
+        index: usize,
+        /// Why.
+        #[source]
+        source: DecodeError,
+    },
+    /// A change could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// An IO operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the store was doing.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Durable storage for job records.
+///
+/// The rules every store keeps (the ledger relies on them):
+/// - [`commit`](Store::commit) is durable when it returns `Ok`: after a crash or power loss,
+///   [`load`](Store::load) sees it;
+/// - a commit is atomic: all its changes or none;
+/// - a commit whose `base` is not the store's current revision is refused with
+///   [`StoreError::Conflict`] and changes nothing;
+/// - changes that do not follow on from the stored ones are refused (use [`JobTable`](crate::JobTable)
+///   to check them);
+/// - bad stored data is a typed error from `load`, never silently skipped or reset.
+pub trait Store {
+    /// Loads everything the store holds.
+    fn load(&mut self) -> Result<Snapshot, StoreError>;
+
+    /// Commits `commit` durably and returns the new revision.
+    fn commit(&mut self, commit: &Commit) -> Result<Revision, StoreError>;
+}
+
+impl<S: Store + ?Sized> Store for &mut S {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        (**self).load()
+    }
+    fn commit(&mut self, commit: &Commit) -> Result<Revision, StoreError> {
+        (**self).commit(commit)
+    }
+}
+
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        (**self).load()
+    }
+    fn commit(&mut self, commit: &Commit) -> Result<Revision, StoreError> {
+        (**self).commit(commit)
+    }
+}
