@@ -1,1 +1,8 @@
-fn main() {}
+//! One integration-test binary with modules: it compiles once instead of once per file.
+
+mod bad_input;
+mod common;
+mod exhaustive;
+mod model;
+mod seeds;
+mod semantics;

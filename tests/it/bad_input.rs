@@ -1,0 +1,376 @@
+//! Bad input (DESIGN.md invariant 6): invalid ids, unknown format versions, damaged records and
+//! every invalid transition give a typed, explained error, never a panic, and lose nothing.
+
+use jobstate::{
+    Attempt, AttemptRef, BootId, Change, Error, Event, EventKind, EventName, FailureReason,
+    IdError, JobId, JobSpec, JobState, Ledger, MemoryStore, RebootAttribution, RebootBehaviour,
+    RebootKind, ReplayError, StateKind, Store, StoreError, TransitionError, codec, transition,
+};
+
+use crate::common::*;
+
+#[test]
+fn invalid_ids_are_typed_errors() {
+    assert_eq!(JobId::new(""), Err(IdError::Empty { kind: "job id" }));
+    assert!(matches!(
+        JobId::new("x".repeat(257)),
+        Err(IdError::TooLong {
+            len: 257,
+            max: 256,
+            ..
+        })
+    ));
+    assert!(JobId::new("x".repeat(256)).is_ok());
+    assert!(matches!(
+        JobId::new("line\nbreak"),
+        Err(IdError::ControlCharacter {
+            code: 0x0a,
+            at: 4,
+            ..
+        })
+    ));
+    assert!(matches!(
+        JobId::new("nul\0"),
+        Err(IdError::ControlCharacter { code: 0, .. })
+    ));
+    assert!(matches!(
+        JobId::new("del\u{7f}"),
+        Err(IdError::ControlCharacter { code: 0x7f, .. })
+    ));
+    assert!(JobId::new("Überweisung ✓ 升级").is_ok());
+    assert!(matches!(
+        BootId::new(""),
+        Err(IdError::Empty { kind: "boot id" })
+    ));
+    // Messages say what happened and what to do.
+    let message = JobId::new("a\tb").unwrap_err().to_string();
+    assert!(
+        message.contains("job id") && message.contains("printable"),
+        "{message}"
+    );
+    // Deserializing goes through the same validation.
+    assert!(serde_json::from_str::<JobId>("\"bad\\u0001id\"").is_err());
+    assert!(serde_json::from_str::<JobId>("\"\"").is_err());
+}
+
+fn sample_change() -> Change {
+    let id = job("patch");
+    Change {
+        job: id.clone(),
+        seq: 1,
+        spec: Some(JobSpec::new(id)),
+        event: Event {
+            at: t0(),
+            boot: boot("b1"),
+            kind: EventKind::Advertised,
+        },
+        state: JobState::initial(),
+    }
+}
+
+#[test]
+fn an_unknown_format_version_is_refused_and_nothing_is_lost() {
+    let bytes = codec::encode(&sample_change()).unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.starts_with("{\"format\":1,"), "{text}");
+    let future = text
+        .replacen("{\"format\":1,", "{\"format\":2,", 1)
+        .into_bytes();
+    match codec::decode(&future) {
+        Err(codec::DecodeError::UnknownVersion {
+            found: 2,
+            supported: 1,
+        }) => {}
+        other => panic!("expected UnknownVersion, got {other:?}"),
+    }
+
+    let store = MemoryStore::from_records(vec![future.clone()]);
+    match Ledger::open(store.clone(), service_session("b1")) {
+        Err(Error::Store(StoreError::Decode { index: 0, source })) => {
+            assert!(source.to_string().contains("upgrade jobstate"), "{source}");
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    assert_eq!(
+        store.records(),
+        vec![future],
+        "the refused store is untouched"
+    );
+}
+
+#[test]
+fn damaged_records_are_typed_errors_at_every_truncation() {
+    let bytes = codec::encode(&sample_change()).unwrap();
+    for len in 0..bytes.len() {
+        assert!(
+            matches!(
+                codec::decode(&bytes[..len]),
+                Err(codec::DecodeError::Malformed(_))
+            ),
+            "truncated at {len}"
+        );
+    }
+    for garbage in [
+        &b"\xff\xfe\x00garbage"[..],
+        b"[]",
+        b"null",
+        b"{\"format\":\"one\"}",
+    ] {
+        assert!(codec::decode(garbage).is_err());
+    }
+    // A record whose job id is invalid is refused, not accepted with a bad id.
+    let text = String::from_utf8(bytes)
+        .unwrap()
+        .replace("\"patch\"", "\"pa\\u0001tch\"");
+    assert!(matches!(
+        codec::decode(text.as_bytes()),
+        Err(codec::DecodeError::Malformed(_))
+    ));
+}
+
+#[test]
+fn changes_that_do_not_follow_on_are_refused() {
+    let create = sample_change();
+    let mut later = create.clone();
+    later.seq = 3;
+    later.spec = None;
+    let encode = |c: &Change| codec::encode(c).unwrap();
+
+    let gap = MemoryStore::from_records(vec![encode(&create), encode(&later)]);
+    assert!(matches!(
+        gap.clone().load(),
+        Err(StoreError::Replay(ReplayError::OutOfSequence {
+            expected: 2,
+            found: 3,
+            ..
+        }))
+    ));
+    let twice = MemoryStore::from_records(vec![encode(&create), encode(&create)]);
+    assert!(matches!(
+        twice.clone().load(),
+        Err(StoreError::Replay(ReplayError::OutOfSequence { .. }))
+    ));
+    let orphan = MemoryStore::from_records(vec![encode(&later)]);
+    assert!(matches!(
+        orphan.clone().load(),
+        Err(StoreError::Replay(ReplayError::UnknownJob { .. }))
+    ));
+
+    // A commit that does not follow on is refused whole.
+    let mut store = MemoryStore::new();
+    let commit = jobstate::Commit::new(jobstate::Revision(0), vec![create.clone(), later]);
+    assert!(store.commit(&commit).is_err());
+    assert!(
+        store.records().is_empty(),
+        "nothing of a refused commit is written"
+    );
+}
+
+/// Every state the machine has, in each of its variants that matter.
+fn sample_states() -> Vec<(&'static str, JobState)> {
+    let attempt = Attempt {
+        run: 1,
+        number: 1,
+        boot: boot("b1"),
+        started_at: t0(),
+    };
+    let awaiting = |verifying_in: Option<BootId>, exit_code| JobState::AwaitingReboot {
+        attempt: attempt.clone(),
+        cause: RebootAttribution::RequestedByJob(RebootKind::Soft),
+        requested_in: boot("b1"),
+        since: t0(),
+        exit_code,
+        reboots_seen: u32::from(verifying_in.is_some()),
+        verifying_in,
+    };
+    vec![
+        ("queued", JobState::initial()),
+        (
+            "running",
+            JobState::Running {
+                attempt: attempt.clone(),
+                shutdown_notice_at: None,
+            },
+        ),
+        ("awaiting", awaiting(None, None)),
+        ("awaiting-exited", awaiting(None, Some(3010))),
+        ("verifying", awaiting(Some(boot("b1")), Some(3010))),
+        (
+            "completed",
+            JobState::Completed {
+                attempt: attempt.clone(),
+                at: t0(),
+                exit_code: Some(0),
+                reboot: None,
+                verified: false,
+                restart_suppressed: false,
+            },
+        ),
+        (
+            "failed",
+            JobState::Failed {
+                run: 1,
+                attempt: Some(attempt.clone()),
+                at: t0(),
+                reason: FailureReason::ExitCode(1603),
+            },
+        ),
+        (
+            "cancelled",
+            JobState::Failed {
+                run: 1,
+                attempt: None,
+                at: t0(),
+                reason: FailureReason::Cancelled,
+            },
+        ),
+    ]
+}
+
+fn all_events(attempt: AttemptRef) -> Vec<EventKind> {
+    vec![
+        EventKind::Advertised,
+        EventKind::AttemptStarted,
+        EventKind::ProgramExited { attempt, code: 0 },
+        EventKind::ProgramExited {
+            attempt,
+            code: 1603,
+        },
+        EventKind::ShutdownNoticed,
+        EventKind::AgentStarted,
+        EventKind::RebootExpected {
+            attempt,
+            kind: RebootKind::Soft,
+        },
+        EventKind::Verified {
+            attempt,
+            installed: true,
+        },
+        EventKind::Tick,
+        EventKind::CancelRequested,
+        EventKind::RerunRequested,
+    ]
+}
+
+/// The semantics table: which events each state accepts (current attempt, same boot).
+fn accepts(state: &str, mandatory: bool, event: EventName) -> bool {
+    use EventName::*;
+    match event {
+        Advertised | ShutdownNoticed | AgentStarted | Tick => true,
+        AttemptStarted | CancelRequested => state == "queued",
+        ProgramExited => matches!(state, "running" | "awaiting"),
+        RebootExpected => matches!(state, "running" | "verifying"),
+        Verified => state == "verifying",
+        RerunRequested => match state {
+            "completed" => !mandatory,
+            "failed" | "cancelled" => true,
+            _ => false,
+        },
+        _ => unreachable!("every event is listed"),
+    }
+}
+
+#[test]
+fn every_invalid_transition_is_a_typed_error_naming_state_and_event() {
+    let current = AttemptRef { run: 1, number: 1 };
+    let stale = AttemptRef { run: 1, number: 7 };
+    let mut refused = 0;
+    for mandatory in [true, false] {
+        let spec = JobSpec::new(job("j"))
+            .mandatory(mandatory)
+            .reboot(RebootBehaviour::MayRequest);
+        for (name, state) in sample_states() {
+            for kind in all_events(current) {
+                let event = Event {
+                    at: t0(),
+                    boot: boot("b1"),
+                    kind: kind.clone(),
+                };
+                let result = transition(&spec, &state, &event);
+                let expected = accepts(name, mandatory, kind.name());
+                assert_eq!(
+                    result.is_ok(),
+                    expected,
+                    "{name} (mandatory {mandatory}) + {kind:?}: {result:?}"
+                );
+                let Err(error) = result else { continue };
+                refused += 1;
+                match &error {
+                    TransitionError::Invalid {
+                        state: s, event: e, ..
+                    } => {
+                        assert_eq!((*s, *e), (state.kind(), kind.name()));
+                    }
+                    TransitionError::CompletedMandatory { event: e, .. } => {
+                        assert!(mandatory && state.kind() == StateKind::Completed);
+                        assert_eq!(*e, kind.name());
+                    }
+                    TransitionError::StaleAttempt {
+                        state: s, event: e, ..
+                    } => {
+                        assert_eq!((*s, *e), (state.kind(), kind.name()));
+                    }
+                    other => panic!("unexpected error {other:?}"),
+                }
+                let message = error.to_string();
+                assert!(message.contains(&format!("{}", kind.name())), "{message}");
+            }
+            // A stale attempt, or an event from another boot, is refused wherever it is not a
+            // pure observation.
+            for kind in all_events(stale)
+                .into_iter()
+                .filter(|k| k.attempt().is_some())
+            {
+                let event = Event {
+                    at: t0(),
+                    boot: boot("b1"),
+                    kind: kind.clone(),
+                };
+                assert!(
+                    transition(&spec, &state, &event).is_err(),
+                    "{name} + stale {kind:?}"
+                );
+                refused += 1;
+            }
+            for kind in all_events(current)
+                .into_iter()
+                .filter(|k| k.attempt().is_some())
+            {
+                let event = Event {
+                    at: t0(),
+                    boot: boot("other"),
+                    kind: kind.clone(),
+                };
+                if let Err(e) = transition(&spec, &state, &event) {
+                    refused += 1;
+                    assert!(!e.to_string().is_empty());
+                } else {
+                    panic!("{name} + {kind:?} from another boot was accepted");
+                }
+            }
+        }
+    }
+    println!("invalid transitions: {refused} refused with typed errors");
+}
+
+#[test]
+fn ledger_calls_on_unknown_jobs_are_typed_errors() {
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("b1")).unwrap();
+    let ghost = job("ghost");
+    assert!(matches!(ledger.begin(&ghost), Err(Error::UnknownJob(_))));
+    assert!(matches!(ledger.rerun(&ghost), Err(Error::UnknownJob(_))));
+    assert!(matches!(ledger.cancel(&ghost), Err(Error::UnknownJob(_))));
+    let attempt = jobstate::AttemptId {
+        job: ghost,
+        attempt: AttemptRef { run: 1, number: 1 },
+    };
+    assert!(matches!(
+        ledger.program_exited(&attempt, 0),
+        Err(Error::UnknownJob(_))
+    ));
+    assert_eq!(
+        ledger.revision(),
+        jobstate::Revision(0),
+        "nothing was committed"
+    );
+}

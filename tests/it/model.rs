@@ -1,0 +1,587 @@
+//! Property test of the ledger as a state machine (proptest-state-machine).
+//!
+//! The reference model generates operations over a fixed catalogue of jobs; the system under
+//! test is a real `Ledger` over a `MemoryStore` inside a simulated world: programs that run
+//! until they exit, are terminated or die in a reboot; an agent that crashes (the ledger is
+//! dropped and reopened, and the old one is kept as a stale writer); reboots with and without a
+//! shutdown notice; a clock that jumps backwards; users logging on and off; duplicate
+//! advertisements, rerun and cancel requests, replayed and out-of-order events.
+//!
+//! `check_invariants` asserts DESIGN.md invariants 1, 3, 4 and 6 (and that a fresh load of the
+//! store always equals what the ledger holds: nothing acknowledged is lost).
+//!
+//! Default: 256 cases of up to 50 steps. `JOBSTATE_PROPTEST_MULTIPLIER=100` runs 100 times more.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use jobstate::{
+    AttemptId, AttemptRef, Effect, Error, JobId, JobRecord, JobSpec, JobState, Ledger, MemoryStore,
+    RebootBehaviour, RebootKind, RetryPolicy, RunCondition, SessionFacts, StateKind, Store,
+    StoreError, TransitionError, UserPresence,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};
+
+use crate::common::*;
+
+/// The catalogue: one of each kind of job an agent meets.
+fn catalogue() -> Vec<JobSpec> {
+    let quick = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_secs(60),
+        multiplier: 2,
+        max_backoff: Duration::from_secs(600),
+    };
+    vec![
+        JobSpec::new(job("os-upgrade"))
+            .reboot(RebootBehaviour::RestartsMachine)
+            .verify_after_reboot(true)
+            .max_reboots(2)
+            .retry(quick),
+        JobSpec::new(job("os-upgrade-unverified")).reboot(RebootBehaviour::RestartsMachine),
+        JobSpec::new(job("msi-patch"))
+            .reboot(RebootBehaviour::MayRequest)
+            .run_condition(RunCondition::OnlyWithoutUser)
+            .max_run_time(Duration::from_secs(1800))
+            .retry(quick),
+        JobSpec::new(job("optional-tool"))
+            .mandatory(false)
+            .run_condition(RunCondition::OnlyWithUser)
+            .max_run_time(Duration::from_secs(900)),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Advertise(usize),
+    Begin(usize),
+    Exit(usize, i32),
+    ReplayExit(usize, i32),
+    ExpectReboot(usize, RebootKind),
+    Verify(usize, bool),
+    ShutdownNotice,
+    Tick(i64),
+    ClockBack(i64),
+    SetUser(UserPresence),
+    Crash,
+    Reboot { notice: bool },
+    Rerun(usize),
+    Cancel(usize),
+    StaleWrite(usize),
+}
+
+struct Reference;
+
+impl ReferenceStateMachine for Reference {
+    /// The reference only tracks how many steps were generated; the world is in the SUT.
+    type State = ();
+    type Transition = Op;
+
+    fn init_state() -> BoxedStrategy<()> {
+        Just(()).boxed()
+    }
+
+    fn transitions(_: &()) -> BoxedStrategy<Op> {
+        let jobs = 0..catalogue().len();
+        let code = prop_oneof![
+            Just(0),
+            Just(1707),
+            Just(3010),
+            Just(1641),
+            Just(1618),
+            Just(1603)
+        ];
+        prop_oneof![
+            3 => jobs.clone().prop_map(Op::Advertise),
+            4 => jobs.clone().prop_map(Op::Begin),
+            4 => (jobs.clone(), code.clone()).prop_map(|(j, c)| Op::Exit(j, c)),
+            1 => (jobs.clone(), code).prop_map(|(j, c)| Op::ReplayExit(j, c)),
+            1 => (jobs.clone(), prop_oneof![Just(RebootKind::Soft), Just(RebootKind::Hard)])
+                .prop_map(|(j, k)| Op::ExpectReboot(j, k)),
+            2 => (jobs.clone(), any::<bool>()).prop_map(|(j, v)| Op::Verify(j, v)),
+            1 => Just(Op::ShutdownNotice),
+            2 => (1i64..120).prop_map(Op::Tick),
+            1 => (1i64..600).prop_map(Op::ClockBack),
+            1 => prop_oneof![
+                Just(UserPresence::LoggedOn),
+                Just(UserPresence::NoneLoggedOn),
+                Just(UserPresence::Unknown)
+            ]
+            .prop_map(Op::SetUser),
+            2 => Just(Op::Crash),
+            2 => any::<bool>().prop_map(|notice| Op::Reboot { notice }),
+            1 => jobs.clone().prop_map(Op::Rerun),
+            1 => jobs.clone().prop_map(Op::Cancel),
+            1 => jobs.prop_map(Op::StaleWrite),
+        ]
+        .boxed()
+    }
+
+    fn apply(state: (), _: &Op) {
+        state
+    }
+}
+
+/// The world around the ledger.
+struct World {
+    specs: Vec<JobSpec>,
+    store: MemoryStore,
+    ledger: Option<MemLedger>,
+    /// A ledger left over from before the last crash or reboot: a stale writer.
+    stale: Option<MemLedger>,
+    session: SessionFacts,
+    boots: u32,
+    /// Programs alive now, by job (invariant 4: at most one each).
+    live: HashMap<JobId, AttemptId>,
+    /// Verifications licensed and not yet answered.
+    verify: HashMap<JobId, AttemptId>,
+    /// Every attempt ever launched, for replays.
+    launched: Vec<AttemptId>,
+    /// Completed mandatory jobs: the run that completed and the launches seen by then.
+    tombstones: HashMap<JobId, (u32, usize)>,
+}
+
+static CASES: AtomicU64 = AtomicU64::new(0);
+static STEPS: AtomicU64 = AtomicU64::new(0);
+// What the run exercised, so that a vacuous run shows.
+static TOMBSTONES: AtomicU64 = AtomicU64::new(0);
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+static STALE_REFUSED: AtomicU64 = AtomicU64::new(0);
+static REBOOTS_MID_JOB: AtomicU64 = AtomicU64::new(0);
+
+impl World {
+    fn ledger(&mut self) -> &mut MemLedger {
+        self.ledger
+            .as_mut()
+            .expect("the world always has an open ledger between steps")
+    }
+
+    fn id(&self, i: usize) -> JobId {
+        self.specs[i].id().clone()
+    }
+
+    fn record(&self, i: usize) -> Option<JobRecord> {
+        self.ledger
+            .as_ref()
+            .and_then(|l| l.job(self.specs[i].id()).cloned())
+    }
+
+    fn open(&mut self) {
+        let (ledger, effects) = Ledger::open(self.store.clone(), self.session.clone())
+            .unwrap_or_else(|e| panic!("reopening a good store failed: {e}"));
+        self.ledger = Some(ledger);
+        self.carry_out(effects);
+    }
+
+    fn carry_out(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Launch(attempt) => {
+                    // Invariant 4: never two attempts of one job running at once.
+                    assert!(
+                        !self.live.contains_key(&attempt.job),
+                        "invariant 4: {attempt:?} launched while {:?} still runs",
+                        self.live.get(&attempt.job)
+                    );
+                    if let Some((run, _)) = self.tombstones.get(&attempt.job) {
+                        panic!(
+                            "invariant 1: completed mandatory job (run {run}) launched again: {attempt:?}"
+                        );
+                    }
+                    self.launched.push(attempt.clone());
+                    self.live.insert(attempt.job.clone(), attempt);
+                }
+                Effect::Terminate(attempt) => {
+                    if self.live.get(&attempt.job) == Some(&attempt) {
+                        self.live.remove(&attempt.job);
+                    }
+                }
+                Effect::Verify(attempt) => {
+                    self.verify.insert(attempt.job.clone(), attempt);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs a ledger call; an error must leave the ledger and the store as they were
+    /// (invariant 6), and may not be a store failure (the memory store does not fail here).
+    fn call(
+        &mut self,
+        op: impl FnOnce(&mut MemLedger) -> Result<Vec<Effect>, Error>,
+    ) -> Option<Vec<Effect>> {
+        let before: Vec<JobRecord> = self.ledger().jobs().cloned().collect();
+        let records = self.store.records().len();
+        match op(self.ledger()) {
+            Ok(effects) => {
+                self.carry_out(effects.clone());
+                Some(effects)
+            }
+            Err(error) => {
+                REFUSED.fetch_add(1, Ordering::Relaxed);
+                let after: Vec<JobRecord> = self.ledger().jobs().cloned().collect();
+                assert_eq!(
+                    before, after,
+                    "invariant 6: a refused call changed the ledger: {error}"
+                );
+                assert_eq!(
+                    records,
+                    self.store.records().len(),
+                    "a refused call wrote: {error}"
+                );
+                assert!(
+                    matches!(
+                        error,
+                        Error::Transition(_) | Error::NotRunnable { .. } | Error::UnknownJob(_)
+                    ),
+                    "unexpected error kind: {error:?}"
+                );
+                if let Error::Transition(TransitionError::CompletedMandatory { job, .. }) = &error {
+                    assert!(self.tombstones.contains_key(job));
+                }
+                None
+            }
+        }
+    }
+
+    fn current_attempt(&self, i: usize) -> Option<AttemptId> {
+        let record = self.record(i)?;
+        let a = record.state().attempt()?;
+        Some(AttemptId {
+            job: record.id().clone(),
+            attempt: AttemptRef {
+                run: a.run,
+                number: a.number,
+            },
+        })
+    }
+
+    fn step(&mut self, op: Op) {
+        match op {
+            Op::Advertise(i) => {
+                let spec = self.specs[i].clone();
+                let answer = self
+                    .ledger()
+                    .advertise(spec)
+                    .expect("advertising never fails here");
+                if self.tombstones.contains_key(&self.id(i)) {
+                    assert_eq!(answer, jobstate::Advertisement::CompletedWillNotRun);
+                }
+            }
+            Op::Begin(i) => {
+                let id = self.id(i);
+                let _ = self.call(|l| l.begin(&id).map(|a| vec![Effect::Launch(a)]));
+            }
+            Op::Exit(i, code) => {
+                // Only a live program can exit; its exit is delivered to the ledger. If job `i`
+                // has none, the live program of the first job that has one exits instead.
+                let id = self.id(i);
+                let id = if self.live.contains_key(&id) {
+                    Some(id)
+                } else {
+                    self.specs
+                        .iter()
+                        .map(|s| s.id().clone())
+                        .find(|j| self.live.contains_key(j))
+                };
+                if let Some(attempt) = id.and_then(|id| self.live.remove(&id)) {
+                    let _ = self.call(|l| l.program_exited(&attempt, code));
+                }
+            }
+            Op::ReplayExit(i, code) => {
+                // An exit replayed for an attempt whose program is gone: always refused.
+                let id = self.id(i);
+                if self.live.contains_key(&id) {
+                    return;
+                }
+                if let Some(old) = self.launched.iter().rev().find(|a| a.job == id).cloned() {
+                    let result = self.call(|l| l.program_exited(&old, code));
+                    assert!(result.is_none(), "a replayed exit of {old:?} was accepted");
+                }
+            }
+            Op::ExpectReboot(i, kind) => {
+                if let Some(attempt) = self.current_attempt(i) {
+                    let _ = self.call(|l| l.expect_reboot(&attempt, kind));
+                }
+            }
+            Op::Verify(i, installed) => {
+                let id = self.id(i);
+                let attempt = self.verify.remove(&id).or_else(|| self.current_attempt(i));
+                if let Some(attempt) = attempt {
+                    let _ = self.call(|l| l.verification(&attempt, installed));
+                }
+            }
+            Op::ShutdownNotice => {
+                let _ = self.call(|l| l.shutdown_notice());
+            }
+            Op::Tick(m) => {
+                self.session.now += minutes(m);
+                let now = self.session.now;
+                self.ledger().session_mut().now = now;
+                let _ = self.call(|l| l.tick());
+            }
+            Op::ClockBack(m) => {
+                self.session.now -= minutes(m);
+                let now = self.session.now;
+                self.ledger().session_mut().now = now;
+            }
+            Op::SetUser(user) => {
+                self.session.user = user;
+                self.ledger().session_mut().user = user;
+            }
+            Op::Crash => {
+                // The agent dies; its programs live on. The dead ledger is kept as a stale writer.
+                self.stale = self.ledger.take();
+                self.open();
+            }
+            Op::Reboot { notice } => {
+                if notice {
+                    let _ = self.call(|l| l.shutdown_notice());
+                }
+                let before: Vec<JobRecord> = self.ledger().jobs().cloned().collect();
+                self.stale = self.ledger.take();
+                self.live.clear();
+                self.verify.clear();
+                self.boots += 1;
+                self.session.boot = boot(&format!("boot-{}", self.boots));
+                self.open();
+                // Invariant 3: a reboot never fails a job that restarts the machine.
+                if before.iter().any(|r| {
+                    matches!(
+                        r.state().kind(),
+                        StateKind::Running | StateKind::AwaitingReboot
+                    )
+                }) {
+                    REBOOTS_MID_JOB.fetch_add(1, Ordering::Relaxed);
+                }
+                for record in &before {
+                    if record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine
+                        && !record.state().is_terminal()
+                    {
+                        let now = self.ledger().job(record.id()).map(|r| r.state().kind());
+                        assert_ne!(
+                            now,
+                            Some(StateKind::Failed),
+                            "invariant 3: {:?}",
+                            record.state()
+                        );
+                        // DESIGN: the reboot is its program's expected end: verify or complete.
+                        if record.state().kind() == StateKind::Running {
+                            let expected = if record.spec().verifies_after_reboot() {
+                                StateKind::AwaitingReboot
+                            } else {
+                                StateKind::Completed
+                            };
+                            assert_eq!(now, Some(expected), "after a reboot: {:?}", record.state());
+                        }
+                    }
+                }
+            }
+            Op::Rerun(i) => {
+                let id = self.id(i);
+                let done = self.tombstones.contains_key(&id);
+                let result = self.call(|l| l.rerun(&id));
+                assert!(
+                    !(done && result.is_some()),
+                    "invariant 1: a completed mandatory job was rerun"
+                );
+            }
+            Op::Cancel(i) => {
+                let id = self.id(i);
+                let _ = self.call(|l| l.cancel(&id));
+            }
+            Op::StaleWrite(i) => {
+                let Some(stale) = self.stale.as_mut() else {
+                    return;
+                };
+                let current = self.ledger.as_ref().map(|l| l.revision());
+                if Some(stale.revision()) == current {
+                    return; // nothing committed since: that ledger is not stale (yet)
+                }
+                let records = self.store.records();
+                let id = self.specs[i].id().clone();
+                let attempts = [
+                    stale.begin(&id).err(),
+                    stale.rerun(&id).err(),
+                    stale.cancel(&id).err(),
+                ];
+                for error in attempts.into_iter() {
+                    // Every write through a stale ledger is refused: by the store, or by the
+                    // state machine before it reaches the store.
+                    let error =
+                        error.unwrap_or_else(|| panic!("invariant 4: stale writer accepted"));
+                    assert!(
+                        matches!(
+                            error,
+                            Error::Store(StoreError::Conflict { .. })
+                                | Error::Transition(_)
+                                | Error::NotRunnable { .. }
+                                | Error::UnknownJob(_)
+                        ),
+                        "{error:?}"
+                    );
+                }
+                assert_eq!(
+                    records,
+                    self.store.records(),
+                    "invariant 4: a stale writer changed the store"
+                );
+                STALE_REFUSED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+struct LedgerTest;
+
+impl StateMachineTest for LedgerTest {
+    type SystemUnderTest = World;
+    type Reference = Reference;
+
+    fn init_test(_: &()) -> World {
+        CASES.fetch_add(1, Ordering::Relaxed);
+        let mut world = World {
+            specs: catalogue(),
+            store: MemoryStore::new(),
+            ledger: None,
+            stale: None,
+            session: service_session("boot-0"),
+            boots: 0,
+            live: HashMap::new(),
+            verify: HashMap::new(),
+            launched: Vec::new(),
+            tombstones: HashMap::new(),
+        };
+        world.open();
+        world
+    }
+
+    fn apply(mut world: World, _: &(), op: Op) -> World {
+        STEPS.fetch_add(1, Ordering::Relaxed);
+        world.step(op);
+        world.note_tombstones();
+        world
+    }
+
+    fn check_invariants(world: &World, _: &()) {
+        let ledger = world.ledger.as_ref().expect("open between steps");
+        // Invariant 1: completed mandatory jobs stay completed in the same run, not relaunched.
+        for (id, (run, launches)) in &world.tombstones {
+            let record = ledger.job(id).expect("a tombstone is never pruned");
+            assert_eq!(
+                record.state().kind(),
+                StateKind::Completed,
+                "invariant 1: {id} left Completed"
+            );
+            assert_eq!(
+                record.state().run(),
+                *run,
+                "invariant 1: {id} started a new run"
+            );
+            let now = world.launched.iter().filter(|a| &a.job == id).count();
+            assert_eq!(
+                now, *launches,
+                "invariant 1: {id} launched after completion"
+            );
+        }
+        // Invariant 3, over the whole history: no reboot observation failed a job that
+        // restarts the machine.
+        for record in ledger.jobs() {
+            if record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine {
+                for entry in record.history() {
+                    assert!(
+                        !(entry.event.kind == jobstate::EventKind::AgentStarted
+                            && entry.state.kind() == StateKind::Failed),
+                        "invariant 3: {entry:?}"
+                    );
+                }
+            }
+            // Invariant 4: a Running state's attempt is the live program, or no program is live.
+            if let JobState::Running { attempt, .. } = record.state()
+                && let Some(live) = world.live.get(record.id())
+            {
+                assert_eq!(
+                    live.attempt,
+                    AttemptRef {
+                        run: attempt.run,
+                        number: attempt.number
+                    }
+                );
+            }
+        }
+        // Nothing acknowledged is lost: a fresh load equals the ledger.
+        let loaded = world.store.clone().load().expect("the store loads");
+        let held: Vec<&JobRecord> = ledger.jobs().collect();
+        assert_eq!(
+            loaded.jobs.iter().collect::<Vec<_>>(),
+            held,
+            "store and ledger differ"
+        );
+    }
+}
+
+impl World {
+    fn note_tombstones(&mut self) {
+        let Some(ledger) = self.ledger.as_ref() else {
+            return;
+        };
+        for record in ledger.jobs() {
+            if record.spec().is_mandatory() && record.state().kind() == StateKind::Completed {
+                let launches = self
+                    .launched
+                    .iter()
+                    .filter(|a| a.job == *record.id())
+                    .count();
+                self.tombstones
+                    .entry(record.id().clone())
+                    .or_insert_with(|| {
+                        TOMBSTONES.fetch_add(1, Ordering::Relaxed);
+                        (record.state().run(), launches)
+                    });
+            }
+        }
+    }
+}
+
+#[test]
+fn ledger_keeps_invariants_under_crashes_reboots_and_replays() {
+    let multiplier: u32 = std::env::var("JOBSTATE_PROPTEST_MULTIPLIER")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1);
+    let config = Config {
+        cases: 256 * multiplier,
+        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
+            "proptest-regressions",
+        ))),
+        source_file: Some(file!()),
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config.clone());
+    let result = runner.run(
+        &Reference::sequential_strategy(1..=50),
+        |(init, ops, seen)| {
+            LedgerTest::test_sequential(config.clone(), init, ops, seen);
+            Ok(())
+        },
+    );
+    let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    println!(
+        "state machine: {} cases, {} steps run ({} cases required); exercised: {} mandatory jobs \
+         completed and then held, {} reboots with a job in flight, {} refused calls, {} stale \
+         writes refused",
+        n(&CASES),
+        n(&STEPS),
+        256 * multiplier,
+        n(&TOMBSTONES),
+        n(&REBOOTS_MID_JOB),
+        n(&REFUSED),
+        n(&STALE_REFUSED),
+    );
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}

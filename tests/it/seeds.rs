@@ -1,0 +1,233 @@
+//! The two field reports (`shared/seeds/`) and the service pack that the first one says behaves,
+//! each told step by step through the ledger, the way an agent drives it.
+
+use jobstate::{
+    Advertisement, Effect, ExecutionContext, FailureReason, JobSpec, JobState, Ledger, MemoryStore,
+    NextJob, RebootAttribution, RebootBehaviour, RunCondition, SessionFacts, StateKind,
+    UserPresence,
+};
+
+use crate::common::*;
+
+/// Three more agent restarts (one of them in a new boot) with the server re-advertising the job
+/// each time: nothing is launched, the job stays completed. Returns launches seen.
+fn restart_and_readvertise_three_times(
+    store: &MemoryStore,
+    session: &SessionFacts,
+    spec: &JobSpec,
+) -> usize {
+    let mut launched = 0;
+    for (i, boot_name) in ["same-boot-restart", "same-boot-restart", "boot-c"]
+        .iter()
+        .enumerate()
+    {
+        let mut s = session.clone();
+        if *boot_name == "boot-c" {
+            s.boot = boot("boot-c");
+        }
+        s.now = session.now + minutes(10 * (i as i64 + 1));
+        let (mut ledger, effects) = Ledger::open(store.clone(), s).unwrap();
+        launched += launches(&effects);
+        assert!(
+            reports(&effects).is_empty(),
+            "a completed job is reported once, not on every start"
+        );
+        assert_eq!(
+            ledger.advertise(spec.clone()).unwrap(),
+            Advertisement::CompletedWillNotRun
+        );
+        assert_eq!(ledger.next_runnable(), NextJob::Idle);
+        assert!(ledger.begin(spec.id()).is_err());
+        assert_eq!(
+            ledger.job(spec.id()).unwrap().state().kind(),
+            StateKind::Completed
+        );
+    }
+    launched
+}
+
+/// Seed 000 (Q158644): a Windows NT 4.0 upgrade sent as a system background task, no user logged
+/// on. The upgrade restarts the machine itself. SMS 1.2 never recorded completion, so the upgrade
+/// ran forever. Here completion is recorded at the next agent start, from the boot identity.
+#[test]
+fn seed_000_background_upgrade_with_no_user_completes_once() {
+    let store = MemoryStore::new();
+    let upgrade = JobSpec::new(job("winnt40-upgrade"))
+        .mandatory(true)
+        .run_condition(RunCondition::Always) // a system background task
+        .reboot(RebootBehaviour::RestartsMachine);
+    let mut session = service_session("boot-a");
+    session.context = ExecutionContext::BackgroundTask;
+    assert_eq!(session.user, UserPresence::NoneLoggedOn);
+
+    // Boot A: the agent starts, the server advertises the upgrade.
+    let (mut ledger, effects) = Ledger::open(store.clone(), session.clone()).unwrap();
+    assert!(effects.is_empty());
+    assert_eq!(
+        ledger.advertise(upgrade.clone()).unwrap(),
+        Advertisement::Queued
+    );
+
+    // Nobody is logged on, and the job runs whether or not a user is: it is runnable.
+    assert_eq!(ledger.next_runnable(), NextJob::Run(upgrade.id().clone()));
+    let attempt = ledger.begin(upgrade.id()).unwrap();
+    let mut launched = 1; // Running (with boot A) is durable; the agent launches the program.
+    match ledger.job(upgrade.id()).unwrap().state() {
+        JobState::Running { attempt: a, .. } => assert_eq!(a.boot, boot("boot-a")),
+        other => panic!("expected Running, got {other:?}"),
+    }
+
+    // The upgrade restarts the machine: no exit code, no notice. The agent simply dies.
+    drop(ledger);
+
+    // Boot B: still nobody logged on. The wall clock was reset an hour backwards.
+    session.boot = boot("boot-b");
+    session.now = session.now - minutes(60);
+    let (mut ledger, effects) = Ledger::open(store.clone(), session.clone()).unwrap();
+    launched += launches(&effects);
+    let job = ledger.job(upgrade.id()).unwrap();
+    match job.state() {
+        JobState::Completed {
+            attempt: a, reboot, ..
+        } => {
+            assert_eq!(
+                a.boot,
+                boot("boot-a"),
+                "the attempt that completed started in boot A"
+            );
+            assert_eq!(*reboot, Some(RebootAttribution::InitiatedByProgram));
+        }
+        other => panic!("expected Completed after the reboot, got {other:?}"),
+    }
+    // The completion status is produced with nobody logged on, in the same commit.
+    let sent = reports(&effects);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].key.state, StateKind::Completed);
+    assert_eq!(sent[0].key.job, *upgrade.id());
+    assert_eq!(sent[0].boot, boot("boot-b"));
+    assert_eq!(ledger.session().user, UserPresence::NoneLoggedOn);
+    assert_eq!(attempt.attempt.number, 1);
+
+    // The server advertises it again: it will not run.
+    assert_eq!(
+        ledger.advertise(upgrade.clone()).unwrap(),
+        Advertisement::CompletedWillNotRun
+    );
+    assert_eq!(ledger.next_runnable(), NextJob::Idle);
+    drop(ledger);
+
+    launched += restart_and_readvertise_three_times(&store, &session, &upgrade);
+    assert_eq!(launched, 1, "the upgrade's program started exactly once");
+}
+
+/// Seed 001 (Q164887): the wrapper that runs the upgrade waits for a shutdown message, but in a
+/// service it never receives one, so it marks the mandatory job failed and the agent runs it
+/// again. Here no message is needed: `Running` was committed with boot A; boot B proves the
+/// reboot; the detection check confirms the upgrade.
+#[test]
+fn seed_001_service_never_hears_the_shutdown_and_still_completes_once() {
+    let store = MemoryStore::new();
+    let upgrade = JobSpec::new(job("winnt40-upgrade-ntencap"))
+        .mandatory(true)
+        .reboot(RebootBehaviour::RestartsMachine)
+        .verify_after_reboot(true);
+    let session = service_session("boot-a");
+    assert_eq!(session.context, ExecutionContext::Service);
+
+    let (mut ledger, _) = Ledger::open(store.clone(), session.clone()).unwrap();
+    ledger.advertise(upgrade.clone()).unwrap();
+    let attempt = ledger.begin(upgrade.id()).unwrap();
+    let mut launched = 1;
+
+    // The machine restarts. The service receives no shutdown message: `shutdown_notice` is
+    // never called. The agent is killed mid-flight.
+    drop(ledger);
+
+    let mut after = session.clone();
+    after.boot = boot("boot-b");
+    let (mut ledger, effects) = Ledger::open(store.clone(), after.clone()).unwrap();
+    launched += launches(&effects);
+    // The reboot is the program's expected end, not a failure: verify it.
+    assert_eq!(effects.first(), Some(&Effect::Verify(attempt.clone())));
+    let record = ledger.job(upgrade.id()).unwrap();
+    assert!(
+        matches!(record.state(), JobState::AwaitingReboot { verifying_in: Some(b), cause: RebootAttribution::InitiatedByProgram, .. } if *b == boot("boot-b")),
+        "{:?}",
+        record.state()
+    );
+    assert!(
+        record
+            .history()
+            .iter()
+            .all(|e| e.state.kind() != StateKind::Failed),
+        "never marked failed"
+    );
+
+    // The detection check: the new OS is there.
+    let effects = ledger.verification(&attempt, true).unwrap();
+    let sent = reports(&effects);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].key.state, StateKind::Completed);
+    assert!(matches!(
+        ledger.job(upgrade.id()).unwrap().state(),
+        JobState::Completed { verified: true, .. }
+    ));
+    drop(ledger);
+
+    launched += restart_and_readvertise_three_times(&store, &after, &upgrade);
+    assert_eq!(launched, 1, "the upgrade's program started exactly once");
+}
+
+/// The service pack of seed 000's "more information": same background task, no restart. It
+/// behaved under SMS 1.2 too; it must behave here.
+#[test]
+fn service_pack_without_restart_completes_once() {
+    let store = MemoryStore::new();
+    let sp = JobSpec::new(job("winnt40-sp3"))
+        .mandatory(true)
+        .reboot(RebootBehaviour::Never);
+    let session = service_session("boot-a");
+
+    let (mut ledger, _) = Ledger::open(store.clone(), session.clone()).unwrap();
+    ledger.advertise(sp.clone()).unwrap();
+    let attempt = ledger.begin(sp.id()).unwrap();
+    let effects = ledger.program_exited(&attempt, 0).unwrap();
+    let sent = reports(&effects);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].exit_code, Some(0));
+    assert!(matches!(
+        ledger.job(sp.id()).unwrap().state(),
+        JobState::Completed {
+            reboot: None,
+            exit_code: Some(0),
+            ..
+        }
+    ));
+    drop(ledger);
+
+    assert_eq!(
+        restart_and_readvertise_three_times(&store, &session, &sp),
+        0
+    );
+}
+
+/// The same service pack, interrupted by a reboot nobody asked for: the attempt is retried, not
+/// completed, and the reboot is attributed as unrelated.
+#[test]
+fn service_pack_interrupted_by_unrelated_reboot_is_retried() {
+    let store = MemoryStore::new();
+    let sp = JobSpec::new(job("winnt40-sp3")).reboot(RebootBehaviour::Never);
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
+    ledger.advertise(sp.clone()).unwrap();
+    ledger.begin(sp.id()).unwrap();
+    drop(ledger);
+    let (ledger, _) = Ledger::open(store, service_session("boot-b")).unwrap();
+    assert!(matches!(
+        ledger.job(sp.id()).unwrap().state(),
+        JobState::Queued {
+            attempt: 2,
+            last_failure: Some(FailureReason::Interrupted(RebootAttribution::Unrelated)),
+            ..
+        }
+    ));
+}

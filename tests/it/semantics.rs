@@ -1,0 +1,469 @@
+//! The rules of DESIGN.md, one test each, through the ledger.
+
+use std::time::Duration;
+
+use jobstate::{
+    Advertisement, Effect, Error, ExitCodePolicy, ExitOutcome, FailureReason, JobSpec, JobState,
+    Ledger, MemoryStore, NextJob, RebootAttribution, RebootBehaviour, RebootKind, RetryPolicy,
+    RunCondition, StateKind, Store, StoreError, TransitionError, UserPresence, WaitReason,
+};
+
+use crate::common::*;
+
+fn open(store: &MemoryStore, boot_name: &str) -> MemLedger {
+    Ledger::open(store.clone(), service_session(boot_name))
+        .unwrap()
+        .0
+}
+
+fn state(ledger: &MemLedger, spec: &JobSpec) -> JobState {
+    ledger.job(spec.id()).unwrap().state().clone()
+}
+
+#[test]
+fn exit_codes_follow_the_windows_installer_conventions() {
+    for (code, expected) in [
+        (0, StateKind::Completed),
+        (1707, StateKind::Completed),
+        (3010, StateKind::AwaitingReboot),
+        (1641, StateKind::AwaitingReboot),
+        (1618, StateKind::Queued),
+        (1603, StateKind::Queued),
+    ] {
+        let store = MemoryStore::new();
+        let mut ledger = open(&store, "a");
+        let spec = JobSpec::new(job("msi")).reboot(RebootBehaviour::MayRequest);
+        ledger.advertise(spec.clone()).unwrap();
+        let attempt = ledger.begin(spec.id()).unwrap();
+        let effects = ledger.program_exited(&attempt, code).unwrap();
+        assert_eq!(state(&ledger, &spec).kind(), expected, "exit code {code}");
+        let restart = effects
+            .iter()
+            .any(|e| matches!(e, Effect::ScheduleRestart { .. }));
+        assert_eq!(
+            restart,
+            code == 3010,
+            "only a soft restart is scheduled by the agent ({code})"
+        );
+    }
+}
+
+#[test]
+fn custom_exit_code_table() {
+    let policy = ExitCodePolicy::new(ExitOutcome::Failure).with(2, ExitOutcome::Success);
+    let spec = JobSpec::new(job("tool"))
+        .exit_codes(policy)
+        .retry(RetryPolicy::none());
+    let mut ledger = open(&MemoryStore::new(), "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger.program_exited(&attempt, 0).unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Failed {
+            reason: FailureReason::ExitCode(0),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn soft_restart_is_owed_until_a_new_boot_is_seen() {
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let mut ledger = open(&store, "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    let effects = ledger.program_exited(&attempt, 3010).unwrap();
+    assert_eq!(reports(&effects)[0].key.state, StateKind::AwaitingReboot);
+    drop(ledger);
+
+    // The agent restarted before restarting the machine: the restart is licensed again.
+    let (ledger, effects) = Ledger::open(store.clone(), service_session("a")).unwrap();
+    assert!(matches!(
+        effects.as_slice(),
+        [Effect::ScheduleRestart {
+            kind: RebootKind::Soft,
+            ..
+        }]
+    ));
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::AwaitingReboot);
+    drop(ledger);
+
+    let (ledger, effects) = Ledger::open(store, service_session("b")).unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Completed {
+            reboot: Some(RebootAttribution::RequestedByJob(RebootKind::Soft)),
+            exit_code: Some(3010),
+            ..
+        }
+    ));
+    assert_eq!(reports(&effects).len(), 1);
+}
+
+#[test]
+fn a_job_that_never_reboots_suppresses_a_requested_restart() {
+    let spec = JobSpec::new(job("tool")).reboot(RebootBehaviour::Never);
+    let mut ledger = open(&MemoryStore::new(), "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    let effects = ledger.program_exited(&attempt, 3010).unwrap();
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ScheduleRestart { .. }))
+    );
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Completed {
+            restart_suppressed: true,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn retry_later_backs_off_then_runs_then_exhausts_attempts() {
+    let spec = JobSpec::new(job("busy")).retry(RetryPolicy {
+        max_attempts: 2,
+        initial_backoff: Duration::from_secs(300),
+        ..RetryPolicy::default()
+    });
+    let mut ledger = open(&MemoryStore::new(), "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    assert!(
+        ledger.program_exited(&attempt, 1618).unwrap().is_empty(),
+        "a retry is not reported"
+    );
+    let until = t0() + minutes(5);
+    assert_eq!(
+        ledger.next_runnable(),
+        NextJob::Wait {
+            job: spec.id().clone(),
+            reason: WaitReason::BackingOff { until }
+        }
+    );
+    assert!(matches!(
+        ledger.begin(spec.id()),
+        Err(Error::NotRunnable { .. })
+    ));
+
+    ledger.session_mut().now = until;
+    assert_eq!(ledger.next_runnable(), NextJob::Run(spec.id().clone()));
+    let second = ledger.begin(spec.id()).unwrap();
+    assert_eq!(second.attempt.number, 2);
+    let effects = ledger.program_exited(&second, 1603).unwrap();
+    assert_eq!(
+        reports(&effects)[0].reason,
+        Some(FailureReason::ExitCode(1603))
+    );
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Failed {
+            reason: FailureReason::ExitCode(1603),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_clock_reset_backwards_does_not_extend_back_off() {
+    let spec = JobSpec::new(job("busy"));
+    let mut ledger = open(&MemoryStore::new(), "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger.program_exited(&attempt, 1618).unwrap();
+    // The clock is reset a year back: the recorded back-off lies further ahead than any
+    // back-off the policy can set, so it is over.
+    ledger.session_mut().now = t0() - chrono::TimeDelta::days(365);
+    assert_eq!(ledger.next_runnable(), NextJob::Run(spec.id().clone()));
+}
+
+#[test]
+fn maximum_run_time_terminates_and_retries_but_not_across_a_clock_jump_back() {
+    let spec = JobSpec::new(job("hang")).max_run_time(Duration::from_secs(600));
+    let mut ledger = open(&MemoryStore::new(), "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+
+    ledger.session_mut().now = t0() - minutes(60);
+    assert!(
+        ledger.tick().unwrap().is_empty(),
+        "a clock that jumped back times nothing out"
+    );
+    ledger.session_mut().now = t0() + minutes(9);
+    assert!(ledger.tick().unwrap().is_empty());
+    ledger.session_mut().now = t0() + minutes(10);
+    let effects = ledger.tick().unwrap();
+    assert_eq!(effects, vec![Effect::Terminate(attempt.clone())]);
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Queued {
+            attempt: 2,
+            last_failure: Some(FailureReason::TimedOut),
+            ..
+        }
+    ));
+    // The late exit of the terminated attempt is stale.
+    assert!(matches!(
+        ledger.program_exited(&attempt, 0),
+        Err(Error::Transition(TransitionError::StaleAttempt { .. }))
+    ));
+}
+
+#[test]
+fn run_conditions_wait_and_say_why() {
+    let with_user = JobSpec::new(job("needs-user")).run_condition(RunCondition::OnlyWithUser);
+    let without = JobSpec::new(job("needs-no-user")).run_condition(RunCondition::OnlyWithoutUser);
+    let mut ledger = open(&MemoryStore::new(), "a");
+    ledger.advertise(with_user.clone()).unwrap();
+    ledger.advertise(without.clone()).unwrap();
+
+    // Nobody logged on: the first job waits, the second runs.
+    assert_eq!(ledger.next_runnable(), NextJob::Run(without.id().clone()));
+    match ledger.begin(with_user.id()) {
+        Err(Error::NotRunnable {
+            reason: WaitReason::NeedsUser,
+            ..
+        }) => {}
+        other => panic!("expected NotRunnable(NeedsUser), got {other:?}"),
+    }
+    ledger.session_mut().user = UserPresence::LoggedOn;
+    assert_eq!(ledger.next_runnable(), NextJob::Run(with_user.id().clone()));
+    assert!(matches!(
+        ledger.begin(without.id()),
+        Err(Error::NotRunnable {
+            reason: WaitReason::NeedsNoUser,
+            ..
+        })
+    ));
+    ledger.session_mut().user = UserPresence::Unknown;
+    assert_eq!(
+        ledger.next_runnable(),
+        NextJob::Wait {
+            job: with_user.id().clone(),
+            reason: WaitReason::UserPresenceUnknown
+        }
+    );
+}
+
+#[test]
+fn rerun_and_cancel() {
+    let mandatory = JobSpec::new(job("mandatory"));
+    let optional = JobSpec::new(job("optional")).mandatory(false);
+    let mut ledger = open(&MemoryStore::new(), "a");
+    for spec in [&mandatory, &optional] {
+        ledger.advertise(spec.clone()).unwrap();
+        let attempt = ledger.begin(spec.id()).unwrap();
+        ledger.program_exited(&attempt, 0).unwrap();
+    }
+    assert!(matches!(
+        ledger.rerun(mandatory.id()),
+        Err(Error::Transition(
+            TransitionError::CompletedMandatory { .. }
+        ))
+    ));
+    assert_eq!(
+        ledger.advertise(optional.clone()).unwrap(),
+        Advertisement::AlreadyKnown {
+            state: StateKind::Completed
+        }
+    );
+    ledger.rerun(optional.id()).unwrap();
+    assert!(matches!(
+        state(&ledger, &optional),
+        JobState::Queued {
+            run: 2,
+            attempt: 1,
+            ..
+        }
+    ));
+
+    let effects = ledger.cancel(optional.id()).unwrap();
+    assert_eq!(reports(&effects)[0].key.state, StateKind::Failed);
+    assert!(matches!(
+        state(&ledger, &optional),
+        JobState::Failed {
+            reason: FailureReason::Cancelled,
+            ..
+        }
+    ));
+    assert!(
+        ledger.cancel(optional.id()).is_err(),
+        "a failed job cannot be cancelled again"
+    );
+    ledger.rerun(optional.id()).unwrap();
+    assert!(matches!(
+        state(&ledger, &optional),
+        JobState::Queued { run: 3, .. }
+    ));
+}
+
+#[test]
+fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("feature-update"))
+        .reboot(RebootBehaviour::RestartsMachine)
+        .verify_after_reboot(true)
+        .max_reboots(2);
+    let mut ledger = open(&store, "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    drop(ledger);
+
+    // Each boot, the pending-reboot check says "restart again".
+    let mut boots = 0;
+    let failed = loop {
+        boots += 1;
+        let (mut ledger, effects) =
+            Ledger::open(store.clone(), service_session(&format!("b{boots}"))).unwrap();
+        assert!(
+            effects.contains(&Effect::Verify(attempt.clone())),
+            "{effects:?}"
+        );
+        let effects = ledger.expect_reboot(&attempt, RebootKind::Soft).unwrap();
+        if state(&ledger, &spec).kind() == StateKind::Failed {
+            break effects;
+        }
+        assert!(boots < 10, "the reboot loop must be bounded");
+    };
+    assert_eq!(boots, 2);
+    assert_eq!(
+        reports(&failed)[0].reason,
+        Some(FailureReason::RebootLoop { boots: 2 })
+    );
+
+    // A verification that says "not installed" fails the attempt: the retry policy applies.
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    drop(ledger);
+    let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();
+    ledger.verification(&attempt, false).unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Queued {
+            attempt: 2,
+            last_failure: Some(FailureReason::NotDetected),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn same_boot_agent_restart_concludes_nothing_about_a_running_job() {
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let mut ledger = open(&store, "a");
+    ledger.advertise(spec.clone()).unwrap();
+    ledger.begin(spec.id()).unwrap();
+    let before = state(&ledger, &spec);
+    drop(ledger);
+    let (ledger, effects) = Ledger::open(store, service_session("a")).unwrap();
+    assert!(
+        effects.is_empty(),
+        "no relaunch, no completion: {effects:?}"
+    );
+    assert_eq!(state(&ledger, &spec), before);
+}
+
+#[test]
+fn a_shutdown_notice_is_recorded_but_decides_nothing() {
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let mut ledger = open(&store, "a");
+    ledger.advertise(spec.clone()).unwrap();
+    ledger.begin(spec.id()).unwrap();
+    assert!(ledger.shutdown_notice().unwrap().is_empty());
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Running {
+            shutdown_notice_at: Some(_),
+            ..
+        }
+    ));
+    drop(ledger);
+    // With a notice or without, the same boot rule decides.
+    let (ledger, _) = Ledger::open(store, service_session("b")).unwrap();
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
+}
+
+#[test]
+fn a_stale_writer_is_refused_and_changes_nothing() {
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("upgrade"));
+    let mut first = open(&store, "a");
+    first.advertise(spec.clone()).unwrap();
+    let mut second = open(&store, "a"); // a second agent process
+    let attempt = second.begin(spec.id()).unwrap();
+
+    let before = store.records();
+    match first.begin(spec.id()) {
+        Err(Error::Store(StoreError::Conflict { .. })) => {}
+        other => panic!("expected a stale-writer conflict, got {other:?}"),
+    }
+    assert_eq!(store.records(), before, "the refused commit wrote nothing");
+    assert_eq!(
+        first.job(spec.id()).unwrap().state().kind(),
+        StateKind::Queued,
+        "the stale ledger is unchanged"
+    );
+    second.program_exited(&attempt, 0).unwrap();
+}
+
+#[test]
+fn a_failed_commit_changes_nothing_and_hands_out_no_effect() {
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("upgrade"));
+    let mut ledger = open(&store, "a");
+    ledger.advertise(spec.clone()).unwrap();
+    store.fail_next_commits(1);
+    assert!(matches!(
+        ledger.begin(spec.id()),
+        Err(Error::Store(StoreError::Io { .. }))
+    ));
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::Queued);
+    let attempt = ledger.begin(spec.id()).unwrap();
+    assert_eq!(attempt.attempt.number, 1);
+    // And what was acknowledged is what a fresh load sees.
+    let mut reader = store.clone();
+    let loaded = reader.load().unwrap();
+    assert_eq!(
+        loaded.jobs[0].state(),
+        ledger.job(spec.id()).unwrap().state()
+    );
+}
+
+#[test]
+fn history_is_ordered_by_sequence_and_tells_the_story() {
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let mut ledger = open(&store, "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger.program_exited(&attempt, 3010).unwrap();
+    drop(ledger);
+    let mut session = service_session("b");
+    session.now = t0() - minutes(600); // a reset clock does not reorder history
+    let (ledger, _) = Ledger::open(store, session).unwrap();
+    let history = ledger.history(spec.id()).unwrap();
+    let kinds: Vec<_> = history.iter().map(|e| e.state.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            StateKind::Queued,
+            StateKind::Running,
+            StateKind::AwaitingReboot,
+            StateKind::Completed
+        ]
+    );
+    assert!(
+        history
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq == i as u64 + 1)
+    );
+}
