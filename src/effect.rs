@@ -15,9 +15,27 @@ pub struct AttemptId {
     pub attempt: AttemptRef,
 }
 
+impl std::fmt::Display for AttemptId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.job, self.attempt)
+    }
+}
+
+impl std::fmt::Display for StatusKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/run {}/attempt {}/{}",
+            self.job, self.run, self.attempt, self.state
+        )
+    }
+}
+
 /// Something the caller must carry out. An effect is licensed by the transition that produced
 /// it, which is already durable when the caller sees it; after a crash, recovery licenses again
 /// the effects that may have been lost (a restart still owed, a verification still awaited).
+///
+/// Order: the `Report` of the state just committed comes first, then the actions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Effect {

@@ -14,6 +14,10 @@ pub enum WaitReason {
     NeedsNoUser,
     /// The job needs a user, or needs none, and who is logged on is unknown.
     UserPresenceUnknown,
+    /// The job's detection check must say whether the failed attempt's result is there before
+    /// another attempt starts: run it and pass the result to
+    /// [`Ledger::verification`](crate::Ledger::verification).
+    CheckPending,
     /// The job is backing off after a failed attempt.
     BackingOff {
         /// Not before this time.
@@ -30,6 +34,9 @@ impl fmt::Display for WaitReason {
             }
             WaitReason::UserPresenceUnknown => f.write_str(
                 "its run condition depends on a logged-on user, and whether one is logged on is unknown",
+            ),
+            WaitReason::CheckPending => f.write_str(
+                "its detection check must first say whether the failed attempt's result is there",
             ),
             WaitReason::BackingOff { until } => {
                 write!(f, "it is backing off after a failed attempt until {until}")

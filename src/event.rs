@@ -105,7 +105,8 @@ pub enum EventName {
 
 impl fmt::Display for EventName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        // Padding applies to the name, so `{:<16}` aligns columns.
+        f.pad(&format!("{self:?}"))
     }
 }
 

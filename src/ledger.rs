@@ -275,7 +275,9 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         &self.session
     }
 
-    /// The session context, to change its facts (tests and simulations).
+    /// The session context, to change its facts in tests and simulations: time, users, notices.
+    /// The boot is read once, at [`Ledger::open`]: a reboot ends the agent, so to simulate one,
+    /// drop the ledger and open a new one with the new boot.
     pub fn session_mut(&mut self) -> &mut C {
         &mut self.session
     }
@@ -301,6 +303,13 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
 
     fn readiness(&self, record: &JobRecord) -> Result<(), WaitReason> {
         let now = self.session.now();
+        if let JobState::Queued {
+            check_before_retry: Some(_),
+            ..
+        } = record.state()
+        {
+            return Err(WaitReason::CheckPending);
+        }
         if let JobState::Queued {
             not_before: Some(until),
             ..

@@ -111,5 +111,13 @@ pub use state::{Attempt, FailureReason, JobState, RebootAttribution, RebootKind,
 pub use store::{Commit, MemoryStore, Revision, Snapshot, Store, StoreError};
 pub use transition::{Step, TransitionError, transition};
 
+/// The `chrono` this crate's timestamps come from, so callers need not depend on it directly.
+pub use chrono;
+
 /// A point in wall-clock time, in UTC. It comes in with events; the core never reads a clock.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+// The README's examples run as doctests too.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

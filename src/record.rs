@@ -59,6 +59,22 @@ impl JobRecord {
         &self.current
     }
 
+    /// The attempt in progress (or whose check is awaited), as the ledger's attempt-scoped calls
+    /// want it. `None` when the job is queued with nothing to check, or finished. After an agent
+    /// restart in the same boot, this is how the agent finds the attempt of a running job.
+    pub fn current_attempt(&self) -> Option<crate::AttemptId> {
+        if self.current.is_terminal() {
+            return None;
+        }
+        self.current.attempt().map(|a| crate::AttemptId {
+            job: self.id().clone(),
+            attempt: crate::AttemptRef {
+                run: a.run,
+                number: a.number,
+            },
+        })
+    }
+
     /// Every transition, oldest first.
     pub fn history(&self) -> &[HistoryEntry] {
         &self.history

@@ -96,6 +96,10 @@ pub enum JobState {
         not_before: Option<Timestamp>,
         /// Why the previous attempt of this run failed, if one did.
         last_failure: Option<FailureReason>,
+        /// For a job with a detection check: the failed attempt whose result must be checked
+        /// before another attempt starts. A wrapper may report failure while the work is done
+        /// (seed 001); the check, not the report, decides.
+        check_before_retry: Option<Attempt>,
     },
     /// The program of `attempt` was (or is about to be) started.
     Running {
@@ -166,7 +170,13 @@ pub enum StateKind {
 
 impl fmt::Display for StateKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        f.pad(match self {
+            StateKind::Queued => "Queued",
+            StateKind::Running => "Running",
+            StateKind::AwaitingReboot => "AwaitingReboot",
+            StateKind::Completed => "Completed",
+            StateKind::Failed => "Failed",
+        })
     }
 }
 
@@ -178,6 +188,7 @@ impl JobState {
             attempt: 1,
             not_before: None,
             last_failure: None,
+            check_before_retry: None,
         }
     }
 
@@ -197,10 +208,12 @@ impl JobState {
         matches!(self, JobState::Completed { .. } | JobState::Failed { .. })
     }
 
-    /// The attempt in progress or last finished, if one started.
+    /// The attempt in progress, awaiting its check, or last finished, if one started.
     pub fn attempt(&self) -> Option<&Attempt> {
         match self {
-            JobState::Queued { .. } => None,
+            JobState::Queued {
+                check_before_retry, ..
+            } => check_before_retry.as_ref(),
             JobState::Running { attempt, .. }
             | JobState::AwaitingReboot { attempt, .. }
             | JobState::Completed { attempt, .. } => Some(attempt),

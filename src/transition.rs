@@ -265,7 +265,8 @@ impl Transitioner<'_> {
     }
 
     /// The attempt failed: queue the next one after a back-off, or fail the run when no
-    /// attempts are left.
+    /// attempts are left. A job with a detection check is retried only after the check says the
+    /// result is not there: the failure may be a wrapper's misjudgement (seed 001).
     fn fail_attempt(
         &self,
         attempt: &Attempt,
@@ -274,12 +275,19 @@ impl Transitioner<'_> {
     ) -> Step {
         let retry = self.spec.retry_policy();
         if attempt.number < retry.max_attempts.max(1) {
-            Step::to(JobState::Queued {
+            let check = self.spec.verifies_after_reboot() && reason != FailureReason::NotDetected;
+            let step = Step::to(JobState::Queued {
                 run: attempt.run,
                 attempt: attempt.number + 1,
                 not_before: Some(retry.not_before(attempt.number, self.event.at)),
                 last_failure: Some(reason),
-            })
+                check_before_retry: check.then(|| attempt.clone()),
+            });
+            if check {
+                step.effect(Effect::Verify(self.attempt_id(attempt)))
+            } else {
+                step
+            }
         } else {
             let state = JobState::Failed {
                 run: attempt.run,
@@ -313,18 +321,24 @@ impl Transitioner<'_> {
         };
         let report = first_entry.then(|| self.report(&state, exit_code, None));
         let mut step = Step::to(state);
+        step.effects.extend(report);
         if cause == RebootAttribution::RequestedByJob(RebootKind::Soft) {
             step = step.effect(Effect::ScheduleRestart {
                 job: self.job(),
                 kind: RebootKind::Soft,
             });
         }
-        step.effects.extend(report);
         step
     }
 
     fn attempt_started(&self) -> Result<Step, TransitionError> {
-        let JobState::Queued { run, attempt, .. } = self.state else {
+        let JobState::Queued {
+            run,
+            attempt,
+            check_before_retry: None,
+            ..
+        } = self.state
+        else {
             return self.invalid();
         };
         let attempt = Attempt {
@@ -421,6 +435,11 @@ impl Transitioner<'_> {
     fn agent_started(&self) -> Step {
         let boot = &self.event.boot;
         match self.state {
+            // The check before a retry is still owed: license it again (it may have been lost).
+            JobState::Queued {
+                check_before_retry: Some(attempt),
+                ..
+            } => Step::unchanged().effect(Effect::Verify(self.attempt_id(attempt))),
             JobState::Queued { .. } | JobState::Completed { .. } | JobState::Failed { .. } => {
                 Step::unchanged()
             }
@@ -501,9 +520,9 @@ impl Transitioner<'_> {
             verifying_in: Some(self.event.boot.clone()),
         };
         let report = entering.then(|| self.report(&state, exit_code, None));
-        let mut step = Step::to(state).effect(Effect::Verify(self.attempt_id(attempt)));
+        let mut step = Step::to(state);
         step.effects.extend(report);
-        step
+        step.effect(Effect::Verify(self.attempt_id(attempt)))
     }
 
     fn reboot_expected(
@@ -565,6 +584,30 @@ impl Transitioner<'_> {
 
     fn verified(&self, named: AttemptRef, installed: bool) -> Result<Step, TransitionError> {
         match self.state {
+            JobState::Queued {
+                run,
+                attempt: next,
+                not_before,
+                last_failure,
+                check_before_retry: Some(_),
+            } => {
+                let attempt = self.current(named)?;
+                Ok(if installed {
+                    let exit_code = match last_failure {
+                        Some(FailureReason::ExitCode(code)) => Some(*code),
+                        _ => None,
+                    };
+                    self.complete(attempt, exit_code, None, true, false)
+                } else {
+                    Step::to(JobState::Queued {
+                        run: *run,
+                        attempt: *next,
+                        not_before: *not_before,
+                        last_failure: last_failure.clone(),
+                        check_before_retry: None,
+                    })
+                })
+            }
             JobState::AwaitingReboot {
                 verifying_in: Some(v),
                 cause,
@@ -592,21 +635,26 @@ impl Transitioner<'_> {
             // A reboot not yet reconciled, or a clock that jumped backwards, never times out.
             if attempt.boot == self.event.boot && self.event.at >= deadline {
                 let terminate = Effect::Terminate(self.attempt_id(attempt));
-                let mut step = self.fail_attempt(attempt, FailureReason::TimedOut, None);
-                step.effects.insert(0, terminate);
-                return step;
+                return self
+                    .fail_attempt(attempt, FailureReason::TimedOut, None)
+                    .effect(terminate);
             }
         }
         Step::unchanged()
     }
 
     fn cancel(&self) -> Result<Step, TransitionError> {
-        let JobState::Queued { run, .. } = self.state else {
+        let JobState::Queued {
+            run,
+            check_before_retry,
+            ..
+        } = self.state
+        else {
             return self.invalid();
         };
         let state = JobState::Failed {
             run: *run,
-            attempt: None,
+            attempt: check_before_retry.clone(),
             at: self.event.at,
             reason: FailureReason::Cancelled,
         };
@@ -623,6 +671,7 @@ impl Transitioner<'_> {
                     attempt: 1,
                     not_before: None,
                     last_failure: None,
+                    check_before_retry: None,
                 }))
             }
             _ => self.invalid(),

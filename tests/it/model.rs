@@ -194,10 +194,8 @@ impl World {
                     self.launched.push(attempt.clone());
                     self.live.insert(attempt.job.clone(), attempt);
                 }
-                Effect::Terminate(attempt) => {
-                    if self.live.get(&attempt.job) == Some(&attempt) {
-                        self.live.remove(&attempt.job);
-                    }
+                Effect::Terminate(attempt) if self.live.get(&attempt.job) == Some(&attempt) => {
+                    self.live.remove(&attempt.job);
                 }
                 Effect::Verify(attempt) => {
                     self.verify.insert(attempt.job.clone(), attempt);

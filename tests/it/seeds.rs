@@ -82,7 +82,7 @@ fn seed_000_background_upgrade_with_no_user_completes_once() {
 
     // Boot B: still nobody logged on. The wall clock was reset an hour backwards.
     session.boot = boot("boot-b");
-    session.now = session.now - minutes(60);
+    session.now -= minutes(60);
     let (mut ledger, effects) = Ledger::open(store.clone(), session.clone()).unwrap();
     launched += launches(&effects);
     let job = ledger.job(upgrade.id()).unwrap();
@@ -148,7 +148,9 @@ fn seed_001_service_never_hears_the_shutdown_and_still_completes_once() {
     let (mut ledger, effects) = Ledger::open(store.clone(), after.clone()).unwrap();
     launched += launches(&effects);
     // The reboot is the program's expected end, not a failure: verify it.
-    assert_eq!(effects.first(), Some(&Effect::Verify(attempt.clone())));
+    assert_eq!(effects.len(), 2, "{effects:?}");
+    assert_eq!(reports(&effects)[0].key.state, StateKind::AwaitingReboot);
+    assert_eq!(effects[1], Effect::Verify(attempt.clone()));
     let record = ledger.job(upgrade.id()).unwrap();
     assert!(
         matches!(record.state(), JobState::AwaitingReboot { verifying_in: Some(b), cause: RebootAttribution::InitiatedByProgram, .. } if *b == boot("boot-b")),
@@ -171,6 +173,66 @@ fn seed_001_service_never_hears_the_shutdown_and_still_completes_once() {
     assert!(matches!(
         ledger.job(upgrade.id()).unwrap().state(),
         JobState::Completed { verified: true, .. }
+    ));
+    drop(ledger);
+
+    launched += restart_and_readvertise_three_times(&store, &after, &upgrade);
+    assert_eq!(launched, 1, "the upgrade's program started exactly once");
+}
+
+/// Seed 001 exactly as reported: the wrapper *marks the job failed* (a failing exit code reaches
+/// the agent) and then the machine restarts. The failure is not believed blindly: a job with a
+/// detection check is retried only after the check says the upgrade is not there, and it is.
+#[test]
+fn seed_001_wrapper_reports_failure_yet_the_upgrade_is_not_run_again() {
+    let store = MemoryStore::new();
+    let upgrade = JobSpec::new(job("winnt40-upgrade-ntencap"))
+        .reboot(RebootBehaviour::RestartsMachine)
+        .verify_after_reboot(true);
+    let session = service_session("boot-a");
+    let (mut ledger, _) = Ledger::open(store.clone(), session.clone()).unwrap();
+    ledger.advertise(upgrade.clone()).unwrap();
+    let attempt = ledger.begin(upgrade.id()).unwrap();
+    let mut launched = 1;
+
+    // Ntencap never hears the shutdown and exits with a failure code.
+    let effects = ledger.program_exited(&attempt, 1).unwrap();
+    assert_eq!(
+        effects,
+        vec![Effect::Verify(attempt.clone())],
+        "check before any retry"
+    );
+    assert_eq!(
+        ledger.next_runnable(),
+        NextJob::Wait {
+            job: upgrade.id().clone(),
+            reason: jobstate::WaitReason::CheckPending
+        }
+    );
+    drop(ledger); // winnt32 restarts the machine
+
+    let mut after = session.clone();
+    after.boot = boot("boot-b");
+    let (mut ledger, effects) = Ledger::open(store.clone(), after.clone()).unwrap();
+    launched += launches(&effects);
+    assert_eq!(
+        effects,
+        vec![Effect::Verify(attempt.clone())],
+        "the owed check is licensed again"
+    );
+    assert!(
+        ledger.begin(upgrade.id()).is_err(),
+        "no retry before the check"
+    );
+    let effects = ledger.verification(&attempt, true).unwrap();
+    assert_eq!(reports(&effects)[0].key.state, StateKind::Completed);
+    assert!(matches!(
+        ledger.job(upgrade.id()).unwrap().state(),
+        JobState::Completed {
+            verified: true,
+            exit_code: Some(1),
+            ..
+        }
     ));
     drop(ledger);
 

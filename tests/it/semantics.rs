@@ -467,3 +467,38 @@ fn history_is_ordered_by_sequence_and_tells_the_story() {
             .all(|(i, e)| e.seq == i as u64 + 1)
     );
 }
+
+#[test]
+fn a_check_that_finds_nothing_releases_the_retry() {
+    let spec = JobSpec::new(job("agent-upgrade")).verify_after_reboot(true);
+    let mut ledger = open(&MemoryStore::new(), "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger.program_exited(&attempt, 1603).unwrap();
+    assert!(matches!(
+        ledger.begin(spec.id()),
+        Err(Error::NotRunnable {
+            reason: WaitReason::CheckPending,
+            ..
+        })
+    ));
+    assert!(ledger.verification(&attempt, false).unwrap().is_empty());
+    ledger.session_mut().now = t0() + minutes(60); // past the back-off
+    assert_eq!(ledger.begin(spec.id()).unwrap().attempt.number, 2);
+}
+
+#[test]
+fn reports_come_before_the_actions_they_accompany() {
+    let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let mut ledger = open(&MemoryStore::new(), "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    let effects = ledger.program_exited(&attempt, 3010).unwrap();
+    assert!(
+        matches!(
+            effects.as_slice(),
+            [Effect::Report(_), Effect::ScheduleRestart { .. }]
+        ),
+        "{effects:?}"
+    );
+}
