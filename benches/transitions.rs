@@ -1,1 +1,88 @@
-fn main() {}
+//! Two costs an agent pays per job step: the pure state machine, and one durable commit.
+//!
+//! Run with `cargo bench --bench transitions` (about 10 s: short warm-up and measurement).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use jobstate::{
+    Attempt, AttemptRef, BootId, Event, EventKind, JobId, JobSpec, JobState, Ledger, MemoryStore,
+    NoticeDelivery, SessionFacts, UserPresence, transition,
+};
+
+/// One pure `transition` call: `Running` + `ProgramExited { code: 0 }` -> `Completed` (with its
+/// `Report` effect). Inputs are built once, outside the timed loop.
+fn pure_transition(c: &mut Criterion) {
+    let spec = JobSpec::new(JobId::new("patch-kb123").expect("valid job id"));
+    let boot = BootId::new("boot-1").expect("valid boot id");
+    let at = "2026-11-21T02:00:00Z".parse().expect("valid time");
+    let running = JobState::Running {
+        attempt: Attempt {
+            run: 1,
+            number: 1,
+            boot: boot.clone(),
+            started_at: at,
+        },
+        shutdown_notice_at: None,
+    };
+    let exited = Event {
+        at,
+        boot,
+        kind: EventKind::ProgramExited {
+            attempt: AttemptRef { run: 1, number: 1 },
+            code: 0,
+        },
+    };
+    c.bench_function("pure_transition/running_exit0_completed", |b| {
+        b.iter(|| transition(black_box(&spec), black_box(&running), black_box(&exited)))
+    });
+}
+
+/// One ledger commit on the memory store: `Ledger::begin` on a ledger holding one queued job.
+/// `begin` commits exactly one change (`Queued -> Running`, encoded and checked by the store).
+/// Each measured op gets a fresh ledger from the untimed setup, so the store does not grow
+/// across iterations and the cost measured is that of a single commit; the ledger is returned
+/// so that dropping it is not timed either.
+fn ledger_commit(c: &mut Criterion) {
+    let id = JobId::new("os-upgrade").expect("valid job id");
+    let session = SessionFacts {
+        boot: BootId::new("boot-1").expect("valid boot id"),
+        user: UserPresence::NoneLoggedOn,
+        context: jobstate::ExecutionContext::Service,
+        notices: NoticeDelivery::NotDelivered,
+        now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
+    };
+    let setup = || {
+        let (mut ledger, _) =
+            Ledger::open(MemoryStore::new(), session.clone()).expect("open an empty store");
+        ledger
+            .advertise(JobSpec::new(id.clone()))
+            .expect("advertise a new job");
+        ledger
+    };
+    c.bench_function("ledger_commit/begin_memory_store", |b| {
+        b.iter_batched(
+            setup,
+            |mut ledger| {
+                black_box(ledger.begin(black_box(&id)).expect("begin commits Running"));
+                ledger
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = pure_transition, ledger_commit
+}
+criterion_main!(benches);

@@ -1,0 +1,156 @@
+//! Seed 000 — Microsoft KB Q158644, "SMS: Windows NT 4.0 Upgrade Job Repeats Continually".
+//!
+//! What SMS 1.2 did wrong: an NT 4.0 unattended upgrade, sent as a *system background task* to a
+//! machine where nobody is logged on, installed correctly, but the Package Command Manager
+//! service "fails to report a job completion status" when no user is logged on. Whether the job
+//! had finished lived somewhere that needed a user session and did not survive the restart the
+//! upgrade itself caused, so the next start saw a mandatory job still to do and ran it again,
+//! forever. (A service pack, which exits with a code instead of restarting, behaved.)
+//!
+//! Here the only record is the ledger: `Running` (with the boot it started in) is committed
+//! *before* the program launches, and after the restart the agent compares boot identities. A
+//! different boot for a job declared `RestartsMachine` is the program's expected end, so the job
+//! is `Completed` and its status message is produced in the same commit. Nobody has to be logged
+//! on, no notice has to arrive, and the clock may even run backwards.
+//!
+//! Run with `cargo run --example background_upgrade`.
+
+use chrono::TimeDelta;
+use jobstate::{
+    Advertisement, BootId, Effect, ExecutionContext, JobId, JobSpec, JobState, Ledger, MemoryStore,
+    NextJob, NoticeDelivery, RebootBehaviour, RunCondition, SessionFacts, UserPresence,
+};
+
+type Agent = Ledger<MemoryStore, SessionFacts>;
+
+/// One timeline line: `log!(ledger, "format", args..)`.
+macro_rules! log {
+    ($ledger:expr, $($what:tt)*) => { timeline(&$ledger, format_args!($($what)*)) };
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let id = JobId::new("nt40-unattended-upgrade")?;
+    let upgrade = JobSpec::new(id.clone())
+        .mandatory(true)
+        .run_condition(RunCondition::Always) // "System Background task": user or not
+        .reboot(RebootBehaviour::RestartsMachine); // winnt32 restarts the machine itself
+    // A memory store stands in for the agent's durable store; clones share its contents, so a
+    // new ledger on a clone is the same agent after a restart.
+    let store = MemoryStore::new();
+    let mut launches = 0;
+
+    // ---- Boot A: a background service, nobody logged on, no shutdown notices. ----
+    let session_a = SessionFacts {
+        boot: BootId::new("boot-a-6c1f")?, // on Linux: /proc/sys/kernel/random/boot_id
+        user: UserPresence::NoneLoggedOn,
+        context: ExecutionContext::BackgroundTask,
+        notices: NoticeDelivery::NotDelivered,
+        now: "1997-11-21T02:00:00Z".parse()?,
+    };
+    let (mut ledger, recovered) = Ledger::open(store.clone(), session_a.clone())?;
+    log!(ledger, "agent started, {} effect(s)", recovered.len());
+    let ad = ledger.advertise(upgrade.clone())?;
+    log!(ledger, "server advertised the upgrade: {ad:?}");
+    ledger.session_mut().now += TimeDelta::minutes(1);
+    run_next(&mut ledger, &mut launches)?;
+    log!(ledger, "Running committed, winnt32 launched (#{launches})");
+    // The upgrade restarts the machine. The agent is killed: no exit code, no shutdown notice,
+    // no status sent. Dropping the ledger is all that happens to it; nothing is lost, because
+    // everything that matters was committed before the launch.
+    ledger.session_mut().now += TimeDelta::minutes(40);
+    log!(ledger, "winnt32 restarts the machine; the agent dies");
+    let clock_at_restart = ledger.session().now;
+    drop(ledger);
+
+    // ---- Boot B: a new kernel, and a CMOS clock that reads an hour *earlier*. ----
+    // Nothing depends on the clock: the boot identity alone says "the machine restarted".
+    let session_b = SessionFacts {
+        boot: BootId::new("boot-b-93e0")?,
+        now: clock_at_restart - TimeDelta::hours(1),
+        ..session_a
+    };
+    let (mut ledger, effects) = Ledger::open(store.clone(), session_b)?;
+    log!(ledger, "agent started: reconciled against the new boot");
+    // Carry out recovery's effects first. Here it is the status message the 1997 agent never
+    // sent. It was produced by the commit of `Completed`, so the job is done whether or not the
+    // send succeeds; the key (job, run, attempt, state) lets the server drop duplicates.
+    for effect in &effects {
+        match effect {
+            Effect::Report(m) => println!(
+                "    -> send status {}, exit code {:?}, reboot {:?}",
+                m.key, m.exit_code, m.reboot
+            ),
+            other => println!("    -> {other:?}"),
+        }
+    }
+    if !effects.iter().any(|e| matches!(e, Effect::Report(_))) {
+        return Err("recovery produced no status message".into());
+    }
+
+    // The site server still lists the job and advertises it again, as it did every cycle.
+    ledger.session_mut().now += TimeDelta::minutes(5);
+    let ad = ledger.advertise(upgrade)?;
+    if ad != Advertisement::CompletedWillNotRun {
+        return Err(format!("expected CompletedWillNotRun, got {ad:?}").into());
+    }
+    log!(ledger, "server advertised it again: {ad:?}");
+    let next = run_next(&mut ledger, &mut launches)?;
+    log!(ledger, "run loop asked for work: {next:?}");
+
+    let record = ledger.job(&id).ok_or("the job vanished")?;
+    println!("\nhistory of {id} (ordered by sequence number, never by clock):");
+    for entry in ledger.history(&id).unwrap_or_default() {
+        println!(
+            "  #{} {:<14} in {} at {} -> {}",
+            entry.seq,
+            entry.event.kind.name(),
+            entry.event.boot,
+            entry.event.at.format("%H:%M"),
+            entry.state.kind()
+        );
+    }
+    let JobState::Completed {
+        attempt,
+        exit_code,
+        reboot,
+        verified,
+        ..
+    } = record.state()
+    else {
+        return Err(format!("expected Completed, found {:?}", record.state()).into());
+    };
+    println!(
+        "\nfinal state: Completed (run {} attempt {}, started in {}), exit code {exit_code:?}, \
+         reboot {reboot:?}, verified {verified}",
+        attempt.run, attempt.number, attempt.boot
+    );
+    println!("program started {launches} time(s)");
+    if launches != 1 {
+        return Err(format!("the upgrade ran {launches} times; it must run once").into());
+    }
+    Ok(())
+}
+
+/// One turn of an agent's run loop: start the next runnable job, if any. `begin` commits
+/// `Running` (with this boot's identity) and only then may the program start: if the machine
+/// dies a microsecond after the launch, the record already says which boot the attempt ran in.
+fn run_next(ledger: &mut Agent, launches: &mut u32) -> Result<NextJob, jobstate::Error> {
+    let next = ledger.next_runnable();
+    if let NextJob::Run(job) = &next {
+        let _attempt = ledger.begin(job)?;
+        *launches += 1; // a real agent spawns the program here
+    }
+    Ok(next)
+}
+
+/// Prints boot, wall clock, what happened and the state of the (only) job.
+fn timeline(ledger: &Agent, what: std::fmt::Arguments) {
+    let state = ledger.jobs().next().map(|r| r.state().kind().to_string());
+    let what = what.to_string(); // `Arguments` ignores width: pad the string
+    println!(
+        "[{} {}] {what:<56} state: {}",
+        ledger.boot(),
+        ledger.session().now.format("%H:%M"),
+        state.as_deref().unwrap_or("-")
+    );
+}

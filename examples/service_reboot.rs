@@ -1,0 +1,158 @@
+//! Seed 001 — Microsoft KB Q164887, "SMS: Upgrading Windows NT with PCM Service May Constantly
+//! Repeat".
+//!
+//! What SMS 1.2 did wrong: Ntencap.exe, the wrapper around an NT upgrade, learned that the
+//! machine was restarting by waiting for a shutdown message. Run from the Package Command Manager
+//! *service*, it never received that message, so it marked the mandatory job failed, and at the
+//! next start the service ran the same package again: every OS upgrade needing a restart repeated
+//! forever.
+//!
+//! Here a shutdown notice is a hint the agent may record (`Ledger::shutdown_notice`) and nothing
+//! waits for it. Reboot truth is the boot identity: `Running` is committed with boot A before the
+//! launch; when the agent starts in boot B, the job (declared `RestartsMachine`) is known to have
+//! been ended by its own restart. Because this job asks for `verify_after_reboot`, the ledger
+//! first asks for a detection check (`Effect::Verify`) and completes only when it says "installed".
+//!
+//! Run with `cargo run --example service_reboot`.
+
+use chrono::TimeDelta;
+use jobstate::{
+    Advertisement, BootId, Effect, ExecutionContext, JobId, JobSpec, JobState, Ledger, MemoryStore,
+    NextJob, NoticeDelivery, RebootBehaviour, SessionFacts, StateKind, UserPresence,
+};
+
+type Agent = Ledger<MemoryStore, SessionFacts>;
+
+/// One timeline line: `log!(ledger, "format", args..)`.
+macro_rules! log {
+    ($ledger:expr, $($what:tt)*) => { timeline(&$ledger, format_args!($($what)*)) };
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let id = JobId::new("nt40-upgrade-via-ntencap")?;
+    let upgrade = JobSpec::new(id.clone())
+        .mandatory(true)
+        .reboot(RebootBehaviour::RestartsMachine)
+        // The restart proves the program ended, not that it worked: confirm before completing.
+        .verify_after_reboot(true);
+    let store = MemoryStore::new(); // stands in for a durable store; clones share contents
+    let mut launches = 0;
+    // What the machine reports after the upgrade; the detection check reads it.
+    let installed_os_version = "NT 4.0";
+    let detection_check = || installed_os_version == "NT 4.0";
+
+    // ---- Boot A: the agent is a service; shutdown notices never reach it. ----
+    let session_a = SessionFacts {
+        boot: BootId::new("boot-a-17d2")?,
+        user: UserPresence::LoggedOn, // irrelevant here: the bug was about messages
+        context: ExecutionContext::Service,
+        notices: NoticeDelivery::NotDelivered,
+        now: "1997-03-04T22:00:00Z".parse()?,
+    };
+    let (mut ledger, _) = Ledger::open(store.clone(), session_a.clone())?;
+    let ad = ledger.advertise(upgrade.clone())?;
+    log!(ledger, "server advertised the upgrade: {ad:?}");
+    run_next(&mut ledger, &mut launches)?;
+    log!(ledger, "Running committed, Ntencap launched (#{launches})");
+    // The machine restarts. No shutdown message reaches the service, so `shutdown_notice` is
+    // never called (an agent that gets one may record it: a hint, nothing waits for it), and no
+    // exit code arrives. Ntencap's verdict "failed" would have been a guess; here there is none.
+    ledger.session_mut().now += TimeDelta::minutes(25);
+    log!(ledger, "machine restarts: no notice, no exit code");
+    drop(ledger);
+
+    // ---- Boot B: the agent starts; the boot identity differs, so the restart happened. ----
+    let session_b = SessionFacts {
+        boot: BootId::new("boot-b-c04a")?,
+        now: session_a.now + TimeDelta::minutes(32),
+        ..session_a.clone()
+    };
+    let (mut ledger, effects) = Ledger::open(store.clone(), session_b.clone())?;
+    let n = effects.len();
+    log!(ledger, "agent started: reconciled, {n} effect(s)");
+    let kind = ledger.job(&id).map(|r| r.state().kind());
+    if kind != Some(StateKind::AwaitingReboot) {
+        return Err(format!("expected AwaitingReboot (verification owed), got {kind:?}").into());
+    }
+    // Recovery licensed a status message (AwaitingReboot) and a detection check. Send reports
+    // first: they describe states already committed, while the check leads to a new transition.
+    let (reports, actions): (Vec<_>, Vec<_>) = effects
+        .into_iter()
+        .partition(|e| matches!(e, Effect::Report(_)));
+    for effect in reports.iter().chain(&actions) {
+        match effect {
+            Effect::Report(m) => log!(ledger, "  -> send status {} ({})", m.key.state, m.key.job),
+            // The restarted agent remembers nothing of the attempt: `Verify` names it, and the
+            // verdict goes back under that name (a stale attempt would be refused).
+            Effect::Verify(attempt) => {
+                let installed = detection_check();
+                log!(ledger, "  -> detection check: installed = {installed}");
+                for effect in ledger.verification(attempt, installed)? {
+                    if let Effect::Report(m) = effect {
+                        log!(ledger, "  -> send status {} ({})", m.key.state, m.key.job);
+                    }
+                }
+            }
+            other => log!(ledger, "  -> {other:?}"),
+        }
+    }
+
+    // Restart the agent three more times (twice in boot B, once after another reboot), and
+    // each time the server advertises the job again. A same-boot restart concludes nothing; a
+    // completed mandatory job is a tombstone either way.
+    for (boot, hours) in [("boot-b-c04a", 0), ("boot-b-c04a", 2), ("boot-c-5e91", 9)] {
+        drop(ledger); // the agent process exits; only the store remains
+        let now = session_b.now + TimeDelta::hours(hours);
+        let session = SessionFacts {
+            boot: BootId::new(boot)?,
+            now,
+            ..session_b.clone()
+        };
+        let effects;
+        (ledger, effects) = Ledger::open(store.clone(), session)?;
+        let n = effects.len();
+        let ad = ledger.advertise(upgrade.clone())?;
+        let next = run_next(&mut ledger, &mut launches)?;
+        log!(ledger, "agent restart: {n} effect(s), {ad:?}, {next:?}");
+        if ad != Advertisement::CompletedWillNotRun || next != NextJob::Idle {
+            return Err("a completed mandatory job was offered again".into());
+        }
+    }
+
+    let record = ledger.job(&id).ok_or("the job vanished")?;
+    let JobState::Completed {
+        verified, reboot, ..
+    } = record.state()
+    else {
+        return Err(format!("expected Completed, found {:?}", record.state()).into());
+    };
+    println!("\nfinal state: Completed, verified: {verified}, reboot: {reboot:?}");
+    println!("program started {launches} time(s)");
+    if launches != 1 {
+        return Err(format!("the upgrade ran {launches} times; it must run once").into());
+    }
+    Ok(())
+}
+
+/// One turn of the run loop. `begin` commits `Running` with this boot's identity *before* the
+/// program starts, so a restart at any later instant is recognisable from the boot id alone.
+fn run_next(ledger: &mut Agent, launches: &mut u32) -> Result<NextJob, jobstate::Error> {
+    let next = ledger.next_runnable();
+    if let NextJob::Run(job) = &next {
+        let _attempt = ledger.begin(job)?;
+        *launches += 1; // a real agent spawns the program here
+    }
+    Ok(next)
+}
+
+/// Prints boot, wall clock, what happened and the state of the (only) job.
+fn timeline(ledger: &Agent, what: std::fmt::Arguments) {
+    let state = ledger.jobs().next().map(|r| r.state().kind().to_string());
+    let what = what.to_string(); // `Arguments` ignores width: pad the string
+    println!(
+        "[{} {}] {what:<60} state: {}",
+        ledger.boot(),
+        ledger.session().now.format("%H:%M"),
+        state.as_deref().unwrap_or("-")
+    );
+}
