@@ -363,7 +363,9 @@ fn every_invalid_transition_is_a_typed_error_naming_state_and_event() {
             }
         }
     }
-    println!("invalid transitions: {refused} refused with typed errors");
+    report_figures(&format!(
+        "invalid transitions: {refused} refused with typed errors"
+    ));
 }
 
 #[test]

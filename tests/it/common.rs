@@ -35,6 +35,13 @@ pub fn service_session(boot_name: &str) -> SessionFacts {
     }
 }
 
+/// Writes a line of figures to stderr directly, past libtest's output capture, so that plain
+/// `cargo test` shows how much a property or exhaustive test checked.
+pub fn report_figures(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Counts the launches among `effects`.
 pub fn launches(effects: &[Effect]) -> usize {
     effects

@@ -217,9 +217,9 @@ fn every_sequence_up_to_depth_8_keeps_invariants_1_and_3() {
     let alphabet = alphabet(&JobState::initial(), 0).len() as u64;
     let expected: u64 = (1..=DEPTH).map(|d| alphabet.pow(d)).sum::<u64>() * 4;
     assert_eq!(total_sequences, expected, "every sequence is counted once");
-    println!(
+    report_figures(&format!(
         "exhaustive: {total_sequences} event sequences up to depth {DEPTH} checked \
          ({alphabet} events, 4 job specs, {total_states} distinct (state, boot, depth) nodes, \
          {total_transitions} transitions evaluated)"
-    );
+    ));
 }

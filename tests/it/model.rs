@@ -567,7 +567,7 @@ fn ledger_keeps_invariants_under_crashes_reboots_and_replays() {
         },
     );
     let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    println!(
+    report_figures(&format!(
         "state machine: {} cases, {} steps run ({} cases required); exercised: {} mandatory jobs \
          completed and then held, {} reboots with a job in flight, {} refused calls, {} stale \
          writes refused",
@@ -578,7 +578,7 @@ fn ledger_keeps_invariants_under_crashes_reboots_and_replays() {
         n(&REBOOTS_MID_JOB),
         n(&REFUSED),
         n(&STALE_REFUSED),
-    );
+    ));
     if let Err(failure) = result {
         panic!("{failure}");
     }
