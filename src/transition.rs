@@ -388,15 +388,15 @@ impl Transitioner<'_> {
                 })
             }
             // The agent committed the wait before the program exited: record the code, and a
-            // failure still fails the attempt.
+            // failure still fails the attempt. The program lives only in the boot its attempt
+            // started in: after any reboot, an exit of it is a replay.
             JobState::AwaitingReboot {
                 exit_code: None,
                 verifying_in: None,
-                requested_in,
                 ..
             } => {
                 let attempt = self.current(named)?;
-                self.same_boot(requested_in)?;
+                self.same_boot(&attempt.boot)?;
                 Ok(match outcome {
                     ExitOutcome::RetryLater | ExitOutcome::Failure => {
                         self.fail_attempt(attempt, FailureReason::ExitCode(code), Some(code))

@@ -502,3 +502,25 @@ fn reports_come_before_the_actions_they_accompany() {
         "{effects:?}"
     );
 }
+
+/// Found by the long property run: after a reboot and a further restart request, the dead
+/// program's exit code was accepted as if it were still running.
+#[test]
+fn an_exit_replayed_after_a_reboot_is_refused_even_after_a_new_restart_request() {
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("os-upgrade"))
+        .reboot(RebootBehaviour::RestartsMachine)
+        .verify_after_reboot(true);
+    let mut ledger = open(&store, "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    drop(ledger);
+    let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();
+    ledger.expect_reboot(&attempt, RebootKind::Soft).unwrap();
+    let before = state(&ledger, &spec);
+    assert!(matches!(
+        ledger.program_exited(&attempt, 1603),
+        Err(Error::Transition(TransitionError::OtherBoot { .. }))
+    ));
+    assert_eq!(state(&ledger, &spec), before);
+}
