@@ -12,7 +12,7 @@ use jobstate::{
 };
 
 /// One pure `transition` call: `Running` + `ProgramExited { code: 0 }` -> `Completed` (with its
-/// `Report` effect). Inputs are built once, outside the timed loop.
+/// status message). Inputs are built once, outside the timed loop.
 fn pure_transition(c: &mut Criterion) {
     let spec = JobSpec::new(JobId::new("patch-kb123").expect("valid job id"));
     let boot = BootId::new("boot-1").expect("valid boot id");
@@ -23,12 +23,15 @@ fn pure_transition(c: &mut Criterion) {
             number: 1,
             boot: boot.clone(),
             started_at: at,
+            started_since_boot: std::time::Duration::from_secs(60),
         },
         shutdown_notice_at: None,
+        terminate_requested_at: None,
     };
     let exited = Event {
         at,
         boot,
+        since_boot: std::time::Duration::from_secs(120),
         kind: EventKind::ProgramExited {
             attempt: AttemptRef { run: 1, number: 1 },
             code: 0,
@@ -52,6 +55,7 @@ fn ledger_commit(c: &mut Criterion) {
         context: jobstate::ExecutionContext::Service,
         notices: NoticeDelivery::NotDelivered,
         now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
+        since_boot: std::time::Duration::from_secs(60),
     };
     let setup = || {
         let (mut ledger, _) =

@@ -17,8 +17,9 @@
 
 use chrono::TimeDelta;
 use jobstate::{
-    Advertisement, BootId, Effect, ExecutionContext, JobId, JobSpec, JobState, Ledger, MemoryStore,
-    NextJob, NoticeDelivery, RebootBehaviour, RunCondition, SessionFacts, UserPresence,
+    Advertisement, BootId, ExecutionContext, JobId, JobSpec, JobState, JsonLinesSink, Ledger,
+    MemoryStore, NextJob, NoticeDelivery, RebootBehaviour, RunCondition, SessionFacts, StatusKey,
+    StatusMessage, StatusSink, UserPresence,
 };
 
 type Agent = Ledger<MemoryStore, SessionFacts>;
@@ -46,6 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         context: ExecutionContext::BackgroundTask,
         notices: NoticeDelivery::NotDelivered,
         now: "1997-11-21T02:00:00Z".parse()?,
+        since_boot: std::time::Duration::from_secs(95),
     };
     let (mut ledger, recovered) = Ledger::open(store.clone(), session_a.clone())?;
     log!(ledger, "agent started, {} effect(s)", recovered.len());
@@ -71,20 +73,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (mut ledger, effects) = Ledger::open(store.clone(), session_b)?;
     log!(ledger, "agent started: reconciled against the new boot");
-    // Carry out recovery's effects first. Here it is the status message the 1997 agent never
-    // sent. It was produced by the commit of `Completed`, so the job is done whether or not the
-    // send succeeds; the key (job, run, attempt, state) lets the server drop duplicates.
     for effect in &effects {
-        match effect {
-            Effect::Report(m) => println!(
-                "    -> send status {}, exit code {:?}, reboot {:?}",
-                m.key, m.exit_code, m.reboot
-            ),
-            other => println!("    -> {other:?}"),
+        println!("    -> {effect:?}"); // none here: nothing to verify, no restart owed
+    }
+
+    // The status message the 1997 agent never sent was committed to the outbox in the same
+    // commit as `Completed`: the job is done whether or not the send succeeds, and the message
+    // waits, durably, until a sink accepts it. Nobody is logged on; it does not matter.
+    // The "site server" here is a JSON-lines file behind a link that fails twice.
+    let dir = std::env::temp_dir().join(format!(
+        "jobstate-background-upgrade-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let mut server = FailsFirst {
+        failures_left: 2,
+        inner: JsonLinesSink::open(dir.join("status.jsonl"))?,
+    };
+    loop {
+        let delivery = ledger.deliver(&mut server)?;
+        match (delivery.failure, delivery.retry_at) {
+            (Some(why), Some(retry_at)) => {
+                log!(
+                    ledger,
+                    "delivery failed: {why}; retry {}",
+                    retry_at.format("%H:%M:%S")
+                );
+                ledger.session_mut().now = retry_at; // the agent loop waits for the back-off
+            }
+            _ => {
+                log!(
+                    ledger,
+                    "status delivered: {} message(s), {} pending",
+                    delivery.delivered,
+                    delivery.pending
+                );
+                break;
+            }
         }
     }
-    if !effects.iter().any(|e| matches!(e, Effect::Report(_))) {
-        return Err("recovery produced no status message".into());
+    let received = std::fs::read_to_string(server.inner.path())?;
+    std::fs::remove_dir_all(&dir)?;
+    print!("    server received: {received}");
+    if received.lines().count() != 1 || !received.contains("\"Completed\"") {
+        return Err("the completion was not reported exactly once".into());
     }
 
     // The site server still lists the job and advertises it again, as it did every cycle.
@@ -153,4 +185,22 @@ fn timeline(ledger: &Agent, what: std::fmt::Arguments) {
         ledger.session().now.format("%H:%M"),
         state.as_deref().unwrap_or("-")
     );
+}
+
+/// A sink whose link fails a number of times before it passes messages on.
+struct FailsFirst {
+    failures_left: u32,
+    inner: JsonLinesSink,
+}
+
+impl StatusSink for FailsFirst {
+    type Error = std::io::Error;
+
+    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+        if self.failures_left > 0 {
+            self.failures_left -= 1;
+            return Err(std::io::Error::other("site server unreachable"));
+        }
+        self.inner.deliver(batch)
+    }
 }

@@ -18,7 +18,8 @@
 use chrono::TimeDelta;
 use jobstate::{
     Advertisement, BootId, Effect, ExecutionContext, JobId, JobSpec, JobState, Ledger, MemoryStore,
-    NextJob, NoticeDelivery, RebootBehaviour, SessionFacts, StateKind, UserPresence,
+    NextJob, NoticeDelivery, RebootBehaviour, SessionFacts, StateKind, StatusKey, StatusMessage,
+    StatusSink, UserPresence,
 };
 
 type Agent = Ledger<MemoryStore, SessionFacts>;
@@ -48,6 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         context: ExecutionContext::Service,
         notices: NoticeDelivery::NotDelivered,
         now: "1997-03-04T22:00:00Z".parse()?,
+        since_boot: std::time::Duration::from_secs(120),
     };
     let (mut ledger, _) = Ledger::open(store.clone(), session_a.clone())?;
     let ad = ledger.advertise(upgrade.clone())?;
@@ -74,28 +76,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if kind != Some(StateKind::AwaitingReboot) {
         return Err(format!("expected AwaitingReboot (verification owed), got {kind:?}").into());
     }
-    // Recovery licensed a status message (AwaitingReboot) and a detection check. Send reports
-    // first: they describe states already committed, while the check leads to a new transition.
-    let (reports, actions): (Vec<_>, Vec<_>) = effects
-        .into_iter()
-        .partition(|e| matches!(e, Effect::Report(_)));
-    for effect in reports.iter().chain(&actions) {
+    // Recovery licensed a detection check. The restarted agent remembers nothing of the
+    // attempt: `Verify` names it, and the verdict goes back under that name (a stale attempt
+    // would be refused).
+    for effect in &effects {
         match effect {
-            Effect::Report(m) => log!(ledger, "  -> send status {} ({})", m.key.state, m.key.job),
-            // The restarted agent remembers nothing of the attempt: `Verify` names it, and the
-            // verdict goes back under that name (a stale attempt would be refused).
             Effect::Verify(attempt) => {
                 let installed = detection_check();
                 log!(ledger, "  -> detection check: installed = {installed}");
-                for effect in ledger.verification(attempt, installed)? {
-                    if let Effect::Report(m) = effect {
-                        log!(ledger, "  -> send status {} ({})", m.key.state, m.key.job);
-                    }
-                }
+                ledger.verification(attempt, installed)?;
             }
             other => log!(ledger, "  -> {other:?}"),
         }
     }
+    // Status messages were committed with each transition (AwaitingReboot at recovery,
+    // Completed with the verdict). Delivering them is a separate step of the loop, from the
+    // durable outbox: the service needs no message and no user to do it.
+    let mut server = PrintSink;
+    let delivery = ledger.deliver(&mut server)?;
+    log!(
+        ledger,
+        "  delivered {} status message(s)",
+        delivery.delivered
+    );
 
     // Restart the agent three more times (twice in boot B, once after another reboot), and
     // each time the server advertises the job again. A same-boot restart concludes nothing; a
@@ -155,4 +158,18 @@ fn timeline(ledger: &Agent, what: std::fmt::Arguments) {
         ledger.session().now.format("%H:%M"),
         state.as_deref().unwrap_or("-")
     );
+}
+
+/// Stands in for the site server: prints what it receives and accepts all of it.
+struct PrintSink;
+
+impl StatusSink for PrintSink {
+    type Error = std::convert::Infallible;
+
+    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+        for message in batch {
+            println!("    -> server received {}", message.key);
+        }
+        Ok(batch.iter().map(|m| m.key.clone()).collect())
+    }
 }

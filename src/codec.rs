@@ -1,13 +1,13 @@
-//! The serialized form of a [`Change`]: JSON inside a versioned envelope.
+//! The serialized form of a stored [`Record`]: JSON inside a versioned envelope.
 
 use serde::{Deserialize, Serialize};
 
-use crate::Change;
+use crate::Record;
 
 /// The format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Why bytes could not be decoded into a [`Change`].
+/// Why bytes could not be decoded into a [`Record`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
@@ -30,7 +30,7 @@ pub enum DecodeError {
 #[derive(Serialize)]
 struct EnvelopeOut<'a> {
     format: u32,
-    change: &'a Change,
+    record: &'a Record,
 }
 
 #[derive(Deserialize)]
@@ -40,50 +40,50 @@ struct Header {
 
 #[derive(Deserialize)]
 struct EnvelopeIn {
-    change: Change,
+    record: Record,
 }
 
-/// Why a [`Change`] could not be encoded.
+/// Why a [`Record`] could not be encoded.
 #[derive(Debug, thiserror::Error)]
-#[error("could not encode the change of job {job}: {source}; nothing was written")]
+#[error("could not encode a record: {source}; nothing was written")]
 pub struct EncodeError {
-    /// The job.
-    pub job: crate::JobId,
     /// What serde_json said.
     #[source]
     pub source: serde_json::Error,
 }
 
-/// Encodes `change` in the current format.
+/// Encodes `record` in the current format.
 ///
 /// ```
 /// # use chrono::{TimeZone, Utc};
-/// use jobstate::{codec, BootId, Change, Event, EventKind, JobId, JobSpec, JobState};
+/// use jobstate::{codec, BootId, Change, Event, EventKind, JobId, JobSpec, JobState, Record};
 /// # let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
 /// # let id = JobId::new("patch").unwrap();
-/// let change = Change {
+/// let record = Record::Change(Box::new(Change {
 ///     job: id.clone(),
 ///     seq: 1,
 ///     spec: Some(JobSpec::new(id)),
-///     event: Event { at, boot: BootId::new("b1").unwrap(), kind: EventKind::Advertised },
+///     event: Event {
+///         at,
+///         boot: BootId::new("b1").unwrap(),
+///         since_boot: std::time::Duration::ZERO,
+///         kind: EventKind::Advertised,
+///     },
 ///     state: JobState::initial(),
-/// };
-/// let bytes = codec::encode(&change).unwrap();
-/// assert_eq!(codec::decode(&bytes).unwrap(), change);
+/// }));
+/// let bytes = codec::encode(&record).unwrap();
+/// assert_eq!(codec::decode(&bytes).unwrap(), record);
 /// ```
-pub fn encode(change: &Change) -> Result<Vec<u8>, EncodeError> {
+pub fn encode(record: &Record) -> Result<Vec<u8>, EncodeError> {
     let envelope = EnvelopeOut {
         format: FORMAT_VERSION,
-        change,
+        record,
     };
-    serde_json::to_vec(&envelope).map_err(|source| EncodeError {
-        job: change.job.clone(),
-        source,
-    })
+    serde_json::to_vec(&envelope).map_err(|source| EncodeError { source })
 }
 
 /// Decodes a record, refusing unknown format versions before reading anything else.
-pub fn decode(bytes: &[u8]) -> Result<Change, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let header: Header = serde_json::from_slice(bytes).map_err(DecodeError::Malformed)?;
     if header.format != FORMAT_VERSION {
         return Err(DecodeError::UnknownVersion {
@@ -92,5 +92,5 @@ pub fn decode(bytes: &[u8]) -> Result<Change, DecodeError> {
         });
     }
     let envelope: EnvelopeIn = serde_json::from_slice(bytes).map_err(DecodeError::Malformed)?;
-    Ok(envelope.change)
+    Ok(envelope.record)
 }

@@ -35,7 +35,8 @@ impl std::fmt::Display for StatusKey {
 /// it, which is already durable when the caller sees it; after a crash, recovery licenses again
 /// the effects that may have been lost (a restart still owed, a verification still awaited).
 ///
-/// Order: the `Report` of the state just committed comes first, then the actions.
+/// Status messages are not effects: they are committed to the outbox with the transition and
+/// delivered by [`Ledger::deliver`](crate::Ledger::deliver).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Effect {
@@ -53,8 +54,6 @@ pub enum Effect {
     },
     /// Run the job's verification (detection check) and hand its result to the ledger.
     Verify(AttemptId),
-    /// Send this status message to the site server.
-    Report(StatusMessage),
 }
 
 /// The idempotency key of a status message: a receiver that sees the same key twice drops the
@@ -72,7 +71,8 @@ pub struct StatusKey {
 }
 
 /// A status message for the site server: produced by every terminal transition and every entry
-/// into `AwaitingReboot`.
+/// into `AwaitingReboot`, committed in the same commit as the transition, and delivered at least
+/// once from the outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusMessage {
     /// Job, run, attempt and state: unique per message.

@@ -2,6 +2,7 @@
 //! in which it was observed. The core never reads a clock or the machine.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,9 @@ pub struct Event {
     pub at: Timestamp,
     /// The boot in which it was observed.
     pub boot: BootId,
+    /// When it was observed on the boot's monotonic clock (time since the boot began). Only
+    /// compared within one boot: the run-time limit is measured on it.
+    pub since_boot: Duration,
     /// What happened.
     pub kind: EventKind,
 }
@@ -69,7 +73,7 @@ pub enum EventKind {
         /// Whether the result is there.
         installed: bool,
     },
-    /// Time passed: the maximum run time is checked.
+    /// Time passed: the maximum run time is checked (on the boot's monotonic clock).
     Tick,
     /// A cancel request.
     CancelRequested,

@@ -1,9 +1,9 @@
 //! The ledger an agent drives: jobs in a store, transitions committed before their effects.
 
 use crate::{
-    AttemptId, BootId, Change, Commit, Effect, Error, Event, EventKind, HistoryEntry, JobId,
-    JobRecord, JobSpec, JobState, JobTable, RebootKind, Revision, SessionContext, StateKind, Store,
-    WaitReason, transition,
+    AttemptId, BootId, Change, Commit, Delivery, DeliveryPolicy, Effect, Error, Event, EventKind,
+    HistoryEntry, JobId, JobRecord, JobSpec, JobState, RebootKind, Replay, Revision,
+    SessionContext, StateKind, StatusMessage, StatusSink, Store, Timestamp, WaitReason, transition,
 };
 
 /// What advertising a job did.
@@ -57,6 +57,8 @@ pub enum NextJob {
 ///   [`program_exited`](Ledger::program_exited); [`expect_reboot`](Ledger::expect_reboot) before
 ///   any restart the agent starts itself; [`verification`](Ledger::verification) with the result
 ///   of each [`Effect::Verify`]; [`tick`](Ledger::tick) now and then (run-time limits).
+/// - **Status:** [`deliver`](Ledger::deliver) on every turn of the loop: pending status messages
+///   go to the sink, with back-off after a failure.
 /// - **Hints:** [`shutdown_notice`](Ledger::shutdown_notice) when one arrives; nothing depends on it.
 /// - **Getters:** [`job`](Ledger::job), [`jobs`](Ledger::jobs), [`history`](Ledger::history),
 ///   [`boot`](Ledger::boot), [`revision`](Ledger::revision), [`session`](Ledger::session).
@@ -71,6 +73,7 @@ pub enum NextJob {
 ///     context: ExecutionContext::Service,
 ///     notices: NoticeDelivery::NotDelivered,
 ///     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
+///     since_boot: std::time::Duration::from_secs(60),
 /// };
 /// let (mut ledger, _recovered) = Ledger::open(MemoryStore::new(), session)?;
 /// let spec = JobSpec::new(JobId::new("patch-kb123")?);
@@ -79,7 +82,8 @@ pub enum NextJob {
 /// let NextJob::Run(job) = ledger.next_runnable() else { panic!("nothing to run") };
 /// let attempt = ledger.begin(&job)?;          // Running is durable: launch the program now
 /// let effects = ledger.program_exited(&attempt, 0)?;
-/// assert!(matches!(effects[0], Effect::Report(_)));
+/// assert!(effects.is_empty());                 // nothing left to do...
+/// assert_eq!(ledger.outbox().count(), 1);     // ...but a status message to deliver
 /// assert_eq!(ledger.advertise(spec)?, Advertisement::CompletedWillNotRun);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -89,7 +93,13 @@ pub struct Ledger<S: Store, C: SessionContext> {
     session: C,
     boot: BootId,
     revision: Revision,
-    jobs: JobTable,
+    /// The jobs and the outbox, as the store acknowledged them.
+    state: Replay,
+    delivery: DeliveryPolicy,
+    /// Consecutive failed deliveries and the time before which none is tried. In memory only:
+    /// after a restart, pending messages are offered at once.
+    delivery_failures: u32,
+    delivery_not_before: Option<Timestamp>,
 }
 
 impl<S: Store, C: SessionContext> Ledger<S, C> {
@@ -97,17 +107,22 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// "Reboot truth comes from boot identity"), committing the result in one batch.
     ///
     /// Returns the ledger and the effects recovery licenses: verifications to run after a
-    /// reboot, restarts still owed, reports of jobs that completed across the reboot.
+    /// reboot, restarts and terminations still owed. Status messages of jobs that completed
+    /// across the reboot are in the outbox: [`deliver`](Ledger::deliver) sends them.
     pub fn open(mut store: S, session: C) -> Result<(Self, Vec<Effect>), Error> {
         let snapshot = store.load()?;
         let boot = session.boot_id()?;
-        let jobs = JobTable::from_records(snapshot.jobs).map_err(crate::StoreError::from)?;
+        let state = Replay::from_snapshot(snapshot.jobs, snapshot.outbox)
+            .map_err(crate::StoreError::from)?;
         let mut ledger = Self {
             store,
             session,
             boot,
             revision: snapshot.revision,
-            jobs,
+            state,
+            delivery: DeliveryPolicy::default(),
+            delivery_failures: 0,
+            delivery_not_before: None,
         };
         let effects = ledger.apply_to_all(EventKind::AgentStarted, |s| !s.is_terminal())?;
         Ok((ledger, effects))
@@ -116,7 +131,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Advertises a job: a new id is queued; a known id changes nothing and says what it is.
     /// A completed mandatory job answers [`Advertisement::CompletedWillNotRun`].
     pub fn advertise(&mut self, spec: JobSpec) -> Result<Advertisement, Error> {
-        if let Some(record) = self.jobs.get(spec.id()) {
+        if let Some(record) = self.state.jobs().get(spec.id()) {
             let event = self.event(EventKind::Advertised);
             // Advertising a known job is an observation: it never changes the job.
             let step = transition(record.spec(), record.state(), &event)?;
@@ -137,7 +152,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             event: self.event(EventKind::Advertised),
             state: JobState::initial(),
         };
-        self.commit(vec![change])?;
+        self.commit(Commit::new(self.revision, vec![change]))?;
         Ok(Advertisement::Queued)
     }
 
@@ -145,7 +160,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// why the first queued job must wait.
     pub fn next_runnable(&self) -> NextJob {
         let mut first_wait = None;
-        for record in self.jobs.iter() {
+        for record in self.state.jobs().iter() {
             if record.state().kind() != StateKind::Queued {
                 continue;
             }
@@ -229,8 +244,9 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         })
     }
 
-    /// Checks run-time limits: an attempt past its maximum run time is abandoned (its program
-    /// must be terminated) and retried or failed.
+    /// Checks run-time limits, on the boot's monotonic clock: the program of an attempt past its
+    /// maximum run time must be terminated ([`Effect::Terminate`]); the attempt ends as timed out
+    /// when its exit is recorded with [`program_exited`](Ledger::program_exited).
     pub fn tick(&mut self) -> Result<Vec<Effect>, Error> {
         self.apply_to_all(EventKind::Tick, |s| s.kind() == StateKind::Running)
     }
@@ -245,19 +261,99 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         self.apply(job, EventKind::CancelRequested)
     }
 
+    /// Hands pending status messages to `sink`, batch by batch, and commits the acknowledgement
+    /// of those it accepts (they leave the outbox). The rest stay pending and are offered again
+    /// after a back-off computed from the session's time. A sink failure never changes a job's
+    /// state; only a store failure is an error.
+    ///
+    /// Call it from the agent loop whoever is logged on: delivery depends on nothing but the
+    /// store and the sink.
+    pub fn deliver<K: StatusSink>(&mut self, sink: &mut K) -> Result<Delivery, Error> {
+        let now = self.session.now();
+        let mut delivery = Delivery {
+            delivered: 0,
+            pending: self.state.outbox().len(),
+            failure: None,
+            retry_at: None,
+        };
+        if let Some(until) = self.delivery_not_before {
+            // A wait longer than the longest back-off means the clock jumped back: it is over.
+            let longest = crate::spec::add(now, self.delivery.max_backoff);
+            if now < until && until <= longest {
+                delivery.retry_at = Some(until);
+                return Ok(delivery);
+            }
+        }
+        while !self.state.outbox().is_empty() {
+            let batch: Vec<StatusMessage> = self
+                .state
+                .outbox()
+                .iter()
+                .take(self.delivery.batch_size.max(1))
+                .cloned()
+                .collect();
+            let (accepted, failure) = match sink.deliver(&batch) {
+                Ok(keys) => {
+                    // Only keys that were offered count, each once.
+                    let mut accepted: Vec<_> = keys
+                        .into_iter()
+                        .filter(|k| batch.iter().any(|m| &m.key == k))
+                        .collect();
+                    accepted.sort();
+                    accepted.dedup();
+                    let failure = (accepted.len() < batch.len()).then(|| {
+                        format!(
+                            "the sink accepted {} of {} messages",
+                            accepted.len(),
+                            batch.len()
+                        )
+                    });
+                    (accepted, failure)
+                }
+                Err(error) => (Vec::new(), Some(error.to_string())),
+            };
+            if !accepted.is_empty() {
+                delivery.delivered += accepted.len();
+                self.commit(Commit::new(self.revision, Vec::new()).with_delivered(accepted))?;
+            }
+            if let Some(failure) = failure {
+                self.delivery_failures = self.delivery_failures.saturating_add(1);
+                let until = crate::spec::add(now, self.delivery.backoff(self.delivery_failures));
+                self.delivery_not_before = Some(until);
+                delivery.failure = Some(failure);
+                delivery.retry_at = Some(until);
+                break;
+            }
+            self.delivery_failures = 0;
+            self.delivery_not_before = None;
+        }
+        delivery.pending = self.state.outbox().len();
+        Ok(delivery)
+    }
+
+    /// The status messages committed and not yet acknowledged, oldest first.
+    pub fn outbox(&self) -> impl Iterator<Item = &StatusMessage> {
+        self.state.outbox().iter()
+    }
+
+    /// Sets how [`deliver`](Ledger::deliver) batches and backs off.
+    pub fn set_delivery_policy(&mut self, policy: DeliveryPolicy) {
+        self.delivery = policy;
+    }
+
     /// The record of `job`, if known.
     pub fn job(&self, job: &JobId) -> Option<&JobRecord> {
-        self.jobs.get(job)
+        self.state.jobs().get(job)
     }
 
     /// Every job, in advertisement order.
     pub fn jobs(&self) -> impl Iterator<Item = &JobRecord> {
-        self.jobs.iter()
+        self.state.jobs().iter()
     }
 
     /// The transition history of `job`, oldest first.
     pub fn history(&self, job: &JobId) -> Option<&[HistoryEntry]> {
-        self.jobs.get(job).map(JobRecord::history)
+        self.state.jobs().get(job).map(JobRecord::history)
     }
 
     /// The boot the ledger was opened in.
@@ -291,12 +387,14 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         Event {
             at: self.session.now(),
             boot: self.boot.clone(),
+            since_boot: self.session.since_boot(),
             kind,
         }
     }
 
     fn record(&self, job: &JobId) -> Result<&JobRecord, Error> {
-        self.jobs
+        self.state
+            .jobs()
             .get(job)
             .ok_or_else(|| Error::UnknownJob(job.clone()))
     }
@@ -304,7 +402,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     fn readiness(&self, record: &JobRecord) -> Result<(), WaitReason> {
         let now = self.session.now();
         if let JobState::Queued {
-            check_before_retry: Some(_),
+            check_before_retry: true,
             ..
         } = record.state()
         {
@@ -347,7 +445,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 event,
                 state,
             };
-            self.commit(vec![change])?;
+            let reports = step.report.into_iter().collect();
+            self.commit(Commit::new(self.revision, vec![change]).with_reports(reports))?;
         }
         Ok(step.effects)
     }
@@ -360,8 +459,9 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     ) -> Result<Vec<Effect>, Error> {
         let event = self.event(kind);
         let mut changes = Vec::new();
+        let mut reports = Vec::new();
         let mut effects = Vec::new();
-        for record in self.jobs.iter().filter(|r| applies(r.state())) {
+        for record in self.state.jobs().iter().filter(|r| applies(r.state())) {
             let step = transition(record.spec(), record.state(), &event)?;
             if let Some(state) = step.state {
                 changes.push(Change {
@@ -372,22 +472,24 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                     state,
                 });
             }
+            reports.extend(step.report);
             effects.extend(step.effects);
         }
         if !changes.is_empty() {
-            self.commit(changes)?;
+            self.commit(Commit::new(self.revision, changes).with_reports(reports))?;
         }
         Ok(effects)
     }
 
-    /// Commits `changes` to the store, then to the ledger's own table: the table never holds
-    /// what the store did not acknowledge.
-    fn commit(&mut self, changes: Vec<Change>) -> Result<(), Error> {
-        let commit = Commit::new(self.revision, changes);
+    /// Commits to the store, then to the ledger's own jobs and outbox: they never hold what the
+    /// store did not acknowledge. The commit is checked first, so that a store that would accept
+    /// a commit the ledger cannot apply is never asked to.
+    fn commit(&mut self, commit: Commit) -> Result<(), Error> {
+        self.state.check(&commit).map_err(crate::StoreError::from)?;
         self.revision = self.store.commit(&commit)?;
-        for change in commit.changes {
-            self.jobs.apply(change).map_err(crate::StoreError::from)?;
-        }
+        self.state
+            .apply_commit(&commit)
+            .map_err(crate::StoreError::from)?;
         Ok(())
     }
 }

@@ -13,6 +13,8 @@
 //!   [`Store`] *before* its effects are handed out, and on open every unfinished job is
 //!   reconciled against the current [`BootId`] — reboot truth comes from boot identity, never
 //!   from messages;
+//! - a durable outbox of [`StatusMessage`]s, committed with their transitions and delivered at
+//!   least once to a [`StatusSink`] by [`Ledger::deliver`], whoever is logged on;
 //! - a [`SessionContext`] for the facts of the session (boot, user logged on, service or
 //!   interactive, whether shutdown notices arrive): facts, never requirements for bookkeeping.
 //!
@@ -33,6 +35,7 @@
 //!     context: ExecutionContext::Service,
 //!     notices: NoticeDelivery::NotDelivered,
 //!     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
+//!     since_boot: std::time::Duration::from_secs(60),
 //! };
 //! let upgrade = JobSpec::new(JobId::new("os-upgrade")?)
 //!     .reboot(RebootBehaviour::RestartsMachine);
@@ -46,10 +49,11 @@
 //! drop(ledger); // the program restarts the machine: no exit code, no notice.
 //!
 //! // Boot B: the agent starts again; the boot changed, so the upgrade is complete.
-//! let (ledger, effects) = Ledger::open(store, SessionFacts { boot: BootId::new("boot-b")?, ..session })?;
+//! let (ledger, _) = Ledger::open(store, SessionFacts { boot: BootId::new("boot-b")?, ..session })?;
 //! let job = ledger.job(upgrade.id()).unwrap();
 //! assert_eq!(job.state().kind(), StateKind::Completed);
-//! assert!(matches!(effects[0], Effect::Report(_))); // tell the server
+//! // Its status message was committed with it: `ledger.deliver(&mut sink)` sends it.
+//! assert_eq!(ledger.outbox().count(), 1);
 //! # Ok(()) }
 //! ```
 //!
@@ -88,7 +92,9 @@ mod error;
 mod event;
 mod exit_code;
 mod id;
+mod json_lines_sink;
 mod ledger;
+mod outbox;
 mod record;
 mod session;
 mod spec;
@@ -101,14 +107,16 @@ pub use error::{Error, WaitReason};
 pub use event::{AttemptRef, Event, EventKind, EventName};
 pub use exit_code::{ExitCodePolicy, ExitOutcome};
 pub use id::{BootId, IdError, JobId};
+pub use json_lines_sink::JsonLinesSink;
 pub use ledger::{Advertisement, Ledger, NextJob};
-pub use record::{Change, HistoryEntry, JobRecord, JobTable, ReplayError};
+pub use outbox::{Delivery, DeliveryPolicy, Outbox, StatusSink};
+pub use record::{Change, HistoryEntry, JobRecord, JobTable, Record, ReplayError};
 pub use session::{
     ExecutionContext, NoticeDelivery, SessionContext, SessionError, SessionFacts, UserPresence,
 };
 pub use spec::{JobSpec, RebootBehaviour, RetryPolicy, RunCondition};
 pub use state::{Attempt, FailureReason, JobState, RebootAttribution, RebootKind, StateKind};
-pub use store::{Commit, MemoryStore, Revision, Snapshot, Store, StoreError};
+pub use store::{Commit, MemoryStore, Replay, Revision, Snapshot, Store, StoreError};
 pub use transition::{Step, TransitionError, transition};
 
 /// The `chrono` this crate's timestamps come from, so callers need not depend on it directly.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Event, JobId, JobSpec, JobState};
+use crate::{Event, EventKind, JobId, JobSpec, JobState};
 
 /// One durable transition of one job: the unit a [`Commit`](crate::Commit) carries and a store
 /// keeps. A job's changes, in order, are its history.
@@ -20,6 +20,19 @@ pub struct Change {
     pub event: Event,
     /// The job's state after the change.
     pub state: JobState,
+}
+
+/// One stored record: a job's change, a status message entering the outbox, or the
+/// acknowledgement that removes one. A commit is a sequence of records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Record {
+    /// A transition of a job (boxed: it is much larger than the other records).
+    Change(Box<Change>),
+    /// A status message committed to the outbox.
+    Report(crate::StatusMessage),
+    /// The acknowledgement of a delivered status message: it leaves the outbox.
+    Delivered(crate::StatusKey),
 }
 
 /// One entry of a job's history: an event and the state it led to.
@@ -63,7 +76,14 @@ impl JobRecord {
     /// want it. `None` when the job is queued with nothing to check, or finished. After an agent
     /// restart in the same boot, this is how the agent finds the attempt of a running job.
     pub fn current_attempt(&self) -> Option<crate::AttemptId> {
-        if self.current.is_terminal() {
+        let idle = matches!(
+            self.current,
+            JobState::Queued {
+                check_before_retry: false,
+                ..
+            }
+        );
+        if self.current.is_terminal() || idle {
             return None;
         }
         self.current.attempt().map(|a| crate::AttemptId {
@@ -127,6 +147,34 @@ pub enum ReplayError {
         /// The job.
         job: JobId,
     },
+    /// A change that no transition can make (see the structural rules on [`JobTable`]).
+    #[error(
+        "job {job}: change {seq} is not a possible transition ({why}); the store is damaged or was edited, restore it from a backup"
+    )]
+    NotATransition {
+        /// The job.
+        job: JobId,
+        /// The change's sequence number.
+        seq: u64,
+        /// The rule it breaks.
+        why: &'static str,
+    },
+    /// A second pending status message with the same key.
+    #[error(
+        "status message {key} is already pending; the store is damaged, restore it from a backup"
+    )]
+    DuplicateReport {
+        /// Its key.
+        key: crate::StatusKey,
+    },
+    /// An acknowledgement of a status message that is not pending.
+    #[error(
+        "status message {key} is acknowledged but was not pending; the store is damaged, restore it from a backup"
+    )]
+    UnknownReport {
+        /// Its key.
+        key: crate::StatusKey,
+    },
     /// The spec's id differs from the change's job id.
     #[error(
         "change for job {job} carries the spec of job {spec_id}; the store is damaged, restore it from a backup"
@@ -142,7 +190,10 @@ pub enum ReplayError {
 /// Job records rebuilt from changes, in the order the jobs were first advertised.
 ///
 /// Stores use it to turn the changes they keep into the records [`Store::load`](crate::Store::load)
-/// returns; it refuses changes that do not follow on from what it holds.
+/// returns; it refuses changes that do not follow on from what it holds: a gap or a repeat in a
+/// job's sequence numbers, a job not created `Queued` by an advertisement with its spec, any
+/// change after a completed mandatory job, a finished run followed by anything but a new run,
+/// a run number that goes backwards.
 ///
 /// ```
 /// # use chrono::{TimeZone, Utc};
@@ -153,7 +204,12 @@ pub enum ReplayError {
 ///     job: id.clone(),
 ///     seq: 1,
 ///     spec: Some(JobSpec::new(id.clone())),
-///     event: Event { at, boot: BootId::new("b1").unwrap(), kind: EventKind::Advertised },
+///     event: Event {
+///         at,
+///         boot: BootId::new("b1").unwrap(),
+///         since_boot: std::time::Duration::ZERO,
+///         kind: EventKind::Advertised,
+///     },
 ///     state: JobState::initial(),
 /// };
 /// let mut table = JobTable::default();
@@ -191,26 +247,41 @@ impl JobTable {
 
     /// Checks that `change` follows on from the table's contents, without applying it.
     pub fn check(&self, change: &Change) -> Result<(), ReplayError> {
-        check_follows(change, self.next_seq(&change.job))
+        check_follows(change, self.tail(&change.job))
     }
 
     /// Checks that `changes`, in order, follow on from the table's contents (a commit's changes
     /// may touch one job more than once), without applying them.
     pub fn check_all(&self, changes: &[Change]) -> Result<(), ReplayError> {
-        let mut next: HashMap<&JobId, u64> = HashMap::new();
+        let mut tails: HashMap<&JobId, Tail<'_>> = HashMap::new();
         for change in changes {
-            let expected = next
-                .get(&change.job)
-                .copied()
-                .unwrap_or_else(|| self.next_seq(&change.job));
-            check_follows(change, expected)?;
-            next.insert(&change.job, expected + 1);
+            let tail = match tails.get(&change.job) {
+                Some(tail) => *tail,
+                None => self.tail(&change.job),
+            };
+            check_follows(change, tail)?;
+            let mandatory = change
+                .spec
+                .as_ref()
+                .map_or_else(|| tail.is_some_and(|t| t.mandatory), JobSpec::is_mandatory);
+            tails.insert(
+                &change.job,
+                Some(TailOf {
+                    seq: change.seq,
+                    state: &change.state,
+                    mandatory,
+                }),
+            );
         }
         Ok(())
     }
 
-    fn next_seq(&self, id: &JobId) -> u64 {
-        self.get(id).map_or(1, |r| r.seq() + 1)
+    fn tail(&self, id: &JobId) -> Tail<'_> {
+        self.get(id).map(|r| TailOf {
+            seq: r.seq(),
+            state: r.state(),
+            mandatory: r.spec().is_mandatory(),
+        })
     }
 
     /// Applies `change`, or refuses it (and changes nothing) if it does not follow on.
@@ -261,7 +332,22 @@ impl JobTable {
     }
 }
 
-fn check_follows(change: &Change, expected: u64) -> Result<(), ReplayError> {
+/// The last change of a job, as the next change must follow on from it.
+#[derive(Clone, Copy)]
+struct TailOf<'a> {
+    seq: u64,
+    state: &'a JobState,
+    mandatory: bool,
+}
+
+/// `None` for a job not created yet.
+type Tail<'a> = Option<TailOf<'a>>;
+
+/// The structural rules every stored change keeps, whatever version of the state machine wrote
+/// it: sequence numbers without gaps; a job created `Queued` by an advertisement, with its spec;
+/// nothing after a completed mandatory job; a finished run followed only by a new run.
+fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
+    let expected = tail.map_or(1, |t| t.seq + 1);
     if change.seq != expected {
         return Err(if expected == 1 {
             ReplayError::UnknownJob {
@@ -276,12 +362,45 @@ fn check_follows(change: &Change, expected: u64) -> Result<(), ReplayError> {
             }
         });
     }
-    match (&change.spec, change.seq) {
-        (Some(spec), 1) if spec.id() != &change.job => Err(ReplayError::SpecMismatch {
+    let not_a_transition = |why: &'static str| ReplayError::NotATransition {
+        job: change.job.clone(),
+        seq: change.seq,
+        why,
+    };
+    match (&change.spec, tail) {
+        (Some(spec), None) if spec.id() != &change.job => Err(ReplayError::SpecMismatch {
             job: change.job.clone(),
             spec_id: spec.id().clone(),
         }),
-        (Some(_), 1) | (None, 2..) => Ok(()),
+        (Some(_), None) => {
+            if change.state != JobState::initial() || change.event.kind != EventKind::Advertised {
+                return Err(not_a_transition(
+                    "a job must be created queued by an advertisement",
+                ));
+            }
+            Ok(())
+        }
+        (None, Some(tail)) => {
+            let before = tail.state;
+            if tail.mandatory && before.kind() == crate::StateKind::Completed {
+                return Err(not_a_transition(
+                    "nothing follows a completed mandatory job",
+                ));
+            }
+            if change.state.run() < before.run() {
+                return Err(not_a_transition("the run number went backwards"));
+            }
+            let new_run = matches!(
+                change.state,
+                JobState::Queued { run, attempt: 1, .. } if Some(run) == before.run().checked_add(1)
+            );
+            if before.is_terminal() && !new_run {
+                return Err(not_a_transition(
+                    "a finished run is followed only by a new run",
+                ));
+            }
+            Ok(())
+        }
         _ => Err(ReplayError::Spec {
             job: change.job.clone(),
             seq: change.seq,

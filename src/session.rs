@@ -1,6 +1,8 @@
 //! The facts of the session the agent runs in. Facts, never requirements: recording state and
 //! reporting status never depend on a user being logged on or a notice being delivered.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{BootId, Timestamp};
@@ -68,9 +70,13 @@ pub trait SessionContext {
     fn execution_context(&self) -> ExecutionContext;
     /// Whether shutdown notices reach the agent.
     fn shutdown_notices(&self) -> NoticeDelivery;
-    /// The current wall-clock time. It may jump (backwards too); nothing but back-off and the
-    /// run-time limit depends on it.
+    /// The current wall-clock time. It may jump (backwards too); nothing but back-off depends
+    /// on it.
     fn now(&self) -> Timestamp;
+    /// Monotonic time since the current boot began (Linux `CLOCK_BOOTTIME`, Windows
+    /// `QueryUnbiasedInterruptTime` or `GetTickCount64`): never jumps, restarts at each boot.
+    /// The run-time limit is measured on it.
+    fn since_boot(&self) -> Duration;
 }
 
 /// A session described by plain values: for tests, examples and simulations.
@@ -85,8 +91,10 @@ pub trait SessionContext {
 ///     context: ExecutionContext::Service,
 ///     notices: NoticeDelivery::NotDelivered,
 ///     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
+///     since_boot: std::time::Duration::from_secs(90),
 /// };
-/// session.now += chrono::TimeDelta::minutes(5);
+/// session.now += chrono::TimeDelta::minutes(5); // time passes on both clocks
+/// session.since_boot += std::time::Duration::from_secs(300);
 /// assert_eq!(session.user_presence(), UserPresence::NoneLoggedOn);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +107,10 @@ pub struct SessionFacts {
     pub context: ExecutionContext,
     /// Whether shutdown notices arrive.
     pub notices: NoticeDelivery,
-    /// The current time.
+    /// The current wall-clock time.
     pub now: Timestamp,
+    /// Monotonic time since this boot began.
+    pub since_boot: Duration,
 }
 
 impl SessionContext for SessionFacts {
@@ -119,6 +129,9 @@ impl SessionContext for SessionFacts {
     fn now(&self) -> Timestamp {
         self.now
     }
+    fn since_boot(&self) -> Duration {
+        self.since_boot
+    }
 }
 
 impl<T: SessionContext + ?Sized> SessionContext for &T {
@@ -136,5 +149,8 @@ impl<T: SessionContext + ?Sized> SessionContext for &T {
     }
     fn now(&self) -> Timestamp {
         (**self).now()
+    }
+    fn since_boot(&self) -> Duration {
+        (**self).since_boot()
     }
 }

@@ -1,6 +1,7 @@
 //! The five states of a job and the data recovery needs in each.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,8 +16,12 @@ pub struct Attempt {
     pub number: u32,
     /// The boot in which the attempt started. Reboot decisions compare boots, never clocks.
     pub boot: BootId,
-    /// When the attempt started (wall clock: for people, back-off and the run-time limit only).
+    /// When the attempt started (wall clock: for people and back-off only).
     pub started_at: Timestamp,
+    /// When the attempt started on the boot's monotonic clock: the run-time limit is measured
+    /// on it, within this boot, so that a wall clock that jumps cannot end an attempt early or
+    /// never.
+    pub started_since_boot: Duration,
 }
 
 /// The kind of restart a job asked for.
@@ -96,10 +101,12 @@ pub enum JobState {
         not_before: Option<Timestamp>,
         /// Why the previous attempt of this run failed, if one did.
         last_failure: Option<FailureReason>,
-        /// For a job with a detection check: the failed attempt whose result must be checked
+        /// The previous attempt of this run, if one started.
+        previous: Option<Attempt>,
+        /// For a job with a detection check: the previous attempt's result must be checked
         /// before another attempt starts. A wrapper may report failure while the work is done
         /// (seed 001); the check, not the report, decides.
-        check_before_retry: Option<Attempt>,
+        check_before_retry: bool,
     },
     /// The program of `attempt` was (or is about to be) started.
     Running {
@@ -107,6 +114,10 @@ pub enum JobState {
         attempt: Attempt,
         /// When a shutdown notice was seen during the attempt: a hint, never relied on.
         shutdown_notice_at: Option<Timestamp>,
+        /// When the attempt passed its maximum run time and its program was to be terminated.
+        /// The attempt ends when the program's exit is recorded (or a reboot is seen), so that
+        /// no next attempt starts while it may still run.
+        terminate_requested_at: Option<Timestamp>,
     },
     /// A restart is expected; the job finishes when a later boot is observed.
     AwaitingReboot {
@@ -188,7 +199,8 @@ impl JobState {
             attempt: 1,
             not_before: None,
             last_failure: None,
-            check_before_retry: None,
+            previous: None,
+            check_before_retry: false,
         }
     }
 
@@ -208,12 +220,10 @@ impl JobState {
         matches!(self, JobState::Completed { .. } | JobState::Failed { .. })
     }
 
-    /// The attempt in progress, awaiting its check, or last finished, if one started.
+    /// The attempt in progress, or the last one of the run, if one started.
     pub fn attempt(&self) -> Option<&Attempt> {
         match self {
-            JobState::Queued {
-                check_before_retry, ..
-            } => check_before_retry.as_ref(),
+            JobState::Queued { previous, .. } => previous.as_ref(),
             JobState::Running { attempt, .. }
             | JobState::AwaitingReboot { attempt, .. }
             | JobState::Completed { attempt, .. } => Some(attempt),

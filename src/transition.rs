@@ -6,15 +6,19 @@
 use crate::{
     Attempt, AttemptId, AttemptRef, BootId, Effect, Event, EventKind, EventName, ExitOutcome,
     FailureReason, JobId, JobSpec, JobState, RebootAttribution, RebootBehaviour, RebootKind,
-    StateKind, StatusKey, StatusMessage, spec,
+    StateKind, StatusKey, StatusMessage,
 };
 
-/// The result of applying an event: the new state (`None` when the event changes nothing) and
-/// the effects the caller must carry out once the new state is durable.
+/// The result of applying an event: the new state (`None` when the event changes nothing), the
+/// status message the new state produces (to be committed *with* it, in the outbox), and the
+/// effects the caller must carry out once both are durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     /// The new state, or `None` if the state is unchanged (nothing to commit).
     pub state: Option<JobState>,
+    /// The status message of the new state: every terminal state and every entry into
+    /// `AwaitingReboot` has exactly one.
+    pub report: Option<StatusMessage>,
     /// What the caller must do, in order.
     pub effects: Vec<Effect>,
 }
@@ -23,6 +27,7 @@ impl Step {
     fn unchanged() -> Self {
         Self {
             state: None,
+            report: None,
             effects: Vec::new(),
         }
     }
@@ -30,12 +35,18 @@ impl Step {
     fn to(state: JobState) -> Self {
         Self {
             state: Some(state),
+            report: None,
             effects: Vec::new(),
         }
     }
 
     fn effect(mut self, effect: Effect) -> Self {
         self.effects.push(effect);
+        self
+    }
+
+    fn report(mut self, report: Option<StatusMessage>) -> Self {
+        self.report = report;
         self
     }
 }
@@ -112,7 +123,8 @@ pub enum TransitionError {
 /// let spec = JobSpec::new(JobId::new("patch").unwrap());
 /// let boot = BootId::new("boot-1").unwrap();
 /// let at = Utc.with_ymd_and_hms(2026, 11, 21, 3, 0, 0).unwrap();
-/// let start = Event { at, boot: boot.clone(), kind: EventKind::AttemptStarted };
+/// let since_boot = std::time::Duration::from_secs(42); // the boot's monotonic clock
+/// let start = Event { at, boot: boot.clone(), since_boot, kind: EventKind::AttemptStarted };
 ///
 /// let step = transition(&spec, &JobState::initial(), &start).unwrap();
 /// let running = step.state.unwrap();
@@ -219,7 +231,7 @@ impl Transitioner<'_> {
         state: &JobState,
         exit_code: Option<i32>,
         reason: Option<FailureReason>,
-    ) -> Effect {
+    ) -> StatusMessage {
         let reboot = match state {
             JobState::AwaitingReboot { cause, .. } => Some(*cause),
             JobState::Completed { reboot, .. } => *reboot,
@@ -229,7 +241,7 @@ impl Transitioner<'_> {
             } => Some(*by),
             _ => None,
         };
-        Effect::Report(StatusMessage {
+        StatusMessage {
             key: StatusKey {
                 job: self.job(),
                 run: state.run(),
@@ -241,7 +253,7 @@ impl Transitioner<'_> {
             reboot,
             boot: self.event.boot.clone(),
             at: self.event.at,
-        })
+        }
     }
 
     fn complete(
@@ -261,7 +273,7 @@ impl Transitioner<'_> {
             restart_suppressed,
         };
         let report = self.report(&state, exit_code, None);
-        Step::to(state).effect(report)
+        Step::to(state).report(Some(report))
     }
 
     /// The attempt failed: queue the next one after a back-off, or fail the run when no
@@ -281,7 +293,8 @@ impl Transitioner<'_> {
                 attempt: attempt.number + 1,
                 not_before: Some(retry.not_before(attempt.number, self.event.at)),
                 last_failure: Some(reason),
-                check_before_retry: check.then(|| attempt.clone()),
+                previous: Some(attempt.clone()),
+                check_before_retry: check,
             });
             if check {
                 step.effect(Effect::Verify(self.attempt_id(attempt)))
@@ -296,12 +309,12 @@ impl Transitioner<'_> {
                 reason: reason.clone(),
             };
             let report = self.report(&state, exit_code, Some(reason));
-            Step::to(state).effect(report)
+            Step::to(state).report(Some(report))
         }
     }
 
     /// Enters `AwaitingReboot`. A soft request licenses the agent to restart the machine; the
-    /// report is sent once per attempt (its key would be the same on a second entry).
+    /// report is produced once per attempt (its key would be the same on a second entry).
     fn await_reboot(
         &self,
         attempt: &Attempt,
@@ -320,8 +333,7 @@ impl Transitioner<'_> {
             verifying_in: None,
         };
         let report = first_entry.then(|| self.report(&state, exit_code, None));
-        let mut step = Step::to(state);
-        step.effects.extend(report);
+        let mut step = Step::to(state).report(report);
         if cause == RebootAttribution::RequestedByJob(RebootKind::Soft) {
             step = step.effect(Effect::ScheduleRestart {
                 job: self.job(),
@@ -335,7 +347,7 @@ impl Transitioner<'_> {
         let JobState::Queued {
             run,
             attempt,
-            check_before_retry: None,
+            check_before_retry: false,
             ..
         } = self.state
         else {
@@ -346,11 +358,13 @@ impl Transitioner<'_> {
             number: *attempt,
             boot: self.event.boot.clone(),
             started_at: self.event.at,
+            started_since_boot: self.event.since_boot,
         };
         let launch = Effect::Launch(self.attempt_id(&attempt));
         Ok(Step::to(JobState::Running {
             attempt,
             shutdown_notice_at: None,
+            terminate_requested_at: None,
         })
         .effect(launch))
     }
@@ -358,9 +372,17 @@ impl Transitioner<'_> {
     fn program_exited(&self, named: AttemptRef, code: i32) -> Result<Step, TransitionError> {
         let outcome = self.spec.exit_code_policy().outcome(code);
         match self.state {
-            JobState::Running { .. } => {
+            JobState::Running {
+                terminate_requested_at,
+                ..
+            } => {
                 let attempt = self.current(named)?;
                 self.same_boot(&attempt.boot)?;
+                if terminate_requested_at.is_some() {
+                    // The program was terminated for exceeding its run time: whatever its code,
+                    // the attempt timed out, and only now may another one start.
+                    return Ok(self.fail_attempt(attempt, FailureReason::TimedOut, Some(code)));
+                }
                 Ok(match outcome {
                     ExitOutcome::Success => self.complete(attempt, Some(code), None, false, false),
                     ExitOutcome::SuccessRestartRequired
@@ -387,7 +409,9 @@ impl Transitioner<'_> {
                     }
                 })
             }
-            // The agent committed the wait before the program exited: record the code, and a
+            // The agent committed the wait before the program exited: record the code. For a job
+            // that restarts the machine, the restart decides, not the code (seed 001's wrapper
+            // reported failure for an upgrade that was restarting the machine); for others a
             // failure still fails the attempt. The program lives only in the boot its attempt
             // started in: after any reboot, an exit of it is a replay.
             JobState::AwaitingReboot {
@@ -397,8 +421,9 @@ impl Transitioner<'_> {
             } => {
                 let attempt = self.current(named)?;
                 self.same_boot(&attempt.boot)?;
+                let restarts = self.spec.reboot_behaviour() == RebootBehaviour::RestartsMachine;
                 Ok(match outcome {
-                    ExitOutcome::RetryLater | ExitOutcome::Failure => {
+                    ExitOutcome::RetryLater | ExitOutcome::Failure if !restarts => {
                         self.fail_attempt(attempt, FailureReason::ExitCode(code), Some(code))
                     }
                     _ => {
@@ -422,9 +447,11 @@ impl Transitioner<'_> {
             JobState::Running {
                 attempt,
                 shutdown_notice_at: None,
+                terminate_requested_at,
             } if attempt.boot == self.event.boot => Step::to(JobState::Running {
                 attempt: attempt.clone(),
                 shutdown_notice_at: Some(self.event.at),
+                terminate_requested_at: *terminate_requested_at,
             }),
             _ => Step::unchanged(),
         }
@@ -437,15 +464,24 @@ impl Transitioner<'_> {
         match self.state {
             // The check before a retry is still owed: license it again (it may have been lost).
             JobState::Queued {
-                check_before_retry: Some(attempt),
+                check_before_retry: true,
+                previous: Some(attempt),
                 ..
             } => Step::unchanged().effect(Effect::Verify(self.attempt_id(attempt))),
             JobState::Queued { .. } | JobState::Completed { .. } | JobState::Failed { .. } => {
                 Step::unchanged()
             }
             // Same boot: the agent restarted, the machine did not. Nothing may be concluded;
-            // the program may still be running, so it is not started again either.
-            JobState::Running { attempt, .. } if attempt.boot == *boot => Step::unchanged(),
+            // the program may still be running, so it is not started again either. A
+            // termination still owed is licensed again (it may have been lost).
+            JobState::Running {
+                attempt,
+                terminate_requested_at,
+                ..
+            } if attempt.boot == *boot => match terminate_requested_at {
+                Some(_) => Step::unchanged().effect(Effect::Terminate(self.attempt_id(attempt))),
+                None => Step::unchanged(),
+            },
             JobState::Running { attempt, .. } => match self.spec.reboot_behaviour() {
                 RebootBehaviour::RestartsMachine => {
                     self.reboot_observed(attempt, RebootAttribution::InitiatedByProgram, None, 1)
@@ -477,7 +513,7 @@ impl Transitioner<'_> {
                         ..
                     } = &mut state
                     {
-                        *reboots_seen += 1;
+                        *reboots_seen = reboots_seen.saturating_add(1);
                         *verifying_in = Some(boot.clone());
                     }
                     Step::to(state).effect(Effect::Verify(self.attempt_id(attempt)))
@@ -493,7 +529,12 @@ impl Transitioner<'_> {
                         Step::unchanged()
                     }
                 }
-                None => self.reboot_observed(attempt, *cause, *exit_code, reboots_seen + 1),
+                None => self.reboot_observed(
+                    attempt,
+                    *cause,
+                    *exit_code,
+                    reboots_seen.saturating_add(1),
+                ),
             },
         }
     }
@@ -520,9 +561,9 @@ impl Transitioner<'_> {
             verifying_in: Some(self.event.boot.clone()),
         };
         let report = entering.then(|| self.report(&state, exit_code, None));
-        let mut step = Step::to(state);
-        step.effects.extend(report);
-        step.effect(Effect::Verify(self.attempt_id(attempt)))
+        Step::to(state)
+            .report(report)
+            .effect(Effect::Verify(self.attempt_id(attempt)))
     }
 
     fn reboot_expected(
@@ -564,7 +605,7 @@ impl Transitioner<'_> {
                         boots: *reboots_seen,
                     };
                     let report = self.report(&state, *exit_code, Some(reason));
-                    Ok(Step::to(state).effect(report))
+                    Ok(Step::to(state).report(Some(report)))
                 } else {
                     Ok(self.await_reboot(
                         attempt,
@@ -585,11 +626,9 @@ impl Transitioner<'_> {
     fn verified(&self, named: AttemptRef, installed: bool) -> Result<Step, TransitionError> {
         match self.state {
             JobState::Queued {
-                run,
-                attempt: next,
-                not_before,
+                check_before_retry: true,
                 last_failure,
-                check_before_retry: Some(_),
+                ..
             } => {
                 let attempt = self.current(named)?;
                 Ok(if installed {
@@ -599,13 +638,14 @@ impl Transitioner<'_> {
                     };
                     self.complete(attempt, exit_code, None, true, false)
                 } else {
-                    Step::to(JobState::Queued {
-                        run: *run,
-                        attempt: *next,
-                        not_before: *not_before,
-                        last_failure: last_failure.clone(),
-                        check_before_retry: None,
-                    })
+                    let mut state = self.state.clone();
+                    if let JobState::Queued {
+                        check_before_retry, ..
+                    } = &mut state
+                    {
+                        *check_before_retry = false;
+                    }
+                    Step::to(state)
                 })
             }
             JobState::AwaitingReboot {
@@ -619,7 +659,17 @@ impl Transitioner<'_> {
                 Ok(if installed {
                     self.complete(attempt, *exit_code, Some(*cause), true, false)
                 } else {
-                    self.fail_attempt(attempt, FailureReason::NotDetected, *exit_code)
+                    // After a reboot the attempt is never re-run (DESIGN.md): the check decides,
+                    // and "not there" fails the run. A rerun request may start a new one.
+                    let reason = FailureReason::NotDetected;
+                    let state = JobState::Failed {
+                        run: attempt.run,
+                        attempt: Some(attempt.clone()),
+                        at: self.event.at,
+                        reason: reason.clone(),
+                    };
+                    let report = self.report(&state, *exit_code, Some(reason));
+                    Step::to(state).report(Some(report))
                 })
             }
             _ => {
@@ -629,49 +679,61 @@ impl Transitioner<'_> {
         }
     }
 
+    /// The run-time limit, measured on the boot's monotonic clock and only within the boot the
+    /// attempt started in: the wall clock cannot end an attempt early, or never.
     fn tick(&self) -> Step {
-        if let JobState::Running { attempt, .. } = self.state {
-            let deadline = spec::add(attempt.started_at, self.spec.run_time_limit());
-            // A reboot not yet reconciled, or a clock that jumped backwards, never times out.
-            if attempt.boot == self.event.boot && self.event.at >= deadline {
+        if let JobState::Running {
+            attempt,
+            shutdown_notice_at,
+            terminate_requested_at: None,
+        } = self.state
+        {
+            let elapsed = self
+                .event
+                .since_boot
+                .saturating_sub(attempt.started_since_boot);
+            if attempt.boot == self.event.boot && elapsed >= self.spec.run_time_limit() {
                 let terminate = Effect::Terminate(self.attempt_id(attempt));
-                return self
-                    .fail_attempt(attempt, FailureReason::TimedOut, None)
-                    .effect(terminate);
+                return Step::to(JobState::Running {
+                    attempt: attempt.clone(),
+                    shutdown_notice_at: *shutdown_notice_at,
+                    terminate_requested_at: Some(self.event.at),
+                })
+                .effect(terminate);
             }
         }
         Step::unchanged()
     }
 
     fn cancel(&self) -> Result<Step, TransitionError> {
-        let JobState::Queued {
-            run,
-            check_before_retry,
-            ..
-        } = self.state
-        else {
+        let JobState::Queued { run, previous, .. } = self.state else {
             return self.invalid();
         };
         let state = JobState::Failed {
             run: *run,
-            attempt: check_before_retry.clone(),
+            attempt: previous.clone(),
             at: self.event.at,
             reason: FailureReason::Cancelled,
         };
         let report = self.report(&state, None, Some(FailureReason::Cancelled));
-        Ok(Step::to(state).effect(report))
+        Ok(Step::to(state).report(Some(report)))
     }
 
     fn rerun(&self) -> Result<Step, TransitionError> {
         match self.state {
             // Completed mandatory jobs never get here: see `completed_mandatory`.
             JobState::Completed { .. } | JobState::Failed { .. } => {
+                // A run number at its maximum (only a damaged store holds one) cannot grow.
+                let Some(run) = self.state.run().checked_add(1) else {
+                    return self.invalid();
+                };
                 Ok(Step::to(JobState::Queued {
-                    run: self.state.run() + 1,
+                    run,
                     attempt: 1,
                     not_before: None,
                     last_failure: None,
-                    check_before_retry: None,
+                    previous: None,
+                    check_before_retry: false,
                 }))
             }
             _ => self.invalid(),

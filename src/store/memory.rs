@@ -2,10 +2,10 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{Commit, Revision, Snapshot, Store, StoreError};
-use crate::{JobTable, codec};
+use super::{Commit, Replay, Revision, Snapshot, Store, StoreError};
+use crate::codec;
 
-/// A store in memory, keeping each change *encoded*, as a durable store would, so that loading
+/// A store in memory, keeping each record *encoded*, as a durable store would, so that loading
 /// goes through the same decoding and replay checks.
 ///
 /// Clones share the same contents: drop a [`Ledger`](crate::Ledger) and open a new one on a
@@ -19,7 +19,7 @@ use crate::{JobTable, codec};
 /// assert_eq!(store.load().unwrap().jobs.len(), 0);
 /// assert_eq!(same.load().unwrap().revision, store.load().unwrap().revision);
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
 }
@@ -27,14 +27,41 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     records: Vec<Vec<u8>>,
-    live: JobTable,
+    /// What `records` add up to, to check commits against; `None` until rebuilt from records
+    /// given by [`MemoryStore::from_records`].
+    live: Option<Replay>,
     fail_commits: u32,
+}
+
+impl Inner {
+    /// Decodes and replays every record.
+    fn replay(&self) -> Result<Replay, StoreError> {
+        let mut replay = Replay::default();
+        for (index, bytes) in self.records.iter().enumerate() {
+            let record =
+                codec::decode(bytes).map_err(|source| StoreError::Decode { index, source })?;
+            replay.apply(record)?;
+        }
+        Ok(replay)
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
-        Self::default()
+        let inner = Inner {
+            live: Some(Replay::default()),
+            ..Inner::default()
+        };
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+        }
     }
 
     /// A store holding these encoded records (as [`codec::encode`] writes them), for tests of
@@ -69,16 +96,10 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
         let mut inner = self.lock();
-        let mut table = JobTable::default();
-        for (index, bytes) in inner.records.iter().enumerate() {
-            let change =
-                codec::decode(bytes).map_err(|source| StoreError::Decode { index, source })?;
-            table.apply(change)?;
-        }
-        let revision = Revision(inner.records.len() as u64);
-        let jobs = table.iter().cloned().collect();
-        inner.live = table;
-        Ok(Snapshot::new(revision, jobs))
+        let replay = inner.replay()?;
+        let snapshot = replay.snapshot(Revision(inner.records.len() as u64));
+        inner.live = Some(replay);
+        Ok(snapshot)
     }
 
     fn commit(&mut self, commit: &Commit) -> Result<Revision, StoreError> {
@@ -98,15 +119,27 @@ impl Store for MemoryStore {
             });
         }
         // Check and encode everything first: a commit is all or nothing.
-        inner.live.check_all(&commit.changes)?;
-        let encoded = commit
-            .changes
-            .iter()
-            .map(codec::encode)
-            .collect::<Result<Vec<_>, _>>()?;
-        for change in &commit.changes {
-            inner.live.apply(change.clone())?;
-        }
+        let mut live = match inner.live.take() {
+            Some(live) => live,
+            None => inner.replay()?,
+        };
+        let checked = live.check(commit).map_err(StoreError::from).and_then(|()| {
+            let records = commit.records();
+            records
+                .iter()
+                .map(codec::encode)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(StoreError::from)
+        });
+        let encoded = match checked {
+            Ok(encoded) => encoded,
+            Err(error) => {
+                inner.live = Some(live);
+                return Err(error);
+            }
+        };
+        live.apply_commit(commit)?;
+        inner.live = Some(live);
         inner.records.extend(encoded);
         Ok(Revision(inner.records.len() as u64))
     }

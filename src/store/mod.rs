@@ -1,11 +1,13 @@
 //! Where job records live: the [`Store`] trait and the stores the crate ships.
 
 mod memory;
+mod replay;
 
 pub use memory::MemoryStore;
+pub use replay::Replay;
 
 use crate::codec::{DecodeError, EncodeError};
-use crate::{Change, JobRecord, ReplayError};
+use crate::{Change, JobRecord, Record, ReplayError, StatusKey, StatusMessage};
 
 /// A store's revision: it grows with every commit. A commit names the revision it was based on,
 /// so a writer that missed another's commit (a stale writer) is refused.
@@ -26,12 +28,18 @@ pub struct Snapshot {
     pub revision: Revision,
     /// Every job, in the order first advertised.
     pub jobs: Vec<JobRecord>,
+    /// The status messages not yet acknowledged, oldest first.
+    pub outbox: Vec<StatusMessage>,
 }
 
 impl Snapshot {
-    /// A snapshot of `jobs` at `revision`.
-    pub fn new(revision: Revision, jobs: Vec<JobRecord>) -> Self {
-        Self { revision, jobs }
+    /// A snapshot of `jobs` and `outbox` at `revision`.
+    pub fn new(revision: Revision, jobs: Vec<JobRecord>, outbox: Vec<StatusMessage>) -> Self {
+        Self {
+            revision,
+            jobs,
+            outbox,
+        }
     }
 }
 
@@ -41,14 +49,54 @@ impl Snapshot {
 pub struct Commit {
     /// The revision the writer last saw. The store refuses the commit if it has moved on.
     pub base: Revision,
-    /// The changes, applied all or none, in order.
+    /// The changes, in order.
     pub changes: Vec<Change>,
+    /// The status messages the changes produced: they enter the outbox in this same commit.
+    pub reports: Vec<StatusMessage>,
+    /// Status messages a sink accepted: they leave the outbox.
+    pub delivered: Vec<StatusKey>,
 }
 
 impl Commit {
     /// A commit of `changes` based on `base`.
     pub fn new(base: Revision, changes: Vec<Change>) -> Self {
-        Self { base, changes }
+        Self {
+            base,
+            changes,
+            reports: Vec::new(),
+            delivered: Vec::new(),
+        }
+    }
+
+    /// The same commit, also adding `reports` to the outbox.
+    #[must_use]
+    pub fn with_reports(mut self, reports: Vec<StatusMessage>) -> Self {
+        self.reports = reports;
+        self
+    }
+
+    /// The same commit, also removing the `delivered` messages from the outbox.
+    #[must_use]
+    pub fn with_delivered(mut self, delivered: Vec<StatusKey>) -> Self {
+        self.delivered = delivered;
+        self
+    }
+
+    /// The commit as the records a store writes, in order: changes, reports, acknowledgements.
+    /// All of them or none must become durable.
+    pub fn records(&self) -> Vec<Record> {
+        let changes = self
+            .changes
+            .iter()
+            .map(|c| Record::Change(Box::new(c.clone())));
+        let reports = self.reports.iter().cloned().map(Record::Report);
+        let delivered = self.delivered.iter().cloned().map(Record::Delivered);
+        changes.chain(reports).chain(delivered).collect()
+    }
+
+    /// Whether the commit holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.reports.is_empty() && self.delivered.is_empty()
     }
 }
 
@@ -100,8 +148,10 @@ pub enum StoreError {
 /// - a commit is atomic: all its changes or none;
 /// - a commit whose `base` is not the store's current revision is refused with
 ///   [`StoreError::Conflict`] and changes nothing;
-/// - changes that do not follow on from the stored ones are refused (use [`JobTable`](crate::JobTable)
-///   to check them);
+/// - a commit that does not follow on from what is stored (a change out of sequence, a status
+///   message already pending, an acknowledgement of one that is not) is refused (use
+///   [`Replay`] to check and rebuild);
+/// - status messages committed and not acknowledged are kept, and returned by `load`;
 /// - bad stored data is a typed error from `load`, never silently skipped or reset.
 pub trait Store {
     /// Loads everything the store holds.

@@ -1,10 +1,13 @@
 //! Bad input (DESIGN.md invariant 6): invalid ids, unknown format versions, damaged records and
 //! every invalid transition give a typed, explained error, never a panic, and lose nothing.
 
+use std::time::Duration;
+
 use jobstate::{
     Attempt, AttemptRef, BootId, Change, Error, Event, EventKind, EventName, FailureReason,
     IdError, JobId, JobSpec, JobState, Ledger, MemoryStore, RebootAttribution, RebootBehaviour,
-    RebootKind, ReplayError, StateKind, Store, StoreError, TransitionError, codec, transition,
+    RebootKind, Record, ReplayError, StateKind, Store, StoreError, TransitionError, codec,
+    transition,
 };
 
 use crate::common::*;
@@ -62,6 +65,7 @@ fn sample_change() -> Change {
         event: Event {
             at: t0(),
             boot: boot("b1"),
+            since_boot: Duration::ZERO,
             kind: EventKind::Advertised,
         },
         state: JobState::initial(),
@@ -70,7 +74,7 @@ fn sample_change() -> Change {
 
 #[test]
 fn an_unknown_format_version_is_refused_and_nothing_is_lost() {
-    let bytes = codec::encode(&sample_change()).unwrap();
+    let bytes = codec::encode(&Record::Change(Box::new(sample_change()))).unwrap();
     let text = String::from_utf8(bytes).unwrap();
     assert!(text.starts_with("{\"format\":1,"), "{text}");
     let future = text
@@ -100,7 +104,7 @@ fn an_unknown_format_version_is_refused_and_nothing_is_lost() {
 
 #[test]
 fn damaged_records_are_typed_errors_at_every_truncation() {
-    let bytes = codec::encode(&sample_change()).unwrap();
+    let bytes = codec::encode(&Record::Change(Box::new(sample_change()))).unwrap();
     for len in 0..bytes.len() {
         assert!(
             matches!(
@@ -134,7 +138,7 @@ fn changes_that_do_not_follow_on_are_refused() {
     let mut later = create.clone();
     later.seq = 3;
     later.spec = None;
-    let encode = |c: &Change| codec::encode(c).unwrap();
+    let encode = |c: &Change| codec::encode(&Record::Change(Box::new(c.clone()))).unwrap();
 
     let gap = MemoryStore::from_records(vec![encode(&create), encode(&later)]);
     assert!(matches!(
@@ -173,6 +177,7 @@ fn sample_states() -> Vec<(&'static str, JobState)> {
         number: 1,
         boot: boot("b1"),
         started_at: t0(),
+        started_since_boot: Duration::ZERO,
     };
     let awaiting = |verifying_in: Option<BootId>, exit_code| JobState::AwaitingReboot {
         attempt: attempt.clone(),
@@ -192,7 +197,8 @@ fn sample_states() -> Vec<(&'static str, JobState)> {
                 attempt: 2,
                 not_before: None,
                 last_failure: Some(FailureReason::ExitCode(1603)),
-                check_before_retry: Some(attempt.clone()),
+                previous: Some(attempt.clone()),
+                check_before_retry: true,
             },
         ),
         (
@@ -200,6 +206,7 @@ fn sample_states() -> Vec<(&'static str, JobState)> {
             JobState::Running {
                 attempt: attempt.clone(),
                 shutdown_notice_at: None,
+                terminate_requested_at: None,
             },
         ),
         ("awaiting", awaiting(None, None)),
@@ -295,6 +302,7 @@ fn every_invalid_transition_is_a_typed_error_naming_state_and_event() {
                 let event = Event {
                     at: t0(),
                     boot: boot("b1"),
+                    since_boot: Duration::ZERO,
                     kind: kind.clone(),
                 };
                 let result = transition(&spec, &state, &event);
@@ -335,6 +343,7 @@ fn every_invalid_transition_is_a_typed_error_naming_state_and_event() {
                 let event = Event {
                     at: t0(),
                     boot: boot("b1"),
+                    since_boot: Duration::ZERO,
                     kind: kind.clone(),
                 };
                 assert!(
@@ -352,6 +361,7 @@ fn every_invalid_transition_is_a_typed_error_naming_state_and_event() {
                 let event = Event {
                     at: t0(),
                     boot: boot("other"),
+                    since_boot: Duration::ZERO,
                     kind: kind.clone(),
                 };
                 if let Err(e) = transition(&spec, &state, &event) {
@@ -388,4 +398,136 @@ fn ledger_calls_on_unknown_jobs_are_typed_errors() {
         jobstate::Revision(0),
         "nothing was committed"
     );
+}
+
+/// Encodes a job's history as stored records, for building damaged or extreme stores.
+fn stored(spec: &JobSpec, states: &[JobState]) -> Vec<Vec<u8>> {
+    states
+        .iter()
+        .enumerate()
+        .map(|(i, state)| {
+            let change = Change {
+                job: spec.id().clone(),
+                seq: i as u64 + 1,
+                spec: (i == 0).then(|| spec.clone()),
+                event: Event {
+                    at: t0(),
+                    boot: boot("b1"),
+                    since_boot: Duration::ZERO,
+                    kind: if i == 0 {
+                        EventKind::Advertised
+                    } else {
+                        EventKind::Tick
+                    },
+                },
+                state: state.clone(),
+            };
+            codec::encode(&Record::Change(Box::new(change))).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn extreme_stored_counters_do_not_overflow() {
+    let spec = JobSpec::new(job("os-upgrade"))
+        .reboot(RebootBehaviour::RestartsMachine)
+        .verify_after_reboot(true);
+    let states = sample_states();
+    let verifying = states
+        .iter()
+        .find(|(n, _)| *n == "verifying")
+        .unwrap()
+        .1
+        .clone();
+    let JobState::AwaitingReboot {
+        attempt,
+        cause,
+        requested_in,
+        since,
+        exit_code,
+        ..
+    } = verifying
+    else {
+        unreachable!()
+    };
+    let at_max = JobState::AwaitingReboot {
+        attempt,
+        cause,
+        requested_in,
+        since,
+        exit_code,
+        reboots_seen: u32::MAX,
+        verifying_in: Some(boot("b1")),
+    };
+    let store = MemoryStore::from_records(stored(&spec, &[JobState::initial(), at_max]));
+    // A new boot observed: the reboot count saturates instead of overflowing.
+    let (ledger, _) = Ledger::open(store, service_session("b2")).unwrap();
+    assert!(matches!(
+        ledger.job(spec.id()).unwrap().state(),
+        JobState::AwaitingReboot {
+            reboots_seen: u32::MAX,
+            ..
+        }
+    ));
+
+    // A run number at its maximum cannot be rerun: a typed error, not a wrap to run 0.
+    let optional = JobSpec::new(job("tool")).mandatory(false);
+    let last_run = JobState::Failed {
+        run: u32::MAX,
+        attempt: None,
+        at: t0(),
+        reason: FailureReason::Cancelled,
+    };
+    let store = MemoryStore::from_records(stored(&optional, &[JobState::initial(), last_run]));
+    let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
+    assert!(matches!(
+        ledger.rerun(optional.id()),
+        Err(Error::Transition(TransitionError::Invalid { .. }))
+    ));
+}
+
+#[test]
+fn stored_changes_that_no_transition_makes_are_refused() {
+    let states = sample_states();
+    let completed = states
+        .iter()
+        .find(|(n, _)| *n == "completed")
+        .unwrap()
+        .1
+        .clone();
+    let mandatory = JobSpec::new(job("os-upgrade"));
+    let optional = JobSpec::new(job("tool")).mandatory(false);
+    let refused = |spec: &JobSpec, history: &[JobState]| {
+        let records = stored(spec, history);
+        match MemoryStore::from_records(records.clone()).load() {
+            Err(StoreError::Replay(ReplayError::NotATransition { why, .. })) => why,
+            other => panic!("expected NotATransition, got {other:?}"),
+        }
+    };
+    // A completed mandatory job silently reset to Queued (review finding): refused.
+    let why = refused(
+        &mandatory,
+        &[JobState::initial(), completed.clone(), JobState::initial()],
+    );
+    assert!(why.contains("completed mandatory"), "{why}");
+    // An optional job's finished run followed by anything but a new run: refused.
+    let why = refused(
+        &optional,
+        &[JobState::initial(), completed.clone(), JobState::initial()],
+    );
+    assert!(why.contains("new run"), "{why}");
+    // A job created in any state but Queued: refused.
+    let why = refused(&mandatory, &[completed]);
+    assert!(why.contains("created queued"), "{why}");
+}
+
+#[test]
+fn a_store_given_records_checks_a_commit_against_them_before_any_load() {
+    let create = sample_change();
+    let mut store = MemoryStore::from_records(vec![
+        codec::encode(&Record::Change(Box::new(create.clone()))).unwrap(),
+    ]);
+    let again = jobstate::Commit::new(jobstate::Revision(1), vec![create]);
+    assert!(matches!(store.commit(&again), Err(StoreError::Replay(_))));
+    assert_eq!(store.load().unwrap().jobs.len(), 1, "the store still loads");
 }

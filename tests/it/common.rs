@@ -1,9 +1,11 @@
 //! Helpers shared by the integration tests.
 
 use chrono::{TimeDelta, TimeZone, Utc};
+use std::time::Duration;
+
 use jobstate::{
     BootId, Effect, ExecutionContext, JobId, Ledger, MemoryStore, NoticeDelivery, SessionFacts,
-    Timestamp, UserPresence,
+    StatusKey, StatusMessage, StatusSink, Timestamp, UserPresence,
 };
 
 pub type MemLedger = Ledger<MemoryStore, SessionFacts>;
@@ -32,6 +34,7 @@ pub fn service_session(boot_name: &str) -> SessionFacts {
         context: ExecutionContext::Service,
         notices: NoticeDelivery::NotDelivered,
         now: t0(),
+        since_boot: Duration::from_secs(60),
     }
 }
 
@@ -50,12 +53,23 @@ pub fn launches(effects: &[Effect]) -> usize {
         .count()
 }
 
-pub fn reports(effects: &[Effect]) -> Vec<&jobstate::StatusMessage> {
-    effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Report(m) => Some(m),
-            _ => None,
-        })
-        .collect()
+/// A sink that accepts every message and keeps it.
+#[derive(Debug, Default)]
+pub struct Collect(pub Vec<StatusMessage>);
+
+impl StatusSink for Collect {
+    type Error = std::convert::Infallible;
+    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+        self.0.extend_from_slice(batch);
+        Ok(batch.iter().map(|m| m.key.clone()).collect())
+    }
+}
+
+/// Delivers the outbox and returns what was reported since the last call: the messages the
+/// ledger's transitions committed, through the real delivery path.
+pub fn take_reports(ledger: &mut MemLedger) -> Vec<StatusMessage> {
+    let mut sink = Collect::default();
+    let delivery = ledger.deliver(&mut sink).unwrap();
+    assert_eq!(delivery.pending, 0, "{delivery:?}");
+    sink.0
 }

@@ -121,6 +121,9 @@ impl Explorer {
             let event = Event {
                 at: t0() + minutes(minute),
                 boot: self.boots[boot_now].clone(),
+                // The boot clock moves with the wall clock here: Tick is far ahead on both,
+                // and later events are behind it on both.
+                since_boot: std::time::Duration::from_secs(minute.unsigned_abs() * 60),
                 kind: kind.clone(),
             };
             self.transitions_checked += 1;

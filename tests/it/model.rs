@@ -194,8 +194,14 @@ impl World {
                     self.launched.push(attempt.clone());
                     self.live.insert(attempt.job.clone(), attempt);
                 }
-                Effect::Terminate(attempt) if self.live.get(&attempt.job) == Some(&attempt) => {
-                    self.live.remove(&attempt.job);
+                // The kill is under way; the program stays live until its exit is delivered
+                // (an `Exit` step), and the ledger waits for that exit before any retry.
+                Effect::Terminate(attempt) => {
+                    assert_eq!(
+                        self.live.get(&attempt.job),
+                        Some(&attempt),
+                        "terminate of a dead program"
+                    );
                 }
                 Effect::Verify(attempt) => {
                     self.verify.insert(attempt.job.clone(), attempt);
@@ -316,9 +322,12 @@ impl World {
                 let _ = self.call(|l| l.shutdown_notice());
             }
             Op::Tick(m) => {
+                // Time passes on both clocks; only the boot clock decides run-time limits.
                 self.session.now += minutes(m);
-                let now = self.session.now;
+                self.session.since_boot += Duration::from_secs(m.unsigned_abs() * 60);
+                let (now, since_boot) = (self.session.now, self.session.since_boot);
                 self.ledger().session_mut().now = now;
+                self.ledger().session_mut().since_boot = since_boot;
                 let _ = self.call(|l| l.tick());
             }
             Op::ClockBack(m) => {
@@ -345,6 +354,7 @@ impl World {
                 self.verify.clear();
                 self.boots += 1;
                 self.session.boot = boot(&format!("boot-{}", self.boots));
+                self.session.since_boot = Duration::from_secs(30); // a new boot's clock
                 self.open();
                 // Invariant 3: a reboot never fails a job that restarts the machine.
                 if before.iter().any(|r| {

@@ -74,8 +74,11 @@ fn soft_restart_is_owed_until_a_new_boot_is_seen() {
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
-    let effects = ledger.program_exited(&attempt, 3010).unwrap();
-    assert_eq!(reports(&effects)[0].key.state, StateKind::AwaitingReboot);
+    ledger.program_exited(&attempt, 3010).unwrap();
+    assert_eq!(
+        take_reports(&mut ledger)[0].key.state,
+        StateKind::AwaitingReboot
+    );
     drop(ledger);
 
     // The agent restarted before restarting the machine: the restart is licensed again.
@@ -90,7 +93,8 @@ fn soft_restart_is_owed_until_a_new_boot_is_seen() {
     assert_eq!(state(&ledger, &spec).kind(), StateKind::AwaitingReboot);
     drop(ledger);
 
-    let (ledger, effects) = Ledger::open(store, service_session("b")).unwrap();
+    let (mut ledger, effects) = Ledger::open(store, service_session("b")).unwrap();
+    assert!(effects.is_empty());
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Completed {
@@ -99,7 +103,7 @@ fn soft_restart_is_owed_until_a_new_boot_is_seen() {
             ..
         }
     ));
-    assert_eq!(reports(&effects).len(), 1);
+    assert_eq!(take_reports(&mut ledger).len(), 1);
 }
 
 #[test]
@@ -154,9 +158,9 @@ fn retry_later_backs_off_then_runs_then_exhausts_attempts() {
     assert_eq!(ledger.next_runnable(), NextJob::Run(spec.id().clone()));
     let second = ledger.begin(spec.id()).unwrap();
     assert_eq!(second.attempt.number, 2);
-    let effects = ledger.program_exited(&second, 1603).unwrap();
+    ledger.program_exited(&second, 1603).unwrap();
     assert_eq!(
-        reports(&effects)[0].reason,
+        take_reports(&mut ledger)[0].reason,
         Some(FailureReason::ExitCode(1603))
     );
     assert!(matches!(
@@ -182,22 +186,48 @@ fn a_clock_reset_backwards_does_not_extend_back_off() {
 }
 
 #[test]
-fn maximum_run_time_terminates_and_retries_but_not_across_a_clock_jump_back() {
+fn maximum_run_time_is_measured_on_the_boot_clock_never_the_wall_clock() {
     let spec = JobSpec::new(job("hang")).max_run_time(Duration::from_secs(600));
-    let mut ledger = open(&MemoryStore::new(), "a");
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
+    let started = ledger.session().since_boot;
 
-    ledger.session_mut().now = t0() - minutes(60);
-    assert!(
-        ledger.tick().unwrap().is_empty(),
-        "a clock that jumped back times nothing out"
-    );
-    ledger.session_mut().now = t0() + minutes(9);
+    // NTP moves the wall clock a year forward, then a year back: nothing times out.
+    ledger.session_mut().now = t0() + chrono::TimeDelta::days(365);
     assert!(ledger.tick().unwrap().is_empty());
-    ledger.session_mut().now = t0() + minutes(10);
-    let effects = ledger.tick().unwrap();
+    ledger.session_mut().now = t0() - chrono::TimeDelta::days(365);
+    assert!(ledger.tick().unwrap().is_empty());
+    ledger.session_mut().since_boot = started + Duration::from_secs(599);
+    assert!(ledger.tick().unwrap().is_empty());
+
+    // Ten minutes on the boot clock: the program must be terminated. The attempt stays
+    // Running until its exit is recorded, so no next attempt can start beside it.
+    ledger.session_mut().since_boot = started + Duration::from_secs(600);
+    assert_eq!(
+        ledger.tick().unwrap(),
+        vec![Effect::Terminate(attempt.clone())]
+    );
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Running {
+            terminate_requested_at: Some(_),
+            ..
+        }
+    ));
+    assert!(ledger.tick().unwrap().is_empty(), "asked once per ledger");
+    assert!(ledger.begin(spec.id()).is_err());
+    drop(ledger);
+
+    // The agent crashed before killing it: the termination is licensed again.
+    let mut session = service_session("a");
+    session.since_boot = started + Duration::from_secs(700);
+    let (mut ledger, effects) = Ledger::open(store, session).unwrap();
     assert_eq!(effects, vec![Effect::Terminate(attempt.clone())]);
+
+    // The killed program's exit ends the attempt as timed out, whatever its code.
+    ledger.program_exited(&attempt, 0).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Queued {
@@ -206,10 +236,9 @@ fn maximum_run_time_terminates_and_retries_but_not_across_a_clock_jump_back() {
             ..
         }
     ));
-    // The late exit of the terminated attempt is stale.
     assert!(matches!(
         ledger.program_exited(&attempt, 0),
-        Err(Error::Transition(TransitionError::StaleAttempt { .. }))
+        Err(Error::Transition(TransitionError::Invalid { .. }))
     ));
 }
 
@@ -281,8 +310,11 @@ fn rerun_and_cancel() {
         }
     ));
 
-    let effects = ledger.cancel(optional.id()).unwrap();
-    assert_eq!(reports(&effects)[0].key.state, StateKind::Failed);
+    take_reports(&mut ledger);
+    ledger.cancel(optional.id()).unwrap();
+    let sent = take_reports(&mut ledger);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].key.state, StateKind::Failed);
     assert!(matches!(
         state(&ledger, &optional),
         JobState::Failed {
@@ -315,7 +347,7 @@ fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
 
     // Each boot, the pending-reboot check says "restart again".
     let mut boots = 0;
-    let failed = loop {
+    let (failed, reported) = loop {
         boots += 1;
         let (mut ledger, effects) =
             Ledger::open(store.clone(), service_session(&format!("b{boots}"))).unwrap();
@@ -325,17 +357,17 @@ fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
         );
         let effects = ledger.expect_reboot(&attempt, RebootKind::Soft).unwrap();
         if state(&ledger, &spec).kind() == StateKind::Failed {
-            break effects;
+            break (effects, take_reports(&mut ledger));
         }
         assert!(boots < 10, "the reboot loop must be bounded");
     };
     assert_eq!(boots, 2);
-    assert_eq!(
-        reports(&failed)[0].reason,
-        Some(FailureReason::RebootLoop { boots: 2 })
-    );
+    assert!(failed.is_empty(), "no restart is licensed: {failed:?}");
+    let last = reported.last().unwrap();
+    assert_eq!(last.reason, Some(FailureReason::RebootLoop { boots: 2 }));
 
-    // A verification that says "not installed" fails the attempt: the retry policy applies.
+    // After a reboot, a verification that says "not installed" fails the run: the attempt is
+    // never re-run after a reboot (DESIGN.md); a rerun request may start a new run.
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
@@ -345,12 +377,15 @@ fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
     ledger.verification(&attempt, false).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
-        JobState::Queued {
-            attempt: 2,
-            last_failure: Some(FailureReason::NotDetected),
+        JobState::Failed {
+            reason: FailureReason::NotDetected,
             ..
         }
     ));
+    assert_eq!(
+        take_reports(&mut ledger).last().unwrap().key.state,
+        StateKind::Failed
+    );
 }
 
 #[test]
@@ -488,19 +523,67 @@ fn a_check_that_finds_nothing_releases_the_retry() {
 }
 
 #[test]
-fn reports_come_before_the_actions_they_accompany() {
+fn a_status_message_is_committed_with_its_transition_before_any_effect() {
+    let store = MemoryStore::new();
     let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
-    let mut ledger = open(&MemoryStore::new(), "a");
+    let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     let effects = ledger.program_exited(&attempt, 3010).unwrap();
-    assert!(
-        matches!(
-            effects.as_slice(),
-            [Effect::Report(_), Effect::ScheduleRestart { .. }]
-        ),
-        "{effects:?}"
-    );
+    assert!(matches!(
+        effects.as_slice(),
+        [Effect::ScheduleRestart { .. }]
+    ));
+    // The agent is killed by the restart before it delivers anything: the message is durable.
+    drop(ledger);
+    let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();
+    let sent = take_reports(&mut ledger);
+    let states: Vec<_> = sent.iter().map(|m| m.key.state).collect();
+    assert_eq!(states, [StateKind::AwaitingReboot, StateKind::Completed]);
+}
+
+#[test]
+fn a_wrapper_that_reports_failure_after_the_restart_began_does_not_rerun_the_upgrade() {
+    // Review finding: a RestartsMachine job with no detection check, whose wait for the
+    // restart was committed, then whose wrapper exits with a failure (seed 001).
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let mut ledger = open(&store, "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
+    ledger.program_exited(&attempt, 1).unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::AwaitingReboot {
+            exit_code: Some(1),
+            ..
+        }
+    ));
+    drop(ledger);
+    let (ledger, effects) = Ledger::open(store, service_session("b")).unwrap();
+    assert!(effects.is_empty());
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
+}
+
+#[test]
+fn cancel_after_a_failed_attempt_reports_that_attempt() {
+    let spec = JobSpec::new(job("tool"));
+    let mut ledger = open(&MemoryStore::new(), "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger.program_exited(&attempt, 1603).unwrap();
+    ledger.cancel(spec.id()).unwrap();
+    let sent = take_reports(&mut ledger);
+    assert_eq!(sent[0].key.attempt, 1);
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Failed {
+            attempt: Some(_),
+            reason: FailureReason::Cancelled,
+            ..
+        }
+    ));
 }
 
 /// Found by the long property run: after a reboot and a further restart request, the dead
