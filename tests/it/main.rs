@@ -4,5 +4,6 @@ mod bad_input;
 mod common;
 mod exhaustive;
 mod model;
+mod outbox;
 mod seeds;
 mod semantics;

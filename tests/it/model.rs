@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use jobstate::{
     AttemptId, AttemptRef, Effect, Error, JobId, JobRecord, JobSpec, JobState, Ledger, MemoryStore,
-    RebootBehaviour, RebootKind, RetryPolicy, RunCondition, SessionFacts, StateKind, Store,
-    StoreError, TransitionError, UserPresence,
+    RebootBehaviour, RebootKind, RetryPolicy, RunCondition, SessionFacts, StateKind, StatusKey,
+    StatusMessage, StatusSink, Store, StoreError, TransitionError, UserPresence,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
@@ -67,10 +67,18 @@ enum Op {
     ClockBack(i64),
     SetUser(UserPresence),
     Crash,
-    Reboot { notice: bool },
+    Reboot {
+        notice: bool,
+    },
     Rerun(usize),
     Cancel(usize),
     StaleWrite(usize),
+    /// The agent loop delivers pending status messages.
+    Deliver,
+    /// The site server will refuse the next `n` deliveries.
+    SinkFails(u32),
+    /// The sink accepts a delivery, then the agent dies before committing the acknowledgement.
+    CrashAfterDelivery,
 }
 
 struct Reference;
@@ -116,6 +124,9 @@ impl ReferenceStateMachine for Reference {
             1 => jobs.clone().prop_map(Op::Rerun),
             1 => jobs.clone().prop_map(Op::Cancel),
             1 => jobs.prop_map(Op::StaleWrite),
+            3 => Just(Op::Deliver),
+            1 => (1u32..4).prop_map(Op::SinkFails),
+            1 => Just(Op::CrashAfterDelivery),
         ]
         .boxed()
     }
@@ -142,6 +153,29 @@ struct World {
     launched: Vec<AttemptId>,
     /// Completed mandatory jobs: the run that completed and the launches seen by then.
     tombstones: HashMap<JobId, (u32, usize)>,
+    /// The site server.
+    server: Server,
+}
+
+/// The site server: refuses deliveries on demand, counts every message it accepts by key.
+#[derive(Default)]
+struct Server {
+    fail_next: u32,
+    received: HashMap<StatusKey, usize>,
+}
+
+impl StatusSink for Server {
+    type Error = &'static str;
+    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+        if self.fail_next > 0 {
+            self.fail_next -= 1;
+            return Err("site server unreachable");
+        }
+        for message in batch {
+            *self.received.entry(message.key.clone()).or_default() += 1;
+        }
+        Ok(batch.iter().map(|m| m.key.clone()).collect())
+    }
 }
 
 static CASES: AtomicU64 = AtomicU64::new(0);
@@ -151,6 +185,8 @@ static TOMBSTONES: AtomicU64 = AtomicU64::new(0);
 static REFUSED: AtomicU64 = AtomicU64::new(0);
 static STALE_REFUSED: AtomicU64 = AtomicU64::new(0);
 static REBOOTS_MID_JOB: AtomicU64 = AtomicU64::new(0);
+static DELIVERED: AtomicU64 = AtomicU64::new(0);
+static REDELIVERIES_OWED: AtomicU64 = AtomicU64::new(0);
 
 impl World {
     fn ledger(&mut self) -> &mut MemLedger {
@@ -401,6 +437,31 @@ impl World {
                 let id = self.id(i);
                 let _ = self.call(|l| l.cancel(&id));
             }
+            Op::Deliver => {
+                let before: Vec<JobRecord> = self.ledger().jobs().cloned().collect();
+                let mut server = std::mem::take(&mut self.server);
+                let delivery = self.ledger().deliver(&mut server);
+                self.server = server;
+                let delivery = delivery.unwrap_or_else(|e| panic!("delivery failed: {e}"));
+                assert_eq!(delivery.pending, self.ledger().outbox().count());
+                let after: Vec<JobRecord> = self.ledger().jobs().cloned().collect();
+                assert_eq!(before, after, "invariant 5: delivery changed a job");
+                DELIVERED.fetch_add(delivery.delivered as u64, Ordering::Relaxed);
+            }
+            Op::SinkFails(n) => self.server.fail_next = n,
+            Op::CrashAfterDelivery => {
+                let pending = self.ledger().outbox().count();
+                self.store.fail_next_commits(1);
+                let mut server = std::mem::take(&mut self.server);
+                let result = self.ledger().deliver(&mut server);
+                self.server = server;
+                self.store.fail_next_commits(0);
+                if pending > 0 && result.is_err() {
+                    REDELIVERIES_OWED.fetch_add(1, Ordering::Relaxed);
+                }
+                self.stale = self.ledger.take();
+                self.open();
+            }
             Op::StaleWrite(i) => {
                 let Some(stale) = self.stale.as_mut() else {
                     return;
@@ -462,6 +523,7 @@ impl StateMachineTest for LedgerTest {
             verify: HashMap::new(),
             launched: Vec::new(),
             tombstones: HashMap::new(),
+            server: Server::default(),
         };
         world.open();
         world
@@ -520,6 +582,29 @@ impl StateMachineTest for LedgerTest {
                 );
             }
         }
+        // Invariant 5: every terminal state and every entry into AwaitingReboot has exactly one
+        // status message, pending in the outbox or received by the server (or both, between a
+        // delivery and its acknowledgement), and nothing else is ever sent.
+        let expected = expected_reports(ledger);
+        let distinct: std::collections::HashSet<_> = expected.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            expected.len(),
+            "invariant 5: a state reported twice: {expected:?}"
+        );
+        let pending: std::collections::HashSet<_> = ledger.outbox().map(|m| &m.key).collect();
+        for key in &expected {
+            assert!(
+                pending.contains(key) || world.server.received.contains_key(key),
+                "invariant 5: {key} was never reported"
+            );
+        }
+        for key in pending.iter().copied().chain(world.server.received.keys()) {
+            assert!(
+                distinct.contains(key),
+                "invariant 5: {key} reported for no such state"
+            );
+        }
         // Nothing acknowledged is lost: a fresh load equals the ledger.
         let loaded = world.store.clone().load().expect("the store loads");
         let held: Vec<&JobRecord> = ledger.jobs().collect();
@@ -528,7 +613,54 @@ impl StateMachineTest for LedgerTest {
             held,
             "store and ledger differ"
         );
+        let outbox: Vec<&StatusMessage> = ledger.outbox().collect();
+        assert_eq!(
+            loaded.outbox.iter().collect::<Vec<_>>(),
+            outbox,
+            "store and ledger outbox differ"
+        );
     }
+
+    /// At the end of a case, a server that accepts everything receives every status message:
+    /// at least once, each key.
+    fn teardown(mut world: World, _: ()) {
+        world.server.fail_next = 0;
+        let now = world.session.now + chrono::TimeDelta::days(1);
+        world.ledger().session_mut().now = now; // past any back-off
+        let mut server = std::mem::take(&mut world.server);
+        let delivery = world.ledger().deliver(&mut server).expect("final delivery");
+        assert_eq!(delivery.pending, 0, "{delivery:?}");
+        let ledger = world.ledger.as_ref().expect("open");
+        for key in expected_reports(ledger) {
+            assert!(
+                server.received.contains_key(&key),
+                "invariant 5: {key} never delivered"
+            );
+        }
+    }
+}
+
+/// The status keys the jobs' histories call for, derived from the states alone: one per
+/// terminal state and per entry into `AwaitingReboot`.
+fn expected_reports(ledger: &MemLedger) -> Vec<StatusKey> {
+    let mut keys = Vec::new();
+    for record in ledger.jobs() {
+        let mut before = StateKind::Queued;
+        for entry in record.history() {
+            let kind = entry.state.kind();
+            let entering = kind == StateKind::AwaitingReboot && before != StateKind::AwaitingReboot;
+            if entry.state.is_terminal() || entering {
+                keys.push(StatusKey {
+                    job: record.id().clone(),
+                    run: entry.state.run(),
+                    attempt: entry.state.attempt().map_or(0, |a| a.number),
+                    state: kind,
+                });
+            }
+            before = kind;
+        }
+    }
+    keys
 }
 
 impl World {
@@ -580,7 +712,7 @@ fn ledger_keeps_invariants_under_crashes_reboots_and_replays() {
     report_figures(&format!(
         "state machine: {} cases, {} steps run ({} cases required); exercised: {} mandatory jobs \
          completed and then held, {} reboots with a job in flight, {} refused calls, {} stale \
-         writes refused",
+         writes refused, {} status messages delivered, {} crashes before an acknowledgement",
         n(&CASES),
         n(&STEPS),
         256 * multiplier,
@@ -588,6 +720,8 @@ fn ledger_keeps_invariants_under_crashes_reboots_and_replays() {
         n(&REBOOTS_MID_JOB),
         n(&REFUSED),
         n(&STALE_REFUSED),
+        n(&DELIVERED),
+        n(&REDELIVERIES_OWED),
     ));
     if let Err(failure) = result {
         panic!("{failure}");

@@ -1,0 +1,119 @@
+//! Outbox throughput: status messages committed (with their transitions) and delivered per
+//! second.
+//!
+//! - `commit`: one `cancel` per message: a transition and its status message in one commit.
+//! - `deliver/null`: the delivery step alone (batches of 64, acknowledgements committed) to a
+//!   sink that accepts at once: the ledger's and the store's share of delivery.
+//! - `deliver/json_lines`: the same into `JsonLinesSink`, which appends and `fdatasync`s each
+//!   batch on the disk under the system's temporary directory.
+//!
+//! All on the memory store, whose commits are not durable: the figures are the ledger's cost, to
+//! be read beside the durable stores' benchmarks.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use jobstate::{
+    BootId, ExecutionContext, JobId, JobSpec, JsonLinesSink, Ledger, MemoryStore, NoticeDelivery,
+    SessionFacts, StatusKey, StatusMessage, StatusSink, UserPresence,
+};
+
+const MESSAGES: usize = 256;
+
+type MemLedger = Ledger<MemoryStore, SessionFacts>;
+
+fn session() -> SessionFacts {
+    SessionFacts {
+        boot: BootId::new("bench-boot").expect("valid boot id"),
+        user: UserPresence::NoneLoggedOn,
+        context: ExecutionContext::Service,
+        notices: NoticeDelivery::NotDelivered,
+        now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
+        since_boot: Duration::from_secs(60),
+    }
+}
+
+/// A ledger with `MESSAGES` queued jobs (and an empty outbox).
+fn queued() -> (MemLedger, Vec<JobId>) {
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), session()).expect("open");
+    let ids: Vec<JobId> = (0..MESSAGES)
+        .map(|i| JobId::new(format!("job-{i}")).expect("valid job id"))
+        .collect();
+    for id in &ids {
+        ledger
+            .advertise(JobSpec::new(id.clone()))
+            .expect("advertise");
+    }
+    (ledger, ids)
+}
+
+/// A ledger with `MESSAGES` pending status messages.
+fn pending() -> MemLedger {
+    let (mut ledger, ids) = queued();
+    for id in &ids {
+        ledger.cancel(id).expect("cancel");
+    }
+    ledger
+}
+
+struct Null;
+
+impl StatusSink for Null {
+    type Error = Infallible;
+    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+        Ok(batch.iter().map(|m| m.key.clone()).collect())
+    }
+}
+
+fn outbox(c: &mut Criterion) {
+    let mut group = c.benchmark_group("outbox");
+    group.throughput(Throughput::Elements(MESSAGES as u64));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(4));
+
+    group.bench_function("commit", |b| {
+        b.iter_batched(
+            queued,
+            |(mut ledger, ids)| {
+                for id in &ids {
+                    ledger.cancel(id).expect("cancel");
+                }
+                ledger
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("deliver/null", |b| {
+        b.iter_batched(
+            pending,
+            |mut ledger| {
+                let delivery = ledger.deliver(&mut Null).expect("deliver");
+                assert_eq!(delivery.delivered, MESSAGES);
+                ledger
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    let dir = std::env::temp_dir().join(format!("jobstate-bench-outbox-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    let mut sink = JsonLinesSink::open(dir.join("status.jsonl")).expect("sink");
+    group.bench_function("deliver/json_lines", |b| {
+        b.iter_batched(
+            pending,
+            |mut ledger| {
+                let delivery = ledger.deliver(&mut sink).expect("deliver");
+                assert_eq!(delivery.delivered, MESSAGES);
+                ledger
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, outbox);
+criterion_main!(benches);
