@@ -1,14 +1,23 @@
-//! The serialized form of a stored [`Record`]: JSON inside a versioned envelope.
+//! The serialized form of a stored [`Record`]: a format-version byte, then the record in a
+//! compact binary encoding (postcard). Stores frame and checksum these bytes themselves.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::Record;
+use crate::{Change, Commit, Record, StatusKey, StatusMessage};
+
+/// [`Record`] by reference: the same encoding, without cloning a commit to write it.
+#[derive(Serialize)]
+enum RecordRef<'a> {
+    Change(&'a Change),
+    Report(&'a StatusMessage),
+    Delivered(&'a StatusKey),
+}
 
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u8 = 1;
 
 /// Why bytes could not be decoded into a [`Record`].
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
     /// The record was written in a format this build does not know (a newer jobstate, usually).
@@ -17,39 +26,25 @@ pub enum DecodeError {
     )]
     UnknownVersion {
         /// The version found.
-        found: u32,
+        found: u8,
         /// The version this build reads.
-        supported: u32,
+        supported: u8,
     },
     /// The bytes are not a valid record (truncated, garbled, or an invalid field such as a bad
     /// job id).
-    #[error("the record is not valid: {0}; the store is damaged, restore it from a backup")]
-    Malformed(#[source] serde_json::Error),
-}
-
-#[derive(Serialize)]
-struct EnvelopeOut<'a> {
-    format: u32,
-    record: &'a Record,
-}
-
-#[derive(Deserialize)]
-struct Header {
-    format: u32,
-}
-
-#[derive(Deserialize)]
-struct EnvelopeIn {
-    record: Record,
+    #[error("the record is not valid ({detail}); the store is damaged, restore it from a backup")]
+    Malformed {
+        /// What the decoder said.
+        detail: String,
+    },
 }
 
 /// Why a [`Record`] could not be encoded.
-#[derive(Debug, thiserror::Error)]
-#[error("could not encode a record: {source}; nothing was written")]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("could not encode a record ({detail}); nothing was written")]
 pub struct EncodeError {
-    /// What serde_json said.
-    #[source]
-    pub source: serde_json::Error,
+    /// What the encoder said.
+    pub detail: String,
 }
 
 /// Encodes `record` in the current format.
@@ -72,25 +67,76 @@ pub struct EncodeError {
 ///     state: JobState::initial(),
 /// }));
 /// let bytes = codec::encode(&record).unwrap();
+/// assert_eq!(bytes[0], codec::FORMAT_VERSION);
 /// assert_eq!(codec::decode(&bytes).unwrap(), record);
 /// ```
 pub fn encode(record: &Record) -> Result<Vec<u8>, EncodeError> {
-    let envelope = EnvelopeOut {
-        format: FORMAT_VERSION,
-        record,
-    };
-    serde_json::to_vec(&envelope).map_err(|source| EncodeError { source })
+    let mut bytes = vec![FORMAT_VERSION];
+    encode_into(record, &mut bytes)?;
+    Ok(bytes)
 }
 
-/// Decodes a record, refusing unknown format versions before reading anything else.
+/// Appends the encoding of `record`, without the version byte, to `out`: for stores that write
+/// the version once, in a file header.
+pub fn encode_into(record: &Record, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    *out = postcard::to_extend(record, std::mem::take(out)).map_err(|e| EncodeError {
+        detail: e.to_string(),
+    })?;
+    Ok(())
+}
+
+/// Appends the records of `commit` (changes, reports, acknowledgements), without version bytes,
+/// to `out`: what [`Commit::records`] holds, encoded as [`decode_all`] reads it back.
+pub fn encode_commit(commit: &Commit, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let changes = commit.changes.iter().map(RecordRef::Change);
+    let reports = commit.reports.iter().map(RecordRef::Report);
+    let delivered = commit.delivered.iter().map(RecordRef::Delivered);
+    for record in changes.chain(reports).chain(delivered) {
+        *out = postcard::to_extend(&record, std::mem::take(out)).map_err(|e| EncodeError {
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Decodes a record, refusing an unknown format version before reading anything else.
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
-    let header: Header = serde_json::from_slice(bytes).map_err(DecodeError::Malformed)?;
-    if header.format != FORMAT_VERSION {
-        return Err(DecodeError::UnknownVersion {
-            found: header.format,
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION, body)) => decode_body(body),
+        Some((&found, _)) => Err(DecodeError::UnknownVersion {
+            found,
             supported: FORMAT_VERSION,
+        }),
+        None => Err(DecodeError::Malformed {
+            detail: "empty record".into(),
+        }),
+    }
+}
+
+/// Decodes records written by [`encode_into`] back to back, until `bytes` is used up.
+pub fn decode_all(mut bytes: &[u8]) -> Result<Vec<Record>, DecodeError> {
+    let mut records = Vec::new();
+    while !bytes.is_empty() {
+        let (record, rest) =
+            postcard::take_from_bytes::<Record>(bytes).map_err(|e| DecodeError::Malformed {
+                detail: e.to_string(),
+            })?;
+        records.push(record);
+        bytes = rest;
+    }
+    Ok(records)
+}
+
+/// Decodes one record written by [`encode_into`]: all of `bytes`, nothing left over.
+pub fn decode_body(body: &[u8]) -> Result<Record, DecodeError> {
+    let (record, rest) =
+        postcard::take_from_bytes::<Record>(body).map_err(|e| DecodeError::Malformed {
+            detail: e.to_string(),
+        })?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Malformed {
+            detail: format!("{} bytes after the record", rest.len()),
         });
     }
-    let envelope: EnvelopeIn = serde_json::from_slice(bytes).map_err(DecodeError::Malformed)?;
-    Ok(envelope.record)
+    Ok(record)
 }

@@ -86,5 +86,6 @@ pub struct StatusMessage {
     /// The boot in which the transition was observed.
     pub boot: BootId,
     /// When the transition was observed.
+    #[serde(with = "crate::time_serde::timestamp")]
     pub at: Timestamp,
 }

@@ -29,6 +29,7 @@ impl fmt::Display for AttemptRef {
 pub struct Event {
     /// When it was observed (wall clock: it may jump backwards across a reboot, so no ordering
     /// or reboot decision depends on it).
+    #[serde(with = "crate::time_serde::timestamp")]
     pub at: Timestamp,
     /// The boot in which it was observed.
     pub boot: BootId,

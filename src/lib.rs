@@ -82,7 +82,8 @@
 //!
 //! # Minimum supported Rust version
 //!
-//! Rust 1.85 (edition 2024). Raising it is a minor-version change.
+//! Rust 1.89 (edition 2024; `File::try_lock` for the file store's single-writer lock). Raising it
+//! is a minor-version change.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -100,6 +101,7 @@ mod session;
 mod spec;
 mod state;
 mod store;
+mod time_serde;
 mod transition;
 
 pub use effect::{AttemptId, Effect, StatusKey, StatusMessage};
@@ -116,7 +118,10 @@ pub use session::{
 };
 pub use spec::{JobSpec, RebootBehaviour, RetryPolicy, RunCondition};
 pub use state::{Attempt, FailureReason, JobState, RebootAttribution, RebootKind, StateKind};
-pub use store::{Commit, MemoryStore, Replay, Revision, Snapshot, Store, StoreError};
+pub use store::{
+    Commit, FileStore, FileStoreOptions, MAX_FRAME, MemoryStore, Replay, Revision, Snapshot, Store,
+    StoreError,
+};
 pub use transition::{Step, TransitionError, transition};
 
 /// The `chrono` this crate's timestamps come from, so callers need not depend on it directly.

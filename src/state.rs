@@ -17,6 +17,7 @@ pub struct Attempt {
     /// The boot in which the attempt started. Reboot decisions compare boots, never clocks.
     pub boot: BootId,
     /// When the attempt started (wall clock: for people and back-off only).
+    #[serde(with = "crate::time_serde::timestamp")]
     pub started_at: Timestamp,
     /// When the attempt started on the boot's monotonic clock: the run-time limit is measured
     /// on it, within this boot, so that a wall clock that jumps cannot end an attempt early or
@@ -98,6 +99,7 @@ pub enum JobState {
         /// The number of the next attempt.
         attempt: u32,
         /// Not before this time (back-off after a failure), if set.
+        #[serde(with = "crate::time_serde::option")]
         not_before: Option<Timestamp>,
         /// Why the previous attempt of this run failed, if one did.
         last_failure: Option<FailureReason>,
@@ -113,10 +115,12 @@ pub enum JobState {
         /// The attempt, with the boot it started in.
         attempt: Attempt,
         /// When a shutdown notice was seen during the attempt: a hint, never relied on.
+        #[serde(with = "crate::time_serde::option")]
         shutdown_notice_at: Option<Timestamp>,
         /// When the attempt passed its maximum run time and its program was to be terminated.
         /// The attempt ends when the program's exit is recorded (or a reboot is seen), so that
         /// no next attempt starts while it may still run.
+        #[serde(with = "crate::time_serde::option")]
         terminate_requested_at: Option<Timestamp>,
     },
     /// A restart is expected; the job finishes when a later boot is observed.
@@ -128,6 +132,7 @@ pub enum JobState {
         /// The boot in which the wait began.
         requested_in: BootId,
         /// When the wait began.
+        #[serde(with = "crate::time_serde::timestamp")]
         since: Timestamp,
         /// The program's exit code, if it exited before the restart.
         exit_code: Option<i32>,
@@ -141,6 +146,7 @@ pub enum JobState {
         /// The attempt that succeeded.
         attempt: Attempt,
         /// When the completion was recorded.
+        #[serde(with = "crate::time_serde::timestamp")]
         at: Timestamp,
         /// The program's exit code, if it was seen.
         exit_code: Option<i32>,
@@ -158,6 +164,7 @@ pub enum JobState {
         /// The last attempt that started, if any did.
         attempt: Option<Attempt>,
         /// When the failure was recorded.
+        #[serde(with = "crate::time_serde::timestamp")]
         at: Timestamp,
         /// Why.
         reason: FailureReason,

@@ -1,8 +1,10 @@
 //! Where job records live: the [`Store`] trait and the stores the crate ships.
 
+mod file;
 mod memory;
 mod replay;
 
+pub use file::{FileStore, FileStoreOptions, MAX_FRAME};
 pub use memory::MemoryStore;
 pub use replay::Replay;
 
@@ -129,6 +131,50 @@ pub enum StoreError {
     /// A change could not be encoded.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// A store file is damaged: a frame or a header that cannot be what the store wrote.
+    #[error("{} is damaged at byte {offset}: {detail}; nothing was changed or skipped: restore the store from a backup, or move the file aside to inspect it", file.display())]
+    Corrupt {
+        /// The damaged file.
+        file: std::path::PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A store file was written in a format this build does not know (a newer jobstate).
+    #[error("{} has file format {found}, this build reads format {supported}; upgrade jobstate to open this store, nothing was changed", file.display())]
+    UnknownFormat {
+        /// The file.
+        file: std::path::PathBuf,
+        /// Its format.
+        found: u32,
+        /// The format this build reads.
+        supported: u32,
+    },
+    /// Another writer holds the store.
+    #[error("{} is locked by another writer (another process, or another open store in this process); one writer at a time: close the other one first", path.display())]
+    Locked {
+        /// The lock file.
+        path: std::path::PathBuf,
+    },
+    /// An earlier write or sync failed: the store refuses commits until reopened.
+    #[error(
+        "the store refuses commits since a write or sync failed ({cause}); what was not acknowledged may not be on disk: reopen the store to recover"
+    )]
+    FailStop {
+        /// The first failure.
+        cause: String,
+    },
+    /// A commit or snapshot larger than a frame may be.
+    #[error(
+        "a commit of {size} bytes is larger than the {max} bytes a frame may hold; commit fewer changes at once"
+    )]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The bound.
+        max: usize,
+    },
     /// An IO operation failed.
     #[error("{context}: {source}")]
     Io {

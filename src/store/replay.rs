@@ -74,6 +74,25 @@ impl Replay {
         Ok(())
     }
 
+    /// Everything as records, in an order that replays to the same state: each job's history,
+    /// then the pending status messages. (What a snapshot holds.)
+    pub fn records(&self) -> Vec<Record> {
+        let mut records = Vec::new();
+        for job in self.jobs.iter() {
+            for entry in job.history() {
+                records.push(Record::Change(Box::new(crate::Change {
+                    job: job.id().clone(),
+                    seq: entry.seq,
+                    spec: (entry.seq == 1).then(|| job.spec().clone()),
+                    event: entry.event.clone(),
+                    state: entry.state.clone(),
+                })));
+            }
+        }
+        records.extend(self.outbox.iter().cloned().map(Record::Report));
+        records
+    }
+
     /// The jobs.
     pub fn jobs(&self) -> &JobTable {
         &self.jobs

@@ -67,7 +67,9 @@ impl StatusSink for Collect {
 
 /// Delivers the outbox and returns what was reported since the last call: the messages the
 /// ledger's transitions committed, through the real delivery path.
-pub fn take_reports(ledger: &mut MemLedger) -> Vec<StatusMessage> {
+pub fn take_reports<S: jobstate::Store>(
+    ledger: &mut Ledger<S, SessionFacts>,
+) -> Vec<StatusMessage> {
     let mut sink = Collect::default();
     let delivery = ledger.deliver(&mut sink).unwrap();
     assert_eq!(delivery.pending, 0, "{delivery:?}");

@@ -3,6 +3,7 @@
 mod bad_input;
 mod common;
 mod exhaustive;
+mod file_store;
 mod model;
 mod outbox;
 mod seeds;

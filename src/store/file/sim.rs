@@ -1,0 +1,1 @@
+//! A simulated disk (see crash_tests).
