@@ -17,12 +17,12 @@
 
 use chrono::TimeDelta;
 use jobstate::{
-    Advertisement, BootId, ExecutionContext, JobId, JobSpec, JobState, JsonLinesSink, Ledger,
-    MemoryStore, NextJob, NoticeDelivery, RebootBehaviour, RunCondition, SessionFacts, StatusKey,
+    Advertisement, BootId, ExecutionContext, FileStore, JobId, JobSpec, JobState, JsonLinesSink,
+    Ledger, NextJob, NoticeDelivery, RebootBehaviour, RunCondition, SessionFacts, StatusKey,
     StatusMessage, StatusSink, UserPresence,
 };
 
-type Agent = Ledger<MemoryStore, SessionFacts>;
+type Agent = Ledger<FileStore, SessionFacts>;
 
 /// One timeline line: `log!(ledger, "format", args..)`.
 macro_rules! log {
@@ -35,9 +35,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .mandatory(true)
         .run_condition(RunCondition::Always) // "System Background task": user or not
         .reboot(RebootBehaviour::RestartsMachine); // winnt32 restarts the machine itself
-    // A memory store stands in for the agent's durable store; clones share its contents, so a
-    // new ledger on a clone is the same agent after a restart.
-    let store = MemoryStore::new();
+    // The agent's durable store: a directory holding a journal (one fdatasync per commit). A
+    // real agent keeps it under /var/lib; the example uses a fresh temporary directory.
+    let dir = std::env::temp_dir().join(format!(
+        "jobstate-background-upgrade-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store_dir = dir.join("store");
     let mut launches = 0;
 
     // ---- Boot A: a background service, nobody logged on, no shutdown notices. ----
@@ -49,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         now: "1997-11-21T02:00:00Z".parse()?,
         since_boot: std::time::Duration::from_secs(95),
     };
-    let (mut ledger, recovered) = Ledger::open(store.clone(), session_a.clone())?;
+    let (mut ledger, recovered) = Ledger::open(FileStore::open(&store_dir)?, session_a.clone())?;
     log!(ledger, "agent started, {} effect(s)", recovered.len());
     let ad = ledger.advertise(upgrade.clone())?;
     log!(ledger, "server advertised the upgrade: {ad:?}");
@@ -71,7 +76,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         now: clock_at_restart - TimeDelta::hours(1),
         ..session_a
     };
-    let (mut ledger, effects) = Ledger::open(store.clone(), session_b)?;
+    // The same directory, reopened by the agent in the new boot: recovery reads the journal.
+    let (mut ledger, effects) = Ledger::open(FileStore::open(&store_dir)?, session_b)?;
     log!(ledger, "agent started: reconciled against the new boot");
     for effect in &effects {
         println!("    -> {effect:?}"); // none here: nothing to verify, no restart owed
@@ -81,11 +87,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // commit as `Completed`: the job is done whether or not the send succeeds, and the message
     // waits, durably, until a sink accepts it. Nobody is logged on; it does not matter.
     // The "site server" here is a JSON-lines file behind a link that fails twice.
-    let dir = std::env::temp_dir().join(format!(
-        "jobstate-background-upgrade-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir)?;
     let mut server = FailsFirst {
         failures_left: 2,
         inner: JsonLinesSink::open(dir.join("status.jsonl"))?,
@@ -113,7 +114,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let received = std::fs::read_to_string(server.inner.path())?;
-    std::fs::remove_dir_all(&dir)?;
     print!("    server received: {received}");
     if received.lines().count() != 1 || !received.contains("\"Completed\"") {
         return Err("the completion was not reported exactly once".into());
@@ -160,6 +160,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if launches != 1 {
         return Err(format!("the upgrade ran {launches} times; it must run once").into());
     }
+    drop(ledger);
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 

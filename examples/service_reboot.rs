@@ -17,12 +17,12 @@
 
 use chrono::TimeDelta;
 use jobstate::{
-    Advertisement, BootId, Effect, ExecutionContext, JobId, JobSpec, JobState, Ledger, MemoryStore,
+    Advertisement, BootId, Effect, ExecutionContext, FileStore, JobId, JobSpec, JobState, Ledger,
     NextJob, NoticeDelivery, RebootBehaviour, SessionFacts, StateKind, StatusKey, StatusMessage,
     StatusSink, UserPresence,
 };
 
-type Agent = Ledger<MemoryStore, SessionFacts>;
+type Agent = Ledger<FileStore, SessionFacts>;
 
 /// One timeline line: `log!(ledger, "format", args..)`.
 macro_rules! log {
@@ -36,7 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .reboot(RebootBehaviour::RestartsMachine)
         // The restart proves the program ended, not that it worked: confirm before completing.
         .verify_after_reboot(true);
-    let store = MemoryStore::new(); // stands in for a durable store; clones share contents
+    // The agent's durable store, in a fresh temporary directory (a real agent: /var/lib/...).
+    let dir = std::env::temp_dir().join(format!("jobstate-service-reboot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     let mut launches = 0;
     // What the machine reports after the upgrade; the detection check reads it.
     let installed_os_version = "NT 4.0";
@@ -51,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         now: "1997-03-04T22:00:00Z".parse()?,
         since_boot: std::time::Duration::from_secs(120),
     };
-    let (mut ledger, _) = Ledger::open(store.clone(), session_a.clone())?;
+    let (mut ledger, _) = Ledger::open(FileStore::open(&dir)?, session_a.clone())?;
     let ad = ledger.advertise(upgrade.clone())?;
     log!(ledger, "server advertised the upgrade: {ad:?}");
     run_next(&mut ledger, &mut launches)?;
@@ -69,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         now: session_a.now + TimeDelta::minutes(32),
         ..session_a.clone()
     };
-    let (mut ledger, effects) = Ledger::open(store.clone(), session_b.clone())?;
+    let (mut ledger, effects) = Ledger::open(FileStore::open(&dir)?, session_b.clone())?;
     let n = effects.len();
     log!(ledger, "agent started: reconciled, {n} effect(s)");
     let kind = ledger.job(&id).map(|r| r.state().kind());
@@ -112,7 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..session_b.clone()
         };
         let effects;
-        (ledger, effects) = Ledger::open(store.clone(), session)?;
+        (ledger, effects) = Ledger::open(FileStore::open(&dir)?, session)?;
         let n = effects.len();
         let ad = ledger.advertise(upgrade.clone())?;
         let next = run_next(&mut ledger, &mut launches)?;
@@ -134,6 +136,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if launches != 1 {
         return Err(format!("the upgrade ran {launches} times; it must run once").into());
     }
+    drop(ledger);
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 

@@ -83,6 +83,12 @@ pub struct StatusMessage {
     pub reason: Option<FailureReason>,
     /// The reboot involved, if any.
     pub reboot: Option<RebootAttribution>,
+    /// When the attempt started (wall clock), if one did.
+    #[serde(with = "crate::time_serde::option")]
+    pub started_at: Option<Timestamp>,
+    /// The boot in which the attempt started, if one did. It differs from `boot` when the job
+    /// finished across a reboot.
+    pub started_in: Option<BootId>,
     /// The boot in which the transition was observed.
     pub boot: BootId,
     /// When the transition was observed.

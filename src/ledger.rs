@@ -61,6 +61,7 @@ pub enum NextJob {
 ///   go to the sink, with back-off after a failure.
 /// - **Hints:** [`shutdown_notice`](Ledger::shutdown_notice) when one arrives; nothing depends on it.
 /// - **Getters:** [`job`](Ledger::job), [`jobs`](Ledger::jobs), [`history`](Ledger::history),
+///   [`outbox`](Ledger::outbox),
 ///   [`boot`](Ledger::boot), [`revision`](Ledger::revision), [`session`](Ledger::session).
 ///
 /// ```
@@ -267,7 +268,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// state; only a store failure is an error.
     ///
     /// Call it from the agent loop whoever is logged on: delivery depends on nothing but the
-    /// store and the sink.
+    /// store and the sink. The back-off is computed from the time the session supplies.
+    ///
+    /// A store failure while acknowledging returns the error, and the batch (which the sink
+    /// has) is offered again after a back-off: receivers drop duplicates by key.
     pub fn deliver<K: StatusSink>(&mut self, sink: &mut K) -> Result<Delivery, Error> {
         let now = self.session.now();
         let mut delivery = Delivery {
@@ -313,15 +317,19 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 Err(error) => (Vec::new(), Some(error.to_string())),
             };
             if !accepted.is_empty() {
-                delivery.delivered += accepted.len();
-                self.commit(Commit::new(self.revision, Vec::new()).with_delivered(accepted))?;
+                let count = accepted.len();
+                let acknowledged = Commit::new(self.revision, Vec::new()).with_delivered(accepted);
+                if let Err(error) = self.commit(acknowledged) {
+                    // The sink has them, the store does not know: they will be offered again,
+                    // after a back-off rather than on the next turn.
+                    self.back_off(now);
+                    return Err(error);
+                }
+                delivery.delivered += count;
             }
             if let Some(failure) = failure {
-                self.delivery_failures = self.delivery_failures.saturating_add(1);
-                let until = crate::spec::add(now, self.delivery.backoff(self.delivery_failures));
-                self.delivery_not_before = Some(until);
                 delivery.failure = Some(failure);
-                delivery.retry_at = Some(until);
+                delivery.retry_at = Some(self.back_off(now));
                 break;
             }
             self.delivery_failures = 0;
@@ -329,6 +337,14 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         }
         delivery.pending = self.state.outbox().len();
         Ok(delivery)
+    }
+
+    /// Records a failed delivery and returns when to try again.
+    fn back_off(&mut self, now: Timestamp) -> Timestamp {
+        self.delivery_failures = self.delivery_failures.saturating_add(1);
+        let until = crate::spec::add(now, self.delivery.backoff(self.delivery_failures));
+        self.delivery_not_before = Some(until);
+        until
     }
 
     /// The status messages committed and not yet acknowledged, oldest first.

@@ -59,9 +59,12 @@
 //!
 //! # Recipe: a custom store
 //!
-//! Implement [`Store`]: `load` returns every record, `commit` applies a [`Commit`] atomically and
-//! durably, refusing it with [`StoreError::Conflict`] when its base revision is not current.
-//! [`JobTable`] rebuilds and checks records from [`Change`]s; [`codec`] gives a versioned encoding.
+//! Implement [`Store`]: `load` returns every job *and every pending status message*
+//! ([`Snapshot`]); `commit` applies a [`Commit`] — its changes, the status messages they produced
+//! ([`Commit::reports`]) and the acknowledgements of delivered ones ([`Commit::delivered`]) —
+//! atomically and durably, refusing it with [`StoreError::Conflict`] when its base revision is
+//! not current. [`Replay`] checks a commit before you write it and rebuilds everything from the
+//! [`Record`]s you keep ([`Commit::records`]); [`codec`] gives a versioned encoding.
 //!
 //! # Recipe: a deployment tool's unit test
 //!

@@ -53,8 +53,17 @@ pub struct HistoryEntry {
 pub struct JobRecord {
     spec: JobSpec,
     history: Vec<HistoryEntry>,
-    current: JobState,
 }
+
+/// What `JobRecord::state` answers for a record without history, which the table never builds.
+static NEVER_EMPTY: JobState = JobState::Queued {
+    run: 1,
+    attempt: 1,
+    not_before: None,
+    last_failure: None,
+    previous: None,
+    check_before_retry: false,
+};
 
 impl JobRecord {
     /// The job's spec, as first advertised.
@@ -67,26 +76,27 @@ impl JobRecord {
         self.spec.id()
     }
 
-    /// The current state.
+    /// The current state: the last entry's.
     pub fn state(&self) -> &JobState {
-        &self.current
+        self.history.last().map_or(&NEVER_EMPTY, |e| &e.state)
     }
 
     /// The attempt in progress (or whose check is awaited), as the ledger's attempt-scoped calls
     /// want it. `None` when the job is queued with nothing to check, or finished. After an agent
     /// restart in the same boot, this is how the agent finds the attempt of a running job.
     pub fn current_attempt(&self) -> Option<crate::AttemptId> {
+        let current = self.state();
         let idle = matches!(
-            self.current,
+            current,
             JobState::Queued {
                 check_before_retry: false,
                 ..
             }
         );
-        if self.current.is_terminal() || idle {
+        if current.is_terminal() || idle {
             return None;
         }
-        self.current.attempt().map(|a| crate::AttemptId {
+        current.attempt().map(|a| crate::AttemptId {
             job: self.id().clone(),
             attempt: crate::AttemptRef {
                 run: a.run,
@@ -277,36 +287,34 @@ impl JobTable {
     }
 
     fn tail(&self, id: &JobId) -> Tail<'_> {
-        self.get(id).map(|r| TailOf {
-            seq: r.seq(),
-            state: r.state(),
-            mandatory: r.spec().is_mandatory(),
-        })
+        self.get(id).map(tail_of)
     }
 
     /// Applies `change`, or refuses it (and changes nothing) if it does not follow on.
     pub fn apply(&mut self, change: Change) -> Result<(), ReplayError> {
-        self.check(&change)?;
-        let entry = HistoryEntry {
-            seq: change.seq,
-            event: change.event,
-            state: change.state.clone(),
-        };
-        if let Some(&i) = self.index.get(&change.job) {
-            let record = &mut self.jobs[i];
-            record.history.push(entry);
-            record.current = change.state;
-        } else {
-            let spec = change.spec.ok_or(ReplayError::Spec {
-                job: change.job.clone(),
-                seq: change.seq,
-            })?;
-            self.index.insert(change.job, self.jobs.len());
-            self.jobs.push(JobRecord {
-                spec,
-                history: vec![entry],
-                current: change.state,
-            });
+        let slot = self.index.get(&change.job).copied();
+        check_follows(&change, slot.and_then(|i| self.jobs.get(i)).map(tail_of))?;
+        let Change {
+            job,
+            seq,
+            spec,
+            event,
+            state,
+        } = change;
+        let entry = HistoryEntry { seq, event, state };
+        match slot.and_then(|i| self.jobs.get_mut(i)) {
+            Some(record) => record.history.push(entry),
+            None => {
+                let spec = spec.ok_or(ReplayError::Spec {
+                    job: job.clone(),
+                    seq,
+                })?;
+                self.index.insert(job, self.jobs.len());
+                self.jobs.push(JobRecord {
+                    spec,
+                    history: vec![entry],
+                });
+            }
         }
         Ok(())
     }
@@ -342,6 +350,14 @@ struct TailOf<'a> {
 
 /// `None` for a job not created yet.
 type Tail<'a> = Option<TailOf<'a>>;
+
+fn tail_of(record: &JobRecord) -> TailOf<'_> {
+    TailOf {
+        seq: record.seq(),
+        state: record.state(),
+        mandatory: record.spec().is_mandatory(),
+    }
+}
 
 /// The structural rules every stored change keeps, whatever version of the state machine wrote
 /// it: sequence numbers without gaps; a job created `Queued` by an advertisement, with its spec;

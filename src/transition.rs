@@ -251,6 +251,8 @@ impl Transitioner<'_> {
             exit_code,
             reason,
             reboot,
+            started_at: state.attempt().map(|a| a.started_at),
+            started_in: state.attempt().map(|a| a.boot.clone()),
             boot: self.event.boot.clone(),
             at: self.event.at,
         }

@@ -605,6 +605,19 @@ impl StateMachineTest for LedgerTest {
                 "invariant 5: {key} reported for no such state"
             );
         }
+        // And no key ever entered the outbox twice (even after the first copy was delivered
+        // and pruned): count the reports the store ever committed.
+        let mut committed: HashMap<StatusKey, usize> = HashMap::new();
+        for bytes in world.store.records() {
+            if let jobstate::Record::Report(message) =
+                jobstate::codec::decode(&bytes).expect("decodes")
+            {
+                *committed.entry(message.key).or_default() += 1;
+            }
+        }
+        for (key, n) in &committed {
+            assert_eq!(*n, 1, "invariant 5: {key} committed {n} times");
+        }
         // Nothing acknowledged is lost: a fresh load equals the ledger.
         let loaded = world.store.clone().load().expect("the store loads");
         let held: Vec<&JobRecord> = ledger.jobs().collect();

@@ -228,3 +228,23 @@ fn the_json_lines_sink_appends_synced_lines_readable_only_by_the_owner() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_json_lines_sink_cuts_off_a_line_a_crash_left_unfinished() {
+    let dir = std::env::temp_dir().join(format!("jobstate-it-sink-torn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("status.jsonl");
+    std::fs::write(&path, b"{\"complete\":1}\n{\"key\":{\"job\":\"cut-here").unwrap();
+    let store = MemoryStore::new();
+    let mut ledger = busy_ledger(&store);
+    let mut sink = JsonLinesSink::open(&path).unwrap();
+    ledger.deliver(&mut sink).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[0], "{\"complete\":1}");
+    for line in &lines[1..] {
+        serde_json::from_str::<StatusMessage>(line).unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
