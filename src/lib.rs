@@ -104,6 +104,8 @@ mod session;
 mod spec;
 mod state;
 mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod time_serde;
 mod transition;
 

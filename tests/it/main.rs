@@ -2,6 +2,8 @@
 
 mod bad_input;
 mod common;
+#[cfg(feature = "testkit")]
+mod conformance;
 mod exhaustive;
 mod file_store;
 mod model;

@@ -1,0 +1,464 @@
+//! The store conformance suite: one call that checks a [`Store`] keeps the rules of the
+//! [`Store`] trait, the ones the [`Ledger`] relies on.
+//!
+//! Implement [`Harness`] for your store (how to create one, how to reopen it as a new process
+//! would, optionally how to damage it and compact it), then call [`check`] from a test:
+//!
+//! ```
+//! use jobstate::testkit::conformance::{self, Damage, Harness};
+//! use jobstate::{MemoryStore, StoreError};
+//!
+//! struct Memory;
+//!
+//! impl Harness for Memory {
+//!     type Store = MemoryStore;
+//!     fn create(&mut self) -> Result<MemoryStore, StoreError> {
+//!         Ok(MemoryStore::new())
+//!     }
+//!     fn reopen(&mut self, store: MemoryStore) -> Result<MemoryStore, StoreError> {
+//!         // A new "process" sees only the encoded records.
+//!         Ok(MemoryStore::from_records(store.records()))
+//!     }
+//!     fn damage(&mut self, store: MemoryStore, damage: Damage) -> Option<MemoryStore> {
+//!         let mut records = store.records();
+//!         let last = records.last_mut()?;
+//!         match damage {
+//!             Damage::Corrupt => last.truncate(last.len() / 2),
+//!             Damage::FutureVersion => last[0] = u8::MAX,
+//!         }
+//!         Some(MemoryStore::from_records(records))
+//!     }
+//! }
+//!
+//! let report = conformance::check(Memory);
+//! assert!(report.checks >= 7);
+//! ```
+
+use std::time::Duration;
+
+use crate::{
+    Advertisement, BootId, Change, Commit, ExecutionContext, JobId, JobSpec, JobState, Ledger,
+    NoticeDelivery, RebootBehaviour, Revision, SessionFacts, Snapshot, StateKind, StatusKey,
+    StatusMessage, StatusSink, Store, StoreError, UserPresence,
+};
+
+/// How the suite damages a store's medium.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Damage {
+    /// Garble or truncate stored data *before* its end (a damaged row, a flipped bit in an early
+    /// record): opening or loading must fail with a typed error.
+    Corrupt,
+    /// Mark stored data as written by a future format version: opening or loading must fail
+    /// with a typed error.
+    FutureVersion,
+}
+
+/// How the suite makes, reopens, damages and compacts the store under test.
+pub trait Harness {
+    /// The store under test.
+    type Store: Store;
+
+    /// A new, empty store (a fresh directory, database or table).
+    fn create(&mut self) -> Result<Self::Store, StoreError>;
+
+    /// The same store as a new process would open it after `store` was dropped: from its medium
+    /// only, nothing kept in memory.
+    fn reopen(&mut self, store: Self::Store) -> Result<Self::Store, StoreError>;
+
+    /// Damages the medium of `store` (dropped first) and returns the store reopened on the
+    /// damaged medium, or an error if reopening already refused it. `None` if the store has no
+    /// medium to damage; the bad-data checks are then skipped (and reported as skipped).
+    fn damage(
+        &mut self,
+        store: Self::Store,
+        damage: Damage,
+    ) -> Option<Result<Self::Store, StoreError>> {
+        let _ = (store, damage);
+        None
+    }
+
+    /// Compacts the store, if it compacts (a snapshot, a vacuum). The default does nothing.
+    fn compact(&mut self, store: &mut Self::Store) -> Result<(), StoreError> {
+        let _ = store;
+        Ok(())
+    }
+}
+
+/// What [`check`] checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Report {
+    /// Checks that ran and passed.
+    pub checks: usize,
+    /// Checks skipped, with the reason.
+    pub skipped: Vec<String>,
+}
+
+/// Runs every check on stores from `harness`, and panics with a message naming the rule broken
+/// if one is. Returns what ran.
+///
+/// The rules: a commit is durable when it returns (reopen and compare); a commit based on an old
+/// revision is refused and changes nothing; a commit is atomic (a batch with one bad change
+/// applies none of it); a job's history comes back in order; completed mandatory jobs are kept
+/// forever, across compaction too; pending status messages are kept until acknowledged, and
+/// acknowledged ones are gone; damaged data and unknown versions are typed errors.
+pub fn check<H: Harness>(mut harness: H) -> Report {
+    let mut report = Report {
+        checks: 0,
+        skipped: Vec::new(),
+    };
+    let checks: [(&str, fn(&mut H) -> Outcome); 9] = [
+        ("durable on return", durable_on_return),
+        ("stale writer refused", stale_writer_refused),
+        ("batch is atomic", batch_is_atomic),
+        ("history in order", history_in_order),
+        ("completed mandatory jobs kept", tombstones_kept),
+        (
+            "tombstones survive compaction",
+            tombstones_survive_compaction,
+        ),
+        ("status messages kept until acknowledged", outbox_kept),
+        ("damaged data is a typed error", damaged_data_refused),
+        ("unknown versions are a typed error", future_version_refused),
+    ];
+    for (name, run) in checks {
+        match run(&mut harness) {
+            Outcome::Passed => report.checks += 1,
+            Outcome::Skipped(why) => report.skipped.push(format!("{name}: {why}")),
+        }
+    }
+    report
+}
+
+enum Outcome {
+    Passed,
+    Skipped(&'static str),
+}
+
+fn ok<T>(result: Result<T, StoreError>, doing: &str) -> T {
+    result.unwrap_or_else(|e| panic!("store conformance: {doing} failed: {e}"))
+}
+
+fn session(boot: &str) -> SessionFacts {
+    SessionFacts {
+        boot: BootId::new(boot).unwrap_or_else(|e| panic!("{e}")),
+        user: UserPresence::NoneLoggedOn,
+        context: ExecutionContext::Service,
+        notices: NoticeDelivery::NotDelivered,
+        now: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default(),
+        since_boot: Duration::from_secs(60),
+    }
+}
+
+fn id(name: &str) -> JobId {
+    JobId::new(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Drives a ledger on `store`: a mandatory upgrade completed across a reboot, an optional job
+/// completed, a job failed, one left running. Returns the store and what it should hold.
+fn workload<S: Store>(store: S) -> (S, Snapshot) {
+    let upgrade = JobSpec::new(id("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let (mut ledger, _) = ok(
+        Ledger::open(store, session("boot-a")).map_err(into_store),
+        "opening a ledger",
+    );
+    let run = |ledger: &mut Ledger<S, SessionFacts>, spec: JobSpec, code: Option<i32>| {
+        let answer = ok(
+            ledger.advertise(spec.clone()).map_err(into_store),
+            "advertising",
+        );
+        assert_eq!(
+            answer,
+            Advertisement::Queued,
+            "store conformance: a new job"
+        );
+        let attempt = ok(ledger.begin(spec.id()).map_err(into_store), "beginning");
+        if let Some(code) = code {
+            ok(
+                ledger.program_exited(&attempt, code).map_err(into_store),
+                "recording an exit",
+            );
+        }
+    };
+    run(&mut ledger, upgrade, None);
+    run(
+        &mut ledger,
+        JobSpec::new(id("tool")).mandatory(false),
+        Some(0),
+    );
+    run(
+        &mut ledger,
+        JobSpec::new(id("broken")).retry(crate::RetryPolicy::none()),
+        Some(1603),
+    );
+    run(&mut ledger, JobSpec::new(id("long")), None);
+    let store = ledger.into_store();
+    // The upgrade restarted the machine: boot B completes it.
+    let (ledger, _) = ok(
+        Ledger::open(store, session("boot-b")).map_err(into_store),
+        "reopening in a new boot",
+    );
+    let mut store = ledger.into_store();
+    let expected = ok(store.load(), "loading");
+    (store, expected)
+}
+
+fn into_store(e: crate::Error) -> StoreError {
+    match e {
+        crate::Error::Store(e) => e,
+        other => StoreError::Io {
+            context: "the conformance workload".into(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    }
+}
+
+fn same(a: &Snapshot, b: &Snapshot, rule: &str) {
+    assert_eq!(
+        a.revision, b.revision,
+        "store conformance ({rule}): revisions differ"
+    );
+    assert_eq!(a.jobs, b.jobs, "store conformance ({rule}): jobs differ");
+    assert_eq!(
+        a.outbox, b.outbox,
+        "store conformance ({rule}): pending status messages differ"
+    );
+}
+
+fn durable_on_return<H: Harness>(h: &mut H) -> Outcome {
+    let (store, expected) = workload(ok(h.create(), "creating a store"));
+    assert_eq!(
+        expected.jobs.len(),
+        4,
+        "store conformance: the workload's four jobs are loaded"
+    );
+    let mut reopened = ok(h.reopen(store), "reopening");
+    same(
+        &ok(reopened.load(), "loading after reopening"),
+        &expected,
+        "durable on return",
+    );
+    Outcome::Passed
+}
+
+/// The next change of `job` as `transition` makes it, from what `snapshot` holds.
+fn next_change(snapshot: &Snapshot, job: &str, kind: crate::EventKind) -> Change {
+    let record = snapshot
+        .jobs
+        .iter()
+        .find(|r| r.id().as_str() == job)
+        .unwrap_or_else(|| panic!("store conformance: job {job} is missing"));
+    let event = crate::Event {
+        at: session("boot-b").now,
+        boot: session("boot-b").boot,
+        since_boot: Duration::from_secs(120),
+        kind,
+    };
+    let step = crate::transition(record.spec(), record.state(), &event)
+        .unwrap_or_else(|e| panic!("store conformance: {e}"));
+    Change {
+        job: record.id().clone(),
+        seq: record.seq() + 1,
+        spec: None,
+        event,
+        state: step.state.unwrap_or_else(|| record.state().clone()),
+    }
+}
+
+fn stale_writer_refused<H: Harness>(h: &mut H) -> Outcome {
+    let (mut store, before) = workload(ok(h.create(), "creating a store"));
+    let change = next_change(&before, "tool", crate::EventKind::RerunRequested);
+    let stale = Revision(before.revision.0.saturating_sub(1));
+    match store.commit(&Commit::new(stale, vec![change.clone()])) {
+        Err(StoreError::Conflict { .. }) => {}
+        other => panic!(
+            "store conformance: a commit based on an old revision must be refused with Conflict, got {other:?}"
+        ),
+    }
+    let mut store = ok(h.reopen(store), "reopening");
+    same(
+        &ok(store.load(), "loading"),
+        &before,
+        "a refused commit changes nothing",
+    );
+    let revision = ok(
+        store.commit(&Commit::new(before.revision, vec![change])),
+        "committing on the current revision",
+    );
+    assert!(
+        revision > before.revision,
+        "store conformance: the revision grows with a commit"
+    );
+    Outcome::Passed
+}
+
+fn batch_is_atomic<H: Harness>(h: &mut H) -> Outcome {
+    let (mut store, before) = workload(ok(h.create(), "creating a store"));
+    let good = next_change(&before, "tool", crate::EventKind::RerunRequested);
+    let mut bad = next_change(&before, "broken", crate::EventKind::RerunRequested);
+    bad.seq += 5; // a gap: this change does not follow on
+    assert!(
+        store
+            .commit(&Commit::new(before.revision, vec![good.clone(), bad]))
+            .is_err(),
+        "store conformance: a commit with a change out of sequence must be refused"
+    );
+    let mut store = ok(h.reopen(store), "reopening");
+    same(
+        &ok(store.load(), "loading"),
+        &before,
+        "a refused batch applies nothing",
+    );
+    let other = next_change(&before, "broken", crate::EventKind::RerunRequested);
+    ok(
+        store.commit(&Commit::new(before.revision, vec![good, other])),
+        "committing a batch",
+    );
+    let mut store = ok(h.reopen(store), "reopening");
+    let after = ok(store.load(), "loading");
+    for job in ["tool", "broken"] {
+        let record = after.jobs.iter().find(|r| r.id().as_str() == job);
+        assert!(
+            matches!(
+                record.map(|r| r.state()),
+                Some(JobState::Queued { run: 2, .. })
+            ),
+            "store conformance: every change of a batch is applied ({job})"
+        );
+    }
+    Outcome::Passed
+}
+
+fn history_in_order<H: Harness>(h: &mut H) -> Outcome {
+    let (store, _) = workload(ok(h.create(), "creating a store"));
+    let mut store = ok(h.reopen(store), "reopening");
+    for record in ok(store.load(), "loading").jobs {
+        let seqs: Vec<u64> = record.history().iter().map(|e| e.seq).collect();
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(
+            seqs,
+            expected,
+            "store conformance: the history of {} is in order",
+            record.id()
+        );
+    }
+    Outcome::Passed
+}
+
+fn assert_tombstone(snapshot: &Snapshot, rule: &str) {
+    let upgrade = snapshot
+        .jobs
+        .iter()
+        .find(|r| r.id().as_str() == "os-upgrade");
+    assert!(
+        matches!(
+            upgrade.map(|r| r.state().kind()),
+            Some(StateKind::Completed)
+        ),
+        "store conformance ({rule}): the completed mandatory job must be kept"
+    );
+}
+
+fn tombstones_kept<H: Harness>(h: &mut H) -> Outcome {
+    let (store, _) = workload(ok(h.create(), "creating a store"));
+    let mut store = ok(h.reopen(store), "reopening");
+    let snapshot = ok(store.load(), "loading");
+    assert_tombstone(&snapshot, "after reopening");
+    // And a ledger on it never starts it again.
+    let (mut ledger, effects) = ok(
+        Ledger::open(store, session("boot-c")).map_err(into_store),
+        "opening a ledger",
+    );
+    assert!(
+        effects
+            .iter()
+            .all(|e| !matches!(e, crate::Effect::Launch(_)))
+    );
+    let spec = JobSpec::new(id("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    assert_eq!(
+        ok(
+            ledger.advertise(spec).map_err(into_store),
+            "advertising again"
+        ),
+        Advertisement::CompletedWillNotRun
+    );
+    Outcome::Passed
+}
+
+fn tombstones_survive_compaction<H: Harness>(h: &mut H) -> Outcome {
+    let (mut store, before) = workload(ok(h.create(), "creating a store"));
+    ok(h.compact(&mut store), "compacting");
+    let mut store = ok(h.reopen(store), "reopening after compaction");
+    let after = ok(store.load(), "loading after compaction");
+    assert_tombstone(&after, "after compaction");
+    assert_eq!(
+        after.jobs, before.jobs,
+        "store conformance: compaction keeps every job and its history"
+    );
+    assert_eq!(
+        after.outbox, before.outbox,
+        "store conformance: compaction keeps pending messages"
+    );
+    Outcome::Passed
+}
+
+struct AcceptAll(Vec<StatusKey>);
+
+impl StatusSink for AcceptAll {
+    type Error = std::convert::Infallible;
+    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+        self.0.extend(batch.iter().map(|m| m.key.clone()));
+        Ok(batch.iter().map(|m| m.key.clone()).collect())
+    }
+}
+
+fn outbox_kept<H: Harness>(h: &mut H) -> Outcome {
+    let (store, before) = workload(ok(h.create(), "creating a store"));
+    // Completed (tool), Failed (broken), Completed (os-upgrade): three pending messages.
+    assert_eq!(
+        before.outbox.len(),
+        3,
+        "store conformance: three status messages are pending"
+    );
+    let mut store = ok(h.reopen(store), "reopening");
+    assert_eq!(
+        ok(store.load(), "loading").outbox,
+        before.outbox,
+        "store conformance: pending messages are kept"
+    );
+    let (mut ledger, _) = ok(
+        Ledger::open(store, session("boot-b")).map_err(into_store),
+        "opening a ledger",
+    );
+    let mut sink = AcceptAll(Vec::new());
+    ok(ledger.deliver(&mut sink).map_err(into_store), "delivering");
+    assert_eq!(sink.0.len(), 3);
+    let mut store = ok(h.reopen(ledger.into_store()), "reopening");
+    assert!(
+        ok(store.load(), "loading").outbox.is_empty(),
+        "store conformance: acknowledged messages are gone"
+    );
+    Outcome::Passed
+}
+
+fn refused<H: Harness>(h: &mut H, damage: Damage) -> Outcome {
+    let (store, _) = workload(ok(h.create(), "creating a store"));
+    let Some(reopened) = h.damage(store, damage) else {
+        return Outcome::Skipped("the harness cannot damage this store");
+    };
+    let result = reopened.and_then(|mut store| store.load());
+    assert!(
+        result.is_err(),
+        "store conformance: a store damaged with {damage:?} must be refused with a typed error, not loaded"
+    );
+    Outcome::Passed
+}
+
+fn damaged_data_refused<H: Harness>(h: &mut H) -> Outcome {
+    refused(h, Damage::Corrupt)
+}
+
+fn future_version_refused<H: Harness>(h: &mut H) -> Outcome {
+    refused(h, Damage::FutureVersion)
+}
