@@ -108,7 +108,7 @@ pub fn check<H: Harness>(mut harness: H) -> Report {
         checks: 0,
         skipped: Vec::new(),
     };
-    let checks: [(&str, fn(&mut H) -> Outcome); 9] = [
+    let checks: [(&str, Check<H>); 9] = [
         ("durable on return", durable_on_return),
         ("stale writer refused", stale_writer_refused),
         ("batch is atomic", batch_is_atomic),
@@ -130,6 +130,9 @@ pub fn check<H: Harness>(mut harness: H) -> Report {
     }
     report
 }
+
+/// One named check of the suite.
+type Check<H> = fn(&mut H) -> Outcome;
 
 enum Outcome {
     Passed,
