@@ -123,6 +123,8 @@ pub use session::{
 };
 pub use spec::{JobSpec, RebootBehaviour, RetryPolicy, RunCondition};
 pub use state::{Attempt, FailureReason, JobState, RebootAttribution, RebootKind, StateKind};
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
 pub use store::{
     Commit, FileStore, FileStoreOptions, MAX_FRAME, MemoryStore, Replay, Revision, Snapshot, Store,
     StoreError,

@@ -3,10 +3,14 @@
 mod file;
 mod memory;
 mod replay;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use file::{FileStore, FileStoreOptions, MAX_FRAME};
 pub use memory::MemoryStore;
 pub use replay::Replay;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 use crate::codec::{DecodeError, EncodeError};
 use crate::{Change, JobRecord, Record, ReplayError, StatusKey, StatusMessage};

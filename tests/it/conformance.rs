@@ -110,3 +110,78 @@ fn the_file_store_conforms() {
     let report = conformance::check(Files::new("file"));
     assert_eq!(report.checks, 9, "{report:?}");
 }
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use jobstate::SqliteStore;
+
+    /// SQLite stores in fresh database files, removed at the end.
+    pub struct Databases(Files);
+
+    impl Databases {
+        pub fn new(name: &str) -> Self {
+            let files = Files::new(name);
+            std::fs::create_dir_all(&files.root).expect("a temporary directory");
+            Self(files)
+        }
+    }
+
+    impl Harness for Databases {
+        type Store = SqliteStore;
+        fn create(&mut self) -> Result<SqliteStore, StoreError> {
+            self.0.next += 1;
+            SqliteStore::open(self.0.root.join(format!("{}.sqlite", self.0.next)))
+        }
+        fn reopen(&mut self, store: SqliteStore) -> Result<SqliteStore, StoreError> {
+            let path = store.path().to_path_buf();
+            drop(store);
+            SqliteStore::open(path)
+        }
+        fn damage(
+            &mut self,
+            store: SqliteStore,
+            damage: Damage,
+        ) -> Option<Result<SqliteStore, StoreError>> {
+            let path = store.path().to_path_buf();
+            drop(store);
+            let db = rusqlite::Connection::open(&path).ok()?;
+            let sql = match damage {
+                // A damaged row, with rows after it.
+                Damage::Corrupt => {
+                    "UPDATE records SET data = substr(data, 1, length(data) / 2) WHERE seq = (SELECT MIN(seq) FROM records)"
+                }
+                Damage::FutureVersion => "UPDATE schema SET version = version + 1",
+                _ => return None,
+            };
+            db.execute(sql, []).ok()?;
+            drop(db);
+            Some(SqliteStore::open(path))
+        }
+    }
+
+    #[test]
+    fn the_sqlite_store_conforms() {
+        let report = conformance::check(Databases::new("sqlite-suite"));
+        assert_eq!(report.checks, 9, "{report:?}");
+    }
+
+    #[test]
+    fn the_sqlite_store_is_single_writer_and_owner_only() {
+        let mut databases = Databases::new("sqlite-single");
+        let store = databases.create().unwrap();
+        assert!(matches!(
+            SqliteStore::open(store.path()),
+            Err(StoreError::Locked { .. })
+        ));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(store.path())
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -93,7 +93,7 @@ impl FileStore {
         RealDisk
             .create_dir(dir)
             .map_err(io("creating the store directory"))?;
-        let lock = lock(&dir.join(LOCK))?;
+        let lock = lock_file(&dir.join(LOCK))?;
         let journal = Journal::open(RealDisk, dir, options)?;
         Ok(Self {
             journal,
@@ -129,7 +129,8 @@ fn io(context: &'static str) -> impl Fn(std::io::Error) -> StoreError {
     }
 }
 
-fn lock(path: &Path) -> Result<File, StoreError> {
+/// Opens and locks `path` for the life of the returned file: one writer at a time.
+pub(crate) fn lock_file(path: &Path) -> Result<File, StoreError> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
