@@ -97,6 +97,8 @@ mod event;
 mod exit_code;
 mod id;
 mod json_lines_sink;
+#[cfg(target_os = "linux")]
+mod linux_session;
 mod ledger;
 mod outbox;
 mod record;
@@ -115,6 +117,8 @@ pub use event::{AttemptRef, Event, EventKind, EventName};
 pub use exit_code::{ExitCodePolicy, ExitOutcome};
 pub use id::{BootId, IdError, JobId};
 pub use json_lines_sink::JsonLinesSink;
+#[cfg(target_os = "linux")]
+pub use linux_session::LinuxSession;
 pub use ledger::{Advertisement, Ledger, NextJob};
 pub use outbox::{Delivery, DeliveryPolicy, Outbox, StatusSink};
 pub use record::{Change, HistoryEntry, JobRecord, JobTable, Record, ReplayError};

@@ -45,10 +45,24 @@ pub enum NoticeDelivery {
 #[non_exhaustive]
 pub enum SessionError {
     /// The boot identity could not be read.
-    #[error(
-        "could not read the boot identity from {source_name}: {detail}; the ledger cannot reconcile jobs without it"
-    )]
+    #[error("could not read the boot identity from {source_name}: {detail}; the ledger cannot reconcile jobs without it")]
     BootId {
+        /// Where it was read from.
+        source_name: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// Who is logged on could not be read (the presence is then `Unknown`).
+    #[error("could not read who is logged on from {source_name}: {detail}")]
+    Users {
+        /// Where it was read from.
+        source_name: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The time since boot could not be read.
+    #[error("could not read the time since boot from {source_name}: {detail}; run-time limits need it")]
+    Clock {
         /// Where it was read from.
         source_name: String,
         /// What went wrong.
@@ -56,11 +70,38 @@ pub enum SessionError {
     },
 }
 
-/// The facts of the session the agent runs in. Implement it over the real machine (the crate's
-/// users supply a Windows or Linux implementation), or use [`SessionFacts`] in tests.
+/// The facts of the session the agent runs in. Implement it over the real machine, use
+/// [`LinuxSession`](crate::LinuxSession) on Linux, or [`SessionFacts`] in tests.
 ///
 /// The boot identity must differ for every running kernel instance and be equal within one:
 /// uptime and "last boot time" do not qualify.
+///
+/// # Supplying the facts on Windows
+///
+/// The crate ships no Windows code (it would be untested here); this is how a Windows agent
+/// supplies each fact.
+///
+/// - **Boot identity.** Not the last boot time: Windows Fast Startup (hybrid shutdown) resumes a
+///   hibernated kernel and does not update it, and a reset clock moves it. Use a value that
+///   changes with every kernel instance: the boot sequence number the kernel increments at each
+///   boot (`BootId` under `HKLM\SYSTEM\CurrentControlSet\Control\Session Manager\Memory
+///   Management\PrefetchParameters`), combined with the kernel's boot time from
+///   `NtQuerySystemInformation(SystemTimeOfDayInformation)`; or a random value the agent's
+///   service writes under a volatile registry key (`REG_OPTION_VOLATILE`, which vanishes at every
+///   boot, Fast Startup included) when it finds none.
+/// - **Shutdown notices.** A service never receives `WM_QUERYENDSESSION`/`WM_ENDSESSION`: those
+///   window messages go to interactive programs (the very message seed 001's wrapper waited for
+///   in vain). A service registers for `SERVICE_CONTROL_PRESHUTDOWN` (with
+///   `SERVICE_ACCEPT_PRESHUTDOWN`) or `SERVICE_CONTROL_SHUTDOWN` in its handler (see
+///   `RegisterServiceCtrlHandlerExW`), and reports them as delivered only then. Even so they are
+///   hints: a power cut or a crash sends none.
+/// - **Users logged on.** `WTSEnumerateSessionsW` with `WTSQuerySessionInformationW`
+///   (`WTSConnectState` of `WTSActive`, and a non-empty `WTSUserName`); report
+///   [`UserPresence::Unknown`] when the call fails, never a guess.
+/// - **Execution context.** A service (started by the service control manager), a scheduled
+///   background task (Task Scheduler, "run whether user is logged on or not"), or interactive.
+/// - **Time since boot.** `QueryUnbiasedInterruptTime` (excludes sleep) or `GetTickCount64`
+///   (includes it): monotonic within a boot, restarting at each boot.
 pub trait SessionContext {
     /// The identity of the current boot.
     fn boot_id(&self) -> Result<BootId, SessionError>;

@@ -6,6 +6,8 @@ mod common;
 mod conformance;
 mod exhaustive;
 mod file_store;
+#[cfg(target_os = "linux")]
+mod linux_session;
 mod model;
 mod outbox;
 mod seeds;

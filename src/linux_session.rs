@@ -1,0 +1,232 @@
+//! The session facts of a Linux machine (Linux only).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::{
+    BootId, ExecutionContext, NoticeDelivery, SessionContext, SessionError, Timestamp,
+    UserPresence,
+};
+
+/// The size of one utmp record on Linux (glibc, all 64-bit and 32-bit ABIs with 64-bit time).
+const UTMP_RECORD: usize = 384;
+/// `ut_type` of a logged-in user's record.
+const USER_PROCESS: i16 = 7;
+/// The largest `ut_type` Linux defines (`ACCOUNTING`).
+const MAX_UT_TYPE: i16 = 9;
+
+/// The facts of the Linux machine the agent runs on.
+///
+/// - **Boot identity:** `/proc/sys/kernel/random/boot_id`, a UUID the kernel draws at every boot.
+/// - **Users:** the `USER_PROCESS` records of utmp (`/run/utmp`). A file that cannot be read, or
+///   is malformed or truncated, gives [`UserPresence::Unknown`], never a guess and never a panic
+///   ([`LinuxSession::logged_on_users`] says why).
+/// - **Execution context:** a service when started by systemd (`INVOCATION_ID` is set) or when
+///   the process has no controlling terminal; interactive otherwise.
+/// - **Shutdown notices:** reported as not delivered, unless the agent wires a source of them
+///   (its SIGTERM handler, which calls [`Ledger::shutdown_notice`](crate::Ledger::shutdown_notice))
+///   and says so with [`LinuxSession::notices_wired`]. The crate never claims to hear what it
+///   cannot.
+/// - **Time:** the wall clock, and time since boot (`/proc/uptime` at construction, then a
+///   monotonic clock), on which run-time limits are measured.
+///
+/// The root (`/`) and the utmp path can be injected, for tests.
+///
+/// ```no_run
+/// use jobstate::{LinuxSession, SessionContext};
+/// let session = LinuxSession::new()?;
+/// println!("boot {}", session.boot_id()?);
+/// # Ok::<(), jobstate::SessionError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct LinuxSession {
+    root: PathBuf,
+    utmp: PathBuf,
+    context: ExecutionContext,
+    notices: Arc<AtomicBool>,
+    since_boot_at_start: Duration,
+    start: Instant,
+}
+
+impl LinuxSession {
+    /// The session of this process on this machine.
+    pub fn new() -> Result<Self, SessionError> {
+        Self::with_root("/")
+    }
+
+    /// The session as seen under `root` instead of `/` (its `proc/...` and `run/utmp`), for tests.
+    pub fn with_root(root: impl AsRef<Path>) -> Result<Self, SessionError> {
+        let root = root.as_ref().to_path_buf();
+        let since_boot_at_start = read_uptime(&root.join("proc/uptime"))?;
+        let context = detect_context(&root);
+        Ok(Self {
+            utmp: root.join("run/utmp"),
+            root,
+            context,
+            notices: Arc::new(AtomicBool::new(false)),
+            since_boot_at_start,
+            start: Instant::now(),
+        })
+    }
+
+    /// Reads users from `path` instead of `<root>/run/utmp`.
+    #[must_use]
+    pub fn utmp(mut self, path: impl AsRef<Path>) -> Self {
+        self.utmp = path.as_ref().to_path_buf();
+        self
+    }
+
+    /// Overrides the detected execution context.
+    #[must_use]
+    pub fn context(mut self, context: ExecutionContext) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// Says that the agent receives shutdown notices (it handles SIGTERM and calls
+    /// [`Ledger::shutdown_notice`](crate::Ledger::shutdown_notice)). Until then they are
+    /// reported as not delivered.
+    pub fn notices_wired(&self, wired: bool) {
+        self.notices.store(wired, Ordering::Relaxed);
+    }
+
+    /// The users logged on now, from utmp's `USER_PROCESS` records.
+    pub fn logged_on_users(&self) -> Result<Vec<String>, SessionError> {
+        let bytes = std::fs::read(&self.utmp).map_err(|e| SessionError::Users {
+            source_name: self.utmp.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        parse_utmp(&bytes).map_err(|detail| SessionError::Users {
+            source_name: self.utmp.display().to_string(),
+            detail,
+        })
+    }
+}
+
+/// The user names of the `USER_PROCESS` records in a utmp file.
+fn parse_utmp(bytes: &[u8]) -> Result<Vec<String>, String> {
+    if bytes.len() % UTMP_RECORD != 0 {
+        return Err(format!(
+            "{} bytes is not a whole number of {UTMP_RECORD}-byte records: the file is truncated or not utmp",
+            bytes.len()
+        ));
+    }
+    let mut users = Vec::new();
+    for (i, record) in bytes.chunks_exact(UTMP_RECORD).enumerate() {
+        let ut_type = i16::from_le_bytes([record[0], record[1]]);
+        if !(0..=MAX_UT_TYPE).contains(&ut_type) {
+            return Err(format!("record {i} has type {ut_type}: the file is not utmp"));
+        }
+        if ut_type != USER_PROCESS {
+            continue;
+        }
+        let name = &record[44..76];
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+        if !name.is_empty() {
+            users.push(String::from_utf8_lossy(name).into_owned());
+        }
+    }
+    Ok(users)
+}
+
+fn read_uptime(path: &Path) -> Result<Duration, SessionError> {
+    let error = |detail: String| SessionError::Clock {
+        source_name: path.display().to_string(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    let first = text.split_whitespace().next().unwrap_or_default();
+    let seconds: f64 = first
+        .parse()
+        .map_err(|_| error(format!("{first:?} is not a number of seconds")))?;
+    Duration::try_from_secs_f64(seconds).map_err(|e| error(e.to_string()))
+}
+
+/// A service when systemd started us, or when we have no controlling terminal.
+fn detect_context(root: &Path) -> ExecutionContext {
+    if std::env::var_os("INVOCATION_ID").is_some() {
+        return ExecutionContext::Service;
+    }
+    // Field 7 of /proc/self/stat is the controlling terminal (0: none). The command name in
+    // field 2 may hold spaces and parentheses: count from the last ')'.
+    let tty = std::fs::read_to_string(root.join("proc/self/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = stat.get(stat.rfind(')')? + 1..)?.to_string();
+            after.split_whitespace().nth(4)?.parse::<i64>().ok()
+        });
+    match tty {
+        Some(0) | None => ExecutionContext::Service,
+        Some(_) => ExecutionContext::Interactive,
+    }
+}
+
+impl SessionContext for LinuxSession {
+    fn boot_id(&self) -> Result<BootId, SessionError> {
+        let path = self.root.join("proc/sys/kernel/random/boot_id");
+        let error = |detail: String| SessionError::BootId {
+            source_name: path.display().to_string(),
+            detail,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| error(e.to_string()))?;
+        BootId::new(text.trim()).map_err(|e| error(e.to_string()))
+    }
+
+    fn user_presence(&self) -> UserPresence {
+        match self.logged_on_users() {
+            Ok(users) if users.is_empty() => UserPresence::NoneLoggedOn,
+            Ok(_) => UserPresence::LoggedOn,
+            Err(_) => UserPresence::Unknown,
+        }
+    }
+
+    fn execution_context(&self) -> ExecutionContext {
+        self.context
+    }
+
+    fn shutdown_notices(&self) -> NoticeDelivery {
+        if self.notices.load(Ordering::Relaxed) {
+            NoticeDelivery::Delivered
+        } else {
+            NoticeDelivery::NotDelivered
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::from(std::time::SystemTime::now())
+    }
+
+    fn since_boot(&self) -> Duration {
+        self.since_boot_at_start + self.start.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(ut_type: i16, user: &str) -> Vec<u8> {
+        let mut r = vec![0u8; UTMP_RECORD];
+        r[..2].copy_from_slice(&ut_type.to_le_bytes());
+        r[44..44 + user.len()].copy_from_slice(user.as_bytes());
+        r
+    }
+
+    #[test]
+    fn utmp_records_are_parsed_and_bad_files_refused() {
+        let mut file = record(2, "reboot"); // BOOT_TIME
+        file.extend(record(USER_PROCESS, "alice"));
+        file.extend(record(8, "bob")); // DEAD_PROCESS: logged off
+        assert_eq!(parse_utmp(&file).unwrap(), ["alice"]);
+        assert_eq!(parse_utmp(&[]).unwrap(), Vec::<String>::new());
+        for cut in [1, UTMP_RECORD - 1, UTMP_RECORD + 7] {
+            assert!(parse_utmp(&file[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(parse_utmp(&record(300, "x")).is_err());
+        assert!(parse_utmp(&record(-1, "x")).is_err());
+        // A name filling all 32 bytes (no NUL) is read whole.
+        assert_eq!(parse_utmp(&record(USER_PROCESS, &"n".repeat(32))).unwrap()[0].len(), 32);
+    }
+}
