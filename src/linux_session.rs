@@ -107,7 +107,7 @@ impl LinuxSession {
 
 /// The user names of the `USER_PROCESS` records in a utmp file.
 fn parse_utmp(bytes: &[u8]) -> Result<Vec<String>, String> {
-    if bytes.len() % UTMP_RECORD != 0 {
+    if !bytes.len().is_multiple_of(UTMP_RECORD) {
         return Err(format!(
             "{} bytes is not a whole number of {UTMP_RECORD}-byte records: the file is truncated or not utmp",
             bytes.len()
