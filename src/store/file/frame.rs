@@ -1,12 +1,17 @@
 //! The on-disk layout: file headers and length- and checksum-framed payloads.
 //!
 //! ```text
-//! header   = magic (8 bytes) | format version (u32 LE) | reserved (u32, 0) | revision (u64 LE)
-//! frame    = payload length (u32 LE) | CRC-32C of payload (u32 LE) | payload
+//! header   = magic (8 bytes) | format version (u32 LE) | CRC-32C of magic and revision (u32 LE)
+//!            | revision (u64 LE)
+//! frame    = payload length (u32 LE) | CRC-32C of the length (u32 LE)
+//!            | CRC-32C of the payload (u32 LE) | payload
 //! journal  = header (revision = the store revision the journal starts from) | frame*
 //!            one frame per commit; the payload is the commit's records, back to back
 //! snapshot = header (revision = the store revision it holds) | one frame of records
 //! ```
+//!
+//! The length has a checksum of its own: a damaged length must not pass for a frame that runs
+//! past the end of the file (a torn tail), or every commit after it would be cut off.
 
 use super::crc32c::crc32c;
 
@@ -15,7 +20,7 @@ pub(crate) const SNAPSHOT_MAGIC: &[u8; 8] = b"JOBSTSNP";
 /// The file format this build writes and reads.
 pub(crate) const FILE_FORMAT: u32 = 1;
 pub(crate) const HEADER_LEN: usize = 24;
-pub(crate) const FRAME_HEADER_LEN: usize = 8;
+pub(crate) const FRAME_HEADER_LEN: usize = 12;
 
 /// The largest frame payload accepted (and written), checked before anything is allocated.
 pub const MAX_FRAME: u32 = 64 * 1024 * 1024;
@@ -32,7 +37,19 @@ pub(crate) fn header(magic: &[u8; 8], revision: u64) -> [u8; HEADER_LEN] {
     h[..8].copy_from_slice(magic);
     h[8..12].copy_from_slice(&FILE_FORMAT.to_le_bytes());
     h[16..24].copy_from_slice(&revision.to_le_bytes());
+    let crc = header_crc(&h);
+    h[12..16].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// The checksum of the magic and the revision. The format field is left out on purpose: a
+/// format this build does not know is reported as such (a typed error too), whether a newer
+/// build wrote it or a flipped bit.
+fn header_crc(h: &[u8]) -> u32 {
+    let mut covered = [0u8; 16];
+    covered[..8].copy_from_slice(&h[..8]);
+    covered[8..].copy_from_slice(&h[16..24]);
+    crc32c(&covered)
 }
 
 /// Why a header is not valid.
@@ -40,12 +57,18 @@ pub(crate) fn header(magic: &[u8; 8], revision: u64) -> [u8; HEADER_LEN] {
 pub(crate) enum HeaderError {
     Short,
     Magic,
+    Checksum,
 }
 
 pub(crate) fn read_header(bytes: &[u8], magic: &[u8; 8]) -> Result<Header, HeaderError> {
     let h = bytes.get(..HEADER_LEN).ok_or(HeaderError::Short)?;
     if &h[..8] != magic {
         return Err(HeaderError::Magic);
+    }
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&h[12..16]);
+    if u32::from_le_bytes(word) != header_crc(h) {
+        return Err(HeaderError::Checksum);
     }
     let mut format = [0u8; 4];
     format.copy_from_slice(&h[8..12]);
@@ -60,8 +83,11 @@ pub(crate) fn read_header(bytes: &[u8], magic: &[u8; 8]) -> Result<Header, Heade
 /// Appends a frame holding `payload` to `out`.
 pub(crate) fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
     // Callers check the length against MAX_FRAME first.
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_le_bytes());
+    let len = u32::try_from(payload.len())
+        .unwrap_or(u32::MAX)
+        .to_le_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&crc32c(&len).to_le_bytes());
     out.extend_from_slice(&crc32c(payload).to_le_bytes());
     out.extend_from_slice(payload);
 }
@@ -82,39 +108,65 @@ pub(crate) enum Next<'a> {
 
 /// Reads the frame at `at`.
 pub(crate) fn next_frame(bytes: &[u8], at: usize) -> Next<'_> {
+    match read_frame(bytes, at) {
+        Ok(Some((payload, end))) => Next::Frame { payload, end },
+        Ok(None) => Next::End,
+        Err(Damage::RunsPastEnd) => Next::TornTail,
+        Err(Damage::Invalid(why)) => Next::Corrupt(why),
+        // A damaged frame is the torn end of the file only if no valid frame follows it: a
+        // torn write leaves nothing valid after itself.
+        Err(Damage::Checksum(why)) => {
+            if (at + 1..bytes.len()).any(|p| matches!(read_frame(bytes, p), Ok(Some(_)))) {
+                Next::Corrupt(why)
+            } else {
+                Next::TornTail
+            }
+        }
+    }
+}
+
+enum Damage {
+    /// A frame whose (checked) length runs past the end of the file.
+    RunsPastEnd,
+    /// A checksum mismatch, of the length or the payload.
+    Checksum(&'static str),
+    /// A frame the store never writes.
+    Invalid(&'static str),
+}
+
+fn word(bytes: &[u8]) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&bytes[..4]);
+    u32::from_le_bytes(w)
+}
+
+fn read_frame(bytes: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, Damage> {
     let rest = bytes.get(at..).unwrap_or_default();
     if rest.is_empty() {
-        return Next::End;
+        return Ok(None);
     }
-    if rest.len() < FRAME_HEADER_LEN || rest.iter().all(|&b| b == 0) {
-        return Next::TornTail;
+    if rest.len() < FRAME_HEADER_LEN {
+        return Err(Damage::Checksum("a frame header cut short"));
     }
-    let mut word = [0u8; 4];
-    word.copy_from_slice(&rest[..4]);
-    let len = u32::from_le_bytes(word);
-    word.copy_from_slice(&rest[4..8]);
-    let crc = u32::from_le_bytes(word);
+    if crc32c(&rest[..4]) != word(&rest[4..8]) {
+        return Err(Damage::Checksum("a damaged frame length"));
+    }
+    let len = word(rest);
     if len == 0 {
-        return Next::Corrupt("a frame of length 0");
+        return Err(Damage::Invalid("a frame of length 0"));
     }
     if len > MAX_FRAME {
         // Checked before anything is allocated or read.
-        return Next::Corrupt("a frame longer than the maximum");
+        return Err(Damage::Invalid("a frame longer than the maximum"));
     }
     let len = len as usize;
     let Some(payload) = rest.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
-        return Next::TornTail; // the frame runs past the end of the file
+        return Err(Damage::RunsPastEnd);
     };
-    let end = at + FRAME_HEADER_LEN + len;
-    if crc32c(payload) != crc {
-        // The last frame of the file may be torn; a bad frame with data after it is corruption.
-        return if end == bytes.len() {
-            Next::TornTail
-        } else {
-            Next::Corrupt("a checksum mismatch")
-        };
+    if crc32c(payload) != word(&rest[8..12]) {
+        return Err(Damage::Checksum("a payload checksum mismatch"));
     }
-    Next::Frame { payload, end }
+    Ok(Some((payload, at + FRAME_HEADER_LEN + len)))
 }
 
 #[cfg(test)]
@@ -151,8 +203,20 @@ mod tests {
         assert!(matches!(next_frame(&bad, HEADER_LEN), Next::Corrupt(_)));
         // A huge length is refused before anything is allocated.
         let mut huge = file.clone();
-        huge[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let max = u32::MAX.to_le_bytes();
+        huge[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&max);
+        huge[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&crc32c(&max).to_le_bytes());
         assert!(matches!(next_frame(&huge, HEADER_LEN), Next::Corrupt(_)));
+        // Every bit of a header but the format field is covered; a flipped format bit reads
+        // as an unknown format, which the store refuses too.
+        for bit in (0..HEADER_LEN * 8).filter(|b| !(64..96).contains(b)) {
+            let mut bad = file.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                read_header(&bad, JOURNAL_MAGIC).is_err(),
+                "header bit {bit}"
+            );
+        }
         assert_eq!(
             read_header(&file[..10], JOURNAL_MAGIC),
             Err(HeaderError::Short)

@@ -243,12 +243,20 @@ impl<D: Disk> Journal<D> {
                 }
             }
         }
-        if revision < snapshot_revision
-            || (start < snapshot_revision && revision == snapshot_revision)
-        {
-            // An interrupted compaction: finish it by starting the journal at the snapshot.
+        if start < snapshot_revision {
+            // Only an interrupted compaction leaves a journal that starts before the snapshot,
+            // and then it ends exactly where the snapshot does. Anything else is damage: never
+            // rewrite the journal over it.
+            if revision != snapshot_revision {
+                return Err(corrupt(
+                    &journal_path,
+                    0,
+                    format!(
+                        "the journal holds revisions {start} to {revision} but the snapshot holds {snapshot_revision}: one of them is damaged"
+                    ),
+                ));
+            }
             write_journal(&disk, dir, snapshot_revision)?;
-            revision = snapshot_revision;
             frames = 0;
         }
         let file = disk
@@ -381,6 +389,7 @@ fn checked_header(bytes: &[u8], magic: &[u8; 8], path: &Path) -> Result<Header, 
         let detail = match e {
             HeaderError::Short => "the file is shorter than its header",
             HeaderError::Magic => "the file does not start with a jobstate header",
+            HeaderError::Checksum => "the file header is damaged (checksum mismatch)",
         };
         corrupt(path, 0, detail.into())
     })?;
