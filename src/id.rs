@@ -49,7 +49,16 @@ fn validate(kind: &'static str, s: &str, max: usize) -> Result<(), IdError> {
             max,
         });
     }
-    if let Some((at, c)) = s.char_indices().find(|(_, c)| c.is_control()) {
+    // Identifiers are ASCII almost always: check bytes, and chars only when there are others.
+    let ascii_control = |b: &u8| *b < 0x20 || *b == 0x7F;
+    let control = if s.is_ascii() {
+        s.bytes()
+            .position(|b| ascii_control(&b))
+            .map(|at| (at, char::from(s.as_bytes()[at])))
+    } else {
+        s.char_indices().find(|(_, c)| c.is_control())
+    };
+    if let Some((at, c)) = control {
         return Err(IdError::ControlCharacter {
             kind,
             code: u32::from(c),

@@ -95,6 +95,7 @@ mod effect;
 mod error;
 mod event;
 mod exit_code;
+mod fast_hash;
 mod id;
 mod json_lines_sink;
 #[cfg(target_os = "linux")]

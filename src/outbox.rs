@@ -1,7 +1,7 @@
 //! Status reporting that cannot be lost: the pending messages (the outbox), the sink trait that
 //! delivers them, and the delivery policy.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::{ReplayError, StatusKey, StatusMessage, Timestamp};
@@ -13,7 +13,7 @@ use crate::{ReplayError, StatusKey, StatusMessage, Timestamp};
 #[derive(Debug, Clone, Default)]
 pub struct Outbox {
     by_order: BTreeMap<u64, StatusMessage>,
-    order_of: HashMap<StatusKey, u64>,
+    order_of: crate::fast_hash::FxHashMap<StatusKey, u64>,
     next: u64,
 }
 

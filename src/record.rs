@@ -1,6 +1,6 @@
 //! What stores keep: [`Change`]s (one transition of one job), and the [`JobRecord`]s they add up to.
 
-use std::collections::HashMap;
+use crate::fast_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -230,7 +230,7 @@ pub enum ReplayError {
 #[derive(Debug, Clone, Default)]
 pub struct JobTable {
     jobs: Vec<JobRecord>,
-    index: HashMap<JobId, usize>,
+    index: FxHashMap<JobId, usize>,
 }
 
 impl JobTable {
@@ -263,7 +263,7 @@ impl JobTable {
     /// Checks that `changes`, in order, follow on from the table's contents (a commit's changes
     /// may touch one job more than once), without applying them.
     pub fn check_all(&self, changes: &[Change]) -> Result<(), ReplayError> {
-        let mut tails: HashMap<&JobId, Tail<'_>> = HashMap::new();
+        let mut tails: FxHashMap<&JobId, Tail<'_>> = FxHashMap::default();
         for change in changes {
             let tail = match tails.get(&change.job) {
                 Some(tail) => *tail,
@@ -310,10 +310,10 @@ impl JobTable {
                     seq,
                 })?;
                 self.index.insert(job, self.jobs.len());
-                self.jobs.push(JobRecord {
-                    spec,
-                    history: vec![entry],
-                });
+                // Room for a typical job's life (advertised, started, finished, reported) at once.
+                let mut history = Vec::with_capacity(4);
+                history.push(entry);
+                self.jobs.push(JobRecord { spec, history });
             }
         }
         Ok(())

@@ -68,8 +68,14 @@ impl Replay {
     /// Checks `commit`, then applies all of it, or nothing.
     pub fn apply_commit(&mut self, commit: &Commit) -> Result<(), ReplayError> {
         self.check(commit)?;
-        for record in commit.records() {
-            self.apply(record)?;
+        for change in &commit.changes {
+            self.jobs.apply(change.clone())?;
+        }
+        for message in &commit.reports {
+            self.outbox.add(message.clone())?;
+        }
+        for key in &commit.delivered {
+            self.outbox.remove(key)?;
         }
         Ok(())
     }

@@ -19,19 +19,24 @@
 //!         // A new "process" sees only the encoded records.
 //!         Ok(MemoryStore::from_records(store.records()))
 //!     }
-//!     fn damage(&mut self, store: MemoryStore, damage: Damage) -> Option<MemoryStore> {
+//!     fn damage(
+//!         &mut self,
+//!         store: MemoryStore,
+//!         damage: Damage,
+//!     ) -> Option<Result<MemoryStore, StoreError>> {
 //!         let mut records = store.records();
-//!         let last = records.last_mut()?;
+//!         let first = records.first_mut()?; // damage before the end
 //!         match damage {
-//!             Damage::Corrupt => last.truncate(last.len() / 2),
-//!             Damage::FutureVersion => last[0] = u8::MAX,
+//!             Damage::Corrupt => first.truncate(first.len() / 2),
+//!             Damage::FutureVersion => first[0] = u8::MAX,
+//!             _ => return None,
 //!         }
-//!         Some(MemoryStore::from_records(records))
+//!         Some(Ok(MemoryStore::from_records(records)))
 //!     }
 //! }
 //!
 //! let report = conformance::check(Memory);
-//! assert!(report.checks >= 7);
+//! assert_eq!(report.checks, 9);
 //! ```
 
 use std::time::Duration;
