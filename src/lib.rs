@@ -98,9 +98,9 @@ mod exit_code;
 mod fast_hash;
 mod id;
 mod json_lines_sink;
+mod ledger;
 #[cfg(target_os = "linux")]
 mod linux_session;
-mod ledger;
 mod outbox;
 mod record;
 mod session;
@@ -118,9 +118,9 @@ pub use event::{AttemptRef, Event, EventKind, EventName};
 pub use exit_code::{ExitCodePolicy, ExitOutcome};
 pub use id::{BootId, IdError, JobId};
 pub use json_lines_sink::JsonLinesSink;
+pub use ledger::{Advertisement, Ledger, NextJob};
 #[cfg(target_os = "linux")]
 pub use linux_session::LinuxSession;
-pub use ledger::{Advertisement, Ledger, NextJob};
 pub use outbox::{Delivery, DeliveryPolicy, Outbox, StatusSink};
 pub use record::{Change, HistoryEntry, JobRecord, JobTable, Record, ReplayError};
 pub use session::{

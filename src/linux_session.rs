@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{
-    BootId, ExecutionContext, NoticeDelivery, SessionContext, SessionError, Timestamp,
-    UserPresence,
+    BootId, ExecutionContext, NoticeDelivery, SessionContext, SessionError, Timestamp, UserPresence,
 };
 
 /// The size of one utmp record on Linux (glibc, all 64-bit and 32-bit ABIs with 64-bit time).
@@ -117,7 +116,9 @@ fn parse_utmp(bytes: &[u8]) -> Result<Vec<String>, String> {
     for (i, record) in bytes.chunks_exact(UTMP_RECORD).enumerate() {
         let ut_type = i16::from_le_bytes([record[0], record[1]]);
         if !(0..=MAX_UT_TYPE).contains(&ut_type) {
-            return Err(format!("record {i} has type {ut_type}: the file is not utmp"));
+            return Err(format!(
+                "record {i} has type {ut_type}: the file is not utmp"
+            ));
         }
         if ut_type != USER_PROCESS {
             continue;
@@ -227,6 +228,9 @@ mod tests {
         assert!(parse_utmp(&record(300, "x")).is_err());
         assert!(parse_utmp(&record(-1, "x")).is_err());
         // A name filling all 32 bytes (no NUL) is read whole.
-        assert_eq!(parse_utmp(&record(USER_PROCESS, &"n".repeat(32))).unwrap()[0].len(), 32);
+        assert_eq!(
+            parse_utmp(&record(USER_PROCESS, &"n".repeat(32))).unwrap()[0].len(),
+            32
+        );
     }
 }

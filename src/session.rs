@@ -45,7 +45,9 @@ pub enum NoticeDelivery {
 #[non_exhaustive]
 pub enum SessionError {
     /// The boot identity could not be read.
-    #[error("could not read the boot identity from {source_name}: {detail}; the ledger cannot reconcile jobs without it")]
+    #[error(
+        "could not read the boot identity from {source_name}: {detail}; the ledger cannot reconcile jobs without it"
+    )]
     BootId {
         /// Where it was read from.
         source_name: String,
@@ -61,7 +63,9 @@ pub enum SessionError {
         detail: String,
     },
     /// The time since boot could not be read.
-    #[error("could not read the time since boot from {source_name}: {detail}; run-time limits need it")]
+    #[error(
+        "could not read the time since boot from {source_name}: {detail}; run-time limits need it"
+    )]
     Clock {
         /// Where it was read from.
         source_name: String,
