@@ -61,16 +61,34 @@ enum Mode {
     Batch64,
     Raw8,
     Raw64,
+    /// The SQLite store (feature `sqlite`), one change per commit.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    SqliteSingle,
+    /// The SQLite store, eight changes per commit.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    SqliteBatch8,
 }
 
 impl Mode {
-    const ALL: [Mode; 6] = [
+    #[cfg(not(feature = "sqlite"))]
+    const ALL: &'static [Mode] = &[
         Mode::Raw,
         Mode::Single,
         Mode::Batch8,
         Mode::Batch64,
         Mode::Raw8,
         Mode::Raw64,
+    ];
+    #[cfg(feature = "sqlite")]
+    const ALL: &'static [Mode] = &[
+        Mode::Raw,
+        Mode::Single,
+        Mode::Batch8,
+        Mode::Batch64,
+        Mode::Raw8,
+        Mode::Raw64,
+        Mode::SqliteSingle,
+        Mode::SqliteBatch8,
     ];
 
     fn name(self) -> &'static str {
@@ -81,13 +99,15 @@ impl Mode {
             Mode::Batch64 => "batch-64",
             Mode::Raw8 => "raw-8",
             Mode::Raw64 => "raw-64",
+            Mode::SqliteSingle => "sqlite",
+            Mode::SqliteBatch8 => "sqlite-8",
         }
     }
 
     /// Changes per commit (1 for the raw modes: one record per append).
     fn changes(self) -> usize {
         match self {
-            Mode::Batch8 => 8,
+            Mode::Batch8 | Mode::SqliteBatch8 => 8,
             Mode::Batch64 => 64,
             _ => 1,
         }
@@ -207,12 +227,12 @@ impl Pool {
     }
 }
 
-/// A file store with its pool and revision.
+/// A store with its pool and revision, and the files whose growth is its bytes written.
 struct Durable {
-    store: FileStore,
+    store: Box<dyn Store>,
     pool: Pool,
     revision: Revision,
-    journal: PathBuf,
+    files: Vec<PathBuf>,
 }
 
 impl Durable {
@@ -221,7 +241,19 @@ impl Durable {
             compact_after: u64::MAX,
             per_job: 0,
         };
-        let mut store = FileStore::open_with(dir, options).expect("open the file store");
+        let store = FileStore::open_with(dir, options).expect("open the file store");
+        Self::with(Box::new(store), vec![dir.join("journal")])
+    }
+
+    /// The SQLite store, in a database file in the same directory as the others.
+    #[cfg(feature = "sqlite")]
+    fn sqlite(path: &Path) -> Self {
+        let store = jobstate::SqliteStore::open(path).expect("open the SQLite store");
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        Self::with(Box::new(store), vec![path.to_path_buf(), wal])
+    }
+
+    fn with(mut store: Box<dyn Store>, files: Vec<PathBuf>) -> Self {
         let mut pool = Pool::new(POOL);
         let revision = store
             .commit(&Commit::new(Revision(0), pool.creations()))
@@ -230,14 +262,17 @@ impl Durable {
             store,
             pool,
             revision,
-            journal: dir.join("journal"),
+            files,
         }
     }
 
+    /// The bytes of its files (a SQLite WAL is reset at checkpoints: the growth then reads 0).
     fn journal_len(&self) -> u64 {
-        std::fs::metadata(&self.journal)
-            .expect("the journal's metadata")
-            .len()
+        self.files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
     }
 }
 
@@ -327,7 +362,7 @@ fn store_round(durable: &mut Durable, per_commit: usize, tally: &mut Tally) {
     tally.commits += commits;
     tally.changes += commits * per_commit as u64;
     tally.busy += busy;
-    tally.bytes += durable.journal_len() - before;
+    tally.bytes += durable.journal_len().saturating_sub(before);
     tally.rounds.push(commits as f64 / busy.as_secs_f64());
 }
 
@@ -412,6 +447,13 @@ fn main() {
     let mut single = Durable::open(&root.join("single"));
     let mut batch8 = Durable::open(&root.join("batch8"));
     let mut batch64 = Durable::open(&root.join("batch64"));
+    #[cfg(feature = "sqlite")]
+    let (mut sqlite, mut sqlite8) = (
+        Some(Durable::sqlite(&root.join("single.sqlite"))),
+        Some(Durable::sqlite(&root.join("batch8.sqlite"))),
+    );
+    #[cfg(not(feature = "sqlite"))]
+    let (mut sqlite, mut sqlite8): (Option<Durable>, Option<Durable>) = (None, None);
 
     // A short warm-up of every mode (not counted), of whole cycles of the pool (every job through
     // start, exit 0 and rerun, `WARM_UP_CYCLES` times). Each raw record is as long as the mean
@@ -456,6 +498,12 @@ fn main() {
                 Mode::Single => store_round(&mut single, 1, tally),
                 Mode::Batch8 => store_round(&mut batch8, 8, tally),
                 Mode::Batch64 => store_round(&mut batch64, 64, tally),
+                Mode::SqliteSingle => {
+                    store_round(sqlite.as_mut().expect("the sqlite feature"), 1, tally)
+                }
+                Mode::SqliteBatch8 => {
+                    store_round(sqlite8.as_mut().expect("the sqlite feature"), 8, tally)
+                }
             }
         }
     }
@@ -543,12 +591,40 @@ fn main() {
             "-",
         ),
     ];
+    #[cfg(feature = "sqlite")]
+    let rows = {
+        let mut rows = rows.to_vec();
+        rows.extend([
+            (
+                "sqlite commits/s ÷ raw",
+                Mode::SqliteSingle,
+                Mode::Raw,
+                false,
+                "-",
+            ),
+            (
+                "sqlite ÷ file store (single)",
+                Mode::SqliteSingle,
+                Mode::Single,
+                false,
+                "-",
+            ),
+            (
+                "sqlite-8 transitions/s ÷ raw",
+                Mode::SqliteBatch8,
+                Mode::Raw,
+                true,
+                "-",
+            ),
+        ]);
+        rows
+    };
     for (label, over, base, transitions, goal) in rows {
         let (pooled, per_round, p50) = ratio(over, base, transitions);
         println!("{label:<32} {pooled:>7.3} {per_round:>13.3} {p50:>9.3} {goal:>7}");
     }
 
-    drop((single, batch8, batch64, raws));
+    drop((single, batch8, batch64, raws, sqlite, sqlite8));
     cpu_cost(lens);
     if let Err(e) = std::fs::remove_dir_all(&root) {
         eprintln!("could not remove {}: {e}", root.display());
