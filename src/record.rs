@@ -56,14 +56,7 @@ pub struct JobRecord {
 }
 
 /// What `JobRecord::state` answers for a record without history, which the table never builds.
-static NEVER_EMPTY: JobState = JobState::Queued {
-    run: 1,
-    attempt: 1,
-    not_before: None,
-    last_failure: None,
-    previous: None,
-    check_before_retry: false,
-};
+static NEVER_EMPTY: JobState = JobState::initial();
 
 impl JobRecord {
     /// The job's spec, as first advertised.

@@ -200,7 +200,7 @@ impl fmt::Display for StateKind {
 
 impl JobState {
     /// The first state of a newly advertised job.
-    pub fn initial() -> Self {
+    pub const fn initial() -> Self {
         JobState::Queued {
             run: 1,
             attempt: 1,
