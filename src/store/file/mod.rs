@@ -55,8 +55,10 @@ impl Default for FileStoreOptions {
 ///   mandatory jobs included: they are never pruned) to a temporary file, syncs it, renames it
 ///   over the old snapshot, syncs the directory, and starts a new journal the same way.
 /// - Opening recovers: a torn last frame (a commit that never returned) is cut off; a damaged
-///   frame with data after it is refused with [`StoreError::Corrupt`], naming the file and the
-///   offset, and nothing is changed or skipped.
+///   frame with a valid frame after it is refused with [`StoreError::Corrupt`], naming the file
+///   and the offset, and nothing is changed or skipped. Damage confined to the very last frame
+///   cannot be told from a torn write and is cut off like one (as SQLite's WAL does): media
+///   damage after the fact, not a crash, is the only way to lose an acknowledged commit so.
 /// - One writer: a second [`FileStore::open`] of the directory, in this process or another, fails
 ///   at once with [`StoreError::Locked`].
 /// - Files are created readable by the owner only (0600, the directory 0700).
