@@ -470,6 +470,24 @@ impl Transitioner<'_> {
                 previous: Some(attempt),
                 ..
             } => Step::unchanged().effect(Effect::Verify(self.attempt_id(attempt))),
+            // A retry is queued, but the machine restarted since the failed attempt began: a check
+            // that said "not there" before the restart (while an upgrade was still finishing)
+            // says nothing about now. Owe the check again before any retry (seed 001's wrapper,
+            // whose failure report and a restart both came before the work was done).
+            JobState::Queued {
+                check_before_retry: false,
+                previous: Some(attempt),
+                ..
+            } if attempt.boot != *boot && self.spec.verifies_after_reboot() => {
+                let mut state = self.state.clone();
+                if let JobState::Queued {
+                    check_before_retry, ..
+                } = &mut state
+                {
+                    *check_before_retry = true;
+                }
+                Step::to(state).effect(Effect::Verify(self.attempt_id(attempt)))
+            }
             JobState::Queued { .. } | JobState::Completed { .. } | JobState::Failed { .. } => {
                 Step::unchanged()
             }

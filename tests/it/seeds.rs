@@ -300,3 +300,44 @@ fn service_pack_interrupted_by_unrelated_reboot_is_retried() {
         }
     ));
 }
+
+/// Seed 001 with realistic timing (found by the simulator): the wrapper reports failure, the
+/// agent runs the owed check at once, *before* the upgrade restarts the machine, and it says
+/// "not installed". After the restart the check is owed again, says "installed", and the
+/// upgrade is not run a second time.
+#[test]
+fn seed_001_check_made_before_the_restart_is_made_again_after_it() {
+    let store = MemoryStore::new();
+    let upgrade = JobSpec::new(job("winnt40-upgrade-ntencap"))
+        .reboot(RebootBehaviour::RestartsMachine)
+        .verify_after_reboot(true);
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
+    ledger.advertise(upgrade.clone()).unwrap();
+    let attempt = ledger.begin(upgrade.id()).unwrap();
+    assert_eq!(
+        ledger.program_exited(&attempt, 1).unwrap(),
+        vec![Effect::Verify(attempt.clone())]
+    );
+    ledger.verification(&attempt, false).unwrap(); // too early: the upgrade is still finishing
+    drop(ledger); // the upgrade restarts the machine
+
+    let (mut ledger, effects) = Ledger::open(store, service_session("boot-b")).unwrap();
+    assert_eq!(
+        effects,
+        vec![Effect::Verify(attempt.clone())],
+        "the check is owed again"
+    );
+    assert!(ledger.begin(upgrade.id()).is_err(), "no retry before it");
+    ledger.verification(&attempt, true).unwrap();
+    assert_eq!(
+        ledger.job(upgrade.id()).unwrap().state().kind(),
+        StateKind::Completed
+    );
+    let launches = ledger
+        .history(upgrade.id())
+        .unwrap()
+        .iter()
+        .filter(|e| e.event.kind == jobstate::EventKind::AttemptStarted)
+        .count();
+    assert_eq!(launches, 1);
+}
