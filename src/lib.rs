@@ -68,10 +68,12 @@
 //!
 //! # Recipe: a deployment tool's unit test
 //!
-//! Use [`MemoryStore`] and [`SessionFacts`]: drop the ledger and open a new one on a clone of the
-//! store to simulate a crash; open it with another [`BootId`] to simulate a reboot; change
-//! [`SessionFacts::user`] to log users on and off; move [`SessionFacts::now`] backwards to
-//! simulate a reset clock.
+//! With the `testkit` feature, `testkit::simulator` runs the real ledger on a simulated machine:
+//! reboots, agent crashes at chosen points, absent users, lost notices, a clock that jumps, a
+//! flaky site server, scripted programs; a scenario is a few lines and replays from its seed.
+//! `testkit::conformance` proves a store of your own. Without the feature, use [`MemoryStore`]
+//! and [`SessionFacts`]: drop the ledger and open a new one on a clone of the store to simulate
+//! a crash; open it with another [`BootId`] to simulate a reboot.
 //!
 //! # Comparison with what agents do today
 //!

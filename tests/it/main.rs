@@ -12,3 +12,5 @@ mod model;
 mod outbox;
 mod seeds;
 mod semantics;
+#[cfg(feature = "testkit")]
+mod simulator;

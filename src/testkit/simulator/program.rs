@@ -1,0 +1,137 @@
+//! Scripted programs: what a job's program does each time it is launched.
+
+use std::time::Duration;
+
+/// The exit code the simulator reports for a program it killed (after an
+/// [`Effect::Terminate`](crate::Effect::Terminate)), and for a program whose launch was lost
+/// when the agent terminates it.
+pub const KILLED_EXIT_CODE: i32 = -1;
+
+/// What a job's program does, launch by launch: the first launch behaves as the first step,
+/// the second as the second, and so on; the last step repeats.
+///
+/// ```
+/// use std::time::Duration;
+/// use jobstate::testkit::simulator::Program;
+///
+/// // Fails with 1603 after 5 minutes, then succeeds on the next attempt.
+/// let flaky = Program::exits(1603).after(Duration::from_secs(300)).then(Program::exits(0));
+/// // An OS upgrade: restarts the machine itself after 40 minutes, no exit code.
+/// let upgrade = Program::restarts_machine().after(Duration::from_secs(40 * 60));
+/// // A wrapper that reports failure (it never heard the shutdown) while the upgrade it runs
+/// // restarts the machine and completes (seed 001).
+/// let ntencap = Program::exits_then_restarts(1);
+/// # let _ = (flaky, upgrade, ntencap);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    steps: Vec<Run>,
+}
+
+/// One launch of a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Run {
+    pub(super) ends: Ends,
+    pub(super) after: Duration,
+    /// What the detection check says once this launch did its work; `None`: decided by what it
+    /// did (a success code, a restart).
+    pub(super) installs: Option<bool>,
+}
+
+/// How a launch ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ends {
+    /// Exits with `code`; the machine restarts shortly after if `then_restarts`.
+    Exits { code: i32, then_restarts: bool },
+    /// Restarts the machine itself: no exit code ever arrives.
+    RestartsMachine,
+    /// Never exits: runs until terminated or a reboot.
+    Hangs,
+}
+
+impl Program {
+    /// Exits with `code` after 10 minutes (change it with [`after`](Program::after)).
+    pub fn exits(code: i32) -> Self {
+        Self::one(Ends::Exits {
+            code,
+            then_restarts: false,
+        })
+    }
+
+    /// Restarts the machine itself after 20 minutes, without an exit code: an OS upgrade. The
+    /// detection check finds it installed after the restart.
+    pub fn restarts_machine() -> Self {
+        Self::one(Ends::RestartsMachine)
+    }
+
+    /// Exits with `code` after 10 minutes, and the machine restarts 30 seconds later: Windows
+    /// Installer's 1641 ("restart initiated"), or a wrapper that reports `code` while the
+    /// upgrade it started restarts the machine (seed 001). The detection check finds it
+    /// installed after the restart.
+    pub fn exits_then_restarts(code: i32) -> Self {
+        Self::one(Ends::Exits {
+            code,
+            then_restarts: true,
+        })
+    }
+
+    /// Never exits: it runs until the agent terminates it (past the job's maximum run time)
+    /// or the machine restarts.
+    pub fn hangs() -> Self {
+        Self::one(Ends::Hangs)
+    }
+
+    /// The last step ends after `duration` instead of its default.
+    #[must_use]
+    pub fn after(mut self, duration: Duration) -> Self {
+        if let Some(last) = self.steps.last_mut() {
+            last.after = duration;
+        }
+        self
+    }
+
+    /// What the detection check says after the last step did its work. By default: installed
+    /// after an exit whose code the job's policy calls a success (with or without a restart),
+    /// and after a restart by the program; not installed otherwise.
+    #[must_use]
+    pub fn installs(mut self, installed: bool) -> Self {
+        if let Some(last) = self.steps.last_mut() {
+            last.installs = Some(installed);
+        }
+        self
+    }
+
+    /// Appends the steps of `next`: later launches behave as they say.
+    #[must_use]
+    pub fn then(mut self, next: Program) -> Self {
+        self.steps.extend(next.steps);
+        self
+    }
+
+    /// The step of the `launch`-th launch (from 0): the last one repeats.
+    pub(super) fn run(&self, launch: usize) -> Run {
+        let last = self.steps.len().saturating_sub(1);
+        self.steps[launch.min(last)]
+    }
+
+    fn one(ends: Ends) -> Self {
+        let after = match ends {
+            Ends::RestartsMachine => Duration::from_secs(20 * 60),
+            _ => Duration::from_secs(10 * 60),
+        };
+        Self {
+            steps: vec![Run {
+                ends,
+                after,
+                installs: None,
+            }],
+        }
+    }
+}
+
+impl Default for Program {
+    /// Exits with 0 after 10 minutes.
+    fn default() -> Self {
+        Self::exits(0)
+    }
+}
