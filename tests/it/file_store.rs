@@ -1125,3 +1125,56 @@ fn sigkill_at_random_moments_loses_no_acknowledged_state() {
     ));
     assert!(verified > rounds, "the children acknowledged too little");
 }
+
+/// Review finding: the snapshot was one frame of at most `MAX_FRAME` bytes, so a store that
+/// outgrew it could not compact and stopped taking commits. Snapshots are now frames of about
+/// 1 MiB after a count: a store of any size compacts, and a snapshot cut at a frame boundary
+/// is refused.
+#[test]
+fn a_large_store_compacts_into_a_snapshot_of_many_frames() {
+    let _serial = no_spawns();
+    let dir = TempDir::new("large-snapshot");
+    let mut store = FileStore::open(&dir.0).unwrap();
+    let at: jobstate::Timestamp = "2026-11-21T02:00:00Z".parse().unwrap();
+    let mut revision = jobstate::Revision(0);
+    let jobs = 24_000; // about 1.8 MB of records: two frames of 1 MiB
+    for batch in 0..jobs / 1000 {
+        let changes = (0..1000)
+            .map(|i| {
+                let id = job(&format!("job-{batch:02}-{i:04}"));
+                jobstate::Change {
+                    job: id.clone(),
+                    seq: 1,
+                    spec: Some(JobSpec::new(id)),
+                    event: jobstate::Event {
+                        at,
+                        boot: boot("b1"),
+                        since_boot: std::time::Duration::ZERO,
+                        kind: jobstate::EventKind::Advertised,
+                    },
+                    state: JobState::initial(),
+                }
+            })
+            .collect();
+        revision = store
+            .commit(&jobstate::Commit::new(revision, changes))
+            .unwrap();
+    }
+    store.compact().unwrap();
+    let snapshot_len = std::fs::metadata(dir.0.join("snapshot")).unwrap().len();
+    assert!(snapshot_len > 1_200_000, "{snapshot_len} bytes");
+    drop(store);
+    let mut store = FileStore::open(&dir.0).unwrap();
+    assert_eq!(store.load().unwrap().jobs.len(), jobs);
+    drop(store);
+
+    // Cut at a frame boundary (the end of the second frame): refused, not a smaller store.
+    let bytes = std::fs::read(dir.0.join("snapshot")).unwrap();
+    let first = 24 + 12 + 8; // header, then the count frame
+    let len = u32::from_le_bytes(bytes[first..first + 4].try_into().unwrap()) as usize;
+    std::fs::write(dir.0.join("snapshot"), &bytes[..first + 12 + len]).unwrap();
+    assert!(matches!(
+        FileStore::open(&dir.0),
+        Err(StoreError::Corrupt { .. })
+    ));
+}

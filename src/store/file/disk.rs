@@ -72,13 +72,22 @@ impl Disk for RealDisk {
     type File = RealFile;
 
     fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder
             .create(dir)
-            .map_err(|e| with_path(e, "creating directory", dir))
+            .map_err(|e| with_path(e, "creating directory", dir))?;
+        // The new directory's entry in its parent must be durable too, or a power cut could
+        // take the whole store with it.
+        match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => self.sync_dir(parent),
+            None => Ok(()),
+        }
     }
 
     fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {

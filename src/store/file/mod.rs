@@ -25,6 +25,8 @@ use crate::codec;
 const JOURNAL: &str = "journal";
 const SNAPSHOT: &str = "snapshot";
 const LOCK: &str = "lock";
+/// The size of a snapshot's frames: a store of any size compacts.
+const SNAPSHOT_CHUNK: usize = 1024 * 1024;
 
 /// When the file store compacts its journal into a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +227,9 @@ impl<D: Disk> Journal<D> {
         loop {
             match next_frame(&bytes, at) {
                 Next::Frame { payload, end } => {
-                    revision += 1;
+                    revision = revision.checked_add(1).ok_or_else(|| {
+                        corrupt(&journal_path, at as u64, "a revision past the largest".into())
+                    })?;
                     frames += 1;
                     // Frames the snapshot already holds (an interrupted compaction) are skipped.
                     if revision > snapshot_revision {
@@ -321,7 +325,7 @@ impl<D: Disk> Journal<D> {
             });
         }
         self.live.apply_commit(commit)?;
-        self.revision += 1;
+        self.revision = self.revision.saturating_add(1);
         self.frames += 1;
         let bound = self.options.compact_after.saturating_add(
             self.options
@@ -331,7 +335,7 @@ impl<D: Disk> Journal<D> {
         if self.frames > bound {
             // The commit is durable already; a failed compaction stops further commits.
             if let Err(error) = self.compact() {
-                self.failed = Some(error.to_string());
+                self.failed = Some(format!("compacting the journal: {error}"));
             }
         }
         Ok(Revision(self.revision))
@@ -345,18 +349,31 @@ impl<D: Disk> Journal<D> {
                 cause: cause.clone(),
             });
         }
-        let mut payload = Vec::new();
+        // Records in frames of about SNAPSHOT_CHUNK bytes each (no size limit on the store),
+        // after a first frame that counts them, so that a snapshot cut at a frame boundary is
+        // seen as cut.
+        let mut chunks = Vec::new();
+        let mut chunk = Vec::new();
         for record in self.live.records() {
-            codec::encode_into(&record, &mut payload)?;
+            codec::encode_into(&record, &mut chunk)?;
+            if chunk.len() >= SNAPSHOT_CHUNK {
+                chunks.push(std::mem::take(&mut chunk));
+            }
         }
-        if payload.len() > MAX_FRAME as usize {
-            return Err(StoreError::TooLarge {
-                size: payload.len(),
-                max: MAX_FRAME as usize,
-            });
+        if !chunk.is_empty() {
+            chunks.push(chunk);
         }
         let mut bytes = header(SNAPSHOT_MAGIC, self.revision).to_vec();
-        push_frame(&mut bytes, &payload);
+        push_frame(&mut bytes, &(chunks.len() as u64).to_le_bytes());
+        for chunk in &chunks {
+            if chunk.len() > MAX_FRAME as usize {
+                return Err(StoreError::TooLarge {
+                    size: chunk.len(),
+                    max: MAX_FRAME as usize,
+                });
+            }
+            push_frame(&mut bytes, chunk);
+        }
         let result = replace(&self.disk, &self.dir, SNAPSHOT, &bytes)
             .and_then(|()| write_journal(&self.disk, &self.dir, self.revision))
             .and_then(|()| {
@@ -371,7 +388,7 @@ impl<D: Disk> Journal<D> {
                 Ok(())
             }
             Err(error) => {
-                self.failed = Some(error.to_string());
+                self.failed = Some(format!("compacting the journal: {error}"));
                 Err(error)
             }
         }
@@ -407,20 +424,26 @@ fn checked_header(bytes: &[u8], magic: &[u8; 8], path: &Path) -> Result<Header, 
 
 fn load_snapshot(bytes: &[u8], path: &Path, live: &mut Replay) -> Result<u64, StoreError> {
     let revision = checked_header(bytes, SNAPSHOT_MAGIC, path)?.revision;
-    // A snapshot is written whole and renamed into place: any damage is corruption.
-    match next_frame(bytes, HEADER_LEN) {
-        Next::Frame { payload, end } if end == bytes.len() => {
-            apply_payload(payload, live).map_err(|d| corrupt(path, HEADER_LEN as u64, d))?;
-            Ok(revision)
-        }
-        Next::Frame { end, .. } => Err(corrupt(path, end as u64, "data after the snapshot".into())),
-        Next::End | Next::TornTail => Err(corrupt(
-            path,
-            HEADER_LEN as u64,
-            "a truncated snapshot".into(),
-        )),
-        Next::Corrupt(why) => Err(corrupt(path, HEADER_LEN as u64, why.into())),
+    // A snapshot is written whole and renamed into place: any damage is corruption, and so is
+    // a frame more or less than its first frame counts.
+    let frame_at = |at: usize| match next_frame(bytes, at) {
+        Next::Frame { payload, end } => Ok((payload, end)),
+        Next::End | Next::TornTail => Err(corrupt(path, at as u64, "a truncated snapshot".into())),
+        Next::Corrupt(why) => Err(corrupt(path, at as u64, why.into())),
+    };
+    let (count, mut at) = frame_at(HEADER_LEN)?;
+    let count: [u8; 8] = count
+        .try_into()
+        .map_err(|_| corrupt(path, HEADER_LEN as u64, "a snapshot without its frame count".into()))?;
+    for _ in 0..u64::from_le_bytes(count) {
+        let (payload, end) = frame_at(at)?;
+        apply_payload(payload, live).map_err(|d| corrupt(path, at as u64, d))?;
+        at = end;
     }
+    if at != bytes.len() {
+        return Err(corrupt(path, at as u64, "data after the snapshot".into()));
+    }
+    Ok(revision)
 }
 
 fn apply_payload(payload: &[u8], live: &mut Replay) -> Result<(), String> {

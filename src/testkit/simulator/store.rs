@@ -9,6 +9,7 @@ use crate::{Commit, Revision, Snapshot, Store, StoreError};
 
 /// Where, around one commit, the agent crashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum CrashWhen {
     /// The agent dies while committing: the commit never reaches the store (the call that made
     /// it fails, and nothing it would have licensed happens).
