@@ -200,7 +200,8 @@ impl SessionContext for LinuxSession {
     }
 
     fn since_boot(&self) -> Duration {
-        self.since_boot_at_start.saturating_add(self.start.elapsed())
+        self.since_boot_at_start
+            .saturating_add(self.start.elapsed())
     }
 }
 

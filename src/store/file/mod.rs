@@ -228,7 +228,11 @@ impl<D: Disk> Journal<D> {
             match next_frame(&bytes, at) {
                 Next::Frame { payload, end } => {
                     revision = revision.checked_add(1).ok_or_else(|| {
-                        corrupt(&journal_path, at as u64, "a revision past the largest".into())
+                        corrupt(
+                            &journal_path,
+                            at as u64,
+                            "a revision past the largest".into(),
+                        )
                     })?;
                     frames += 1;
                     // Frames the snapshot already holds (an interrupted compaction) are skipped.
@@ -432,9 +436,13 @@ fn load_snapshot(bytes: &[u8], path: &Path, live: &mut Replay) -> Result<u64, St
         Next::Corrupt(why) => Err(corrupt(path, at as u64, why.into())),
     };
     let (count, mut at) = frame_at(HEADER_LEN)?;
-    let count: [u8; 8] = count
-        .try_into()
-        .map_err(|_| corrupt(path, HEADER_LEN as u64, "a snapshot without its frame count".into()))?;
+    let count: [u8; 8] = count.try_into().map_err(|_| {
+        corrupt(
+            path,
+            HEADER_LEN as u64,
+            "a snapshot without its frame count".into(),
+        )
+    })?;
     for _ in 0..u64::from_le_bytes(count) {
         let (payload, end) = frame_at(at)?;
         apply_payload(payload, live).map_err(|d| corrupt(path, at as u64, d))?;
