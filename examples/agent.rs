@@ -28,7 +28,7 @@
 //!
 //! Every event is one line on stdout starting with `agent: `. Bad input (a malformed config, a
 //! missing program) is a clear message on stderr and exit status 2; any other failure exits 1.
-//! Nothing already recorded is lost either way: the store is only ever appended to.
+//! Nothing already recorded is lost either way: the store never drops what it acknowledged.
 //!
 //! `scripts/vm-reboot-test` runs this agent in a virtual machine whose job reboots it.
 

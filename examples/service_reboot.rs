@@ -17,9 +17,9 @@
 
 use chrono::TimeDelta;
 use jobstate::{
-    Advertisement, BootId, Effect, ExecutionContext, FileStore, JobId, JobSpec, JobState, Ledger,
-    NextJob, NoticeDelivery, RebootBehaviour, SessionFacts, StateKind, StatusKey, StatusMessage,
-    StatusSink, UserPresence,
+    Advertisement, BootId, Effect, ExecutionContext, FileStore, JobId, JobSpec, JobState,
+    JsonLinesSink, Ledger, NextJob, NoticeDelivery, RebootBehaviour, SessionFacts, StateKind,
+    StatusKey, StatusMessage, StatusSink, UserPresence,
 };
 
 type Agent = Ledger<FileStore, SessionFacts>;
@@ -94,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Status messages were committed with each transition (AwaitingReboot at recovery,
     // Completed with the verdict). Delivering them is a separate step of the loop, from the
     // durable outbox: the service needs no message and no user to do it.
-    let mut server = PrintSink;
+    let mut server = PrintSink(JsonLinesSink::open(dir.join("status.jsonl"))?);
     let delivery = ledger.deliver(&mut server)?;
     log!(
         ledger,
@@ -164,16 +164,17 @@ fn timeline(ledger: &Agent, what: std::fmt::Arguments) {
     );
 }
 
-/// Stands in for the site server: prints what it receives and accepts all of it.
-struct PrintSink;
+/// Stands in for the site server: a JSON-lines status file, printing what it accepts.
+struct PrintSink(JsonLinesSink);
 
 impl StatusSink for PrintSink {
-    type Error = std::convert::Infallible;
+    type Error = std::io::Error;
 
     fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
-        for message in batch {
-            println!("    -> server received {}", message.key);
+        let accepted = self.0.deliver(batch)?;
+        for key in &accepted {
+            println!("    -> server received {key}");
         }
-        Ok(batch.iter().map(|m| m.key.clone()).collect())
+        Ok(accepted)
     }
 }

@@ -45,8 +45,9 @@ impl fmt::Display for WaitReason {
     }
 }
 
-/// Why a ledger operation failed. In every case nothing was committed and the ledger is as it
-/// was, except after [`StoreError::Conflict`], when it must be reopened.
+/// Why a ledger operation failed. The ledger is as it was and hands out no effect; reopen it
+/// after [`StoreError::Conflict`] or a store failure. (After a failed write or sync the store
+/// cannot say whether the commit reached the disk: a reopened ledger may show it.)
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -136,8 +136,8 @@ macro_rules! validated_id {
 validated_id!(
     /// The identity of a job, as the site server advertises it.
     ///
-    /// Non-empty, at most 256 bytes, no control characters, so that it is safe in file names of
-    /// logs, status messages and terminal output.
+    /// Non-empty, at most 256 bytes, no control characters, so that it is safe in logs, status
+    /// messages and terminal output. (It may hold `/`: do not use it as a file name unescaped.)
     ///
     /// ```
     /// use jobstate::JobId;

@@ -28,8 +28,9 @@ const MAX_UT_TYPE: i16 = 9;
 ///   (its SIGTERM handler, which calls [`Ledger::shutdown_notice`](crate::Ledger::shutdown_notice))
 ///   and says so with [`LinuxSession::notices_wired`]. The crate never claims to hear what it
 ///   cannot.
-/// - **Time:** the wall clock, and time since boot (`/proc/uptime` at construction, then a
-///   monotonic clock), on which run-time limits are measured.
+/// - **Time:** the wall clock, and time since boot (`/proc/uptime` at construction, then
+///   `Instant`, which does not count time suspended: a machine that sleeps stretches run-time
+///   limits by its sleep), on which run-time limits are measured.
 ///
 /// The root (`/`) and the utmp path can be injected, for tests.
 ///

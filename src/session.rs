@@ -86,13 +86,12 @@ pub enum SessionError {
 /// supplies each fact.
 ///
 /// - **Boot identity.** Not the last boot time: Windows Fast Startup (hybrid shutdown) resumes a
-///   hibernated kernel and does not update it, and a reset clock moves it. Use a value that
-///   changes with every kernel instance: the boot sequence number the kernel increments at each
-///   boot (`BootId` under `HKLM\SYSTEM\CurrentControlSet\Control\Session Manager\Memory
-///   Management\PrefetchParameters`), combined with the kernel's boot time from
-///   `NtQuerySystemInformation(SystemTimeOfDayInformation)`; or a random value the agent's
-///   service writes under a volatile registry key (`REG_OPTION_VOLATILE`, which vanishes at every
-///   boot, Fast Startup included) when it finds none.
+///   hibernated kernel and does not update it, and a reset clock moves it. Nor anything kept in
+///   kernel memory, such as a volatile registry key: Fast Startup restores that memory. Use a
+///   counter the system increments at every start, Fast Startup included — for example the
+///   `BootId` value under `HKLM\SYSTEM\CurrentControlSet\Control\Session Manager\Memory
+///   Management\PrefetchParameters` — and verify the choice on the Windows versions you ship
+///   to: this crate ships no Windows code and has tested none.
 /// - **Shutdown notices.** A service never receives `WM_QUERYENDSESSION`/`WM_ENDSESSION`: those
 ///   window messages go to interactive programs (the very message seed 001's wrapper waited for
 ///   in vain). A service registers for `SERVICE_CONTROL_PRESHUTDOWN` (with

@@ -119,10 +119,10 @@ impl Default for RetryPolicy {
 
 /// Everything the ledger needs to know about a job to drive it.
 ///
-/// Build one with [`JobSpec::new`] and the `with_*`/builder methods; the defaults are a
-/// mandatory job that runs whether or not a user is logged on, never reboots, maps exit codes by
-/// the Windows Installer conventions, retries up to 3 times, may run for 2 hours, needs no
-/// verification, and allows 3 reboots per attempt.
+/// Build one with [`JobSpec::new`] and the builder methods; the defaults are a mandatory job
+/// that runs whether or not a user is logged on, never reboots, maps exit codes by the Windows
+/// Installer conventions, makes at most 3 attempts, may run for 2 hours, needs no verification,
+/// and allows 3 reboots per attempt.
 ///
 /// ```
 /// use std::time::Duration;
