@@ -504,7 +504,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         self.state.check(&commit).map_err(crate::StoreError::from)?;
         self.revision = self.store.commit(&commit)?;
         self.state
-            .apply_commit(&commit)
+            .apply_checked(&commit)
             .map_err(crate::StoreError::from)?;
         Ok(())
     }

@@ -138,7 +138,7 @@ impl Store for MemoryStore {
                 return Err(error);
             }
         };
-        live.apply_commit(commit)?;
+        live.apply_checked(commit)?;
         inner.live = Some(live);
         inner.records.extend(encoded);
         Ok(Revision(inner.records.len() as u64))

@@ -203,7 +203,7 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().map_err(sql("committing"))?;
-        self.live.apply_commit(commit)?;
+        self.live.apply_checked(commit)?;
         self.revision = commit.base.0.saturating_add(1);
         Ok(Revision(self.revision))
     }

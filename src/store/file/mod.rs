@@ -328,7 +328,7 @@ impl<D: Disk> Journal<D> {
                 source,
             });
         }
-        self.live.apply_commit(commit)?;
+        self.live.apply_checked(commit)?;
         self.revision = self.revision.saturating_add(1);
         self.frames += 1;
         let bound = self.options.compact_after.saturating_add(
