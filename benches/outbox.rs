@@ -31,6 +31,7 @@ fn session() -> SessionFacts {
         notices: NoticeDelivery::NotDelivered,
         now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
         since_boot: Duration::from_secs(60),
+        programs: Default::default(),
     }
 }
 

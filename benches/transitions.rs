@@ -25,8 +25,10 @@ fn pure_transition(c: &mut Criterion) {
             started_at: at,
             started_since_boot: std::time::Duration::from_secs(60),
         },
+        launch: jobstate::Launch::Recorded(jobstate::ProgramId::new(4242, 1)),
         shutdown_notice_at: None,
-        terminate_requested_at: None,
+        terminate: None,
+        provisional: None,
     };
     let exited = Event {
         at,
@@ -56,6 +58,7 @@ fn ledger_commit(c: &mut Criterion) {
         notices: NoticeDelivery::NotDelivered,
         now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
         since_boot: std::time::Duration::from_secs(60),
+        programs: Default::default(),
     };
     let setup = || {
         let (mut ledger, _) =

@@ -8,9 +8,10 @@
 //! forever. (A service pack, which exits with a code instead of restarting, behaved.)
 //!
 //! Here the only record is the ledger: `Running` (with the boot it started in) is committed
-//! *before* the program launches, and after the restart the agent compares boot identities. A
-//! different boot for a job declared `RestartsMachine` is the program's expected end, so the job
-//! is `Completed` and its status message is produced in the same commit. Nobody has to be logged
+//! *before* the program launches, the launch itself is committed right after it, and after the
+//! restart the agent compares boot identities. A different boot after the recorded launch of a
+//! job declared `RestartsMachine` is the program's expected end, so the job is `Completed` and
+//! its status message is produced in the same commit. Nobody has to be logged
 //! on, no notice has to arrive, and the clock may even run backwards.
 //!
 //! Run with `cargo run --example background_upgrade`.
@@ -18,8 +19,8 @@
 use chrono::TimeDelta;
 use jobstate::{
     Advertisement, BootId, ExecutionContext, FileStore, JobId, JobSpec, JobState, JsonLinesSink,
-    Ledger, NextJob, NoticeDelivery, RebootBehaviour, RunCondition, SessionFacts, StatusKey,
-    StatusMessage, StatusSink, UserPresence,
+    Ledger, LivePrograms, NextJob, NoticeDelivery, ProgramId, RebootBehaviour, RunCondition,
+    SessionFacts, StatusKey, StatusMessage, StatusSink, UserPresence,
 };
 
 type Agent = Ledger<FileStore, SessionFacts>;
@@ -53,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         notices: NoticeDelivery::NotDelivered,
         now: "1997-11-21T02:00:00Z".parse()?,
         since_boot: std::time::Duration::from_secs(95),
+        programs: LivePrograms::Unknown, // whether programs are alive: not asked in this story
     };
     let (mut ledger, recovered) = Ledger::open(FileStore::open(&store_dir)?, session_a.clone())?;
     log!(ledger, "agent started, {} effect(s)", recovered.len());
@@ -60,7 +62,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     log!(ledger, "server advertised the upgrade: {ad:?}");
     ledger.session_mut().now += TimeDelta::minutes(1);
     run_next(&mut ledger, &mut launches)?;
-    log!(ledger, "Running committed, winnt32 launched (#{launches})");
+    log!(
+        ledger,
+        "Running committed, winnt32 launched (#{launches}), launch recorded"
+    );
     // The upgrade restarts the machine. The agent is killed: no exit code, no shutdown notice,
     // no status sent. Dropping the ledger is all that happens to it; nothing is lost, because
     // everything that matters was committed before the launch.
@@ -166,13 +171,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// One turn of an agent's run loop: start the next runnable job, if any. `begin` commits
-/// `Running` (with this boot's identity) and only then may the program start: if the machine
-/// dies a microsecond after the launch, the record already says which boot the attempt ran in.
+/// `Running` (with this boot's identity) and only then may the program start; as soon as it
+/// started, `launched` commits that fact with its identity. If the machine dies a moment later,
+/// the record says which boot the program ran in; if the agent dies before the launch is
+/// recorded, the program never ran as far as the ledger knows, and it is launched again, never
+/// completed by the next reboot.
 fn run_next(ledger: &mut Agent, launches: &mut u32) -> Result<NextJob, jobstate::Error> {
     let next = ledger.next_runnable();
     if let NextJob::Run(job) = &next {
-        let _attempt = ledger.begin(job)?;
-        *launches += 1; // a real agent spawns the program here
+        let attempt = ledger.begin(job)?;
+        *launches += 1; // a real agent spawns the program here...
+        let pid = 400 + *launches; // ...and reads its pid and start time (LinuxSession::program_id)
+        ledger.launched(&attempt, ProgramId::new(pid, 1_000))?;
     }
     Ok(next)
 }

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use jobstate::testkit::simulator::{Chaos, Program, Scenario, check};
+use jobstate::testkit::simulator::{Chaos, Happening, Program, Scenario, check};
 use jobstate::{JobId, JobSpec, RebootBehaviour, StateKind};
 
 /// The tool's policy for OS upgrades: they restart the machine themselves, and a detection
@@ -54,11 +54,12 @@ fn main() {
     println!("policy 2: 3010 reported as success at each of {points} crash points");
 
     // Policy 3: in randomized worlds (crashes, power cuts, lost notices, clock jumps, users
-    // coming and going, a flaky site server), the upgrade never runs twice. A failure prints
-    // its seed: JOBSTATE_SIM_SEED=<seed> replays it.
+    // coming and going, a flaky site server, restarts that do not come), the upgrade never runs
+    // twice. The tool's agent unit sets systemd's `KillMode=process`, so an agent crash leaves
+    // the upgrade running. A failure prints its seed: JOBSTATE_SIM_SEED=<seed> replays it.
     let seeds = check(200, |scenario| {
         let outcome = scenario
-            .chaos(Chaos::all())
+            .chaos(Chaos::all().kill_mode(false))
             .job(upgrade.clone(), Program::restarts_machine())
             .job(installer.clone(), Program::exits(3010))
             .run_until_idle();
@@ -66,4 +67,21 @@ fn main() {
         assert!(outcome.launches(upgrade.id()) <= 1);
     });
     println!("policy 3: the upgrade never ran twice in {seeds} randomized worlds");
+
+    // Policy 4: why the unit says `KillMode=process`. Under systemd's default
+    // (`control-group`), an agent crash kills the upgrade with it: that attempt ends without a
+    // result, the detection check finds nothing, and the upgrade runs again, as it must. It never
+    // runs again after it did its work, and never stays stuck.
+    let killed = Scenario::new(4)
+        .programs_die_with_agent()
+        .job(upgrade.clone(), Program::restarts_machine())
+        .at(Duration::from_secs(5 * 60), Happening::AgentCrash)
+        .run_until_idle();
+    killed.assert_invariants();
+    assert_eq!(killed.launches(upgrade.id()), 2);
+    assert_eq!(killed.state(upgrade.id()), Some(StateKind::Completed));
+    println!(
+        "policy 4: under KillMode=control-group an agent crash ran the upgrade {} times",
+        killed.launches(upgrade.id())
+    );
 }

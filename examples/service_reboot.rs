@@ -18,8 +18,8 @@
 use chrono::TimeDelta;
 use jobstate::{
     Advertisement, BootId, Effect, ExecutionContext, FileStore, JobId, JobSpec, JobState,
-    JsonLinesSink, Ledger, NextJob, NoticeDelivery, RebootBehaviour, SessionFacts, StateKind,
-    StatusKey, StatusMessage, StatusSink, UserPresence,
+    JsonLinesSink, Ledger, LivePrograms, NextJob, NoticeDelivery, ProgramId, RebootBehaviour,
+    SessionFacts, StateKind, StatusKey, StatusMessage, StatusSink, UserPresence,
 };
 
 type Agent = Ledger<FileStore, SessionFacts>;
@@ -52,6 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         notices: NoticeDelivery::NotDelivered,
         now: "1997-03-04T22:00:00Z".parse()?,
         since_boot: std::time::Duration::from_secs(120),
+        programs: LivePrograms::Unknown,
     };
     let (mut ledger, _) = Ledger::open(FileStore::open(&dir)?, session_a.clone())?;
     let ad = ledger.advertise(upgrade.clone())?;
@@ -142,12 +143,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// One turn of the run loop. `begin` commits `Running` with this boot's identity *before* the
-/// program starts, so a restart at any later instant is recognisable from the boot id alone.
+/// program starts, and `launched` commits the launch right after, so a restart at any later
+/// instant is recognisable from the boot id alone, as the end of a program that ran.
 fn run_next(ledger: &mut Agent, launches: &mut u32) -> Result<NextJob, jobstate::Error> {
     let next = ledger.next_runnable();
     if let NextJob::Run(job) = &next {
-        let _attempt = ledger.begin(job)?;
-        *launches += 1; // a real agent spawns the program here
+        let attempt = ledger.begin(job)?;
+        *launches += 1; // a real agent spawns the program here, then records it:
+        ledger.launched(&attempt, ProgramId::new(700 + *launches, 1_000))?;
     }
     Ok(next)
 }

@@ -15,6 +15,23 @@ pub struct AttemptId {
     pub attempt: AttemptRef,
 }
 
+impl AttemptId {
+    /// The value of [`ATTEMPT_ENV`](crate::ATTEMPT_ENV) for this attempt's program: the job id,
+    /// the run and the attempt number, unambiguous whatever the job id holds.
+    ///
+    /// ```
+    /// use jobstate::{AttemptId, AttemptRef, JobId};
+    /// let attempt = AttemptId {
+    ///     job: JobId::new("os upgrade").unwrap(),
+    ///     attempt: AttemptRef { run: 2, number: 1 },
+    /// };
+    /// assert_eq!(attempt.env_value(), "2.1:os upgrade");
+    /// ```
+    pub fn env_value(&self) -> String {
+        format!("{}.{}:{}", self.attempt.run, self.attempt.number, self.job)
+    }
+}
+
 impl std::fmt::Display for AttemptId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.job, self.attempt)
@@ -27,7 +44,14 @@ impl std::fmt::Display for StatusKey {
             f,
             "{}/run {}/attempt {}/{}",
             self.job, self.run, self.attempt, self.state
-        )
+        )?;
+        if self.wait > 0 {
+            write!(f, "/wait {}", self.wait)?;
+        }
+        if self.overdue > 0 {
+            write!(f, "/overdue {}", self.overdue)?;
+        }
+        Ok(())
     }
 }
 
@@ -37,13 +61,23 @@ impl std::fmt::Display for StatusKey {
 ///
 /// Status messages are not effects: they are committed to the outbox with the transition and
 /// delivered by [`Ledger::deliver`](crate::Ledger::deliver).
+///
+/// The enum is exhaustive on purpose: an effect an agent does not carry out is a lost launch,
+/// restart or check, so a new kind of effect is a breaking change that makes the compiler point
+/// at every agent's `match`. Match every variant; do not add a `_ =>` arm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
 pub enum Effect {
-    /// Start the program of this attempt now. `Running` is already committed.
+    /// Start the program of this attempt now, then record its launch
+    /// ([`Ledger::launched`](crate::Ledger::launched)). `Running` is already committed.
+    /// [`Ledger::begin`] hands out the attempt directly; [`Ledger::open`] returns this effect
+    /// for an attempt whose launch was never recorded and whose program is known not to run
+    /// (it is launched again as the same attempt).
+    ///
+    /// [`Ledger::begin`]: crate::Ledger::begin
+    /// [`Ledger::open`]: crate::Ledger::open
     Launch(AttemptId),
-    /// Stop the program of this attempt (it exceeded its maximum run time). Do this before any
-    /// later attempt of the job is started.
+    /// Stop the program of this attempt (it exceeded its maximum run time, or its job was
+    /// abandoned). Do this before any later attempt of the job is started.
     Terminate(AttemptId),
     /// Restart the machine (when the agent's policy allows). `AwaitingReboot` is already committed.
     ScheduleRestart {
@@ -68,11 +102,19 @@ pub struct StatusKey {
     pub attempt: u32,
     /// The state reported.
     pub state: StateKind,
+    /// For a message about a wait for a reboot (`AwaitingReboot`): which wait of the attempt
+    /// (1-based; an upgrade that restarts several times waits several times). 0 otherwise.
+    pub wait: u32,
+    /// 0 for the message of a state itself; `n` for the `n`-th report that something this
+    /// state waits for is overdue: a restart that did not come by its deadline
+    /// (`AwaitingReboot`), a program still alive after its termination's grace period
+    /// (`Running`). Such reports are not terminal.
+    pub overdue: u32,
 }
 
-/// A status message for the site server: produced by every terminal transition and every entry
-/// into `AwaitingReboot`, committed in the same commit as the transition, and delivered at least
-/// once from the outbox.
+/// A status message for the site server: produced by every terminal transition, every wait for a
+/// reboot, every overdue restart and every program that outlives its termination, committed in
+/// the same commit as the transition, and delivered at least once from the outbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusMessage {
     /// Job, run, attempt and state: unique per message.

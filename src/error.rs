@@ -2,10 +2,12 @@
 
 use std::fmt;
 
-use crate::{JobId, SessionError, StoreError, Timestamp, TransitionError};
+use crate::{JobId, RebootKind, SessionError, StoreError, Timestamp, TransitionError};
 
-/// Why a queued job cannot start now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an unfinished job waits for: why a queued job cannot start now
+/// ([`Ledger::next_runnable`](crate::Ledger::next_runnable)), or what a running job or a job
+/// awaiting a reboot needs next ([`Ledger::waits`](crate::Ledger::waits)).
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WaitReason {
     /// The job runs only with a user logged on, and nobody is.
@@ -23,6 +25,48 @@ pub enum WaitReason {
         /// Not before this time.
         until: Timestamp,
     },
+    /// Restarts are exclusive: `job` runs and one of the two may restart the machine.
+    Exclusive {
+        /// The running job.
+        job: JobId,
+    },
+    /// `job` waits for a restart: nothing starts until it came.
+    RestartPending {
+        /// The job whose restart is owed.
+        job: JobId,
+    },
+    /// The job's program runs, under its run-time limit.
+    ProgramRunning,
+    /// `Running` is committed but the launch was never recorded, and whether a process of the
+    /// attempt is alive is unknown: record the launch, or its failure, or the program's end.
+    LaunchUnconfirmed,
+    /// A program that restarts the machine exited with a failing code: a reboot within the
+    /// grace window is its expected end; when the window closes, the failure stands.
+    FailureProvisional {
+        /// The exit code.
+        code: i32,
+    },
+    /// The program passed its maximum run time and is to be terminated.
+    Terminating,
+    /// The program is still alive after its termination's grace period; it was reported. The
+    /// job waits until it is gone; an operator may abandon it.
+    Unresponsive,
+    /// A restart is owed (soft: the agent restarts the machine; hard: it is under way).
+    Restart {
+        /// The kind asked for.
+        kind: RebootKind,
+        /// How many times it was reported overdue.
+        overdue: u32,
+    },
+    /// The job's restart is held while `job` runs: a restart is never licensed under another
+    /// job's program.
+    RestartHeld {
+        /// The running job.
+        job: JobId,
+    },
+    /// After the reboot, the job's detection check is awaited: run it and pass the result to
+    /// [`Ledger::verification`](crate::Ledger::verification).
+    Verification,
 }
 
 impl fmt::Display for WaitReason {
@@ -40,6 +84,47 @@ impl fmt::Display for WaitReason {
             ),
             WaitReason::BackingOff { until } => {
                 write!(f, "it is backing off after a failed attempt until {until}")
+            }
+            WaitReason::Exclusive { job } => write!(
+                f,
+                "job {job} runs, and a job that may restart the machine runs alone"
+            ),
+            WaitReason::RestartPending { job } => {
+                write!(f, "job {job} waits for a restart, and nothing starts before it")
+            }
+            WaitReason::ProgramRunning => f.write_str("its program runs"),
+            WaitReason::LaunchUnconfirmed => f.write_str(
+                "its launch was never recorded and whether its program runs is unknown",
+            ),
+            WaitReason::FailureProvisional { code } => write!(
+                f,
+                "its program exited with {code} and may be restarting the machine: the failure stands if no reboot comes within the grace window"
+            ),
+            WaitReason::Terminating => {
+                f.write_str("its program passed its maximum run time and is being terminated")
+            }
+            WaitReason::Unresponsive => f.write_str(
+                "its program is still alive after its termination (reported); an operator may abandon the job",
+            ),
+            WaitReason::Restart {
+                kind: RebootKind::Soft,
+                overdue,
+            } => write!(
+                f,
+                "it waits for the restart the agent must perform (reported overdue {overdue} times)"
+            ),
+            WaitReason::Restart {
+                kind: RebootKind::Hard,
+                overdue,
+            } => write!(
+                f,
+                "it waits for a restart under way (reported overdue {overdue} times)"
+            ),
+            WaitReason::RestartHeld { job } => {
+                write!(f, "its restart is held until job {job} ends")
+            }
+            WaitReason::Verification => {
+                f.write_str("its detection check after the reboot is awaited")
             }
         }
     }

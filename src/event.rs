@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BootId, RebootKind, Timestamp};
+use crate::{BootId, JobId, ProgramId, ProgramStatus, RebootKind, Timestamp};
 
 /// Names one attempt of a job: run `run`, attempt `number`. Attempt-scoped events carry it so
 /// that a stale or replayed event (from an older attempt) is refused instead of applied.
@@ -40,14 +40,49 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// What a detection check said about an attempt's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CheckResult {
+    /// The result is there.
+    Installed,
+    /// The result is not there.
+    NotInstalled,
+    /// Not yet: another restart is needed to finish (an upgrade that restarts several times).
+    NotYet,
+}
+
+impl From<bool> for CheckResult {
+    /// `true` is [`CheckResult::Installed`], `false` [`CheckResult::NotInstalled`].
+    fn from(installed: bool) -> Self {
+        if installed {
+            CheckResult::Installed
+        } else {
+            CheckResult::NotInstalled
+        }
+    }
+}
+
 /// What happened, with the data of each kind of event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum EventKind {
     /// The job was advertised again. (A new job's first advertisement creates it `Queued`.)
     Advertised,
-    /// The caller is about to start the program of the queued attempt.
+    /// The caller is about to start the program of the queued attempt: `Running` is the intent
+    /// to launch.
     AttemptStarted,
+    /// The program of `attempt` was started, as `program`: the fact that it runs.
+    Launched {
+        /// The attempt whose program started.
+        attempt: AttemptRef,
+        /// The program's identity.
+        program: ProgramId,
+    },
+    /// The program of `attempt` could not be started.
+    LaunchFailed {
+        /// The attempt.
+        attempt: AttemptRef,
+    },
     /// The program of `attempt` exited with `code`.
     ProgramExited {
         /// The attempt whose program exited.
@@ -55,10 +90,24 @@ pub enum EventKind {
         /// Its exit code.
         code: i32,
     },
+    /// The program of `attempt` is gone without an exit status (the agent that started it died,
+    /// or it was killed).
+    ProgramLost {
+        /// The attempt.
+        attempt: AttemptRef,
+    },
     /// A shutdown notice was observed. A hint only: it may never arrive, and nothing depends on it.
     ShutdownNoticed,
     /// The agent started in `Event::boot`: recovery reconciles the job against that boot.
-    AgentStarted,
+    AgentStarted {
+        /// Whether the job's program is alive, for a job running in this same boot (the
+        /// session's answer; `Unknown` for other jobs).
+        program: ProgramStatus,
+        /// If the machine restarted since, the job whose restart it was (another job's requested
+        /// restart, or a program declared to restart the machine): a reboot that ends this job's
+        /// attempt is attributed to it.
+        restart_of: Option<JobId>,
+    },
     /// A restart is about to happen on behalf of `attempt`: `AwaitingReboot` must be committed
     /// before it does.
     RebootExpected {
@@ -67,19 +116,26 @@ pub enum EventKind {
         /// Soft (the agent will restart) or hard (a restart is already under way).
         kind: RebootKind,
     },
-    /// The verification (detection check) after a reboot returned `installed`.
+    /// The verification (detection check) of `attempt` said `result`.
     Verified {
         /// The attempt being verified.
         attempt: AttemptRef,
-        /// Whether the result is there.
-        installed: bool,
+        /// What the check said.
+        result: CheckResult,
     },
-    /// Time passed: the maximum run time is checked (on the boot's monotonic clock).
-    Tick,
+    /// Time passed: run-time limits, grace windows and restart deadlines are checked (on the
+    /// boot's monotonic clock).
+    Tick {
+        /// Whether the job's program is alive (the session's answer; `Unknown` for jobs that
+        /// are not running).
+        program: ProgramStatus,
+    },
     /// A cancel request.
     CancelRequested,
     /// A request to run the job again (a new run).
     RerunRequested,
+    /// An operator's request to end a job that is not completed: it fails, as abandoned.
+    AbandonRequested,
 }
 
 /// The name of an [`EventKind`], without its data.
@@ -90,8 +146,14 @@ pub enum EventName {
     Advertised,
     /// [`EventKind::AttemptStarted`].
     AttemptStarted,
+    /// [`EventKind::Launched`].
+    Launched,
+    /// [`EventKind::LaunchFailed`].
+    LaunchFailed,
     /// [`EventKind::ProgramExited`].
     ProgramExited,
+    /// [`EventKind::ProgramLost`].
+    ProgramLost,
     /// [`EventKind::ShutdownNoticed`].
     ShutdownNoticed,
     /// [`EventKind::AgentStarted`].
@@ -106,6 +168,8 @@ pub enum EventName {
     CancelRequested,
     /// [`EventKind::RerunRequested`].
     RerunRequested,
+    /// [`EventKind::AbandonRequested`].
+    AbandonRequested,
 }
 
 impl fmt::Display for EventName {
@@ -121,24 +185,46 @@ impl EventKind {
         match self {
             EventKind::Advertised => EventName::Advertised,
             EventKind::AttemptStarted => EventName::AttemptStarted,
+            EventKind::Launched { .. } => EventName::Launched,
+            EventKind::LaunchFailed { .. } => EventName::LaunchFailed,
             EventKind::ProgramExited { .. } => EventName::ProgramExited,
+            EventKind::ProgramLost { .. } => EventName::ProgramLost,
             EventKind::ShutdownNoticed => EventName::ShutdownNoticed,
-            EventKind::AgentStarted => EventName::AgentStarted,
+            EventKind::AgentStarted { .. } => EventName::AgentStarted,
             EventKind::RebootExpected { .. } => EventName::RebootExpected,
             EventKind::Verified { .. } => EventName::Verified,
-            EventKind::Tick => EventName::Tick,
+            EventKind::Tick { .. } => EventName::Tick,
             EventKind::CancelRequested => EventName::CancelRequested,
             EventKind::RerunRequested => EventName::RerunRequested,
+            EventKind::AbandonRequested => EventName::AbandonRequested,
         }
     }
 
     /// The attempt the event names, for attempt-scoped events.
     pub fn attempt(&self) -> Option<AttemptRef> {
         match self {
-            EventKind::ProgramExited { attempt, .. }
+            EventKind::Launched { attempt, .. }
+            | EventKind::LaunchFailed { attempt }
+            | EventKind::ProgramExited { attempt, .. }
+            | EventKind::ProgramLost { attempt }
             | EventKind::RebootExpected { attempt, .. }
             | EventKind::Verified { attempt, .. } => Some(*attempt),
             _ => None,
+        }
+    }
+
+    /// An agent start with nothing known of programs or of the reboot's owner.
+    pub const fn agent_started() -> Self {
+        EventKind::AgentStarted {
+            program: ProgramStatus::Unknown,
+            restart_of: None,
+        }
+    }
+
+    /// A tick with nothing known of programs.
+    pub const fn tick() -> Self {
+        EventKind::Tick {
+            program: ProgramStatus::Unknown,
         }
     }
 }

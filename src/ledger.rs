@@ -1,10 +1,18 @@
 //! The ledger an agent drives: jobs in a store, transitions committed before their effects.
 
+use std::collections::BTreeSet;
+use std::time::Duration;
+
 use crate::{
-    AttemptId, BootId, Change, Commit, Delivery, DeliveryPolicy, Effect, Error, Event, EventKind,
-    HistoryEntry, JobId, JobRecord, JobSpec, JobState, RebootKind, Replay, Revision,
+    AttemptId, AttemptRef, BootId, Change, CheckResult, Commit, Delivery, DeliveryPolicy, Effect,
+    Error, Event, EventKind, HistoryEntry, JobId, JobRecord, JobSpec, JobState, ProgramId,
+    ProgramStatus, RebootAttribution, RebootBehaviour, RebootKind, Replay, Revision,
     SessionContext, StateKind, StatusMessage, StatusSink, Store, Timestamp, WaitReason, transition,
 };
+
+/// How often the liveness of a program that an earlier agent process started is polled: the
+/// agent is not its parent, so nothing tells it of the program's end.
+const ORPHAN_POLL: Duration = Duration::from_secs(10);
 
 /// What advertising a job did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +36,8 @@ pub enum Advertisement {
 pub enum NextJob {
     /// This job may start now: call [`Ledger::begin`].
     Run(JobId),
-    /// Queued jobs exist, but none may start now; the first one waits for this reason.
+    /// Queued jobs exist, but none may start now; the first one waits for this reason
+    /// ([`Ledger::waits`] names what every job waits for).
     Wait {
         /// The first queued job.
         job: JobId,
@@ -37,6 +46,21 @@ pub enum NextJob {
     },
     /// No job is queued.
     Idle,
+}
+
+/// What one unfinished job waits for, from [`Ledger::waits`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobWait {
+    /// The job.
+    pub job: JobId,
+    /// What it waits for.
+    pub reason: WaitReason,
+    /// When the ledger next needs to be called for it ([`Ledger::tick`], or
+    /// [`Ledger::next_runnable`] for a back-off), from the session's clocks now; `None` when
+    /// only something outside the ledger ends the wait (a user logging on, a program's exit, a
+    /// check's answer, an operator).
+    pub wake_after: Option<Duration>,
 }
 
 /// The job ledger: the one place an agent records and decides what its jobs do.
@@ -53,15 +77,23 @@ pub enum NextJob {
 /// - **Inputs from the server:** [`advertise`](Ledger::advertise),
 ///   [`rerun`](Ledger::rerun), [`cancel`](Ledger::cancel).
 /// - **The run loop:** [`next_runnable`](Ledger::next_runnable), then
-///   [`begin`](Ledger::begin) (launch the program only after it returns), then the program's
-///   [`program_exited`](Ledger::program_exited); [`expect_reboot`](Ledger::expect_reboot) before
+///   [`begin`](Ledger::begin) (launch the program only after it returns), then
+///   [`launched`](Ledger::launched) with the program's identity as soon as it started (or
+///   [`launch_failed`](Ledger::launch_failed)), then the program's
+///   [`program_exited`](Ledger::program_exited) (or [`program_lost`](Ledger::program_lost)
+///   when it is gone without an exit status); [`expect_reboot`](Ledger::expect_reboot) before
 ///   any restart the agent starts itself; [`verification`](Ledger::verification) with the result
-///   of each [`Effect::Verify`]; [`tick`](Ledger::tick) now and then (run-time limits).
+///   of each [`Effect::Verify`]; [`tick`](Ledger::tick) whenever
+///   [`next_wakeup`](Ledger::next_wakeup) says (run-time limits, programs that vanished, grace
+///   windows, restart deadlines).
+/// - **Operators:** [`abandon`](Ledger::abandon) ends a job that is stuck.
+/// - **Effects** from any call may belong to another job: a restart held while another job ran
+///   is licensed by the call that ended that job. Carry out every effect every call returns.
 /// - **Status:** [`deliver`](Ledger::deliver) on every turn of the loop: pending status messages
 ///   go to the sink, with back-off after a failure.
 /// - **Hints:** [`shutdown_notice`](Ledger::shutdown_notice) when one arrives; nothing depends on it.
 /// - **Getters:** [`job`](Ledger::job), [`jobs`](Ledger::jobs), [`history`](Ledger::history),
-///   [`outbox`](Ledger::outbox),
+///   [`outbox`](Ledger::outbox), [`waits`](Ledger::waits), [`next_wakeup`](Ledger::next_wakeup),
 ///   [`boot`](Ledger::boot), [`revision`](Ledger::revision), [`session`](Ledger::session).
 ///
 /// ```
@@ -75,6 +107,7 @@ pub enum NextJob {
 ///     notices: NoticeDelivery::NotDelivered,
 ///     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
 ///     since_boot: std::time::Duration::from_secs(60),
+///     programs: LivePrograms::Unknown,
 /// };
 /// let (mut ledger, _recovered) = Ledger::open(MemoryStore::new(), session)?;
 /// let spec = JobSpec::new(JobId::new("patch-kb123")?);
@@ -82,6 +115,7 @@ pub enum NextJob {
 ///
 /// let NextJob::Run(job) = ledger.next_runnable() else { panic!("nothing to run") };
 /// let attempt = ledger.begin(&job)?;          // Running is durable: launch the program now
+/// ledger.launched(&attempt, ProgramId::new(4242, 1_000))?; // it runs: a recorded fact
 /// let effects = ledger.program_exited(&attempt, 0)?;
 /// assert!(effects.is_empty());                 // nothing left to do...
 /// assert_eq!(ledger.outbox().count(), 1);     // ...but a status message to deliver
@@ -101,6 +135,12 @@ pub struct Ledger<S: Store, C: SessionContext> {
     /// after a restart, pending messages are offered at once.
     delivery_failures: u32,
     delivery_not_before: Option<Timestamp>,
+    /// Restarts owed while another job runs (DESIGN.md: "Restarts are exclusive"): licensed by
+    /// the call that leaves no job running. In memory only: recovery derives them again.
+    held_restarts: Vec<(JobId, RebootKind)>,
+    /// Jobs whose programs an earlier agent process started in this boot: their liveness is
+    /// polled, since nothing tells this process of their end.
+    orphans: BTreeSet<JobId>,
 }
 
 impl<S: Store, C: SessionContext> Ledger<S, C> {
@@ -108,8 +148,13 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// "Reboot truth comes from boot identity"), committing the result in one batch.
     ///
     /// Returns the ledger and the effects recovery licenses: verifications to run after a
-    /// reboot, restarts and terminations still owed. Status messages of jobs that completed
-    /// across the reboot are in the outbox: [`deliver`](Ledger::deliver) sends them.
+    /// reboot, restarts and terminations still owed, and launches of attempts whose launch was
+    /// never recorded and whose program is known not to run. Status messages of jobs that
+    /// completed across the reboot are in the outbox: [`deliver`](Ledger::deliver) sends them.
+    ///
+    /// For a job running in this same boot, the session says whether its program is alive
+    /// ([`SessionContext::program_status`]): a program that died with the agent ends its attempt
+    /// (a check verifies, or the retry policy applies) instead of leaving the job stuck.
     pub fn open(mut store: S, session: C) -> Result<(Self, Vec<Effect>), Error> {
         let snapshot = store.load()?;
         let boot = session.boot_id()?;
@@ -124,8 +169,28 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             delivery: DeliveryPolicy::default(),
             delivery_failures: 0,
             delivery_not_before: None,
+            held_restarts: Vec::new(),
+            orphans: BTreeSet::new(),
         };
-        let effects = ledger.apply_to_all(EventKind::AgentStarted, |s| !s.is_terminal())?;
+        let restart_of = ledger.restart_owner();
+        let effects = ledger.apply_each(
+            |s| !s.is_terminal(),
+            |ledger, record| EventKind::AgentStarted {
+                program: ledger.program_status(record, true),
+                restart_of: restart_of.clone(),
+            },
+        )?;
+        let boot = ledger.boot.clone();
+        ledger.orphans = ledger
+            .state
+            .jobs()
+            .iter()
+            .filter(|r| {
+                matches!(r.state(), JobState::Running { attempt, launch, .. }
+                    if attempt.boot == boot && launch.happened())
+            })
+            .map(|r| r.id().clone())
+            .collect();
         Ok((ledger, effects))
     }
 
@@ -160,12 +225,13 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// The first queued job (in advertisement order) that may start in the current session, or
     /// why the first queued job must wait.
     pub fn next_runnable(&self) -> NextJob {
+        let busy = self.busy();
         let mut first_wait = None;
         for record in self.state.jobs().iter() {
             if record.state().kind() != StateKind::Queued {
                 continue;
             }
-            match self.readiness(record) {
+            match self.readiness(record, &busy) {
                 Ok(()) => return NextJob::Run(record.id().clone()),
                 Err(reason) => {
                     first_wait.get_or_insert((record.id().clone(), reason));
@@ -179,11 +245,14 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     }
 
     /// Starts the queued attempt of `job`: commits `Running` (with the current boot) and returns
-    /// the attempt. Launch the program only after this returns `Ok`.
+    /// the attempt. Launch the program only after this returns `Ok`, with
+    /// [`ATTEMPT_ENV`](crate::ATTEMPT_ENV) set to [`AttemptId::env_value`] if your session
+    /// looks for it, then record the launch with [`launched`](Ledger::launched).
     pub fn begin(&mut self, job: &JobId) -> Result<AttemptId, Error> {
+        let busy = self.busy();
         let record = self.record(job)?;
         if record.state().kind() == StateKind::Queued {
-            self.readiness(record)
+            self.readiness(record, &busy)
                 .map_err(|reason| Error::NotRunnable {
                     job: job.clone(),
                     reason,
@@ -211,8 +280,48 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         self.apply(&attempt.job, kind)
     }
 
+    /// Records that the program of `attempt` started, as `program` (on Linux,
+    /// [`LinuxSession::program_id`](crate::LinuxSession::program_id) of the child's pid). Call it
+    /// as soon as the program started: until then the launch is not a fact, and a reboot never
+    /// completes the job (DESIGN.md: "A launch is a recorded fact").
+    pub fn launched(
+        &mut self,
+        attempt: &AttemptId,
+        program: ProgramId,
+    ) -> Result<Vec<Effect>, Error> {
+        let kind = EventKind::Launched {
+            attempt: attempt.attempt,
+            program,
+        };
+        self.apply(&attempt.job, kind)
+    }
+
+    /// Records that the program of `attempt` could not be started (a missing executable, a
+    /// refused `exec`): the attempt fails with
+    /// [`FailureReason::LaunchFailed`](crate::FailureReason::LaunchFailed), under the retry
+    /// policy.
+    pub fn launch_failed(&mut self, attempt: &AttemptId) -> Result<Vec<Effect>, Error> {
+        let kind = EventKind::LaunchFailed {
+            attempt: attempt.attempt,
+        };
+        self.apply(&attempt.job, kind)
+    }
+
+    /// Records that the program of `attempt` is gone without an exit status (the agent knows it
+    /// died, or killed it and cannot collect its status). A program that ran ended without a
+    /// result: with a check, verify; without, the retry policy applies
+    /// ([`FailureReason::ProgramLost`](crate::FailureReason::ProgramLost), or `TimedOut` after a
+    /// termination). A launch never recorded is launched again ([`Effect::Launch`]).
+    pub fn program_lost(&mut self, attempt: &AttemptId) -> Result<Vec<Effect>, Error> {
+        let kind = EventKind::ProgramLost {
+            attempt: attempt.attempt,
+        };
+        self.apply(&attempt.job, kind)
+    }
+
     /// Commits `AwaitingReboot` for `attempt` before a restart happens. For a soft restart the
-    /// returned [`Effect::ScheduleRestart`] licenses the agent to restart the machine.
+    /// returned [`Effect::ScheduleRestart`] licenses the agent to restart the machine; a soft
+    /// restart is refused while the attempt's program may still run (record its exit first).
     pub fn expect_reboot(
         &mut self,
         attempt: &AttemptId,
@@ -225,31 +334,44 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         self.apply(&attempt.job, kind)
     }
 
-    /// Records the result of the verification (detection check) of `attempt` after a reboot.
+    /// Records what the verification (detection check) of `attempt` said: `true`/`false`, or a
+    /// [`CheckResult`] (`NotYet`: another restart is needed, and the job waits for it within
+    /// its reboot bound).
     pub fn verification(
         &mut self,
         attempt: &AttemptId,
-        installed: bool,
+        result: impl Into<CheckResult>,
     ) -> Result<Vec<Effect>, Error> {
         let kind = EventKind::Verified {
             attempt: attempt.attempt,
-            installed,
+            result: result.into(),
         };
         self.apply(&attempt.job, kind)
     }
 
     /// Records a shutdown notice (a hint: nothing depends on it) on every running job.
     pub fn shutdown_notice(&mut self) -> Result<Vec<Effect>, Error> {
-        self.apply_to_all(EventKind::ShutdownNoticed, |s| {
-            s.kind() == StateKind::Running
-        })
+        self.apply_each(
+            |s| s.kind() == StateKind::Running,
+            |_, _| EventKind::ShutdownNoticed,
+        )
     }
 
-    /// Checks run-time limits, on the boot's monotonic clock: the program of an attempt past its
-    /// maximum run time must be terminated ([`Effect::Terminate`]); the attempt ends as timed out
-    /// when its exit is recorded with [`program_exited`](Ledger::program_exited).
+    /// Checks the deadlines, on the boot's monotonic clock, and what the session says of running
+    /// programs: the program of an attempt past its maximum run time must be terminated
+    /// ([`Effect::Terminate`]; the attempt ends as timed out when its exit is recorded, or when
+    /// it is gone); a program gone without an exit status ends its attempt; a failing exit of a
+    /// program that restarts the machine stands once its grace window closed; a restart that did
+    /// not come by its deadline is licensed again and reported overdue; a terminated program
+    /// still alive after its grace period is reported. Call it when
+    /// [`next_wakeup`](Ledger::next_wakeup) says.
     pub fn tick(&mut self) -> Result<Vec<Effect>, Error> {
-        self.apply_to_all(EventKind::Tick, |s| s.kind() == StateKind::Running)
+        self.apply_each(
+            |s| matches!(s.kind(), StateKind::Running | StateKind::AwaitingReboot),
+            |ledger, record| EventKind::Tick {
+                program: ledger.program_status(record, false),
+            },
+        )
     }
 
     /// Asks to run `job` again (a new run). Refused for a completed mandatory job.
@@ -260,6 +382,14 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Cancels a queued job: it fails with [`FailureReason::Cancelled`](crate::FailureReason::Cancelled).
     pub fn cancel(&mut self, job: &JobId) -> Result<Vec<Effect>, Error> {
         self.apply(job, EventKind::CancelRequested)
+    }
+
+    /// An operator ends `job`, which is not completed, whatever it waits for: it fails with
+    /// [`FailureReason::Abandoned`](crate::FailureReason::Abandoned) and a status message says
+    /// so. A program that may still run is to be terminated ([`Effect::Terminate`]): do so before
+    /// any rerun. A completed mandatory job refuses it.
+    pub fn abandon(&mut self, job: &JobId) -> Result<Vec<Effect>, Error> {
+        self.apply(job, EventKind::AbandonRequested)
     }
 
     /// Hands pending status messages to `sink`, batch by batch, and commits the acknowledgement
@@ -347,6 +477,33 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         until
     }
 
+    /// What every unfinished job waits for, in advertisement order (DESIGN.md: "Every wait is
+    /// named and bounded or visible"). A queued job that may start now is not listed.
+    pub fn waits(&self) -> Vec<JobWait> {
+        let busy = self.busy();
+        self.state
+            .jobs()
+            .iter()
+            .filter_map(|record| self.wait_of(record, &busy))
+            .collect()
+    }
+
+    /// How long the agent may sleep before it must call the ledger again, from the session's
+    /// clocks now (quinn's `poll_timeout`): the earliest back-off end, run-time limit, grace
+    /// window, restart deadline or delivery retry across all jobs ([`waits`](Ledger::waits)
+    /// says which). `Some(Duration::ZERO)`: call [`tick`](Ledger::tick) now. `None`: nothing is
+    /// timed; wake on your own events (a new advertisement, a program's exit, a user logging
+    /// on). A queued job that may start now is found by
+    /// [`next_runnable`](Ledger::next_runnable), not here.
+    pub fn next_wakeup(&self) -> Option<Duration> {
+        let jobs = self.waits().into_iter().filter_map(|w| w.wake_after);
+        let delivery = self
+            .delivery_not_before
+            .filter(|_| !self.state.outbox().is_empty())
+            .map(|until| wall_until(self.session.now(), until));
+        jobs.chain(delivery).min()
+    }
+
     /// The status messages committed and not yet acknowledged, oldest first.
     pub fn outbox(&self) -> impl Iterator<Item = &StatusMessage> {
         self.state.outbox().iter()
@@ -415,7 +572,27 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             .ok_or_else(|| Error::UnknownJob(job.clone()))
     }
 
-    fn readiness(&self, record: &JobRecord) -> Result<(), WaitReason> {
+    /// Which other jobs stand in the way of a start (DESIGN.md: "Restarts are exclusive").
+    fn busy(&self) -> Busy {
+        let mut busy = Busy::default();
+        for record in self.state.jobs().iter() {
+            match record.state() {
+                JobState::Running { .. } => {
+                    busy.running.get_or_insert_with(|| record.id().clone());
+                    if record.spec().reboot_behaviour() != RebootBehaviour::Never {
+                        busy.may_restart.get_or_insert_with(|| record.id().clone());
+                    }
+                }
+                JobState::AwaitingReboot { .. } => {
+                    busy.restart_owed.get_or_insert_with(|| record.id().clone());
+                }
+                _ => {}
+            }
+        }
+        busy
+    }
+
+    fn readiness(&self, record: &JobRecord, busy: &Busy) -> Result<(), WaitReason> {
         let now = self.session.now();
         if let JobState::Queued {
             check_before_retry: true,
@@ -436,6 +613,20 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 return Err(WaitReason::BackingOff { until: *until });
             }
         }
+        // Nothing starts while a restart is owed or a job that may restart the machine runs;
+        // a job that may restart the machine starts only when no other job runs.
+        if let Some(job) = &busy.restart_owed {
+            return Err(WaitReason::RestartPending { job: job.clone() });
+        }
+        let restarts = record.spec().reboot_behaviour() != RebootBehaviour::Never;
+        let blocker = if restarts {
+            busy.running.as_ref()
+        } else {
+            busy.may_restart.as_ref()
+        };
+        if let Some(job) = blocker {
+            return Err(WaitReason::Exclusive { job: job.clone() });
+        }
         let presence = self.session.user_presence();
         let condition = record.spec().condition();
         if condition.allows(presence) {
@@ -446,6 +637,179 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             (crate::RunCondition::OnlyWithUser, _) => WaitReason::NeedsUser,
             _ => WaitReason::NeedsNoUser,
         })
+    }
+
+    /// What `record` waits for, if it is unfinished and not free to start.
+    fn wait_of(&self, record: &JobRecord, busy: &Busy) -> Option<JobWait> {
+        let since_boot = self.session.since_boot();
+        let left = |since: Duration, limit: Duration| {
+            limit.saturating_sub(since_boot.saturating_sub(since))
+        };
+        let spec = record.spec();
+        let (reason, wake_after) = match record.state() {
+            JobState::Completed { .. } | JobState::Failed { .. } => return None,
+            JobState::Queued { .. } => {
+                let reason = self.readiness(record, busy).err()?;
+                let wake = match &reason {
+                    WaitReason::BackingOff { until } => {
+                        Some(wall_until(self.session.now(), *until))
+                    }
+                    _ => None,
+                };
+                (reason, wake)
+            }
+            JobState::Running {
+                attempt,
+                launch,
+                terminate,
+                provisional,
+                ..
+            } => match (provisional, terminate) {
+                (Some(p), _) => (
+                    WaitReason::FailureProvisional { code: p.code },
+                    Some(left(p.since_boot, spec.failure_grace())),
+                ),
+                (None, Some(t)) if t.unresponsive => (WaitReason::Unresponsive, None),
+                (None, Some(t)) => (
+                    WaitReason::Terminating,
+                    Some(left(t.since_boot, spec.terminate_grace())),
+                ),
+                (None, None) => {
+                    let limit = left(attempt.started_since_boot, spec.run_time_limit());
+                    if !launch.happened() {
+                        (WaitReason::LaunchUnconfirmed, Some(limit))
+                    } else if self.orphans.contains(record.id()) {
+                        (WaitReason::ProgramRunning, Some(limit.min(ORPHAN_POLL)))
+                    } else {
+                        (WaitReason::ProgramRunning, Some(limit))
+                    }
+                }
+            },
+            JobState::AwaitingReboot {
+                verifying_in: Some(_),
+                ..
+            } => (WaitReason::Verification, None),
+            JobState::AwaitingReboot {
+                cause,
+                since_boot: since,
+                overdue,
+                ..
+            } => {
+                let kind = match cause {
+                    RebootAttribution::RequestedByJob(kind) => *kind,
+                    _ => RebootKind::Hard,
+                };
+                let held = self.held_restarts.iter().any(|(j, _)| j == record.id());
+                let reason = match &busy.running {
+                    Some(job) if held => WaitReason::RestartHeld { job: job.clone() },
+                    _ => WaitReason::Restart {
+                        kind,
+                        overdue: *overdue,
+                    },
+                };
+                let factor = 2u32.saturating_pow(overdue.saturating_add(1).min(31)) - 1;
+                let due = spec.restart_deadline().saturating_mul(factor);
+                (reason, Some(left(*since, due)))
+            }
+        };
+        Some(JobWait {
+            job: record.id().clone(),
+            reason,
+            wake_after,
+        })
+    }
+
+    /// The job whose restart the machine went through since the last agent start, if any: a
+    /// restart it asked for, or its program's (for a reboot that ends another job's attempt).
+    fn restart_owner(&self) -> Option<JobId> {
+        self.state.jobs().iter().find_map(|record| {
+            let owner = match record.state() {
+                JobState::AwaitingReboot {
+                    requested_in,
+                    verifying_in: None,
+                    ..
+                } => *requested_in != self.boot,
+                JobState::Running {
+                    attempt,
+                    launch,
+                    provisional,
+                    ..
+                } => {
+                    attempt.boot != self.boot
+                        && record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine
+                        && (launch.happened() || provisional.is_some())
+                }
+                _ => false,
+            };
+            owner.then(|| record.id().clone())
+        })
+    }
+
+    /// What the session says of `record`'s program, if it runs in this boot. Only an agent
+    /// start asks about a launch that was never recorded (a tick may race a spawn under way).
+    fn program_status(&self, record: &JobRecord, at_open: bool) -> ProgramStatus {
+        match record.state() {
+            JobState::Running {
+                attempt, launch, ..
+            } if attempt.boot == self.boot && (at_open || launch.happened()) => {
+                let id = AttemptId {
+                    job: record.id().clone(),
+                    attempt: AttemptRef {
+                        run: attempt.run,
+                        number: attempt.number,
+                    },
+                };
+                self.session.program_status(&id, launch.program())
+            }
+            _ => ProgramStatus::Unknown,
+        }
+    }
+
+    /// Holds every restart licensed while another job runs, and licenses the held ones once no
+    /// job runs (DESIGN.md: "a restart is never licensed while another job runs").
+    fn license(&mut self, effects: Vec<Effect>) -> Vec<Effect> {
+        let running = |ledger: &Self, except: &JobId| {
+            ledger
+                .state
+                .jobs()
+                .iter()
+                .any(|r| r.id() != except && r.state().kind() == StateKind::Running)
+        };
+        let mut licensed = Vec::with_capacity(effects.len());
+        for effect in effects {
+            match effect {
+                Effect::ScheduleRestart { job, kind } if running(self, &job) => {
+                    if !self.held_restarts.iter().any(|(j, _)| *j == job) {
+                        self.held_restarts.push((job, kind));
+                    }
+                }
+                other => licensed.push(other),
+            }
+        }
+        if self.held_restarts.is_empty() {
+            return licensed;
+        }
+        for (job, kind) in std::mem::take(&mut self.held_restarts) {
+            let owed = matches!(
+                self.state.jobs().get(&job).map(JobRecord::state),
+                Some(JobState::AwaitingReboot {
+                    verifying_in: None,
+                    ..
+                })
+            );
+            if !owed {
+                continue;
+            }
+            if running(self, &job) {
+                self.held_restarts.push((job, kind));
+            } else if !licensed
+                .iter()
+                .any(|e| matches!(e, Effect::ScheduleRestart { job: j, .. } if *j == job))
+            {
+                licensed.push(Effect::ScheduleRestart { job, kind });
+            }
+        }
+        licensed
     }
 
     /// Applies one event to one job and commits the change, if any.
@@ -463,28 +827,32 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             };
             let reports = step.report.into_iter().collect();
             self.commit(Commit::new(self.revision, vec![change]).with_reports(reports))?;
+            if !matches!(self.record(job)?.state(), JobState::Running { .. }) {
+                self.orphans.remove(job);
+            }
         }
-        Ok(step.effects)
+        Ok(self.license(step.effects))
     }
 
-    /// Applies one event to every job whose state matches, committing all changes in one batch.
-    fn apply_to_all(
+    /// Applies an event (made for each job by `kind`) to every job whose state matches,
+    /// committing all changes in one batch.
+    fn apply_each(
         &mut self,
-        kind: EventKind,
         applies: impl Fn(&JobState) -> bool,
+        kind: impl Fn(&Self, &JobRecord) -> EventKind,
     ) -> Result<Vec<Effect>, Error> {
-        let event = self.event(kind);
         let mut changes = Vec::new();
         let mut reports = Vec::new();
         let mut effects = Vec::new();
         for record in self.state.jobs().iter().filter(|r| applies(r.state())) {
+            let event = self.event(kind(self, record));
             let step = transition(record.spec(), record.state(), &event)?;
             if let Some(state) = step.state {
                 changes.push(Change {
                     job: record.id().clone(),
                     seq: record.seq() + 1,
                     spec: None,
-                    event: event.clone(),
+                    event,
                     state,
                 });
             }
@@ -492,9 +860,17 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             effects.extend(step.effects);
         }
         if !changes.is_empty() {
+            let ended: Vec<JobId> = changes
+                .iter()
+                .filter(|c| !matches!(c.state, JobState::Running { .. }))
+                .map(|c| c.job.clone())
+                .collect();
             self.commit(Commit::new(self.revision, changes).with_reports(reports))?;
+            for job in &ended {
+                self.orphans.remove(job);
+            }
         }
-        Ok(effects)
+        Ok(self.license(effects))
     }
 
     /// Commits to the store, then to the ledger's own jobs and outbox: they never hold what the
@@ -508,4 +884,20 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             .map_err(crate::StoreError::from)?;
         Ok(())
     }
+}
+
+/// The jobs that stand in the way of a start, found once per query.
+#[derive(Default)]
+struct Busy {
+    /// A running job.
+    running: Option<JobId>,
+    /// A running job that may restart the machine.
+    may_restart: Option<JobId>,
+    /// A job waiting for a restart.
+    restart_owed: Option<JobId>,
+}
+
+/// The wall-clock time from `now` until `until` (zero if it passed).
+fn wall_until(now: Timestamp, until: Timestamp) -> Duration {
+    (until - now).to_std().unwrap_or(Duration::ZERO)
 }

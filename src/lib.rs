@@ -36,6 +36,7 @@
 //!     notices: NoticeDelivery::NotDelivered,
 //!     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
 //!     since_boot: std::time::Duration::from_secs(60),
+//!     programs: LivePrograms::Unknown,
 //! };
 //! let upgrade = JobSpec::new(JobId::new("os-upgrade")?)
 //!     .reboot(RebootBehaviour::RestartsMachine);
@@ -44,7 +45,8 @@
 //! let (mut ledger, _) = Ledger::open(store.clone(), session.clone())?;
 //! ledger.advertise(upgrade.clone())?;
 //! if let NextJob::Run(job) = ledger.next_runnable() {
-//!     let _attempt = ledger.begin(&job)?; // Running is durable; now launch the program.
+//!     let attempt = ledger.begin(&job)?; // Running is durable; now launch the program,
+//!     ledger.launched(&attempt, ProgramId::new(4242, 1))?; // and record that it runs.
 //! }
 //! drop(ledger); // the program restarts the machine: no exit code, no notice.
 //!
@@ -104,6 +106,7 @@ mod ledger;
 #[cfg(target_os = "linux")]
 mod linux_session;
 mod outbox;
+mod program;
 mod record;
 mod session;
 mod spec;
@@ -116,20 +119,25 @@ mod transition;
 
 pub use effect::{AttemptId, Effect, StatusKey, StatusMessage};
 pub use error::{Error, WaitReason};
-pub use event::{AttemptRef, Event, EventKind, EventName};
+pub use event::{AttemptRef, CheckResult, Event, EventKind, EventName};
 pub use exit_code::{ExitCodePolicy, ExitOutcome};
 pub use id::{BootId, IdError, JobId};
 pub use json_lines_sink::JsonLinesSink;
-pub use ledger::{Advertisement, Ledger, NextJob};
+pub use ledger::{Advertisement, JobWait, Ledger, NextJob};
 #[cfg(target_os = "linux")]
 pub use linux_session::LinuxSession;
 pub use outbox::{Delivery, DeliveryPolicy, Outbox, StatusSink};
+pub use program::{ProgramId, ProgramStatus};
 pub use record::{Change, HistoryEntry, JobRecord, JobTable, Record, ReplayError};
 pub use session::{
-    ExecutionContext, NoticeDelivery, SessionContext, SessionError, SessionFacts, UserPresence,
+    ATTEMPT_ENV, ExecutionContext, LivePrograms, NoticeDelivery, SessionContext, SessionError,
+    SessionFacts, UserPresence,
 };
 pub use spec::{JobSpec, RebootBehaviour, RetryPolicy, RunCondition};
-pub use state::{Attempt, FailureReason, JobState, RebootAttribution, RebootKind, StateKind};
+pub use state::{
+    Attempt, FailureReason, JobState, Launch, ProvisionalFailure, RebootAttribution, RebootKind,
+    StateKind, Termination,
+};
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{

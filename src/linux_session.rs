@@ -6,8 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{
-    BootId, ExecutionContext, NoticeDelivery, SessionContext, SessionError, Timestamp, UserPresence,
+    ATTEMPT_ENV, AttemptId, BootId, ExecutionContext, NoticeDelivery, ProgramId, ProgramStatus,
+    SessionContext, SessionError, Timestamp, UserPresence,
 };
+
+/// The most of `/proc/<pid>/stat` read: the line is a few hundred bytes.
+const STAT_MAX: u64 = 4096;
+/// The most of `/proc/<pid>/environ` read when looking for an attempt's marker.
+const ENVIRON_MAX: u64 = 1 << 20;
 
 /// The size of one utmp record on Linux (glibc, all 64-bit and 32-bit ABIs with 64-bit time).
 const UTMP_RECORD: usize = 384;
@@ -28,6 +34,14 @@ const MAX_UT_TYPE: i16 = 9;
 ///   (its SIGTERM handler, which calls [`Ledger::shutdown_notice`](crate::Ledger::shutdown_notice))
 ///   and says so with [`LinuxSession::notices_wired`]. The crate never claims to hear what it
 ///   cannot.
+/// - **Programs:** a recorded program is alive while `/proc/<pid>/stat` exists with the start
+///   time recorded at launch ([`LinuxSession::program_id`]); a reused pid is not it, and a zombie
+///   (exited, not yet reaped) is alive until reaped. For a launch that was never recorded, any
+///   process whose `/proc/<pid>/environ` holds [`ATTEMPT_ENV`](crate::ATTEMPT_ENV)`=<value>`
+///   ([`AttemptId::env_value`]) is the attempt's: set it on the child you spawn. `environ` is
+///   the environment a process was started with; a program that starts its work under a
+///   cleared environment hides it, and processes the agent may not read (another user's, without
+///   root) are not looked at.
 /// - **Time:** the wall clock, and time since boot (`/proc/uptime` at construction, then
 ///   `Instant`, which does not count time suspended: a machine that sleeps stretches run-time
 ///   limits by its sleep), on which run-time limits are measured.
@@ -92,6 +106,64 @@ impl LinuxSession {
         self.notices.store(wired, Ordering::Relaxed);
     }
 
+    /// The identity of the process `pid`: its pid and its start time (field 22 of
+    /// `/proc/<pid>/stat`, clock ticks since boot), for [`Ledger::launched`](crate::Ledger::launched).
+    /// Read it right after spawning the program (a child that was not yet reaped keeps it).
+    pub fn program_id(&self, pid: u32) -> Result<ProgramId, SessionError> {
+        let path = self.root.join(format!("proc/{pid}/stat"));
+        let error = |detail: String| SessionError::Program {
+            source_name: path.display().to_string(),
+            detail,
+        };
+        let stat = read_bounded(&path, STAT_MAX).map_err(|e| error(e.to_string()))?;
+        let start = start_time(&stat).ok_or_else(|| {
+            error("no start time in field 22: not a /proc/<pid>/stat line".to_string())
+        })?;
+        Ok(ProgramId::new(pid, start))
+    }
+
+    /// Whether the recorded `program` is alive: its stat exists with the same start time.
+    fn recorded_status(&self, program: &ProgramId) -> ProgramStatus {
+        let path = self.root.join(format!("proc/{}/stat", program.pid()));
+        match read_bounded(&path, STAT_MAX) {
+            Ok(stat) => match start_time(&stat) {
+                Some(start) if start == program.start() => ProgramStatus::Alive,
+                Some(_) => ProgramStatus::Gone, // the pid was reused
+                None => ProgramStatus::Unknown,
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ProgramStatus::Gone,
+            Err(_) => ProgramStatus::Unknown,
+        }
+    }
+
+    /// Whether any process carries the attempt's marker in its environment.
+    fn marked_status(&self, attempt: &AttemptId) -> ProgramStatus {
+        let marker = format!("{ATTEMPT_ENV}={}", attempt.env_value()).into_bytes();
+        let Ok(entries) = std::fs::read_dir(self.root.join("proc")) else {
+            return ProgramStatus::Unknown;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let is_pid = name
+                .to_str()
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if !is_pid {
+                continue;
+            }
+            // Processes vanish, and others' may be unreadable: neither is the attempt's.
+            let Ok(environ) = read_bounded(&entry.path().join("environ"), ENVIRON_MAX) else {
+                continue;
+            };
+            if environ
+                .split(|&b| b == 0)
+                .any(|var| var == marker.as_slice())
+            {
+                return ProgramStatus::Alive;
+            }
+        }
+        ProgramStatus::Gone
+    }
+
     /// The users logged on now, from utmp's `USER_PROCESS` records.
     pub fn logged_on_users(&self) -> Result<Vec<String>, SessionError> {
         let bytes = std::fs::read(&self.utmp).map_err(|e| SessionError::Users {
@@ -131,6 +203,25 @@ fn parse_utmp(bytes: &[u8]) -> Result<Vec<String>, String> {
         }
     }
     Ok(users)
+}
+
+/// Reads at most `max` bytes of `path` (files under /proc report no size).
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Field 22 (`starttime`) of a `/proc/<pid>/stat` line. The command name in field 2 may hold
+/// spaces and parentheses: count from the last `)`.
+fn start_time(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let after = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    // After the `)`, the first field is field 3.
+    after.split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
 fn read_uptime(path: &Path) -> Result<Duration, SessionError> {
@@ -203,6 +294,13 @@ impl SessionContext for LinuxSession {
     fn since_boot(&self) -> Duration {
         self.since_boot_at_start
             .saturating_add(self.start.elapsed())
+    }
+
+    fn program_status(&self, attempt: &AttemptId, program: Option<&ProgramId>) -> ProgramStatus {
+        match program {
+            Some(program) => self.recorded_status(program),
+            None => self.marked_status(attempt),
+        }
     }
 }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BootId, Timestamp};
+use std::collections::BTreeSet;
+
+use crate::{AttemptId, BootId, ProgramId, ProgramStatus, Timestamp};
 
 /// Whether an interactive user is logged on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -57,6 +59,16 @@ pub enum SessionError {
     /// Who is logged on could not be read (the presence is then `Unknown`).
     #[error("could not read who is logged on from {source_name}: {detail}")]
     Users {
+        /// Where it was read from.
+        source_name: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A program's identity could not be read.
+    #[error(
+        "could not read the identity of a program from {source_name}: {detail}; record the launch as soon as the program started, before it can be reaped"
+    )]
+    Program {
         /// Where it was read from.
         source_name: String,
         /// What went wrong.
@@ -121,13 +133,45 @@ pub trait SessionContext {
     /// `QueryUnbiasedInterruptTime` or `GetTickCount64`): never jumps, restarts at each boot.
     /// The run-time limit is measured on it.
     fn since_boot(&self) -> Duration;
+    /// Whether the program of `attempt`, a job running in the current boot, is alive.
+    ///
+    /// With `program` (its launch was recorded): whether that very process is alive (a process
+    /// id reused by another program is not it). Without (the launch was never recorded): whether
+    /// any process of the attempt is alive, which the agent makes decidable by giving the program
+    /// something it carries, such as the environment variable [`ATTEMPT_ENV`] set to
+    /// [`AttemptId::env_value`]. A process that exited and was not yet reaped is alive: its
+    /// exit status is still to be collected. Answer [`ProgramStatus::Unknown`] when you cannot
+    /// tell: the ledger then concludes nothing, and the job waits, visibly.
+    ///
+    /// The ledger asks at open (a program that died with the agent ends its attempt; a launch
+    /// never recorded is launched again) and on every [`tick`](crate::Ledger::tick).
+    fn program_status(&self, attempt: &AttemptId, program: Option<&ProgramId>) -> ProgramStatus;
+}
+
+/// The environment variable an agent sets for a job's program, with the value
+/// [`AttemptId::env_value`], so that a session can tell whether any process of an attempt is
+/// alive when its launch was never recorded
+/// ([`LinuxSession`](crate::LinuxSession) looks for it in `/proc/<pid>/environ`).
+pub const ATTEMPT_ENV: &str = "JOBSTATE_ATTEMPT";
+
+/// Which programs are alive, as a [`SessionFacts`] states it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LivePrograms {
+    /// The session cannot tell (the default): the ledger concludes nothing about programs.
+    #[default]
+    Unknown,
+    /// The programs of these attempts are alive; those of all others are gone.
+    Known(BTreeSet<AttemptId>),
 }
 
 /// A session described by plain values: for tests, examples and simulations.
 ///
 /// ```
 /// use chrono::{TimeZone, Utc};
-/// use jobstate::{BootId, ExecutionContext, NoticeDelivery, SessionContext, SessionFacts, UserPresence};
+/// use jobstate::{
+///     BootId, ExecutionContext, LivePrograms, NoticeDelivery, SessionContext, SessionFacts,
+///     UserPresence,
+/// };
 ///
 /// let mut session = SessionFacts {
 ///     boot: BootId::new("boot-1").unwrap(),
@@ -136,6 +180,7 @@ pub trait SessionContext {
 ///     notices: NoticeDelivery::NotDelivered,
 ///     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
 ///     since_boot: std::time::Duration::from_secs(90),
+///     programs: LivePrograms::Known(Default::default()), // no program alive
 /// };
 /// session.now += chrono::TimeDelta::minutes(5); // time passes on both clocks
 /// session.since_boot += std::time::Duration::from_secs(300);
@@ -155,6 +200,8 @@ pub struct SessionFacts {
     pub now: Timestamp,
     /// Monotonic time since this boot began.
     pub since_boot: Duration,
+    /// Which jobs' programs are alive.
+    pub programs: LivePrograms,
 }
 
 impl SessionContext for SessionFacts {
@@ -176,6 +223,13 @@ impl SessionContext for SessionFacts {
     fn since_boot(&self) -> Duration {
         self.since_boot
     }
+    fn program_status(&self, attempt: &AttemptId, _: Option<&ProgramId>) -> ProgramStatus {
+        match &self.programs {
+            LivePrograms::Unknown => ProgramStatus::Unknown,
+            LivePrograms::Known(alive) if alive.contains(attempt) => ProgramStatus::Alive,
+            LivePrograms::Known(_) => ProgramStatus::Gone,
+        }
+    }
 }
 
 impl<T: SessionContext + ?Sized> SessionContext for &T {
@@ -196,5 +250,8 @@ impl<T: SessionContext + ?Sized> SessionContext for &T {
     }
     fn since_boot(&self) -> Duration {
         (**self).since_boot()
+    }
+    fn program_status(&self, attempt: &AttemptId, program: Option<&ProgramId>) -> ProgramStatus {
+        (**self).program_status(attempt, program)
     }
 }

@@ -97,6 +97,13 @@ impl RetryPolicy {
     }
 }
 
+/// The default of [`JobSpec::with_failure_grace`]: 10 minutes.
+pub(crate) const DEFAULT_FAILURE_GRACE: Duration = Duration::from_secs(10 * 60);
+/// The default of [`JobSpec::with_restart_deadline`]: 1 hour.
+pub(crate) const DEFAULT_RESTART_DEADLINE: Duration = Duration::from_secs(3600);
+/// The default of [`JobSpec::with_terminate_grace`]: 5 minutes.
+pub(crate) const DEFAULT_TERMINATE_GRACE: Duration = Duration::from_secs(5 * 60);
+
 /// `at + d`, saturating at the largest representable time instead of overflowing.
 pub(crate) fn add(at: Timestamp, d: Duration) -> Timestamp {
     chrono::TimeDelta::from_std(d)
@@ -122,7 +129,9 @@ impl Default for RetryPolicy {
 /// Build one with [`JobSpec::new`] and the builder methods; the defaults are a mandatory job
 /// that runs whether or not a user is logged on, never reboots, maps exit codes by the Windows
 /// Installer conventions, makes at most 3 attempts, may run for 2 hours, needs no verification,
-/// and allows 3 reboots per attempt.
+/// and allows 3 reboots per attempt; a failing exit of a program that restarts the machine is
+/// provisional for 10 minutes, a restart is overdue after 1 hour, and a terminated program has
+/// 5 minutes to go.
 ///
 /// ```
 /// use std::time::Duration;
@@ -147,6 +156,9 @@ pub struct JobSpec {
     max_run_time: Duration,
     verify_after_reboot: bool,
     max_reboots: u32,
+    failure_grace: Duration,
+    restart_deadline: Duration,
+    terminate_grace: Duration,
 }
 
 impl JobSpec {
@@ -162,6 +174,9 @@ impl JobSpec {
             max_run_time: Duration::from_secs(2 * 3600),
             verify_after_reboot: false,
             max_reboots: 3,
+            failure_grace: DEFAULT_FAILURE_GRACE,
+            restart_deadline: DEFAULT_RESTART_DEADLINE,
+            terminate_grace: DEFAULT_TERMINATE_GRACE,
         }
     }
 
@@ -222,6 +237,50 @@ impl JobSpec {
     pub fn max_reboots(mut self, max: u32) -> Self {
         self.max_reboots = max.max(1);
         self
+    }
+
+    /// For a job declared [`RebootBehaviour::RestartsMachine`]: how long a failing exit stays
+    /// provisional (measured on the boot's monotonic clock). A reboot within it is the
+    /// program's expected end (seed 001: the wrapper reported failure because it never heard
+    /// the shutdown that was under way); when it closes in the same boot, the failure stands.
+    /// Zero makes every failing exit final at once.
+    #[must_use]
+    pub fn with_failure_grace(mut self, window: Duration) -> Self {
+        self.failure_grace = window;
+        self
+    }
+
+    /// How long a restart may take to come (measured on the boot's monotonic clock from the
+    /// start of the wait): past it, the restart is licensed again and reported overdue, then
+    /// again after 3, 7, 15, ... times this (the interval doubles). At least 1 second.
+    #[must_use]
+    pub fn with_restart_deadline(mut self, deadline: Duration) -> Self {
+        self.restart_deadline = deadline.max(Duration::from_secs(1));
+        self
+    }
+
+    /// How long a program may take to go after its termination was licensed: past it, a program
+    /// still alive is reported unresponsive, and its job waits, visibly, until it is gone or an
+    /// operator abandons the job.
+    #[must_use]
+    pub fn with_terminate_grace(mut self, grace: Duration) -> Self {
+        self.terminate_grace = grace;
+        self
+    }
+
+    /// The grace window of a failing exit of a program that restarts the machine.
+    pub fn failure_grace(&self) -> Duration {
+        self.failure_grace
+    }
+
+    /// How long a restart may take to come before it is overdue.
+    pub fn restart_deadline(&self) -> Duration {
+        self.restart_deadline
+    }
+
+    /// How long a terminated program may take to go before it is reported unresponsive.
+    pub fn terminate_grace(&self) -> Duration {
+        self.terminate_grace
     }
 
     /// The job's identity.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BootId, Timestamp};
+use crate::{BootId, JobId, ProgramId, Timestamp};
 
 /// One attempt: the `number`-th execution of the program within run `run` of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,14 +35,18 @@ pub enum RebootKind {
 }
 
 /// Who a reboot that the ledger observed is attributed to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum RebootAttribution {
     /// The job asked for it (soft or hard) and `AwaitingReboot` was committed first.
     RequestedByJob(RebootKind),
     /// The job's program restarted the machine itself (a job declared
-    /// [`RebootBehaviour::RestartsMachine`](crate::RebootBehaviour::RestartsMachine)).
+    /// [`RebootBehaviour::RestartsMachine`](crate::RebootBehaviour::RestartsMachine)), after its
+    /// launch was recorded.
     InitiatedByProgram,
+    /// The restart of another job (which asked for it, or whose program restarts the machine)
+    /// ended this job's attempt.
+    ForJob(JobId),
     /// Nobody asked for it: the machine restarted while a job that never reboots was running.
     Unrelated,
 }
@@ -68,6 +72,14 @@ pub enum FailureReason {
     },
     /// A cancel request ended the run before it started.
     Cancelled,
+    /// The program is gone and its exit status was never recorded (it died with the agent, or
+    /// was killed): the attempt ended without a result.
+    ProgramLost,
+    /// The program could not be started (the agent said so: a missing executable, a refused
+    /// `exec`).
+    LaunchFailed,
+    /// An operator abandoned the job.
+    Abandoned,
 }
 
 impl fmt::Display for FailureReason {
@@ -75,6 +87,9 @@ impl fmt::Display for FailureReason {
         match self {
             FailureReason::ExitCode(code) => write!(f, "the program exited with code {code}"),
             FailureReason::TimedOut => f.write_str("the attempt exceeded its maximum run time"),
+            FailureReason::Interrupted(RebootAttribution::ForJob(job)) => {
+                write!(f, "the restart of job {job} interrupted the attempt")
+            }
             FailureReason::Interrupted(_) => f.write_str("a reboot interrupted the attempt"),
             FailureReason::NotDetected => {
                 f.write_str("the verification after the reboot did not find the result")
@@ -84,8 +99,69 @@ impl fmt::Display for FailureReason {
                 "{boots} reboots without a successful verification: refusing yet another restart"
             ),
             FailureReason::Cancelled => f.write_str("cancelled on request"),
+            FailureReason::ProgramLost => f.write_str(
+                "the program is gone and its exit status was never recorded (it died with the agent, or was killed)",
+            ),
+            FailureReason::LaunchFailed => f.write_str("the program could not be started"),
+            FailureReason::Abandoned => f.write_str("abandoned by an operator"),
         }
     }
+}
+
+/// Whether the launch of a running attempt's program is a recorded fact.
+///
+/// `Running` is committed *before* the program starts (the intent to launch); the launch is
+/// committed after it started. A launch never recorded is a program that never ran: no reboot
+/// completes its job, and it is launched again as the same attempt (DESIGN.md, "What the agent
+/// may never hear").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Launch {
+    /// `Running` is committed; the launch is not recorded (yet).
+    Pending,
+    /// The program was launched, with this identity.
+    Recorded(ProgramId),
+    /// The launch was not recorded, but there is evidence that the program ran: its exit
+    /// arrived, or a process of the attempt was seen alive after an agent restart.
+    Observed,
+}
+
+impl Launch {
+    /// Whether there is evidence that the program ran.
+    pub fn happened(&self) -> bool {
+        !matches!(self, Launch::Pending)
+    }
+
+    /// The recorded program identity, if any.
+    pub fn program(&self) -> Option<&ProgramId> {
+        match self {
+            Launch::Recorded(program) => Some(program),
+            _ => None,
+        }
+    }
+}
+
+/// A failing exit of a program declared to restart the machine, held as provisional: seed 001's
+/// wrapper reported failure because it never heard the shutdown that was under way. A reboot
+/// within the job's grace window is the program's expected end; a window that closes in the same
+/// boot lets the failure stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionalFailure {
+    /// The exit code.
+    pub code: i32,
+    /// When the exit was recorded, on the boot's monotonic clock (the window is measured on it).
+    pub since_boot: Duration,
+}
+
+/// A termination of the attempt's program, licensed when it passed its maximum run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Termination {
+    /// When it was licensed (wall clock: for people).
+    #[serde(with = "crate::time_serde::timestamp")]
+    pub at: Timestamp,
+    /// When it was licensed, on the boot's monotonic clock: the grace period is measured on it.
+    pub since_boot: Duration,
+    /// Whether the program, still alive after the grace period, was reported unresponsive.
+    pub unresponsive: bool,
 }
 
 /// The state of one job. `Completed` and `Failed` are terminal for one run; a completed
@@ -106,22 +182,26 @@ pub enum JobState {
         /// The previous attempt of this run, if one started.
         previous: Option<Attempt>,
         /// For a job with a detection check: the previous attempt's result must be checked
-        /// before another attempt starts. A wrapper may report failure while the work is done
-        /// (seed 001); the check, not the report, decides.
+        /// before another attempt starts (or the run fails, when no attempts are left). A
+        /// wrapper may report failure while the work is done (seed 001); the check, not the
+        /// report, decides.
         check_before_retry: bool,
     },
-    /// The program of `attempt` was (or is about to be) started.
+    /// The program of `attempt` is about to start, runs, or ended and its end is not yet decided.
     Running {
         /// The attempt, with the boot it started in.
         attempt: Attempt,
+        /// Whether the launch is a recorded fact.
+        launch: Launch,
         /// When a shutdown notice was seen during the attempt: a hint, never relied on.
         #[serde(with = "crate::time_serde::option")]
         shutdown_notice_at: Option<Timestamp>,
-        /// When the attempt passed its maximum run time and its program was to be terminated.
-        /// The attempt ends when the program's exit is recorded (or a reboot is seen), so that
-        /// no next attempt starts while it may still run.
-        #[serde(with = "crate::time_serde::option")]
-        terminate_requested_at: Option<Timestamp>,
+        /// The termination licensed when the attempt passed its maximum run time. The attempt
+        /// ends when the program's exit is recorded, or it is known gone, so that no next
+        /// attempt starts while it may still run.
+        terminate: Option<Termination>,
+        /// A failing exit of a program that restarts the machine, within its grace window.
+        provisional: Option<ProvisionalFailure>,
     },
     /// A restart is expected; the job finishes when a later boot is observed.
     AwaitingReboot {
@@ -131,9 +211,18 @@ pub enum JobState {
         cause: RebootAttribution,
         /// The boot in which the wait began.
         requested_in: BootId,
-        /// When the wait began.
+        /// When the wait began (wall clock).
         #[serde(with = "crate::time_serde::timestamp")]
         since: Timestamp,
+        /// When the wait began on the monotonic clock of `requested_in`: the restart deadline is
+        /// measured on it.
+        since_boot: Duration,
+        /// Which wait for a reboot this is in the attempt (1-based): each has its own status
+        /// message.
+        wait: u32,
+        /// How many times this wait was reported overdue (the restart did not come by its
+        /// deadline).
+        overdue: u32,
         /// The program's exit code, if it exited before the restart.
         exit_code: Option<i32>,
         /// Reboots observed so far in this attempt.

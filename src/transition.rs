@@ -3,10 +3,13 @@
 //! **Architecture invariant:** nothing in this module does IO or reads a clock. Time and boot
 //! identity arrive in the [`Event`]; what must happen in the world leaves as [`Effect`]s.
 
+use std::time::Duration;
+
+use crate::state::{Launch, ProvisionalFailure, Termination};
 use crate::{
-    Attempt, AttemptId, AttemptRef, BootId, Effect, Event, EventKind, EventName, ExitOutcome,
-    FailureReason, JobId, JobSpec, JobState, RebootAttribution, RebootBehaviour, RebootKind,
-    StateKind, StatusKey, StatusMessage,
+    Attempt, AttemptId, AttemptRef, BootId, CheckResult, Effect, Event, EventKind, EventName,
+    ExitOutcome, FailureReason, JobId, JobSpec, JobState, ProgramId, ProgramStatus,
+    RebootAttribution, RebootBehaviour, RebootKind, StateKind, StatusKey, StatusMessage,
 };
 
 /// The result of applying an event: the new state (`None` when the event changes nothing), the
@@ -16,8 +19,8 @@ use crate::{
 pub struct Step {
     /// The new state, or `None` if the state is unchanged (nothing to commit).
     pub state: Option<JobState>,
-    /// The status message of the new state: every terminal state and every entry into
-    /// `AwaitingReboot` has exactly one.
+    /// The status message of the new state: every terminal state, every wait for a reboot,
+    /// every overdue restart and every program that outlives its termination has exactly one.
     pub report: Option<StatusMessage>,
     /// What the caller must do, in order.
     pub effects: Vec<Effect>,
@@ -98,6 +101,17 @@ pub enum TransitionError {
         /// The boot the event was observed in.
         observed: BootId,
     },
+    /// A soft restart was asked for while the attempt's program may still run: a restart is
+    /// never licensed under a live installer.
+    #[error(
+        "job {job}: a soft restart for {attempt} cannot be licensed while its program may still run; record the program's exit first (program_exited), the job is unchanged"
+    )]
+    ExitNotRecorded {
+        /// The job.
+        job: JobId,
+        /// The attempt whose exit is not recorded.
+        attempt: AttemptRef,
+    },
     /// The event would start a completed mandatory job again, which is never allowed.
     #[error(
         "job {job} is a completed mandatory job: {event} would run it again, which is never allowed; advertise a new job id for new work"
@@ -145,14 +159,21 @@ pub fn transition(
     match &event.kind {
         EventKind::Advertised => Ok(Step::unchanged()),
         EventKind::AttemptStarted => t.attempt_started(),
+        EventKind::Launched { attempt, program } => t.launched(*attempt, *program),
+        EventKind::LaunchFailed { attempt } => t.launch_failed(*attempt),
         EventKind::ProgramExited { attempt, code } => t.program_exited(*attempt, *code),
+        EventKind::ProgramLost { attempt } => t.program_lost(*attempt),
         EventKind::ShutdownNoticed => Ok(t.shutdown_noticed()),
-        EventKind::AgentStarted => Ok(t.agent_started()),
+        EventKind::AgentStarted {
+            program,
+            restart_of,
+        } => Ok(t.agent_started(*program, restart_of.as_ref())),
         EventKind::RebootExpected { attempt, kind } => t.reboot_expected(*attempt, *kind),
-        EventKind::Verified { attempt, installed } => t.verified(*attempt, *installed),
-        EventKind::Tick => Ok(t.tick()),
+        EventKind::Verified { attempt, result } => t.verified(*attempt, *result),
+        EventKind::Tick { program } => Ok(t.tick(*program)),
         EventKind::CancelRequested => t.cancel(),
         EventKind::RerunRequested => t.rerun(),
+        EventKind::AbandonRequested => t.abandon(),
     }
 }
 
@@ -182,14 +203,26 @@ impl Transitioner<'_> {
         })
     }
 
+    /// The current state with `change` applied to a copy of it.
+    fn modified(&self, change: impl FnOnce(&mut JobState)) -> JobState {
+        let mut state = self.state.clone();
+        change(&mut state);
+        state
+    }
+
+    /// Time elapsed since `since` on the boot's monotonic clock (zero if the clock reads less).
+    fn elapsed_since(&self, since: Duration) -> Duration {
+        self.event.since_boot.saturating_sub(since)
+    }
+
     /// A completed mandatory job is a tombstone: observations change nothing, requests that
     /// would move it are refused.
     fn completed_mandatory(&self) -> Result<Step, TransitionError> {
         match self.event.kind {
             EventKind::Advertised
             | EventKind::ShutdownNoticed
-            | EventKind::AgentStarted
-            | EventKind::Tick => Ok(Step::unchanged()),
+            | EventKind::AgentStarted { .. }
+            | EventKind::Tick { .. } => Ok(Step::unchanged()),
             _ => Err(TransitionError::CompletedMandatory {
                 job: self.job(),
                 event: self.event.kind.name(),
@@ -226,20 +259,30 @@ impl Transitioner<'_> {
         }
     }
 
+    /// The current attempt named by an event about its program: current, and of this boot (a
+    /// program lives only in the boot its attempt started in).
+    fn running(&self, named: AttemptRef) -> Result<&Attempt, TransitionError> {
+        let attempt = self.current(named)?;
+        self.same_boot(&attempt.boot)?;
+        Ok(attempt)
+    }
+
+    /// The status message of `state`: its own (`overdue` 0), or its `overdue`-th overdue report.
     fn report(
         &self,
         state: &JobState,
         exit_code: Option<i32>,
         reason: Option<FailureReason>,
+        overdue: u32,
     ) -> StatusMessage {
-        let reboot = match state {
-            JobState::AwaitingReboot { cause, .. } => Some(*cause),
-            JobState::Completed { reboot, .. } => *reboot,
+        let (reboot, wait) = match state {
+            JobState::AwaitingReboot { cause, wait, .. } => (Some(cause.clone()), *wait),
+            JobState::Completed { reboot, .. } => (reboot.clone(), 0),
             JobState::Failed {
                 reason: FailureReason::Interrupted(by),
                 ..
-            } => Some(*by),
-            _ => None,
+            } => (Some(by.clone()), 0),
+            _ => (None, 0),
         };
         StatusMessage {
             key: StatusKey {
@@ -247,6 +290,8 @@ impl Transitioner<'_> {
                 run: state.run(),
                 attempt: state.attempt().map_or(0, |a| a.number),
                 state: state.kind(),
+                wait,
+                overdue,
             },
             exit_code,
             reason,
@@ -274,13 +319,32 @@ impl Transitioner<'_> {
             verified,
             restart_suppressed,
         };
-        let report = self.report(&state, exit_code, None);
+        let report = self.report(&state, exit_code, None, 0);
+        Step::to(state).report(Some(report))
+    }
+
+    /// The run fails, for good (a rerun request may start a new one).
+    fn fail_run(
+        &self,
+        run: u32,
+        attempt: Option<&Attempt>,
+        reason: FailureReason,
+        exit_code: Option<i32>,
+    ) -> Step {
+        let state = JobState::Failed {
+            run,
+            attempt: attempt.cloned(),
+            at: self.event.at,
+            reason: reason.clone(),
+        };
+        let report = self.report(&state, exit_code, Some(reason), 0);
         Step::to(state).report(Some(report))
     }
 
     /// The attempt failed: queue the next one after a back-off, or fail the run when no
-    /// attempts are left. A job with a detection check is retried only after the check says the
-    /// result is not there: the failure may be a wrapper's misjudgement (seed 001).
+    /// attempts are left. A job with a detection check is retried (or failed) only after the
+    /// check says the result is not there: the failure may be a wrapper's misjudgement (seed
+    /// 001), or a program lost with the agent may have finished its work.
     fn fail_attempt(
         &self,
         attempt: &Attempt,
@@ -288,61 +352,82 @@ impl Transitioner<'_> {
         exit_code: Option<i32>,
     ) -> Step {
         let retry = self.spec.retry_policy();
-        if attempt.number < retry.max_attempts.max(1) {
-            let check = self.spec.verifies_after_reboot() && reason != FailureReason::NotDetected;
-            let step = Step::to(JobState::Queued {
-                run: attempt.run,
-                attempt: attempt.number + 1,
-                not_before: Some(retry.not_before(attempt.number, self.event.at)),
-                last_failure: Some(reason),
-                previous: Some(attempt.clone()),
-                check_before_retry: check,
-            });
-            if check {
-                step.effect(Effect::Verify(self.attempt_id(attempt)))
-            } else {
-                step
+        let check = self.spec.verifies_after_reboot() && may_have_succeeded(&reason);
+        let attempts_left = attempt.number < retry.max_attempts.max(1);
+        let next = attempt.number.checked_add(1);
+        match next {
+            Some(next) if check || attempts_left => {
+                let step = Step::to(JobState::Queued {
+                    run: attempt.run,
+                    attempt: next,
+                    not_before: Some(retry.not_before(attempt.number, self.event.at)),
+                    last_failure: Some(reason),
+                    previous: Some(attempt.clone()),
+                    check_before_retry: check,
+                });
+                if check {
+                    step.effect(Effect::Verify(self.attempt_id(attempt)))
+                } else {
+                    step
+                }
             }
-        } else {
-            let state = JobState::Failed {
-                run: attempt.run,
-                attempt: Some(attempt.clone()),
-                at: self.event.at,
-                reason: reason.clone(),
-            };
-            let report = self.report(&state, exit_code, Some(reason));
-            Step::to(state).report(Some(report))
+            _ => self.fail_run(attempt.run, Some(attempt), reason, exit_code),
         }
     }
 
-    /// Enters `AwaitingReboot`. A soft request licenses the agent to restart the machine; the
-    /// report is produced once per attempt (its key would be the same on a second entry).
+    /// Enters wait number `wait` for a reboot. A soft request licenses the agent to restart the
+    /// machine. Every wait has its own status message.
     fn await_reboot(
         &self,
         attempt: &Attempt,
         cause: RebootAttribution,
         exit_code: Option<i32>,
         reboots_seen: u32,
-        first_entry: bool,
+        wait: u32,
     ) -> Step {
+        let soft = cause == RebootAttribution::RequestedByJob(RebootKind::Soft);
         let state = JobState::AwaitingReboot {
             attempt: attempt.clone(),
             cause,
             requested_in: self.event.boot.clone(),
             since: self.event.at,
+            since_boot: self.event.since_boot,
+            wait,
+            overdue: 0,
             exit_code,
             reboots_seen,
             verifying_in: None,
         };
-        let report = first_entry.then(|| self.report(&state, exit_code, None));
-        let mut step = Step::to(state).report(report);
-        if cause == RebootAttribution::RequestedByJob(RebootKind::Soft) {
-            step = step.effect(Effect::ScheduleRestart {
+        let report = self.report(&state, exit_code, None, 0);
+        let step = Step::to(state).report(Some(report));
+        if soft {
+            step.effect(Effect::ScheduleRestart {
                 job: self.job(),
                 kind: RebootKind::Soft,
-            });
+            })
+        } else {
+            step
         }
-        step
+    }
+
+    /// The attempt's launch was never recorded and no process of it runs: it never ran. It is
+    /// launched again as the same attempt (no retry is spent), its clocks starting now.
+    fn relaunch(&self, attempt: &Attempt) -> Step {
+        let attempt = Attempt {
+            boot: self.event.boot.clone(),
+            started_at: self.event.at,
+            started_since_boot: self.event.since_boot,
+            ..attempt.clone()
+        };
+        let launch = Effect::Launch(self.attempt_id(&attempt));
+        Step::to(JobState::Running {
+            attempt,
+            launch: Launch::Pending,
+            shutdown_notice_at: None,
+            terminate: None,
+            provisional: None,
+        })
+        .effect(launch)
     }
 
     fn attempt_started(&self) -> Result<Step, TransitionError> {
@@ -365,22 +450,63 @@ impl Transitioner<'_> {
         let launch = Effect::Launch(self.attempt_id(&attempt));
         Ok(Step::to(JobState::Running {
             attempt,
+            launch: Launch::Pending,
             shutdown_notice_at: None,
-            terminate_requested_at: None,
+            terminate: None,
+            provisional: None,
         })
         .effect(launch))
     }
 
-    fn program_exited(&self, named: AttemptRef, code: i32) -> Result<Step, TransitionError> {
-        let outcome = self.spec.exit_code_policy().outcome(code);
+    fn launched(&self, named: AttemptRef, program: ProgramId) -> Result<Step, TransitionError> {
         match self.state {
             JobState::Running {
-                terminate_requested_at,
+                launch: Launch::Pending | Launch::Observed,
+                provisional: None,
                 ..
             } => {
-                let attempt = self.current(named)?;
-                self.same_boot(&attempt.boot)?;
-                if terminate_requested_at.is_some() {
+                self.running(named)?;
+                Ok(Step::to(self.modified(|s| {
+                    if let JobState::Running { launch, .. } = s {
+                        *launch = Launch::Recorded(program);
+                    }
+                })))
+            }
+            _ => {
+                self.current(named)?;
+                self.invalid()
+            }
+        }
+    }
+
+    fn launch_failed(&self, named: AttemptRef) -> Result<Step, TransitionError> {
+        match self.state {
+            JobState::Running {
+                launch: Launch::Pending,
+                provisional: None,
+                ..
+            } => {
+                let attempt = self.running(named)?;
+                Ok(self.fail_attempt(attempt, FailureReason::LaunchFailed, None))
+            }
+            _ => {
+                self.current(named)?;
+                self.invalid()
+            }
+        }
+    }
+
+    fn program_exited(&self, named: AttemptRef, code: i32) -> Result<Step, TransitionError> {
+        let outcome = self.spec.exit_code_policy().outcome(code);
+        let restarts = self.spec.reboot_behaviour() == RebootBehaviour::RestartsMachine;
+        match self.state {
+            JobState::Running {
+                terminate,
+                provisional: None,
+                ..
+            } => {
+                let attempt = self.running(named)?;
+                if terminate.is_some() {
                     // The program was terminated for exceeding its run time: whatever its code,
                     // the attempt timed out, and only now may another one start.
                     return Ok(self.fail_attempt(attempt, FailureReason::TimedOut, Some(code)));
@@ -397,15 +523,39 @@ impl Transitioner<'_> {
                         RebootAttribution::RequestedByJob(RebootKind::Soft),
                         Some(code),
                         0,
-                        true,
+                        1,
                     ),
                     ExitOutcome::SuccessRestartInitiated => self.await_reboot(
                         attempt,
                         RebootAttribution::RequestedByJob(RebootKind::Hard),
                         Some(code),
                         0,
-                        true,
+                        1,
                     ),
+                    // Seed 001: a wrapper reports failure because it never hears the shutdown
+                    // that is under way. For a program that restarts the machine, the failure
+                    // is provisional: a reboot within the grace window is its expected end.
+                    // (The exit itself proves that the program ran.)
+                    ExitOutcome::RetryLater | ExitOutcome::Failure
+                        if restarts && !self.spec.failure_grace().is_zero() =>
+                    {
+                        Step::to(self.modified(|s| {
+                            if let JobState::Running {
+                                launch,
+                                provisional,
+                                ..
+                            } = s
+                            {
+                                if !launch.happened() {
+                                    *launch = Launch::Observed;
+                                }
+                                *provisional = Some(ProvisionalFailure {
+                                    code,
+                                    since_boot: self.event.since_boot,
+                                });
+                            }
+                        }))
+                    }
                     ExitOutcome::RetryLater | ExitOutcome::Failure => {
                         self.fail_attempt(attempt, FailureReason::ExitCode(code), Some(code))
                     }
@@ -421,20 +571,16 @@ impl Transitioner<'_> {
                 verifying_in: None,
                 ..
             } => {
-                let attempt = self.current(named)?;
-                self.same_boot(&attempt.boot)?;
-                let restarts = self.spec.reboot_behaviour() == RebootBehaviour::RestartsMachine;
+                let attempt = self.running(named)?;
                 Ok(match outcome {
                     ExitOutcome::RetryLater | ExitOutcome::Failure if !restarts => {
                         self.fail_attempt(attempt, FailureReason::ExitCode(code), Some(code))
                     }
-                    _ => {
-                        let mut state = self.state.clone();
-                        if let JobState::AwaitingReboot { exit_code, .. } = &mut state {
+                    _ => Step::to(self.modified(|s| {
+                        if let JobState::AwaitingReboot { exit_code, .. } = s {
                             *exit_code = Some(code);
                         }
-                        Step::to(state)
-                    }
+                    })),
                 })
             }
             _ => {
@@ -444,24 +590,86 @@ impl Transitioner<'_> {
         }
     }
 
+    fn program_lost(&self, named: AttemptRef) -> Result<Step, TransitionError> {
+        match self.state {
+            JobState::Running { .. } => {
+                self.running(named)?;
+                Ok(self.program_gone())
+            }
+            _ => {
+                self.current(named)?;
+                self.invalid()
+            }
+        }
+    }
+
+    /// The program of a running attempt is gone, in the attempt's boot, and its exit was never
+    /// recorded. A launch never recorded never ran: launch it again. A program that ran ended
+    /// without a result: with a check, verify; without, the retry policy (DESIGN.md, "A program
+    /// can vanish"). After a termination, that is the attempt's timed-out end.
+    fn program_gone(&self) -> Step {
+        let JobState::Running {
+            attempt,
+            launch,
+            terminate,
+            provisional,
+            ..
+        } = self.state
+        else {
+            return Step::unchanged();
+        };
+        if provisional.is_some() {
+            // It exited: its end is the grace window's to decide.
+            return Step::unchanged();
+        }
+        if !launch.happened() {
+            return self.relaunch(attempt);
+        }
+        let reason = if terminate.is_some() {
+            FailureReason::TimedOut
+        } else {
+            FailureReason::ProgramLost
+        };
+        self.fail_attempt(attempt, reason, None)
+    }
+
+    /// A provisional failure whose grace window has closed in its boot: the failure stands.
+    fn provisional_closed(&self) -> Option<Step> {
+        let JobState::Running {
+            attempt,
+            provisional: Some(p),
+            ..
+        } = self.state
+        else {
+            return None;
+        };
+        if self.elapsed_since(p.since_boot) < self.spec.failure_grace() {
+            return Some(Step::unchanged());
+        }
+        Some(self.fail_attempt(attempt, FailureReason::ExitCode(p.code), Some(p.code)))
+    }
+
     fn shutdown_noticed(&self) -> Step {
         match self.state {
             JobState::Running {
                 attempt,
                 shutdown_notice_at: None,
-                terminate_requested_at,
-            } if attempt.boot == self.event.boot => Step::to(JobState::Running {
-                attempt: attempt.clone(),
-                shutdown_notice_at: Some(self.event.at),
-                terminate_requested_at: *terminate_requested_at,
-            }),
+                ..
+            } if attempt.boot == self.event.boot => Step::to(self.modified(|s| {
+                if let JobState::Running {
+                    shutdown_notice_at, ..
+                } = s
+                {
+                    *shutdown_notice_at = Some(self.event.at);
+                }
+            })),
             _ => Step::unchanged(),
         }
     }
 
     /// Recovery: reconcile the job against the boot the agent started in (DESIGN.md, "Reboot
-    /// truth comes from boot identity").
-    fn agent_started(&self) -> Step {
+    /// truth comes from boot identity" and "What the agent may never hear").
+    fn agent_started(&self, program: ProgramStatus, restart_of: Option<&JobId>) -> Step {
         let boot = &self.event.boot;
         match self.state {
             // The check before a retry is still owed: license it again (it may have been lost).
@@ -479,39 +687,62 @@ impl Transitioner<'_> {
                 previous: Some(attempt),
                 ..
             } if attempt.boot != *boot && self.spec.verifies_after_reboot() => {
-                let mut state = self.state.clone();
-                if let JobState::Queued {
-                    check_before_retry, ..
-                } = &mut state
-                {
-                    *check_before_retry = true;
-                }
+                let state = self.modified(|s| {
+                    if let JobState::Queued {
+                        check_before_retry, ..
+                    } = s
+                    {
+                        *check_before_retry = true;
+                    }
+                });
                 Step::to(state).effect(Effect::Verify(self.attempt_id(attempt)))
             }
             JobState::Queued { .. } | JobState::Completed { .. } | JobState::Failed { .. } => {
                 Step::unchanged()
             }
-            // Same boot: the agent restarted, the machine did not. Nothing may be concluded;
-            // the program may still be running, so it is not started again either. A
-            // termination still owed is licensed again (it may have been lost).
+            // Same boot: the agent restarted, the machine did not. Nothing about reboots may be
+            // concluded; what the session says of the program decides.
+            JobState::Running { attempt, .. } if attempt.boot == *boot => {
+                self.running_after_agent_restart(program)
+            }
             JobState::Running {
                 attempt,
-                terminate_requested_at,
+                launch,
+                provisional,
                 ..
-            } if attempt.boot == *boot => match terminate_requested_at {
-                Some(_) => Step::unchanged().effect(Effect::Terminate(self.attempt_id(attempt))),
-                None => Step::unchanged(),
-            },
-            JobState::Running { attempt, .. } => match self.spec.reboot_behaviour() {
-                RebootBehaviour::RestartsMachine => {
-                    self.reboot_observed(attempt, RebootAttribution::InitiatedByProgram, None, 1)
+            } => {
+                if let Some(p) = provisional {
+                    // A failing exit, then a reboot within the window (or the agent never saw
+                    // it close): the program's expected end.
+                    return self.reboot_observed(
+                        attempt,
+                        RebootAttribution::InitiatedByProgram,
+                        Some(p.code),
+                        1,
+                    );
                 }
-                RebootBehaviour::Never | RebootBehaviour::MayRequest => self.fail_attempt(
-                    attempt,
-                    FailureReason::Interrupted(RebootAttribution::Unrelated),
-                    None,
-                ),
-            },
+                if !launch.happened() {
+                    // Never launched: no reboot completes it. Launch it now, as the same attempt.
+                    return self.relaunch(attempt);
+                }
+                match self.spec.reboot_behaviour() {
+                    RebootBehaviour::RestartsMachine => self.reboot_observed(
+                        attempt,
+                        RebootAttribution::InitiatedByProgram,
+                        None,
+                        1,
+                    ),
+                    RebootBehaviour::Never | RebootBehaviour::MayRequest => {
+                        let by = match restart_of {
+                            Some(job) if job != self.spec.id() => {
+                                RebootAttribution::ForJob(job.clone())
+                            }
+                            _ => RebootAttribution::Unrelated,
+                        };
+                        self.fail_attempt(attempt, FailureReason::Interrupted(by), None)
+                    }
+                }
+            }
             JobState::AwaitingReboot {
                 attempt,
                 cause,
@@ -526,16 +757,17 @@ impl Transitioner<'_> {
                     Step::unchanged().effect(Effect::Verify(self.attempt_id(attempt)))
                 }
                 Some(_) => {
-                    let mut state = self.state.clone();
-                    if let JobState::AwaitingReboot {
-                        reboots_seen,
-                        verifying_in,
-                        ..
-                    } = &mut state
-                    {
-                        *reboots_seen = reboots_seen.saturating_add(1);
-                        *verifying_in = Some(boot.clone());
-                    }
+                    let state = self.modified(|s| {
+                        if let JobState::AwaitingReboot {
+                            reboots_seen,
+                            verifying_in,
+                            ..
+                        } = s
+                        {
+                            *reboots_seen = reboots_seen.saturating_add(1);
+                            *verifying_in = Some(boot.clone());
+                        }
+                    });
                     Step::to(state).effect(Effect::Verify(self.attempt_id(attempt)))
                 }
                 // No reboot yet: a soft restart is still owed by the agent.
@@ -551,11 +783,42 @@ impl Transitioner<'_> {
                 }
                 None => self.reboot_observed(
                     attempt,
-                    *cause,
+                    cause.clone(),
                     *exit_code,
                     reboots_seen.saturating_add(1),
                 ),
             },
+        }
+    }
+
+    /// A running attempt found by an agent that restarted in the attempt's boot.
+    fn running_after_agent_restart(&self, program: ProgramStatus) -> Step {
+        let JobState::Running {
+            attempt,
+            launch,
+            terminate,
+            ..
+        } = self.state
+        else {
+            return Step::unchanged();
+        };
+        if let Some(step) = self.provisional_closed() {
+            return step;
+        }
+        // A termination still owed is licensed again (it may have been lost).
+        let relicense = |step: Step| match terminate {
+            Some(_) => step.effect(Effect::Terminate(self.attempt_id(attempt))),
+            None => step,
+        };
+        match program {
+            ProgramStatus::Gone => self.program_gone(),
+            // Not recorded, but a process of the attempt lives: it was launched.
+            ProgramStatus::Alive if !launch.happened() => relicense(Step::to(self.modified(|s| {
+                if let JobState::Running { launch, .. } = s {
+                    *launch = Launch::Observed;
+                }
+            }))),
+            ProgramStatus::Alive | ProgramStatus::Unknown => relicense(Step::unchanged()),
         }
     }
 
@@ -570,20 +833,36 @@ impl Transitioner<'_> {
         if !self.spec.verifies_after_reboot() {
             return self.complete(attempt, exit_code, Some(cause), false, false);
         }
-        let entering = self.state.kind() != StateKind::AwaitingReboot;
+        let verify = Effect::Verify(self.attempt_id(attempt));
+        if let JobState::AwaitingReboot { .. } = self.state {
+            // The same wait goes on: its report was made when it began.
+            let state = self.modified(|s| {
+                if let JobState::AwaitingReboot {
+                    reboots_seen: seen,
+                    verifying_in,
+                    ..
+                } = s
+                {
+                    *seen = reboots_seen;
+                    *verifying_in = Some(self.event.boot.clone());
+                }
+            });
+            return Step::to(state).effect(verify);
+        }
         let state = JobState::AwaitingReboot {
             attempt: attempt.clone(),
             cause,
             requested_in: attempt.boot.clone(),
             since: self.event.at,
+            since_boot: attempt.started_since_boot,
+            wait: 1,
+            overdue: 0,
             exit_code,
             reboots_seen,
             verifying_in: Some(self.event.boot.clone()),
         };
-        let report = entering.then(|| self.report(&state, exit_code, None));
-        Step::to(state)
-            .report(report)
-            .effect(Effect::Verify(self.attempt_id(attempt)))
+        let report = self.report(&state, exit_code, None, 0);
+        Step::to(state).report(Some(report)).effect(verify)
     }
 
     fn reboot_expected(
@@ -592,15 +871,22 @@ impl Transitioner<'_> {
         kind: RebootKind,
     ) -> Result<Step, TransitionError> {
         match self.state {
-            JobState::Running { .. } => {
-                let attempt = self.current(named)?;
-                self.same_boot(&attempt.boot)?;
+            JobState::Running { provisional, .. } => {
+                let attempt = self.running(named)?;
+                let exit_code = provisional.map(|p| p.code);
+                // A restart is never licensed under a live installer.
+                if kind == RebootKind::Soft && exit_code.is_none() {
+                    return Err(TransitionError::ExitNotRecorded {
+                        job: self.job(),
+                        attempt: named,
+                    });
+                }
                 Ok(self.await_reboot(
                     attempt,
                     RebootAttribution::RequestedByJob(kind),
-                    None,
+                    exit_code,
                     0,
-                    true,
+                    1,
                 ))
             }
             // The reboot happened but the result still needs one more: bounded.
@@ -608,33 +894,18 @@ impl Transitioner<'_> {
                 verifying_in: Some(v),
                 reboots_seen,
                 exit_code,
+                wait,
                 ..
             } => {
                 let attempt = self.current(named)?;
                 self.same_boot(v)?;
-                if *reboots_seen >= self.spec.reboot_limit() {
-                    let state = JobState::Failed {
-                        run: attempt.run,
-                        attempt: Some(attempt.clone()),
-                        at: self.event.at,
-                        reason: FailureReason::RebootLoop {
-                            boots: *reboots_seen,
-                        },
-                    };
-                    let reason = FailureReason::RebootLoop {
-                        boots: *reboots_seen,
-                    };
-                    let report = self.report(&state, *exit_code, Some(reason));
-                    Ok(Step::to(state).report(Some(report)))
-                } else {
-                    Ok(self.await_reboot(
-                        attempt,
-                        RebootAttribution::RequestedByJob(kind),
-                        *exit_code,
-                        *reboots_seen,
-                        false,
-                    ))
-                }
+                Ok(self.another_reboot(
+                    attempt,
+                    RebootAttribution::RequestedByJob(kind),
+                    *exit_code,
+                    *reboots_seen,
+                    *wait,
+                ))
             }
             _ => {
                 self.current(named)?;
@@ -643,7 +914,31 @@ impl Transitioner<'_> {
         }
     }
 
-    fn verified(&self, named: AttemptRef, installed: bool) -> Result<Step, TransitionError> {
+    /// Another wait for a reboot after `reboots_seen` reboots, or the reboot-loop bound.
+    fn another_reboot(
+        &self,
+        attempt: &Attempt,
+        cause: RebootAttribution,
+        exit_code: Option<i32>,
+        reboots_seen: u32,
+        wait: u32,
+    ) -> Step {
+        if reboots_seen >= self.spec.reboot_limit() {
+            let reason = FailureReason::RebootLoop {
+                boots: reboots_seen,
+            };
+            return self.fail_run(attempt.run, Some(attempt), reason, exit_code);
+        }
+        self.await_reboot(
+            attempt,
+            cause,
+            exit_code,
+            reboots_seen,
+            wait.saturating_add(1),
+        )
+    }
+
+    fn verified(&self, named: AttemptRef, result: CheckResult) -> Result<Step, TransitionError> {
         match self.state {
             JobState::Queued {
                 check_before_retry: true,
@@ -651,45 +946,69 @@ impl Transitioner<'_> {
                 ..
             } => {
                 let attempt = self.current(named)?;
-                Ok(if installed {
-                    let exit_code = match last_failure {
-                        Some(FailureReason::ExitCode(code)) => Some(*code),
-                        _ => None,
-                    };
-                    self.complete(attempt, exit_code, None, true, false)
-                } else {
-                    let mut state = self.state.clone();
-                    if let JobState::Queued {
-                        check_before_retry, ..
-                    } = &mut state
+                let exit_code = match last_failure {
+                    Some(FailureReason::ExitCode(code)) => Some(*code),
+                    _ => None,
+                };
+                Ok(match result {
+                    CheckResult::Installed => self.complete(attempt, exit_code, None, true, false),
+                    CheckResult::NotInstalled
+                        if attempt.number >= self.spec.retry_policy().max_attempts.max(1) =>
                     {
-                        *check_before_retry = false;
+                        let reason = last_failure.clone().unwrap_or(FailureReason::NotDetected);
+                        self.fail_run(attempt.run, Some(attempt), reason, exit_code)
                     }
-                    Step::to(state)
+                    CheckResult::NotInstalled => Step::to(self.modified(|s| {
+                        if let JobState::Queued {
+                            check_before_retry, ..
+                        } = s
+                        {
+                            *check_before_retry = false;
+                        }
+                    })),
+                    // The failed attempt's work needs a restart to finish: wait for it.
+                    CheckResult::NotYet => self.await_reboot(
+                        attempt,
+                        RebootAttribution::RequestedByJob(RebootKind::Soft),
+                        exit_code,
+                        0,
+                        1,
+                    ),
                 })
             }
             JobState::AwaitingReboot {
                 verifying_in: Some(v),
                 cause,
                 exit_code,
+                reboots_seen,
+                wait,
                 ..
             } => {
                 let attempt = self.current(named)?;
                 self.same_boot(v)?;
-                Ok(if installed {
-                    self.complete(attempt, *exit_code, Some(*cause), true, false)
-                } else {
+                Ok(match result {
+                    CheckResult::Installed => {
+                        self.complete(attempt, *exit_code, Some(cause.clone()), true, false)
+                    }
                     // After a reboot the attempt is never re-run (DESIGN.md): the check decides,
                     // and "not there" fails the run. A rerun request may start a new one.
-                    let reason = FailureReason::NotDetected;
-                    let state = JobState::Failed {
-                        run: attempt.run,
-                        attempt: Some(attempt.clone()),
-                        at: self.event.at,
-                        reason: reason.clone(),
-                    };
-                    let report = self.report(&state, *exit_code, Some(reason));
-                    Step::to(state).report(Some(report))
+                    CheckResult::NotInstalled => self.fail_run(
+                        attempt.run,
+                        Some(attempt),
+                        FailureReason::NotDetected,
+                        *exit_code,
+                    ),
+                    // An upgrade that restarts several times: wait for the next reboot. A
+                    // program that restarts the machine does it itself; others ask the agent.
+                    CheckResult::NotYet => {
+                        let cause = match self.spec.reboot_behaviour() {
+                            RebootBehaviour::RestartsMachine => {
+                                RebootAttribution::InitiatedByProgram
+                            }
+                            _ => RebootAttribution::RequestedByJob(RebootKind::Soft),
+                        };
+                        self.another_reboot(attempt, cause, *exit_code, *reboots_seen, *wait)
+                    }
                 })
             }
             _ => {
@@ -699,44 +1018,129 @@ impl Transitioner<'_> {
         }
     }
 
-    /// The run-time limit, measured on the boot's monotonic clock and only within the boot the
-    /// attempt started in: the wall clock cannot end an attempt early, or never.
-    fn tick(&self) -> Step {
-        if let JobState::Running {
-            attempt,
-            shutdown_notice_at,
-            terminate_requested_at: None,
-        } = self.state
-        {
-            let elapsed = self
-                .event
-                .since_boot
-                .saturating_sub(attempt.started_since_boot);
-            if attempt.boot == self.event.boot && elapsed >= self.spec.run_time_limit() {
-                let terminate = Effect::Terminate(self.attempt_id(attempt));
-                return Step::to(JobState::Running {
-                    attempt: attempt.clone(),
-                    shutdown_notice_at: *shutdown_notice_at,
-                    terminate_requested_at: Some(self.event.at),
-                })
-                .effect(terminate);
+    /// Time passed (on the boot's monotonic clock, in the attempt's boot only): run-time limits,
+    /// programs that vanished, grace windows and restart deadlines.
+    fn tick(&self, program: ProgramStatus) -> Step {
+        match self.state {
+            JobState::Running {
+                attempt,
+                launch,
+                terminate,
+                ..
+            } if attempt.boot == self.event.boot => {
+                if let Some(step) = self.provisional_closed() {
+                    return step;
+                }
+                // A launch never recorded may be a spawn under way: only an agent restart may
+                // conclude that it never ran.
+                let gone = program == ProgramStatus::Gone && launch.happened();
+                if gone {
+                    return self.program_gone();
+                }
+                match terminate {
+                    Some(t)
+                        if !t.unresponsive
+                            && self.elapsed_since(t.since_boot) >= self.spec.terminate_grace() =>
+                    {
+                        // Still there after its grace period: reported; it waits, visibly,
+                        // until it is gone or an operator abandons the job.
+                        let state = self.modified(|s| {
+                            if let JobState::Running {
+                                terminate: Some(t), ..
+                            } = s
+                            {
+                                t.unresponsive = true;
+                            }
+                        });
+                        let report = self.report(&state, None, None, 1);
+                        Step::to(state).report(Some(report))
+                    }
+                    Some(_) => Step::unchanged(),
+                    None if self.elapsed_since(attempt.started_since_boot)
+                        >= self.spec.run_time_limit() =>
+                    {
+                        let state = self.modified(|s| {
+                            if let JobState::Running { terminate, .. } = s {
+                                *terminate = Some(Termination {
+                                    at: self.event.at,
+                                    since_boot: self.event.since_boot,
+                                    unresponsive: false,
+                                });
+                            }
+                        });
+                        Step::to(state).effect(Effect::Terminate(self.attempt_id(attempt)))
+                    }
+                    None => Step::unchanged(),
+                }
             }
+            JobState::AwaitingReboot {
+                cause,
+                requested_in,
+                since_boot,
+                overdue,
+                exit_code,
+                verifying_in: None,
+                ..
+            } if *requested_in == self.event.boot => {
+                // Deadlines at 1, 3, 7, 15, ... times the restart deadline: the interval doubles.
+                let factor = 2u32.saturating_pow(overdue.saturating_add(1).min(31)) - 1;
+                let due = self.spec.restart_deadline().saturating_mul(factor);
+                if self.elapsed_since(*since_boot) < due {
+                    return Step::unchanged();
+                }
+                let overdue = overdue.saturating_add(1);
+                let state = self.modified(|s| {
+                    if let JobState::AwaitingReboot { overdue: o, .. } = s {
+                        *o = overdue;
+                    }
+                });
+                let report = self.report(&state, *exit_code, None, overdue);
+                let kind = match cause {
+                    RebootAttribution::RequestedByJob(kind) => *kind,
+                    _ => RebootKind::Hard,
+                };
+                Step::to(state)
+                    .report(Some(report))
+                    .effect(Effect::ScheduleRestart {
+                        job: self.job(),
+                        kind,
+                    })
+            }
+            _ => Step::unchanged(),
         }
-        Step::unchanged()
     }
 
     fn cancel(&self) -> Result<Step, TransitionError> {
         let JobState::Queued { run, previous, .. } = self.state else {
             return self.invalid();
         };
-        let state = JobState::Failed {
-            run: *run,
-            attempt: previous.clone(),
-            at: self.event.at,
-            reason: FailureReason::Cancelled,
-        };
-        let report = self.report(&state, None, Some(FailureReason::Cancelled));
-        Ok(Step::to(state).report(Some(report)))
+        Ok(self.fail_run(*run, previous.as_ref(), FailureReason::Cancelled, None))
+    }
+
+    /// An operator ends a job that is not completed (DESIGN.md: "An operator can always end a
+    /// stuck job"). A program that may still run is to be terminated.
+    fn abandon(&self) -> Result<Step, TransitionError> {
+        let reason = FailureReason::Abandoned;
+        match self.state {
+            JobState::Completed { .. } | JobState::Failed { .. } => self.invalid(),
+            JobState::Queued { run, previous, .. } => {
+                Ok(self.fail_run(*run, previous.as_ref(), reason, None))
+            }
+            JobState::Running {
+                attempt,
+                provisional,
+                ..
+            } => {
+                let step = self.fail_run(attempt.run, Some(attempt), reason, None);
+                Ok(match provisional {
+                    Some(_) => step, // it exited already
+                    None => step.effect(Effect::Terminate(self.attempt_id(attempt))),
+                })
+            }
+            JobState::AwaitingReboot {
+                attempt, exit_code, ..
+            } => Ok(self.fail_run(attempt.run, Some(attempt), reason, *exit_code)),
+        }
     }
 
     fn rerun(&self) -> Result<Step, TransitionError> {
@@ -759,6 +1163,19 @@ impl Transitioner<'_> {
             _ => self.invalid(),
         }
     }
+}
+
+/// Whether an attempt that failed for `reason` may have done its work anyway, so that a
+/// detection check must decide before it is retried or the run fails.
+fn may_have_succeeded(reason: &FailureReason) -> bool {
+    !matches!(
+        reason,
+        FailureReason::NotDetected
+            | FailureReason::LaunchFailed
+            | FailureReason::Abandoned
+            | FailureReason::Cancelled
+            | FailureReason::RebootLoop { .. }
+    )
 }
 
 fn attempt_ref(attempt: &Attempt) -> AttemptRef {

@@ -156,6 +156,7 @@ fn session(boot: &str) -> SessionFacts {
         notices: NoticeDelivery::NotDelivered,
         now: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default(),
         since_boot: Duration::from_secs(60),
+        programs: Default::default(),
     }
 }
 
@@ -182,6 +183,11 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
             "store conformance: a new job"
         );
         let attempt = ok(ledger.begin(spec.id()).map_err(into_store), "beginning");
+        let program = crate::ProgramId::new(4242, 1);
+        ok(
+            ledger.launched(&attempt, program).map_err(into_store),
+            "recording a launch",
+        );
         if let Some(code) = code {
             ok(
                 ledger.program_exited(&attempt, code).map_err(into_store),
@@ -189,7 +195,6 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
             );
         }
     };
-    run(&mut ledger, upgrade, None);
     run(
         &mut ledger,
         JobSpec::new(id("tool")).mandatory(false),
@@ -200,7 +205,14 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
         JobSpec::new(id("broken")).retry(crate::RetryPolicy::none()),
         Some(1603),
     );
-    run(&mut ledger, JobSpec::new(id("long")), None);
+    // The upgrade runs alone (restarts are exclusive); another job waits in the queue.
+    run(&mut ledger, upgrade, None);
+    ok(
+        ledger
+            .advertise(JobSpec::new(id("long")))
+            .map_err(into_store),
+        "advertising",
+    );
     let store = ledger.into_store();
     // The upgrade restarted the machine: boot B completes it.
     let (ledger, _) = ok(

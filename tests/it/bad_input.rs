@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use jobstate::{
-    Attempt, AttemptRef, BootId, Change, Error, Event, EventKind, EventName, FailureReason,
-    IdError, JobId, JobSpec, JobState, Ledger, MemoryStore, RebootAttribution, RebootBehaviour,
-    RebootKind, Record, ReplayError, StateKind, Store, StoreError, TransitionError, codec,
-    transition,
+    Attempt, AttemptRef, BootId, Change, CheckResult, Error, Event, EventKind, EventName,
+    FailureReason, IdError, JobId, JobSpec, JobState, Launch, Ledger, MemoryStore, ProgramId,
+    ProgramStatus, ProvisionalFailure, RebootAttribution, RebootBehaviour, RebootKind, Record,
+    ReplayError, StateKind, Store, StoreError, Termination, TransitionError, codec, transition,
 };
 
 use crate::common::*;
@@ -191,9 +191,19 @@ fn sample_states() -> Vec<(&'static str, JobState)> {
         cause: RebootAttribution::RequestedByJob(RebootKind::Soft),
         requested_in: boot("b1"),
         since: t0(),
+        since_boot: Duration::ZERO,
+        wait: 1,
+        overdue: 0,
         exit_code,
         reboots_seen: u32::from(verifying_in.is_some()),
         verifying_in,
+    };
+    let running = |launch, terminate, provisional| JobState::Running {
+        attempt: attempt.clone(),
+        launch,
+        shutdown_notice_at: None,
+        terminate,
+        provisional,
     };
     vec![
         ("queued", JobState::initial()),
@@ -208,13 +218,33 @@ fn sample_states() -> Vec<(&'static str, JobState)> {
                 check_before_retry: true,
             },
         ),
+        ("running", running(Launch::Pending, None, None)),
         (
-            "running",
-            JobState::Running {
-                attempt: attempt.clone(),
-                shutdown_notice_at: None,
-                terminate_requested_at: None,
-            },
+            "running-launched",
+            running(Launch::Recorded(ProgramId::new(7, 1)), None, None),
+        ),
+        (
+            "running-provisional",
+            running(
+                Launch::Observed,
+                None,
+                Some(ProvisionalFailure {
+                    code: 1603,
+                    since_boot: Duration::ZERO,
+                }),
+            ),
+        ),
+        (
+            "running-terminating",
+            running(
+                Launch::Recorded(ProgramId::new(7, 1)),
+                Some(Termination {
+                    at: t0(),
+                    since_boot: Duration::ZERO,
+                    unresponsive: false,
+                }),
+                None,
+            ),
         ),
         ("awaiting", awaiting(None, None)),
         ("awaiting-exited", awaiting(None, Some(3010))),
@@ -255,42 +285,76 @@ fn all_events(attempt: AttemptRef) -> Vec<EventKind> {
     vec![
         EventKind::Advertised,
         EventKind::AttemptStarted,
+        EventKind::Launched {
+            attempt,
+            program: ProgramId::new(8, 2),
+        },
+        EventKind::LaunchFailed { attempt },
         EventKind::ProgramExited { attempt, code: 0 },
         EventKind::ProgramExited {
             attempt,
             code: 1603,
         },
+        EventKind::ProgramLost { attempt },
         EventKind::ShutdownNoticed,
-        EventKind::AgentStarted,
+        EventKind::agent_started(),
+        EventKind::AgentStarted {
+            program: ProgramStatus::Gone,
+            restart_of: None,
+        },
         EventKind::RebootExpected {
             attempt,
             kind: RebootKind::Soft,
         },
+        EventKind::RebootExpected {
+            attempt,
+            kind: RebootKind::Hard,
+        },
         EventKind::Verified {
             attempt,
-            installed: true,
+            result: CheckResult::Installed,
         },
-        EventKind::Tick,
+        EventKind::Verified {
+            attempt,
+            result: CheckResult::NotYet,
+        },
+        EventKind::tick(),
+        EventKind::Tick {
+            program: ProgramStatus::Gone,
+        },
         EventKind::CancelRequested,
         EventKind::RerunRequested,
+        EventKind::AbandonRequested,
     ]
 }
 
 /// The semantics table: which events each state accepts (current attempt, same boot).
-fn accepts(state: &str, mandatory: bool, event: EventName) -> bool {
+fn accepts(state: &str, mandatory: bool, event: &EventKind) -> bool {
     use EventName::*;
-    match event {
+    let running = state.starts_with("running");
+    let unfinished = !matches!(state, "completed" | "failed" | "cancelled");
+    match event.name() {
         Advertised | ShutdownNoticed | AgentStarted | Tick => true,
         AttemptStarted => state == "queued",
+        Launched | LaunchFailed => state == "running",
         CancelRequested => matches!(state, "queued" | "queued-check"),
-        ProgramExited => matches!(state, "running" | "awaiting"),
-        RebootExpected => matches!(state, "running" | "verifying"),
+        ProgramExited => running && state != "running-provisional" || state == "awaiting",
+        ProgramLost => running,
+        // A soft restart is licensed only once the program's exit is recorded.
+        RebootExpected => match event {
+            EventKind::RebootExpected {
+                kind: RebootKind::Soft,
+                ..
+            } => matches!(state, "running-provisional" | "verifying"),
+            _ => running || state == "verifying",
+        },
         Verified => matches!(state, "verifying" | "queued-check"),
         RerunRequested => match state {
             "completed" => !mandatory,
             "failed" | "cancelled" => true,
             _ => false,
         },
+        AbandonRequested => unfinished,
         _ => unreachable!("every event is listed"),
     }
 }
@@ -313,7 +377,7 @@ fn every_invalid_transition_is_a_typed_error_naming_state_and_event() {
                     kind: kind.clone(),
                 };
                 let result = transition(&spec, &state, &event);
-                let expected = accepts(name, mandatory, kind.name());
+                let expected = accepts(name, mandatory, &kind);
                 assert_eq!(
                     result.is_ok(),
                     expected,
@@ -335,6 +399,13 @@ fn every_invalid_transition_is_a_typed_error_naming_state_and_event() {
                         state: s, event: e, ..
                     } => {
                         assert_eq!((*s, *e), (state.kind(), kind.name()));
+                    }
+                    TransitionError::ExitNotRecorded { attempt, .. } => {
+                        assert_eq!(name, "running");
+                        assert_eq!(*attempt, current);
+                        let message = error.to_string();
+                        assert!(message.contains("program_exited"), "{message}");
+                        continue;
                     }
                     other => panic!("unexpected error {other:?}"),
                 }
@@ -424,7 +495,7 @@ fn stored(spec: &JobSpec, states: &[JobState]) -> Vec<Vec<u8>> {
                     kind: if i == 0 {
                         EventKind::Advertised
                     } else {
-                        EventKind::Tick
+                        EventKind::tick()
                     },
                 },
                 state: state.clone(),
@@ -462,6 +533,9 @@ fn extreme_stored_counters_do_not_overflow() {
         cause,
         requested_in,
         since,
+        since_boot: Duration::MAX,
+        wait: u32::MAX,
+        overdue: u32::MAX,
         exit_code,
         reboots_seen: u32::MAX,
         verifying_in: Some(boot("b1")),

@@ -35,6 +35,7 @@ pub fn service_session(boot_name: &str) -> SessionFacts {
         notices: NoticeDelivery::NotDelivered,
         now: t0(),
         since_boot: Duration::from_secs(60),
+        programs: Default::default(),
     }
 }
 
@@ -74,4 +75,42 @@ pub fn take_reports<S: jobstate::Store>(
     let delivery = ledger.deliver(&mut sink).unwrap();
     assert_eq!(delivery.pending, 0, "{delivery:?}");
     sink.0
+}
+
+/// DESIGN.md invariant 7, derived independently of the crate: a job is completed only on
+/// evidence: an exit code that maps to success, a positive check, or a new boot after a
+/// requested restart or after the recorded launch (or exit) of a program declared to restart
+/// the machine.
+pub fn completion_has_evidence(
+    spec: &jobstate::JobSpec,
+    before: &jobstate::JobState,
+    event: &jobstate::Event,
+) -> bool {
+    use jobstate::{CheckResult, EventKind, ExitOutcome, JobState, RebootBehaviour};
+    match &event.kind {
+        EventKind::ProgramExited { code, .. } => matches!(
+            spec.exit_code_policy().outcome(*code),
+            ExitOutcome::Success | ExitOutcome::SuccessRestartRequired
+        ),
+        EventKind::Verified { result, .. } => *result == CheckResult::Installed,
+        EventKind::AgentStarted { .. } => match before {
+            JobState::AwaitingReboot {
+                requested_in,
+                verifying_in: None,
+                ..
+            } => *requested_in != event.boot,
+            JobState::Running {
+                attempt,
+                launch,
+                provisional,
+                ..
+            } => {
+                attempt.boot != event.boot
+                    && spec.reboot_behaviour() == RebootBehaviour::RestartsMachine
+                    && (launch.happened() || provisional.is_some())
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }

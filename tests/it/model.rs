@@ -2,13 +2,15 @@
 //!
 //! The reference model generates operations over a fixed catalogue of jobs; the system under
 //! test is a real `Ledger` over a `MemoryStore` inside a simulated world: programs that run
-//! until they exit, are terminated or die in a reboot; an agent that crashes (the ledger is
-//! dropped and reopened, and the old one is kept as a stale writer); reboots with and without a
-//! shutdown notice; a clock that jumps backwards; users logging on and off; duplicate
-//! advertisements, rerun and cancel requests, replayed and out-of-order events.
+//! until they exit, are terminated, die in a reboot or with the agent; launches recorded or not;
+//! an agent that crashes (the ledger is dropped and reopened, and the old one is kept as a stale
+//! writer), with or without killing its programs; reboots with and without a shutdown notice; a
+//! clock that jumps backwards; users logging on and off; duplicate advertisements, rerun, cancel
+//! and abandon requests, checks that say "not yet", replayed and out-of-order events (an older
+//! attempt's exit while a newer attempt runs).
 //!
-//! `check_invariants` asserts DESIGN.md invariants 1, 3, 4 and 6 (and that a fresh load of the
-//! store always equals what the ledger holds: nothing acknowledged is lost).
+//! `check_invariants` asserts DESIGN.md invariants 1, 3, 4, 5, 6, 7 and 8 (and that a fresh load
+//! of the store always equals what the ledger holds: nothing acknowledged is lost).
 //!
 //! Default: 256 cases of up to 50 steps. `JOBSTATE_PROPTEST_MULTIPLIER=100` runs 100 times more.
 
@@ -17,9 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jobstate::{
-    AttemptId, AttemptRef, Effect, Error, JobId, JobRecord, JobSpec, JobState, Ledger, MemoryStore,
-    RebootBehaviour, RebootKind, RetryPolicy, RunCondition, SessionFacts, StateKind, StatusKey,
-    StatusMessage, StatusSink, Store, StoreError, TransitionError, UserPresence,
+    AttemptId, AttemptRef, CheckResult, Effect, Error, JobId, JobRecord, JobSpec, JobState, Ledger,
+    LivePrograms, MemoryStore, ProgramId, RebootBehaviour, RebootKind, RetryPolicy, RunCondition,
+    SessionFacts, StateKind, StatusKey, StatusMessage, StatusSink, Store, StoreError,
+    TransitionError, UserPresence, WaitReason,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
@@ -54,19 +57,41 @@ fn catalogue() -> Vec<JobSpec> {
     ]
 }
 
+/// How the agent gets from `begin` to the launch record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Launching {
+    /// It spawns the program and records the launch.
+    Recorded,
+    /// It spawns the program and dies before recording the launch: the program runs.
+    Unrecorded,
+    /// It dies before spawning the program: nothing runs.
+    NeverSpawned,
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Advertise(usize),
-    Begin(usize),
+    /// Begin job `i`, then launch it as `Launching` says.
+    Begin(usize, Launching),
     Exit(usize, i32),
     ReplayExit(usize, i32),
+    /// The exit of an older attempt of job `i` arrives while a newer attempt runs.
+    OlderExit(usize),
+    /// Job `i`'s program fails (1603), its back-off passes, and its next attempt starts: a
+    /// shortcut to states with an older attempt behind the running one.
+    FailAndRetry(usize),
     ExpectReboot(usize, RebootKind),
-    Verify(usize, bool),
+    Verify(usize, CheckResult),
     ShutdownNotice,
     Tick(i64),
     ClockBack(i64),
     SetUser(UserPresence),
-    Crash,
+    /// The agent dies; with `true` its programs die with it (`KillMode=control-group`).
+    Crash(bool),
+    /// The agent knows job `i`'s program is gone (it kills it and cannot collect its status).
+    Lost(usize),
+    /// An operator abandons job `i`.
+    Abandon(usize),
     Reboot {
         notice: bool,
     },
@@ -105,16 +130,31 @@ impl ReferenceStateMachine for Reference {
             1 => Just(1618),
             1 => Just(1603)
         ];
+        let check = prop_oneof![
+            3 => Just(CheckResult::Installed),
+            2 => Just(CheckResult::NotInstalled),
+            2 => Just(CheckResult::NotYet)
+        ];
         prop_oneof![
             3 => jobs.clone().prop_map(Op::Advertise),
-            4 => jobs.clone().prop_map(Op::Begin),
+            4 => (
+                jobs.clone(),
+                prop_oneof![
+                    8 => Just(Launching::Recorded),
+                    1 => Just(Launching::Unrecorded),
+                    1 => Just(Launching::NeverSpawned)
+                ]
+            )
+                .prop_map(|(j, l)| Op::Begin(j, l)),
             4 => (jobs.clone(), code.clone()).prop_map(|(j, c)| Op::Exit(j, c)),
             1 => (jobs.clone(), code).prop_map(|(j, c)| Op::ReplayExit(j, c)),
+            2 => jobs.clone().prop_map(Op::OlderExit),
+            2 => jobs.clone().prop_map(Op::FailAndRetry),
             1 => (jobs.clone(), prop_oneof![Just(RebootKind::Soft), Just(RebootKind::Hard)])
                 .prop_map(|(j, k)| Op::ExpectReboot(j, k)),
-            2 => (jobs.clone(), any::<bool>()).prop_map(|(j, v)| Op::Verify(j, v)),
+            2 => (jobs.clone(), check).prop_map(|(j, v)| Op::Verify(j, v)),
             1 => Just(Op::ShutdownNotice),
-            2 => (1i64..120).prop_map(Op::Tick),
+            2 => prop_oneof![1i64..120, 120i64..3000].prop_map(Op::Tick),
             1 => (1i64..600).prop_map(Op::ClockBack),
             1 => prop_oneof![
                 Just(UserPresence::LoggedOn),
@@ -122,7 +162,9 @@ impl ReferenceStateMachine for Reference {
                 Just(UserPresence::Unknown)
             ]
             .prop_map(Op::SetUser),
-            2 => Just(Op::Crash),
+            2 => any::<bool>().prop_map(Op::Crash),
+            1 => jobs.clone().prop_map(Op::Lost),
+            1 => jobs.clone().prop_map(Op::Abandon),
             2 => any::<bool>().prop_map(|notice| Op::Reboot { notice }),
             1 => jobs.clone().prop_map(Op::Rerun),
             1 => jobs.clone().prop_map(Op::Cancel),
@@ -159,6 +201,7 @@ struct World {
     tombstones: HashMap<JobId, (u32, usize)>,
     /// The site server.
     server: Server,
+    next_pid: u32,
 }
 
 /// The site server: refuses deliveries on demand, counts every message it accepts by key.
@@ -191,6 +234,11 @@ static STALE_REFUSED: AtomicU64 = AtomicU64::new(0);
 static REBOOTS_MID_JOB: AtomicU64 = AtomicU64::new(0);
 static DELIVERED: AtomicU64 = AtomicU64::new(0);
 static REDELIVERIES_OWED: AtomicU64 = AtomicU64::new(0);
+static OLDER_EXITS_REFUSED: AtomicU64 = AtomicU64::new(0);
+static LOST_PROGRAMS_ENDED: AtomicU64 = AtomicU64::new(0);
+static RELAUNCHES: AtomicU64 = AtomicU64::new(0);
+static NOT_YET: AtomicU64 = AtomicU64::new(0);
+static ABANDONED: AtomicU64 = AtomicU64::new(0);
 
 impl World {
     fn ledger(&mut self) -> &mut MemLedger {
@@ -209,44 +257,100 @@ impl World {
             .and_then(|l| l.job(self.specs[i].id()).cloned())
     }
 
+    /// The session as the world is now: which programs are alive, among the rest.
+    fn facts(&self) -> SessionFacts {
+        SessionFacts {
+            programs: LivePrograms::Known(self.live.values().cloned().collect()),
+            ..self.session.clone()
+        }
+    }
+
+    fn sync_session(&mut self) {
+        let facts = self.facts();
+        *self.ledger().session_mut() = facts;
+    }
+
     fn open(&mut self) {
-        let (ledger, effects) = Ledger::open(self.store.clone(), self.session.clone())
+        let (ledger, effects) = Ledger::open(self.store.clone(), self.facts())
             .unwrap_or_else(|e| panic!("reopening a good store failed: {e}"));
         self.ledger = Some(ledger);
         self.carry_out(effects);
     }
 
+    /// Starts a program for `attempt` (after `Running` was committed).
+    fn spawn(&mut self, attempt: AttemptId) {
+        // Invariant 4: never two attempts of one job running at once.
+        assert!(
+            !self.live.contains_key(&attempt.job),
+            "invariant 4: {attempt:?} launched while {:?} still runs",
+            self.live.get(&attempt.job)
+        );
+        if let Some((run, _)) = self.tombstones.get(&attempt.job) {
+            panic!("invariant 1: completed mandatory job (run {run}) launched again: {attempt:?}");
+        }
+        // Restarts are exclusive: a job that may restart the machine runs alone.
+        let restarts = |job: &JobId| {
+            self.specs
+                .iter()
+                .any(|s| s.id() == job && s.reboot_behaviour() != RebootBehaviour::Never)
+        };
+        if let Some(other) = self
+            .live
+            .keys()
+            .find(|j| restarts(j) || restarts(&attempt.job))
+        {
+            panic!("restarts are exclusive: {attempt:?} launched while {other} runs");
+        }
+        self.launched.push(attempt.clone());
+        self.live.insert(attempt.job.clone(), attempt);
+    }
+
+    /// Spawns the program and records its launch, or the agent dies on the way.
+    fn launch(&mut self, attempt: AttemptId, how: Launching) {
+        if how != Launching::NeverSpawned {
+            self.spawn(attempt.clone());
+        }
+        if how == Launching::Recorded {
+            self.next_pid += 1;
+            let program = ProgramId::new(self.next_pid, u64::from(self.boots));
+            self.call(|l| l.launched(&attempt, program))
+                .expect("recording a launch right after it");
+        } else {
+            // The agent died before recording it (its program, if spawned, lives on).
+            self.stale = self.ledger.take();
+            self.open();
+        }
+    }
+
     fn carry_out(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
+                // Recovery launches again an attempt whose launch was never recorded.
                 Effect::Launch(attempt) => {
-                    // Invariant 4: never two attempts of one job running at once.
-                    assert!(
-                        !self.live.contains_key(&attempt.job),
-                        "invariant 4: {attempt:?} launched while {:?} still runs",
-                        self.live.get(&attempt.job)
-                    );
-                    if let Some((run, _)) = self.tombstones.get(&attempt.job) {
-                        panic!(
-                            "invariant 1: completed mandatory job (run {run}) launched again: {attempt:?}"
-                        );
-                    }
-                    self.launched.push(attempt.clone());
-                    self.live.insert(attempt.job.clone(), attempt);
+                    RELAUNCHES.fetch_add(1, Ordering::Relaxed);
+                    self.launch(attempt, Launching::Recorded);
                 }
                 // The kill is under way; the program stays live until its exit is delivered
-                // (an `Exit` step), and the ledger waits for that exit before any retry.
+                // (an `Exit` step) or it is lost, and the ledger waits for that before any retry.
                 Effect::Terminate(attempt) => {
-                    assert_eq!(
-                        self.live.get(&attempt.job),
-                        Some(&attempt),
-                        "terminate of a dead program"
+                    let live = self.live.get(&attempt.job);
+                    assert!(
+                        live.is_none() || live == Some(&attempt),
+                        "terminate of another attempt: {attempt:?}, live {live:?}"
                     );
                 }
                 Effect::Verify(attempt) => {
                     self.verify.insert(attempt.job.clone(), attempt);
                 }
-                _ => {}
+                Effect::ScheduleRestart { job, .. } => {
+                    // Never under another job's live program.
+                    let others: Vec<&AttemptId> =
+                        self.live.values().filter(|a| a.job != job).collect();
+                    assert!(
+                        others.is_empty(),
+                        "a restart for {job} licensed while {others:?} run"
+                    );
+                }
             }
         }
     }
@@ -257,6 +361,7 @@ impl World {
         &mut self,
         op: impl FnOnce(&mut MemLedger) -> Result<Vec<Effect>, Error>,
     ) -> Option<Vec<Effect>> {
+        self.sync_session();
         let before: Vec<JobRecord> = self.ledger().jobs().cloned().collect();
         let records = self.store.records().len();
         match op(self.ledger()) {
@@ -303,10 +408,23 @@ impl World {
         })
     }
 
+    /// The live program of job `i`, or else of the first job that has one.
+    fn some_live(&self, i: usize) -> Option<JobId> {
+        let id = self.id(i);
+        if self.live.contains_key(&id) {
+            return Some(id);
+        }
+        self.specs
+            .iter()
+            .map(|s| s.id().clone())
+            .find(|j| self.live.contains_key(j))
+    }
+
     fn step(&mut self, op: Op) {
         match op {
             Op::Advertise(i) => {
                 let spec = self.specs[i].clone();
+                self.sync_session();
                 let answer = self
                     .ledger()
                     .advertise(spec)
@@ -315,23 +433,18 @@ impl World {
                     assert_eq!(answer, jobstate::Advertisement::CompletedWillNotRun);
                 }
             }
-            Op::Begin(i) => {
+            Op::Begin(i, how) => {
                 let id = self.id(i);
-                let _ = self.call(|l| l.begin(&id).map(|a| vec![Effect::Launch(a)]));
+                self.sync_session();
+                if let Ok(attempt) = self.ledger().begin(&id) {
+                    self.launch(attempt, how);
+                } else {
+                    REFUSED.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Op::Exit(i, code) => {
-                // Only a live program can exit; its exit is delivered to the ledger. If job `i`
-                // has none, the live program of the first job that has one exits instead.
-                let id = self.id(i);
-                let id = if self.live.contains_key(&id) {
-                    Some(id)
-                } else {
-                    self.specs
-                        .iter()
-                        .map(|s| s.id().clone())
-                        .find(|j| self.live.contains_key(j))
-                };
-                if let Some(attempt) = id.and_then(|id| self.live.remove(&id)) {
+                // Only a live program can exit; its exit is delivered to the ledger.
+                if let Some(attempt) = self.some_live(i).and_then(|id| self.live.remove(&id)) {
                     let _ = self.call(|l| l.program_exited(&attempt, code));
                 }
             }
@@ -346,43 +459,149 @@ impl World {
                     assert!(result.is_none(), "a replayed exit of {old:?} was accepted");
                 }
             }
+            Op::OlderExit(i) => {
+                // Invariant 4: an older attempt's exit while a newer attempt runs is refused.
+                let id = self.id(i);
+                let Some(live) = self.live.get(&id).cloned() else {
+                    return;
+                };
+                let older = self
+                    .launched
+                    .iter()
+                    .rfind(|a| a.job == id && a.attempt < live.attempt)
+                    .cloned();
+                if let Some(older) = older {
+                    let result = self.call(|l| l.program_exited(&older, 0));
+                    assert!(
+                        result.is_none(),
+                        "invariant 4: the exit of {older:?} was accepted while {live:?} runs"
+                    );
+                    OLDER_EXITS_REFUSED.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Op::FailAndRetry(i) => {
+                let id = self.id(i);
+                if !self.live.contains_key(&id) {
+                    return;
+                }
+                self.step(Op::Exit(i, 1603));
+                if let Some(JobState::Queued {
+                    check_before_retry: true,
+                    ..
+                }) = self.record(i).map(|r| r.state().clone())
+                {
+                    self.step(Op::Verify(i, CheckResult::NotInstalled));
+                }
+                // Past a provisional failure's grace window, then past the back-off.
+                self.step(Op::Tick(120));
+                self.step(Op::Tick(120));
+                self.step(Op::Begin(i, Launching::Recorded));
+                self.step(Op::OlderExit(i));
+            }
             Op::ExpectReboot(i, kind) => {
                 if let Some(attempt) = self.current_attempt(i) {
                     let _ = self.call(|l| l.expect_reboot(&attempt, kind));
                 }
             }
-            Op::Verify(i, installed) => {
+            Op::Verify(i, result) => {
                 let id = self.id(i);
                 let attempt = self.verify.remove(&id).or_else(|| self.current_attempt(i));
-                if let Some(attempt) = attempt {
-                    let _ = self.call(|l| l.verification(&attempt, installed));
+                if let Some(attempt) = attempt
+                    && self.call(|l| l.verification(&attempt, result)).is_some()
+                    && result == CheckResult::NotYet
+                {
+                    NOT_YET.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Op::ShutdownNotice => {
                 let _ = self.call(|l| l.shutdown_notice());
             }
             Op::Tick(m) => {
-                // Time passes on both clocks; only the boot clock decides run-time limits.
+                // Time passes on both clocks; only the boot clock decides deadlines.
                 self.session.now += minutes(m);
                 self.session.since_boot += Duration::from_secs(m.unsigned_abs() * 60);
-                let (now, since_boot) = (self.session.now, self.session.since_boot);
-                self.ledger().session_mut().now = now;
-                self.ledger().session_mut().since_boot = since_boot;
                 let _ = self.call(|l| l.tick());
+                // Invariant 8: a tick notices every program that is gone.
+                let ledger = self.ledger.as_ref().expect("open");
+                for record in ledger.jobs() {
+                    if let JobState::Running {
+                        attempt,
+                        launch,
+                        provisional: None,
+                        ..
+                    } = record.state()
+                        && attempt.boot == self.session.boot
+                        && launch.happened()
+                    {
+                        assert!(
+                            self.live.contains_key(record.id()),
+                            "invariant 8: {} is Running after a tick while its program is gone",
+                            record.id()
+                        );
+                    }
+                }
             }
             Op::ClockBack(m) => {
                 self.session.now -= minutes(m);
-                let now = self.session.now;
-                self.ledger().session_mut().now = now;
             }
             Op::SetUser(user) => {
                 self.session.user = user;
-                self.ledger().session_mut().user = user;
             }
-            Op::Crash => {
-                // The agent dies; its programs live on. The dead ledger is kept as a stale writer.
+            Op::Crash(kills) => {
+                // The agent dies; its programs live on, or die with it. The dead ledger is kept
+                // as a stale writer.
+                if kills {
+                    self.live.clear();
+                }
                 self.stale = self.ledger.take();
                 self.open();
+                if kills {
+                    // Invariant 8: nothing waits for a program that died with the agent.
+                    for record in self.ledger.as_ref().expect("open").jobs() {
+                        if let JobState::Running {
+                            attempt,
+                            provisional: None,
+                            ..
+                        } = record.state()
+                        {
+                            assert!(
+                                self.live.contains_key(record.id())
+                                    || attempt.boot != self.session.boot,
+                                "invariant 8: {} waits for a program that died with the agent: {:?}",
+                                record.id(),
+                                record.state()
+                            );
+                        }
+                    }
+                }
+            }
+            Op::Lost(i) => {
+                // The agent kills the program and cannot collect its status.
+                let id = self.id(i);
+                if let Some(attempt) = self.live.remove(&id)
+                    && self.call(|l| l.program_lost(&attempt)).is_some()
+                {
+                    LOST_PROGRAMS_ENDED.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Op::Abandon(i) => {
+                let id = self.id(i);
+                let done = self.tombstones.contains_key(&id);
+                if let Some(effects) = self.call(|l| l.abandon(&id)) {
+                    assert!(
+                        !done,
+                        "invariant 1: a completed mandatory job was abandoned"
+                    );
+                    ABANDONED.fetch_add(1, Ordering::Relaxed);
+                    // The operator's agent terminates the program; it is gone.
+                    if effects.iter().any(|e| matches!(e, Effect::Terminate(_))) {
+                        self.live.remove(&id);
+                    }
+                    assert_eq!(
+                        self.record(i).map(|r| r.state().kind()),
+                        Some(StateKind::Failed)
+                    );
+                }
             }
             Op::Reboot { notice } => {
                 if notice {
@@ -396,7 +615,6 @@ impl World {
                 self.session.boot = boot(&format!("boot-{}", self.boots));
                 self.session.since_boot = Duration::from_secs(30); // a new boot's clock
                 self.open();
-                // Invariant 3: a reboot never fails a job that restarts the machine.
                 if before.iter().any(|r| {
                     matches!(
                         r.state().kind(),
@@ -407,24 +625,24 @@ impl World {
                 }
                 for record in &before {
                     if record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine
-                        && !record.state().is_terminal()
+                        && let JobState::Running {
+                            launch,
+                            provisional,
+                            ..
+                        } = record.state()
                     {
                         let now = self.ledger().job(record.id()).map(|r| r.state().kind());
-                        assert_ne!(
-                            now,
-                            Some(StateKind::Failed),
-                            "invariant 3: {:?}",
-                            record.state()
-                        );
-                        // DESIGN: the reboot is its program's expected end: verify or complete.
-                        if record.state().kind() == StateKind::Running {
-                            let expected = if record.spec().verifies_after_reboot() {
-                                StateKind::AwaitingReboot
-                            } else {
-                                StateKind::Completed
-                            };
-                            assert_eq!(now, Some(expected), "after a reboot: {:?}", record.state());
-                        }
+                        // DESIGN: a recorded launch's reboot is its program's expected end
+                        // (verify or complete); a launch never recorded never ran: it is
+                        // launched again, as the same attempt.
+                        let expected = if !launch.happened() && provisional.is_none() {
+                            StateKind::Running
+                        } else if record.spec().verifies_after_reboot() {
+                            StateKind::AwaitingReboot
+                        } else {
+                            StateKind::Completed
+                        };
+                        assert_eq!(now, Some(expected), "after a reboot: {:?}", record.state());
                     }
                 }
             }
@@ -442,6 +660,7 @@ impl World {
                 let _ = self.call(|l| l.cancel(&id));
             }
             Op::Deliver => {
+                self.sync_session();
                 let before: Vec<JobRecord> = self.ledger().jobs().cloned().collect();
                 let mut server = std::mem::take(&mut self.server);
                 let delivery = self.ledger().deliver(&mut server);
@@ -457,17 +676,23 @@ impl World {
                 let id = self.id(i);
                 let step = match self.record(i).map(|r| r.state().clone()) {
                     None => Op::Advertise(i),
-                    Some(JobState::Queued { .. }) => Op::Begin(i),
+                    Some(JobState::Queued {
+                        check_before_retry: true,
+                        ..
+                    }) => Op::Verify(i, CheckResult::Installed),
+                    Some(JobState::Queued { .. }) => Op::Begin(i, Launching::Recorded),
                     Some(JobState::Running { .. }) if self.live.contains_key(&id) => Op::Exit(i, 0),
                     Some(JobState::AwaitingReboot {
                         verifying_in: Some(_),
                         ..
-                    }) => Op::Verify(i, true),
+                    }) => Op::Verify(i, CheckResult::Installed),
+                    Some(JobState::AwaitingReboot { .. }) => Op::Reboot { notice: false },
                     _ => return,
                 };
                 self.step(step);
             }
             Op::CrashAfterDelivery => {
+                self.sync_session();
                 let pending = self.ledger().outbox().count();
                 self.store.fail_next_commits(1);
                 let mut server = std::mem::take(&mut self.server);
@@ -494,6 +719,7 @@ impl World {
                     stale.begin(&id).err(),
                     stale.rerun(&id).err(),
                     stale.cancel(&id).err(),
+                    stale.abandon(&id).err(),
                 ];
                 for error in attempts.into_iter() {
                     // Every write through a stale ledger is refused: by the store, or by the
@@ -542,6 +768,7 @@ impl StateMachineTest for LedgerTest {
             launched: Vec::new(),
             tombstones: HashMap::new(),
             server: Server::default(),
+            next_pid: 1000,
         };
         world.open();
         world
@@ -575,15 +802,33 @@ impl StateMachineTest for LedgerTest {
                 "invariant 1: {id} launched after completion"
             );
         }
-        // Invariant 3, over the whole history: no reboot observation failed a job that
-        // restarts the machine.
         for record in ledger.jobs() {
-            if record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine {
-                for entry in record.history() {
+            let restarts = record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine;
+            let history = record.history();
+            for pair in history.windows(2) {
+                let (before, entry) = (&pair[0].state, &pair[1]);
+                // Invariant 3, over the whole history: no reboot observation failed a job that
+                // restarts the machine, or queued it to run again.
+                let rebooted = matches!(entry.event.kind, jobstate::EventKind::AgentStarted { .. })
+                    && before.attempt().is_some_and(|a| a.boot != entry.event.boot)
+                    && matches!(
+                        before.kind(),
+                        StateKind::Running | StateKind::AwaitingReboot
+                    );
+                assert!(
+                    !(restarts
+                        && rebooted
+                        && matches!(entry.state.kind(), StateKind::Failed | StateKind::Queued)),
+                    "invariant 3: {before:?} -> {entry:?}"
+                );
+                // Invariant 7: completed only on evidence.
+                if entry.state.kind() == StateKind::Completed
+                    && before.kind() != StateKind::Completed
+                {
                     assert!(
-                        !(entry.event.kind == jobstate::EventKind::AgentStarted
-                            && entry.state.kind() == StateKind::Failed),
-                        "invariant 3: {entry:?}"
+                        completion_has_evidence(record.spec(), before, &entry.event),
+                        "invariant 7: {} completed without evidence: {before:?} -> {entry:?}",
+                        record.id()
                     );
                 }
             }
@@ -600,9 +845,44 @@ impl StateMachineTest for LedgerTest {
                 );
             }
         }
-        // Invariant 5: every terminal state and every entry into AwaitingReboot has exactly one
-        // status message, pending in the outbox or received by the server (or both, between a
-        // delivery and its acknowledgement), and nothing else is ever sent.
+        // Invariant 8: every unfinished job waits visibly, for something named, and with a time
+        // bound unless only the outside world can end the wait.
+        let waits = ledger.waits();
+        for record in ledger.jobs() {
+            let wait = waits.iter().find(|w| w.job == *record.id());
+            match record.state() {
+                JobState::Completed { .. } | JobState::Failed { .. } => {
+                    assert!(wait.is_none(), "a finished job waits: {wait:?}");
+                }
+                JobState::Queued { .. } => {
+                    if wait.is_none() {
+                        // Not waiting: it may start now, and the run loop is offered a job.
+                        assert!(
+                            matches!(ledger.next_runnable(), jobstate::NextJob::Run(_)),
+                            "invariant 8: {} neither waits nor may start",
+                            record.id()
+                        );
+                    }
+                }
+                JobState::Running { .. } | JobState::AwaitingReboot { .. } => {
+                    let wait = wait.unwrap_or_else(|| {
+                        panic!("invariant 8: {} waits for nothing named", record.id())
+                    });
+                    let unbounded_ok = matches!(
+                        wait.reason,
+                        WaitReason::Unresponsive | WaitReason::Verification
+                    );
+                    assert!(
+                        wait.wake_after.is_some() || unbounded_ok,
+                        "invariant 8: {} waits without a bound: {wait:?}",
+                        record.id()
+                    );
+                }
+            }
+        }
+        // Invariant 5: every terminal state, every wait for a reboot and every overdue report
+        // has exactly one status message, pending in the outbox or received by the server (or
+        // both, between a delivery and its acknowledgement), and nothing else is ever sent.
         let expected = expected_reports(ledger);
         let distinct: std::collections::HashSet<_> = expected.iter().collect();
         assert_eq!(
@@ -672,23 +952,45 @@ impl StateMachineTest for LedgerTest {
 }
 
 /// The status keys the jobs' histories call for, derived from the states alone: one per
-/// terminal state and per entry into `AwaitingReboot`.
+/// terminal state, per wait for a reboot, per overdue report and per unresponsive program.
 fn expected_reports(ledger: &MemLedger) -> Vec<StatusKey> {
     let mut keys = Vec::new();
     for record in ledger.jobs() {
-        let mut before = StateKind::Queued;
+        let mut before: Option<&JobState> = None;
         for entry in record.history() {
-            let kind = entry.state.kind();
-            let entering = kind == StateKind::AwaitingReboot && before != StateKind::AwaitingReboot;
-            if entry.state.is_terminal() || entering {
-                keys.push(StatusKey {
-                    job: record.id().clone(),
-                    run: entry.state.run(),
-                    attempt: entry.state.attempt().map_or(0, |a| a.number),
-                    state: kind,
-                });
+            let key = |wait: u32, overdue: u32| StatusKey {
+                job: record.id().clone(),
+                run: entry.state.run(),
+                attempt: entry.state.attempt().map_or(0, |a| a.number),
+                state: entry.state.kind(),
+                wait,
+                overdue,
+            };
+            match (&entry.state, before) {
+                (state, _) if state.is_terminal() => keys.push(key(0, 0)),
+                (
+                    JobState::AwaitingReboot { wait, overdue, .. },
+                    Some(JobState::AwaitingReboot {
+                        wait: was_wait,
+                        overdue: was_overdue,
+                        ..
+                    }),
+                ) if wait == was_wait => {
+                    keys.extend((overdue != was_overdue).then(|| key(*wait, *overdue)));
+                }
+                (JobState::AwaitingReboot { wait, .. }, _) => keys.push(key(*wait, 0)),
+                (
+                    JobState::Running {
+                        terminate: Some(now),
+                        ..
+                    },
+                    Some(JobState::Running { terminate: was, .. }),
+                ) if now.unresponsive && !was.is_some_and(|t| t.unresponsive) => {
+                    keys.push(key(0, 1));
+                }
+                _ => {}
             }
-            before = kind;
+            before = Some(&entry.state);
         }
     }
     keys
@@ -743,7 +1045,9 @@ fn ledger_keeps_invariants_under_crashes_reboots_and_replays() {
     report_figures(&format!(
         "state machine: {} cases, {} steps run ({} cases required); exercised: {} mandatory jobs \
          completed and then held, {} reboots with a job in flight, {} refused calls, {} stale \
-         writes refused, {} status messages delivered, {} crashes before an acknowledgement",
+         writes refused, {} older attempts' exits refused, {} status messages delivered, {} \
+         crashes before an acknowledgement, {} lost programs ended, {} launches never recorded \
+         launched again, {} checks said not yet, {} jobs abandoned",
         n(&CASES),
         n(&STEPS),
         256 * multiplier,
@@ -751,8 +1055,13 @@ fn ledger_keeps_invariants_under_crashes_reboots_and_replays() {
         n(&REBOOTS_MID_JOB),
         n(&REFUSED),
         n(&STALE_REFUSED),
+        n(&OLDER_EXITS_REFUSED),
         n(&DELIVERED),
         n(&REDELIVERIES_OWED),
+        n(&LOST_PROGRAMS_ENDED),
+        n(&RELAUNCHES),
+        n(&NOT_YET),
+        n(&ABANDONED),
     ));
     if let Err(failure) = result {
         panic!("{failure}");

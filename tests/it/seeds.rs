@@ -3,7 +3,7 @@
 
 use jobstate::{
     Advertisement, Effect, ExecutionContext, FailureReason, JobSpec, JobState, Ledger, MemoryStore,
-    NextJob, RebootAttribution, RebootBehaviour, RunCondition, SessionFacts, StateKind,
+    NextJob, ProgramId, RebootAttribution, RebootBehaviour, RunCondition, SessionFacts, StateKind,
     UserPresence,
 };
 
@@ -72,7 +72,8 @@ fn seed_000_background_upgrade_with_no_user_completes_once() {
     // Nobody is logged on, and the job runs whether or not a user is: it is runnable.
     assert_eq!(ledger.next_runnable(), NextJob::Run(upgrade.id().clone()));
     let attempt = ledger.begin(upgrade.id()).unwrap();
-    let mut launched = 1; // Running (with boot A) is durable; the agent launches the program.
+    let mut launched = 1; // Running (with boot A) is durable; the agent launches the program,
+    ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap(); // and records that it runs.
     match ledger.job(upgrade.id()).unwrap().state() {
         JobState::Running { attempt: a, .. } => assert_eq!(a.boot, boot("boot-a")),
         other => panic!("expected Running, got {other:?}"),
@@ -142,6 +143,7 @@ fn seed_001_service_never_hears_the_shutdown_and_still_completes_once() {
     ledger.advertise(upgrade.clone()).unwrap();
     let attempt = ledger.begin(upgrade.id()).unwrap();
     let mut launched = 1;
+    ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
 
     // The machine restarts. The service receives no shutdown message: `shutdown_notice` is
     // never called. The agent is killed mid-flight.
@@ -186,65 +188,123 @@ fn seed_001_service_never_hears_the_shutdown_and_still_completes_once() {
 }
 
 /// Seed 001 exactly as reported: the wrapper *marks the job failed* (a failing exit code reaches
-/// the agent) and then the machine restarts. The failure is not believed blindly: a job with a
-/// detection check is retried only after the check says the upgrade is not there, and it is.
+/// the agent) and then the machine restarts. For a program that restarts the machine, a failing
+/// exit is provisional: the reboot within the grace window is its expected end. With a check,
+/// the check decides after the reboot.
 #[test]
 fn seed_001_wrapper_reports_failure_yet_the_upgrade_is_not_run_again() {
-    let store = MemoryStore::new();
-    let upgrade = JobSpec::new(job("winnt40-upgrade-ntencap"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true);
-    let session = service_session("boot-a");
-    let (mut ledger, _) = Ledger::open(store.clone(), session.clone()).unwrap();
-    ledger.advertise(upgrade.clone()).unwrap();
-    let attempt = ledger.begin(upgrade.id()).unwrap();
-    let mut launched = 1;
+    for with_check in [true, false] {
+        let store = MemoryStore::new();
+        let upgrade = JobSpec::new(job("winnt40-upgrade-ntencap"))
+            .reboot(RebootBehaviour::RestartsMachine)
+            .verify_after_reboot(with_check);
+        let session = service_session("boot-a");
+        let (mut ledger, _) = Ledger::open(store.clone(), session.clone()).unwrap();
+        ledger.advertise(upgrade.clone()).unwrap();
+        let attempt = ledger.begin(upgrade.id()).unwrap();
+        ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
+        let mut launched = 1;
 
-    // Ntencap never hears the shutdown and exits with a failure code.
-    let effects = ledger.program_exited(&attempt, 1).unwrap();
-    assert_eq!(
-        effects,
-        vec![Effect::Verify(attempt.clone())],
-        "check before any retry"
-    );
-    assert_eq!(
-        ledger.next_runnable(),
-        NextJob::Wait {
-            job: upgrade.id().clone(),
-            reason: jobstate::WaitReason::CheckPending
+        // Ntencap never hears the shutdown and exits with a failure code (1603), moments
+        // before the machine goes down.
+        let effects = ledger.program_exited(&attempt, 1603).unwrap();
+        assert!(effects.is_empty(), "no retry, no check yet: {effects:?}");
+        assert!(take_reports(&mut ledger).is_empty(), "no failure reported");
+        let waits = ledger.waits();
+        assert_eq!(waits.len(), 1);
+        assert_eq!(
+            waits[0].reason,
+            jobstate::WaitReason::FailureProvisional { code: 1603 }
+        );
+        assert_eq!(
+            waits[0].wake_after,
+            Some(std::time::Duration::from_secs(600))
+        );
+        assert!(
+            ledger.begin(upgrade.id()).is_err(),
+            "no retry in the window"
+        );
+        // 30 seconds later, winnt32 restarts the machine.
+        ledger.session_mut().since_boot += std::time::Duration::from_secs(30);
+        assert!(ledger.tick().unwrap().is_empty());
+        drop(ledger);
+
+        let mut after = session.clone();
+        after.boot = boot("boot-b");
+        let (mut ledger, effects) = Ledger::open(store.clone(), after.clone()).unwrap();
+        launched += launches(&effects);
+        if with_check {
+            assert_eq!(effects, vec![Effect::Verify(attempt.clone())]);
+            assert!(
+                ledger.begin(upgrade.id()).is_err(),
+                "no retry before the check"
+            );
+            assert!(ledger.verification(&attempt, true).unwrap().is_empty());
+        } else {
+            assert!(effects.is_empty(), "{effects:?}");
         }
-    );
-    drop(ledger); // winnt32 restarts the machine
+        let reported: Vec<StateKind> = take_reports(&mut ledger)
+            .iter()
+            .map(|m| m.key.state)
+            .collect();
+        assert_eq!(reported.last(), Some(&StateKind::Completed), "{reported:?}");
+        assert!(!reported.contains(&StateKind::Failed));
+        assert!(
+            matches!(
+                ledger.job(upgrade.id()).unwrap().state(),
+                JobState::Completed {
+                    exit_code: Some(1603),
+                    reboot: Some(RebootAttribution::InitiatedByProgram),
+                    verified,
+                    ..
+                } if *verified == with_check
+            ),
+            "{:?}",
+            ledger.job(upgrade.id()).unwrap().state()
+        );
+        drop(ledger);
 
-    let mut after = session.clone();
-    after.boot = boot("boot-b");
-    let (mut ledger, effects) = Ledger::open(store.clone(), after.clone()).unwrap();
-    launched += launches(&effects);
-    assert_eq!(
-        effects,
-        vec![Effect::Verify(attempt.clone())],
-        "the owed check is licensed again"
-    );
-    assert!(
-        ledger.begin(upgrade.id()).is_err(),
-        "no retry before the check"
-    );
-    assert!(ledger.verification(&attempt, true).unwrap().is_empty());
-    let sent = take_reports(&mut ledger);
-    assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].key.state, StateKind::Completed);
-    assert!(matches!(
-        ledger.job(upgrade.id()).unwrap().state(),
-        JobState::Completed {
-            verified: true,
-            exit_code: Some(1),
-            ..
+        launched += restart_and_readvertise_three_times(&store, &after, &upgrade);
+        assert_eq!(launched, 1, "the upgrade's program started exactly once");
+    }
+}
+
+/// Seed 001's failure code when no restart follows: the grace window closes in the same boot and
+/// the failure stands (the retry policy applies; with a check, the check decides first).
+#[test]
+fn a_failure_with_no_restart_within_the_grace_window_stands() {
+    for with_check in [false, true] {
+        let store = MemoryStore::new();
+        let upgrade = JobSpec::new(job("os-upgrade"))
+            .reboot(RebootBehaviour::RestartsMachine)
+            .verify_after_reboot(with_check);
+        let (mut ledger, _) = Ledger::open(store, service_session("boot-a")).unwrap();
+        ledger.advertise(upgrade.clone()).unwrap();
+        let attempt = ledger.begin(upgrade.id()).unwrap();
+        ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
+        ledger.program_exited(&attempt, 1603).unwrap();
+        let exited = ledger.session().since_boot;
+        ledger.session_mut().since_boot = exited + std::time::Duration::from_secs(599);
+        assert!(ledger.tick().unwrap().is_empty());
+        assert_eq!(
+            ledger.job(upgrade.id()).unwrap().state().kind(),
+            StateKind::Running
+        );
+        ledger.session_mut().since_boot = exited + std::time::Duration::from_secs(600);
+        let effects = ledger.tick().unwrap();
+        match ledger.job(upgrade.id()).unwrap().state() {
+            JobState::Queued {
+                attempt: 2,
+                last_failure: Some(FailureReason::ExitCode(1603)),
+                check_before_retry,
+                ..
+            } => {
+                assert_eq!(*check_before_retry, with_check);
+                assert_eq!(effects.len(), usize::from(with_check));
+            }
+            other => panic!("expected a retry, got {other:?}"),
         }
-    ));
-    drop(ledger);
-
-    launched += restart_and_readvertise_three_times(&store, &after, &upgrade);
-    assert_eq!(launched, 1, "the upgrade's program started exactly once");
+    }
 }
 
 /// The service pack of seed 000's "more information": same background task, no restart. It
@@ -288,7 +348,8 @@ fn service_pack_interrupted_by_unrelated_reboot_is_retried() {
     let sp = JobSpec::new(job("winnt40-sp3")).reboot(RebootBehaviour::Never);
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
     ledger.advertise(sp.clone()).unwrap();
-    ledger.begin(sp.id()).unwrap();
+    let attempt = ledger.begin(sp.id()).unwrap();
+    ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
     drop(ledger);
     let (ledger, _) = Ledger::open(store, service_session("boot-b")).unwrap();
     assert!(matches!(
@@ -301,10 +362,10 @@ fn service_pack_interrupted_by_unrelated_reboot_is_retried() {
     ));
 }
 
-/// Seed 001 with realistic timing (found by the simulator): the wrapper reports failure, the
-/// agent runs the owed check at once, *before* the upgrade restarts the machine, and it says
-/// "not installed". After the restart the check is owed again, says "installed", and the
-/// upgrade is not run a second time.
+/// Seed 001 with slow timing (found by the simulator): the wrapper reports failure, the
+/// upgrade takes longer than the grace window to restart the machine, so the failure stands and
+/// the agent runs the owed check *before* the restart; it says "not installed". After the
+/// restart the check is owed again, says "installed", and the upgrade is not run a second time.
 #[test]
 fn seed_001_check_made_before_the_restart_is_made_again_after_it() {
     let store = MemoryStore::new();
@@ -314,8 +375,11 @@ fn seed_001_check_made_before_the_restart_is_made_again_after_it() {
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
     ledger.advertise(upgrade.clone()).unwrap();
     let attempt = ledger.begin(upgrade.id()).unwrap();
+    ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
+    assert!(ledger.program_exited(&attempt, 1).unwrap().is_empty());
+    ledger.session_mut().since_boot += upgrade.failure_grace();
     assert_eq!(
-        ledger.program_exited(&attempt, 1).unwrap(),
+        ledger.tick().unwrap(),
         vec![Effect::Verify(attempt.clone())]
     );
     ledger.verification(&attempt, false).unwrap(); // too early: the upgrade is still finishing

@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use jobstate::{
-    Advertisement, Effect, Error, ExitCodePolicy, ExitOutcome, FailureReason, JobSpec, JobState,
-    Ledger, MemoryStore, NextJob, RebootAttribution, RebootBehaviour, RebootKind, RetryPolicy,
-    RunCondition, StateKind, Store, StoreError, TransitionError, UserPresence, WaitReason,
+    Advertisement, AttemptId, Effect, Error, ExitCodePolicy, ExitOutcome, FailureReason, JobSpec,
+    JobState, Ledger, MemoryStore, NextJob, ProgramId, RebootAttribution, RebootBehaviour,
+    RebootKind, RetryPolicy, RunCondition, StateKind, Store, StoreError, TransitionError,
+    UserPresence, WaitReason,
 };
 
 use crate::common::*;
@@ -14,6 +15,18 @@ fn open(store: &MemoryStore, boot_name: &str) -> MemLedger {
     Ledger::open(store.clone(), service_session(boot_name))
         .unwrap()
         .0
+}
+
+/// Begins the job's queued attempt and records its launch, as an agent does.
+fn start(ledger: &mut MemLedger, spec: &JobSpec) -> AttemptId {
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger
+        .launched(
+            &attempt,
+            ProgramId::new(4242, u64::from(attempt.attempt.number)),
+        )
+        .unwrap();
+    attempt
 }
 
 fn state(ledger: &MemLedger, spec: &JobSpec) -> JobState {
@@ -34,7 +47,7 @@ fn exit_codes_follow_the_windows_installer_conventions() {
         let mut ledger = open(&store, "a");
         let spec = JobSpec::new(job("msi")).reboot(RebootBehaviour::MayRequest);
         ledger.advertise(spec.clone()).unwrap();
-        let attempt = ledger.begin(spec.id()).unwrap();
+        let attempt = start(&mut ledger, &spec);
         let effects = ledger.program_exited(&attempt, code).unwrap();
         assert_eq!(state(&ledger, &spec).kind(), expected, "exit code {code}");
         let restart = effects
@@ -56,7 +69,7 @@ fn custom_exit_code_table() {
         .retry(RetryPolicy::none());
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     ledger.program_exited(&attempt, 0).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
@@ -73,7 +86,7 @@ fn soft_restart_is_owed_until_a_new_boot_is_seen() {
     let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     ledger.program_exited(&attempt, 3010).unwrap();
     assert_eq!(
         take_reports(&mut ledger)[0].key.state,
@@ -111,7 +124,7 @@ fn a_job_that_never_reboots_suppresses_a_requested_restart() {
     let spec = JobSpec::new(job("tool")).reboot(RebootBehaviour::Never);
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     let effects = ledger.program_exited(&attempt, 3010).unwrap();
     assert!(
         !effects
@@ -136,7 +149,7 @@ fn retry_later_backs_off_then_runs_then_exhausts_attempts() {
     });
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     assert!(
         ledger.program_exited(&attempt, 1618).unwrap().is_empty(),
         "a retry is not reported"
@@ -156,7 +169,7 @@ fn retry_later_backs_off_then_runs_then_exhausts_attempts() {
 
     ledger.session_mut().now = until;
     assert_eq!(ledger.next_runnable(), NextJob::Run(spec.id().clone()));
-    let second = ledger.begin(spec.id()).unwrap();
+    let second = start(&mut ledger, &spec);
     assert_eq!(second.attempt.number, 2);
     ledger.program_exited(&second, 1603).unwrap();
     assert_eq!(
@@ -177,7 +190,7 @@ fn a_clock_reset_backwards_does_not_extend_back_off() {
     let spec = JobSpec::new(job("busy"));
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     ledger.program_exited(&attempt, 1618).unwrap();
     // The clock is reset a year back: the recorded back-off lies further ahead than any
     // back-off the policy can set, so it is over.
@@ -191,7 +204,7 @@ fn maximum_run_time_is_measured_on_the_boot_clock_never_the_wall_clock() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     let started = ledger.session().since_boot;
 
     // NTP moves the wall clock a year forward, then a year back: nothing times out.
@@ -212,7 +225,7 @@ fn maximum_run_time_is_measured_on_the_boot_clock_never_the_wall_clock() {
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Running {
-            terminate_requested_at: Some(_),
+            terminate: Some(_),
             ..
         }
     ));
@@ -285,7 +298,7 @@ fn rerun_and_cancel() {
     let mut ledger = open(&MemoryStore::new(), "a");
     for spec in [&mandatory, &optional] {
         ledger.advertise(spec.clone()).unwrap();
-        let attempt = ledger.begin(spec.id()).unwrap();
+        let attempt = start(&mut ledger, spec);
         ledger.program_exited(&attempt, 0).unwrap();
     }
     assert!(matches!(
@@ -342,7 +355,7 @@ fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
         .max_reboots(2);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     drop(ledger);
 
     // Each boot, the pending-reboot check says "restart again".
@@ -371,7 +384,7 @@ fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();
     ledger.verification(&attempt, false).unwrap();
@@ -394,7 +407,7 @@ fn same_boot_agent_restart_concludes_nothing_about_a_running_job() {
     let spec = JobSpec::new(job("upgrade")).reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
-    ledger.begin(spec.id()).unwrap();
+    start(&mut ledger, &spec);
     let before = state(&ledger, &spec);
     drop(ledger);
     let (ledger, effects) = Ledger::open(store, service_session("a")).unwrap();
@@ -411,7 +424,7 @@ fn a_shutdown_notice_is_recorded_but_decides_nothing() {
     let spec = JobSpec::new(job("upgrade")).reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
-    ledger.begin(spec.id()).unwrap();
+    start(&mut ledger, &spec);
     assert!(ledger.shutdown_notice().unwrap().is_empty());
     assert!(matches!(
         state(&ledger, &spec),
@@ -433,7 +446,7 @@ fn a_stale_writer_is_refused_and_changes_nothing() {
     let mut first = open(&store, "a");
     first.advertise(spec.clone()).unwrap();
     let mut second = open(&store, "a"); // a second agent process
-    let attempt = second.begin(spec.id()).unwrap();
+    let attempt = start(&mut second, &spec);
 
     let before = store.records();
     match first.begin(spec.id()) {
@@ -461,7 +474,7 @@ fn a_failed_commit_changes_nothing_and_hands_out_no_effect() {
         Err(Error::Store(StoreError::Io { .. }))
     ));
     assert_eq!(state(&ledger, &spec).kind(), StateKind::Queued);
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     assert_eq!(attempt.attempt.number, 1);
     // And what was acknowledged is what a fresh load sees.
     let mut reader = store.clone();
@@ -478,7 +491,7 @@ fn history_is_ordered_by_sequence_and_tells_the_story() {
     let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     ledger.program_exited(&attempt, 3010).unwrap();
     drop(ledger);
     let mut session = service_session("b");
@@ -490,7 +503,8 @@ fn history_is_ordered_by_sequence_and_tells_the_story() {
         kinds,
         [
             StateKind::Queued,
-            StateKind::Running,
+            StateKind::Running, // the intent to launch
+            StateKind::Running, // the launch, a recorded fact
             StateKind::AwaitingReboot,
             StateKind::Completed
         ]
@@ -508,7 +522,7 @@ fn a_check_that_finds_nothing_releases_the_retry() {
     let spec = JobSpec::new(job("agent-upgrade")).verify_after_reboot(true);
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     ledger.program_exited(&attempt, 1603).unwrap();
     assert!(matches!(
         ledger.begin(spec.id()),
@@ -528,7 +542,7 @@ fn a_status_message_is_committed_with_its_transition_before_any_effect() {
     let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     let effects = ledger.program_exited(&attempt, 3010).unwrap();
     assert!(matches!(
         effects.as_slice(),
@@ -550,7 +564,7 @@ fn a_wrapper_that_reports_failure_after_the_restart_began_does_not_rerun_the_upg
     let spec = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
     ledger.program_exited(&attempt, 1).unwrap();
     assert!(matches!(
@@ -571,7 +585,7 @@ fn cancel_after_a_failed_attempt_reports_that_attempt() {
     let spec = JobSpec::new(job("tool"));
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     ledger.program_exited(&attempt, 1603).unwrap();
     ledger.cancel(spec.id()).unwrap();
     let sent = take_reports(&mut ledger);
@@ -596,7 +610,7 @@ fn an_exit_replayed_after_a_reboot_is_refused_even_after_a_new_restart_request()
         .verify_after_reboot(true);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();
     ledger.expect_reboot(&attempt, RebootKind::Soft).unwrap();

@@ -72,6 +72,7 @@ fn session(boot: &str, now: Timestamp) -> SessionFacts {
         notices: NoticeDelivery::NotDelivered,
         now,
         since_boot: Duration::from_secs(60),
+        programs: Default::default(),
     }
 }
 
@@ -1069,7 +1070,8 @@ fn crashing_at_a_sync_point_leaves_the_recorded_state() {
             crashing.crash_at_sync_point(k);
             let mut replay = SimStore::fresh(crashing.clone());
             match run_workload(seed, &mut replay, None) {
-                Err(Halt::Store(_)) => {}
+                // (A crash in a compaction after the last commit surfaces at no later commit.)
+                Err(Halt::Store(_)) | Ok(()) => {}
                 other => panic!("workload {seed:#x} crashing at {k}: {other:?}"),
             }
             assert!(crashing.crashed());

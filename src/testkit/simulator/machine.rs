@@ -10,9 +10,9 @@ use super::store::{CrashPoint, CrashWhen, SimStore};
 use super::trace::{Call, End, Happened, Outcome, RebootCause, Trace, TraceLine, final_violations};
 use super::{Happening, Program, Rng, Scenario};
 use crate::{
-    AttemptId, BootId, Effect, Error, ExitOutcome, JobId, JobSpec, JobState, Ledger, NextJob,
-    NoticeDelivery, SessionFacts, StateKind, StatusKey, StatusMessage, StatusSink, Store,
-    Timestamp, UserPresence,
+    AttemptId, BootId, CheckResult, Effect, Error, ExitOutcome, JobId, JobSpec, Ledger,
+    LivePrograms, NextJob, NoticeDelivery, ProgramId, RebootBehaviour, SessionFacts, StateKind,
+    StatusKey, StatusMessage, StatusSink, Store, Timestamp, UserPresence,
 };
 
 /// From power-on to the agent's start (the first boot too).
@@ -23,6 +23,8 @@ const REBOOT_TAKES: Duration = Duration::from_secs(120);
 const AGENT_RESTARTS_AFTER_CRASH: Duration = Duration::from_secs(5);
 /// From a program's exit to the restart it initiated.
 const RESTART_AFTER_EXIT: Duration = Duration::from_secs(30);
+/// From power-on to the next restart of an upgrade that restarts the machine several times.
+const NEXT_PHASE_RESTART: Duration = Duration::from_secs(180);
 
 type SimLedger<S> = Ledger<SimStore<S>, SessionFacts>;
 
@@ -132,7 +134,16 @@ pub struct Machine<S: Store> {
     pending_exits: Vec<(AttemptId, i32)>,
     install_on_reboot: BTreeSet<JobId>,
     installed: BTreeSet<JobId>,
+    /// Upgrades that restart the machine several times: the restarts still to come.
+    continuing: BTreeMap<JobId, u32>,
+    /// Checks made so far, per job (the index of a scripted answer).
+    checks_made: BTreeMap<JobId, usize>,
+    /// Restarts the agent orders that will not happen.
+    restarts_to_ignore: u32,
+    /// Whether an agent crash kills its programs (systemd's `KillMode=control-group`).
+    kills_with_agent: bool,
     launches: BTreeMap<JobId, usize>,
+    launch_times: BTreeMap<JobId, Vec<Duration>>,
     programs: BTreeMap<JobId, Program>,
     /// The jobs the server advertises (so far), in order.
     catalogue: Vec<JobSpec>,
@@ -145,7 +156,8 @@ pub struct Machine<S: Store> {
     trace: Trace,
     violations: Vec<String>,
     kinds: BTreeMap<JobId, StateKind>,
-    seqs: BTreeMap<JobId, u64>,
+    /// The last transition of each job the store acknowledged.
+    acked: BTreeMap<JobId, crate::HistoryEntry>,
     tombstones: BTreeMap<JobId, u32>,
     crashes: u32,
     steps: u64,
@@ -183,6 +195,7 @@ impl<S: Store> Machine<S> {
         let notice_rng = world.fork();
         let clock_rng = world.fork();
         let jitter_rng = world.fork();
+        let mut kill_rng = world.fork();
 
         let store = SimStore::new((scenario.create)());
         for point in &scenario.crashes {
@@ -224,6 +237,9 @@ impl<S: Store> Machine<S> {
                 happenings.push((secs(at), what));
             }
         }
+        let kills_with_agent =
+            scenario.programs_die_with_agent || (chaos.kill_mode && kill_rng.chance(50));
+        let lost_restart = u32::from(chaos.lost_restarts && kill_rng.chance(50));
         if chaos.clock_jumps && jump_rng.chance(50) {
             let at = secs(jump_rng.below(6 * 3600));
             let by = -TimeDelta::seconds(jump_rng.below(2 * 3600) as i64 + 1);
@@ -251,7 +267,12 @@ impl<S: Store> Machine<S> {
             pending_exits: Vec::new(),
             install_on_reboot: BTreeSet::new(),
             installed: BTreeSet::new(),
+            continuing: BTreeMap::new(),
+            checks_made: BTreeMap::new(),
+            restarts_to_ignore: scenario.ignored_restarts + lost_restart,
+            kills_with_agent,
             launches: BTreeMap::new(),
+            launch_times: BTreeMap::new(),
             programs: BTreeMap::new(),
             catalogue: Vec::new(),
             advertised: BTreeSet::new(),
@@ -267,7 +288,7 @@ impl<S: Store> Machine<S> {
             trace: Trace::default(),
             violations: Vec::new(),
             kinds: BTreeMap::new(),
-            seqs: BTreeMap::new(),
+            acked: BTreeMap::new(),
             tombstones: BTreeMap::new(),
             crashes: 0,
             steps: 0,
@@ -320,6 +341,19 @@ impl<S: Store> Machine<S> {
 
     /// The session facts now: boot, user, time on both clocks.
     pub fn facts(&self) -> SessionFacts {
+        // A program that exited while no agent listened is alive until its exit is reported, as
+        // a zombie is until reaped: its wrapper keeps the status for the next agent.
+        let programs = if self.scenario.programs_unknown {
+            LivePrograms::Unknown
+        } else {
+            LivePrograms::Known(
+                self.processes
+                    .values()
+                    .map(|p| p.attempt.clone())
+                    .chain(self.pending_exits.iter().map(|(a, _)| a.clone()))
+                    .collect(),
+            )
+        };
         SessionFacts {
             boot: self.boot.clone(),
             user: self.user,
@@ -327,6 +361,7 @@ impl<S: Store> Machine<S> {
             notices: self.scenario.notices,
             now: self.now(),
             since_boot: self.since_boot(),
+            programs,
         }
     }
 
@@ -366,6 +401,7 @@ impl<S: Store> Machine<S> {
             pending,
             received: self.sink.received,
             launches: self.launches,
+            launch_times: self.launch_times,
             violations: self.violations,
             end: self.end.unwrap_or(End::Stopped),
             boots: self.boots,
@@ -419,35 +455,22 @@ impl<S: Store> Machine<S> {
         }
     }
 
-    /// The next time the agent must act although nothing happens in the world: a back-off
-    /// runs out, a program reaches its maximum run time, a delivery is due again.
+    /// The next time the agent must act although nothing happens in the world: whatever the
+    /// ledger's waits say (a back-off, a run-time limit, a grace window, a restart deadline),
+    /// or a delivery due again.
     fn wakeup(&self) -> Option<Duration> {
         let ledger = self.ledger.as_ref().filter(|_| self.dying.is_none())?;
-        let now = self.now();
-        let mut best: Option<Duration> = None;
-        let mut consider = |t: Duration| best = Some(best.map_or(t, |b| b.min(t)));
-        for record in ledger.jobs() {
-            match record.state() {
-                JobState::Queued {
-                    not_before: Some(until),
-                    check_before_retry: false,
-                    ..
-                } if *until > now => consider(self.wall_to_sim(*until)),
-                JobState::Running {
-                    attempt,
-                    terminate_requested_at: None,
-                    ..
-                } if attempt.boot == self.boot => consider(
-                    self.boot_began + attempt.started_since_boot + record.spec().run_time_limit(),
-                ),
-                _ => {}
-            }
-        }
+        let mut best: Option<Duration> = ledger
+            .waits()
+            .into_iter()
+            .filter_map(|w| w.wake_after)
+            .map(|d| self.elapsed + d)
+            .min();
         if !self.sink.down
             && ledger.outbox().next().is_some()
             && let Some(retry) = self.delivery_retry
         {
-            consider(retry);
+            best = Some(best.map_or(retry, |b| b.min(retry)));
         }
         // Never in the past: something that was due and did not happen would spin.
         best.map(|t| t.max(self.elapsed + Duration::from_secs(1)))
@@ -526,6 +549,13 @@ impl<S: Store> Machine<S> {
             Happening::Cancel(job) => {
                 if let Answer::Ok(effects) =
                     self.call(Call::Cancel(job.clone()), |l| l.cancel(&job))
+                {
+                    self.carry_out(effects);
+                }
+            }
+            Happening::Abandon(job) => {
+                if let Answer::Ok(effects) =
+                    self.call(Call::Abandon(job.clone()), |l| l.abandon(&job))
                 {
                     self.carry_out(effects);
                 }
@@ -725,9 +755,31 @@ impl<S: Store> Machine<S> {
                 "invariant 4: {attempt} launched while {live} still runs"
             ));
         }
+        if self.may_restart(&job)
+            && let Some(other) = self.processes.keys().find(|j| **j != job)
+        {
+            let other = other.clone();
+            self.violate(format!(
+                "restarts are exclusive: {attempt}, which may restart the machine, launched while {other} runs"
+            ));
+        }
+        if let Some(other) = self
+            .processes
+            .keys()
+            .find(|j| **j != job && self.may_restart(j))
+        {
+            let other = other.clone();
+            self.violate(format!(
+                "restarts are exclusive: {attempt} launched while {other}, which may restart the machine, runs"
+            ));
+        }
         let count = self.launches.entry(job.clone()).or_default();
         let index = *count;
         *count += 1;
+        self.launch_times
+            .entry(job.clone())
+            .or_default()
+            .push(self.elapsed);
         let mut run = self
             .programs
             .get(&job)
@@ -752,7 +804,31 @@ impl<S: Store> Machine<S> {
                 },
             );
         }
-        self.processes.insert(job, Process { pid, attempt, run });
+        self.processes.insert(
+            job,
+            Process {
+                pid,
+                attempt: attempt.clone(),
+                run,
+            },
+        );
+        // The launch is a fact once recorded (an agent that dies first leaves it unrecorded).
+        let program = ProgramId::new(
+            u32::try_from(pid).unwrap_or(u32::MAX),
+            u64::from(self.boots),
+        );
+        let call = Call::Launched(attempt.clone());
+        if let Answer::Ok(effects) = self.call(call, |l| l.launched(&attempt, program)) {
+            self.carry_out(effects);
+        }
+    }
+
+    /// Whether `job` is declared as one that may restart the machine.
+    fn may_restart(&self, job: &JobId) -> bool {
+        self.catalogue
+            .iter()
+            .find(|s| s.id() == job)
+            .is_some_and(|s| s.reboot_behaviour() != RebootBehaviour::Never)
     }
 
     fn program_ends(&mut self, job: JobId, pid: u64) {
@@ -837,11 +913,15 @@ impl<S: Store> Machine<S> {
             let (attempt, code) = self.pending_exits.remove(i);
             self.deliver_exit(attempt, code);
         } else {
+            // Nothing to kill: the program is gone, and no exit status will come. Say so.
             self.note(Happened::Killed {
                 attempt: attempt.clone(),
                 was_running: false,
             });
-            self.deliver_exit(attempt, super::KILLED_EXIT_CODE);
+            let call = Call::ProgramLost(attempt.clone());
+            if let Answer::Ok(effects) = self.call(call, |l| l.program_lost(&attempt)) {
+                self.carry_out(effects);
+            }
         }
     }
 
@@ -860,6 +940,21 @@ impl<S: Store> Machine<S> {
 
     fn schedule_restart(&mut self, job: JobId) {
         self.note(Happened::RestartScheduled { job: job.clone() });
+        if self.restarts_to_ignore > 0 {
+            self.restarts_to_ignore -= 1;
+            self.note(Happened::RestartDidNotHappen { job });
+            return;
+        }
+        if let Some(other) = self
+            .processes
+            .values()
+            .find(|p| p.attempt.job != job)
+            .map(|p| p.attempt.clone())
+        {
+            self.violate(format!(
+                "restarts are exclusive: a restart for {job} licensed while {other} runs"
+            ));
+        }
         if !self.restart_scheduled() {
             self.schedule(
                 self.elapsed + self.scenario.restart_delay,
@@ -872,13 +967,23 @@ impl<S: Store> Machine<S> {
         if !self.agent_up() {
             return; // a dying agent runs no check: the next one is licensed again
         }
-        let installed = self.installed.contains(&attempt.job);
+        let n = self.checks_made.entry(attempt.job.clone()).or_default();
+        let index = *n;
+        *n += 1;
+        let scripted = self.programs.get(&attempt.job).and_then(|p| p.check(index));
+        let result = scripted.unwrap_or_else(|| {
+            if self.continuing.contains_key(&attempt.job) {
+                CheckResult::NotYet
+            } else {
+                self.installed.contains(&attempt.job).into()
+            }
+        });
         self.note(Happened::Verified {
             attempt: attempt.clone(),
-            installed,
+            result,
         });
         let call = Call::Verification(attempt.clone());
-        if let Answer::Ok(effects) = self.call(call, |l| l.verification(&attempt, installed)) {
+        if let Answer::Ok(effects) = self.call(call, |l| l.verification(&attempt, result)) {
             self.carry_out(effects);
         }
     }
@@ -890,6 +995,15 @@ impl<S: Store> Machine<S> {
         self.crashes += 1;
         self.delivery_retry = None;
         self.note(Happened::AgentCrashed { point });
+        if self.kills_with_agent {
+            // The service manager stops the agent's whole control group: its programs die with
+            // it, and nobody hears their end.
+            for (_, process) in std::mem::take(&mut self.processes) {
+                self.note(Happened::KilledWithAgent {
+                    attempt: process.attempt,
+                });
+            }
+        }
         if self.machine_up {
             self.schedule(
                 self.elapsed + AGENT_RESTARTS_AFTER_CRASH,
@@ -935,10 +1049,24 @@ impl<S: Store> Machine<S> {
             RebootCause::Program(job) => Some(job.clone()),
             _ => None,
         };
+        // An upgrade that restarts the machine several times goes on by itself.
+        if let Some(job) = &initiator
+            && let Some(left) = self.continuing.get_mut(job)
+        {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                self.continuing.remove(job);
+                self.installed.insert(job.clone());
+            }
+        }
         for (job, process) in std::mem::take(&mut self.processes) {
             if Some(&job) == initiator.as_ref() && process.run.ends == Ends::RestartsMachine {
                 if process.run.installs.unwrap_or(true) {
-                    self.installed.insert(job);
+                    if process.run.restarts > 1 {
+                        self.continuing.insert(job, process.run.restarts - 1);
+                    } else {
+                        self.installed.insert(job);
+                    }
                 }
             } else {
                 self.note(Happened::Died {
@@ -983,6 +1111,12 @@ impl<S: Store> Machine<S> {
             self.elapsed + AGENT_STARTS_AFTER_BOOT,
             Scheduled::AgentStart,
         );
+        for job in self.continuing.keys().cloned().collect::<Vec<_>>() {
+            self.schedule(
+                self.elapsed + NEXT_PHASE_RESTART,
+                Scheduled::Shutdown(RebootCause::Program(job)),
+            );
+        }
     }
 
     // ---- Checks and bookkeeping ----
@@ -1015,7 +1149,9 @@ impl<S: Store> Machine<S> {
             } else if kind == StateKind::Completed && record.spec().is_mandatory() {
                 self.tombstones.insert(id.clone(), record.state().run());
             }
-            self.seqs.insert(id.clone(), record.seq());
+            if let Some(last) = record.history().last() {
+                self.acked.insert(id.clone(), last.clone());
+            }
         }
         for line in lines {
             self.note(line);
@@ -1031,11 +1167,21 @@ impl<S: Store> Machine<S> {
             return;
         };
         let mut broken = Vec::new();
-        for (job, seq) in &self.seqs {
-            let now = ledger.job(job).map_or(0, |r| r.seq());
-            if now < *seq {
+        // Recovery may add transitions; those acknowledged before must be there, unchanged.
+        for (job, last) in &self.acked {
+            let index = usize::try_from(last.seq)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(1);
+            let now = ledger.history(job).and_then(|h| h.get(index));
+            if now != Some(last) {
                 broken.push(format!(
-                    "invariant 2: {job} had {seq} transitions acknowledged; after the restart the store holds {now}"
+                    "invariant 2: {job}'s acknowledged transition {} is {} after the restart",
+                    last.seq,
+                    if now.is_some() {
+                        "different"
+                    } else {
+                        "missing"
+                    }
                 ));
             }
         }

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
+use crate::CheckResult;
+
 /// The exit code the simulator reports for a program it killed (after an
-/// [`Effect::Terminate`](crate::Effect::Terminate)), and for a program whose launch was lost
-/// when the agent terminates it.
+/// [`Effect::Terminate`](crate::Effect::Terminate)).
 pub const KILLED_EXIT_CODE: i32 = -1;
 
 /// What a job's program does, launch by launch: the first launch behaves as the first step,
@@ -20,12 +21,18 @@ pub const KILLED_EXIT_CODE: i32 = -1;
 /// let upgrade = Program::restarts_machine().after(Duration::from_secs(40 * 60));
 /// // A wrapper that reports failure (it never heard the shutdown) while the upgrade it runs
 /// // restarts the machine and completes (seed 001).
-/// let ntencap = Program::exits_then_restarts(1);
-/// # let _ = (flaky, upgrade, ntencap);
+/// let ntencap = Program::exits_then_restarts(1603);
+/// // A feature update that restarts the machine three times before it is done: the detection
+/// // check says "not yet" after the first two restarts.
+/// let feature_update = Program::restarts_machine_times(3);
+/// # let _ = (flaky, upgrade, ntencap, feature_update);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
     steps: Vec<Run>,
+    /// What the detection check says, check by check (the last repeats); empty: decided by
+    /// what the program did.
+    checks: Vec<CheckResult>,
 }
 
 /// One launch of a program.
@@ -36,6 +43,9 @@ pub(super) struct Run {
     /// What the detection check says once this launch did its work; `None`: decided by what it
     /// did (a success code, a restart).
     pub(super) installs: Option<bool>,
+    /// For a program that restarts the machine: how many restarts its work takes in all (the
+    /// machine restarts again by itself after the first, as an upgrade's later phases do).
+    pub(super) restarts: u32,
 }
 
 /// How a launch ends.
@@ -81,6 +91,32 @@ impl Program {
         Self::one(Ends::Hangs)
     }
 
+    /// Restarts the machine itself after 20 minutes, and its work goes on to restart the machine
+    /// `times` times in all (each later restart 3 minutes after the boot before it), as a
+    /// feature update's offline phases do. Until the last restart the detection check says
+    /// [`CheckResult::NotYet`]; after it, installed. `times` 0 is taken as 1.
+    pub fn restarts_machine_times(times: u32) -> Self {
+        let mut program = Self::one(Ends::RestartsMachine);
+        if let Some(last) = program.steps.last_mut() {
+            last.restarts = times.max(1);
+        }
+        program
+    }
+
+    /// What the job's detection check says, check by check, whatever the program did: the
+    /// first check answers `answers[0]`, the second `answers[1]`, and so on; the last repeats.
+    #[must_use]
+    pub fn checks_say(mut self, answers: impl IntoIterator<Item = CheckResult>) -> Self {
+        self.checks = answers.into_iter().collect();
+        self
+    }
+
+    /// The scripted answer of the `n`-th check (from 0), if any.
+    pub(super) fn check(&self, n: usize) -> Option<CheckResult> {
+        let last = self.checks.len().checked_sub(1)?;
+        self.checks.get(n.min(last)).copied()
+    }
+
     /// The last step ends after `duration` instead of its default.
     #[must_use]
     pub fn after(mut self, duration: Duration) -> Self {
@@ -105,6 +141,9 @@ impl Program {
     #[must_use]
     pub fn then(mut self, next: Program) -> Self {
         self.steps.extend(next.steps);
+        if self.checks.is_empty() {
+            self.checks = next.checks;
+        }
         self
     }
 
@@ -124,7 +163,9 @@ impl Program {
                 ends,
                 after,
                 installs: None,
+                restarts: 1,
             }],
+            checks: Vec::new(),
         }
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::CrashPoint;
 use crate::{
-    Advertisement, AttemptId, BootId, JobId, JobRecord, RebootBehaviour, StateKind, StatusKey,
-    StatusMessage,
+    Advertisement, AttemptId, BootId, JobId, JobRecord, JobState, RebootBehaviour, StateKind,
+    StatusKey, StatusMessage,
 };
 
 /// The ledger call the agent was making: what a commit (and so a crash point) belongs to.
@@ -34,6 +34,12 @@ pub enum Call {
     Rerun(JobId),
     /// [`Ledger::cancel`](crate::Ledger::cancel).
     Cancel(JobId),
+    /// [`Ledger::launched`](crate::Ledger::launched).
+    Launched(AttemptId),
+    /// [`Ledger::program_lost`](crate::Ledger::program_lost).
+    ProgramLost(AttemptId),
+    /// [`Ledger::abandon`](crate::Ledger::abandon).
+    Abandon(JobId),
 }
 
 impl fmt::Display for Call {
@@ -49,6 +55,9 @@ impl fmt::Display for Call {
             Call::Deliver => f.write_str("deliver"),
             Call::Rerun(job) => write!(f, "rerun {job}"),
             Call::Cancel(job) => write!(f, "cancel {job}"),
+            Call::Launched(attempt) => write!(f, "launched {attempt}"),
+            Call::ProgramLost(attempt) => write!(f, "program_lost {attempt}"),
+            Call::Abandon(job) => write!(f, "abandon {job}"),
         }
     }
 }
@@ -142,16 +151,26 @@ pub enum Happened {
         /// Its attempt.
         attempt: AttemptId,
     },
+    /// A program died with the agent (its control group was stopped with it).
+    KilledWithAgent {
+        /// Its attempt.
+        attempt: AttemptId,
+    },
     /// The agent ran a job's detection check.
     Verified {
         /// The attempt checked.
         attempt: AttemptId,
-        /// Whether the result is there.
-        installed: bool,
+        /// What the check said.
+        result: crate::CheckResult,
     },
     /// The agent scheduled a restart that a job needs.
     RestartScheduled {
         /// The job.
+        job: JobId,
+    },
+    /// The restart the agent ordered did not happen.
+    RestartDidNotHappen {
+        /// The job it was for.
         job: JobId,
     },
     /// The machine is going down.
@@ -227,10 +246,14 @@ impl fmt::Display for Happened {
                 }
             }
             Happened::Died { attempt } => write!(f, "{attempt} died with the machine"),
-            Happened::Verified { attempt, installed } => {
-                write!(f, "detection check of {attempt}: installed={installed}")
+            Happened::KilledWithAgent { attempt } => write!(f, "{attempt} died with the agent"),
+            Happened::Verified { attempt, result } => {
+                write!(f, "detection check of {attempt}: {result:?}")
             }
             Happened::RestartScheduled { job } => write!(f, "restart scheduled for {job}"),
+            Happened::RestartDidNotHappen { job } => {
+                write!(f, "the restart for {job} did not happen")
+            }
             Happened::ShuttingDown { cause, notice } => {
                 let notice = if *notice {
                     "notice delivered"
@@ -386,6 +409,7 @@ pub struct Outcome {
     pub(super) pending: Vec<StatusMessage>,
     pub(super) received: Vec<StatusMessage>,
     pub(super) launches: BTreeMap<JobId, usize>,
+    pub(super) launch_times: BTreeMap<JobId, Vec<Duration>>,
     pub(super) violations: Vec<String>,
     pub(super) end: End,
     pub(super) boots: u32,
@@ -407,6 +431,12 @@ impl Outcome {
     /// How many times the agent launched `job`'s program.
     pub fn launches(&self, job: &JobId) -> usize {
         self.launches.get(job).copied().unwrap_or(0)
+    }
+
+    /// When the agent launched `job`'s program, launch by launch (simulated time since the run
+    /// began).
+    pub fn launch_times(&self, job: &JobId) -> &[Duration] {
+        self.launch_times.get(job).map_or(&[], Vec::as_slice)
     }
 
     /// The final state of `job`, as the store holds it.
@@ -501,30 +531,58 @@ impl Outcome {
     }
 }
 
-/// The status keys the jobs' histories call for: one per terminal state and per entry into
-/// `AwaitingReboot` (as in the crate's property test).
+/// The status keys the jobs' histories call for: one per terminal state, per wait for a reboot,
+/// per overdue report of a wait and per program reported unresponsive (as in the crate's property
+/// test).
 pub(super) fn expected_reports(jobs: &[JobRecord]) -> Vec<StatusKey> {
     let mut keys = Vec::new();
     for record in jobs {
-        let mut before = StateKind::Queued;
+        let mut before: Option<&JobState> = None;
         for entry in record.history() {
-            let kind = entry.state.kind();
-            let entering = kind == StateKind::AwaitingReboot && before != StateKind::AwaitingReboot;
-            if entry.state.is_terminal() || entering {
-                keys.push(StatusKey {
-                    job: record.id().clone(),
-                    run: entry.state.run(),
-                    attempt: entry.state.attempt().map_or(0, |a| a.number),
-                    state: kind,
-                });
+            let key = |wait: u32, overdue: u32| StatusKey {
+                job: record.id().clone(),
+                run: entry.state.run(),
+                attempt: entry.state.attempt().map_or(0, |a| a.number),
+                state: entry.state.kind(),
+                wait,
+                overdue,
+            };
+            match (&entry.state, before) {
+                (s, _) if s.is_terminal() => keys.push(key(0, 0)),
+                (
+                    JobState::AwaitingReboot { wait, overdue, .. },
+                    Some(JobState::AwaitingReboot {
+                        wait: w0,
+                        overdue: o0,
+                        ..
+                    }),
+                ) if wait == w0 => keys.extend((overdue > o0).then(|| key(*wait, *overdue))),
+                (JobState::AwaitingReboot { wait, overdue, .. }, _) => {
+                    keys.push(key(*wait, 0));
+                    if *overdue > 0 {
+                        keys.push(key(*wait, *overdue));
+                    }
+                }
+                (
+                    JobState::Running {
+                        terminate: Some(t), ..
+                    },
+                    Some(JobState::Running {
+                        terminate: before_t,
+                        ..
+                    }),
+                ) if t.unresponsive && !before_t.is_some_and(|b| b.unresponsive) => {
+                    keys.push(key(0, 1));
+                }
+                _ => {}
             }
-            before = kind;
+            before = Some(&entry.state);
         }
     }
     keys
 }
 
-/// Invariants 3 and 5 over the final records and what was received.
+/// Invariants 3, 5 and 7 over the final records and what was received.
 pub(super) fn final_violations(
     jobs: &[JobRecord],
     pending: &[StatusMessage],
@@ -532,18 +590,29 @@ pub(super) fn final_violations(
 ) -> Vec<String> {
     let mut violations = Vec::new();
     for record in jobs {
-        if record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine {
-            for entry in record.history() {
-                if entry.event.kind == crate::EventKind::AgentStarted
-                    && entry.state.kind() == StateKind::Failed
-                {
+        let restarts = record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine;
+        let mut before: Option<&JobState> = None;
+        for entry in record.history() {
+            if let Some(before) = before {
+                if restarts && let Some(what) = reboot_undid(before, entry) {
                     violations.push(format!(
-                        "invariant 3: {} (restarts the machine) failed by a reboot: {:?}",
+                        "invariant 3: {} (restarts the machine) {what} by a reboot: {:?}",
                         record.id(),
                         entry.state
                     ));
                 }
+                if entry.state.kind() == StateKind::Completed
+                    && !completion_has_evidence(record.spec(), before, entry)
+                {
+                    violations.push(format!(
+                        "invariant 7: {} completed without evidence, by {:?} from {:?}",
+                        record.id(),
+                        entry.event.kind,
+                        before
+                    ));
+                }
             }
+            before = Some(&entry.state);
         }
     }
     let expected = expected_reports(jobs);
@@ -566,4 +635,63 @@ pub(super) fn final_violations(
         }
     }
     violations
+}
+
+/// What a reboot observed at an agent start did wrong to a job declared to restart the
+/// machine, if anything: failed it, or queued it to run again. (A launch never recorded is
+/// launched again as the same attempt: that is no re-run.)
+pub(crate) fn reboot_undid(before: &JobState, entry: &crate::HistoryEntry) -> Option<&'static str> {
+    if !matches!(entry.event.kind, crate::EventKind::AgentStarted { .. }) {
+        return None;
+    }
+    let rebooted = before.attempt().is_some_and(|a| a.boot != entry.event.boot)
+        && matches!(
+            before.kind(),
+            StateKind::Running | StateKind::AwaitingReboot
+        );
+    if !rebooted {
+        return None;
+    }
+    match entry.state.kind() {
+        StateKind::Failed => Some("failed"),
+        StateKind::Queued => Some("queued to run again"),
+        _ => None,
+    }
+}
+
+/// DESIGN.md invariant 7: a job is completed only on evidence: an exit code that maps to
+/// success, a positive check, or a new boot after a requested restart or after the recorded
+/// launch of a program declared to restart the machine.
+pub(crate) fn completion_has_evidence(
+    spec: &crate::JobSpec,
+    before: &JobState,
+    entry: &crate::HistoryEntry,
+) -> bool {
+    use crate::{CheckResult, EventKind, ExitOutcome};
+    match &entry.event.kind {
+        EventKind::ProgramExited { code, .. } => matches!(
+            spec.exit_code_policy().outcome(*code),
+            ExitOutcome::Success | ExitOutcome::SuccessRestartRequired
+        ),
+        EventKind::Verified { result, .. } => *result == CheckResult::Installed,
+        EventKind::AgentStarted { .. } => match before {
+            JobState::AwaitingReboot {
+                requested_in,
+                verifying_in: None,
+                ..
+            } => *requested_in != entry.event.boot,
+            JobState::Running {
+                attempt,
+                launch,
+                provisional,
+                ..
+            } => {
+                attempt.boot != entry.event.boot
+                    && spec.reboot_behaviour() == RebootBehaviour::RestartsMachine
+                    && (launch.happened() || provisional.is_some())
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
