@@ -14,3 +14,4 @@ mod seeds;
 mod semantics;
 #[cfg(feature = "testkit")]
 mod simulator;
+mod unheard;

@@ -1,0 +1,696 @@
+//! What the agent may never hear (DESIGN.md): a launch, a program's exit after the agent died,
+//! a wrapper's failure report as the machine goes down, a restart that never comes, another
+//! job's restart, a check that says "not yet". One story per case, through the ledger, each
+//! ending as DESIGN.md says: no false completion, no second launch, no job stuck without a bound
+//! or a visible wait.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use jobstate::{
+    AttemptId, CheckResult, Effect, Error, FailureReason, JobSpec, JobState, Launch, Ledger,
+    LivePrograms, MemoryStore, NextJob, ProgramId, RebootAttribution, RebootBehaviour, RebootKind,
+    RetryPolicy, SessionFacts, StateKind, StatusMessage, TransitionError, WaitReason,
+};
+
+use crate::common::*;
+
+fn upgrade() -> JobSpec {
+    JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine)
+}
+
+fn session(boot_name: &str, alive: &[&AttemptId]) -> SessionFacts {
+    SessionFacts {
+        programs: LivePrograms::Known(alive.iter().map(|a| (*a).clone()).collect()),
+        ..service_session(boot_name)
+    }
+}
+
+fn state(ledger: &MemLedger, spec: &JobSpec) -> JobState {
+    ledger.job(spec.id()).unwrap().state().clone()
+}
+
+fn start(ledger: &mut MemLedger, spec: &JobSpec) -> AttemptId {
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger.launched(&attempt, ProgramId::new(4242, 7)).unwrap();
+    attempt
+}
+
+fn keys(reports: &[StatusMessage]) -> Vec<String> {
+    reports.iter().map(|m| m.key.to_string()).collect()
+}
+
+fn wait_of(ledger: &MemLedger, spec: &JobSpec) -> Option<jobstate::JobWait> {
+    ledger.waits().into_iter().find(|w| w.job == *spec.id())
+}
+
+// ---- 2. A launch that never happened is never completed ----
+
+#[test]
+fn a_launch_never_recorded_is_never_completed_by_a_reboot_and_runs_once() {
+    let store = MemoryStore::new();
+    let spec = upgrade();
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    // The agent dies before it spawns the program. Then the machine restarts.
+    drop(ledger);
+    let (mut ledger, effects) = Ledger::open(store.clone(), session("boot-b", &[])).unwrap();
+    assert_eq!(
+        effects,
+        vec![Effect::Launch(attempt.clone())],
+        "the same attempt"
+    );
+    match state(&ledger, &spec) {
+        JobState::Running {
+            attempt: a,
+            launch: Launch::Pending,
+            ..
+        } => assert_eq!(a.boot, boot("boot-b"), "its clocks start in the new boot"),
+        other => panic!("expected Running in boot b, got {other:?}"),
+    }
+    assert!(
+        take_reports(&mut ledger).is_empty(),
+        "no Completed for a program that never ran"
+    );
+    // Now it runs, and restarts the machine: that reboot completes it.
+    ledger.launched(&attempt, ProgramId::new(1, 2)).unwrap();
+    drop(ledger);
+    let (mut ledger, effects) = Ledger::open(store, session("boot-c", &[])).unwrap();
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
+    assert_eq!(
+        keys(&take_reports(&mut ledger)),
+        ["os-upgrade/run 1/attempt 1/Completed"]
+    );
+    let launches = ledger
+        .history(spec.id())
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e.event.kind, jobstate::EventKind::Launched { .. }))
+        .count();
+    assert_eq!(launches, 1);
+}
+
+#[test]
+fn in_the_same_boot_a_launch_never_recorded_is_relaunched_only_when_nothing_of_it_runs() {
+    let spec = upgrade();
+    for (alive, expected) in [
+        (Some(true), "observed"),
+        (Some(false), "relaunched"),
+        (None, "unknown"),
+    ] {
+        let store = MemoryStore::new();
+        let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
+        ledger.advertise(spec.clone()).unwrap();
+        let attempt = ledger.begin(spec.id()).unwrap();
+        drop(ledger); // the agent dies around the spawn
+        let facts = match alive {
+            Some(true) => session("boot-a", &[&attempt]),
+            Some(false) => session("boot-a", &[]),
+            None => service_session("boot-a"),
+        };
+        let (ledger, effects) = Ledger::open(store.clone(), facts).unwrap();
+        let launch = match state(&ledger, &spec) {
+            JobState::Running { launch, .. } => launch,
+            other => panic!("{other:?}"),
+        };
+        match expected {
+            "observed" => {
+                assert!(effects.is_empty(), "never a second program beside it");
+                assert_eq!(launch, Launch::Observed);
+                assert_eq!(
+                    wait_of(&ledger, &spec).unwrap().reason,
+                    WaitReason::ProgramRunning
+                );
+            }
+            "relaunched" => {
+                assert_eq!(effects, vec![Effect::Launch(attempt.clone())]);
+                assert_eq!(launch, Launch::Pending);
+            }
+            _ => {
+                assert!(effects.is_empty());
+                assert_eq!(launch, Launch::Pending);
+                let wait = wait_of(&ledger, &spec).unwrap();
+                assert_eq!(wait.reason, WaitReason::LaunchUnconfirmed);
+                assert!(wait.wake_after.is_some(), "bounded by the run-time limit");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_launch_is_recorded_once_and_only_for_the_current_attempt_in_its_boot() {
+    let spec = upgrade();
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    assert!(matches!(
+        ledger.launched(&attempt, ProgramId::new(1, 1)),
+        Err(Error::Transition(TransitionError::Invalid { .. }))
+    ));
+    let mut stale = attempt.clone();
+    stale.attempt.number = 2;
+    assert!(matches!(
+        ledger.launch_failed(&stale),
+        Err(Error::Transition(TransitionError::StaleAttempt { .. }))
+    ));
+    // A failed spawn fails the attempt under the retry policy, and never waits for a reboot.
+    let spec2 = JobSpec::new(job("patch"));
+    ledger.advertise(spec2.clone()).unwrap();
+    let mut ledger = {
+        ledger.program_exited(&attempt, 0).unwrap();
+        ledger
+    };
+    let attempt2 = ledger.begin(spec2.id()).unwrap();
+    ledger.launch_failed(&attempt2).unwrap();
+    assert!(matches!(
+        state(&ledger, &spec2),
+        JobState::Queued {
+            attempt: 2,
+            last_failure: Some(FailureReason::LaunchFailed),
+            check_before_retry: false,
+            ..
+        }
+    ));
+}
+
+// ---- 3. A program that died with the agent ----
+
+#[test]
+fn a_program_that_died_with_the_agent_ends_its_attempt_instead_of_sticking() {
+    for with_check in [false, true] {
+        let store = MemoryStore::new();
+        let spec = JobSpec::new(job("kb-patch"))
+            .reboot(RebootBehaviour::MayRequest)
+            .verify_after_reboot(with_check);
+        let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+        ledger.advertise(spec.clone()).unwrap();
+        let attempt = start(&mut ledger, &spec);
+        // systemd's KillMode=control-group: the agent and its program die together.
+        drop(ledger);
+        let (mut ledger, effects) = Ledger::open(store.clone(), session("a", &[])).unwrap();
+        match state(&ledger, &spec) {
+            JobState::Queued {
+                attempt: 2,
+                last_failure: Some(FailureReason::ProgramLost),
+                check_before_retry,
+                ..
+            } => {
+                assert_eq!(check_before_retry, with_check);
+                assert_eq!(effects.len(), usize::from(with_check));
+            }
+            other => panic!("expected a retry, got {other:?}"),
+        }
+        if with_check {
+            // The program had in fact succeeded: the check says so, and nothing runs again.
+            ledger.verification(&attempt, true).unwrap();
+            assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
+        } else {
+            assert!(matches!(
+                ledger.next_runnable(),
+                NextJob::Wait {
+                    reason: WaitReason::BackingOff { .. },
+                    ..
+                }
+            ));
+        }
+    }
+}
+
+#[test]
+fn a_tick_notices_a_program_that_is_gone_and_an_agent_can_say_so() {
+    let spec = JobSpec::new(job("patch"));
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), session("a", &[])).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    // Alive: nothing happens.
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
+    assert!(ledger.tick().unwrap().is_empty());
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::Running);
+    // Gone (no exit status): the attempt ends as lost.
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::new());
+    ledger.tick().unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Queued {
+            last_failure: Some(FailureReason::ProgramLost),
+            ..
+        }
+    ));
+
+    // The explicit call, for an agent that knows its program is gone.
+    let spec = JobSpec::new(job("tool")).retry(RetryPolicy::none());
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.program_lost(&attempt).unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Failed {
+            reason: FailureReason::ProgramLost,
+            ..
+        }
+    ));
+    let reports = take_reports(&mut ledger);
+    assert_eq!(reports[0].reason, Some(FailureReason::ProgramLost));
+}
+
+#[test]
+fn a_terminated_program_that_will_not_go_is_reported_and_an_operator_can_abandon_the_job() {
+    let spec = JobSpec::new(job("hang")).max_run_time(Duration::from_secs(600));
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
+    let t = ledger.session().since_boot;
+    ledger.session_mut().since_boot = t + Duration::from_secs(600);
+    assert_eq!(
+        ledger.tick().unwrap(),
+        vec![Effect::Terminate(attempt.clone())]
+    );
+    assert_eq!(
+        wait_of(&ledger, &spec).unwrap().reason,
+        WaitReason::Terminating
+    );
+    // Still alive after the grace period (5 minutes): reported once, then it waits visibly.
+    ledger.session_mut().since_boot = t + Duration::from_secs(600 + 299);
+    ledger.tick().unwrap();
+    assert!(take_reports(&mut ledger).is_empty());
+    ledger.session_mut().since_boot = t + Duration::from_secs(600 + 300);
+    ledger.tick().unwrap();
+    assert_eq!(
+        keys(&take_reports(&mut ledger)),
+        ["hang/run 1/attempt 1/Running/overdue 1"]
+    );
+    ledger.session_mut().since_boot = t + Duration::from_secs(3 * 3600);
+    ledger.tick().unwrap();
+    assert!(take_reports(&mut ledger).is_empty(), "reported once");
+    let wait = wait_of(&ledger, &spec).unwrap();
+    assert_eq!(wait.reason, WaitReason::Unresponsive);
+    assert!(
+        ledger.begin(spec.id()).is_err(),
+        "never a second attempt beside it"
+    );
+    // The operator's way out.
+    assert_eq!(
+        ledger.abandon(spec.id()).unwrap(),
+        vec![Effect::Terminate(attempt.clone())]
+    );
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Failed {
+            reason: FailureReason::Abandoned,
+            ..
+        }
+    ));
+    assert_eq!(
+        keys(&take_reports(&mut ledger)),
+        ["hang/run 1/attempt 1/Failed"]
+    );
+    assert!(wait_of(&ledger, &spec).is_none());
+    // And once gone after a termination, a program's attempt ends as timed out.
+    let spec = JobSpec::new(job("slow")).max_run_time(Duration::from_secs(60));
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
+    ledger.session_mut().since_boot += Duration::from_secs(61);
+    assert_eq!(
+        ledger.tick().unwrap(),
+        vec![Effect::Terminate(attempt.clone())]
+    );
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::new());
+    ledger.tick().unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Queued {
+            last_failure: Some(FailureReason::TimedOut),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn abandon_ends_any_unfinished_job_but_never_a_completed_one() {
+    let store = MemoryStore::new();
+    let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
+    let done = JobSpec::new(job("done"));
+    ledger.advertise(done.clone()).unwrap();
+    let attempt = start(&mut ledger, &done);
+    ledger.program_exited(&attempt, 0).unwrap();
+    assert!(matches!(
+        ledger.abandon(done.id()),
+        Err(Error::Transition(
+            TransitionError::CompletedMandatory { .. }
+        ))
+    ));
+    let optional = JobSpec::new(job("optional")).mandatory(false);
+    ledger.advertise(optional.clone()).unwrap();
+    let attempt = start(&mut ledger, &optional);
+    ledger.program_exited(&attempt, 0).unwrap();
+    assert!(ledger.abandon(optional.id()).is_err());
+    let queued = JobSpec::new(job("queued"));
+    ledger.advertise(queued.clone()).unwrap();
+    assert!(ledger.abandon(queued.id()).unwrap().is_empty());
+    assert!(ledger.abandon(queued.id()).is_err(), "already ended");
+    let waiting = JobSpec::new(job("waiting")).reboot(RebootBehaviour::MayRequest);
+    ledger.advertise(waiting.clone()).unwrap();
+    let attempt = start(&mut ledger, &waiting);
+    ledger.program_exited(&attempt, 3010).unwrap();
+    assert!(ledger.abandon(waiting.id()).unwrap().is_empty());
+    let reports = take_reports(&mut ledger);
+    assert_eq!(
+        reports
+            .iter()
+            .filter(|m| m.reason == Some(FailureReason::Abandoned))
+            .count(),
+        2
+    );
+}
+
+// ---- 4. A restart that never comes ----
+
+#[test]
+fn a_restart_that_never_comes_is_licensed_again_and_reported_overdue() {
+    for (code, kind) in [(3010, RebootKind::Soft), (1641, RebootKind::Hard)] {
+        let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
+        let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
+        ledger.advertise(spec.clone()).unwrap();
+        let attempt = start(&mut ledger, &spec);
+        let effects = ledger.program_exited(&attempt, code).unwrap();
+        assert_eq!(effects.len(), usize::from(kind == RebootKind::Soft));
+        let t = ledger.session().since_boot;
+        let wait = wait_of(&ledger, &spec).unwrap();
+        assert_eq!(wait.reason, WaitReason::Restart { kind, overdue: 0 });
+        assert_eq!(wait.wake_after, Some(Duration::from_secs(3600)));
+        assert_eq!(take_reports(&mut ledger).len(), 1);
+        let mut overdue = Vec::new();
+        // Thirty days in the same boot: reported overdue at 1, 3, 7, 15, 31, ... hours.
+        for hour in 1..=720u64 {
+            ledger.session_mut().since_boot = t + Duration::from_secs(hour * 3600);
+            let effects = ledger.tick().unwrap();
+            if !effects.is_empty() {
+                assert_eq!(
+                    effects,
+                    vec![Effect::ScheduleRestart {
+                        job: spec.id().clone(),
+                        kind
+                    }]
+                );
+                overdue.push(hour);
+            }
+        }
+        assert_eq!(overdue, [1, 3, 7, 15, 31, 63, 127, 255, 511]);
+        let reported = take_reports(&mut ledger);
+        assert_eq!(reported.len(), overdue.len());
+        assert_eq!(
+            reported[0].key.to_string(),
+            "kb/run 1/attempt 1/AwaitingReboot/wait 1/overdue 1"
+        );
+        assert!(
+            reported
+                .iter()
+                .all(|m| m.key.state == StateKind::AwaitingReboot)
+        );
+        assert_eq!(
+            state(&ledger, &spec).kind(),
+            StateKind::AwaitingReboot,
+            "never completed"
+        );
+        // Only a new boot completes it.
+        let store = ledger.into_store();
+        let (ledger, _) = Ledger::open(store, service_session("b")).unwrap();
+        assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
+    }
+}
+
+// ---- 5. Restarts are exclusive ----
+
+#[test]
+fn a_job_that_may_restart_the_machine_runs_alone() {
+    let first = upgrade();
+    let second = JobSpec::new(job("second-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let patch = JobSpec::new(job("patch"));
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
+    for spec in [&first, &second, &patch] {
+        ledger.advertise(spec.clone()).unwrap();
+    }
+    assert_eq!(ledger.next_runnable(), NextJob::Run(first.id().clone()));
+    let attempt = start(&mut ledger, &first);
+    // Nothing starts while it runs.
+    for spec in [&second, &patch] {
+        assert!(matches!(
+            ledger.begin(spec.id()),
+            Err(Error::NotRunnable {
+                reason: WaitReason::Exclusive { .. },
+                ..
+            })
+        ));
+    }
+    assert!(matches!(ledger.next_runnable(), NextJob::Wait { .. }));
+    // Nor while its restart is owed.
+    ledger.program_exited(&attempt, 3010).unwrap();
+    assert_eq!(
+        wait_of(&ledger, &patch).unwrap().reason,
+        WaitReason::RestartPending {
+            job: first.id().clone()
+        }
+    );
+    // A job that never restarts does not block another that never restarts, but it blocks one
+    // that may.
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
+    let other = JobSpec::new(job("other-patch"));
+    for spec in [&patch, &other, &second] {
+        ledger.advertise(spec.clone()).unwrap();
+    }
+    start(&mut ledger, &patch);
+    assert_eq!(ledger.next_runnable(), NextJob::Run(other.id().clone()));
+    start(&mut ledger, &other);
+    assert_eq!(
+        wait_of(&ledger, &second).unwrap().reason,
+        WaitReason::Exclusive {
+            job: patch.id().clone()
+        }
+    );
+}
+
+#[test]
+fn a_restart_is_held_while_another_job_runs_and_a_reboot_is_attributed_to_its_owner() {
+    let store = MemoryStore::new();
+    let checked = JobSpec::new(job("kb-checked"))
+        .reboot(RebootBehaviour::MayRequest)
+        .verify_after_reboot(true);
+    let patch = JobSpec::new(job("patch"));
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+    ledger.advertise(checked.clone()).unwrap();
+    let failed = start(&mut ledger, &checked);
+    assert_eq!(
+        ledger.program_exited(&failed, 1603).unwrap(),
+        vec![Effect::Verify(failed.clone())]
+    );
+    // The check is owed; meanwhile another job starts (it never restarts the machine).
+    ledger.advertise(patch.clone()).unwrap();
+    let running = start(&mut ledger, &patch);
+    // The check says the failed attempt's work needs a restart: the restart is held.
+    let effects = ledger.verification(&failed, CheckResult::NotYet).unwrap();
+    assert!(
+        effects.is_empty(),
+        "no restart under another job's program: {effects:?}"
+    );
+    assert_eq!(
+        wait_of(&ledger, &checked).unwrap().reason,
+        WaitReason::RestartHeld {
+            job: patch.id().clone()
+        }
+    );
+    drop(ledger);
+    // An agent restart re-derives the hold.
+    let facts = session("a", &[&running]);
+    let (mut ledger, effects) = Ledger::open(store.clone(), facts).unwrap();
+    assert!(effects.is_empty(), "{effects:?}");
+    // The other job ends: the held restart is licensed by that very call.
+    let effects = ledger.program_exited(&running, 0).unwrap();
+    assert_eq!(
+        effects,
+        vec![Effect::ScheduleRestart {
+            job: checked.id().clone(),
+            kind: RebootKind::Soft
+        }]
+    );
+
+    // Had the machine restarted while the other job ran, its attempt is attributed to the job
+    // whose restart it was.
+    let store = MemoryStore::new();
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+    ledger.advertise(checked.clone()).unwrap();
+    let failed = start(&mut ledger, &checked);
+    ledger.program_exited(&failed, 1603).unwrap();
+    ledger.advertise(patch.clone()).unwrap();
+    start(&mut ledger, &patch);
+    ledger.verification(&failed, CheckResult::NotYet).unwrap();
+    drop(ledger);
+    let (ledger, effects) = Ledger::open(store, service_session("b")).unwrap();
+    assert_eq!(effects, vec![Effect::Verify(failed.clone())]);
+    assert!(matches!(
+        state(&ledger, &patch),
+        JobState::Queued {
+            last_failure: Some(FailureReason::Interrupted(RebootAttribution::ForJob(ref j))),
+            ..
+        } if j == checked.id()
+    ));
+}
+
+#[test]
+fn a_soft_restart_is_never_licensed_before_the_exit_is_recorded() {
+    let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    let before = state(&ledger, &spec);
+    let error = ledger
+        .expect_reboot(&attempt, RebootKind::Soft)
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        Error::Transition(TransitionError::ExitNotRecorded { .. })
+    ));
+    assert!(error.to_string().contains("program_exited"), "{error}");
+    assert_eq!(state(&ledger, &spec), before);
+    // A hard restart (already under way) may be recorded: nothing is licensed.
+    assert!(
+        ledger
+            .expect_reboot(&attempt, RebootKind::Hard)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+// ---- 6. A check may say "not yet" ----
+
+#[test]
+fn an_upgrade_that_restarts_several_times_waits_for_each_restart_within_its_bound() {
+    let spec = upgrade().verify_after_reboot(true).max_reboots(3);
+    let store = MemoryStore::new();
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("b0")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    drop(ledger);
+    let mut reported = Vec::new();
+    for n in 1..=3 {
+        let (mut ledger, effects) =
+            Ledger::open(store.clone(), service_session(&format!("b{n}"))).unwrap();
+        assert_eq!(effects, vec![Effect::Verify(attempt.clone())]);
+        let answer = if n < 3 {
+            CheckResult::NotYet
+        } else {
+            CheckResult::Installed
+        };
+        // The program restarts the machine by itself: nothing is licensed.
+        assert!(ledger.verification(&attempt, answer).unwrap().is_empty());
+        reported.extend(keys(&take_reports(&mut ledger)));
+    }
+    assert_eq!(
+        reported,
+        [
+            "os-upgrade/run 1/attempt 1/AwaitingReboot/wait 1",
+            "os-upgrade/run 1/attempt 1/AwaitingReboot/wait 2",
+            "os-upgrade/run 1/attempt 1/AwaitingReboot/wait 3",
+            "os-upgrade/run 1/attempt 1/Completed",
+        ]
+    );
+
+    // One more "not yet" than the bound allows: the reboot loop is stopped.
+    let spec = upgrade().verify_after_reboot(true).max_reboots(2);
+    let store = MemoryStore::new();
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("b0")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    drop(ledger);
+    for n in 1..=2 {
+        let (mut ledger, _) =
+            Ledger::open(store.clone(), service_session(&format!("b{n}"))).unwrap();
+        ledger.verification(&attempt, CheckResult::NotYet).unwrap();
+        if n == 2 {
+            assert!(matches!(
+                state(&ledger, &spec),
+                JobState::Failed {
+                    reason: FailureReason::RebootLoop { boots: 2 },
+                    ..
+                }
+            ));
+        }
+    }
+
+    // A job whose program asks the agent for its restarts: "not yet" licenses another one.
+    let spec = JobSpec::new(job("kb"))
+        .reboot(RebootBehaviour::MayRequest)
+        .verify_after_reboot(true);
+    let store = MemoryStore::new();
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("b0")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.program_exited(&attempt, 3010).unwrap();
+    drop(ledger);
+    let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
+    assert_eq!(
+        ledger.verification(&attempt, CheckResult::NotYet).unwrap(),
+        vec![Effect::ScheduleRestart {
+            job: spec.id().clone(),
+            kind: RebootKind::Soft
+        }]
+    );
+}
+
+#[test]
+fn a_failed_last_attempt_with_a_check_is_checked_before_the_run_fails() {
+    let spec = JobSpec::new(job("kb"))
+        .verify_after_reboot(true)
+        .retry(RetryPolicy::none());
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    assert_eq!(
+        ledger.program_exited(&attempt, 1603).unwrap(),
+        vec![Effect::Verify(attempt.clone())]
+    );
+    assert!(
+        ledger.begin(spec.id()).is_err(),
+        "no attempts left, and a check owed"
+    );
+    ledger.verification(&attempt, false).unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Failed {
+            reason: FailureReason::ExitCode(1603),
+            ..
+        }
+    ));
+}
+
+// ---- 7. The next wake-up ----
+
+#[test]
+fn next_wakeup_is_the_earliest_deadline_across_all_jobs() {
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
+    assert_eq!(ledger.next_wakeup(), None, "nothing timed");
+    // A running program under a 2-hour limit.
+    let long = JobSpec::new(job("long"));
+    ledger.advertise(long.clone()).unwrap();
+    start(&mut ledger, &long);
+    assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(7200)));
+    // A queued job backing off for a minute (it failed: its retry comes first).
+    let flaky = JobSpec::new(job("flaky"));
+    ledger.advertise(flaky.clone()).unwrap();
+    let attempt = start(&mut ledger, &flaky);
+    ledger.program_exited(&attempt, 1603).unwrap();
+    assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(60)));
+    let waits = ledger.waits();
+    assert_eq!(waits.len(), 2, "{waits:?}");
+    assert!(matches!(waits[1].reason, WaitReason::BackingOff { .. }));
+    // Time passes: the back-off is over (the job may start: it no longer waits), and the
+    // running program's limit is 30 minutes closer.
+    ledger.session_mut().now += chrono::TimeDelta::minutes(30);
+    ledger.session_mut().since_boot += Duration::from_secs(1800);
+    assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(5400)));
+    assert_eq!(ledger.next_runnable(), NextJob::Run(flaky.id().clone()));
+}
