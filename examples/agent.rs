@@ -1,10 +1,14 @@
 //! A small but complete deployment agent (Linux): `agent <config.json>`.
 //!
 //! It reads job specs from a JSON file, keeps their state in a `FileStore`, learns the facts of
-//! the machine from `LinuxSession`, runs each job's program as a child process, maps its exit
-//! code, restarts the machine through a configured command when a job asks for it, reports
-//! status to a JSON-lines file, and on start reconciles whatever the last boot left — including
-//! a job whose program restarted the machine without telling anyone (seed 001).
+//! the machine from `LinuxSession`, runs each job's program as a child process (with
+//! `JOBSTATE_ATTEMPT` naming its attempt) and records its launch with the process's identity
+//! (pid and start time), maps its exit code, restarts the machine through a configured command
+//! when a job asks for it (never while another job's program runs: the ledger holds it), reports
+//! status to a JSON-lines file, sleeps until the ledger's next deadline, and on start reconciles
+//! whatever the last boot left — a job whose program restarted the machine without telling
+//! anyone (seed 001), a program that died with the previous agent process, a launch that was
+//! never recorded.
 //!
 //! ```json
 //! {
@@ -35,17 +39,15 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Child, Command, ExitCode};
 use std::time::Duration;
 
 use jobstate::{
-    AttemptId, Effect, ExitCodePolicy, ExitOutcome, FileStore, JobId, JobSpec, JsonLinesSink,
-    Ledger, LinuxSession, NextJob, RebootBehaviour, RetryPolicy, RunCondition, SessionContext,
-    StatusKey, StatusMessage, StatusSink, WaitReason,
+    ATTEMPT_ENV, AttemptId, CheckResult, Effect, ExitCodePolicy, ExitOutcome, FileStore, JobId,
+    JobSpec, JobState, JsonLinesSink, Ledger, LinuxSession, NextJob, RebootBehaviour, RetryPolicy,
+    RunCondition, SessionContext, StatusKey, StatusMessage, StatusSink, WaitReason,
 };
 use serde::Deserialize;
-
-type Agent = Ledger<FileStore, LinuxSession>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +78,9 @@ struct JobConfig {
     max_run_time_secs: u64,
     #[serde(default = "max_attempts")]
     max_attempts: u32,
+    /// The wait after the first failed attempt (it doubles after each further failure).
+    #[serde(default = "retry_backoff_secs")]
+    retry_backoff_secs: u64,
     /// Exit code -> outcome; codes not listed are failures. Without it, the Windows Installer
     /// conventions apply — but a Unix exit status has 8 bits: an installer's 3010 arrives as 194.
     exit_codes: Option<std::collections::BTreeMap<i32, Outcome>>,
@@ -120,6 +125,9 @@ fn max_run_time_secs() -> u64 {
 }
 fn max_attempts() -> u32 {
     3
+}
+fn retry_backoff_secs() -> u64 {
+    60
 }
 
 /// Why the agent stopped: bad input (exit 2) or anything else (exit 1).
@@ -170,10 +178,13 @@ fn load(path: &Path) -> Result<(Config, Vec<JobSpec>), Failure> {
             path.display()
         ))
     })?;
-    let mut specs = Vec::new();
+    let mut specs: Vec<JobSpec> = Vec::new();
     for job in &config.jobs {
         let id = JobId::new(job.id.as_str())
             .map_err(|e| Failure::Input(format!("job {:?}: {e}", job.id)))?;
+        if specs.iter().any(|s| *s.id() == id) {
+            return Err(Failure::Input(format!("job {id} is listed twice")));
+        }
         for argv in std::iter::once(&job.program).chain(job.verify.as_ref()) {
             let program = argv
                 .first()
@@ -202,6 +213,7 @@ fn load(path: &Path) -> Result<(Config, Vec<JobSpec>), Failure> {
                 .max_run_time(Duration::from_secs(job.max_run_time_secs))
                 .retry(RetryPolicy {
                     max_attempts: job.max_attempts,
+                    initial_backoff: Duration::from_secs(job.retry_backoff_secs),
                     ..RetryPolicy::default()
                 }),
         );
@@ -256,166 +268,242 @@ fn run(path: &Path) -> Result<(), Failure> {
         session.user_presence()
     );
 
-    // Open the store and reconcile every unfinished job against this boot.
+    // Open the store and reconcile every unfinished job against this boot: a program that died
+    // with the previous agent process ends its attempt; a launch never recorded is launched now.
     let store = FileStore::open(&config.state_dir)?;
-    let (mut ledger, effects) = Ledger::open(store, session)?;
+    let (ledger, effects) = Ledger::open(store, session)?;
     say!("recovered effects={}", effects.len());
-    let mut sink = Reporter(JsonLinesSink::open(&config.status_file)?);
-    carry_out(&mut ledger, effects, &jobs, &config, &mut sink)?;
+    let mut agent = Agent {
+        ledger,
+        jobs,
+        config: &config,
+        sink: Reporter(JsonLinesSink::open(&config.status_file)?),
+        children: HashMap::new(),
+    };
+    agent.carry_out(effects)?;
 
     for spec in specs {
         let id = spec.id().clone();
-        let answer = ledger.advertise(spec)?;
+        let answer = agent.ledger.advertise(spec)?;
         say!("advertise job={id} answer={answer:?}");
     }
 
     let poll = Duration::from_millis(config.poll_ms);
     loop {
-        ledger.deliver(&mut sink)?;
-        match ledger.next_runnable() {
-            NextJob::Run(job) => run_job(&mut ledger, &job, &jobs, &config, &mut sink)?,
+        agent.ledger.deliver(&mut agent.sink)?;
+        agent.reap()?;
+        let effects = agent.ledger.tick()?;
+        agent.carry_out(effects)?;
+        // Start what may start: the ledger hands out a job that may restart the machine only
+        // when no other job runs, and nothing while a restart is owed.
+        while let NextJob::Run(job) = agent.ledger.next_runnable() {
+            agent.start(&job)?;
+        }
+        // Idle: no program of ours or of an earlier agent process runs, nothing to report.
+        let running = agent
+            .ledger
+            .jobs()
+            .any(|r| matches!(r.state(), JobState::Running { .. }));
+        let idle = agent.children.is_empty() && !running && agent.ledger.outbox().next().is_none();
+        let backing_off = matches!(
+            agent.ledger.next_runnable(),
             NextJob::Wait {
                 reason: WaitReason::BackingOff { .. },
                 ..
-            } => std::thread::sleep(poll),
-            _ if config.exit_when_idle && ledger.outbox().next().is_none() => break,
-            _ => std::thread::sleep(poll),
+            }
+        );
+        if config.exit_when_idle && idle && !backing_off {
+            break;
         }
+        // Sleep until the ledger's next deadline; children are polled (std cannot wait for
+        // any of several children at once).
+        let mut sleep = agent.ledger.next_wakeup().unwrap_or(poll);
+        if !agent.children.is_empty() {
+            sleep = sleep.min(poll);
+        }
+        std::thread::sleep(sleep.clamp(Duration::from_millis(10), Duration::from_secs(60)));
     }
-    for record in ledger.jobs() {
-        let launches = record
-            .history()
-            .iter()
-            .filter(|e| e.event.kind == jobstate::EventKind::AttemptStarted)
-            .count();
+    for record in agent.ledger.jobs() {
+        let count = |name| {
+            record
+                .history()
+                .iter()
+                .filter(|e| e.event.kind.name() == name)
+                .count()
+        };
         say!(
-            "final job={} state={} launches_recorded={launches}",
+            "final job={} state={} launches_recorded={}",
             record.id(),
-            record.state().kind()
+            record.state().kind(),
+            count(jobstate::EventName::Launched)
         );
     }
     say!("idle");
     Ok(())
 }
 
-/// Starts the job's program (after `Running` is durable) and follows it to its exit.
-fn run_job(
-    ledger: &mut Agent,
-    job: &JobId,
-    jobs: &HashMap<&str, &JobConfig>,
-    config: &Config,
-    sink: &mut Reporter,
-) -> Result<(), Failure> {
-    let Some(job_config) = jobs.get(job.as_str()) else {
-        return Err(Failure::Other(format!(
-            "job {job} is queued but not in the config"
-        )));
-    };
-    let attempt = ledger.begin(job)?;
-    say!(
-        "launch job={job} run={} attempt={}",
-        attempt.attempt.run,
-        attempt.attempt.number
-    );
-    let argv = &job_config.program;
-    let mut child = match Command::new(&argv[0]).args(&argv[1..]).spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            // It never ran: record that as a failed attempt (the shell's "not found"), then stop.
-            ledger.program_exited(&attempt, 127)?;
-            return Err(Failure::Input(format!(
-                "job {job}: cannot start {}: {e}",
-                argv[0]
-            )));
-        }
-    };
-    let poll = Duration::from_millis(config.poll_ms);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        std::thread::sleep(poll);
-        for effect in ledger.tick()? {
-            if effect == Effect::Terminate(attempt.clone()) {
-                say!("terminate job={job}: past its maximum run time");
-                let _ = child.kill();
-            }
-        }
-    };
-    let code = status.code().unwrap_or_else(|| {
-        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
-    });
-    let effects = ledger.program_exited(&attempt, code)?;
-    let state = ledger.job(job).map(|r| r.state().kind());
-    say!(
-        "exit job={job} code={code} state={}",
-        state.map_or("?".into(), |s| s.to_string())
-    );
-    carry_out(ledger, effects, jobs, config, sink)
+/// The agent: its ledger, its jobs' programs, and the children it started.
+struct Agent<'a> {
+    ledger: Ledger<FileStore, LinuxSession>,
+    jobs: HashMap<&'a str, &'a JobConfig>,
+    config: &'a Config,
+    sink: Reporter,
+    children: HashMap<JobId, (AttemptId, Child)>,
 }
 
-/// Carries out what a committed transition licensed.
-fn carry_out(
-    ledger: &mut Agent,
-    effects: Vec<Effect>,
-    jobs: &HashMap<&str, &JobConfig>,
-    config: &Config,
-    sink: &mut Reporter,
-) -> Result<(), Failure> {
-    for effect in effects {
-        match effect {
-            Effect::Verify(attempt) => verify(ledger, &attempt, jobs, config, sink)?,
-            Effect::ScheduleRestart { job, .. } => {
-                // Report first: the restart ends this process.
-                ledger.deliver(sink)?;
-                say!("restart job={job}");
-                let argv = &config.restart_command;
-                let status = Command::new(&argv[0]).args(&argv[1..]).status()?;
-                if !status.success() {
-                    return Err(Failure::Other(format!(
-                        "the restart command failed: {status}"
-                    )));
-                }
-            }
-            Effect::Terminate(attempt) => {
-                // Only the agent process that started a program holds it.
-                say!(
-                    "terminate job={}: started by an earlier agent process; stop it by hand",
-                    attempt.job
-                );
-            }
-            other => say!("effect {other:?}"),
-        }
+impl Agent<'_> {
+    fn job(&self, job: &JobId) -> Result<&JobConfig, Failure> {
+        self.jobs
+            .get(job.as_str())
+            .copied()
+            .ok_or_else(|| Failure::Other(format!("job {job} is in the store but not the config")))
     }
-    Ok(())
-}
 
-/// Runs the job's detection check and records its answer.
-fn verify(
-    ledger: &mut Agent,
-    attempt: &AttemptId,
-    jobs: &HashMap<&str, &JobConfig>,
-    config: &Config,
-    sink: &mut Reporter,
-) -> Result<(), Failure> {
-    let argv = jobs
-        .get(attempt.job.as_str())
-        .and_then(|j| j.verify.as_ref())
-        .ok_or_else(|| {
+    fn state(&self, job: &JobId) -> String {
+        self.ledger
+            .job(job)
+            .map_or("?".into(), |r| r.state().kind().to_string())
+    }
+
+    /// Begins the job's queued attempt, then launches it.
+    fn start(&mut self, job: &JobId) -> Result<(), Failure> {
+        let attempt = self.ledger.begin(job)?;
+        self.launch(attempt)
+    }
+
+    /// Starts the attempt's program (`Running` is durable) and records the launch with the
+    /// process's identity: from then on a reboot may end it; before, it never ran.
+    fn launch(&mut self, attempt: AttemptId) -> Result<(), Failure> {
+        let job = attempt.job.clone();
+        say!(
+            "launch job={job} run={} attempt={}",
+            attempt.attempt.run,
+            attempt.attempt.number
+        );
+        let argv = self.job(&job)?.program.clone();
+        let spawned = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env(ATTEMPT_ENV, attempt.env_value())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                // It never ran: the attempt fails as such (the retry policy applies).
+                say!("launch failed job={job}: {e}");
+                let effects = self.ledger.launch_failed(&attempt)?;
+                return self.carry_out(effects);
+            }
+        };
+        let program = self.ledger.session().program_id(child.id())?;
+        let effects = self.ledger.launched(&attempt, program)?;
+        self.children.insert(job, (attempt, child));
+        self.carry_out(effects)
+    }
+
+    /// Records the exit of every child that exited.
+    fn reap(&mut self) -> Result<(), Failure> {
+        let mut exited = Vec::new();
+        for (job, (attempt, child)) in &mut self.children {
+            if let Some(status) = child.try_wait()? {
+                exited.push((job.clone(), attempt.clone(), status));
+            }
+        }
+        for (job, attempt, status) in exited {
+            self.children.remove(&job);
+            // A Unix exit status has 8 bits; a signal is reported as 128 + its number.
+            let code = status.code().unwrap_or_else(|| {
+                128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+            });
+            let effects = self.ledger.program_exited(&attempt, code)?;
+            say!("exit job={job} code={code} state={}", self.state(&job));
+            self.carry_out(effects)?;
+        }
+        Ok(())
+    }
+
+    /// Carries out what a committed transition licensed: every variant, no catch-all.
+    fn carry_out(&mut self, effects: Vec<Effect>) -> Result<(), Failure> {
+        for effect in effects {
+            match effect {
+                Effect::Launch(attempt) => self.launch(attempt)?,
+                Effect::Verify(attempt) => self.verify(&attempt)?,
+                Effect::ScheduleRestart { job, .. } => self.restart(&job)?,
+                Effect::Terminate(attempt) => self.terminate(&attempt)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn restart(&mut self, job: &JobId) -> Result<(), Failure> {
+        // Report first: the restart ends this process.
+        self.ledger.deliver(&mut self.sink)?;
+        say!("restart job={job}");
+        let argv = &self.config.restart_command;
+        let status = Command::new(&argv[0]).args(&argv[1..]).status()?;
+        if !status.success() {
+            // The restart deadline licenses it again, and reports it overdue.
+            say!("restart failed job={job}: {status}");
+        }
+        Ok(())
+    }
+
+    /// Stops the program of `attempt`: the child this process started, or a program an earlier
+    /// agent process started (killed by pid once its identity is checked, so that a reused pid
+    /// is never killed).
+    fn terminate(&mut self, attempt: &AttemptId) -> Result<(), Failure> {
+        if let Some((a, child)) = self.children.get_mut(&attempt.job)
+            && a == attempt
+        {
+            say!("terminate job={}: past its maximum run time", attempt.job);
+            let _ = child.kill();
+            return Ok(()); // its exit is reaped like any other
+        }
+        let recorded = match self.ledger.job(&attempt.job).map(|r| r.state()) {
+            Some(JobState::Running { launch, .. }) => launch.program().copied(),
+            _ => None,
+        };
+        let Some(program) = recorded else {
+            say!(
+                "terminate job={}: its program's identity was never recorded; stop it by hand",
+                attempt.job
+            );
+            return Ok(());
+        };
+        let same = self.ledger.session().program_id(program.pid()).ok() == Some(program);
+        if same {
+            say!("terminate job={} pid={}", attempt.job, program.pid());
+            Command::new("kill")
+                .args(["-KILL", &program.pid().to_string()])
+                .status()?;
+        }
+        // It was not this process's child: its exit status is lost. The next tick sees it gone
+        // and ends the attempt as timed out.
+        Ok(())
+    }
+
+    /// Runs the job's detection check and records its answer: 0 installed, 2 not yet (another
+    /// restart is needed), anything else not installed.
+    fn verify(&mut self, attempt: &AttemptId) -> Result<(), Failure> {
+        let argv = self.job(&attempt.job)?.verify.clone().ok_or_else(|| {
             Failure::Input(format!(
                 "job {}: a verification is owed but none is configured",
                 attempt.job
             ))
         })?;
-    let installed = Command::new(&argv[0]).args(&argv[1..]).status()?.success();
-    let effects = ledger.verification(attempt, installed)?;
-    let state = ledger.job(&attempt.job).map(|r| r.state().kind());
-    say!(
-        "verify job={} installed={installed} state={}",
-        attempt.job,
-        state.map_or("?".into(), |s| s.to_string())
-    );
-    carry_out(ledger, effects, jobs, config, sink)
+        let status = Command::new(&argv[0]).args(&argv[1..]).status()?;
+        let result = match status.code() {
+            Some(0) => CheckResult::Installed,
+            Some(2) => CheckResult::NotYet,
+            _ => CheckResult::NotInstalled,
+        };
+        let effects = self.ledger.verification(attempt, result)?;
+        say!(
+            "verify job={} result={result:?} state={}",
+            attempt.job,
+            self.state(&attempt.job)
+        );
+        self.carry_out(effects)
+    }
 }
 
 /// The JSON-lines sink, printing what it accepts.

@@ -41,7 +41,8 @@ const MAX_UT_TYPE: i16 = 9;
 ///   ([`AttemptId::env_value`]) is the attempt's: set it on the child you spawn. `environ` is
 ///   the environment a process was started with; a program that starts its work under a
 ///   cleared environment hides it, and processes the agent may not read (another user's, without
-///   root) are not looked at.
+///   root) are not looked at. (For a few microseconds after `exec` the kernel shows no
+///   environment: an agent restarted by its service manager is far slower than that.)
 /// - **Time:** the wall clock, and time since boot (`/proc/uptime` at construction, then
 ///   `Instant`, which does not count time suspended: a machine that sleeps stretches run-time
 ///   limits by its sleep), on which run-time limits are measured.
@@ -116,19 +117,28 @@ impl LinuxSession {
             detail,
         };
         let stat = read_bounded(&path, STAT_MAX).map_err(|e| error(e.to_string()))?;
-        let start = start_time(&stat).ok_or_else(|| {
-            error("no start time in field 22: not a /proc/<pid>/stat line".to_string())
+        let stat = parse_stat(&stat).ok_or_else(|| {
+            error(
+                "no state, parent and start time (fields 3, 4, 22): not a /proc/<pid>/stat line"
+                    .to_string(),
+            )
         })?;
-        Ok(ProgramId::new(pid, start))
+        Ok(ProgramId::new(pid, stat.start))
     }
 
-    /// Whether the recorded `program` is alive: its stat exists with the same start time.
+    /// Whether the recorded `program` is alive: its stat exists with the same start time. A
+    /// zombie is alive while this process is its parent (its status is ours to collect); an
+    /// orphaned zombie's status goes to someone else, and some containers' init never reaps
+    /// it: it is gone.
     fn recorded_status(&self, program: &ProgramId) -> ProgramStatus {
         let path = self.root.join(format!("proc/{}/stat", program.pid()));
         match read_bounded(&path, STAT_MAX) {
-            Ok(stat) => match start_time(&stat) {
-                Some(start) if start == program.start() => ProgramStatus::Alive,
-                Some(_) => ProgramStatus::Gone, // the pid was reused
+            Ok(stat) => match parse_stat(&stat) {
+                Some(stat) if stat.start != program.start() => ProgramStatus::Gone, // pid reused
+                Some(stat) if stat.state == 'Z' && stat.parent != std::process::id() => {
+                    ProgramStatus::Gone
+                }
+                Some(_) => ProgramStatus::Alive,
                 None => ProgramStatus::Unknown,
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ProgramStatus::Gone,
@@ -215,13 +225,33 @@ fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Field 22 (`starttime`) of a `/proc/<pid>/stat` line. The command name in field 2 may hold
-/// spaces and parentheses: count from the last `)`.
-fn start_time(stat: &[u8]) -> Option<u64> {
+/// What the session reads of a process from `/proc/<pid>/stat`.
+#[derive(Debug, PartialEq, Eq)]
+struct Stat {
+    /// Field 3: `R`, `S`, `Z` (a zombie: exited, not reaped), ...
+    state: char,
+    /// Field 4: the parent's pid.
+    parent: u32,
+    /// Field 22: when the process started, in clock ticks since boot.
+    start: u64,
+}
+
+/// Parses a `/proc/<pid>/stat` line. The command name in field 2 may hold spaces and
+/// parentheses: count from the last `)`.
+fn parse_stat(stat: &[u8]) -> Option<Stat> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let after = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
     // After the `)`, the first field is field 3.
-    after.split_whitespace().nth(22 - 3)?.parse().ok()
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let mut state = fields.first()?.chars();
+    let (state, None) = (state.next()?, state.next()) else {
+        return None;
+    };
+    Some(Stat {
+        state,
+        parent: fields.get(4 - 3)?.parse().ok()?,
+        start: fields.get(22 - 3)?.parse().ok()?,
+    })
 }
 
 fn read_uptime(path: &Path) -> Result<Duration, SessionError> {

@@ -18,7 +18,7 @@ use crate::common::*;
 /// that closes a store and at once reopens it while the SIGKILL test is inside `spawn` finds it
 /// [`StoreError::Locked`] (seen: about one open in a few thousand). The other tests hold this
 /// for reading, the SIGKILL test for writing.
-static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+pub(crate) static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn no_spawns() -> std::sync::RwLockReadGuard<'static, ()> {
     SPAWNING

@@ -120,3 +120,107 @@ fn this_machine() {
     assert!(session.since_boot() > a, "the boot clock moves forward");
     let _ = session.user_presence(); // whatever it is, it does not panic
 }
+
+fn attempt(job: &str) -> jobstate::AttemptId {
+    jobstate::AttemptId {
+        job: jobstate::JobId::new(job).unwrap(),
+        attempt: jobstate::AttemptRef { run: 1, number: 1 },
+    }
+}
+
+/// Real child processes: a recorded program is alive while its pid holds the process with its
+/// start time; a launch never recorded is found by its attempt's marker in the environment.
+#[test]
+fn program_status_of_real_processes() {
+    use jobstate::{ATTEMPT_ENV, ProgramId, ProgramStatus};
+    // A child forked while a store test holds its lock file would hold the lock until it execs.
+    let _serial = crate::file_store::SPAWNING
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let session = LinuxSession::new().unwrap();
+    let marked = attempt("marked job");
+    let other = attempt("other job");
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .env(ATTEMPT_ENV, marked.env_value())
+        .spawn()
+        .unwrap();
+    let program = session.program_id(child.id()).unwrap();
+    // Right after `spawn`, the kernel may still be setting up the new program's environment
+    // (it reads empty for a few microseconds): wait until it shows.
+    let environ = format!("/proc/{}/environ", child.id());
+    for _ in 0..1000 {
+        if !std::fs::read(&environ).unwrap().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(program.pid(), child.id());
+    assert_eq!(
+        session.program_status(&marked, Some(&program)),
+        ProgramStatus::Alive
+    );
+    assert_eq!(session.program_status(&marked, None), ProgramStatus::Alive);
+    assert_eq!(session.program_status(&other, None), ProgramStatus::Gone);
+    // The same pid with another start time is another program (a reused pid).
+    let reused = ProgramId::new(program.pid(), program.start() + 1);
+    assert_eq!(
+        session.program_status(&marked, Some(&reused)),
+        ProgramStatus::Gone
+    );
+    child.kill().unwrap();
+    // Killed but not reaped: a zombie whose status is this process's to collect is alive.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        session.program_status(&marked, Some(&program)),
+        ProgramStatus::Alive
+    );
+    child.wait().unwrap();
+    assert_eq!(
+        session.program_status(&marked, Some(&program)),
+        ProgramStatus::Gone
+    );
+    assert_eq!(session.program_status(&marked, None), ProgramStatus::Gone);
+    assert!(matches!(
+        session.program_id(program.pid()),
+        Err(SessionError::Program { .. })
+    ));
+}
+
+/// `/proc/<pid>/stat` as the kernel writes it, and as nobody should: a command name with spaces
+/// and parentheses, an orphaned zombie, garbage.
+#[test]
+fn program_status_from_hand_made_proc_files() {
+    use jobstate::{ProgramId, ProgramStatus};
+    let root = fake_root("programs", "b00t", None);
+    let stat = |pid: u32, line: &str| {
+        std::fs::create_dir_all(root.join(format!("proc/{pid}"))).unwrap();
+        std::fs::write(root.join(format!("proc/{pid}/stat")), line).unwrap();
+    };
+    let fields = |state: &str, parent: u32, start: u64| {
+        let mut f = vec!["0".to_string(); 20];
+        f[0] = state.to_string();
+        f[1] = parent.to_string();
+        f[19] = start.to_string();
+        f.join(" ")
+    };
+    stat(100, &format!("100 (a (b) c) {}", fields("S", 1, 5000)));
+    stat(101, &format!("101 (orphan) {}", fields("Z", 1, 6000)));
+    stat(102, "102 (garbage) S 1");
+    stat(
+        103,
+        &format!("103 (mine) {}", fields("Z", std::process::id(), 7000)),
+    );
+    let session = LinuxSession::with_root(&root).unwrap();
+    let a = attempt("j");
+    assert_eq!(session.program_id(100).unwrap(), ProgramId::new(100, 5000));
+    let status = |pid, start| session.program_status(&a, Some(&ProgramId::new(pid, start)));
+    assert_eq!(status(100, 5000), ProgramStatus::Alive);
+    assert_eq!(status(100, 5001), ProgramStatus::Gone);
+    assert_eq!(status(101, 6000), ProgramStatus::Gone, "an orphaned zombie");
+    assert_eq!(status(103, 7000), ProgramStatus::Alive, "our own zombie");
+    assert_eq!(status(102, 1), ProgramStatus::Unknown, "an unreadable stat");
+    assert_eq!(status(999, 1), ProgramStatus::Gone);
+    assert!(session.program_id(102).is_err());
+    cleanup(&root);
+}
