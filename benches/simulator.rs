@@ -1,0 +1,45 @@
+//! Simulated worlds per second: a deployment tool runs thousands of them in its unit tests.
+//!
+//! One world: a two-job scenario (an OS upgrade that restarts the machine itself, with a
+//! detection check, and an installer that asks for a restart with 3010) in a randomized world
+//! with agent crashes (killing the agent's programs or not), power cuts and orderly restarts,
+//! lost notices, clock jumps, users coming and going, a flaky site server and restarts that do
+//! not come; run until idle over the memory store, the invariants checked. Each iteration is a
+//! new seed, so the figure is an average over many worlds.
+//!
+//! `cargo bench --features testkit --bench simulator`. Criterion reports the time per world;
+//! worlds per second per core is its inverse (the simulator is single-threaded). Goal: at least
+//! 10,000 per core.
+
+use std::cell::Cell;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use jobstate::testkit::simulator::{Chaos, Program, Scenario};
+use jobstate::{JobId, JobSpec, RebootBehaviour};
+
+fn two_jobs(c: &mut Criterion) {
+    let upgrade = JobSpec::new(JobId::new("os-upgrade").expect("valid id"))
+        .reboot(RebootBehaviour::RestartsMachine)
+        .verify_after_reboot(true);
+    let installer = JobSpec::new(JobId::new("msi-installer").expect("valid id"))
+        .reboot(RebootBehaviour::MayRequest);
+    let seed = Cell::new(0u64);
+    let mut group = c.benchmark_group("simulator");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("two_jobs_crashes_and_reboots", |b| {
+        b.iter(|| {
+            seed.set(seed.get() + 1);
+            let outcome = Scenario::new(seed.get())
+                .chaos(Chaos::all())
+                .job(upgrade.clone(), Program::restarts_machine())
+                .job(installer.clone(), Program::exits(3010))
+                .run_until_idle();
+            assert!(outcome.violations().is_empty(), "seed {}", seed.get());
+            outcome.reboots()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, two_jobs);
+criterion_main!(benches);
