@@ -105,6 +105,7 @@ mod ledger;
 mod linux_session;
 mod outbox;
 mod record;
+mod safe_fs;
 mod session;
 mod spec;
 mod state;
@@ -125,6 +126,7 @@ pub use ledger::{Advertisement, Ledger, NextJob};
 pub use linux_session::LinuxSession;
 pub use outbox::{Delivery, DeliveryPolicy, Outbox, StatusSink};
 pub use record::{Change, HistoryEntry, JobRecord, JobTable, Record, ReplayError};
+pub use safe_fs::UnsafePath;
 pub use session::{
     ExecutionContext, NoticeDelivery, SessionContext, SessionError, SessionFacts, UserPresence,
 };
@@ -133,8 +135,8 @@ pub use state::{Attempt, FailureReason, JobState, RebootAttribution, RebootKind,
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    Commit, FileStore, FileStoreOptions, MAX_FRAME, MemoryStore, Replay, Revision, Snapshot, Store,
-    StoreError,
+    Commit, Cut, FileStore, FileStoreOptions, MAX_FRAME, MemoryStore, OpenReport, Replay, Revision,
+    Snapshot, Store, StoreError,
 };
 pub use transition::{Step, TransitionError, transition};
 
