@@ -1595,3 +1595,191 @@ fn leftovers_of_an_interrupted_compaction_are_removed_at_open_and_reported() {
     drop(store);
     assert!(FileStore::open(&dir.0).unwrap().open_report().is_clean());
 }
+
+/// A small ext4 file system with 1 KiB blocks, loop-mounted (root only), unmounted on drop:
+/// to fill a disk for real.
+pub struct SmallExt4 {
+    /// The image's directory.
+    pub image: TempDir,
+    /// Where it is mounted.
+    pub mount: PathBuf,
+}
+
+impl SmallExt4 {
+    /// Mounts a new file system of `kib` KiB, or says (on stderr) why it cannot.
+    pub fn mount(name: &str, kib: u64) -> Option<Self> {
+        let skip = |why: String| {
+            report_figures(&format!("{name}: skipped, {why}"));
+            None
+        };
+        if !std::fs::read_to_string("/proc/self/status")
+            .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")))
+        {
+            return skip("not root: a loop mount needs root".into());
+        }
+        let image = TempDir::new(&format!("{name}-image"));
+        std::fs::create_dir_all(&image.0).ok()?;
+        let file = image.0.join("fs.img");
+        let mount = image.0.join("mnt");
+        std::fs::create_dir_all(&mount).ok()?;
+        let run = |program: &str, args: &[&std::ffi::OsStr]| {
+            std::process::Command::new(program)
+                .args(args)
+                .output()
+                .map_err(|e| format!("{program}: {e}"))
+                .and_then(|out| {
+                    if out.status.success() {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{program} failed: {}",
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        ))
+                    }
+                })
+        };
+        let size = format!("{kib}K");
+        if let Err(why) = run(
+            "truncate",
+            &["-s".as_ref(), size.as_ref(), file.as_os_str()],
+        )
+        .and_then(|()| {
+            run(
+                "mkfs.ext4",
+                &[
+                    "-q".as_ref(),
+                    "-F".as_ref(),
+                    "-b".as_ref(),
+                    "1024".as_ref(),
+                    file.as_os_str(),
+                ],
+            )
+        })
+        .and_then(|()| {
+            run(
+                "mount",
+                &[
+                    "-o".as_ref(),
+                    "loop".as_ref(),
+                    file.as_os_str(),
+                    mount.as_os_str(),
+                ],
+            )
+        }) {
+            return skip(why);
+        }
+        Some(Self { image, mount })
+    }
+
+    /// Fills the file system, but for about `leave` bytes, with a file of zeros.
+    pub fn fill(&self, name: &str, leave: u64) {
+        let out = std::process::Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(&self.mount)
+            .output()
+            .unwrap();
+        let free = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse::<u64>().ok())
+            .unwrap();
+        let mut left = free.saturating_sub(leave);
+        let mut file = std::fs::File::create(self.mount.join(name)).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            if file.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            left -= n as u64;
+        }
+        let _ = file.sync_all();
+    }
+
+    /// Fills what is left, until the file system says it is full.
+    pub fn fill_up(&self, name: &str) {
+        let mut file = std::fs::File::create(self.mount.join(name)).unwrap();
+        let chunk = vec![0u8; 1024];
+        while file
+            .write_all(&chunk)
+            .and_then(|()| file.sync_data())
+            .is_ok()
+        {}
+    }
+}
+
+impl Drop for SmallExt4 {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.mount)
+            .status();
+        let _ = &self.image;
+    }
+}
+
+/// Issue 12, point 5, on a real full disk: a compaction that runs out of space leaves a partial
+/// `snapshot.tmp`; the store stops taking commits (fail-stop), and the next start removes the
+/// leftover, reports it, and holds every acknowledged commit. Needs root (a loop mount):
+/// skipped, and says so, otherwise.
+#[test]
+fn enospc_during_compaction_leaves_a_leftover_that_the_next_start_removes() {
+    let _serial = spawning();
+    let Some(fs) = SmallExt4::mount("file-store-full-disk", 3 * 1024) else {
+        return;
+    };
+    let dir = fs.mount.join("state");
+    let options = FileStoreOptions {
+        compact_after: 1_000_000,
+        per_job: 0,
+    };
+    let (mut ledger, _) = Ledger::open(
+        FileStore::open_with(&dir, options).unwrap(),
+        service_session("a"),
+    )
+    .unwrap();
+    // Room for the journal, not for a snapshot beside it.
+    fs.fill("filler", 48 * 1024);
+    let mut acked = Vec::new();
+    loop {
+        let id = job(&format!("{:04}-{}", acked.len(), "x".repeat(200)));
+        match ledger.advertise(JobSpec::new(id.clone())) {
+            Ok(_) => acked.push(id),
+            Err(_) => break,
+        }
+    }
+    assert!(acked.len() > 20, "{} commits", acked.len());
+    // The journal took the space; the last commit failed and the store stopped. A new process
+    // (after a restart) compacts: the snapshot does not fit.
+    drop(ledger);
+    let mut store = FileStore::open_with(&dir, options).unwrap();
+    let compaction = store.compact();
+    assert!(
+        compaction.is_err(),
+        "a snapshot on a full disk: {compaction:?}"
+    );
+    let leftover = dir.join("snapshot.tmp");
+    let leftover_len = std::fs::metadata(&leftover)
+        .expect("the failed compaction leaves its temporary file")
+        .len();
+    drop(store);
+    // The next start.
+    let mut store = FileStore::open_with(&dir, options).unwrap();
+    let jobs: Vec<JobId> = store
+        .load()
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|r| r.id().clone())
+        .collect();
+    assert_eq!(jobs, acked, "every acknowledged commit is there");
+    assert_eq!(store.open_report().removed, std::slice::from_ref(&leftover));
+    assert!(!leftover.exists());
+    // Once there is room again, the store compacts.
+    std::fs::remove_file(fs.mount.join("filler")).unwrap();
+    store.compact().unwrap_or_else(|e| panic!("{e}"));
+    report_figures(&format!(
+        "file store on a full 1 KiB-block ext4: {} commits acknowledged, compaction failed ({}), a snapshot.tmp of {leftover_len} bytes left and removed at the next start",
+        acked.len(),
+        compaction.unwrap_err()
+    ));
+}
