@@ -120,7 +120,7 @@ pub use error::{Error, WaitReason};
 pub use event::{AttemptRef, Event, EventKind, EventName};
 pub use exit_code::{ExitCodePolicy, ExitOutcome};
 pub use id::{BootId, IdError, JobId};
-pub use json_lines_sink::JsonLinesSink;
+pub use json_lines_sink::{JsonLinesSink, SinkOptions};
 pub use ledger::{Advertisement, Ledger, NextJob};
 #[cfg(target_os = "linux")]
 pub use linux_session::LinuxSession;
