@@ -577,3 +577,31 @@ fn a_store_given_records_checks_a_commit_against_them_before_any_load() {
     assert!(matches!(store.commit(&again), Err(StoreError::Replay(_))));
     assert_eq!(store.load().unwrap().jobs.len(), 1, "the store still loads");
 }
+
+/// Issue 12, point 11: `StoreError::Io` printed its cause in its message *and* returned it as
+/// its source, so a printed chain said it twice. The message is whole now, with no source.
+#[test]
+fn store_errors_say_their_cause_once_in_a_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let errors = [
+        jobstate::FileStore::open(file.join("store")).unwrap_err(),
+        jobstate::FileStore::open(&file).unwrap_err(),
+        jobstate::FileStore::open("").unwrap_err(),
+    ];
+    for error in errors {
+        let mut chain = vec![error.to_string()];
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            chain.push(cause.to_string());
+            source = cause.source();
+        }
+        for (i, link) in chain.iter().enumerate() {
+            for later in &chain[i + 1..] {
+                assert!(!link.contains(later.as_str()), "repeated: {chain:?}");
+            }
+        }
+        assert!(chain[0].len() > 20, "{chain:?}");
+    }
+}
