@@ -421,11 +421,9 @@ fn a_flipped_bit_anywhere_in_the_journal_is_refused_or_cuts_only_the_last_frame(
                 let frame = fx.frames_within(byte);
                 let offset = fx.ends[frame] as u64;
                 // A damaged frame with a frame after it is corruption, named with the file and
-                // the frame's offset. So is a damaged length of the last frame whose payload is
-                // whole (a torn write damages both). Other damage to the last frame cannot be
-                // told from a torn tail: the store recovers the frames before it, and reports
-                // the cut.
-                if frame == last && byte >= fx.ends[frame] + 8 {
+                // the frame's offset. Damage to the last frame cannot be told from a torn tail:
+                // the store recovers the frames before it, and reports the cut.
+                if frame == last {
                     matches!(&result, Ok(content) if *content == fx.states[last])
                         && matches!(&cut, Some(cut) if cut.len() == 1 && cut[0].offset == offset)
                 } else {

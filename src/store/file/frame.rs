@@ -153,7 +153,7 @@ pub(crate) fn next_frame(bytes: &[u8], at: usize, salt: u64) -> Next<'_> {
             );
         }
         if own_payload_checks(rest, salt) {
-            return Next::Corrupt("a damaged frame length, the frame's payload whole");
+            return Next::Corrupt("a damaged frame length, with the frame whole and data after it");
         }
         if next_frame_ends_the_file(bytes, at, salt) {
             return Next::Corrupt("a damaged frame length, with the next frame after it");
@@ -208,14 +208,17 @@ fn header_follows(bytes: &[u8], from: usize) -> bool {
 }
 
 /// Whether the payload checksum of the frame at the start of `rest`, whose length is damaged,
-/// holds for some length: then the frame was written whole and its length damaged after the
-/// fact (a torn write damages the checksum with the length). One pass over `rest`.
+/// holds for some length that leaves data after the frame: then the frame was written whole,
+/// something follows it, and its length was damaged after the fact. (A whole payload that ends
+/// the file is what a torn write leaves when its sectors land independently and the one holding
+/// the length does not.) One pass over `rest`.
 fn own_payload_checks(rest: &[u8], salt: u64) -> bool {
     let stored = word(&rest[8..12]);
     let mut crc = crc32c(&salt.to_le_bytes());
-    rest[FRAME_HEADER_LEN..].iter().any(|&byte| {
+    let payload = &rest[FRAME_HEADER_LEN..];
+    payload.iter().enumerate().any(|(i, &byte)| {
         crc = crc32c_append(crc, &[byte]);
-        crc == stored
+        crc == stored && i + 1 < payload.len()
     })
 }
 
