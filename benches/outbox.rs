@@ -98,8 +98,8 @@ fn outbox(c: &mut Criterion) {
         )
     });
 
-    let dir = std::env::temp_dir().join(format!("jobstate-bench-outbox-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temporary directory");
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let dir = tmp.path();
     let mut sink = JsonLinesSink::open(dir.join("status.jsonl")).expect("sink");
     group.bench_function("deliver/json_lines", |b| {
         b.iter_batched(
@@ -113,7 +113,7 @@ fn outbox(c: &mut Criterion) {
         )
     });
     group.finish();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(tmp);
 }
 
 criterion_group!(benches, outbox);

@@ -37,12 +37,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .run_condition(RunCondition::Always) // "System Background task": user or not
         .reboot(RebootBehaviour::RestartsMachine); // winnt32 restarts the machine itself
     // The agent's durable store: a directory holding a journal (one fdatasync per commit). A
-    // real agent keeps it under /var/lib; the example uses a fresh temporary directory.
-    let dir = std::env::temp_dir().join(format!(
-        "jobstate-background-upgrade-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    // real agent keeps it under /var/lib; the example uses a private temporary directory
+    // (0700, an unpredictable name: a predictable path under /tmp is a trap another user can
+    // plant), removed when `tmp` is dropped.
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
     let store_dir = dir.join("store");
     let mut launches = 0;
 
@@ -166,7 +165,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("the upgrade ran {launches} times; it must run once").into());
     }
     drop(ledger);
-    std::fs::remove_dir_all(&dir)?;
+    tmp.close()?;
     Ok(())
 }
 

@@ -36,9 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .reboot(RebootBehaviour::RestartsMachine)
         // The restart proves the program ended, not that it worked: confirm before completing.
         .verify_after_reboot(true);
-    // The agent's durable store, in a fresh temporary directory (a real agent: /var/lib/...).
-    let dir = std::env::temp_dir().join(format!("jobstate-service-reboot-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // The agent's durable store, in a private temporary directory (0700, an unpredictable
+    // name), removed when `tmp` is dropped (a real agent: /var/lib/...).
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
     let mut launches = 0;
     // What the machine reports after the upgrade; the detection check reads it.
     let installed_os_version = "NT 4.0";
@@ -54,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         since_boot: std::time::Duration::from_secs(120),
         programs: LivePrograms::Unknown,
     };
-    let (mut ledger, _) = Ledger::open(FileStore::open(&dir)?, session_a.clone())?;
+    let (mut ledger, _) = Ledger::open(FileStore::open(dir)?, session_a.clone())?;
     let ad = ledger.advertise(upgrade.clone())?;
     log!(ledger, "server advertised the upgrade: {ad:?}");
     run_next(&mut ledger, &mut launches)?;
@@ -72,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         now: session_a.now + TimeDelta::minutes(32),
         ..session_a.clone()
     };
-    let (mut ledger, effects) = Ledger::open(FileStore::open(&dir)?, session_b.clone())?;
+    let (mut ledger, effects) = Ledger::open(FileStore::open(dir)?, session_b.clone())?;
     let n = effects.len();
     log!(ledger, "agent started: reconciled, {n} effect(s)");
     let kind = ledger.job(&id).map(|r| r.state().kind());
@@ -115,7 +116,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..session_b.clone()
         };
         let effects;
-        (ledger, effects) = Ledger::open(FileStore::open(&dir)?, session)?;
+        (ledger, effects) = Ledger::open(FileStore::open(dir)?, session)?;
         let n = effects.len();
         let ad = ledger.advertise(upgrade.clone())?;
         let next = run_next(&mut ledger, &mut launches)?;
@@ -138,7 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("the upgrade ran {launches} times; it must run once").into());
     }
     drop(ledger);
-    std::fs::remove_dir_all(&dir)?;
+    tmp.close()?;
     Ok(())
 }
 

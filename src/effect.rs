@@ -104,11 +104,14 @@ pub struct StatusKey {
     pub state: StateKind,
     /// For a message about a wait for a reboot (`AwaitingReboot`): which wait of the attempt
     /// (1-based; an upgrade that restarts several times waits several times). 0 otherwise.
+    /// (Absent in JSON written before it existed: 0.)
+    #[serde(default)]
     pub wait: u32,
     /// 0 for the message of a state itself; `n` for the `n`-th report that something this
     /// state waits for is overdue: a restart that did not come by its deadline
     /// (`AwaitingReboot`), a program still alive after its termination's grace period
-    /// (`Running`). Such reports are not terminal.
+    /// (`Running`). Such reports are not terminal. (Absent in JSON written before it existed: 0.)
+    #[serde(default)]
     pub overdue: u32,
 }
 

@@ -36,6 +36,50 @@ pub enum IdError {
         /// Its byte offset.
         at: usize,
     },
+    /// The identifier held a character that prints as nothing or changes how the text around
+    /// it prints: a bidirectional control (U+202E turns `gpj.exe` into `exe.jpg`), a
+    /// zero-width character, a line or paragraph separator, or another invisible format
+    /// character (Unicode category Cf). Two ids that print alike must be alike.
+    #[error(
+        "{kind} holds an invisible or direction-changing character (U+{code:04X}) at byte {at}: it would make the id print as another one in logs and terminals; remove it"
+    )]
+    InvisibleCharacter {
+        /// Which kind of identifier.
+        kind: &'static str,
+        /// The code point of the first such character.
+        code: u32,
+        /// Its byte offset.
+        at: usize,
+    },
+}
+
+/// Whether `c` prints as nothing or changes how the text around it prints: Unicode's format
+/// characters (general category Cf, as of Unicode 16) and the line and paragraph separators.
+fn invisible(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x2028..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
 }
 
 fn validate(kind: &'static str, s: &str, max: usize) -> Result<(), IdError> {
@@ -65,6 +109,15 @@ fn validate(kind: &'static str, s: &str, max: usize) -> Result<(), IdError> {
             at,
         });
     }
+    if !s.is_ascii()
+        && let Some((at, c)) = s.char_indices().find(|&(_, c)| invisible(c))
+    {
+        return Err(IdError::InvisibleCharacter {
+            kind,
+            code: u32::from(c),
+            at,
+        });
+    }
     Ok(())
 }
 
@@ -79,7 +132,8 @@ macro_rules! validated_id {
             /// The longest identifier accepted, in bytes.
             pub const MAX_LEN: usize = $max;
 
-            /// Validates `s`: non-empty, at most [`Self::MAX_LEN`] bytes, no control characters.
+            /// Validates `s`: non-empty, at most [`Self::MAX_LEN`] bytes, no control characters,
+            /// no invisible or direction-changing characters.
             pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
                 let s = s.into();
                 validate($kind, &s, $max)?;
@@ -136,14 +190,23 @@ macro_rules! validated_id {
 validated_id!(
     /// The identity of a job, as the site server advertises it.
     ///
-    /// Non-empty, at most 256 bytes, no control characters, so that it is safe in logs, status
-    /// messages and terminal output. (It may hold `/`: do not use it as a file name unescaped.)
+    /// Non-empty, at most 256 bytes, no control characters, and none that print as nothing or
+    /// reorder the text around them (bidirectional controls, zero-width characters, line and
+    /// paragraph separators, Unicode's other format characters), so that it is safe in logs,
+    /// status messages and terminal output, and two ids that print alike are alike. (It may
+    /// hold `/`: do not use it as a file name unescaped.)
     ///
     /// ```
-    /// use jobstate::JobId;
+    /// use jobstate::{IdError, JobId};
     /// assert!(JobId::new("os-upgrade-24h2").is_ok());
+    /// assert!(JobId::new("Überweisung ✓ 升级").is_ok());
     /// assert!(JobId::new("").is_err());
     /// assert!(JobId::new("bad\nid").is_err());
+    /// // "upgrade-\u{202E}exe.gpj" would print as "upgrade-jpg.exe".
+    /// assert!(matches!(
+    ///     JobId::new("upgrade-\u{202E}exe.gpj"),
+    ///     Err(IdError::InvisibleCharacter { code: 0x202E, at: 8, .. })
+    /// ));
     /// ```
     JobId,
     "job id",

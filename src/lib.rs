@@ -108,6 +108,7 @@ mod linux_session;
 mod outbox;
 mod program;
 mod record;
+mod safe_fs;
 mod session;
 mod spec;
 mod state;
@@ -122,13 +123,14 @@ pub use error::{Error, WaitReason};
 pub use event::{AttemptRef, CheckResult, Event, EventKind, EventName};
 pub use exit_code::{ExitCodePolicy, ExitOutcome};
 pub use id::{BootId, IdError, JobId};
-pub use json_lines_sink::JsonLinesSink;
+pub use json_lines_sink::{JsonLinesSink, SinkOptions};
 pub use ledger::{Advertisement, JobWait, Ledger, NextJob};
 #[cfg(target_os = "linux")]
 pub use linux_session::LinuxSession;
 pub use outbox::{Delivery, DeliveryPolicy, Outbox, StatusSink};
 pub use program::{ProgramId, ProgramStatus};
 pub use record::{Change, HistoryEntry, JobRecord, JobTable, Record, ReplayError};
+pub use safe_fs::UnsafePath;
 pub use session::{
     ATTEMPT_ENV, ExecutionContext, LivePrograms, NoticeDelivery, SessionContext, SessionError,
     SessionFacts, UserPresence,
@@ -141,8 +143,8 @@ pub use state::{
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    Commit, FileStore, FileStoreOptions, MAX_FRAME, MemoryStore, Replay, Revision, Snapshot, Store,
-    StoreError,
+    Commit, Cut, FileStore, FileStoreOptions, MAX_FRAME, MemoryStore, OpenReport, Replay, Revision,
+    Snapshot, Store, StoreError,
 };
 pub use transition::{Step, TransitionError, transition};
 

@@ -13,7 +13,7 @@ pub use replay::Replay;
 pub use sqlite::SqliteStore;
 
 use crate::codec::{DecodeError, EncodeError};
-use crate::{Change, JobRecord, Record, ReplayError, StatusKey, StatusMessage};
+use crate::{Change, JobRecord, Record, ReplayError, StatusKey, StatusMessage, UnsafePath};
 
 /// A store's revision: it grows with every commit. A commit names the revision it was based on,
 /// so a writer that missed another's commit (a stale writer) is refused.
@@ -106,14 +106,93 @@ impl Commit {
     }
 }
 
+/// What opening a store found and repaired, reported to the caller instead of done silently.
+///
+/// A store that cuts anything off (the [`FileStore`] cuts the last commit of its journal when a
+/// crash tore it while it was written) or removes anything (leftovers of an interrupted
+/// compaction) says so here. A torn last commit was never acknowledged; a cut an agent did not
+/// expect (no crash or power loss before this start) means the medium damaged an acknowledged
+/// commit, and deserves an operator's attention. [`Store::open_report`] returns it.
+///
+/// ```
+/// use jobstate::{MemoryStore, Store};
+/// let report = MemoryStore::new().open_report();
+/// assert!(report.is_clean());
+/// assert_eq!(report.to_string(), "nothing cut, nothing removed");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenReport {
+    /// What recovery cut off the end of a store file.
+    pub cut: Vec<Cut>,
+    /// Leftover files removed (temporary files of an interrupted compaction).
+    pub removed: Vec<std::path::PathBuf>,
+}
+
+impl OpenReport {
+    /// Whether nothing was cut or removed.
+    pub fn is_clean(&self) -> bool {
+        self.cut.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl std::fmt::Display for OpenReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_clean() {
+            return f.write_str("nothing cut, nothing removed");
+        }
+        let mut first = true;
+        for cut in &self.cut {
+            if !std::mem::take(&mut first) {
+                f.write_str("; ")?;
+            }
+            write!(f, "{cut}")?;
+        }
+        for path in &self.removed {
+            if !std::mem::take(&mut first) {
+                f.write_str("; ")?;
+            }
+            write!(f, "removed the leftover {}", path.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes that recovery cut off the end of a store file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Cut {
+    /// The file.
+    pub file: std::path::PathBuf,
+    /// Where the cut starts (the file's new length).
+    pub offset: u64,
+    /// How many bytes were cut off.
+    pub bytes: u64,
+    /// What the cut-off bytes looked like (a frame cut short, a checksum mismatch, ...).
+    pub damage: String,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cut {} bytes off the end of {} at byte {} ({}): a commit torn by a crash while it was written, never acknowledged; if no crash or power loss came before, the medium damaged it",
+            self.bytes,
+            self.file.display(),
+            self.offset,
+            self.damage
+        )
+    }
+}
+
 /// Why a store operation failed. A failed commit changed nothing.
-#[derive(Debug, thiserror::Error)]
+///
+/// Each message is whole: it includes its cause, which [`std::error::Error::source`] does not
+/// repeat (so that a printed chain says each thing once).
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum StoreError {
     /// A stale writer: the store moved past the commit's base revision.
-    #[error(
-        "stale writer: the commit is based on revision {base} but the store is at {current}; another writer (an older ledger, a second agent) committed first, so this commit was refused. Reopen the ledger to reload"
-    )]
     Conflict {
         /// The revision the commit was based on.
         base: Revision,
@@ -121,32 +200,26 @@ pub enum StoreError {
         current: Revision,
     },
     /// The changes do not follow on from what the store holds.
-    #[error(transparent)]
-    Replay(#[from] ReplayError),
+    Replay(ReplayError),
     /// A stored record could not be decoded.
-    #[error("record {index} of the store: {source}")]
     Decode {
         /// The position of the record.
         index: usize,
         /// Why.
-        #[source]
         source: DecodeError,
     },
     /// A change could not be encoded.
-    #[error(transparent)]
-    Encode(#[from] EncodeError),
+    Encode(EncodeError),
     /// A store file is damaged: a frame or a header that cannot be what the store wrote.
-    #[error("{} is damaged at byte {offset}: {detail}; nothing was changed or skipped: restore the store from a backup, or move the file aside to inspect it", file.display())]
     Corrupt {
         /// The damaged file.
         file: std::path::PathBuf,
-        /// Where the damage starts.
+        /// Where the damage starts (for the SQLite store: the row's sequence number).
         offset: u64,
         /// What is wrong.
         detail: String,
     },
     /// A store file was written in a format this build does not know (a newer jobstate).
-    #[error("{} has file format {found}, this build reads format {supported}; upgrade jobstate to open this store, nothing was changed", file.display())]
     UnknownFormat {
         /// The file.
         file: std::path::PathBuf,
@@ -156,38 +229,118 @@ pub enum StoreError {
         supported: u32,
     },
     /// Another writer holds the store.
-    #[error("{} is locked by another writer (another process, or another open store in this process); one writer at a time: close the other one first", path.display())]
     Locked {
-        /// The lock file.
+        /// What is locked: the store's directory, or the database file.
         path: std::path::PathBuf,
     },
     /// An earlier write or sync failed: the store refuses commits until reopened.
-    #[error(
-        "the store refuses commits since a write or sync failed ({cause}); what was not acknowledged may not be on disk: reopen the store to recover"
-    )]
     FailStop {
         /// The first failure.
         cause: String,
     },
     /// A commit or snapshot larger than a frame may be.
-    #[error(
-        "a commit of {size} bytes is larger than the {max} bytes a frame may hold; commit fewer changes at once"
-    )]
     TooLarge {
         /// Its size.
         size: usize,
         /// The bound.
         max: usize,
     },
+    /// A path the store was given or found is not safe to use (a link, a FIFO, a directory
+    /// others may write, ...) or not usable (empty, not a directory). Nothing was read from it
+    /// or written to it.
+    Unsafe(UnsafePath),
     /// An IO operation failed.
-    #[error("{context}: {source}")]
     Io {
         /// What the store was doing.
         context: String,
         /// The OS error.
-        #[source]
         source: std::io::Error,
     },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Conflict { base, current } => write!(
+                f,
+                "stale writer: the commit is based on revision {base} but the store is at {current}; another writer (an older ledger, a second agent) committed first, so this commit was refused. Reopen the ledger to reload"
+            ),
+            StoreError::Replay(e) => std::fmt::Display::fmt(e, f),
+            StoreError::Decode { index, source } => {
+                write!(f, "record {index} of the store: {source}")
+            }
+            StoreError::Encode(e) => std::fmt::Display::fmt(e, f),
+            StoreError::Corrupt {
+                file,
+                offset,
+                detail,
+            } => write!(
+                f,
+                "{} is damaged at byte {offset}: {detail}; nothing was changed or skipped: restore the store from a backup, or move the file aside to inspect it",
+                file.display()
+            ),
+            StoreError::UnknownFormat {
+                file,
+                found,
+                supported,
+            } => write!(
+                f,
+                "{} has file format {found}, this build reads format {supported}; {}, nothing was changed",
+                file.display(),
+                if found > supported {
+                    "upgrade jobstate to open this store"
+                } else {
+                    "that older format was never released: the file was written by a pre-release build, or is damaged"
+                }
+            ),
+            StoreError::Locked { path } => write!(
+                f,
+                "{} is locked by another writer (another process, or another open store in this process); one writer at a time: close the other one first",
+                path.display()
+            ),
+            StoreError::FailStop { cause } => write!(
+                f,
+                "the store refuses commits since a write or sync failed ({cause}); what was not acknowledged may not be on disk: reopen the store to recover"
+            ),
+            StoreError::TooLarge { size, max } => write!(
+                f,
+                "a commit of {size} bytes is larger than the {max} bytes a frame may hold; commit fewer changes at once"
+            ),
+            StoreError::Unsafe(e) => std::fmt::Display::fmt(e, f),
+            StoreError::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // Transparent variants pass on their inner error's source; the others include their
+        // cause in their own message and have none.
+        match self {
+            StoreError::Replay(e) => e.source(),
+            StoreError::Encode(e) => e.source(),
+            StoreError::Unsafe(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
+impl From<ReplayError> for StoreError {
+    fn from(e: ReplayError) -> Self {
+        StoreError::Replay(e)
+    }
+}
+
+impl From<EncodeError> for StoreError {
+    fn from(e: EncodeError) -> Self {
+        StoreError::Encode(e)
+    }
+}
+
+impl From<UnsafePath> for StoreError {
+    fn from(e: UnsafePath) -> Self {
+        StoreError::Unsafe(e)
+    }
 }
 
 /// Durable storage for job records.
@@ -202,13 +355,20 @@ pub enum StoreError {
 ///   message already pending, an acknowledgement of one that is not) is refused (use
 ///   [`Replay`] to check and rebuild);
 /// - status messages committed and not acknowledged are kept, and returned by `load`;
-/// - bad stored data is a typed error from `load`, never silently skipped or reset.
+/// - bad stored data is a typed error from `load`, never silently skipped or reset; what
+///   opening repaired (a torn tail cut off) is reported by [`open_report`](Store::open_report).
 pub trait Store {
     /// Loads everything the store holds.
     fn load(&mut self) -> Result<Snapshot, StoreError>;
 
     /// Commits `commit` durably and returns the new revision.
     fn commit(&mut self, commit: &Commit) -> Result<Revision, StoreError>;
+
+    /// What opening the store cut off or removed. A store that repairs anything at open must
+    /// report it here, never silently; the default is a store that repairs nothing.
+    fn open_report(&self) -> OpenReport {
+        OpenReport::default()
+    }
 }
 
 impl<S: Store + ?Sized> Store for &mut S {
@@ -218,6 +378,9 @@ impl<S: Store + ?Sized> Store for &mut S {
     fn commit(&mut self, commit: &Commit) -> Result<Revision, StoreError> {
         (**self).commit(commit)
     }
+    fn open_report(&self) -> OpenReport {
+        (**self).open_report()
+    }
 }
 
 impl<S: Store + ?Sized> Store for Box<S> {
@@ -226,5 +389,8 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn commit(&mut self, commit: &Commit) -> Result<Revision, StoreError> {
         (**self).commit(commit)
+    }
+    fn open_report(&self) -> OpenReport {
+        (**self).open_report()
     }
 }

@@ -1,15 +1,16 @@
 //! A store in one SQLite database file (feature `sqlite`).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use super::file::crc32c::{crc32c, crc32c_append};
 use super::{Commit, Replay, Revision, Snapshot, Store, StoreError};
-use crate::codec;
+use crate::{UnsafePath, codec, safe_fs};
 
-/// The schema version this build writes and reads.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build writes and reads. (Version 1, without row checksums, was never
+/// released.)
+const SCHEMA_VERSION: i64 = 2;
 
 /// A store in one SQLite database file: each commit is one `BEGIN IMMEDIATE` transaction in WAL
 /// mode with `synchronous=FULL` (durable when it returns), and the revision check is done in SQL,
@@ -17,22 +18,32 @@ const SCHEMA_VERSION: i64 = 1;
 ///
 /// - Records are kept as rows of the crate's versioned encoding, in commit order; completed
 ///   mandatory jobs and their histories are never deleted.
+/// - Every row carries a checksum (CRC-32C) of its sequence number, its commit's revision, its
+///   data and the checksum of the row before it; the `revision` table holds the store's
+///   revision and the checksum of the last row. So an edited row, a row deleted anywhere (the
+///   last commit's rows included), an extra row, or all rows deleted is
+///   [`StoreError::Corrupt`], naming the row, never a smaller store.
 /// - A `schema` table holds the schema version; an unknown version is
 ///   [`StoreError::UnknownFormat`].
-/// - One writer process at a time: a lock file beside the database (`<file>.lock`), as the file
-///   store does ([`StoreError::Locked`]).
-/// - The database file is created readable by its owner only (SQLite gives its `-wal` and `-shm`
-///   files the same permissions).
+/// - One writer: the connection runs in SQLite's exclusive locking mode and takes the
+///   database's write lock at open, holding it until the store is dropped. A second open, in
+///   this process or another, is [`StoreError::Locked`]; no lock file exists to be deleted.
+///   Exclusive mode also keeps WAL's index in memory instead of a memory-mapped `-shm` file:
+///   on a full disk, SQLite's recovery of a mapped `-shm` dies of `SIGBUS`, where this store
+///   returns a typed error.
+/// - No traps followed: the database's directory is refused ([`StoreError::Unsafe`]) when
+///   another user owns it or its group or others may write it; the database and its `-wal`
+///   and `-journal` files are refused when they are links, not regular files, or have several
+///   names; SQLite opens the database with `SQLITE_OPEN_NOFOLLOW`.
+/// - The database file is created readable by its owner only, and an existing one (and its
+///   `-wal`) is tightened to 0600.
 ///
 /// ```
 /// use jobstate::{SqliteStore, Store};
-/// let path = std::env::temp_dir().join(format!("jobstate-doc-{}.sqlite", std::process::id()));
-/// let mut store = SqliteStore::open(&path)?;
+/// let dir = tempfile::tempdir()?;
+/// let mut store = SqliteStore::open(dir.path().join("jobs.sqlite"))?;
 /// assert_eq!(store.load()?.jobs.len(), 0);
-/// drop(store);
-/// # for suffix in ["", "-wal", "-shm", ".lock"] {
-/// #     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-/// # }
+/// assert!(SqliteStore::open(dir.path().join("jobs.sqlite")).is_err()); // one writer
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -40,8 +51,11 @@ pub struct SqliteStore {
     db: Connection,
     path: PathBuf,
     revision: u64,
+    /// The sequence number of the last row (0: none).
+    last_seq: i64,
+    /// The checksum of the last row (0: none).
+    head: u32,
     live: Replay,
-    _lock: File,
 }
 
 fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -51,31 +65,92 @@ fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     }
 }
 
+/// Whether `e` says another connection holds the database.
+fn busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// The checksum of a row: its sequence number, its commit's revision, its data, chained to the
+/// checksum of the row before it.
+fn row_crc(previous: u32, seq: i64, rev: i64, data: &[u8]) -> u32 {
+    let mut head = [0u8; 20];
+    head[..4].copy_from_slice(&previous.to_le_bytes());
+    head[4..12].copy_from_slice(&seq.to_le_bytes());
+    head[12..].copy_from_slice(&rev.to_le_bytes());
+    crc32c_append(crc32c(&head), data)
+}
+
+/// Checks the files SQLite will open beside `path` without opening them (opening and closing a
+/// file of a database this process has open would drop SQLite's POSIX locks on it), and
+/// tightens their modes.
+fn check_files(path: &Path) -> Result<bool, StoreError> {
+    let mut exists = false;
+    for suffix in ["", "-wal", "-journal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let found = safe_fs::look(&file).map_err(super::file::io("checking the database files"))?;
+        #[cfg(unix)]
+        if let Some(metadata) = &found {
+            use std::os::unix::fs::PermissionsExt;
+            if metadata.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(super::file::io("making a database file owner-only"))?;
+            }
+        }
+        exists |= suffix.is_empty() && found.is_some();
+    }
+    Ok(exists)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, and loads and checks what it holds.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let lock = super::file::lock_file(&PathBuf::from(format!("{}.lock", path.display())))?;
-        if !path.exists() {
-            // Created owner-only before SQLite opens it; SQLite copies the mode to -wal and -shm.
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            options.open(&path).map_err(|source| StoreError::Io {
-                context: format!("creating {}", path.display()),
-                source,
-            })?;
+        if path.as_os_str().is_empty() {
+            return Err(UnsafePath::Empty.into());
         }
-        let db = Connection::open(&path).map_err(sql("opening the database"))?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        safe_fs::check_dir(dir, false)
+            .map_err(super::file::io("checking the database's directory"))?;
+        if !check_files(&path)? {
+            // Created owner-only (and never a link: O_EXCL) before SQLite opens it; SQLite
+            // gives its -wal file the same mode.
+            safe_fs::create_new(&path, std::fs::OpenOptions::new().write(true))
+                .map_err(super::file::io("creating the database"))?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let db = Connection::open_with_flags(&path, flags).map_err(sql("opening the database"))?;
+        let locked = |e: rusqlite::Error| {
+            if busy(&e) {
+                StoreError::Locked { path: path.clone() }
+            } else {
+                sql("taking the database's write lock")(e)
+            }
+        };
+        // Exclusive before WAL: no memory-mapped -shm file (see the type's docs), and the
+        // lock is held from the first transaction until the connection closes.
+        db.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(&locked)?;
         db.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql("setting WAL mode"))?;
+            .map_err(&locked)?;
         db.pragma_update(None, "synchronous", "FULL")
             .map_err(sql("setting synchronous=FULL"))?;
+        // Takes the write lock now, so that a second writer is refused at its open.
+        db.execute_batch("BEGIN EXCLUSIVE; COMMIT;")
+            .map_err(&locked)?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS schema (version INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS revision (value INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);",
+             CREATE TABLE IF NOT EXISTS revision (value INTEGER NOT NULL, head INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS records (
+                 seq INTEGER PRIMARY KEY, rev INTEGER NOT NULL, data BLOB NOT NULL,
+                 crc INTEGER NOT NULL);",
         )
         .map_err(sql("creating the tables"))?;
         let version: Option<i64> = db
@@ -85,7 +160,7 @@ impl SqliteStore {
         match version {
             None => {
                 db.execute_batch(&format!(
-                    "BEGIN; INSERT INTO schema VALUES ({SCHEMA_VERSION}); INSERT INTO revision VALUES (0); COMMIT;"
+                    "BEGIN; INSERT INTO schema VALUES ({SCHEMA_VERSION}); INSERT INTO revision VALUES (0, 0); COMMIT;"
                 ))
                 .map_err(sql("writing the schema version"))?;
             }
@@ -102,8 +177,9 @@ impl SqliteStore {
             db,
             path,
             revision: 0,
+            last_seq: 0,
+            head: 0,
             live: Replay::default(),
-            _lock: lock,
         };
         store.reload()?;
         Ok(store)
@@ -114,21 +190,76 @@ impl SqliteStore {
         &self.path
     }
 
+    fn corrupt(&self, seq: i64, detail: String) -> StoreError {
+        StoreError::Corrupt {
+            file: self.path.clone(),
+            offset: u64::try_from(seq).unwrap_or(0),
+            detail,
+        }
+    }
+
     fn reload(&mut self) -> Result<(), StoreError> {
-        let revision: i64 = self
-            .db
-            .query_row("SELECT value FROM revision", [], |r| r.get(0))
-            .map_err(sql("reading the revision"))?;
+        let rows: Vec<(i64, i64)> = {
+            let mut statement = self
+                .db
+                .prepare("SELECT value, head FROM revision")
+                .map_err(sql("reading the revision"))?;
+            statement
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql("reading the revision"))?
+                .collect::<Result<_, _>>()
+                .map_err(sql("reading the revision"))?
+        };
+        let [(revision, head)] = rows[..] else {
+            return Err(self.corrupt(
+                0,
+                format!("table revision holds {} rows, not one", rows.len()),
+            ));
+        };
+        let revision = u64::try_from(revision)
+            .map_err(|_| self.corrupt(0, format!("a negative revision {revision}")))?;
+        let head = u32::try_from(head)
+            .map_err(|_| self.corrupt(0, format!("a revision checksum out of range ({head})")))?;
         let mut statement = self
             .db
-            .prepare("SELECT seq, data FROM records ORDER BY seq")
+            .prepare("SELECT seq, rev, data, crc FROM records ORDER BY seq")
             .map_err(sql("reading the records"))?;
         let rows = statement
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
             .map_err(sql("reading the records"))?;
+        let corrupt = |seq: i64, detail: String| StoreError::Corrupt {
+            file: self.path.clone(),
+            offset: u64::try_from(seq).unwrap_or(0),
+            detail,
+        };
         let mut live = Replay::default();
+        let (mut last_seq, mut last_rev, mut last_crc) = (0i64, 0i64, 0u32);
         for row in rows {
-            let (seq, data) = row.map_err(sql("reading a record"))?;
+            let (seq, rev, data, crc) = row.map_err(sql("reading a record"))?;
+            let at = |what: String| corrupt(seq, format!("row {seq} of table records: {what}"));
+            if Some(seq) != last_seq.checked_add(1) {
+                return Err(at(format!(
+                    "row {} is missing (a deleted or renumbered row)",
+                    last_seq + 1
+                )));
+            }
+            if rev != last_rev && Some(rev) != last_rev.checked_add(1) {
+                return Err(at(format!(
+                    "revision {rev} after revision {last_rev} (a commit's rows are missing)"
+                )));
+            }
+            if u32::try_from(crc).ok() != Some(row_crc(last_crc, seq, rev, &data)) {
+                return Err(at(
+                    "checksum mismatch (an edited row, or a row before it deleted)".into(),
+                ));
+            }
             let record = codec::decode(&data).map_err(|source| match source {
                 codec::DecodeError::UnknownVersion { found, supported } => {
                     StoreError::UnknownFormat {
@@ -137,23 +268,23 @@ impl SqliteStore {
                         supported: u32::from(supported),
                     }
                 }
-                other => StoreError::Corrupt {
-                    file: self.path.clone(),
-                    offset: u64::try_from(seq).unwrap_or(0),
-                    detail: format!("row {seq} of table records: {other}"),
-                },
+                other => at(other.to_string()),
             })?;
-            live.apply(record).map_err(|e| StoreError::Corrupt {
-                file: self.path.clone(),
-                offset: u64::try_from(seq).unwrap_or(0),
-                detail: format!("row {seq} of table records: {e}"),
-            })?;
+            live.apply(record).map_err(|e| at(e.to_string()))?;
+            (last_seq, last_rev, last_crc) = (seq, rev, crc as u32);
         }
-        self.revision = u64::try_from(revision).map_err(|_| StoreError::Corrupt {
-            file: self.path.clone(),
-            offset: 0,
-            detail: format!("a negative revision {revision}"),
-        })?;
+        if u64::try_from(last_rev).ok() != Some(revision) || last_crc != head {
+            return Err(corrupt(
+                last_seq,
+                format!(
+                    "table revision says {revision} commits ending in a row with checksum {head:08x}, but the rows end with commit {last_rev} (checksum {last_crc:08x}): rows of the last commits are missing, or rows were added"
+                ),
+            ));
+        }
+        drop(statement);
+        self.revision = revision;
+        self.last_seq = last_seq;
+        self.head = last_crc;
         self.live = live;
         Ok(())
     }
@@ -171,6 +302,16 @@ impl Store for SqliteStore {
         }
         self.live.check(commit)?;
         let base = i64::try_from(commit.base.0).unwrap_or(i64::MAX);
+        let rev = base.saturating_add(1);
+        // The rows and their chained checksums, computed before anything is written.
+        let mut rows = Vec::new();
+        let (mut seq, mut head) = (self.last_seq, self.head);
+        for record in commit.records() {
+            let data = codec::encode(&record)?;
+            seq += 1;
+            head = row_crc(head, seq, rev, &data);
+            rows.push((seq, data, head));
+        }
         let tx = self
             .db
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -178,8 +319,8 @@ impl Store for SqliteStore {
         // The stale-writer check, in SQL: only a writer that saw the current revision moves it.
         let moved = tx
             .execute(
-                "UPDATE revision SET value = value + 1 WHERE value = ?1",
-                params![base],
+                "UPDATE revision SET value = value + 1, head = ?2 WHERE value = ?1",
+                params![base, i64::from(head)],
             )
             .map_err(sql("moving the revision"))?;
         if moved != 1 {
@@ -193,18 +334,19 @@ impl Store for SqliteStore {
         }
         {
             let mut insert = tx
-                .prepare_cached("INSERT INTO records (data) VALUES (?1)")
+                .prepare_cached("INSERT INTO records (seq, rev, data, crc) VALUES (?1, ?2, ?3, ?4)")
                 .map_err(sql("preparing an insert"))?;
-            for record in commit.records() {
-                let data = codec::encode(&record)?;
+            for (seq, data, crc) in &rows {
                 insert
-                    .execute(params![data])
+                    .execute(params![seq, rev, data, i64::from(*crc)])
                     .map_err(sql("inserting a record"))?;
             }
         }
         tx.commit().map_err(sql("committing"))?;
         self.live.apply_checked(commit)?;
         self.revision = commit.base.0.saturating_add(1);
+        self.last_seq = seq;
+        self.head = head;
         Ok(Revision(self.revision))
     }
 }

@@ -37,6 +37,9 @@
 //!
 //! let report = conformance::check(Memory);
 //! assert_eq!(report.checks, 9);
+//! // A store in memory has no medium to flip bits in or delete records from, and no second
+//! // process to keep out: those checks are skipped, and say so.
+//! assert_eq!(report.skipped.len(), 3);
 //! ```
 
 use std::time::Duration;
@@ -57,6 +60,20 @@ pub enum Damage {
     /// Mark stored data as written by a future format version: opening or loading must fail
     /// with a typed error.
     FutureVersion,
+    /// Flip one bit anywhere in what the store keeps: bit `n` modulo the number of bits of its
+    /// medium (every record, its checksum, the revision). The suite asks for many `n`. The
+    /// store must refuse the damaged medium with a typed error, or load exactly what it held,
+    /// or report what it cut ([`Store::open_report`]): never load something else silently.
+    FlipBit(u64),
+    /// Delete one stored record (a frame, a row) whole: record `n`, counted from the oldest.
+    /// Return `None` when there is no record `n` (the suite asks for `n = 0, 1, 2, ...` until
+    /// then). The store must refuse the medium, or report what it cut.
+    ///
+    /// A store whose medium cannot tell the loss of its whole *last* commit from a commit
+    /// never written (an append-only journal that keeps its revision nowhere else, as
+    /// [`FileStore`](crate::FileStore) does) may leave that commit's records out, and should
+    /// say so in its documentation.
+    DeleteRecord(u64),
 }
 
 /// How the suite makes, reopens, damages and compacts the store under test.
@@ -88,6 +105,21 @@ pub trait Harness {
         let _ = store;
         Ok(())
     }
+
+    /// Opens the medium of `store` a second time, as a second agent process would, while
+    /// `store` stays open: the store must refuse it ([`StoreError::Locked`]). `None` if the
+    /// store has no medium two processes could share; the one-writer checks are then skipped.
+    fn open_again(&mut self, store: &Self::Store) -> Option<Result<Self::Store, StoreError>> {
+        let _ = store;
+        None
+    }
+
+    /// Deletes the lock files of `store`, and any other file its lock relies on that a careless
+    /// cleanup could delete, while it is open. The default does nothing (a store that locks
+    /// what cannot be deleted has nothing to delete).
+    fn delete_lock_files(&mut self, store: &Self::Store) {
+        let _ = store;
+    }
 }
 
 /// What [`check`] checked.
@@ -107,13 +139,15 @@ pub struct Report {
 /// revision is refused and changes nothing; a commit is atomic (a batch with one bad change
 /// applies none of it); a job's history comes back in order; completed mandatory jobs are kept
 /// forever, across compaction too; pending status messages are kept until acknowledged, and
-/// acknowledged ones are gone; damaged data and unknown versions are typed errors.
+/// acknowledged ones are gone; damaged data and unknown versions are typed errors; a bit flipped
+/// or a record deleted anywhere is refused or reported, never loaded as something else; one
+/// writer at a time, even when the store's lock files are deleted.
 pub fn check<H: Harness>(mut harness: H) -> Report {
     let mut report = Report {
         checks: 0,
         skipped: Vec::new(),
     };
-    let checks: [(&str, Check<H>); 9] = [
+    let checks: [(&str, Check<H>); 12] = [
         ("durable on return", durable_on_return),
         ("stale writer refused", stale_writer_refused),
         ("batch is atomic", batch_is_atomic),
@@ -126,6 +160,15 @@ pub fn check<H: Harness>(mut harness: H) -> Report {
         ("status messages kept until acknowledged", outbox_kept),
         ("damaged data is a typed error", damaged_data_refused),
         ("unknown versions are a typed error", future_version_refused),
+        ("a flipped bit anywhere is reported", flipped_bits_reported),
+        (
+            "a deleted record anywhere is reported",
+            deleted_records_reported,
+        ),
+        (
+            "one writer, even when the lock files are deleted",
+            one_writer_even_without_lock_files,
+        ),
     ];
     for (name, run) in checks {
         match run(&mut harness) {
@@ -481,4 +524,108 @@ fn damaged_data_refused<H: Harness>(h: &mut H) -> Outcome {
 
 fn future_version_refused<H: Harness>(h: &mut H) -> Outcome {
     refused(h, Damage::FutureVersion)
+}
+
+/// How many bits the flip check flips (in a fresh store each time).
+const FLIPS: u64 = 40;
+
+/// Whether `store` (reopened on a damaged medium) refused the damage, loaded exactly
+/// `expected`, or reported what it cut; `Err` describes what it did instead.
+fn refused_or_reported<S: Store>(
+    reopened: Result<S, StoreError>,
+    expected: &Snapshot,
+    unchanged_allowed: bool,
+) -> Result<(), String> {
+    let Ok(mut store) = reopened else {
+        return Ok(());
+    };
+    let Ok(loaded) = store.load() else {
+        return Ok(());
+    };
+    let report = store.open_report();
+    if !report.is_clean() {
+        return Ok(());
+    }
+    let unchanged = loaded.revision == expected.revision
+        && loaded.jobs == expected.jobs
+        && loaded.outbox == expected.outbox;
+    if unchanged && unchanged_allowed {
+        return Ok(());
+    }
+    Err(format!(
+        "loaded revision {} with {} jobs and {} pending messages (the store held revision {} with {} jobs and {} messages), with nothing reported",
+        loaded.revision,
+        loaded.jobs.len(),
+        loaded.outbox.len(),
+        expected.revision,
+        expected.jobs.len(),
+        expected.outbox.len()
+    ))
+}
+
+fn flipped_bits_reported<H: Harness>(h: &mut H) -> Outcome {
+    // Bits spread over the whole medium, whatever its size (a multiplicative sequence).
+    for i in 0..FLIPS {
+        let n = i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        let (store, expected) = workload(ok(h.create(), "creating a store"));
+        let Some(reopened) = h.damage(store, Damage::FlipBit(n)) else {
+            return Outcome::Skipped("the harness cannot flip bits of this store");
+        };
+        if let Err(what) = refused_or_reported(reopened, &expected, true) {
+            panic!("store conformance: after flipping bit {n} (flip {i}), the store {what}");
+        }
+    }
+    Outcome::Passed
+}
+
+fn deleted_records_reported<H: Harness>(h: &mut H) -> Outcome {
+    for n in 0.. {
+        let (store, expected) = workload(ok(h.create(), "creating a store"));
+        let Some(reopened) = h.damage(store, Damage::DeleteRecord(n)) else {
+            if n == 0 {
+                return Outcome::Skipped("the harness cannot delete records of this store");
+            }
+            break;
+        };
+        if let Err(what) = refused_or_reported(reopened, &expected, false) {
+            panic!("store conformance: after deleting record {n}, the store {what}");
+        }
+    }
+    Outcome::Passed
+}
+
+fn one_writer_even_without_lock_files<H: Harness>(h: &mut H) -> Outcome {
+    let (mut store, before) = workload(ok(h.create(), "creating a store"));
+    let refused = |second: Result<H::Store, StoreError>, when: &str| match second {
+        Err(StoreError::Locked { .. }) => {}
+        Err(other) => panic!(
+            "store conformance: a second writer {when} must be refused with Locked, got {other}"
+        ),
+        Ok(_) => panic!("store conformance: a second writer {when} was let in"),
+    };
+    let Some(second) = h.open_again(&store) else {
+        return Outcome::Skipped("the harness cannot open the store a second time");
+    };
+    refused(second, "while the first is open");
+    h.delete_lock_files(&store);
+    for _ in 0..2 {
+        let Some(second) = h.open_again(&store) else {
+            panic!("store conformance: open_again answered once, then not");
+        };
+        refused(second, "after the lock files were deleted");
+    }
+    // The first writer carries on, and what it commits is there for the next one.
+    let change = next_change(&before, "tool", crate::EventKind::RerunRequested);
+    ok(
+        store.commit(&Commit::new(before.revision, vec![change])),
+        "committing after the lock files were deleted",
+    );
+    let after = ok(store.load(), "loading");
+    let mut store = ok(h.reopen(store), "reopening");
+    same(
+        &ok(store.load(), "loading"),
+        &after,
+        "the one writer's commits",
+    );
+    Outcome::Passed
 }

@@ -36,8 +36,14 @@ static TABLES: [[u32; 256]; 8] = tables();
 
 /// The CRC-32C of `bytes`.
 pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
+    crc32c_append(0, bytes)
+}
+
+/// The CRC-32C of `a` followed by `bytes`, given `crc`, the CRC-32C of `a`: checksums of
+/// several pieces without copying them together.
+pub(crate) fn crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
     let t = &TABLES;
-    let mut crc = !0u32;
+    let mut crc = !crc;
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
         let lo = crc ^ u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -58,7 +64,7 @@ pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::crc32c;
+    use super::{crc32c, crc32c_append};
 
     #[test]
     fn known_vectors() {
@@ -69,5 +75,10 @@ mod tests {
         assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
         let ascending: Vec<u8> = (0..32).collect();
         assert_eq!(crc32c(&ascending), 0x46DD_794E);
+        // In pieces, the same as whole.
+        for split in 0..=ascending.len() {
+            let (a, b) = ascending.split_at(split);
+            assert_eq!(crc32c_append(crc32c(a), b), 0x46DD_794E, "split at {split}");
+        }
     }
 }

@@ -2,8 +2,10 @@
 //! so that tests can run the store over a simulated disk that loses unsynced writes.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use crate::safe_fs::{self, UnsafePath};
 
 /// A file opened for appending.
 pub(crate) trait AppendFile: Send {
@@ -11,13 +13,17 @@ pub(crate) trait AppendFile: Send {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// Makes everything appended durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
+    /// Cuts the file back to `len` bytes and makes that durable: after a failed write or sync,
+    /// so that what never became durable cannot be read back from the page cache.
+    fn cut_back(&mut self, len: u64) -> io::Result<()>;
 }
 
 /// The file-system operations of the store.
 pub(crate) trait Disk: Send {
     /// The type of files opened for appending.
     type File: AppendFile;
-    /// Creates `dir` (owner-only) if it does not exist.
+    /// Creates `dir` (owner-only) if it does not exist; refuses one that is not safe to keep
+    /// the store in.
     fn create_dir(&self, dir: &Path) -> io::Result<()>;
     /// The whole content of `path`, or `None` if it does not exist.
     fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
@@ -25,8 +31,10 @@ pub(crate) trait Disk: Send {
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
     /// Opens `path`, which exists, for appending.
     fn open_append(&self, path: &Path) -> io::Result<Self::File>;
-    /// Creates or replaces `path` (owner-only) with `bytes`, and makes it durable.
+    /// Creates `path`, which must not exist, (owner-only) with `bytes`, and makes it durable.
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// Removes `path` if it exists (a leftover temporary file); whether it existed.
+    fn remove(&self, path: &Path) -> io::Result<bool>;
     /// Renames `from` to `to`, replacing `to` (durable only after [`Disk::sync_dir`]).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames) durable.
@@ -45,7 +53,7 @@ pub(crate) struct RealFile {
 }
 
 fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
-    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+    safe_fs::context(e, what, path)
 }
 
 impl AppendFile for RealFile {
@@ -60,20 +68,26 @@ impl AppendFile for RealFile {
             .sync_data()
             .map_err(|e| with_path(e, "syncing", &self.path))
     }
-}
 
-fn owner_only(options: &mut OpenOptions) -> &mut OpenOptions {
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
-    options
+    fn cut_back(&mut self, len: u64) -> io::Result<()> {
+        self.file
+            .set_len(len)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| with_path(e, "cutting back", &self.path))
+    }
 }
 
 impl Disk for RealDisk {
     type File = RealFile;
 
     fn create_dir(&self, dir: &Path) -> io::Result<()> {
-        if dir.is_dir() {
-            return Ok(());
+        if dir.as_os_str().is_empty() {
+            return Err(UnsafePath::Empty.into_io());
+        }
+        match std::fs::metadata(dir) {
+            Ok(_) => return safe_fs::check_dir(dir, true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(with_path(e, "looking at", dir)),
         }
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
@@ -84,39 +98,25 @@ impl Disk for RealDisk {
             .map_err(|e| with_path(e, "creating directory", dir))?;
         // The new directory's entry in its parent must be durable too, or a power cut could
         // take the whole store with it.
-        match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            Some(parent) => self.sync_dir(parent),
-            None => Ok(()),
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            self.sync_dir(parent)?;
         }
+        safe_fs::check_dir(dir, true)
     }
 
     fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-        let mut file = match File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(with_path(e, "opening", path)),
-        };
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| with_path(e, "reading", path))?;
-        Ok(Some(bytes))
+        safe_fs::read(path)
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| with_path(e, "opening", path))?;
+        let file = safe_fs::open(path, OpenOptions::new().write(true))?;
         file.set_len(len)
             .and_then(|()| file.sync_data())
             .map_err(|e| with_path(e, "truncating", path))
     }
 
     fn open_append(&self, path: &Path) -> io::Result<RealFile> {
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| with_path(e, "opening", path))?;
+        let file = safe_fs::open(path, OpenOptions::new().append(true))?;
         Ok(RealFile {
             file,
             path: path.to_path_buf(),
@@ -124,12 +124,14 @@ impl Disk for RealDisk {
     }
 
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let mut file = owner_only(OpenOptions::new().write(true).create(true).truncate(true))
-            .open(path)
-            .map_err(|e| with_path(e, "creating", path))?;
+        let mut file = safe_fs::create_new(path, OpenOptions::new().write(true))?;
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
             .map_err(|e| with_path(e, "writing", path))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<bool> {
+        safe_fs::remove_if_present(path)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -4,21 +4,27 @@
 //! header   = magic (8 bytes) | format version (u32 LE) | CRC-32C of magic and revision (u32 LE)
 //!            | revision (u64 LE)
 //! frame    = payload length (u32 LE) | CRC-32C of the length (u32 LE)
-//!            | CRC-32C of the payload (u32 LE) | payload
+//!            | CRC-32C of (salt (u64 LE) | payload) (u32 LE) | payload
 //! journal  = header (revision = the store revision the journal starts from) | frame*
-//!            one frame per commit; the payload is the commit's records, back to back
-//! snapshot = header (revision = the store revision it holds) | one frame of records
+//!            one frame per commit; the payload is the commit's records, back to back;
+//!            salt = the revision the frame commits (the header's + 1 for the first frame)
+//! snapshot = header (revision = the store revision it holds) | a frame counting the frames
+//!            that follow | frames of records; salt = the frame's index (0 for the count)
 //! ```
 //!
 //! The length has a checksum of its own: a damaged length must not pass for a frame that runs
-//! past the end of the file (a torn tail), or every commit after it would be cut off.
+//! past the end of the file (a torn tail), or every commit after it would be cut off. The salt
+//! binds a frame to its place: a frame deleted from the middle of a journal leaves the next one
+//! where it does not belong, and its checksum fails.
+//!
+//! Format 1 (no salt) was never released.
 
-use super::crc32c::crc32c;
+use super::crc32c::{crc32c, crc32c_append};
 
 pub(crate) const JOURNAL_MAGIC: &[u8; 8] = b"JOBSTJNL";
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 8] = b"JOBSTSNP";
 /// The file format this build writes and reads.
-pub(crate) const FILE_FORMAT: u32 = 1;
+pub(crate) const FILE_FORMAT: u32 = 2;
 pub(crate) const HEADER_LEN: usize = 24;
 pub(crate) const FRAME_HEADER_LEN: usize = 12;
 
@@ -80,15 +86,22 @@ pub(crate) fn read_header(bytes: &[u8], magic: &[u8; 8]) -> Result<Header, Heade
     })
 }
 
-/// Appends a frame holding `payload` to `out`.
-pub(crate) fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
+/// The checksum of a frame's payload, salted with the frame's place: a journal frame with the
+/// revision it commits, a snapshot frame with its index. A frame moved, or left where another
+/// was deleted, does not pass for the one that belongs there.
+fn payload_crc(salt: u64, payload: &[u8]) -> u32 {
+    crc32c_append(crc32c(&salt.to_le_bytes()), payload)
+}
+
+/// Appends a frame holding `payload`, salted with `salt`, to `out`.
+pub(crate) fn push_frame(out: &mut Vec<u8>, payload: &[u8], salt: u64) {
     // Callers check the length against MAX_FRAME first.
     let len = u32::try_from(payload.len())
         .unwrap_or(u32::MAX)
         .to_le_bytes();
     out.extend_from_slice(&len);
     out.extend_from_slice(&crc32c(&len).to_le_bytes());
-    out.extend_from_slice(&crc32c(payload).to_le_bytes());
+    out.extend_from_slice(&payload_crc(salt, payload).to_le_bytes());
     out.extend_from_slice(payload);
 }
 
@@ -99,39 +112,135 @@ pub(crate) enum Next<'a> {
     Frame { payload: &'a [u8], end: usize },
     /// The file ends here.
     End,
-    /// The rest of the file is a frame that was being written when the machine stopped: short,
-    /// torn, or zero-filled. It was never acknowledged.
-    TornTail,
-    /// A damaged frame with more data after it: corruption, not a torn write.
+    /// The rest of the file is the last frame, damaged as a write interrupted by a crash leaves
+    /// it (short, torn, zero-filled) and nothing after it: it was never acknowledged.
+    TornTail(&'static str),
+    /// Damage that no interrupted write leaves: a damaged frame with more after it.
     Corrupt(&'static str),
 }
 
-/// Reads the frame at `at`.
-pub(crate) fn next_frame(bytes: &[u8], at: usize) -> Next<'_> {
-    match read_frame(bytes, at) {
-        Ok(Some((payload, end))) => Next::Frame { payload, end },
-        Ok(None) => Next::End,
-        Err(Damage::RunsPastEnd) => Next::TornTail,
-        Err(Damage::Invalid(why)) => Next::Corrupt(why),
-        // A damaged frame is the torn end of the file only if no valid frame follows it: a
-        // torn write leaves nothing valid after itself.
-        Err(Damage::Checksum(why)) => {
-            if (at + 1..bytes.len()).any(|p| matches!(read_frame(bytes, p), Ok(Some(_)))) {
-                Next::Corrupt(why)
-            } else {
-                Next::TornTail
-            }
-        }
+/// Reads the frame at `at`, salted with `salt`.
+///
+/// Only the last frame can be torn: a commit is appended and synced before the next one is
+/// written. So a damaged frame is a torn tail only if it ends the file (its checked length
+/// reaches the end, or runs past it, or its length itself is damaged) *and* nothing after its
+/// start looks like a frame header (a length with its valid checksum), which no torn write
+/// leaves but a damaged frame in the middle of the journal does. Everything else is corruption.
+pub(crate) fn next_frame(bytes: &[u8], at: usize, salt: u64) -> Next<'_> {
+    let rest = bytes.get(at..).unwrap_or_default();
+    if rest.is_empty() {
+        return Next::End;
     }
+    let torn = |why| {
+        if header_follows(bytes, at + 1) {
+            Next::Corrupt(match why {
+                DAMAGED_LENGTH => "a damaged frame length, with frames after it",
+                RUNS_PAST_END => "a frame length that runs past the end, with frames after it",
+                _ => "a damaged frame, with frames after it",
+            })
+        } else {
+            Next::TornTail(why)
+        }
+    };
+    if rest.len() < FRAME_HEADER_LEN {
+        // Too short for anything to follow.
+        return Next::TornTail("a frame header cut short by the end of the file");
+    }
+    if crc32c(&rest[..4]) != word(&rest[4..8]) {
+        if rest.len() - FRAME_HEADER_LEN > MAX_FRAME as usize {
+            return Next::Corrupt(
+                "a damaged frame length, with more data after it than a frame holds",
+            );
+        }
+        if own_payload_checks(rest, salt) {
+            return Next::Corrupt("a damaged frame length, with the frame whole and data after it");
+        }
+        if next_frame_ends_the_file(bytes, at, salt) {
+            return Next::Corrupt("a damaged frame length, with the next frame after it");
+        }
+        return torn(DAMAGED_LENGTH);
+    }
+    let len = word(rest);
+    if len == 0 {
+        return Next::Corrupt("a frame of length 0");
+    }
+    if len > MAX_FRAME {
+        // Checked before anything is allocated or read.
+        return Next::Corrupt("a frame longer than the maximum");
+    }
+    let len = len as usize;
+    let Some(payload) = rest.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
+        return torn(RUNS_PAST_END);
+    };
+    let crc = word(&rest[8..12]);
+    if crc == payload_crc(salt, payload) {
+        return Next::Frame {
+            payload,
+            end: at + FRAME_HEADER_LEN + len,
+        };
+    }
+    if rest.len() > FRAME_HEADER_LEN + len {
+        return Next::Corrupt("a payload checksum mismatch, with data after the frame");
+    }
+    if salt
+        .checked_add(1)
+        .is_some_and(|next| crc == payload_crc(next, payload))
+    {
+        return Next::Corrupt("a whole frame of the next revision: the frame before it is missing");
+    }
+    torn(PAYLOAD_CHECKSUM)
 }
 
-enum Damage {
-    /// A frame whose (checked) length runs past the end of the file.
-    RunsPastEnd,
-    /// A checksum mismatch, of the length or the payload.
-    Checksum(&'static str),
-    /// A frame the store never writes.
-    Invalid(&'static str),
+const DAMAGED_LENGTH: &str = "a damaged frame length";
+const RUNS_PAST_END: &str = "a frame cut short by the end of the file";
+const PAYLOAD_CHECKSUM: &str = "a payload checksum mismatch";
+
+/// Whether a frame header (a length in bounds with its valid checksum, whose frame fits in the
+/// file) starts anywhere from `from`.
+fn header_follows(bytes: &[u8], from: usize) -> bool {
+    (from..bytes.len().saturating_sub(FRAME_HEADER_LEN - 1)).any(|p| {
+        let len = word(&bytes[p..]);
+        len != 0
+            && len <= MAX_FRAME
+            && crc32c(&bytes[p..p + 4]) == word(&bytes[p + 4..p + 8])
+            && p + FRAME_HEADER_LEN + len as usize <= bytes.len()
+    })
+}
+
+/// Whether the payload checksum of the frame at the start of `rest`, whose length is damaged,
+/// holds for some length that leaves data after the frame: then the frame was written whole,
+/// something follows it, and its length was damaged after the fact. (A whole payload that ends
+/// the file is what a torn write leaves when its sectors land independently and the one holding
+/// the length does not.) One pass over `rest`.
+fn own_payload_checks(rest: &[u8], salt: u64) -> bool {
+    let stored = word(&rest[8..12]);
+    let mut crc = crc32c(&salt.to_le_bytes());
+    let payload = &rest[FRAME_HEADER_LEN..];
+    payload.iter().enumerate().any(|(i, &byte)| {
+        crc = crc32c_append(crc, &[byte]);
+        crc == stored && i + 1 < payload.len()
+    })
+}
+
+/// The largest tail searched by [`next_frame_ends_the_file`]: the search is quadratic.
+const SEARCHED_TAIL: usize = 4096;
+
+/// Whether, after a frame at `at` whose length is damaged, a whole frame of the next revision
+/// ends the file, with its own length damaged too (so that [`header_follows`] misses it): its
+/// payload checksum, salted with the next revision, holds for the bytes from after it to the
+/// end. Searched in tails of up to [`SEARCHED_TAIL`] bytes; a torn write of one frame leaves at
+/// most a sector of arbitrary bytes, and no such frame.
+fn next_frame_ends_the_file(bytes: &[u8], at: usize, salt: u64) -> bool {
+    let Some(next) = salt.checked_add(1) else {
+        return false;
+    };
+    if bytes.len() - at > SEARCHED_TAIL {
+        return false;
+    }
+    (at + 1..bytes.len().saturating_sub(4)).any(|q| {
+        // q: where the next frame's payload checksum would be.
+        word(&bytes[q..]) == payload_crc(next, &bytes[q + 4..])
+    })
 }
 
 fn word(bytes: &[u8]) -> u32 {
@@ -140,73 +249,74 @@ fn word(bytes: &[u8]) -> u32 {
     u32::from_le_bytes(w)
 }
 
-fn read_frame(bytes: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, Damage> {
-    let rest = bytes.get(at..).unwrap_or_default();
-    if rest.is_empty() {
-        return Ok(None);
-    }
-    if rest.len() < FRAME_HEADER_LEN {
-        return Err(Damage::Checksum("a frame header cut short"));
-    }
-    if crc32c(&rest[..4]) != word(&rest[4..8]) {
-        return Err(Damage::Checksum("a damaged frame length"));
-    }
-    let len = word(rest);
-    if len == 0 {
-        return Err(Damage::Invalid("a frame of length 0"));
-    }
-    if len > MAX_FRAME {
-        // Checked before anything is allocated or read.
-        return Err(Damage::Invalid("a frame longer than the maximum"));
-    }
-    let len = len as usize;
-    let Some(payload) = rest.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
-        return Err(Damage::RunsPastEnd);
-    };
-    if crc32c(payload) != word(&rest[8..12]) {
-        return Err(Damage::Checksum("a payload checksum mismatch"));
-    }
-    Ok(Some((payload, at + FRAME_HEADER_LEN + len)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A journal starting after revision 6, with frames of the given payload sizes.
+    fn journal(sizes: &[usize]) -> (Vec<u8>, Vec<usize>) {
+        let mut file = header(JOURNAL_MAGIC, 6).to_vec();
+        let mut ends = vec![file.len()];
+        for (i, &size) in sizes.iter().enumerate() {
+            let payload: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
+            push_frame(&mut file, &payload, 7 + i as u64);
+            ends.push(file.len());
+        }
+        (file, ends)
+    }
+
+    /// Reads every frame: the frames read, and what ended the reading.
+    fn read_all(file: &[u8]) -> (usize, Next<'_>) {
+        let (mut at, mut count) = (HEADER_LEN, 0);
+        loop {
+            match next_frame(file, at, 7 + count as u64) {
+                Next::Frame { end, .. } => {
+                    at = end;
+                    count += 1;
+                }
+                other => return (count, other),
+            }
+        }
+    }
+
     #[test]
     fn frames_round_trip_and_tails_are_classified() {
         let mut file = header(JOURNAL_MAGIC, 7).to_vec();
-        push_frame(&mut file, b"first");
-        push_frame(&mut file, b"second");
+        push_frame(&mut file, b"first", 8);
+        push_frame(&mut file, b"second", 9);
         let h = read_header(&file, JOURNAL_MAGIC).unwrap();
         assert_eq!((h.format, h.revision), (FILE_FORMAT, 7));
-        let Next::Frame { payload, end } = next_frame(&file, HEADER_LEN) else {
+        let Next::Frame { payload, end } = next_frame(&file, HEADER_LEN, 8) else {
             panic!()
         };
         assert_eq!(payload, b"first");
-        let Next::Frame { payload, end } = next_frame(&file, end) else {
+        let Next::Frame { payload, end } = next_frame(&file, end, 9) else {
             panic!()
         };
         assert_eq!(payload, b"second");
-        assert_eq!(next_frame(&file, end), Next::End);
+        assert_eq!(next_frame(&file, end, 10), Next::End);
         // Every truncation of the last frame is a torn tail.
-        for cut in end - 13..end {
-            assert_eq!(
-                next_frame(&file[..cut], end - 14),
-                Next::TornTail,
+        for cut in end - 17..end {
+            assert!(
+                matches!(next_frame(&file[..cut], end - 18, 9), Next::TornTail(_)),
                 "cut {cut}"
             );
         }
+        // A frame read with another salt (another revision) does not pass.
+        assert!(!matches!(
+            next_frame(&file, HEADER_LEN, 9),
+            Next::Frame { .. }
+        ));
         // A flipped bit in the first frame, with a frame after it, is corruption.
         let mut bad = file.clone();
         bad[HEADER_LEN + 9] ^= 1;
-        assert!(matches!(next_frame(&bad, HEADER_LEN), Next::Corrupt(_)));
+        assert!(matches!(next_frame(&bad, HEADER_LEN, 8), Next::Corrupt(_)));
         // A huge length is refused before anything is allocated.
         let mut huge = file.clone();
         let max = u32::MAX.to_le_bytes();
         huge[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&max);
         huge[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&crc32c(&max).to_le_bytes());
-        assert!(matches!(next_frame(&huge, HEADER_LEN), Next::Corrupt(_)));
+        assert!(matches!(next_frame(&huge, HEADER_LEN, 8), Next::Corrupt(_)));
         // Every bit of a header but the format field is covered; a flipped format bit reads
         // as an unknown format, which the store refuses too.
         for bit in (0..HEADER_LEN * 8).filter(|b| !(64..96).contains(b)) {
@@ -222,5 +332,115 @@ mod tests {
             Err(HeaderError::Short)
         );
         assert_eq!(read_header(&file, SNAPSHOT_MAGIC), Err(HeaderError::Magic));
+    }
+
+    /// Issue 12, point 1: damage across the last two frames was taken for a torn tail and cut
+    /// off two acknowledged commits. Every pair of damaged bytes, one in the second-to-last
+    /// frame and one in the last, is corruption of the second-to-last frame now; and so is
+    /// every cut of the file after damage to the second-to-last frame.
+    #[test]
+    fn damage_across_the_last_two_frames_is_corruption() {
+        let (file, ends) = journal(&[40, 30, 50]);
+        let (second, last) = (ends[1], ends[2]);
+        let mut cases = 0;
+        for a in second..last {
+            for b in (last..file.len()).step_by(3) {
+                for garble in [0x01, 0xFF] {
+                    let mut bad = file.clone();
+                    bad[a] ^= garble;
+                    bad[b] ^= 0x10;
+                    let (read, next) = read_all(&bad);
+                    assert_eq!(read, 1, "bytes {a} and {b}");
+                    assert!(
+                        matches!(next, Next::Corrupt(_)),
+                        "bytes {a} and {b}: {next:?}"
+                    );
+                    cases += 1;
+                }
+            }
+            // Damage in the second-to-last frame, then the file cut inside the last one.
+            for cut in last + 1..file.len() {
+                let mut bad = file[..cut].to_vec();
+                bad[a] ^= 0x04;
+                let (read, next) = read_all(&bad);
+                assert_eq!(read, 1);
+                assert!(
+                    matches!(next, Next::Corrupt(_)),
+                    "byte {a} cut {cut}: {next:?}"
+                );
+                cases += 1;
+            }
+        }
+        assert!(cases > 4_000, "{cases} cases");
+    }
+
+    /// A crafted length with a valid checksum, in a frame in the middle, reaching past the end
+    /// of the file or exactly to it: corruption, not a torn tail that cuts the frames after it.
+    #[test]
+    fn a_crafted_length_in_the_middle_is_corruption() {
+        let (file, ends) = journal(&[40, 30, 50, 20]);
+        for (frame, &at) in ends.iter().enumerate().take(3) {
+            for len in [
+                file.len() - at - FRAME_HEADER_LEN,     // exactly to the end
+                file.len() - at - FRAME_HEADER_LEN + 1, // one past the end
+                file.len() * 2,
+            ] {
+                let mut bad = file.clone();
+                let word = (len as u32).to_le_bytes();
+                bad[at..at + 4].copy_from_slice(&word);
+                bad[at + 4..at + 8].copy_from_slice(&crc32c(&word).to_le_bytes());
+                let (read, next) = read_all(&bad);
+                assert_eq!(read, frame);
+                assert!(
+                    matches!(next, Next::Corrupt(_)),
+                    "frame {frame} len {len}: {next:?}"
+                );
+            }
+        }
+    }
+
+    /// A frame deleted from the middle leaves the next one where it does not belong; deleted
+    /// just before the last, the last is recognised as a whole frame of the next revision.
+    #[test]
+    fn a_deleted_frame_is_corruption() {
+        let (file, ends) = journal(&[40, 30, 50, 20]);
+        for frame in 0..4 {
+            let mut bad = file[..ends[frame]].to_vec();
+            bad.extend_from_slice(&file[ends[frame + 1]..]);
+            let (read, next) = read_all(&bad);
+            assert_eq!(read, frame);
+            if frame == 3 {
+                // The last frame deleted whole: the journal reads as one commit shorter. Only
+                // a store that keeps its revision elsewhere can notice that.
+                assert_eq!(next, Next::End);
+            } else {
+                assert!(matches!(next, Next::Corrupt(_)), "frame {frame}: {next:?}");
+            }
+        }
+    }
+
+    /// What a crash leaves of the last frame (a prefix, then nothing, zeros or garbage; or
+    /// zeros to its end) is a torn tail, and every earlier frame is read.
+    #[test]
+    fn what_a_crash_leaves_of_the_last_frame_is_a_torn_tail() {
+        let (file, ends) = journal(&[40, 30, 600]);
+        let last = ends[2];
+        let mut cases = 0;
+        for cut in last + 1..file.len() {
+            let mut variants = vec![file[..cut].to_vec()];
+            let mut zeros = file[..cut].to_vec();
+            zeros.resize(file.len(), 0);
+            variants.push(zeros);
+            let mut garbage = file[..cut].to_vec();
+            garbage.extend((cut..file.len().min(cut + 100)).map(|i| (i * 37) as u8));
+            variants.push(garbage);
+            for bytes in variants {
+                let (read, next) = read_all(&bytes);
+                assert_eq!(read, 2, "cut {cut}");
+                assert!(matches!(next, Next::TornTail(_)), "cut {cut}: {next:?}");
+                cases += 1;
+            }
+        }
+        assert!(cases > 1_500);
     }
 }

@@ -3,7 +3,7 @@
 
 #[cfg(test)]
 mod crash_tests;
-mod crc32c;
+pub(crate) mod crc32c;
 mod disk;
 mod frame;
 #[cfg(test)]
@@ -19,12 +19,16 @@ use self::frame::{
     FILE_FORMAT, HEADER_LEN, Header, HeaderError, JOURNAL_MAGIC, Next, SNAPSHOT_MAGIC, header,
     next_frame, push_frame, read_header,
 };
-use super::{Commit, Replay, Revision, Snapshot, Store, StoreError};
+use super::{Commit, Cut, OpenReport, Replay, Revision, Snapshot, Store, StoreError};
 use crate::codec;
 
 const JOURNAL: &str = "journal";
 const SNAPSHOT: &str = "snapshot";
+/// The lock file, where directories cannot be locked (not on Unix).
+#[cfg(not(unix))]
 const LOCK: &str = "lock";
+/// What an interrupted compaction may leave behind: removed at open.
+const LEFTOVERS: [&str; 2] = ["snapshot.tmp", "journal.tmp"];
 /// The size of a snapshot's frames: a store of any size compacts.
 const SNAPSHOT_CHUNK: usize = 1024 * 1024;
 
@@ -48,7 +52,7 @@ impl Default for FileStoreOptions {
     }
 }
 
-/// The durable store agents ship with: a directory holding a journal, a snapshot and a lock.
+/// The durable store agents ship with: a directory holding a journal and a snapshot.
 ///
 /// - Each commit appends one frame (length, CRC-32C, the commit's records) to the journal and
 ///   calls `fdatasync` once before returning: a commit that returned `Ok` survives a crash or a
@@ -56,32 +60,46 @@ impl Default for FileStoreOptions {
 /// - When the journal grows past its bound, the store writes a snapshot of everything (completed
 ///   mandatory jobs included: they are never pruned) to a temporary file, syncs it, renames it
 ///   over the old snapshot, syncs the directory, and starts a new journal the same way.
-/// - Opening recovers: a torn last frame (a commit that never returned) is cut off; a damaged
-///   frame with a valid frame after it is refused with [`StoreError::Corrupt`], naming the file
-///   and the offset, and nothing is changed or skipped. Damage confined to the very last frame
-///   cannot be told from a torn write and is cut off like one (as SQLite's WAL does): media
-///   damage after the fact, not a crash, is the only way to lose an acknowledged commit so.
-/// - One writer: a second [`FileStore::open`] of the directory, in this process or another, fails
-///   at once with [`StoreError::Locked`].
-/// - Files are created readable by the owner only (0600, the directory 0700).
-/// - A failed write or sync is fail-stop: the commit returns the error and every later commit
-///   is refused with [`StoreError::FailStop`] until the store is reopened, so that nothing is
-///   reported done that may not be on disk.
+/// - Opening recovers: the last frame, if it ends the file and was torn by a crash while it was
+///   written (a commit that never returned), is cut off, and the cut is reported
+///   ([`FileStore::open_report`]). Any other damage — a damaged frame with anything after it,
+///   a length that does not fit, a frame missing from the middle, any damage to the snapshot —
+///   is refused with [`StoreError::Corrupt`], naming the file and the offset, and nothing is
+///   changed or skipped. Damage confined to the very last frame cannot be told from a torn
+///   write and is cut off like one (as SQLite's WAL does): only the medium damaging it after
+///   the fact can lose an acknowledged commit so, and the open report says what was cut. The
+///   loss of the whole last frame leaves no trace in the journal: a store that must notice it
+///   needs its revision kept elsewhere.
+/// - Leftovers of an interrupted compaction (`snapshot.tmp`, `journal.tmp`) are removed at
+///   open, and reported.
+/// - One writer: the store locks its directory itself (`flock` on the directory, on Unix), so
+///   no file deleted or replaced in it lets a second writer in. A second [`FileStore::open`] of
+///   the directory, in this process or another, fails at once with [`StoreError::Locked`].
+/// - No traps followed: the directory is refused ([`StoreError::Unsafe`]) when another user
+///   owns it or its group or others may write it; store files are opened without following
+///   links (`O_NOFOLLOW`), only as regular files with one name owned by this user or root,
+///   temporary files are created with `O_EXCL`, and reads stop at the size seen at open.
+/// - Files are created readable by the owner only (0600, the directory 0700), and existing
+///   ones are tightened to those modes.
+/// - A failed write or sync is fail-stop: the journal is cut back to its last synced length
+///   (so that a later open cannot read the failed commit back from the page cache, where Linux
+///   keeps it after a failed `fdatasync`, and build on it), the commit returns the error, and
+///   every later commit is refused with [`StoreError::FailStop`] until the store is reopened,
+///   so that nothing is reported done that may not be on disk.
 ///
 /// ```
 /// use jobstate::{FileStore, Store};
-/// let dir = std::env::temp_dir().join(format!("jobstate-doc-{}", std::process::id()));
-/// let mut store = FileStore::open(&dir)?;
+/// let dir = tempfile::tempdir()?;
+/// let mut store = FileStore::open(dir.path().join("store"))?;
 /// assert_eq!(store.load()?.jobs.len(), 0);
-/// assert!(FileStore::open(&dir).is_err()); // one writer at a time
-/// drop(store);
-/// std::fs::remove_dir_all(&dir)?;
+/// assert!(store.open_report().is_clean()); // nothing was cut or removed
+/// assert!(FileStore::open(dir.path().join("store")).is_err()); // one writer at a time
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 pub struct FileStore {
     journal: Journal<RealDisk>,
-    /// Held (locked) for as long as the store is open.
+    /// Held (locked) for as long as the store is open: the directory on Unix.
     _lock: File,
 }
 
@@ -92,12 +110,16 @@ impl FileStore {
     }
 
     /// Opens (creating if needed) the store in `dir`.
+    ///
+    /// Refused with [`StoreError::Unsafe`]: an empty path, a path that is not a directory, a
+    /// directory another user owns or others may write, a store file that is a link, a FIFO, a
+    /// device or has several names.
     pub fn open_with(dir: impl AsRef<Path>, options: FileStoreOptions) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
         RealDisk
             .create_dir(dir)
-            .map_err(io("creating the store directory"))?;
-        let lock = lock_file(&dir.join(LOCK))?;
+            .map_err(io("opening the store directory"))?;
+        let lock = lock(dir)?;
         let journal = Journal::open(RealDisk, dir, options)?;
         Ok(Self {
             journal,
@@ -108,6 +130,23 @@ impl FileStore {
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.journal.dir
+    }
+
+    /// What opening the store cut off or removed: a torn last commit, leftovers of an
+    /// interrupted compaction. An agent should log it; a cut it did not expect (no crash or
+    /// power loss before this start) is media damage.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use jobstate::FileStore;
+    /// let store = FileStore::open(dir.path().join("store"))?;
+    /// for cut in &store.open_report().cut {
+    ///     eprintln!("agent: recovery: {cut}");
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_report(&self) -> &OpenReport {
+        &self.journal.report
     }
 
     /// Compacts the journal into a snapshot now.
@@ -124,24 +163,26 @@ impl Store for FileStore {
     fn commit(&mut self, commit: &Commit) -> Result<Revision, StoreError> {
         self.journal.commit(commit)
     }
-}
 
-fn io(context: &'static str) -> impl Fn(std::io::Error) -> StoreError {
-    move |source| StoreError::Io {
-        context: context.to_string(),
-        source,
+    fn open_report(&self) -> OpenReport {
+        self.journal.report.clone()
     }
 }
 
-/// Opens and locks `path` for the life of the returned file: one writer at a time.
-pub(crate) fn lock_file(path: &Path) -> Result<File, StoreError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options
-        .open(path)
-        .map_err(io("opening the store's lock file"))?;
+/// An IO error as a store error: an [`UnsafePath`](crate::UnsafePath) refusal as
+/// [`StoreError::Unsafe`], anything else as [`StoreError::Io`] with `context`.
+pub(crate) fn io(context: &'static str) -> impl Fn(std::io::Error) -> StoreError {
+    move |source| match crate::safe_fs::take_unsafe(source) {
+        Ok(refusal) => StoreError::Unsafe(refusal),
+        Err(source) => StoreError::Io {
+            context: context.to_string(),
+            source,
+        },
+    }
+}
+
+/// Locks `file` (without waiting) for as long as it stays open.
+fn try_lock(file: File, path: &Path) -> Result<File, StoreError> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
@@ -152,6 +193,38 @@ pub(crate) fn lock_file(path: &Path) -> Result<File, StoreError> {
             source,
         }),
     }
+}
+
+/// Locks the store directory `dir` itself for the life of the returned handle: one writer at a
+/// time. A lock on a file in the directory is defeated by deleting or replacing the file (the
+/// next writer locks a new one); the directory cannot be deleted while the store's files are
+/// in it, and the lock is checked to be on the directory that is at `dir` now.
+#[cfg(unix)]
+fn lock(dir: &Path) -> Result<File, StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let handle = File::open(dir).map_err(io("opening the store directory to lock it"))?;
+    let handle = try_lock(handle, dir)?;
+    let locked = handle
+        .metadata()
+        .map_err(io("looking at the locked store directory"))?;
+    let now = std::fs::metadata(dir).map_err(io("looking at the store directory"))?;
+    if (locked.dev(), locked.ino()) != (now.dev(), now.ino()) {
+        return Err(StoreError::Unsafe(crate::UnsafePath::Replaced {
+            path: dir.to_path_buf(),
+        }));
+    }
+    Ok(handle)
+}
+
+/// Where a directory cannot be opened as a file: a lock file in it, checked after locking to
+/// still be the file at its path.
+#[cfg(not(unix))]
+fn lock(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    let file = crate::safe_fs::open(&path, &mut options).map_err(io("opening the lock file"))?;
+    try_lock(file, &path)
 }
 
 /// The journal and snapshot over any [`Disk`]: the whole store but the lock.
@@ -167,6 +240,11 @@ pub(crate) struct Journal<D: Disk> {
     frames: u64,
     /// What the store holds.
     live: Replay,
+    /// The journal's length when it was last synced: what a failed write or sync is cut
+    /// back to.
+    synced_len: u64,
+    /// What opening cut off or removed.
+    report: OpenReport,
     /// Why the store stopped accepting commits, after a failed write or sync.
     failed: Option<String>,
 }
@@ -174,7 +252,20 @@ pub(crate) struct Journal<D: Disk> {
 impl<D: Disk> Journal<D> {
     pub(crate) fn open(disk: D, dir: &Path, options: FileStoreOptions) -> Result<Self, StoreError> {
         disk.create_dir(dir)
-            .map_err(io("creating the store directory"))?;
+            .map_err(io("opening the store directory"))?;
+        let mut report = OpenReport::default();
+        // An interrupted compaction (a crash, a full disk) leaves its temporary files: they
+        // hold nothing the journal and the snapshot do not, and the next compaction creates
+        // them anew (O_EXCL), so they go.
+        for name in LEFTOVERS {
+            let path = dir.join(name);
+            if disk
+                .remove(&path)
+                .map_err(io("removing a leftover temporary file"))?
+            {
+                report.removed.push(path);
+            }
+        }
         let snapshot_path = dir.join(SNAPSHOT);
         let journal_path = dir.join(JOURNAL);
         let mut live = Replay::default();
@@ -208,6 +299,8 @@ impl<D: Disk> Journal<D> {
                 revision: 0,
                 frames: 0,
                 live,
+                synced_len: HEADER_LEN as u64,
+                report,
                 failed: None,
             });
         };
@@ -225,15 +318,16 @@ impl<D: Disk> Journal<D> {
         let mut frames = 0;
         let mut at = HEADER_LEN;
         loop {
-            match next_frame(&bytes, at) {
+            let salt = revision.checked_add(1).ok_or_else(|| {
+                corrupt(
+                    &journal_path,
+                    at as u64,
+                    "a revision past the largest".into(),
+                )
+            })?;
+            match next_frame(&bytes, at, salt) {
                 Next::Frame { payload, end } => {
-                    revision = revision.checked_add(1).ok_or_else(|| {
-                        corrupt(
-                            &journal_path,
-                            at as u64,
-                            "a revision past the largest".into(),
-                        )
-                    })?;
+                    revision = salt;
                     frames += 1;
                     // Frames the snapshot already holds (an interrupted compaction) are skipped.
                     if revision > snapshot_revision {
@@ -243,9 +337,15 @@ impl<D: Disk> Journal<D> {
                     at = end;
                 }
                 Next::End => break,
-                Next::TornTail => {
+                Next::TornTail(why) => {
                     disk.truncate(&journal_path, at as u64)
                         .map_err(io("cutting the torn end off the journal"))?;
+                    report.cut.push(Cut {
+                        file: journal_path.clone(),
+                        offset: at as u64,
+                        bytes: (bytes.len() - at) as u64,
+                        damage: why.to_string(),
+                    });
                     break;
                 }
                 Next::Corrupt(why) => {
@@ -253,6 +353,7 @@ impl<D: Disk> Journal<D> {
                 }
             }
         }
+        let mut synced_len = at as u64;
         if start < snapshot_revision {
             // Only an interrupted compaction leaves a journal that starts before the snapshot,
             // and then it ends exactly where the snapshot does. Anything else is damage: never
@@ -268,6 +369,7 @@ impl<D: Disk> Journal<D> {
             }
             write_journal(&disk, dir, snapshot_revision)?;
             frames = 0;
+            synced_len = HEADER_LEN as u64;
         }
         let file = disk
             .open_append(&journal_path)
@@ -280,6 +382,8 @@ impl<D: Disk> Journal<D> {
             revision,
             frames,
             live,
+            synced_len,
+            report,
             failed: None,
         })
     }
@@ -312,24 +416,47 @@ impl<D: Disk> Journal<D> {
                 max: MAX_FRAME as usize,
             });
         }
+        let revision = self.revision.checked_add(1).ok_or_else(|| {
+            corrupt(
+                &self.dir.join(JOURNAL),
+                0,
+                "the store's revision is the largest there is and cannot grow".into(),
+            )
+        })?;
         let mut frame = Vec::with_capacity(payload.len() + frame::FRAME_HEADER_LEN);
-        push_frame(&mut frame, &payload);
+        push_frame(&mut frame, &payload, revision);
         // One write, one fdatasync: the commit is durable when this returns.
         if let Err(source) = self
             .file
             .append(&frame)
             .and_then(|()| self.file.sync_data())
         {
-            self.failed = Some(source.to_string());
+            // Linux keeps the pages of a failed fdatasync in its cache, marked clean: a later
+            // open would read the failed commit back and build on it, and a power cut would
+            // then take it (and with it everything after it) away. Cut it off now.
+            let cut = self.file.cut_back(self.synced_len);
+            let cause = match &cut {
+                Ok(()) => source.to_string(),
+                Err(cut) => format!(
+                    "{source}; cutting the journal back to its last synced length failed too ({cut}): the next open may read back the failed commit"
+                ),
+            };
+            self.failed = Some(cause);
             return Err(StoreError::Io {
-                context:
-                    "committing to the journal; the store refuses further commits until reopened"
-                        .into(),
+                context: format!(
+                    "committing to the journal; {}; the store refuses further commits until reopened",
+                    if cut.is_ok() {
+                        "the journal was cut back to its last synced length"
+                    } else {
+                        "the journal could not be cut back"
+                    }
+                ),
                 source,
             });
         }
+        self.synced_len += frame.len() as u64;
         self.live.apply_checked(commit)?;
-        self.revision = self.revision.saturating_add(1);
+        self.revision = revision;
         self.frames += 1;
         let bound = self.options.compact_after.saturating_add(
             self.options
@@ -368,15 +495,15 @@ impl<D: Disk> Journal<D> {
             chunks.push(chunk);
         }
         let mut bytes = header(SNAPSHOT_MAGIC, self.revision).to_vec();
-        push_frame(&mut bytes, &(chunks.len() as u64).to_le_bytes());
-        for chunk in &chunks {
+        push_frame(&mut bytes, &(chunks.len() as u64).to_le_bytes(), 0);
+        for (index, chunk) in (1u64..).zip(&chunks) {
             if chunk.len() > MAX_FRAME as usize {
                 return Err(StoreError::TooLarge {
                     size: chunk.len(),
                     max: MAX_FRAME as usize,
                 });
             }
-            push_frame(&mut bytes, chunk);
+            push_frame(&mut bytes, chunk, index);
         }
         let result = replace(&self.disk, &self.dir, SNAPSHOT, &bytes)
             .and_then(|()| write_journal(&self.disk, &self.dir, self.revision))
@@ -389,6 +516,7 @@ impl<D: Disk> Journal<D> {
             Ok(file) => {
                 self.file = file;
                 self.frames = 0;
+                self.synced_len = HEADER_LEN as u64;
                 Ok(())
             }
             Err(error) => {
@@ -428,14 +556,23 @@ fn checked_header(bytes: &[u8], magic: &[u8; 8], path: &Path) -> Result<Header, 
 
 fn load_snapshot(bytes: &[u8], path: &Path, live: &mut Replay) -> Result<u64, StoreError> {
     let revision = checked_header(bytes, SNAPSHOT_MAGIC, path)?.revision;
-    // A snapshot is written whole and renamed into place: any damage is corruption, and so is
-    // a frame more or less than its first frame counts.
-    let frame_at = |at: usize| match next_frame(bytes, at) {
+    // A snapshot is written whole, synced and renamed into place: no crash leaves it torn, so
+    // any damage is corruption (a flipped bit in its last frame too), and so is a frame more or
+    // less than its first frame counts.
+    let frame_at = |at: usize, index: u64| match next_frame(bytes, at, index) {
         Next::Frame { payload, end } => Ok((payload, end)),
-        Next::End | Next::TornTail => Err(corrupt(path, at as u64, "a truncated snapshot".into())),
-        Next::Corrupt(why) => Err(corrupt(path, at as u64, why.into())),
+        Next::End => Err(corrupt(
+            path,
+            at as u64,
+            "the snapshot ends before the frames its first frame counts".into(),
+        )),
+        Next::TornTail(why) | Next::Corrupt(why) => Err(corrupt(
+            path,
+            at as u64,
+            format!("{why} (a snapshot is never torn: it is damaged)"),
+        )),
     };
-    let (count, mut at) = frame_at(HEADER_LEN)?;
+    let (count, mut at) = frame_at(HEADER_LEN, 0)?;
     let count: [u8; 8] = count.try_into().map_err(|_| {
         corrupt(
             path,
@@ -443,8 +580,8 @@ fn load_snapshot(bytes: &[u8], path: &Path, live: &mut Replay) -> Result<u64, St
             "a snapshot without its frame count".into(),
         )
     })?;
-    for _ in 0..u64::from_le_bytes(count) {
-        let (payload, end) = frame_at(at)?;
+    for index in 1..=u64::from_le_bytes(count) {
+        let (payload, end) = frame_at(at, index)?;
         apply_payload(payload, live).map_err(|d| corrupt(path, at as u64, d))?;
         at = end;
     }

@@ -17,6 +17,12 @@
 //! state at every sync point, just before the sync lands: the state a crash there would leave,
 //! without replaying the workload.
 //!
+//! Told to fail a sync point without stopping ([`SimDisk::fail_sync_point`]), the disk does what
+//! Linux does after a failed `fdatasync`: the call returns an error, the writes it should have
+//! made durable stay readable (the page cache keeps them) but are never written (their pages are
+//! marked clean), so that a later successful sync makes the file's size durable with zeros (a
+//! hole) where they were. [`AppendFile::cut_back`] over them removes them.
+//!
 //! [`SimDisk::crash`] (or [`DiskState::crash`]) then cuts the power: from a seed, either nothing
 //! pending survives, or all of it, or each pending write is kept, dropped or torn, and each
 //! pending truncation and directory operation kept or dropped, independently. A torn write keeps
@@ -95,14 +101,56 @@ struct Inode {
     pending: Vec<FileOp>,
     /// Not reachable by any name, durable or not: writes to it are dropped.
     dead: bool,
+    /// Byte ranges whose writes a failed sync lost: readable, never durable (zeros on disk).
+    lost: Vec<(u64, u64)>,
 }
 
 impl Inode {
     fn sync(&mut self) {
         if !self.pending.is_empty() {
-            self.durable.clone_from(&self.live);
+            self.durable = self.landed();
             self.pending.clear();
         }
+    }
+
+    /// What a sync of everything would make durable: `live`, with zeros where writes were lost.
+    fn landed(&self) -> Vec<u8> {
+        let mut content = self.live.clone();
+        for &(from, to) in &self.lost {
+            let to = (to as usize).min(content.len());
+            for byte in content.iter_mut().take(to).skip(from as usize) {
+                *byte = 0;
+            }
+        }
+        content
+    }
+
+    /// A failed sync: the pending writes stay readable and are never written.
+    fn lose_pending(&mut self) {
+        for op in std::mem::take(&mut self.pending) {
+            if let FileOp::Write { at, bytes } = op {
+                self.lost.push((at, at + bytes.len() as u64));
+            }
+        }
+    }
+
+    /// Keeps the lost ranges consistent with a write at `at..to` (which lands: not lost) or a
+    /// cut at `len`.
+    fn rewritten(&mut self, at: u64, to: u64) {
+        let mut kept = Vec::new();
+        for &(from, end) in &self.lost {
+            if end <= at || from >= to {
+                kept.push((from, end));
+                continue;
+            }
+            if from < at {
+                kept.push((from, at));
+            }
+            if end > to {
+                kept.push((to, end));
+            }
+        }
+        self.lost = kept;
     }
 }
 
@@ -219,8 +267,7 @@ impl DiskState {
             inodes.push(Inode {
                 durable: content.clone(),
                 live: content,
-                pending: Vec::new(),
-                dead: false,
+                ..Inode::default()
             });
         }
         let names: BTreeMap<PathBuf, Ino> = names
@@ -243,10 +290,11 @@ impl DiskState {
 fn survive(inode: &Inode, fate: Fate, rng: &mut Rng) -> Vec<u8> {
     match fate {
         Fate::DropAll => return inode.durable.clone(),
-        Fate::KeepAll => return inode.live.clone(),
+        Fate::KeepAll => return inode.landed(),
         Fate::Random => {}
     }
     let mut content = inode.durable.clone();
+    // (Lost writes are not pending any more: they never reach the disk.)
     for op in &inode.pending {
         match op {
             FileOp::SetLen(len) => {
@@ -327,6 +375,8 @@ struct Inner {
     state: DiskState,
     /// The sync point at which the simulated process stops.
     crash_at: Option<u64>,
+    /// Sync points that fail while the machine runs on (a failed `fdatasync`).
+    fail_at: BTreeSet<u64>,
     /// Frozen: a crash happened, nothing lands any more.
     crashed: bool,
     /// The state at every sync point since recording began.
@@ -375,6 +425,11 @@ impl Inner {
             self.crashed = true;
             return Err(io::Error::other(format!(
                 "simulated crash at sync point {k}"
+            )));
+        }
+        if self.fail_at.contains(&k) {
+            return Err(io::Error::other(format!(
+                "simulated failed sync at sync point {k} (the machine runs on)"
             )));
         }
         Ok(())
@@ -431,6 +486,13 @@ impl SimDisk {
     /// disk: the simulated process stops there.
     pub(crate) fn crash_at_sync_point(&self, k: u64) {
         self.lock().crash_at = Some(k);
+    }
+
+    /// The `k`-th sync point fails, but the machine runs on: a failed `fdatasync` loses the
+    /// writes it should have made durable (they stay readable). Only a file's `sync_data` is
+    /// modelled so; other syncs simply fail.
+    pub(crate) fn fail_sync_point(&self, k: u64) {
+        self.lock().fail_at.insert(k);
     }
 
     /// Whether the disk crashed (and froze).
@@ -490,6 +552,7 @@ impl AppendFile for SimFile {
         }
         let at = inode.live.len() as u64;
         inode.live.extend_from_slice(bytes);
+        inode.rewritten(at, at + bytes.len() as u64);
         inode.pending.push(FileOp::Write {
             at,
             bytes: bytes.to_vec(),
@@ -500,9 +563,27 @@ impl AppendFile for SimFile {
     fn sync_data(&mut self) -> io::Result<()> {
         let mut inner = self.disk.lock();
         inner.alive()?;
-        inner.sync_point().map_err(|e| {
-            io::Error::new(e.kind(), format!("syncing {}: {e}", self.path.display()))
-        })?;
+        if let Err(e) = inner.sync_point() {
+            if !inner.crashed {
+                inner.state.inodes[self.ino].lose_pending();
+            }
+            return Err(io::Error::new(
+                e.kind(),
+                format!("syncing {}: {e}", self.path.display()),
+            ));
+        }
+        inner.state.inodes[self.ino].sync();
+        Ok(())
+    }
+
+    fn cut_back(&mut self, len: u64) -> io::Result<()> {
+        let mut inner = self.disk.lock();
+        inner.alive()?;
+        let inode = &mut inner.state.inodes[self.ino];
+        inode.live.resize(len as usize, 0);
+        inode.rewritten(len, u64::MAX);
+        inode.pending.push(FileOp::SetLen(len));
+        inner.sync_point()?;
         inner.state.inodes[self.ino].sync();
         Ok(())
     }
@@ -540,6 +621,7 @@ impl Disk for SimDisk {
             .ok_or_else(|| not_found(path))?;
         let inode = &mut inner.state.inodes[ino];
         inode.live.resize(len as usize, 0);
+        inode.rewritten(len, u64::MAX);
         inode.pending.push(FileOp::SetLen(len));
         inner.sync_point()?;
         inner.state.inodes[ino].sync();
@@ -569,28 +651,23 @@ impl Disk for SimDisk {
             return Err(not_found(parent));
         }
         let state = &mut inner.state;
-        let ino = match state.live_names.get(path) {
-            // An existing file is truncated and rewritten in place: neither is durable yet.
-            Some(&ino) => {
-                let inode = &mut state.inodes[ino];
-                inode.live = bytes.to_vec();
-                inode.pending.push(FileOp::SetLen(0));
-                ino
-            }
-            None => {
-                let ino = state.inodes.len();
-                state.inodes.push(Inode {
-                    live: bytes.to_vec(),
-                    ..Inode::default()
-                });
-                state.live_names.insert(path.to_path_buf(), ino);
-                state.pending_dir.push(DirOp::Link {
-                    name: path.to_path_buf(),
-                    ino,
-                });
-                ino
-            }
-        };
+        if state.live_names.contains_key(path) {
+            // As `O_EXCL` does.
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists (simulated disk)", path.display()),
+            ));
+        }
+        let ino = state.inodes.len();
+        state.inodes.push(Inode {
+            live: bytes.to_vec(),
+            ..Inode::default()
+        });
+        state.live_names.insert(path.to_path_buf(), ino);
+        state.pending_dir.push(DirOp::Link {
+            name: path.to_path_buf(),
+            ino,
+        });
         state.inodes[ino].pending.push(FileOp::Write {
             at: 0,
             bytes: bytes.to_vec(),
@@ -598,6 +675,21 @@ impl Disk for SimDisk {
         inner.sync_point()?;
         inner.state.inodes[ino].sync();
         Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<bool> {
+        // Durable at once (a simplification: a leftover that came back after a crash would be
+        // removed again at the next open).
+        let mut inner = self.lock();
+        inner.alive()?;
+        let state = &mut inner.state;
+        let existed = state.live_names.remove(path).is_some();
+        state.durable_names.remove(path);
+        state
+            .pending_dir
+            .retain(|op| !matches!(op, DirOp::Link { name, .. } if name == path));
+        inner.collect_garbage();
+        Ok(existed)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
