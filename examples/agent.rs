@@ -273,6 +273,10 @@ fn run(path: &Path) -> Result<(), Failure> {
     let store = FileStore::open(&config.state_dir)?;
     let (ledger, effects) = Ledger::open(store, session)?;
     say!("recovered effects={}", effects.len());
+    let report = ledger.open_report();
+    if !report.is_clean() {
+        say!("store repaired at open: {report}");
+    }
     let mut agent = Agent {
         ledger,
         jobs,

@@ -94,6 +94,7 @@ pub struct JobWait {
 /// - **Hints:** [`shutdown_notice`](Ledger::shutdown_notice) when one arrives; nothing depends on it.
 /// - **Getters:** [`job`](Ledger::job), [`jobs`](Ledger::jobs), [`history`](Ledger::history),
 ///   [`outbox`](Ledger::outbox), [`waits`](Ledger::waits), [`next_wakeup`](Ledger::next_wakeup),
+///   [`open_report`](Ledger::open_report),
 ///   [`boot`](Ledger::boot), [`revision`](Ledger::revision), [`session`](Ledger::session).
 ///
 /// ```
@@ -527,6 +528,12 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// The transition history of `job`, oldest first.
     pub fn history(&self, job: &JobId) -> Option<&[HistoryEntry]> {
         self.state.jobs().get(job).map(JobRecord::history)
+    }
+
+    /// What the store cut off or removed when it was opened (a torn last write, leftovers of an
+    /// interrupted compaction): never silent. Log it at start.
+    pub fn open_report(&self) -> crate::OpenReport {
+        self.store.open_report()
     }
 
     /// The boot the ledger was opened in.

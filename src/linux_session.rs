@@ -10,6 +10,8 @@ use crate::{
     SessionContext, SessionError, Timestamp, UserPresence,
 };
 
+/// The most of the boot id file read: a UUID and a newline are 37 bytes; `BootId` allows 128.
+const BOOT_ID_MAX: u64 = 4096;
 /// The most of `/proc/<pid>/stat` read: the line is a few hundred bytes.
 const STAT_MAX: u64 = 4096;
 /// The most of `/proc/<pid>/environ` read when looking for an attempt's marker.
@@ -293,7 +295,9 @@ impl SessionContext for LinuxSession {
             source_name: path.display().to_string(),
             detail,
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| error(e.to_string()))?;
+        // A boot id is 37 bytes: read a bounded amount, whatever sits at the path.
+        let bytes = read_bounded(&path, BOOT_ID_MAX).map_err(|e| error(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|e| error(e.to_string()))?;
         BootId::new(text.trim()).map_err(|e| error(e.to_string()))
     }
 

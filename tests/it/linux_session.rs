@@ -102,6 +102,13 @@ fn a_bad_boot_id_or_uptime_is_a_typed_error() {
         session.boot_id(),
         Err(SessionError::BootId { .. })
     ));
+    // A huge boot id file is not read whole: the first 4 KiB are too long for a boot id.
+    let huge = vec![b'a'; 64 << 20];
+    std::fs::write(root.join("proc/sys/kernel/random/boot_id"), &huge).unwrap();
+    assert!(matches!(
+        session.boot_id(),
+        Err(SessionError::BootId { detail, .. }) if detail.contains("4096 bytes")
+    ));
     std::fs::write(root.join("proc/uptime"), "soon").unwrap();
     assert!(matches!(
         LinuxSession::with_root(&root),
