@@ -365,6 +365,33 @@ impl<S: Store> Machine<S> {
         }
     }
 
+    /// Brings the running agent's session facts up to now, in place (a call is made many times a
+    /// world: the set of live programs is rebuilt only when it changed).
+    fn sync_facts(&mut self) {
+        let (now, since_boot) = (self.now(), self.since_boot());
+        let unknown = self.scenario.programs_unknown;
+        let alive: Vec<&AttemptId> = self
+            .processes
+            .values()
+            .map(|p| &p.attempt)
+            .chain(self.pending_exits.iter().map(|(a, _)| a))
+            .collect();
+        let Some(ledger) = self.ledger.as_mut() else {
+            return;
+        };
+        let facts = ledger.session_mut();
+        facts.now = now;
+        facts.since_boot = since_boot;
+        facts.user = self.user;
+        if !unknown {
+            let same = matches!(&facts.programs, LivePrograms::Known(set)
+                if set.len() == alive.len() && alive.iter().all(|a| set.contains(*a)));
+            if !same {
+                facts.programs = LivePrograms::Known(alive.into_iter().cloned().collect());
+            }
+        }
+    }
+
     /// Simulated time since the run began.
     pub fn elapsed(&self) -> Duration {
         self.elapsed
@@ -638,15 +665,18 @@ impl<S: Store> Machine<S> {
         if !self.agent_up() {
             return;
         }
-        let facts = self.facts();
-        let Some(ledger) = self.ledger.as_mut() else {
-            return;
-        };
-        if ledger.outbox().next().is_none() {
+        if self
+            .ledger
+            .as_ref()
+            .is_none_or(|l| l.outbox().next().is_none())
+        {
             self.delivery_retry = None;
             return;
         }
-        *ledger.session_mut() = facts;
+        self.sync_facts();
+        let Some(ledger) = self.ledger.as_mut() else {
+            return;
+        };
         let before = self.sink.received.len();
         let result = ledger.deliver(&mut self.sink);
         let keys: Vec<StatusKey> = self.sink.received[before..]
@@ -675,11 +705,10 @@ impl<S: Store> Machine<S> {
         if !self.agent_up() {
             return Answer::Refused;
         }
-        let facts = self.facts();
+        self.sync_facts();
         let Some(ledger) = self.ledger.as_mut() else {
             return Answer::Refused;
         };
-        *ledger.session_mut() = facts;
         let result = f(ledger);
         self.after_call(&call, result)
     }
@@ -1131,6 +1160,11 @@ impl<S: Store> Machine<S> {
         for record in ledger.jobs() {
             let id = record.id();
             let kind = record.state().kind();
+            let last = record.history().last();
+            // (Cheap when nothing changed: ids and entries are cloned only on change.)
+            if self.acked.get(id).map(|e| e.seq) == last.map(|e| e.seq) {
+                continue;
+            }
             let before = self.kinds.insert(id.clone(), kind);
             if before != Some(kind) {
                 lines.push(Happened::StateChanged {
@@ -1149,7 +1183,7 @@ impl<S: Store> Machine<S> {
             } else if kind == StateKind::Completed && record.spec().is_mandatory() {
                 self.tombstones.insert(id.clone(), record.state().run());
             }
-            if let Some(last) = record.history().last() {
+            if let Some(last) = last {
                 self.acked.insert(id.clone(), last.clone());
             }
         }
