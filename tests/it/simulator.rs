@@ -172,6 +172,14 @@ fn catalogue(scenario: Scenario) -> Scenario {
                 .run_condition(RunCondition::OnlyWithUser),
             Program::exits_then_restarts(1641),
         )
+        .job_at(
+            minutes_d(30),
+            JobSpec::new(job("feature-update"))
+                .reboot(RebootBehaviour::RestartsMachine)
+                .verify_after_reboot(true)
+                .max_reboots(4),
+            Program::restarts_machine_times(3),
+        )
 }
 
 #[test]
@@ -1089,5 +1097,198 @@ fn a_crash_between_spawn_and_launch_record_is_an_observed_launch() {
             }
         )),
         "{history:?}"
+    );
+}
+
+// ---- What the agent may never hear, in simulated worlds ----
+
+/// A feature update that restarts the machine three times: the check says "not yet" after the
+/// first two restarts; the job waits for each, within its bound, and completes once.
+#[test]
+fn an_upgrade_that_restarts_three_times_runs_once_and_completes() {
+    let spec = verified_upgrade().max_reboots(3);
+    let outcome = Scenario::new(40)
+        .job(spec.clone(), Program::restarts_machine_times(3))
+        .run_until_idle();
+    outcome.assert_invariants();
+    assert_eq!(outcome.launches(spec.id()), 1);
+    assert_eq!(outcome.reboots(), 3);
+    let keys: Vec<String> = outcome
+        .reports(spec.id())
+        .iter()
+        .map(|m| m.key.to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "os-upgrade/run 1/attempt 1/AwaitingReboot/wait 1",
+            "os-upgrade/run 1/attempt 1/AwaitingReboot/wait 2",
+            "os-upgrade/run 1/attempt 1/AwaitingReboot/wait 3",
+            "os-upgrade/run 1/attempt 1/Completed",
+        ]
+    );
+    // With a bound of two reboots, the third "not yet" stops the loop.
+    let bounded = verified_upgrade().max_reboots(2);
+    let outcome = Scenario::new(41)
+        .job(bounded.clone(), Program::restarts_machine_times(3))
+        .run_until_idle();
+    outcome.assert_invariants();
+    assert_eq!(outcome.launches(bounded.id()), 1);
+    assert!(matches!(
+        outcome.job(bounded.id()).unwrap().state(),
+        JobState::Failed {
+            reason: FailureReason::RebootLoop { boots: 2 },
+            ..
+        }
+    ));
+}
+
+/// Checks scripted whatever the program did: the first check after the restart says "not yet",
+/// the agent restarts the machine for the installer, the next says "installed".
+#[test]
+fn scripted_checks_drive_another_restart() {
+    let spec = installer().verify_after_reboot(true);
+    let outcome = Scenario::new(42)
+        .job(
+            spec.clone(),
+            Program::exits(3010).checks_say([CheckResult::NotYet, CheckResult::Installed]),
+        )
+        .run_until_idle();
+    outcome.assert_invariants();
+    assert_eq!(outcome.launches(spec.id()), 1);
+    assert_eq!(outcome.reboots(), 2, "{}", outcome.trace());
+    assert_eq!(outcome.state(spec.id()), Some(StateKind::Completed));
+}
+
+/// The agent's restart command fails: the restart never comes. Past the deadline it is licensed
+/// again and reported overdue; the next one works, and the job completes after the reboot.
+#[test]
+fn a_restart_that_never_comes_is_licensed_again_and_reported_overdue() {
+    let outcome = Scenario::new(43)
+        .restarts_fail(1)
+        .job(installer(), Program::exits(3010))
+        .run_until_idle();
+    outcome.assert_invariants();
+    assert_eq!(outcome.launches(installer().id()), 1);
+    assert_eq!(outcome.state(installer().id()), Some(StateKind::Completed));
+    assert_eq!(
+        count(&outcome, |h| matches!(
+            h,
+            Happened::RestartDidNotHappen { .. }
+        )),
+        1
+    );
+    let keys: Vec<String> = outcome
+        .reports(installer().id())
+        .iter()
+        .map(|m| m.key.to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "msi-installer/run 1/attempt 1/AwaitingReboot/wait 1",
+            "msi-installer/run 1/attempt 1/AwaitingReboot/wait 1/overdue 1",
+            "msi-installer/run 1/attempt 1/Completed",
+        ]
+    );
+    assert!(outcome.elapsed() > minutes_d(60), "the deadline is an hour");
+}
+
+/// An agent crash that kills its programs (systemd's KillMode=control-group): the attempt ends
+/// without a result. Without a check, the job runs again; with one, the check decides, and a
+/// program that had finished its work is not run again.
+#[test]
+fn programs_that_die_with_the_agent_end_their_attempts_and_nothing_sticks() {
+    // Killed mid-way: retried, completes on the second launch.
+    let outcome = Scenario::new(44)
+        .programs_die_with_agent()
+        .job(service_pack(), Program::exits(0).after(minutes_d(10)))
+        .at(minutes_d(5), Happening::AgentCrash)
+        .run_until_idle();
+    outcome.assert_invariants();
+    assert!(outcome.is_idle());
+    assert_eq!(outcome.launches(service_pack().id()), 2);
+    assert_eq!(
+        outcome.state(service_pack().id()),
+        Some(StateKind::Completed)
+    );
+    assert_eq!(
+        count(&outcome, |h| matches!(h, Happened::KilledWithAgent { .. })),
+        1
+    );
+    assert!(matches!(
+        outcome.job(service_pack().id()).unwrap().history()[3].state,
+        JobState::Queued {
+            last_failure: Some(FailureReason::ProgramLost),
+            ..
+        }
+    ));
+    // With a check that finds the work done, nothing runs again.
+    let spec = service_pack().verify_after_reboot(true);
+    let outcome = Scenario::new(45)
+        .programs_die_with_agent()
+        .job(
+            spec.clone(),
+            Program::hangs().checks_say([CheckResult::Installed]),
+        )
+        .at(minutes_d(5), Happening::AgentCrash)
+        .run_until_idle();
+    outcome.assert_invariants();
+    assert_eq!(outcome.launches(spec.id()), 1);
+    assert!(matches!(
+        outcome.job(spec.id()).unwrap().state(),
+        JobState::Completed { verified: true, .. }
+    ));
+}
+
+/// A session that cannot tell whether programs are alive concludes nothing: after an agent crash
+/// the job waits (visibly, under its run-time limit), the program's exit still ends it.
+#[test]
+fn an_unknown_program_status_concludes_nothing() {
+    let outcome = Scenario::new(46)
+        .program_status_unknown()
+        .job(service_pack(), Program::exits(0).after(minutes_d(10)))
+        .at(minutes_d(5), Happening::AgentCrash)
+        .run_until_idle();
+    outcome.assert_invariants();
+    assert_eq!(outcome.launches(service_pack().id()), 1);
+    assert_eq!(
+        outcome.state(service_pack().id()),
+        Some(StateKind::Completed)
+    );
+}
+
+/// An operator abandons a job whose program hangs: it fails, is reported, and its program is
+/// terminated.
+#[test]
+fn an_operator_abandons_a_hanging_job() {
+    let outcome = Scenario::new(47)
+        .job(
+            service_pack().max_run_time(minutes_d(600)),
+            Program::hangs(),
+        )
+        .at(
+            minutes_d(30),
+            Happening::Abandon(service_pack().id().clone()),
+        )
+        .run_until_idle();
+    outcome.assert_invariants();
+    assert!(matches!(
+        outcome.job(service_pack().id()).unwrap().state(),
+        JobState::Failed {
+            reason: FailureReason::Abandoned,
+            ..
+        }
+    ));
+    assert_eq!(outcome.reported(service_pack().id()), [StateKind::Failed]);
+    assert_eq!(
+        count(&outcome, |h| matches!(
+            h,
+            Happened::Killed {
+                was_running: true,
+                ..
+            }
+        )),
+        1
     );
 }
