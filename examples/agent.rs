@@ -151,11 +151,17 @@ macro_rules! say {
 }
 
 fn main() -> ExitCode {
-    let Some(path) = std::env::args_os().nth(1) else {
-        eprintln!("agent: error: usage: agent <config.json>");
-        return ExitCode::from(2);
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let result = match args.as_slice() {
+        [path] => run(Path::new(path)),
+        // An operator's way out of a stuck job.
+        [path, verb, job] if verb == "abandon" => abandon(Path::new(path), job),
+        _ => {
+            eprintln!("agent: error: usage: agent <config.json> [abandon <job-id>]");
+            return ExitCode::from(2);
+        }
     };
-    match run(Path::new(&path)) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Input(message)) => {
             eprintln!("agent: error: {message}");
@@ -255,6 +261,26 @@ fn exists(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
+/// `agent <config.json> abandon <job-id>`: ends a job that is not completed (its status message
+/// is delivered by the next run). Run it while no agent runs: the store allows one writer.
+fn abandon(path: &Path, job: &std::ffi::OsStr) -> Result<(), Failure> {
+    let (config, _) = load(path)?;
+    let job = JobId::new(job.to_string_lossy())
+        .map_err(|e| Failure::Input(format!("job {job:?}: {e}")))?;
+    let store = FileStore::open(&config.state_dir)?;
+    let (mut ledger, _) = Ledger::open(store, LinuxSession::new()?)?;
+    for effect in ledger.abandon(&job)? {
+        say!("after abandoning {job}: {effect:?} (the next run carries it out)");
+    }
+    say!(
+        "abandoned job={job} state={}",
+        ledger
+            .job(&job)
+            .map_or("?".into(), |r| r.state().kind().to_string())
+    );
+    Ok(())
+}
+
 fn run(path: &Path) -> Result<(), Failure> {
     let (config, specs) = load(path)?;
     let jobs: HashMap<&str, &JobConfig> = config.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
@@ -283,6 +309,7 @@ fn run(path: &Path) -> Result<(), Failure> {
         config: &config,
         sink: Reporter(JsonLinesSink::open(&config.status_file)?),
         children: HashMap::new(),
+        restart_ordered: false,
     };
     agent.carry_out(effects)?;
 
@@ -303,12 +330,18 @@ fn run(path: &Path) -> Result<(), Failure> {
         while let NextJob::Run(job) = agent.ledger.next_runnable() {
             agent.start(&job)?;
         }
-        // Idle: no program of ours or of an earlier agent process runs, nothing to report.
-        let running = agent
-            .ledger
-            .jobs()
-            .any(|r| matches!(r.state(), JobState::Running { .. }));
-        let idle = agent.children.is_empty() && !running && agent.ledger.outbox().next().is_none();
+        // Idle: no program of ours or of an earlier agent process runs, nothing to report, and
+        // no restart is owed but the one this process ordered (the machine is going down). A
+        // restart that was not ordered, or whose command failed, is waited for: its deadline
+        // licenses it again and reports it overdue.
+        let waiting = agent.ledger.jobs().any(|r| match r.state() {
+            JobState::Running { .. } => true,
+            JobState::AwaitingReboot {
+                verifying_in: None, ..
+            } => !agent.restart_ordered,
+            _ => false,
+        });
+        let idle = agent.children.is_empty() && !waiting && agent.ledger.outbox().next().is_none();
         let backing_off = matches!(
             agent.ledger.next_runnable(),
             NextJob::Wait {
@@ -353,14 +386,13 @@ struct Agent<'a> {
     config: &'a Config,
     sink: Reporter,
     children: HashMap<JobId, (AttemptId, Child)>,
+    /// Whether this process ordered a restart that the command accepted.
+    restart_ordered: bool,
 }
 
 impl Agent<'_> {
-    fn job(&self, job: &JobId) -> Result<&JobConfig, Failure> {
-        self.jobs
-            .get(job.as_str())
-            .copied()
-            .ok_or_else(|| Failure::Other(format!("job {job} is in the store but not the config")))
+    fn job(&self, job: &JobId) -> Option<&JobConfig> {
+        self.jobs.get(job.as_str()).copied()
     }
 
     fn state(&self, job: &JobId) -> String {
@@ -384,11 +416,14 @@ impl Agent<'_> {
             attempt.attempt.run,
             attempt.attempt.number
         );
-        let argv = self.job(&job)?.program.clone();
-        let spawned = Command::new(&argv[0])
-            .args(&argv[1..])
-            .env(ATTEMPT_ENV, attempt.env_value())
-            .spawn();
+        // A job no longer in the config cannot be launched: that attempt fails (not the agent).
+        let spawned = match self.job(&job) {
+            Some(config) => Command::new(&config.program[0])
+                .args(&config.program[1..])
+                .env(ATTEMPT_ENV, attempt.env_value())
+                .spawn(),
+            None => Err(std::io::Error::other("the job is no longer in the config")),
+        };
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
@@ -444,7 +479,9 @@ impl Agent<'_> {
         say!("restart job={job}");
         let argv = &self.config.restart_command;
         let status = Command::new(&argv[0]).args(&argv[1..]).status()?;
-        if !status.success() {
+        if status.success() {
+            self.restart_ordered = true;
+        } else {
             // The restart deadline licenses it again, and reports it overdue.
             say!("restart failed job={job}: {status}");
         }
@@ -488,12 +525,15 @@ impl Agent<'_> {
     /// Runs the job's detection check and records its answer: 0 installed, 2 not yet (another
     /// restart is needed), anything else not installed.
     fn verify(&mut self, attempt: &AttemptId) -> Result<(), Failure> {
-        let argv = self.job(&attempt.job)?.verify.clone().ok_or_else(|| {
-            Failure::Input(format!(
-                "job {}: a verification is owed but none is configured",
+        let Some(argv) = self.job(&attempt.job).and_then(|j| j.verify.clone()) else {
+            // The job waits, visibly (`waits`), until its check is configured or an operator
+            // abandons it; the agent goes on with the others.
+            say!(
+                "verify job={}: a check is owed but none is configured; abandon the job or configure one",
                 attempt.job
-            ))
-        })?;
+            );
+            return Ok(());
+        };
         let status = Command::new(&argv[0]).args(&argv[1..]).status()?;
         let result = match status.code() {
             Some(0) => CheckResult::Installed,

@@ -40,11 +40,11 @@ pub enum WaitReason {
     /// `Running` is committed but the launch was never recorded, and whether a process of the
     /// attempt is alive is unknown: record the launch, or its failure, or the program's end.
     LaunchUnconfirmed,
-    /// A program that restarts the machine exited with a failing code: a reboot within the
-    /// grace window is its expected end; when the window closes, the failure stands.
+    /// A program that restarts the machine exited with a failing code, or is gone: a reboot
+    /// within the grace window is its expected end; when the window closes, the failure stands.
     FailureProvisional {
-        /// The exit code.
-        code: i32,
+        /// The exit code, or `None` for a program gone without one.
+        code: Option<i32>,
     },
     /// The program passed its maximum run time and is to be terminated.
     Terminating,
@@ -96,9 +96,12 @@ impl fmt::Display for WaitReason {
             WaitReason::LaunchUnconfirmed => f.write_str(
                 "its launch was never recorded and whether its program runs is unknown",
             ),
-            WaitReason::FailureProvisional { code } => write!(
+            WaitReason::FailureProvisional { code: Some(code) } => write!(
                 f,
                 "its program exited with {code} and may be restarting the machine: the failure stands if no reboot comes within the grace window"
+            ),
+            WaitReason::FailureProvisional { code: None } => f.write_str(
+                "its program is gone and may be restarting the machine: the attempt fails if no reboot comes within the grace window",
             ),
             WaitReason::Terminating => {
                 f.write_str("its program passed its maximum run time and is being terminated")
@@ -149,6 +152,17 @@ pub enum Error {
         job: JobId,
         /// Why it waits.
         reason: WaitReason,
+    },
+    /// A rerun was asked for while the program of the job's abandoned attempt still runs: a
+    /// second attempt never starts beside it.
+    #[error(
+        "job {job}: the program of its abandoned {attempt} is still running; terminate it, then ask again"
+    )]
+    ProgramStillRunning {
+        /// The job.
+        job: JobId,
+        /// The abandoned attempt.
+        attempt: crate::AttemptRef,
     },
     /// The store failed or refused the commit.
     #[error(transparent)]

@@ -375,9 +375,49 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         )
     }
 
-    /// Asks to run `job` again (a new run). Refused for a completed mandatory job.
+    /// Asks to run `job` again (a new run). Refused for a completed mandatory job, and while the
+    /// program of an attempt an operator abandoned in this boot still runs
+    /// ([`Error::ProgramStillRunning`]).
     pub fn rerun(&mut self, job: &JobId) -> Result<Vec<Effect>, Error> {
+        if let Some(attempt) = self.abandoned_program_alive(self.record(job)?) {
+            return Err(Error::ProgramStillRunning {
+                job: job.clone(),
+                attempt,
+            });
+        }
         self.apply(job, EventKind::RerunRequested)
+    }
+
+    /// The attempt of `record`, abandoned in this boot, whose program the session says is alive.
+    fn abandoned_program_alive(&self, record: &JobRecord) -> Option<AttemptRef> {
+        let JobState::Failed {
+            reason: crate::FailureReason::Abandoned,
+            attempt: Some(abandoned),
+            ..
+        } = record.state()
+        else {
+            return None;
+        };
+        if abandoned.boot != self.boot {
+            return None;
+        }
+        let named = AttemptRef {
+            run: abandoned.run,
+            number: abandoned.number,
+        };
+        // The program's identity, if its launch was recorded, is in the attempt's last Running.
+        let launch = record.history().iter().rev().find_map(|e| match &e.state {
+            JobState::Running {
+                attempt, launch, ..
+            } if attempt.run == named.run && attempt.number == named.number => Some(*launch),
+            _ => None,
+        })?;
+        let id = AttemptId {
+            job: record.id().clone(),
+            attempt: named,
+        };
+        (self.session.program_status(&id, launch.program()) == ProgramStatus::Alive)
+            .then_some(named)
     }
 
     /// Cancels a queued job: it fails with [`FailureReason::Cancelled`](crate::FailureReason::Cancelled).

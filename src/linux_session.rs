@@ -41,9 +41,10 @@ const MAX_UT_TYPE: i16 = 9;
 ///   (exited, not yet reaped) is alive until reaped. For a launch that was never recorded, any
 ///   process whose `/proc/<pid>/environ` holds [`ATTEMPT_ENV`](crate::ATTEMPT_ENV)`=<value>`
 ///   ([`AttemptId::env_value`]) is the attempt's: set it on the child you spawn. `environ` is
-///   the environment a process was started with; a program that starts its work under a
-///   cleared environment hides it, and processes the agent may not read (another user's, without
-///   root) are not looked at. (For a few microseconds after `exec` the kernel shows no
+///   the environment a process was started with, inherited by the program's children (a daemon
+///   it starts keeps the attempt "alive"); a program that starts its work under a cleared
+///   environment hides it. When some process's environment cannot be read (another user's,
+///   without root), the answer is `Unknown`, never `Gone`. (For a few microseconds after `exec` the kernel shows no
 ///   environment: an agent restarted by its service manager is far slower than that.)
 /// - **Time:** the wall clock, and time since boot (`/proc/uptime` at construction, then
 ///   `Instant`, which does not count time suspended: a machine that sleeps stretches run-time
@@ -148,12 +149,15 @@ impl LinuxSession {
         }
     }
 
-    /// Whether any process carries the attempt's marker in its environment.
+    /// Whether any process carries the attempt's marker in its environment. A process whose
+    /// environment this process may not read could be the attempt's: then the answer is
+    /// `Unknown`, never `Gone` (which would launch a second program beside it).
     fn marked_status(&self, attempt: &AttemptId) -> ProgramStatus {
         let marker = format!("{ATTEMPT_ENV}={}", attempt.env_value()).into_bytes();
         let Ok(entries) = std::fs::read_dir(self.root.join("proc")) else {
             return ProgramStatus::Unknown;
         };
+        let mut unreadable = false;
         for entry in entries.flatten() {
             let name = entry.file_name();
             let is_pid = name
@@ -162,9 +166,14 @@ impl LinuxSession {
             if !is_pid {
                 continue;
             }
-            // Processes vanish, and others' may be unreadable: neither is the attempt's.
-            let Ok(environ) = read_bounded(&entry.path().join("environ"), ENVIRON_MAX) else {
-                continue;
+            let environ = match read_bounded(&entry.path().join("environ"), ENVIRON_MAX) {
+                Ok(environ) => environ,
+                // A process that vanished is not the attempt's; one we may not read may be.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    unreadable = true;
+                    continue;
+                }
+                Err(_) => continue,
             };
             if environ
                 .split(|&b| b == 0)
@@ -173,7 +182,11 @@ impl LinuxSession {
                 return ProgramStatus::Alive;
             }
         }
-        ProgramStatus::Gone
+        if unreadable {
+            ProgramStatus::Unknown
+        } else {
+            ProgramStatus::Gone
+        }
     }
 
     /// The users logged on now, from utmp's `USER_PROCESS` records.

@@ -140,14 +140,15 @@ impl Launch {
     }
 }
 
-/// A failing exit of a program declared to restart the machine, held as provisional: seed 001's
-/// wrapper reported failure because it never heard the shutdown that was under way. A reboot
-/// within the job's grace window is the program's expected end; a window that closes in the same
-/// boot lets the failure stand.
+/// A failing exit of a program declared to restart the machine, or its disappearance, held as
+/// provisional: seed 001's wrapper reported failure because it never heard the shutdown that was
+/// under way, and a program the agent no longer parents is seen only as gone when it restarts the
+/// machine. A reboot within the job's grace window is the program's expected end; a window that
+/// closes in the same boot lets the failure stand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProvisionalFailure {
-    /// The exit code.
-    pub code: i32,
+    /// The exit code, or `None` for a program that is gone without an exit status.
+    pub code: Option<i32>,
     /// When the exit was recorded, on the boot's monotonic clock (the window is measured on it).
     pub since_boot: Duration,
 }

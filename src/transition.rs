@@ -101,10 +101,11 @@ pub enum TransitionError {
         /// The boot the event was observed in.
         observed: BootId,
     },
-    /// A soft restart was asked for while the attempt's program may still run: a restart is
-    /// never licensed under a live installer.
+    /// A restart was declared while the attempt's program may still run (or never ran): a
+    /// restart is never licensed under a live installer, and a reboot completes only a program
+    /// that ran.
     #[error(
-        "job {job}: a soft restart for {attempt} cannot be licensed while its program may still run; record the program's exit first (program_exited), the job is unchanged"
+        "job {job}: a restart for {attempt} cannot be expected while its program may still run or never ran; record the program's exit first (program_exited), the job is unchanged"
     )]
     ExitNotRecorded {
         /// The job.
@@ -114,7 +115,7 @@ pub enum TransitionError {
     },
     /// The event would start a completed mandatory job again, which is never allowed.
     #[error(
-        "job {job} is a completed mandatory job: {event} would run it again, which is never allowed; advertise a new job id for new work"
+        "job {job} is a completed mandatory job: {event} is refused, since such a job never leaves Completed and never runs again; advertise a new job id for new work"
     )]
     CompletedMandatory {
         /// The job.
@@ -550,7 +551,7 @@ impl Transitioner<'_> {
                                     *launch = Launch::Observed;
                                 }
                                 *provisional = Some(ProvisionalFailure {
-                                    code,
+                                    code: Some(code),
                                     since_boot: self.event.since_boot,
                                 });
                             }
@@ -559,28 +560,6 @@ impl Transitioner<'_> {
                     ExitOutcome::RetryLater | ExitOutcome::Failure => {
                         self.fail_attempt(attempt, FailureReason::ExitCode(code), Some(code))
                     }
-                })
-            }
-            // The agent committed the wait before the program exited: record the code. For a job
-            // that restarts the machine, the restart decides, not the code (seed 001's wrapper
-            // reported failure for an upgrade that was restarting the machine); for others a
-            // failure still fails the attempt. The program lives only in the boot its attempt
-            // started in: after any reboot, an exit of it is a replay.
-            JobState::AwaitingReboot {
-                exit_code: None,
-                verifying_in: None,
-                ..
-            } => {
-                let attempt = self.running(named)?;
-                Ok(match outcome {
-                    ExitOutcome::RetryLater | ExitOutcome::Failure if !restarts => {
-                        self.fail_attempt(attempt, FailureReason::ExitCode(code), Some(code))
-                    }
-                    _ => Step::to(self.modified(|s| {
-                        if let JobState::AwaitingReboot { exit_code, .. } = s {
-                            *exit_code = Some(code);
-                        }
-                    })),
                 })
             }
             _ => {
@@ -622,15 +601,27 @@ impl Transitioner<'_> {
             // It exited: its end is the grace window's to decide.
             return Step::unchanged();
         }
+        if terminate.is_some() {
+            // Its termination was licensed: whether it ran or not, the attempt is over.
+            return self.fail_attempt(attempt, FailureReason::TimedOut, None);
+        }
         if !launch.happened() {
             return self.relaunch(attempt);
         }
-        let reason = if terminate.is_some() {
-            FailureReason::TimedOut
-        } else {
-            FailureReason::ProgramLost
-        };
-        self.fail_attempt(attempt, reason, None)
+        // A program that restarts the machine and is gone may be restarting it: as with a
+        // failing exit, a reboot within the grace window is its expected end.
+        let restarts = self.spec.reboot_behaviour() == RebootBehaviour::RestartsMachine;
+        if restarts && !self.spec.failure_grace().is_zero() {
+            return Step::to(self.modified(|s| {
+                if let JobState::Running { provisional, .. } = s {
+                    *provisional = Some(ProvisionalFailure {
+                        code: None,
+                        since_boot: self.event.since_boot,
+                    });
+                }
+            }));
+        }
+        self.fail_attempt(attempt, FailureReason::ProgramLost, None)
     }
 
     /// A provisional failure whose grace window has closed in its boot: the failure stands.
@@ -646,7 +637,10 @@ impl Transitioner<'_> {
         if self.elapsed_since(p.since_boot) < self.spec.failure_grace() {
             return Some(Step::unchanged());
         }
-        Some(self.fail_attempt(attempt, FailureReason::ExitCode(p.code), Some(p.code)))
+        let reason = p
+            .code
+            .map_or(FailureReason::ProgramLost, FailureReason::ExitCode);
+        Some(self.fail_attempt(attempt, reason, p.code))
     }
 
     fn shutdown_noticed(&self) -> Step {
@@ -717,7 +711,7 @@ impl Transitioner<'_> {
                     return self.reboot_observed(
                         attempt,
                         RebootAttribution::InitiatedByProgram,
-                        Some(p.code),
+                        p.code,
                         1,
                     );
                 }
@@ -873,14 +867,15 @@ impl Transitioner<'_> {
         match self.state {
             JobState::Running { provisional, .. } => {
                 let attempt = self.running(named)?;
-                let exit_code = provisional.map(|p| p.code);
-                // A restart is never licensed under a live installer.
-                if kind == RebootKind::Soft && exit_code.is_none() {
+                // A restart is never licensed under a live installer, and a reboot completes only
+                // a program that ran: the exit (a provisional failure) must be recorded first.
+                let Some(provisional) = provisional else {
                     return Err(TransitionError::ExitNotRecorded {
                         job: self.job(),
                         attempt: named,
                     });
-                }
+                };
+                let exit_code = provisional.code;
                 Ok(self.await_reboot(
                     attempt,
                     RebootAttribution::RequestedByJob(kind),
@@ -939,6 +934,11 @@ impl Transitioner<'_> {
     }
 
     fn verified(&self, named: AttemptRef, result: CheckResult) -> Result<Step, TransitionError> {
+        // A job that never restarts the machine waits for no restart: "not yet" is "not there".
+        let result = match (result, self.spec.reboot_behaviour()) {
+            (CheckResult::NotYet, RebootBehaviour::Never) => CheckResult::NotInstalled,
+            _ => result,
+        };
         match self.state {
             JobState::Queued {
                 check_before_retry: true,
@@ -1133,7 +1133,7 @@ impl Transitioner<'_> {
             } => {
                 let step = self.fail_run(attempt.run, Some(attempt), reason, None);
                 Ok(match provisional {
-                    Some(_) => step, // it exited already
+                    Some(_) => step, // it exited, or is gone, already
                     None => step.effect(Effect::Terminate(self.attempt_id(attempt))),
                 })
             }

@@ -268,7 +268,7 @@ fn sample_states() -> Vec<(&'static str, JobState)> {
                 Launch::Observed,
                 None,
                 Some(ProvisionalFailure {
-                    code: 1603,
+                    code: Some(1603),
                     since_boot: Duration::ZERO,
                 }),
             ),
@@ -377,16 +377,10 @@ fn accepts(state: &str, mandatory: bool, event: &EventKind) -> bool {
         AttemptStarted => state == "queued",
         Launched | LaunchFailed => state == "running",
         CancelRequested => matches!(state, "queued" | "queued-check"),
-        ProgramExited => running && state != "running-provisional" || state == "awaiting",
+        ProgramExited => running && state != "running-provisional",
         ProgramLost => running,
-        // A soft restart is licensed only once the program's exit is recorded.
-        RebootExpected => match event {
-            EventKind::RebootExpected {
-                kind: RebootKind::Soft,
-                ..
-            } => matches!(state, "running-provisional" | "verifying"),
-            _ => running || state == "verifying",
-        },
+        // A restart is expected only once the program's exit is recorded.
+        RebootExpected => matches!(state, "running-provisional" | "verifying"),
         Verified => matches!(state, "verifying" | "queued-check"),
         RerunRequested => match state {
             "completed" => !mandatory,

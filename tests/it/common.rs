@@ -114,3 +114,44 @@ pub fn completion_has_evidence(
         _ => false,
     }
 }
+
+/// Invariant 7 over a history: besides the transition's own evidence, a completion through a
+/// reboot after a wait (`AwaitingReboot`) needs the attempt's program to have run: its launch
+/// recorded or observed, or its exit recorded, earlier in the history.
+pub fn completion_evidenced_in_history(
+    spec: &jobstate::JobSpec,
+    history: &[jobstate::HistoryEntry],
+    index: usize,
+) -> bool {
+    use jobstate::{EventKind, JobState};
+    let (Some(entry), Some(before)) = (history.get(index), index.checked_sub(1)) else {
+        return false;
+    };
+    let before = &history[before].state;
+    if !completion_has_evidence(spec, before, &entry.event) {
+        return false;
+    }
+    let (JobState::AwaitingReboot { attempt, .. }, EventKind::AgentStarted { .. }) =
+        (before, &entry.event.kind)
+    else {
+        return true;
+    };
+    let same = |a: &jobstate::Attempt| a.run == attempt.run && a.number == attempt.number;
+    history[..index]
+        .iter()
+        .any(|e| match (&e.state, &e.event.kind) {
+            (
+                JobState::Running {
+                    attempt: a,
+                    launch,
+                    provisional,
+                    ..
+                },
+                _,
+            ) => same(a) && (launch.happened() || provisional.is_some()),
+            (_, EventKind::ProgramExited { attempt: a, .. }) => {
+                a.run == attempt.run && a.number == attempt.number
+            }
+            _ => false,
+        })
+}

@@ -214,7 +214,7 @@ fn seed_001_wrapper_reports_failure_yet_the_upgrade_is_not_run_again() {
         assert_eq!(waits.len(), 1);
         assert_eq!(
             waits[0].reason,
-            jobstate::WaitReason::FailureProvisional { code: 1603 }
+            jobstate::WaitReason::FailureProvisional { code: Some(1603) }
         );
         assert_eq!(
             waits[0].wake_after,

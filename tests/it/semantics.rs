@@ -558,15 +558,17 @@ fn a_status_message_is_committed_with_its_transition_before_any_effect() {
 
 #[test]
 fn a_wrapper_that_reports_failure_after_the_restart_began_does_not_rerun_the_upgrade() {
-    // Review finding: a RestartsMachine job with no detection check, whose wait for the
-    // restart was committed, then whose wrapper exits with a failure (seed 001).
+    // Review finding: a RestartsMachine job with no detection check whose wrapper exits with a
+    // failure (seed 001); the agent knows the restart is under way and commits the wait.
     let store = MemoryStore::new();
     let spec = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
+    // No restart may be expected before the exit is recorded.
+    assert!(ledger.expect_reboot(&attempt, RebootKind::Hard).is_err());
     ledger.program_exited(&attempt, 1).unwrap();
+    ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::AwaitingReboot {
@@ -617,7 +619,9 @@ fn an_exit_replayed_after_a_reboot_is_refused_even_after_a_new_restart_request()
     let before = state(&ledger, &spec);
     assert!(matches!(
         ledger.program_exited(&attempt, 1603),
-        Err(Error::Transition(TransitionError::OtherBoot { .. }))
+        Err(Error::Transition(
+            TransitionError::OtherBoot { .. } | TransitionError::Invalid { .. }
+        ))
     ));
     assert_eq!(state(&ledger, &spec), before);
 }

@@ -541,7 +541,7 @@ fn a_restart_is_held_while_another_job_runs_and_a_reboot_is_attributed_to_its_ow
 }
 
 #[test]
-fn a_soft_restart_is_never_licensed_before_the_exit_is_recorded() {
+fn a_restart_is_never_expected_before_the_exit_is_recorded() {
     let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
@@ -556,13 +556,28 @@ fn a_soft_restart_is_never_licensed_before_the_exit_is_recorded() {
     ));
     assert!(error.to_string().contains("program_exited"), "{error}");
     assert_eq!(state(&ledger, &spec), before);
-    // A hard restart (already under way) may be recorded: nothing is licensed.
+    // Nor a hard one: a reboot completes only a program that ran and whose end is recorded.
+    assert!(matches!(
+        ledger.expect_reboot(&attempt, RebootKind::Hard),
+        Err(Error::Transition(TransitionError::ExitNotRecorded { .. }))
+    ));
+    // Before the launch was recorded, even less (a job that never ran is never completed).
+    let upgrade = upgrade();
+    ledger.program_exited(&attempt, 0).unwrap();
+    ledger.advertise(upgrade.clone()).unwrap();
+    let never_ran = ledger.begin(upgrade.id()).unwrap();
+    assert!(ledger.expect_reboot(&never_ran, RebootKind::Hard).is_err());
+    // After a provisional failure of a program that restarts the machine, the agent may say the
+    // restart is under way.
+    ledger.launched(&never_ran, ProgramId::new(5, 5)).unwrap();
+    ledger.program_exited(&never_ran, 1603).unwrap();
     assert!(
         ledger
-            .expect_reboot(&attempt, RebootKind::Hard)
+            .expect_reboot(&never_ran, RebootKind::Hard)
             .unwrap()
             .is_empty()
     );
+    assert_eq!(state(&ledger, &upgrade).kind(), StateKind::AwaitingReboot);
 }
 
 // ---- 6. A check may say "not yet" ----
@@ -693,4 +708,131 @@ fn next_wakeup_is_the_earliest_deadline_across_all_jobs() {
     ledger.session_mut().since_boot += Duration::from_secs(1800);
     assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(5400)));
     assert_eq!(ledger.next_runnable(), NextJob::Run(flaky.id().clone()));
+}
+
+// ---- Found by review ----
+
+/// An orphaned upgrade (its agent crashed, the program lived on) is seen only as gone when it
+/// restarts the machine: as a failing exit, that is provisional, and the reboot completes it.
+#[test]
+fn an_orphaned_upgrade_that_vanishes_and_restarts_the_machine_runs_once() {
+    let store = MemoryStore::new();
+    let spec = upgrade();
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    drop(ledger); // the agent crashes; the program lives on
+    let (mut ledger, effects) = Ledger::open(store.clone(), session("a", &[&attempt])).unwrap();
+    assert!(effects.is_empty());
+    // The program is gone a moment before the reset: provisional, not a retry.
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::new());
+    ledger.tick().unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Running {
+            provisional: Some(jobstate::ProvisionalFailure { code: None, .. }),
+            ..
+        }
+    ));
+    assert_eq!(
+        wait_of(&ledger, &spec).unwrap().reason,
+        WaitReason::FailureProvisional { code: None }
+    );
+    drop(ledger);
+    let (ledger, effects) = Ledger::open(store.clone(), session("b", &[])).unwrap();
+    assert!(effects.is_empty(), "never launched again: {effects:?}");
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
+
+    // No reboot within the window: the attempt ends as lost, under the retry policy.
+    let store = MemoryStore::new();
+    let (mut ledger, _) = Ledger::open(store, session("a", &[])).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.program_lost(&attempt).unwrap();
+    ledger.session_mut().since_boot += spec.failure_grace();
+    ledger.tick().unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Queued {
+            last_failure: Some(FailureReason::ProgramLost),
+            ..
+        }
+    ));
+}
+
+/// A launch never recorded that passed its run-time limit and was reported unresponsive: after an
+/// agent restart that finds nothing of it, the attempt is over (timed out), not launched again,
+/// and no status key is reported twice.
+#[test]
+fn a_terminated_attempt_is_never_launched_again() {
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("patch")).max_run_time(Duration::from_secs(60));
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap(); // the launch is never recorded
+    ledger.session_mut().since_boot += Duration::from_secs(61);
+    assert_eq!(
+        ledger.tick().unwrap(),
+        vec![Effect::Terminate(attempt.clone())]
+    );
+    ledger.session_mut().since_boot += spec.terminate_grace();
+    ledger.tick().unwrap();
+    assert_eq!(
+        keys(&take_reports(&mut ledger)),
+        ["patch/run 1/attempt 1/Running/overdue 1"]
+    );
+    drop(ledger);
+    let (ledger, effects) = Ledger::open(store, session("a", &[])).unwrap();
+    assert!(effects.is_empty(), "{effects:?}");
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Queued {
+            attempt: 2,
+            last_failure: Some(FailureReason::TimedOut),
+            ..
+        }
+    ));
+}
+
+/// An operator abandons a job whose program will not go, then asks for a rerun: refused while
+/// that program runs (never a second attempt beside it), accepted once it is gone.
+#[test]
+fn a_rerun_waits_for_the_abandoned_program_to_go() {
+    let spec = JobSpec::new(job("tool")).mandatory(false);
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.abandon(spec.id()).unwrap();
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
+    assert!(matches!(
+        ledger.rerun(spec.id()),
+        Err(Error::ProgramStillRunning { .. })
+    ));
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::new());
+    ledger.rerun(spec.id()).unwrap();
+    assert_eq!(ledger.next_runnable(), NextJob::Run(spec.id().clone()));
+}
+
+/// A job declared never to restart the machine waits for no restart: its check's "not yet" is
+/// "not there", and no restart is licensed.
+#[test]
+fn not_yet_means_not_there_for_a_job_that_never_restarts() {
+    let spec = JobSpec::new(job("patch")).verify_after_reboot(true);
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.program_exited(&attempt, 1603).unwrap();
+    assert!(
+        ledger
+            .verification(&attempt, CheckResult::NotYet)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Queued {
+            check_before_retry: false,
+            ..
+        }
+    ));
 }
