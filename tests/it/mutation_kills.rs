@@ -1,0 +1,150 @@
+//! Tests that kill the mutants cargo-mutants found surviving in `src/transition.rs`,
+//! `src/ledger.rs` and `src/record.rs` with this binary alone. Each pins one rule of DESIGN.md
+//! that no other test checked closely enough for a broken core to fail it. The command (the
+//! slow store modules skipped; `--test-tool nextest` with `--max-fail=1:immediate` so that a
+//! caught mutant does not wait for the exhaustive check):
+//!
+//! ```text
+//! cargo mutants --test-tool nextest --all-features --jobs 2 --timeout 300 \
+//!   --file src/transition.rs --file src/ledger.rs --file src/record.rs \
+//!   -- --test it --max-fail=1:immediate \
+//!   -- --skip file_store --skip conformance --skip linux_session
+//! ```
+
+use std::time::Duration;
+
+use jobstate::{
+    AttemptId, FailureReason, JobSpec, JobState, Launch, Ledger, LivePrograms, MemoryStore,
+    ProgramId, RebootAttribution, Revision, SessionFacts, StatusKey, StatusMessage, StatusSink,
+    Store, WaitReason,
+};
+
+use crate::common::*;
+
+fn open(store: &MemoryStore, boot_name: &str) -> MemLedger {
+    Ledger::open(store.clone(), service_session(boot_name))
+        .unwrap()
+        .0
+}
+
+/// Begins the job's queued attempt and records its launch, as an agent does.
+fn start(ledger: &mut MemLedger, spec: &JobSpec) -> AttemptId {
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
+    attempt
+}
+
+fn state(ledger: &MemLedger, spec: &JobSpec) -> JobState {
+    ledger.job(spec.id()).unwrap().state().clone()
+}
+
+/// A sink that is down: every delivery fails.
+struct Down;
+
+impl StatusSink for Down {
+    type Error = std::io::Error;
+    fn deliver(&mut self, _batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+        Err(std::io::Error::other("server unreachable"))
+    }
+}
+
+// DESIGN.md "Every wait is named and bounded or visible": a delivery retry is a wake-up.
+#[test]
+fn next_wakeup_includes_the_delivery_retry_while_messages_are_pending() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let spec = JobSpec::new(job("patch"));
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.program_exited(&attempt, 0).unwrap();
+    assert_eq!(ledger.next_wakeup(), None, "nothing is timed yet");
+    let delivery = ledger.deliver(&mut Down).unwrap();
+    assert_eq!(delivery.pending, 1);
+    let retry_at = delivery.retry_at.expect("a failed delivery is retried");
+    let wait = (retry_at - ledger.session().now).to_std().unwrap();
+    assert!(wait > Duration::ZERO);
+    assert_eq!(ledger.next_wakeup(), Some(wait));
+    // Once delivered, the retry is no longer a reason to wake.
+    ledger.session_mut().now = retry_at;
+    take_reports(&mut ledger);
+    assert_eq!(ledger.next_wakeup(), None);
+}
+
+// DESIGN.md, Persistence: "commits carry a revision so that stale writers are refused".
+#[test]
+fn the_ledger_reports_the_revision_it_committed() {
+    let mut store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let spec = JobSpec::new(job("patch"));
+    ledger.advertise(spec.clone()).unwrap();
+    start(&mut ledger, &spec);
+    let revision = ledger.revision();
+    assert_eq!(revision, store.load().unwrap().revision);
+    assert_ne!(revision, Revision::default());
+    assert!(matches!(state(&ledger, &spec), JobState::Running { .. }));
+}
+
+fn session_with(boot_name: &str, alive: &[&AttemptId]) -> SessionFacts {
+    SessionFacts {
+        programs: LivePrograms::Known(alive.iter().map(|a| (*a).clone()).collect()),
+        ..service_session(boot_name)
+    }
+}
+
+// DESIGN.md "Every observed reboot is attributed": unrelated when nobody asked for it.
+#[test]
+fn a_reboot_nobody_asked_for_is_unrelated_for_every_job_that_never_reboots() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let first = JobSpec::new(job("first"));
+    let second = JobSpec::new(job("second"));
+    ledger.advertise(first.clone()).unwrap();
+    ledger.advertise(second.clone()).unwrap();
+    start(&mut ledger, &first);
+    start(&mut ledger, &second);
+    drop(ledger); // the machine restarts, unasked
+    let ledger = open(&store, "b");
+    for spec in [&first, &second] {
+        match state(&ledger, spec) {
+            JobState::Queued {
+                last_failure: Some(FailureReason::Interrupted(by)),
+                ..
+            } => assert_eq!(by, RebootAttribution::Unrelated, "{}", spec.id()),
+            other => panic!("{}: expected a queued retry, got {other:?}", spec.id()),
+        }
+    }
+}
+
+// DESIGN.md "A program can vanish": a program an earlier agent process started stays polled.
+#[test]
+fn a_program_found_alive_after_an_agent_restart_stays_polled_once_its_launch_is_recorded() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let spec = JobSpec::new(job("patch")).max_run_time(Duration::from_secs(3600));
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    drop(ledger); // the agent dies between the spawn and the launch record
+    let (mut ledger, effects) =
+        Ledger::open(store.clone(), session_with("a", &[&attempt])).unwrap();
+    assert!(effects.is_empty(), "never a second program beside it");
+    let polled = |ledger: &MemLedger| {
+        let wait = ledger
+            .waits()
+            .into_iter()
+            .find(|w| w.job == *spec.id())
+            .unwrap();
+        assert_eq!(wait.reason, WaitReason::ProgramRunning);
+        wait.wake_after
+    };
+    let before = polled(&ledger);
+    assert!(before.unwrap() < Duration::from_secs(60), "{before:?}");
+    ledger.launched(&attempt, ProgramId::new(77, 1)).unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Running {
+            launch: Launch::Recorded(_),
+            ..
+        }
+    ));
+    assert_eq!(polled(&ledger), before, "still an orphan: still polled");
+}
