@@ -14,8 +14,9 @@
 use std::time::Duration;
 
 use jobstate::{
-    AttemptId, FailureReason, JobSpec, JobState, Launch, Ledger, LivePrograms, MemoryStore,
-    ProgramId, RebootAttribution, Revision, SessionFacts, StatusKey, StatusMessage, StatusSink,
+    Attempt, AttemptId, AttemptRef, Change, Commit, Event, EventKind, FailureReason, JobSpec,
+    JobState, JobTable, Launch, Ledger, LivePrograms, MemoryStore, ProgramId, RebootAttribution,
+    Replay, ReplayError, Revision, SessionFacts, StateKind, StatusKey, StatusMessage, StatusSink,
     Store, WaitReason,
 };
 
@@ -147,4 +148,140 @@ fn a_program_found_alive_after_an_agent_restart_stays_polled_once_its_launch_is_
         }
     ));
     assert_eq!(polled(&ledger), before, "still an orphan: still polled");
+}
+
+// DESIGN.md invariant 4 (one attempt at a time): only an attempt in progress is current.
+#[test]
+fn current_attempt_is_none_for_a_finished_or_idle_job() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let spec = JobSpec::new(job("patch"));
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    let current = |ledger: &MemLedger| ledger.job(spec.id()).unwrap().current_attempt();
+    assert_eq!(current(&ledger), Some(attempt.clone()));
+    ledger.program_exited(&attempt, 1603).unwrap(); // a retry is queued, nothing to check
+    assert!(matches!(state(&ledger, &spec), JobState::Queued { .. }));
+    assert_eq!(
+        current(&ledger),
+        None,
+        "a queued retry has no attempt in progress"
+    );
+    ledger.session_mut().now += chrono::TimeDelta::days(1);
+    let second = start(&mut ledger, &spec);
+    ledger.program_exited(&second, 0).unwrap();
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
+    assert_eq!(current(&ledger), None, "a finished job has none");
+}
+
+fn advertised(spec: &JobSpec) -> Change {
+    Change {
+        job: spec.id().clone(),
+        seq: 1,
+        spec: Some(spec.clone()),
+        event: Event {
+            at: t0(),
+            boot: boot("a"),
+            since_boot: Duration::ZERO,
+            kind: EventKind::Advertised,
+        },
+        state: JobState::initial(),
+    }
+}
+
+fn then(previous: &Change, kind: EventKind, state: JobState) -> Change {
+    Change {
+        seq: previous.seq + 1,
+        spec: None,
+        event: Event {
+            kind,
+            ..previous.event.clone()
+        },
+        state,
+        ..previous.clone()
+    }
+}
+
+// DESIGN.md invariant 6 (out-of-sequence changes refused): checked across the whole commit.
+#[test]
+fn a_commit_is_checked_as_a_whole_before_anything_is_applied() {
+    let spec = JobSpec::new(job("patch"));
+    let create = advertised(&spec);
+    let attempt = Attempt {
+        run: 1,
+        number: 1,
+        boot: boot("a"),
+        started_at: t0(),
+        started_since_boot: Duration::ZERO,
+    };
+    let running = then(
+        &create,
+        EventKind::AttemptStarted,
+        JobState::Running {
+            attempt: attempt.clone(),
+            launch: Launch::Pending,
+            shutdown_notice_at: None,
+            terminate: None,
+            provisional: None,
+        },
+    );
+    let completed = then(
+        &running,
+        EventKind::ProgramExited {
+            attempt: AttemptRef { run: 1, number: 1 },
+            code: 0,
+        },
+        JobState::Completed {
+            attempt,
+            at: t0(),
+            exit_code: Some(0),
+            reboot: None,
+            verified: false,
+            restart_suppressed: false,
+        },
+    );
+    let table = JobTable::default();
+    table
+        .check_all(&[create.clone(), running.clone(), completed.clone()])
+        .unwrap();
+    // A gap inside the commit.
+    assert!(matches!(
+        table.check_all(&[create.clone(), completed.clone()]),
+        Err(ReplayError::OutOfSequence {
+            expected: 2,
+            found: 3,
+            ..
+        })
+    ));
+    // Anything after a completed mandatory job, inside the same commit.
+    let after = then(&completed, EventKind::RerunRequested, JobState::initial());
+    assert!(matches!(
+        table.check_all(&[create.clone(), running.clone(), completed.clone(), after]),
+        Err(ReplayError::NotATransition { seq: 4, .. })
+    ));
+    // The same through `Replay::check`, which every store calls before it writes.
+    let replay = Replay::default();
+    let commit = Commit::new(Revision(0), vec![create.clone(), completed]);
+    assert!(replay.check(&commit).is_err());
+    assert!(replay.jobs().is_empty(), "nothing applied");
+    let mut store = MemoryStore::new();
+    assert!(store.commit(&commit).is_err());
+    assert!(store.records().is_empty());
+    assert!(
+        store
+            .commit(&Commit::new(Revision(0), vec![create.clone(), running]))
+            .is_ok()
+    );
+}
+
+// DESIGN.md invariant 6 ("loses nothing"): a table that holds a job is not empty.
+#[test]
+fn a_table_with_a_job_is_not_empty() {
+    let mut table = JobTable::default();
+    assert!(table.is_empty());
+    table
+        .apply(advertised(&JobSpec::new(job("patch"))))
+        .unwrap();
+    assert!(!table.is_empty());
+    assert_eq!(table.len(), 1);
 }
