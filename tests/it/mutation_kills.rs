@@ -14,10 +14,11 @@
 use std::time::Duration;
 
 use jobstate::{
-    Attempt, AttemptId, AttemptRef, Change, Commit, Event, EventKind, FailureReason, JobSpec,
-    JobState, JobTable, Launch, Ledger, LivePrograms, MemoryStore, ProgramId, RebootAttribution,
-    Replay, ReplayError, Revision, SessionFacts, StateKind, StatusKey, StatusMessage, StatusSink,
-    Store, WaitReason,
+    Attempt, AttemptId, AttemptRef, Change, Commit, Effect, Error, Event, EventKind, EventName,
+    FailureReason, JobSpec, JobState, JobTable, Launch, Ledger, LivePrograms, MemoryStore,
+    ProgramId, RebootAttribution, RebootBehaviour, RebootKind, Replay, ReplayError, RetryPolicy,
+    Revision, SessionFacts, StateKind, StatusKey, StatusMessage, StatusSink, Store,
+    TransitionError, WaitReason, transition,
 };
 
 use crate::common::*;
@@ -284,4 +285,213 @@ fn a_table_with_a_job_is_not_empty() {
         .unwrap();
     assert!(!table.is_empty());
     assert_eq!(table.len(), 1);
+}
+
+// DESIGN.md invariant 6: a replay for a finished attempt is Invalid in its state, not stale.
+#[test]
+fn a_replayed_exit_of_a_finished_attempt_is_invalid_in_its_state_not_stale() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let spec = JobSpec::new(job("patch")).retry(RetryPolicy::none());
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.program_exited(&attempt, 1603).unwrap();
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::Failed);
+    match ledger.program_exited(&attempt, 0) {
+        Err(Error::Transition(TransitionError::Invalid { state, event, .. })) => {
+            assert_eq!(state, StateKind::Failed);
+            assert_eq!(event, EventName::ProgramExited);
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    // Another attempt's event is the stale one.
+    let other = AttemptId {
+        attempt: AttemptRef { run: 1, number: 2 },
+        ..attempt
+    };
+    assert!(matches!(
+        ledger.program_exited(&other, 0),
+        Err(Error::Transition(TransitionError::StaleAttempt { .. }))
+    ));
+}
+
+// DESIGN.md "A launch is a recorded fact": relaunched as the same attempt, its clocks anew.
+#[test]
+fn a_relaunched_attempt_starts_its_clocks_anew() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let spec = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    drop(ledger); // the agent dies before the spawn; the machine restarts
+    let mut later = session_with("b", &[]);
+    later.now = t0() + chrono::TimeDelta::hours(5);
+    later.since_boot = Duration::from_secs(30);
+    let (ledger, effects) = Ledger::open(store, later.clone()).unwrap();
+    assert_eq!(effects, vec![Effect::Launch(attempt.clone())]);
+    match state(&ledger, &spec) {
+        JobState::Running {
+            attempt: a,
+            launch: Launch::Pending,
+            ..
+        } => {
+            assert_eq!((a.run, a.number), (1, 1), "the same attempt");
+            assert_eq!(a.boot, boot("b"));
+            assert_eq!(a.started_at, later.now);
+            assert_eq!(a.started_since_boot, later.since_boot);
+        }
+        other => panic!("expected Running, got {other:?}"),
+    }
+}
+
+// DESIGN.md "A failure reported as the machine goes down is provisional": only if it restarts.
+#[test]
+fn a_failure_exit_while_a_may_request_job_awaits_its_restart_fails_the_attempt() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let spec = JobSpec::new(job("msi")).reboot(RebootBehaviour::MayRequest);
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::AwaitingReboot);
+    ledger.program_exited(&attempt, 1603).unwrap();
+    match state(&ledger, &spec) {
+        JobState::Queued {
+            last_failure: Some(FailureReason::ExitCode(1603)),
+            attempt: 2,
+            ..
+        } => {}
+        other => panic!("expected a queued retry after exit 1603, got {other:?}"),
+    }
+    // For a program that restarts the machine, the same exit only records its code.
+    let spec = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    ledger.advertise(spec.clone()).unwrap();
+    ledger.session_mut().now += chrono::TimeDelta::days(1);
+    let attempt = start(&mut ledger, &spec);
+    ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
+    ledger.program_exited(&attempt, 1603).unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::AwaitingReboot {
+            exit_code: Some(1603),
+            ..
+        }
+    ));
+}
+
+// DESIGN.md "Reboot truth comes from boot identity": a notice in another boot is not about it.
+#[test]
+fn a_shutdown_notice_from_another_boot_changes_nothing() {
+    let spec = JobSpec::new(job("patch"));
+    let running = JobState::Running {
+        attempt: Attempt {
+            run: 1,
+            number: 1,
+            boot: boot("a"),
+            started_at: t0(),
+            started_since_boot: Duration::ZERO,
+        },
+        launch: Launch::Recorded(ProgramId::new(7, 1)),
+        shutdown_notice_at: None,
+        terminate: None,
+        provisional: None,
+    };
+    let notice = |boot_name: &str| Event {
+        at: t0(),
+        boot: boot(boot_name),
+        since_boot: Duration::from_secs(5),
+        kind: EventKind::ShutdownNoticed,
+    };
+    let step = transition(&spec, &running, &notice("b")).unwrap();
+    assert_eq!(step.state, None);
+    let step = transition(&spec, &running, &notice("a")).unwrap();
+    assert!(matches!(
+        step.state,
+        Some(JobState::Running {
+            shutdown_notice_at: Some(_),
+            ..
+        })
+    ));
+}
+
+// DESIGN.md "Every observed reboot is attributed": ForJob names another job, never itself.
+#[test]
+fn a_job_is_never_interrupted_by_its_own_restart() {
+    let spec = JobSpec::new(job("msi")).reboot(RebootBehaviour::MayRequest);
+    let running = JobState::Running {
+        attempt: Attempt {
+            run: 1,
+            number: 1,
+            boot: boot("a"),
+            started_at: t0(),
+            started_since_boot: Duration::ZERO,
+        },
+        launch: Launch::Recorded(ProgramId::new(7, 1)),
+        shutdown_notice_at: None,
+        terminate: None,
+        provisional: None,
+    };
+    let started = |restart_of: &str| Event {
+        at: t0(),
+        boot: boot("b"),
+        since_boot: Duration::from_secs(5),
+        kind: EventKind::AgentStarted {
+            program: jobstate::ProgramStatus::Unknown,
+            restart_of: Some(job(restart_of)),
+        },
+    };
+    let interrupted_by = |restart_of: &str| match transition(&spec, &running, &started(restart_of))
+        .unwrap()
+        .state
+    {
+        Some(JobState::Queued {
+            last_failure: Some(FailureReason::Interrupted(by)),
+            ..
+        }) => by,
+        other => panic!("expected a queued retry, got {other:?}"),
+    };
+    assert_eq!(interrupted_by("msi"), RebootAttribution::Unrelated);
+    assert_eq!(
+        interrupted_by("os-upgrade"),
+        RebootAttribution::ForJob(job("os-upgrade"))
+    );
+}
+
+// DESIGN.md "Reboot truth comes from boot identity": run-time limits use the attempt's boot.
+#[test]
+fn a_tick_in_another_boot_never_times_an_attempt_out() {
+    let spec = JobSpec::new(job("patch")).max_run_time(Duration::from_secs(3600));
+    let running = JobState::Running {
+        attempt: Attempt {
+            run: 1,
+            number: 1,
+            boot: boot("a"),
+            started_at: t0(),
+            started_since_boot: Duration::from_secs(10),
+        },
+        launch: Launch::Recorded(ProgramId::new(7, 1)),
+        shutdown_notice_at: None,
+        terminate: None,
+        provisional: None,
+    };
+    let tick = |boot_name: &str| Event {
+        at: t0(),
+        boot: boot(boot_name),
+        since_boot: Duration::from_secs(2 * 3600),
+        kind: EventKind::Tick {
+            program: jobstate::ProgramStatus::Gone,
+        },
+    };
+    let step = transition(&spec, &running, &tick("b")).unwrap();
+    assert_eq!(step.state, None);
+    assert!(step.effects.is_empty(), "{:?}", step.effects);
+    // In its own boot, the same tick finds the program gone: the attempt ends.
+    let step = transition(&spec, &running, &tick("a")).unwrap();
+    assert!(matches!(
+        step.state,
+        Some(JobState::Queued {
+            last_failure: Some(FailureReason::ProgramLost),
+            ..
+        })
+    ));
 }
