@@ -9,6 +9,7 @@ mod file_store;
 #[cfg(target_os = "linux")]
 mod linux_session;
 mod model;
+mod mutation_kills;
 mod outbox;
 mod seeds;
 mod semantics;

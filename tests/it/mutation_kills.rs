@@ -1,0 +1,497 @@
+//! Tests that kill the mutants cargo-mutants found surviving in `src/transition.rs`,
+//! `src/ledger.rs` and `src/record.rs` with this binary alone. Each pins one rule of DESIGN.md
+//! that no other test checked closely enough for a broken core to fail it. The command (the
+//! slow store modules skipped; `--test-tool nextest` with `--max-fail=1:immediate` so that a
+//! caught mutant does not wait for the exhaustive check):
+//!
+//! ```text
+//! cargo mutants --test-tool nextest --all-features --jobs 2 --timeout 300 \
+//!   --file src/transition.rs --file src/ledger.rs --file src/record.rs \
+//!   -- --test it --max-fail=1:immediate \
+//!   -- --skip file_store --skip conformance --skip linux_session
+//! ```
+
+use std::time::Duration;
+
+use jobstate::{
+    Attempt, AttemptId, AttemptRef, Change, Commit, Effect, Error, Event, EventKind, EventName,
+    FailureReason, JobSpec, JobState, JobTable, Launch, Ledger, LivePrograms, MemoryStore,
+    ProgramId, RebootAttribution, RebootBehaviour, RebootKind, Replay, ReplayError, RetryPolicy,
+    Revision, SessionFacts, StateKind, StatusKey, StatusMessage, StatusSink, Store,
+    TransitionError, WaitReason, transition,
+};
+
+use crate::common::*;
+
+fn open(store: &MemoryStore, boot_name: &str) -> MemLedger {
+    Ledger::open(store.clone(), service_session(boot_name))
+        .unwrap()
+        .0
+}
+
+/// Begins the job's queued attempt and records its launch, as an agent does.
+fn start(ledger: &mut MemLedger, spec: &JobSpec) -> AttemptId {
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
+    attempt
+}
+
+fn state(ledger: &MemLedger, spec: &JobSpec) -> JobState {
+    ledger.job(spec.id()).unwrap().state().clone()
+}
+
+/// A sink that is down: every delivery fails.
+struct Down;
+
+impl StatusSink for Down {
+    type Error = std::io::Error;
+    fn deliver(&mut self, _batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+        Err(std::io::Error::other("server unreachable"))
+    }
+}
+
+// DESIGN.md "Every wait is named and bounded or visible": a delivery retry is a wake-up.
+#[test]
+fn next_wakeup_includes_the_delivery_retry_while_messages_are_pending() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let spec = JobSpec::new(job("patch"));
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.program_exited(&attempt, 0).unwrap();
+    assert_eq!(ledger.next_wakeup(), None, "nothing is timed yet");
+    let delivery = ledger.deliver(&mut Down).unwrap();
+    assert_eq!(delivery.pending, 1);
+    let retry_at = delivery.retry_at.expect("a failed delivery is retried");
+    let wait = (retry_at - ledger.session().now).to_std().unwrap();
+    assert!(wait > Duration::ZERO);
+    assert_eq!(ledger.next_wakeup(), Some(wait));
+    // Once delivered, the retry is no longer a reason to wake.
+    ledger.session_mut().now = retry_at;
+    take_reports(&mut ledger);
+    assert_eq!(ledger.next_wakeup(), None);
+}
+
+// DESIGN.md, Persistence: "commits carry a revision so that stale writers are refused".
+#[test]
+fn the_ledger_reports_the_revision_it_committed() {
+    let mut store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let spec = JobSpec::new(job("patch"));
+    ledger.advertise(spec.clone()).unwrap();
+    start(&mut ledger, &spec);
+    let revision = ledger.revision();
+    assert_eq!(revision, store.load().unwrap().revision);
+    assert_ne!(revision, Revision::default());
+    assert!(matches!(state(&ledger, &spec), JobState::Running { .. }));
+}
+
+fn session_with(boot_name: &str, alive: &[&AttemptId]) -> SessionFacts {
+    SessionFacts {
+        programs: LivePrograms::Known(alive.iter().map(|a| (*a).clone()).collect()),
+        ..service_session(boot_name)
+    }
+}
+
+// DESIGN.md "Every observed reboot is attributed": unrelated when nobody asked for it.
+#[test]
+fn a_reboot_nobody_asked_for_is_unrelated_for_every_job_that_never_reboots() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let first = JobSpec::new(job("first"));
+    let second = JobSpec::new(job("second"));
+    ledger.advertise(first.clone()).unwrap();
+    ledger.advertise(second.clone()).unwrap();
+    start(&mut ledger, &first);
+    start(&mut ledger, &second);
+    drop(ledger); // the machine restarts, unasked
+    let ledger = open(&store, "b");
+    for spec in [&first, &second] {
+        match state(&ledger, spec) {
+            JobState::Queued {
+                last_failure: Some(FailureReason::Interrupted(by)),
+                ..
+            } => assert_eq!(by, RebootAttribution::Unrelated, "{}", spec.id()),
+            other => panic!("{}: expected a queued retry, got {other:?}", spec.id()),
+        }
+    }
+}
+
+// DESIGN.md "A program can vanish": a program an earlier agent process started stays polled.
+#[test]
+fn a_program_found_alive_after_an_agent_restart_stays_polled_once_its_launch_is_recorded() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let spec = JobSpec::new(job("patch")).max_run_time(Duration::from_secs(3600));
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    drop(ledger); // the agent dies between the spawn and the launch record
+    let (mut ledger, effects) =
+        Ledger::open(store.clone(), session_with("a", &[&attempt])).unwrap();
+    assert!(effects.is_empty(), "never a second program beside it");
+    let polled = |ledger: &MemLedger| {
+        let wait = ledger
+            .waits()
+            .into_iter()
+            .find(|w| w.job == *spec.id())
+            .unwrap();
+        assert_eq!(wait.reason, WaitReason::ProgramRunning);
+        wait.wake_after
+    };
+    let before = polled(&ledger);
+    assert!(before.unwrap() < Duration::from_secs(60), "{before:?}");
+    ledger.launched(&attempt, ProgramId::new(77, 1)).unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Running {
+            launch: Launch::Recorded(_),
+            ..
+        }
+    ));
+    assert_eq!(polled(&ledger), before, "still an orphan: still polled");
+}
+
+// DESIGN.md invariant 4 (one attempt at a time): only an attempt in progress is current.
+#[test]
+fn current_attempt_is_none_for_a_finished_or_idle_job() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let spec = JobSpec::new(job("patch"));
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    let current = |ledger: &MemLedger| ledger.job(spec.id()).unwrap().current_attempt();
+    assert_eq!(current(&ledger), Some(attempt.clone()));
+    ledger.program_exited(&attempt, 1603).unwrap(); // a retry is queued, nothing to check
+    assert!(matches!(state(&ledger, &spec), JobState::Queued { .. }));
+    assert_eq!(
+        current(&ledger),
+        None,
+        "a queued retry has no attempt in progress"
+    );
+    ledger.session_mut().now += chrono::TimeDelta::days(1);
+    let second = start(&mut ledger, &spec);
+    ledger.program_exited(&second, 0).unwrap();
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
+    assert_eq!(current(&ledger), None, "a finished job has none");
+}
+
+fn advertised(spec: &JobSpec) -> Change {
+    Change {
+        job: spec.id().clone(),
+        seq: 1,
+        spec: Some(spec.clone()),
+        event: Event {
+            at: t0(),
+            boot: boot("a"),
+            since_boot: Duration::ZERO,
+            kind: EventKind::Advertised,
+        },
+        state: JobState::initial(),
+    }
+}
+
+fn then(previous: &Change, kind: EventKind, state: JobState) -> Change {
+    Change {
+        seq: previous.seq + 1,
+        spec: None,
+        event: Event {
+            kind,
+            ..previous.event.clone()
+        },
+        state,
+        ..previous.clone()
+    }
+}
+
+// DESIGN.md invariant 6 (out-of-sequence changes refused): checked across the whole commit.
+#[test]
+fn a_commit_is_checked_as_a_whole_before_anything_is_applied() {
+    let spec = JobSpec::new(job("patch"));
+    let create = advertised(&spec);
+    let attempt = Attempt {
+        run: 1,
+        number: 1,
+        boot: boot("a"),
+        started_at: t0(),
+        started_since_boot: Duration::ZERO,
+    };
+    let running = then(
+        &create,
+        EventKind::AttemptStarted,
+        JobState::Running {
+            attempt: attempt.clone(),
+            launch: Launch::Pending,
+            shutdown_notice_at: None,
+            terminate: None,
+            provisional: None,
+        },
+    );
+    let completed = then(
+        &running,
+        EventKind::ProgramExited {
+            attempt: AttemptRef { run: 1, number: 1 },
+            code: 0,
+        },
+        JobState::Completed {
+            attempt,
+            at: t0(),
+            exit_code: Some(0),
+            reboot: None,
+            verified: false,
+            restart_suppressed: false,
+        },
+    );
+    let table = JobTable::default();
+    table
+        .check_all(&[create.clone(), running.clone(), completed.clone()])
+        .unwrap();
+    // A gap inside the commit.
+    assert!(matches!(
+        table.check_all(&[create.clone(), completed.clone()]),
+        Err(ReplayError::OutOfSequence {
+            expected: 2,
+            found: 3,
+            ..
+        })
+    ));
+    // Anything after a completed mandatory job, inside the same commit.
+    let after = then(&completed, EventKind::RerunRequested, JobState::initial());
+    assert!(matches!(
+        table.check_all(&[create.clone(), running.clone(), completed.clone(), after]),
+        Err(ReplayError::NotATransition { seq: 4, .. })
+    ));
+    // The same through `Replay::check`, which every store calls before it writes.
+    let replay = Replay::default();
+    let commit = Commit::new(Revision(0), vec![create.clone(), completed]);
+    assert!(replay.check(&commit).is_err());
+    assert!(replay.jobs().is_empty(), "nothing applied");
+    let mut store = MemoryStore::new();
+    assert!(store.commit(&commit).is_err());
+    assert!(store.records().is_empty());
+    assert!(
+        store
+            .commit(&Commit::new(Revision(0), vec![create.clone(), running]))
+            .is_ok()
+    );
+}
+
+// DESIGN.md invariant 6 ("loses nothing"): a table that holds a job is not empty.
+#[test]
+fn a_table_with_a_job_is_not_empty() {
+    let mut table = JobTable::default();
+    assert!(table.is_empty());
+    table
+        .apply(advertised(&JobSpec::new(job("patch"))))
+        .unwrap();
+    assert!(!table.is_empty());
+    assert_eq!(table.len(), 1);
+}
+
+// DESIGN.md invariant 6: a replay for a finished attempt is Invalid in its state, not stale.
+#[test]
+fn a_replayed_exit_of_a_finished_attempt_is_invalid_in_its_state_not_stale() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let spec = JobSpec::new(job("patch")).retry(RetryPolicy::none());
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.program_exited(&attempt, 1603).unwrap();
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::Failed);
+    match ledger.program_exited(&attempt, 0) {
+        Err(Error::Transition(TransitionError::Invalid { state, event, .. })) => {
+            assert_eq!(state, StateKind::Failed);
+            assert_eq!(event, EventName::ProgramExited);
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    // Another attempt's event is the stale one.
+    let other = AttemptId {
+        attempt: AttemptRef { run: 1, number: 2 },
+        ..attempt
+    };
+    assert!(matches!(
+        ledger.program_exited(&other, 0),
+        Err(Error::Transition(TransitionError::StaleAttempt { .. }))
+    ));
+}
+
+// DESIGN.md "A launch is a recorded fact": relaunched as the same attempt, its clocks anew.
+#[test]
+fn a_relaunched_attempt_starts_its_clocks_anew() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let spec = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    drop(ledger); // the agent dies before the spawn; the machine restarts
+    let mut later = session_with("b", &[]);
+    later.now = t0() + chrono::TimeDelta::hours(5);
+    later.since_boot = Duration::from_secs(30);
+    let (ledger, effects) = Ledger::open(store, later.clone()).unwrap();
+    assert_eq!(effects, vec![Effect::Launch(attempt.clone())]);
+    match state(&ledger, &spec) {
+        JobState::Running {
+            attempt: a,
+            launch: Launch::Pending,
+            ..
+        } => {
+            assert_eq!((a.run, a.number), (1, 1), "the same attempt");
+            assert_eq!(a.boot, boot("b"));
+            assert_eq!(a.started_at, later.now);
+            assert_eq!(a.started_since_boot, later.since_boot);
+        }
+        other => panic!("expected Running, got {other:?}"),
+    }
+}
+
+// DESIGN.md "A failure reported as the machine goes down is provisional": only if it restarts.
+#[test]
+fn a_failure_exit_while_a_may_request_job_awaits_its_restart_fails_the_attempt() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let spec = JobSpec::new(job("msi")).reboot(RebootBehaviour::MayRequest);
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::AwaitingReboot);
+    ledger.program_exited(&attempt, 1603).unwrap();
+    match state(&ledger, &spec) {
+        JobState::Queued {
+            last_failure: Some(FailureReason::ExitCode(1603)),
+            attempt: 2,
+            ..
+        } => {}
+        other => panic!("expected a queued retry after exit 1603, got {other:?}"),
+    }
+    // For a program that restarts the machine, the same exit only records its code.
+    let spec = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    ledger.advertise(spec.clone()).unwrap();
+    ledger.session_mut().now += chrono::TimeDelta::days(1);
+    let attempt = start(&mut ledger, &spec);
+    ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
+    ledger.program_exited(&attempt, 1603).unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::AwaitingReboot {
+            exit_code: Some(1603),
+            ..
+        }
+    ));
+}
+
+// DESIGN.md "Reboot truth comes from boot identity": a notice in another boot is not about it.
+#[test]
+fn a_shutdown_notice_from_another_boot_changes_nothing() {
+    let spec = JobSpec::new(job("patch"));
+    let running = JobState::Running {
+        attempt: Attempt {
+            run: 1,
+            number: 1,
+            boot: boot("a"),
+            started_at: t0(),
+            started_since_boot: Duration::ZERO,
+        },
+        launch: Launch::Recorded(ProgramId::new(7, 1)),
+        shutdown_notice_at: None,
+        terminate: None,
+        provisional: None,
+    };
+    let notice = |boot_name: &str| Event {
+        at: t0(),
+        boot: boot(boot_name),
+        since_boot: Duration::from_secs(5),
+        kind: EventKind::ShutdownNoticed,
+    };
+    let step = transition(&spec, &running, &notice("b")).unwrap();
+    assert_eq!(step.state, None);
+    let step = transition(&spec, &running, &notice("a")).unwrap();
+    assert!(matches!(
+        step.state,
+        Some(JobState::Running {
+            shutdown_notice_at: Some(_),
+            ..
+        })
+    ));
+}
+
+// DESIGN.md "Every observed reboot is attributed": ForJob names another job, never itself.
+#[test]
+fn a_job_is_never_interrupted_by_its_own_restart() {
+    let spec = JobSpec::new(job("msi")).reboot(RebootBehaviour::MayRequest);
+    let running = JobState::Running {
+        attempt: Attempt {
+            run: 1,
+            number: 1,
+            boot: boot("a"),
+            started_at: t0(),
+            started_since_boot: Duration::ZERO,
+        },
+        launch: Launch::Recorded(ProgramId::new(7, 1)),
+        shutdown_notice_at: None,
+        terminate: None,
+        provisional: None,
+    };
+    let started = |restart_of: &str| Event {
+        at: t0(),
+        boot: boot("b"),
+        since_boot: Duration::from_secs(5),
+        kind: EventKind::AgentStarted {
+            program: jobstate::ProgramStatus::Unknown,
+            restart_of: Some(job(restart_of)),
+        },
+    };
+    let interrupted_by = |restart_of: &str| match transition(&spec, &running, &started(restart_of))
+        .unwrap()
+        .state
+    {
+        Some(JobState::Queued {
+            last_failure: Some(FailureReason::Interrupted(by)),
+            ..
+        }) => by,
+        other => panic!("expected a queued retry, got {other:?}"),
+    };
+    assert_eq!(interrupted_by("msi"), RebootAttribution::Unrelated);
+    assert_eq!(
+        interrupted_by("os-upgrade"),
+        RebootAttribution::ForJob(job("os-upgrade"))
+    );
+}
+
+// DESIGN.md "Reboot truth comes from boot identity": run-time limits use the attempt's boot.
+#[test]
+fn a_tick_in_another_boot_never_times_an_attempt_out() {
+    let spec = JobSpec::new(job("patch")).max_run_time(Duration::from_secs(3600));
+    let running = JobState::Running {
+        attempt: Attempt {
+            run: 1,
+            number: 1,
+            boot: boot("a"),
+            started_at: t0(),
+            started_since_boot: Duration::from_secs(10),
+        },
+        launch: Launch::Recorded(ProgramId::new(7, 1)),
+        shutdown_notice_at: None,
+        terminate: None,
+        provisional: None,
+    };
+    let tick = |boot_name: &str| Event {
+        at: t0(),
+        boot: boot(boot_name),
+        since_boot: Duration::from_secs(2 * 3600),
+        kind: EventKind::Tick {
+            program: jobstate::ProgramStatus::Gone,
+        },
+    };
+    let step = transition(&spec, &running, &tick("b")).unwrap();
+    assert_eq!(step.state, None);
+    assert!(step.effects.is_empty(), "{:?}", step.effects);
+    // In its own boot, the same tick finds the program gone: the attempt ends.
+    let step = transition(&spec, &running, &tick("a")).unwrap();
+    assert!(matches!(
+        step.state,
+        Some(JobState::Queued {
+            last_failure: Some(FailureReason::ProgramLost),
+            ..
+        })
+    ));
+}
