@@ -344,16 +344,19 @@ fn a_relaunched_attempt_starts_its_clocks_anew() {
     }
 }
 
-// DESIGN.md "A failure reported as the machine goes down is provisional": only if it restarts.
+// DESIGN.md "A failure reported as the machine goes down is provisional": only if it restarts;
+// and no restart may be expected before the exit is recorded.
 #[test]
-fn a_failure_exit_while_a_may_request_job_awaits_its_restart_fails_the_attempt() {
+fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_restarts() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     let spec = JobSpec::new(job("msi")).reboot(RebootBehaviour::MayRequest);
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
-    assert_eq!(state(&ledger, &spec).kind(), StateKind::AwaitingReboot);
+    assert!(matches!(
+        ledger.expect_reboot(&attempt, RebootKind::Hard),
+        Err(Error::Transition(TransitionError::ExitNotRecorded { .. }))
+    ));
     ledger.program_exited(&attempt, 1603).unwrap();
     match state(&ledger, &spec) {
         JobState::Queued {
@@ -363,19 +366,31 @@ fn a_failure_exit_while_a_may_request_job_awaits_its_restart_fails_the_attempt()
         } => {}
         other => panic!("expected a queued retry after exit 1603, got {other:?}"),
     }
-    // For a program that restarts the machine, the same exit only records its code.
+    // For a program that restarts the machine, the same exit is provisional; once the agent
+    // says the restart is under way, a later exit of that attempt is a replay.
     let spec = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
     ledger.advertise(spec.clone()).unwrap();
     ledger.session_mut().now += chrono::TimeDelta::days(1);
     let attempt = start(&mut ledger, &spec);
-    ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
     ledger.program_exited(&attempt, 1603).unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Running {
+            provisional: Some(_),
+            ..
+        }
+    ));
+    ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::AwaitingReboot {
             exit_code: Some(1603),
             ..
         }
+    ));
+    assert!(matches!(
+        ledger.program_exited(&attempt, 0),
+        Err(Error::Transition(TransitionError::Invalid { .. }))
     ));
 }
 
