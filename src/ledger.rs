@@ -754,9 +754,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                         overdue: *overdue,
                     },
                 };
-                let factor = 2u32.saturating_pow(overdue.saturating_add(1).min(31)) - 1;
-                let due = spec.restart_deadline().saturating_mul(factor);
-                (reason, Some(left(*since, due)))
+                (reason, Some(left(*since, spec.overdue_after(*overdue))))
             }
         };
         Some(JobWait {

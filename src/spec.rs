@@ -283,6 +283,13 @@ impl JobSpec {
         self.terminate_grace
     }
 
+    /// How long after the start of a wait for a reboot, already reported overdue `overdue`
+    /// times, it is overdue again: 1, 3, 7, 15, ... times the restart deadline.
+    pub(crate) fn overdue_after(&self, overdue: u32) -> Duration {
+        let factor = 2u32.saturating_pow(overdue.saturating_add(1).min(31)) - 1;
+        self.restart_deadline.saturating_mul(factor)
+    }
+
     /// The job's identity.
     pub fn id(&self) -> &JobId {
         &self.id

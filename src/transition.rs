@@ -1083,9 +1083,7 @@ impl Transitioner<'_> {
                 ..
             } if *requested_in == self.event.boot => {
                 // Deadlines at 1, 3, 7, 15, ... times the restart deadline: the interval doubles.
-                let factor = 2u32.saturating_pow(overdue.saturating_add(1).min(31)) - 1;
-                let due = self.spec.restart_deadline().saturating_mul(factor);
-                if self.elapsed_since(*since_boot) < due {
+                if self.elapsed_since(*since_boot) < self.spec.overdue_after(*overdue) {
                     return Step::unchanged();
                 }
                 let overdue = overdue.saturating_add(1);
