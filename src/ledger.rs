@@ -405,11 +405,11 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             run: abandoned.run,
             number: abandoned.number,
         };
-        // The program's identity, if its launch was recorded, is in the attempt's last Running.
+        // The program's identity, if its launch was recorded, is in the last Running of the
+        // history: the abandoned attempt is the last one that ran (nothing follows an abandon
+        // but a rerun, and no later attempt began before it).
         let launch = record.history().iter().rev().find_map(|e| match &e.state {
-            JobState::Running {
-                attempt, launch, ..
-            } if attempt.run == named.run && attempt.number == named.number => Some(*launch),
+            JobState::Running { launch, .. } => Some(*launch),
             _ => None,
         })?;
         let id = AttemptId {
