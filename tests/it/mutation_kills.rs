@@ -510,3 +510,31 @@ fn a_tick_in_another_boot_never_times_an_attempt_out() {
         })
     ));
 }
+
+// DESIGN.md invariant 6: "a damaged tail that recovery cuts off is reported to the caller, never
+// silent" — through the ledger too.
+#[test]
+fn the_ledger_passes_on_what_the_store_cut_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    {
+        let store = jobstate::FileStore::open(&state).unwrap();
+        let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
+        assert!(ledger.open_report().is_clean());
+        ledger.advertise(JobSpec::new(job("patch"))).unwrap();
+    }
+    // A torn last write: a few bytes of a frame that never completed.
+    let journal = state.join("journal");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes.extend_from_slice(&[0x40, 0, 0, 0, 7]);
+    std::fs::write(&journal, bytes).unwrap();
+    let store = jobstate::FileStore::open(&state).unwrap();
+    let (ledger, _) = Ledger::open(store, service_session("a")).unwrap();
+    let report = ledger.open_report();
+    assert!(!report.is_clean(), "{report}");
+    assert_eq!(report.cut.len(), 1, "{report}");
+    assert!(
+        ledger.job(&job("patch")).is_some(),
+        "nothing acknowledged lost"
+    );
+}
