@@ -810,29 +810,22 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         }
     }
 
-    /// Holds every restart licensed while another job runs, and licenses the held ones once no
-    /// job runs (DESIGN.md: "a restart is never licensed while another job runs").
+    /// Licenses restarts last, and only while no other job runs (DESIGN.md: "a restart is never
+    /// licensed while another job runs"): every `ScheduleRestart` a call produced joins the
+    /// held ones, and each held restart still owed is licensed once no other job runs, after
+    /// every other effect of the call (a restart ends the agent: what would follow it in the
+    /// list would wait for the next boot).
     fn license(&mut self, effects: Vec<Effect>) -> Vec<Effect> {
-        let running = |ledger: &Self, except: &JobId| {
-            ledger
-                .state
-                .jobs()
-                .iter()
-                .any(|r| r.id() != except && r.state().kind() == StateKind::Running)
-        };
         let mut licensed = Vec::with_capacity(effects.len());
         for effect in effects {
             match effect {
-                Effect::ScheduleRestart { job, kind } if running(self, &job) => {
+                Effect::ScheduleRestart { job, kind } => {
                     if !self.held_restarts.iter().any(|(j, _)| *j == job) {
                         self.held_restarts.push((job, kind));
                     }
                 }
                 other => licensed.push(other),
             }
-        }
-        if self.held_restarts.is_empty() {
-            return licensed;
         }
         for (job, kind) in std::mem::take(&mut self.held_restarts) {
             let owed = matches!(
@@ -842,16 +835,15 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                     ..
                 })
             );
-            if !owed {
-                continue;
-            }
-            if running(self, &job) {
-                self.held_restarts.push((job, kind));
-            } else if !licensed
+            let another_runs = self
+                .state
+                .jobs()
                 .iter()
-                .any(|e| matches!(e, Effect::ScheduleRestart { job: j, .. } if *j == job))
-            {
-                licensed.push(Effect::ScheduleRestart { job, kind });
+                .any(|r| *r.id() != job && r.state().kind() == StateKind::Running);
+            match (owed, another_runs) {
+                (false, _) => {} // its wait ended (abandoned, or the reboot came)
+                (true, true) => self.held_restarts.push((job, kind)),
+                (true, false) => licensed.push(Effect::ScheduleRestart { job, kind }),
             }
         }
         licensed

@@ -538,3 +538,54 @@ fn the_ledger_passes_on_what_the_store_cut_at_open() {
         "nothing acknowledged lost"
     );
 }
+
+// DESIGN.md "Every wait is named and bounded": a program an earlier agent process started stays
+// polled whatever else happens to its job (here a shutdown notice recorded on it).
+#[test]
+fn an_orphan_stays_polled_after_a_change_that_keeps_it_running() {
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("patch"));
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    drop(ledger);
+    let alive = SessionFacts {
+        programs: LivePrograms::Known([attempt].into_iter().collect()),
+        ..service_session("a")
+    };
+    let (mut ledger, _) = Ledger::open(store, alive).unwrap();
+    assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(10)));
+    ledger.shutdown_notice().unwrap();
+    assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(10)));
+}
+
+// DESIGN.md "Restarts are exclusive" and commit-before-effect: a restart ends the agent, so it is
+// handed out after every other effect of the call.
+#[test]
+fn restarts_come_after_every_other_effect_of_a_call() {
+    let store = MemoryStore::new();
+    let kb = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let checked = JobSpec::new(job("checked")).verify_after_reboot(true);
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+    // "kb" is advertised first; "checked" fails (a check owed), then "kb" asks for a restart:
+    // both wait in this boot.
+    ledger.advertise(kb.clone()).unwrap();
+    ledger.advertise(checked.clone()).unwrap();
+    let failed = start(&mut ledger, &checked);
+    ledger.program_exited(&failed, 1603).unwrap();
+    let attempt = start(&mut ledger, &kb);
+    ledger.program_exited(&attempt, 3010).unwrap();
+    drop(ledger);
+    // An agent restart licenses both again: the check first, the restart last.
+    let (_, effects) = Ledger::open(store, service_session("a")).unwrap();
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Verify(failed),
+            Effect::ScheduleRestart {
+                job: kb.id().clone(),
+                kind: RebootKind::Soft
+            }
+        ]
+    );
+}
