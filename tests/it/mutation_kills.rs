@@ -589,3 +589,191 @@ fn restarts_come_after_every_other_effect_of_a_call() {
         ]
     );
 }
+
+// ---- The second cargo-mutants run (after the review's fixes) ----
+
+// DESIGN.md "A launch is a recorded fact": an exit proves a launch that was never recorded, and
+// never erases the identity of one that was.
+#[test]
+fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
+    let spec = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let mut ledger = open(&MemoryStore::new(), "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap(); // never recorded
+    ledger.program_exited(&attempt, 1603).unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Running {
+            launch: Launch::Observed,
+            provisional: Some(_),
+            ..
+        }
+    ));
+    let recorded = JobSpec::new(job("os-upgrade-2")).reboot(RebootBehaviour::RestartsMachine);
+    ledger.advertise(recorded.clone()).unwrap();
+    ledger.session_mut().now += chrono::TimeDelta::days(1);
+    ledger.abandon(spec.id()).unwrap();
+    let attempt = start(&mut ledger, &recorded);
+    ledger.program_exited(&attempt, 1603).unwrap();
+    assert!(matches!(
+        state(&ledger, &recorded),
+        JobState::Running {
+            launch: Launch::Recorded(_),
+            provisional: Some(_),
+            ..
+        }
+    ));
+}
+
+// DESIGN.md "Reboot truth comes from boot identity": a retry queued in this very boot owes no
+// check again after an agent restart (and a job without a check never owes one).
+#[test]
+fn an_agent_restart_in_the_same_boot_owes_no_check_again() {
+    for with_check in [false, true] {
+        let store = MemoryStore::new();
+        let spec = JobSpec::new(job("kb")).verify_after_reboot(with_check);
+        let mut ledger = open(&store, "a");
+        ledger.advertise(spec.clone()).unwrap();
+        let attempt = start(&mut ledger, &spec);
+        ledger.program_exited(&attempt, 1603).unwrap();
+        if with_check {
+            ledger.verification(&attempt, false).unwrap();
+        }
+        let queued = state(&ledger, &spec);
+        drop(ledger);
+        let (ledger, effects) = Ledger::open(store, service_session("a")).unwrap();
+        assert!(effects.is_empty(), "{effects:?}");
+        assert_eq!(state(&ledger, &spec), queued);
+    }
+}
+
+// DESIGN.md "A reboot loop is bounded" and "Verify (if the job asks for a detection check)": a
+// second reboot while the check is awaited counts, and the check is then answered in the new
+// boot (not refused as from another boot).
+#[test]
+fn a_second_reboot_while_verifying_counts_and_the_check_answers_in_the_new_boot() {
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("os-upgrade"))
+        .reboot(RebootBehaviour::RestartsMachine)
+        .verify_after_reboot(true);
+    let mut ledger = open(&store, "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    drop(ledger);
+    let (ledger, effects) = Ledger::open(store.clone(), service_session("b")).unwrap();
+    assert_eq!(effects, vec![Effect::Verify(attempt.clone())]);
+    drop(ledger); // the check never ran: the machine restarted again
+    let (mut ledger, effects) = Ledger::open(store, service_session("c")).unwrap();
+    assert_eq!(effects, vec![Effect::Verify(attempt.clone())]);
+    match state(&ledger, &spec) {
+        JobState::AwaitingReboot {
+            reboots_seen: 2,
+            verifying_in: Some(v),
+            ..
+        } => assert_eq!(v, boot("c")),
+        other => panic!("{other:?}"),
+    }
+    ledger.verification(&attempt, true).unwrap();
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
+}
+
+// DESIGN.md "A launch is a recorded fact": an agent restart that finds a recorded program alive
+// changes nothing (its identity is kept).
+#[test]
+fn a_recorded_program_found_alive_changes_nothing() {
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("patch"));
+    let mut ledger = open(&store, "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    let before = ledger.history(spec.id()).unwrap().len();
+    drop(ledger);
+    let (ledger, effects) = Ledger::open(store, session_with("a", &[&attempt])).unwrap();
+    assert!(effects.is_empty());
+    assert_eq!(ledger.history(spec.id()).unwrap().len(), before);
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Running {
+            launch: Launch::Recorded(_),
+            ..
+        }
+    ));
+}
+
+// DESIGN.md "A reported failure is not believed over a detection check": when the check says
+// the work is there, the completion keeps the program's exit code.
+#[test]
+fn a_check_that_finds_the_work_keeps_the_exit_code() {
+    let spec = JobSpec::new(job("kb"))
+        .reboot(RebootBehaviour::MayRequest)
+        .verify_after_reboot(true);
+    let mut ledger = open(&MemoryStore::new(), "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.program_exited(&attempt, 1603).unwrap();
+    ledger.verification(&attempt, true).unwrap();
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Completed {
+            exit_code: Some(1603),
+            verified: true,
+            ..
+        }
+    ));
+}
+
+// DESIGN.md "A restart can fail to come ... within the spec's deadline": measured in the boot
+// the wait began in; a tick in another boot (before any reconciliation) concludes nothing.
+#[test]
+fn a_tick_in_another_boot_never_reports_a_restart_overdue() {
+    let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let attempt = Attempt {
+        run: 1,
+        number: 1,
+        boot: boot("a"),
+        started_at: t0(),
+        started_since_boot: Duration::ZERO,
+    };
+    let waiting = JobState::AwaitingReboot {
+        attempt,
+        cause: RebootAttribution::RequestedByJob(RebootKind::Soft),
+        requested_in: boot("a"),
+        since: t0(),
+        since_boot: Duration::ZERO,
+        wait: 1,
+        overdue: 0,
+        exit_code: Some(3010),
+        reboots_seen: 0,
+        verifying_in: None,
+    };
+    let tick = |boot_name: &str| Event {
+        at: t0(),
+        boot: boot(boot_name),
+        since_boot: Duration::from_secs(2 * 3600),
+        kind: EventKind::tick(),
+    };
+    let step = transition(&spec, &waiting, &tick("b")).unwrap();
+    assert_eq!(step.state, None);
+    assert!(step.report.is_none() && step.effects.is_empty());
+    let step = transition(&spec, &waiting, &tick("a")).unwrap();
+    assert!(step.report.is_some(), "in its own boot it is overdue");
+}
+
+// DESIGN.md "A reported failure is not believed over a detection check": only a failure that
+// may hide a success owes the check; a program that never started did nothing to check.
+#[test]
+fn a_launch_that_failed_owes_no_check() {
+    let spec = JobSpec::new(job("kb")).verify_after_reboot(true);
+    let mut ledger = open(&MemoryStore::new(), "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    assert!(ledger.launch_failed(&attempt).unwrap().is_empty());
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Queued {
+            check_before_retry: false,
+            last_failure: Some(FailureReason::LaunchFailed),
+            ..
+        }
+    ));
+}
