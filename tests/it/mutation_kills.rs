@@ -777,3 +777,275 @@ fn a_launch_that_failed_owes_no_check() {
         }
     ));
 }
+
+/// A store holding `jobs`, each created and then `Running` (launched) in boot "a": two jobs
+/// running at once, as only a store written by something else than this ledger holds.
+fn running_in_boot_a(jobs: &[(&JobSpec, Launch)]) -> MemoryStore {
+    let mut store = MemoryStore::new();
+    let mut changes = Vec::new();
+    for (spec, launch) in jobs {
+        let create = advertised(spec);
+        let running = JobState::Running {
+            attempt: Attempt {
+                run: 1,
+                number: 1,
+                boot: boot("a"),
+                started_at: t0(),
+                started_since_boot: Duration::ZERO,
+            },
+            launch: *launch,
+            shutdown_notice_at: None,
+            terminate: None,
+            provisional: None,
+        };
+        let second = then(&create, EventKind::AttemptStarted, running);
+        changes.extend([create, second]);
+    }
+    store.commit(&Commit::new(Revision(0), changes)).unwrap();
+    store
+}
+
+// DESIGN.md "A reboot that ends another job's attempt is attributed to the job whose restart it
+// was": also when that job's program restarted the machine itself (its launch recorded).
+#[test]
+fn a_reboot_by_a_running_upgrade_is_attributed_to_it() {
+    let upgrade = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let patch = JobSpec::new(job("patch"));
+    let recorded = Launch::Recorded(ProgramId::new(1, 1));
+    for (launch, owner) in [
+        (recorded, true),
+        (Launch::Observed, true),
+        (Launch::Pending, false),
+    ] {
+        let store = running_in_boot_a(&[(&upgrade, launch), (&patch, recorded)]);
+        let (ledger, _) = Ledger::open(store, service_session("b")).unwrap();
+        let by = match state(&ledger, &patch) {
+            JobState::Queued {
+                last_failure: Some(FailureReason::Interrupted(by)),
+                ..
+            } => by,
+            other => panic!("{other:?}"),
+        };
+        let expected = if owner {
+            RebootAttribution::ForJob(upgrade.id().clone())
+        } else {
+            // A program that never ran restarted nothing.
+            RebootAttribution::Unrelated
+        };
+        assert_eq!(by, expected, "{launch:?}");
+    }
+}
+
+/// A session that counts the ledger's questions about programs.
+struct Counting {
+    facts: SessionFacts,
+    asked: std::cell::Cell<u32>,
+}
+
+impl jobstate::SessionContext for Counting {
+    fn boot_id(&self) -> Result<jobstate::BootId, jobstate::SessionError> {
+        self.facts.boot_id()
+    }
+    fn user_presence(&self) -> jobstate::UserPresence {
+        self.facts.user_presence()
+    }
+    fn execution_context(&self) -> jobstate::ExecutionContext {
+        self.facts.execution_context()
+    }
+    fn shutdown_notices(&self) -> jobstate::NoticeDelivery {
+        self.facts.shutdown_notices()
+    }
+    fn now(&self) -> jobstate::Timestamp {
+        self.facts.now()
+    }
+    fn since_boot(&self) -> Duration {
+        self.facts.since_boot()
+    }
+    fn program_status(
+        &self,
+        attempt: &AttemptId,
+        program: Option<&ProgramId>,
+    ) -> jobstate::ProgramStatus {
+        self.asked.set(self.asked.get() + 1);
+        self.facts.program_status(attempt, program)
+    }
+}
+
+// DESIGN.md "A launch is a recorded fact ... in the same boot only when no process of that
+// attempt is alive": the session is asked about programs of this boot only, and a tick never
+// asks about a launch that was never recorded (a spawn may be under way; the question is a scan
+// of every process on Linux).
+#[test]
+fn the_session_is_asked_only_about_programs_that_may_run_in_this_boot() {
+    let patch = JobSpec::new(job("patch"));
+    let recorded = Launch::Recorded(ProgramId::new(1, 1));
+    // Another boot: nothing of it runs; the session is not asked.
+    let store = running_in_boot_a(&[(&patch, recorded)]);
+    let session = Counting {
+        facts: service_session("b"),
+        asked: std::cell::Cell::new(0),
+    };
+    let (ledger, _) = Ledger::open(store, session).unwrap();
+    assert_eq!(ledger.session().asked.get(), 0);
+    // The same boot: asked at open, for a recorded launch and for one never recorded.
+    let store = running_in_boot_a(&[(&patch, Launch::Pending)]);
+    let session = Counting {
+        facts: service_session("a"),
+        asked: std::cell::Cell::new(0),
+    };
+    let (mut ledger, _) = Ledger::open(store, session).unwrap();
+    assert_eq!(ledger.session().asked.get(), 1);
+    // A tick does not ask about the launch never recorded.
+    ledger.tick().unwrap();
+    assert_eq!(ledger.session().asked.get(), 1);
+}
+
+// ---- The third cargo-mutants run ----
+
+// DESIGN.md invariant 6: a stored change that creates a job under another job's spec is refused
+// (the memory store loads what it committed without replaying: these are the checks every other
+// store's replay relies on).
+#[test]
+fn the_job_table_refuses_what_no_ledger_writes_and_gives_back_what_it_holds() {
+    let patch = JobSpec::new(job("patch"));
+    let other = JobSpec::new(job("other"));
+    let mut table = JobTable::default();
+    // A change creating "patch" with the spec of "other".
+    let mismatched = Change {
+        spec: Some(other.clone()),
+        ..advertised(&patch)
+    };
+    assert!(matches!(
+        table.check(&mismatched),
+        Err(ReplayError::SpecMismatch { .. })
+    ));
+    assert!(matches!(
+        table.apply(mismatched),
+        Err(ReplayError::SpecMismatch { .. })
+    ));
+    assert!(table.is_empty());
+    // A change that does not follow on is refused by `check` as by `apply`.
+    let create = advertised(&patch);
+    let mut gap = then(&create, EventKind::AttemptStarted, JobState::initial());
+    gap.seq = 3;
+    table.apply(create).unwrap();
+    assert!(matches!(
+        table.check(&gap),
+        Err(ReplayError::OutOfSequence { .. })
+    ));
+    table.apply(advertised(&other)).unwrap();
+    assert_eq!(table.len(), 2);
+    let records = table.into_records();
+    assert_eq!(
+        records.iter().map(|r| r.id().as_str()).collect::<Vec<_>>(),
+        ["patch", "other"]
+    );
+    let again = JobTable::from_records(records).unwrap();
+    assert_eq!(again.len(), 2);
+}
+
+// DESIGN.md "Every observed reboot is attributed": the failure's status message says which
+// reboot interrupted the attempt.
+#[test]
+fn an_interrupted_run_reports_the_reboot_that_ended_it() {
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("patch")).retry(RetryPolicy::none());
+    let mut ledger = open(&store, "a");
+    ledger.advertise(spec.clone()).unwrap();
+    start(&mut ledger, &spec);
+    drop(ledger);
+    let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();
+    let reports = take_reports(&mut ledger);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].key.state, StateKind::Failed);
+    assert_eq!(reports[0].reboot, Some(RebootAttribution::Unrelated));
+}
+
+// DESIGN.md "Every wait is named": a restart already under way (hard) is waited for as such,
+// not as held, even beside a running job (only a store written by something else holds both).
+#[test]
+fn a_hard_restart_beside_a_running_job_is_not_held() {
+    let upgrade = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let patch = JobSpec::new(job("patch"));
+    let store = running_in_boot_a(&[(&patch, Launch::Recorded(ProgramId::new(1, 1)))]);
+    let mut ledger = open(&store, "a");
+    ledger.advertise(upgrade.clone()).unwrap();
+    // Started beside it by something else than this ledger: written to the store directly.
+    let attempt = Attempt {
+        run: 1,
+        number: 1,
+        boot: boot("a"),
+        started_at: t0(),
+        started_since_boot: Duration::ZERO,
+    };
+    let record = ledger.job(upgrade.id()).unwrap();
+    let waiting = Change {
+        job: upgrade.id().clone(),
+        seq: record.seq() + 1,
+        spec: None,
+        event: record.history()[0].event.clone(),
+        state: JobState::AwaitingReboot {
+            attempt,
+            cause: RebootAttribution::RequestedByJob(RebootKind::Hard),
+            requested_in: boot("a"),
+            since: t0(),
+            since_boot: Duration::ZERO,
+            wait: 1,
+            overdue: 0,
+            exit_code: Some(1641),
+            reboots_seen: 0,
+            verifying_in: None,
+        },
+    };
+    let mut raw = store.clone();
+    raw.commit(&Commit::new(ledger.revision(), vec![waiting]))
+        .unwrap();
+    drop(ledger);
+    let ledger = open(&store, "a");
+    let wait = ledger
+        .waits()
+        .into_iter()
+        .find(|w| w.job == *upgrade.id())
+        .unwrap();
+    assert_eq!(
+        wait.reason,
+        WaitReason::Restart {
+            kind: RebootKind::Hard,
+            overdue: 0
+        }
+    );
+}
+
+// DESIGN.md "Restarts are exclusive": a restart licensed again while it is held (its deadline
+// passed) is still one restart when it is released.
+#[test]
+fn a_restart_held_twice_is_released_once() {
+    let checked = JobSpec::new(job("kb"))
+        .reboot(RebootBehaviour::MayRequest)
+        .verify_after_reboot(true);
+    let patch = JobSpec::new(job("patch"));
+    let mut ledger = open(&MemoryStore::new(), "a");
+    ledger.advertise(checked.clone()).unwrap();
+    let failed = start(&mut ledger, &checked);
+    ledger.program_exited(&failed, 1603).unwrap();
+    ledger.advertise(patch.clone()).unwrap();
+    let running = start(&mut ledger, &patch);
+    ledger.session_mut().programs = LivePrograms::Known([running.clone()].into_iter().collect());
+    assert!(
+        ledger
+            .verification(&failed, jobstate::CheckResult::NotYet)
+            .unwrap()
+            .is_empty()
+    );
+    // The restart deadline passes while it is held: licensed again, still held.
+    ledger.session_mut().since_boot += Duration::from_secs(3600);
+    assert!(ledger.tick().unwrap().is_empty());
+    let effects = ledger.program_exited(&running, 0).unwrap();
+    assert_eq!(
+        effects,
+        vec![Effect::ScheduleRestart {
+            job: checked.id().clone(),
+            kind: RebootKind::Soft
+        }]
+    );
+}
