@@ -1049,3 +1049,30 @@ fn a_restart_held_twice_is_released_once() {
         }]
     );
 }
+
+// DESIGN.md "same boot as recorded: the agent restarted, the machine did not": an agent restart
+// while the check is awaited licenses the check again and counts no reboot.
+#[test]
+fn an_agent_restart_while_verifying_counts_no_reboot() {
+    let store = MemoryStore::new();
+    let spec = JobSpec::new(job("os-upgrade"))
+        .reboot(RebootBehaviour::RestartsMachine)
+        .verify_after_reboot(true);
+    let mut ledger = open(&store, "a");
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    drop(ledger);
+    let (ledger, _) = Ledger::open(store.clone(), service_session("b")).unwrap();
+    let verifying = state(&ledger, &spec);
+    drop(ledger);
+    let (ledger, effects) = Ledger::open(store, service_session("b")).unwrap();
+    assert_eq!(effects, vec![Effect::Verify(attempt)]);
+    assert_eq!(state(&ledger, &spec), verifying);
+    assert!(matches!(
+        verifying,
+        JobState::AwaitingReboot {
+            reboots_seen: 1,
+            ..
+        }
+    ));
+}
