@@ -32,6 +32,7 @@ fn session() -> SessionFacts {
         now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
         since_boot: Duration::from_secs(60),
         programs: Default::default(),
+        restart_pending: jobstate::RestartPending::Unknown,
     }
 }
 

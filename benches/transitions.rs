@@ -59,6 +59,7 @@ fn ledger_commit(c: &mut Criterion) {
         now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
         since_boot: std::time::Duration::from_secs(60),
         programs: Default::default(),
+        restart_pending: jobstate::RestartPending::Unknown,
     };
     let setup = || {
         let (mut ledger, _) =

@@ -54,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         now: "1997-11-21T02:00:00Z".parse()?,
         since_boot: std::time::Duration::from_secs(95),
         programs: LivePrograms::Unknown, // whether programs are alive: not asked in this story
+        restart_pending: jobstate::RestartPending::Unknown,
     };
     let (mut ledger, recovered) = Ledger::open(FileStore::open(&store_dir)?, session_a.clone())?;
     log!(ledger, "agent started, {} effect(s)", recovered.len());

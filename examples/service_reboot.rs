@@ -54,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         now: "1997-03-04T22:00:00Z".parse()?,
         since_boot: std::time::Duration::from_secs(120),
         programs: LivePrograms::Unknown,
+        restart_pending: jobstate::RestartPending::Unknown,
     };
     let (mut ledger, _) = Ledger::open(FileStore::open(dir)?, session_a.clone())?;
     let ad = ledger.advertise(upgrade.clone())?;

@@ -109,6 +109,7 @@ pub struct JobWait {
 ///     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
 ///     since_boot: std::time::Duration::from_secs(60),
 ///     programs: LivePrograms::Unknown,
+///     restart_pending: jobstate::RestartPending::Unknown,
 /// };
 /// let (mut ledger, _recovered) = Ledger::open(MemoryStore::new(), session)?;
 /// let spec = JobSpec::new(JobId::new("patch-kb123")?);

@@ -37,6 +37,7 @@
 //!     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
 //!     since_boot: std::time::Duration::from_secs(60),
 //!     programs: LivePrograms::Unknown,
+//!     restart_pending: jobstate::RestartPending::Unknown,
 //! };
 //! let upgrade = JobSpec::new(JobId::new("os-upgrade")?)
 //!     .reboot(RebootBehaviour::RestartsMachine);
@@ -132,8 +133,8 @@ pub use program::{ProgramId, ProgramStatus};
 pub use record::{Change, HistoryEntry, JobRecord, JobTable, Record, ReplayError};
 pub use safe_fs::UnsafePath;
 pub use session::{
-    ATTEMPT_ENV, ExecutionContext, LivePrograms, NoticeDelivery, SessionContext, SessionError,
-    SessionFacts, UserPresence,
+    ATTEMPT_ENV, ExecutionContext, LivePrograms, NoticeDelivery, RestartPending, SessionContext,
+    SessionError, SessionFacts, UserPresence,
 };
 pub use spec::{JobSpec, RebootBehaviour, RetryPolicy, RunCondition};
 pub use state::{

@@ -42,6 +42,18 @@ pub enum NoticeDelivery {
     NotDelivered,
 }
 
+/// Whether the operating system says a restart is pending: an update installed outside the
+/// ledger, or by a job whose program said nothing, waits for a restart to take effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RestartPending {
+    /// The system says a restart is pending.
+    Pending,
+    /// The system says none is pending.
+    NotPending,
+    /// It could not be determined (the default of a session that does not ask).
+    Unknown,
+}
+
 /// Why a session fact could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -146,6 +158,21 @@ pub trait SessionContext {
     /// The ledger asks at open (a program that died with the agent ends its attempt; a launch
     /// never recorded is launched again) and on every [`tick`](crate::Ledger::tick).
     fn program_status(&self, attempt: &AttemptId, program: Option<&ProgramId>) -> ProgramStatus;
+
+    /// Whether the operating system says a restart is pending. The default answers
+    /// [`RestartPending::Unknown`], which the ledger treats as "not known to be pending".
+    ///
+    /// Where the facts live: on Debian and Ubuntu, the file `/run/reboot-required` (written by
+    /// package hooks); on RHEL and Fedora, `needs-restarting -r` (exit status 1: a restart is
+    /// needed); on Windows, the keys that ConfigMgr and Intune read — the key
+    /// `HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending`,
+    /// the key `HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired`,
+    /// and the value `PendingFileRenameOperations` under
+    /// `HKLM\SYSTEM\CurrentControlSet\Control\Session Manager` (the crate ships no Windows
+    /// code; verify on the versions you ship to).
+    fn restart_pending(&self) -> RestartPending {
+        RestartPending::Unknown
+    }
 }
 
 /// The environment variable an agent sets for a job's program, with the value
@@ -181,6 +208,7 @@ pub enum LivePrograms {
 ///     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
 ///     since_boot: std::time::Duration::from_secs(90),
 ///     programs: LivePrograms::Known(Default::default()), // no program alive
+///     restart_pending: jobstate::RestartPending::Unknown,
 /// };
 /// session.now += chrono::TimeDelta::minutes(5); // time passes on both clocks
 /// session.since_boot += std::time::Duration::from_secs(300);
@@ -202,6 +230,8 @@ pub struct SessionFacts {
     pub since_boot: Duration,
     /// Which jobs' programs are alive.
     pub programs: LivePrograms,
+    /// Whether the operating system says a restart is pending.
+    pub restart_pending: RestartPending,
 }
 
 impl SessionContext for SessionFacts {
@@ -230,6 +260,9 @@ impl SessionContext for SessionFacts {
             LivePrograms::Known(_) => ProgramStatus::Gone,
         }
     }
+    fn restart_pending(&self) -> RestartPending {
+        self.restart_pending
+    }
 }
 
 impl<T: SessionContext + ?Sized> SessionContext for &T {
@@ -253,5 +286,8 @@ impl<T: SessionContext + ?Sized> SessionContext for &T {
     }
     fn program_status(&self, attempt: &AttemptId, program: Option<&ProgramId>) -> ProgramStatus {
         (**self).program_status(attempt, program)
+    }
+    fn restart_pending(&self) -> RestartPending {
+        (**self).restart_pending()
     }
 }

@@ -200,6 +200,7 @@ fn session(boot: &str) -> SessionFacts {
         now: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default(),
         since_boot: Duration::from_secs(60),
         programs: Default::default(),
+        restart_pending: crate::RestartPending::Unknown,
     }
 }
 

@@ -36,6 +36,7 @@ pub fn service_session(boot_name: &str) -> SessionFacts {
         now: t0(),
         since_boot: Duration::from_secs(60),
         programs: Default::default(),
+        restart_pending: jobstate::RestartPending::Unknown,
     }
 }
 

@@ -261,6 +261,7 @@ impl World {
     fn facts(&self) -> SessionFacts {
         SessionFacts {
             programs: LivePrograms::Known(self.live.values().cloned().collect()),
+            restart_pending: jobstate::RestartPending::Unknown,
             ..self.session.clone()
         }
     }

@@ -89,6 +89,7 @@ fn the_ledger_reports_the_revision_it_committed() {
 fn session_with(boot_name: &str, alive: &[&AttemptId]) -> SessionFacts {
     SessionFacts {
         programs: LivePrograms::Known(alive.iter().map(|a| (*a).clone()).collect()),
+        restart_pending: jobstate::RestartPending::Unknown,
         ..service_session(boot_name)
     }
 }
@@ -551,6 +552,7 @@ fn an_orphan_stays_polled_after_a_change_that_keeps_it_running() {
     drop(ledger);
     let alive = SessionFacts {
         programs: LivePrograms::Known([attempt].into_iter().collect()),
+        restart_pending: jobstate::RestartPending::Unknown,
         ..service_session("a")
     };
     let (mut ledger, _) = Ledger::open(store, alive).unwrap();

@@ -22,6 +22,7 @@ fn upgrade() -> JobSpec {
 fn session(boot_name: &str, alive: &[&AttemptId]) -> SessionFacts {
     SessionFacts {
         programs: LivePrograms::Known(alive.iter().map(|a| (*a).clone()).collect()),
+        restart_pending: jobstate::RestartPending::Unknown,
         ..service_session(boot_name)
     }
 }

@@ -73,6 +73,7 @@ fn session(boot: &str, now: Timestamp) -> SessionFacts {
         now,
         since_boot: Duration::from_secs(60),
         programs: Default::default(),
+        restart_pending: crate::RestartPending::Unknown,
     }
 }
 

@@ -362,6 +362,7 @@ impl<S: Store> Machine<S> {
             now: self.now(),
             since_boot: self.since_boot(),
             programs,
+            restart_pending: crate::RestartPending::Unknown,
         }
     }
 
