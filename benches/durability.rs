@@ -200,7 +200,7 @@ impl Pool {
                         run: attempt.run,
                         number: attempt.number,
                     },
-                    code: 0,
+                    exit: jobstate::ProgramExit::Code(0),
                 }
             }
             _ => EventKind::RerunRequested,

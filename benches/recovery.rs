@@ -194,7 +194,7 @@ impl Changes {
                     run: attempt.run,
                     number: attempt.number,
                 },
-                code: if job.exits == 0 { 1603 } else { 0 },
+                exit: jobstate::ProgramExit::Code(if job.exits == 0 { 1603 } else { 0 }),
             },
             other => panic!("unexpected state {:?}", other.kind()),
         };

@@ -36,7 +36,7 @@ fn pure_transition(c: &mut Criterion) {
         since_boot: std::time::Duration::from_secs(120),
         kind: EventKind::ProgramExited {
             attempt: AttemptRef { run: 1, number: 1 },
-            code: 0,
+            exit: jobstate::ProgramExit::Code(0),
         },
     };
     c.bench_function("pure_transition/running_exit0_completed", |b| {

@@ -17,18 +17,23 @@
 //!   "restart_command": ["/sbin/reboot"],
 //!   "exit_when_idle": true,
 //!   "jobs": [{
-//!     "id": "os-upgrade",
+//!     "spec": { "id": "os-upgrade", "reboot": "restarts_machine", "verify_after_reboot": true },
 //!     "program": ["/usr/local/sbin/upgrade"],
-//!     "reboot": "restarts_machine",
 //!     "verify": ["/bin/sh", "-c", "test -f /etc/upgraded"]
 //!   }, {
-//!     "id": "kernel-patch",
-//!     "program": ["/usr/local/sbin/patch-kernel"],
-//!     "reboot": "may_request",
-//!     "exit_codes": { "0": "success", "194": "success_restart_required" }
+//!     "spec": {
+//!       "id": "kernel-patch",
+//!       "reboot": "may_request",
+//!       "exit_codes": { "0": "success", "194": "success_restart_required" }
+//!     },
+//!     "program": ["/usr/local/sbin/patch-kernel"]
 //!   }]
 //! }
 //! ```
+//!
+//! Each job's `spec` is a [`JobSpec`] in its text form (the README's "Job specs as
+//! configuration"); `verify`, the detection check, is given exactly when the spec says
+//! `verify_after_reboot`.
 //!
 //! Every event is one line on stdout starting with `agent: `. Bad input (a malformed config, a
 //! missing program) is a clear message on stderr and exit status 2; any other failure exits 1.
@@ -43,9 +48,9 @@ use std::process::{Child, Command, ExitCode};
 use std::time::Duration;
 
 use jobstate::{
-    ATTEMPT_ENV, AttemptId, CheckResult, Effect, ExitCodePolicy, ExitOutcome, FileStore, JobId,
-    JobSpec, JobState, JsonLinesSink, Ledger, LinuxSession, NextJob, RebootBehaviour, RetryPolicy,
-    RunCondition, SessionContext, StatusKey, StatusMessage, StatusSink, WaitReason,
+    ATTEMPT_ENV, AttemptId, CheckResult, Effect, FileStore, JobId, JobSpec, JobState,
+    JsonLinesSink, Ledger, LinuxSession, NextJob, ProgramExit, SessionContext, StatusKey,
+    StatusMessage, StatusSink, WaitReason,
 };
 use serde::Deserialize;
 
@@ -65,53 +70,10 @@ struct Config {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JobConfig {
-    id: String,
+    /// The job, in `JobSpec`'s own configuration form.
+    spec: JobSpec,
     program: Vec<String>,
-    #[serde(default = "yes")]
-    mandatory: bool,
-    #[serde(default)]
-    reboot: Reboot,
-    #[serde(default)]
-    run_condition: Condition,
     verify: Option<Vec<String>>,
-    #[serde(default = "max_run_time_secs")]
-    max_run_time_secs: u64,
-    #[serde(default = "max_attempts")]
-    max_attempts: u32,
-    /// The wait after the first failed attempt (it doubles after each further failure).
-    #[serde(default = "retry_backoff_secs")]
-    retry_backoff_secs: u64,
-    /// Exit code -> outcome; codes not listed are failures. Without it, the Windows Installer
-    /// conventions apply — but a Unix exit status has 8 bits: an installer's 3010 arrives as 194.
-    exit_codes: Option<std::collections::BTreeMap<i32, Outcome>>,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-enum Outcome {
-    Success,
-    SuccessRestartRequired,
-    SuccessRestartInitiated,
-    RetryLater,
-    Failure,
-}
-
-#[derive(Deserialize, Default, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-enum Reboot {
-    #[default]
-    Never,
-    MayRequest,
-    RestartsMachine,
-}
-
-#[derive(Deserialize, Default, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-enum Condition {
-    #[default]
-    Always,
-    OnlyWithUser,
-    OnlyWithoutUser,
 }
 
 fn yes() -> bool {
@@ -119,15 +81,6 @@ fn yes() -> bool {
 }
 fn poll_ms() -> u64 {
     200
-}
-fn max_run_time_secs() -> u64 {
-    7200
-}
-fn max_attempts() -> u32 {
-    3
-}
-fn retry_backoff_secs() -> u64 {
-    60
 }
 
 /// Why the agent stopped: bad input (exit 2) or anything else (exit 1).
@@ -186,10 +139,14 @@ fn load(path: &Path) -> Result<(Config, Vec<JobSpec>), Failure> {
     })?;
     let mut specs: Vec<JobSpec> = Vec::new();
     for job in &config.jobs {
-        let id = JobId::new(job.id.as_str())
-            .map_err(|e| Failure::Input(format!("job {:?}: {e}", job.id)))?;
-        if specs.iter().any(|s| *s.id() == id) {
+        let id = job.spec.id();
+        if specs.iter().any(|s| s.id() == id) {
             return Err(Failure::Input(format!("job {id} is listed twice")));
+        }
+        if job.spec.verifies_after_reboot() != job.verify.is_some() {
+            return Err(Failure::Input(format!(
+                "job {id}: give a \"verify\" command exactly when the spec says \"verify_after_reboot\": true"
+            )));
         }
         for argv in std::iter::once(&job.program).chain(job.verify.as_ref()) {
             let program = argv
@@ -201,55 +158,12 @@ fn load(path: &Path) -> Result<(Config, Vec<JobSpec>), Failure> {
                 )));
             }
         }
-        specs.push(
-            JobSpec::new(id)
-                .mandatory(job.mandatory)
-                .reboot(match job.reboot {
-                    Reboot::Never => RebootBehaviour::Never,
-                    Reboot::MayRequest => RebootBehaviour::MayRequest,
-                    Reboot::RestartsMachine => RebootBehaviour::RestartsMachine,
-                })
-                .run_condition(match job.run_condition {
-                    Condition::Always => RunCondition::Always,
-                    Condition::OnlyWithUser => RunCondition::OnlyWithUser,
-                    Condition::OnlyWithoutUser => RunCondition::OnlyWithoutUser,
-                })
-                .verify_after_reboot(job.verify.is_some())
-                .exit_codes(exit_codes(job.exit_codes.as_ref()))
-                .max_run_time(Duration::from_secs(job.max_run_time_secs))
-                .retry(RetryPolicy {
-                    max_attempts: job.max_attempts,
-                    initial_backoff: Duration::from_secs(job.retry_backoff_secs),
-                    ..RetryPolicy::default()
-                }),
-        );
+        specs.push(job.spec.clone());
     }
     if config.restart_command.is_empty() {
         return Err(Failure::Input("restart_command is empty".into()));
     }
     Ok((config, specs))
-}
-
-/// The job's exit-code table, or the Windows Installer conventions.
-fn exit_codes(table: Option<&std::collections::BTreeMap<i32, Outcome>>) -> ExitCodePolicy {
-    let Some(table) = table else {
-        return ExitCodePolicy::default();
-    };
-    table.iter().fold(
-        ExitCodePolicy::new(ExitOutcome::Failure),
-        |policy, (&code, outcome)| {
-            policy.with(
-                code,
-                match outcome {
-                    Outcome::Success => ExitOutcome::Success,
-                    Outcome::SuccessRestartRequired => ExitOutcome::SuccessRestartRequired,
-                    Outcome::SuccessRestartInitiated => ExitOutcome::SuccessRestartInitiated,
-                    Outcome::RetryLater => ExitOutcome::RetryLater,
-                    Outcome::Failure => ExitOutcome::Failure,
-                },
-            )
-        },
-    )
 }
 
 /// Whether `program` exists: a path, or a name found in `PATH`.
@@ -283,7 +197,11 @@ fn abandon(path: &Path, job: &std::ffi::OsStr) -> Result<(), Failure> {
 
 fn run(path: &Path) -> Result<(), Failure> {
     let (config, specs) = load(path)?;
-    let jobs: HashMap<&str, &JobConfig> = config.jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+    let jobs: HashMap<&str, &JobConfig> = config
+        .jobs
+        .iter()
+        .map(|j| (j.spec.id().as_str(), j))
+        .collect();
 
     // The machine's facts. Shutdown notices are not wired: nothing here waits for one.
     let session = LinuxSession::new()?;
@@ -449,12 +367,10 @@ impl Agent<'_> {
         }
         for (job, attempt, status) in exited {
             self.children.remove(&job);
-            // A Unix exit status has 8 bits; a signal is reported as 128 + its number.
-            let code = status.code().unwrap_or_else(|| {
-                128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
-            });
-            let effects = self.ledger.program_exited(&attempt, code)?;
-            say!("exit job={job} code={code} state={}", self.state(&job));
+            // An exit code or a signal, without loss (a signal is never mistaken for a code).
+            let exit = ProgramExit::from(status);
+            let effects = self.ledger.program_exited(&attempt, exit)?;
+            say!("exit job={job} {exit} state={}", self.state(&job));
             self.carry_out(effects)?;
         }
         Ok(())

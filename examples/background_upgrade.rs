@@ -148,7 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let JobState::Completed {
         attempt,
-        exit_code,
+        exit,
         reboot,
         verified,
         ..
@@ -157,7 +157,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("expected Completed, found {:?}", record.state()).into());
     };
     println!(
-        "\nfinal state: Completed (run {} attempt {}, started in {}), exit code {exit_code:?}, \
+        "\nfinal state: Completed (run {} attempt {}, started in {}), exit {exit:?}, \
          reboot {reboot:?}, verified {verified}",
         attempt.run, attempt.number, attempt.boot
     );

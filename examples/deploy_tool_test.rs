@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use jobstate::testkit::simulator::{Chaos, Happening, Program, Scenario, check};
-use jobstate::{JobId, JobSpec, RebootBehaviour, StateKind};
+use jobstate::{ExitCodePolicy, JobId, JobSpec, RebootBehaviour, StateKind};
 
 /// The tool's policy for OS upgrades: they restart the machine themselves, and a detection
 /// check confirms them after the restart.
@@ -22,9 +22,12 @@ fn os_upgrade(id: &str) -> JobSpec {
         .max_run_time(Duration::from_secs(4 * 3600))
 }
 
-/// The tool's policy for MSI installers: they may ask for a restart (3010).
+/// The tool's policy for MSI installers: they may ask for a restart (3010), under the Windows
+/// Installer table (the default table on Unix is Unix's).
 fn msi_installer(id: &str) -> JobSpec {
-    JobSpec::new(JobId::new(id).expect("a valid id")).reboot(RebootBehaviour::MayRequest)
+    JobSpec::new(JobId::new(id).expect("a valid id"))
+        .reboot(RebootBehaviour::MayRequest)
+        .exit_codes(ExitCodePolicy::windows_installer())
 }
 
 fn main() {

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AttemptRef, BootId, FailureReason, JobId, RebootAttribution, RebootKind, StateKind, Timestamp,
+    AttemptRef, BootId, FailureReason, JobId, ProgramExit, RebootAttribution, RebootKind,
+    StateKind, Timestamp,
 };
 
 /// Names an attempt of a specific job.
@@ -123,7 +124,7 @@ pub struct StatusMessage {
     /// Job, run, attempt and state: unique per message.
     pub key: StatusKey,
     /// The program's exit code, if one was seen.
-    pub exit_code: Option<i32>,
+    pub exit: Option<ProgramExit>,
     /// Why the job failed, for `Failed`.
     pub reason: Option<FailureReason>,
     /// The reboot involved, if any.

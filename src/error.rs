@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{JobId, RebootKind, SessionError, StoreError, Timestamp, TransitionError};
+use crate::{JobId, ProgramExit, RebootKind, SessionError, StoreError, Timestamp, TransitionError};
 
 /// What an unfinished job waits for: why a queued job cannot start now
 /// ([`Ledger::next_runnable`](crate::Ledger::next_runnable)), or what a running job or a job
@@ -43,8 +43,8 @@ pub enum WaitReason {
     /// A program that restarts the machine exited with a failing code, or is gone: a reboot
     /// within the grace window is its expected end; when the window closes, the failure stands.
     FailureProvisional {
-        /// The exit code, or `None` for a program gone without one.
-        code: Option<i32>,
+        /// How the program ended, or `None` for a program gone without an exit status.
+        exit: Option<ProgramExit>,
     },
     /// The program passed its maximum run time and is to be terminated.
     Terminating,
@@ -96,11 +96,11 @@ impl fmt::Display for WaitReason {
             WaitReason::LaunchUnconfirmed => f.write_str(
                 "its launch was never recorded and whether its program runs is unknown",
             ),
-            WaitReason::FailureProvisional { code: Some(code) } => write!(
+            WaitReason::FailureProvisional { exit: Some(exit) } => write!(
                 f,
-                "its program exited with {code} and may be restarting the machine: the failure stands if no reboot comes within the grace window"
+                "its program ended with {exit} and may be restarting the machine: the failure stands if no reboot comes within the grace window"
             ),
-            WaitReason::FailureProvisional { code: None } => f.write_str(
+            WaitReason::FailureProvisional { exit: None } => f.write_str(
                 "its program is gone and may be restarting the machine: the attempt fails if no reboot comes within the grace window",
             ),
             WaitReason::Terminating => {

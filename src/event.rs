@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BootId, JobId, ProgramId, ProgramStatus, RebootKind, Timestamp};
+use crate::{BootId, JobId, ProgramExit, ProgramId, ProgramStatus, RebootKind, Timestamp};
 
 /// Names one attempt of a job: run `run`, attempt `number`. Attempt-scoped events carry it so
 /// that a stale or replayed event (from an older attempt) is refused instead of applied.
@@ -83,12 +83,12 @@ pub enum EventKind {
         /// The attempt.
         attempt: AttemptRef,
     },
-    /// The program of `attempt` exited with `code`.
+    /// The program of `attempt` ended: with an exit code, or by a signal.
     ProgramExited {
         /// The attempt whose program exited.
         attempt: AttemptRef,
-        /// Its exit code.
-        code: i32,
+        /// How it ended.
+        exit: ProgramExit,
     },
     /// The program of `attempt` is gone without an exit status (the agent that started it died,
     /// or it was killed).

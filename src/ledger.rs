@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::{
     AttemptId, AttemptRef, BootId, Change, CheckResult, Commit, Delivery, DeliveryPolicy, Effect,
-    Error, Event, EventKind, HistoryEntry, JobId, JobRecord, JobSpec, JobState, ProgramId,
-    ProgramStatus, RebootAttribution, RebootBehaviour, RebootKind, Replay, Revision,
+    Error, Event, EventKind, HistoryEntry, JobId, JobRecord, JobSpec, JobState, ProgramExit,
+    ProgramId, ProgramStatus, RebootAttribution, RebootBehaviour, RebootKind, Replay, Revision,
     SessionContext, StateKind, StatusMessage, StatusSink, Store, Timestamp, WaitReason, transition,
 };
 
@@ -272,12 +272,17 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         }
     }
 
-    /// Records that the program of `attempt` exited with `code`, mapped by the job's exit-code
-    /// policy.
-    pub fn program_exited(&mut self, attempt: &AttemptId, code: i32) -> Result<Vec<Effect>, Error> {
+    /// Records that the program of `attempt` ended: an exit code, mapped by the job's
+    /// exit-code policy, or a signal (give it a [`std::process::ExitStatus`] or a
+    /// [`ProgramExit`]; a plain `i32` is an exit code).
+    pub fn program_exited(
+        &mut self,
+        attempt: &AttemptId,
+        exit: impl Into<ProgramExit>,
+    ) -> Result<Vec<Effect>, Error> {
         let kind = EventKind::ProgramExited {
             attempt: attempt.attempt,
-            code,
+            exit: exit.into(),
         };
         self.apply(&attempt.job, kind)
     }
@@ -714,7 +719,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 ..
             } => match (provisional, terminate) {
                 (Some(p), _) => (
-                    WaitReason::FailureProvisional { code: p.code },
+                    WaitReason::FailureProvisional { exit: p.exit },
                     Some(left(p.since_boot, spec.failure_grace())),
                 ),
                 (None, Some(t)) if t.unresponsive => (WaitReason::Unresponsive, None),

@@ -96,6 +96,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+mod duration_text;
 mod effect;
 mod error;
 mod event;
@@ -122,7 +123,7 @@ mod transition;
 pub use effect::{AttemptId, Effect, StatusKey, StatusMessage};
 pub use error::{Error, WaitReason};
 pub use event::{AttemptRef, CheckResult, Event, EventKind, EventName};
-pub use exit_code::{ExitCodePolicy, ExitOutcome};
+pub use exit_code::{ExitCodePolicy, ExitOutcome, ProgramExit};
 pub use id::{BootId, IdError, JobId};
 pub use json_lines_sink::{JsonLinesSink, SinkOptions};
 pub use ledger::{Advertisement, JobWait, Ledger, NextJob};

@@ -6,11 +6,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ExitCodePolicy, JobId, Timestamp, UserPresence};
 
-/// When a job may run, with respect to an interactive user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// When a job may run, with respect to an interactive user (text form: `always`,
+/// `only_with_user`, `only_without_user`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RunCondition {
-    /// Whether or not a user is logged on (a system background task).
+    /// Whether or not a user is logged on (a system background task). The default.
+    #[default]
     Always,
     /// Only while an interactive user is logged on.
     OnlyWithUser,
@@ -31,14 +34,18 @@ impl RunCondition {
     }
 }
 
-/// How a job's program relates to restarting the machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// How a job's program relates to restarting the machine (text form: `never`, `may_request`,
+/// `restarts_machine`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RebootBehaviour {
     /// The job never restarts the machine. A reboot while it runs interrupts it (the retry
     /// policy applies). If its program still reports "restart required", the job completes and
     /// the restart is *not* requested (recorded as suppressed); if its program reports "restart
     /// initiated", the machine is going down regardless, so the ledger waits for the reboot.
+    /// The default.
+    #[default]
     Never,
     /// The program may ask for a restart through its exit code (3010, 1641). A reboot while it
     /// runs, before its exit code was recorded, interrupts it.
@@ -59,15 +66,21 @@ pub enum RebootBehaviour {
 /// assert_eq!(retry.backoff(2), Duration::from_secs(120));
 /// assert_eq!(retry.backoff(30), Duration::from_secs(3600)); // capped
 /// ```
+///
+/// Text form (every field optional, defaults as above):
+/// `{"max_attempts": 3, "initial_backoff": "1m", "multiplier": 2, "max_backoff": "1h"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts per run, the first included; at least 1.
     pub max_attempts: u32,
     /// The wait after the first failed attempt.
+    #[serde(with = "crate::duration_text")]
     pub initial_backoff: Duration,
     /// The factor by which the wait grows after each further failure.
     pub multiplier: u32,
     /// The longest wait.
+    #[serde(with = "crate::duration_text")]
     pub max_backoff: Duration,
 }
 
@@ -97,6 +110,10 @@ impl RetryPolicy {
     }
 }
 
+/// The default of [`JobSpec::max_run_time`]: 2 hours.
+const DEFAULT_MAX_RUN_TIME: Duration = Duration::from_secs(2 * 3600);
+/// The default of [`JobSpec::max_reboots`].
+const DEFAULT_MAX_REBOOTS: u32 = 3;
 /// The default of [`JobSpec::with_failure_grace`]: 10 minutes.
 pub(crate) const DEFAULT_FAILURE_GRACE: Duration = Duration::from_secs(10 * 60);
 /// The default of [`JobSpec::with_restart_deadline`]: 1 hour.
@@ -145,7 +162,36 @@ impl Default for RetryPolicy {
 ///     .max_run_time(Duration::from_secs(4 * 3600));
 /// assert!(upgrade.is_mandatory());
 /// ```
+///
+/// # Text form
+///
+/// A spec is also a configuration format (JSON here; any human-readable serde format): every
+/// field but `id` is optional, with the defaults above; names are snake_case; durations are
+/// text such as `"90s"`, `"2h"` or `"1h30m"`; an exit-code table is `"unix"`,
+/// `"windows_installer"` or a map ([`ExitCodePolicy`]); a field the crate does not know is
+/// refused. A spec is written back in the same form, with every field.
+///
+/// ```
+/// use std::time::Duration;
+/// use jobstate::{JobSpec, RebootBehaviour};
+///
+/// let upgrade: JobSpec = serde_json::from_str(r#"{
+///     "id": "os-upgrade",
+///     "reboot": "restarts_machine",
+///     "verify_after_reboot": true,
+///     "max_run_time": "4h",
+///     "retry": { "max_attempts": 2 }
+/// }"#)?;
+/// assert_eq!(upgrade.reboot_behaviour(), RebootBehaviour::RestartsMachine);
+/// assert_eq!(upgrade.run_time_limit(), Duration::from_secs(4 * 3600));
+/// assert!(upgrade.is_mandatory()); // the default
+///
+/// let typo = serde_json::from_str::<JobSpec>(r#"{"id": "kb2", "mandatroy": false}"#);
+/// assert!(typo.unwrap_err().to_string().contains("unknown field `mandatroy`"));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "SpecForm", into = "SpecForm")]
 pub struct JobSpec {
     id: JobId,
     mandatory: bool,
@@ -161,6 +207,92 @@ pub struct JobSpec {
     terminate_grace: Duration,
 }
 
+/// The serde form of a [`JobSpec`]: every field but the id optional, unknown fields refused.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecForm {
+    id: JobId,
+    #[serde(default = "default_mandatory")]
+    mandatory: bool,
+    #[serde(default)]
+    run_condition: RunCondition,
+    #[serde(default)]
+    reboot: RebootBehaviour,
+    #[serde(default)]
+    exit_codes: ExitCodePolicy,
+    #[serde(default)]
+    retry: RetryPolicy,
+    #[serde(default = "default_max_run_time", with = "crate::duration_text")]
+    max_run_time: Duration,
+    #[serde(default)]
+    verify_after_reboot: bool,
+    #[serde(default = "default_max_reboots")]
+    max_reboots: u32,
+    #[serde(default = "default_failure_grace", with = "crate::duration_text")]
+    failure_grace: Duration,
+    #[serde(default = "default_restart_deadline", with = "crate::duration_text")]
+    restart_deadline: Duration,
+    #[serde(default = "default_terminate_grace", with = "crate::duration_text")]
+    terminate_grace: Duration,
+}
+
+fn default_mandatory() -> bool {
+    true
+}
+fn default_max_run_time() -> Duration {
+    DEFAULT_MAX_RUN_TIME
+}
+fn default_max_reboots() -> u32 {
+    DEFAULT_MAX_REBOOTS
+}
+fn default_failure_grace() -> Duration {
+    DEFAULT_FAILURE_GRACE
+}
+fn default_restart_deadline() -> Duration {
+    DEFAULT_RESTART_DEADLINE
+}
+fn default_terminate_grace() -> Duration {
+    DEFAULT_TERMINATE_GRACE
+}
+
+impl From<SpecForm> for JobSpec {
+    /// Through the builder, so that a spec read from text obeys the same floors (at least one
+    /// attempt, one reboot, a restart deadline of a second) as one built in code.
+    fn from(form: SpecForm) -> Self {
+        JobSpec::new(form.id)
+            .mandatory(form.mandatory)
+            .run_condition(form.run_condition)
+            .reboot(form.reboot)
+            .exit_codes(form.exit_codes)
+            .retry(form.retry)
+            .max_run_time(form.max_run_time)
+            .verify_after_reboot(form.verify_after_reboot)
+            .max_reboots(form.max_reboots)
+            .with_failure_grace(form.failure_grace)
+            .with_restart_deadline(form.restart_deadline)
+            .with_terminate_grace(form.terminate_grace)
+    }
+}
+
+impl From<JobSpec> for SpecForm {
+    fn from(spec: JobSpec) -> Self {
+        SpecForm {
+            id: spec.id,
+            mandatory: spec.mandatory,
+            run_condition: spec.run_condition,
+            reboot: spec.reboot,
+            exit_codes: spec.exit_codes,
+            retry: spec.retry,
+            max_run_time: spec.max_run_time,
+            verify_after_reboot: spec.verify_after_reboot,
+            max_reboots: spec.max_reboots,
+            failure_grace: spec.failure_grace,
+            restart_deadline: spec.restart_deadline,
+            terminate_grace: spec.terminate_grace,
+        }
+    }
+}
+
 impl JobSpec {
     /// A job with the defaults listed on [`JobSpec`].
     pub fn new(id: JobId) -> Self {
@@ -171,9 +303,9 @@ impl JobSpec {
             reboot: RebootBehaviour::Never,
             exit_codes: ExitCodePolicy::default(),
             retry: RetryPolicy::default(),
-            max_run_time: Duration::from_secs(2 * 3600),
+            max_run_time: DEFAULT_MAX_RUN_TIME,
             verify_after_reboot: false,
-            max_reboots: 3,
+            max_reboots: DEFAULT_MAX_REBOOTS,
             failure_grace: DEFAULT_FAILURE_GRACE,
             restart_deadline: DEFAULT_RESTART_DEADLINE,
             terminate_grace: DEFAULT_TERMINATE_GRACE,

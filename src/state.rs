@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BootId, JobId, ProgramId, Timestamp};
+use crate::{BootId, JobId, ProgramExit, ProgramId, Timestamp};
 
 /// One attempt: the `number`-th execution of the program within run `run` of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +58,8 @@ pub enum FailureReason {
     /// The program exited with a code that the exit-code policy maps to failure (or to "retry
     /// later" once no attempts are left).
     ExitCode(i32),
+    /// A signal ended the program (Unix).
+    Signal(i32),
     /// The attempt ran longer than the job's maximum run time.
     TimedOut,
     /// A reboot interrupted a job that does not restart the machine.
@@ -82,10 +84,21 @@ pub enum FailureReason {
     Abandoned,
 }
 
+impl FailureReason {
+    /// The failure of an attempt whose program ended with `exit`.
+    pub(crate) fn of_exit(exit: ProgramExit) -> Self {
+        match exit {
+            ProgramExit::Code(code) => FailureReason::ExitCode(code),
+            ProgramExit::Signal(signal) => FailureReason::Signal(signal),
+        }
+    }
+}
+
 impl fmt::Display for FailureReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FailureReason::ExitCode(code) => write!(f, "the program exited with code {code}"),
+            FailureReason::Signal(signal) => write!(f, "a signal ended the program ({signal})"),
             FailureReason::TimedOut => f.write_str("the attempt exceeded its maximum run time"),
             FailureReason::Interrupted(RebootAttribution::ForJob(job)) => {
                 write!(f, "the restart of job {job} interrupted the attempt")
@@ -147,8 +160,8 @@ impl Launch {
 /// closes in the same boot lets the failure stand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProvisionalFailure {
-    /// The exit code, or `None` for a program that is gone without an exit status.
-    pub code: Option<i32>,
+    /// How the program ended, or `None` for a program that is gone without an exit status.
+    pub exit: Option<ProgramExit>,
     /// When the exit was recorded, on the boot's monotonic clock (the window is measured on it).
     pub since_boot: Duration,
 }
@@ -225,7 +238,7 @@ pub enum JobState {
         /// deadline).
         overdue: u32,
         /// The program's exit code, if it exited before the restart.
-        exit_code: Option<i32>,
+        exit: Option<ProgramExit>,
         /// Reboots observed so far in this attempt.
         reboots_seen: u32,
         /// `Some(boot)` once the reboot was observed in `boot` and the verification is awaited.
@@ -239,7 +252,7 @@ pub enum JobState {
         #[serde(with = "crate::time_serde::timestamp")]
         at: Timestamp,
         /// The program's exit code, if it was seen.
-        exit_code: Option<i32>,
+        exit: Option<ProgramExit>,
         /// The reboot the completion went through, if any.
         reboot: Option<RebootAttribution>,
         /// Whether a verification confirmed the result.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::state::{Launch, ProvisionalFailure, Termination};
 use crate::{
     Attempt, AttemptId, AttemptRef, BootId, CheckResult, Effect, Event, EventKind, EventName,
-    ExitOutcome, FailureReason, JobId, JobSpec, JobState, ProgramId, ProgramStatus,
+    ExitOutcome, FailureReason, JobId, JobSpec, JobState, ProgramExit, ProgramId, ProgramStatus,
     RebootAttribution, RebootBehaviour, RebootKind, StateKind, StatusKey, StatusMessage,
 };
 
@@ -162,7 +162,7 @@ pub fn transition(
         EventKind::AttemptStarted => t.attempt_started(),
         EventKind::Launched { attempt, program } => t.launched(*attempt, *program),
         EventKind::LaunchFailed { attempt } => t.launch_failed(*attempt),
-        EventKind::ProgramExited { attempt, code } => t.program_exited(*attempt, *code),
+        EventKind::ProgramExited { attempt, exit } => t.program_exited(*attempt, *exit),
         EventKind::ProgramLost { attempt } => t.program_lost(*attempt),
         EventKind::ShutdownNoticed => Ok(t.shutdown_noticed()),
         EventKind::AgentStarted {
@@ -272,7 +272,7 @@ impl Transitioner<'_> {
     fn report(
         &self,
         state: &JobState,
-        exit_code: Option<i32>,
+        exit: Option<ProgramExit>,
         reason: Option<FailureReason>,
         overdue: u32,
     ) -> StatusMessage {
@@ -294,7 +294,7 @@ impl Transitioner<'_> {
                 wait,
                 overdue,
             },
-            exit_code,
+            exit,
             reason,
             reboot,
             started_at: state.attempt().map(|a| a.started_at),
@@ -307,7 +307,7 @@ impl Transitioner<'_> {
     fn complete(
         &self,
         attempt: &Attempt,
-        exit_code: Option<i32>,
+        exit: Option<ProgramExit>,
         reboot: Option<RebootAttribution>,
         verified: bool,
         restart_suppressed: bool,
@@ -315,12 +315,12 @@ impl Transitioner<'_> {
         let state = JobState::Completed {
             attempt: attempt.clone(),
             at: self.event.at,
-            exit_code,
+            exit,
             reboot,
             verified,
             restart_suppressed,
         };
-        let report = self.report(&state, exit_code, None, 0);
+        let report = self.report(&state, exit, None, 0);
         Step::to(state).report(Some(report))
     }
 
@@ -330,7 +330,7 @@ impl Transitioner<'_> {
         run: u32,
         attempt: Option<&Attempt>,
         reason: FailureReason,
-        exit_code: Option<i32>,
+        exit: Option<ProgramExit>,
     ) -> Step {
         let state = JobState::Failed {
             run,
@@ -338,7 +338,7 @@ impl Transitioner<'_> {
             at: self.event.at,
             reason: reason.clone(),
         };
-        let report = self.report(&state, exit_code, Some(reason), 0);
+        let report = self.report(&state, exit, Some(reason), 0);
         Step::to(state).report(Some(report))
     }
 
@@ -350,7 +350,7 @@ impl Transitioner<'_> {
         &self,
         attempt: &Attempt,
         reason: FailureReason,
-        exit_code: Option<i32>,
+        exit: Option<ProgramExit>,
     ) -> Step {
         let retry = self.spec.retry_policy();
         let check = self.spec.verifies_after_reboot() && may_have_succeeded(&reason);
@@ -372,7 +372,7 @@ impl Transitioner<'_> {
                     step
                 }
             }
-            _ => self.fail_run(attempt.run, Some(attempt), reason, exit_code),
+            _ => self.fail_run(attempt.run, Some(attempt), reason, exit),
         }
     }
 
@@ -382,7 +382,7 @@ impl Transitioner<'_> {
         &self,
         attempt: &Attempt,
         cause: RebootAttribution,
-        exit_code: Option<i32>,
+        exit: Option<ProgramExit>,
         reboots_seen: u32,
         wait: u32,
     ) -> Step {
@@ -395,11 +395,11 @@ impl Transitioner<'_> {
             since_boot: self.event.since_boot,
             wait,
             overdue: 0,
-            exit_code,
+            exit,
             reboots_seen,
             verifying_in: None,
         };
-        let report = self.report(&state, exit_code, None, 0);
+        let report = self.report(&state, exit, None, 0);
         let step = Step::to(state).report(Some(report));
         if soft {
             step.effect(Effect::ScheduleRestart {
@@ -497,8 +497,18 @@ impl Transitioner<'_> {
         }
     }
 
-    fn program_exited(&self, named: AttemptRef, code: i32) -> Result<Step, TransitionError> {
-        let outcome = self.spec.exit_code_policy().outcome(code);
+    fn program_exited(
+        &self,
+        named: AttemptRef,
+        exit: ProgramExit,
+    ) -> Result<Step, TransitionError> {
+        // A signal is never looked up in the exit-code table: it fails the attempt with its
+        // own reason, and the retry policy applies.
+        let outcome = match exit {
+            ProgramExit::Code(code) => self.spec.exit_code_policy().outcome(code),
+            ProgramExit::Signal(_) => ExitOutcome::Failure,
+        };
+        let failure = FailureReason::of_exit(exit);
         let restarts = self.spec.reboot_behaviour() == RebootBehaviour::RestartsMachine;
         match self.state {
             JobState::Running {
@@ -510,26 +520,26 @@ impl Transitioner<'_> {
                 if terminate.is_some() {
                     // The program was terminated for exceeding its run time: whatever its code,
                     // the attempt timed out, and only now may another one start.
-                    return Ok(self.fail_attempt(attempt, FailureReason::TimedOut, Some(code)));
+                    return Ok(self.fail_attempt(attempt, FailureReason::TimedOut, Some(exit)));
                 }
                 Ok(match outcome {
-                    ExitOutcome::Success => self.complete(attempt, Some(code), None, false, false),
+                    ExitOutcome::Success => self.complete(attempt, Some(exit), None, false, false),
                     ExitOutcome::SuccessRestartRequired
                         if self.spec.reboot_behaviour() == RebootBehaviour::Never =>
                     {
-                        self.complete(attempt, Some(code), None, false, true)
+                        self.complete(attempt, Some(exit), None, false, true)
                     }
                     ExitOutcome::SuccessRestartRequired => self.await_reboot(
                         attempt,
                         RebootAttribution::RequestedByJob(RebootKind::Soft),
-                        Some(code),
+                        Some(exit),
                         0,
                         1,
                     ),
                     ExitOutcome::SuccessRestartInitiated => self.await_reboot(
                         attempt,
                         RebootAttribution::RequestedByJob(RebootKind::Hard),
-                        Some(code),
+                        Some(exit),
                         0,
                         1,
                     ),
@@ -551,14 +561,14 @@ impl Transitioner<'_> {
                                     *launch = Launch::Observed;
                                 }
                                 *provisional = Some(ProvisionalFailure {
-                                    code: Some(code),
+                                    exit: Some(exit),
                                     since_boot: self.event.since_boot,
                                 });
                             }
                         }))
                     }
                     ExitOutcome::RetryLater | ExitOutcome::Failure => {
-                        self.fail_attempt(attempt, FailureReason::ExitCode(code), Some(code))
+                        self.fail_attempt(attempt, failure, Some(exit))
                     }
                 })
             }
@@ -615,7 +625,7 @@ impl Transitioner<'_> {
             return Step::to(self.modified(|s| {
                 if let JobState::Running { provisional, .. } = s {
                     *provisional = Some(ProvisionalFailure {
-                        code: None,
+                        exit: None,
                         since_boot: self.event.since_boot,
                     });
                 }
@@ -638,9 +648,9 @@ impl Transitioner<'_> {
             return Some(Step::unchanged());
         }
         let reason = p
-            .code
-            .map_or(FailureReason::ProgramLost, FailureReason::ExitCode);
-        Some(self.fail_attempt(attempt, reason, p.code))
+            .exit
+            .map_or(FailureReason::ProgramLost, FailureReason::of_exit);
+        Some(self.fail_attempt(attempt, reason, p.exit))
     }
 
     fn shutdown_noticed(&self) -> Step {
@@ -711,7 +721,7 @@ impl Transitioner<'_> {
                     return self.reboot_observed(
                         attempt,
                         RebootAttribution::InitiatedByProgram,
-                        p.code,
+                        p.exit,
                         1,
                     );
                 }
@@ -741,7 +751,7 @@ impl Transitioner<'_> {
                 attempt,
                 cause,
                 requested_in,
-                exit_code,
+                exit,
                 reboots_seen,
                 verifying_in,
                 ..
@@ -778,7 +788,7 @@ impl Transitioner<'_> {
                 None => self.reboot_observed(
                     attempt,
                     cause.clone(),
-                    *exit_code,
+                    *exit,
                     reboots_seen.saturating_add(1),
                 ),
             },
@@ -821,11 +831,11 @@ impl Transitioner<'_> {
         &self,
         attempt: &Attempt,
         cause: RebootAttribution,
-        exit_code: Option<i32>,
+        exit: Option<ProgramExit>,
         reboots_seen: u32,
     ) -> Step {
         if !self.spec.verifies_after_reboot() {
-            return self.complete(attempt, exit_code, Some(cause), false, false);
+            return self.complete(attempt, exit, Some(cause), false, false);
         }
         let verify = Effect::Verify(self.attempt_id(attempt));
         if let JobState::AwaitingReboot { .. } = self.state {
@@ -851,11 +861,11 @@ impl Transitioner<'_> {
             since_boot: attempt.started_since_boot,
             wait: 1,
             overdue: 0,
-            exit_code,
+            exit,
             reboots_seen,
             verifying_in: Some(self.event.boot.clone()),
         };
-        let report = self.report(&state, exit_code, None, 0);
+        let report = self.report(&state, exit, None, 0);
         Step::to(state).report(Some(report)).effect(verify)
     }
 
@@ -875,20 +885,14 @@ impl Transitioner<'_> {
                         attempt: named,
                     });
                 };
-                let exit_code = provisional.code;
-                Ok(self.await_reboot(
-                    attempt,
-                    RebootAttribution::RequestedByJob(kind),
-                    exit_code,
-                    0,
-                    1,
-                ))
+                let exit = provisional.exit;
+                Ok(self.await_reboot(attempt, RebootAttribution::RequestedByJob(kind), exit, 0, 1))
             }
             // The reboot happened but the result still needs one more: bounded.
             JobState::AwaitingReboot {
                 verifying_in: Some(v),
                 reboots_seen,
-                exit_code,
+                exit,
                 wait,
                 ..
             } => {
@@ -897,7 +901,7 @@ impl Transitioner<'_> {
                 Ok(self.another_reboot(
                     attempt,
                     RebootAttribution::RequestedByJob(kind),
-                    *exit_code,
+                    *exit,
                     *reboots_seen,
                     *wait,
                 ))
@@ -914,7 +918,7 @@ impl Transitioner<'_> {
         &self,
         attempt: &Attempt,
         cause: RebootAttribution,
-        exit_code: Option<i32>,
+        exit: Option<ProgramExit>,
         reboots_seen: u32,
         wait: u32,
     ) -> Step {
@@ -922,15 +926,9 @@ impl Transitioner<'_> {
             let reason = FailureReason::RebootLoop {
                 boots: reboots_seen,
             };
-            return self.fail_run(attempt.run, Some(attempt), reason, exit_code);
+            return self.fail_run(attempt.run, Some(attempt), reason, exit);
         }
-        self.await_reboot(
-            attempt,
-            cause,
-            exit_code,
-            reboots_seen,
-            wait.saturating_add(1),
-        )
+        self.await_reboot(attempt, cause, exit, reboots_seen, wait.saturating_add(1))
     }
 
     fn verified(&self, named: AttemptRef, result: CheckResult) -> Result<Step, TransitionError> {
@@ -946,17 +944,18 @@ impl Transitioner<'_> {
                 ..
             } => {
                 let attempt = self.current(named)?;
-                let exit_code = match last_failure {
-                    Some(FailureReason::ExitCode(code)) => Some(*code),
+                let exit = match last_failure {
+                    Some(FailureReason::ExitCode(code)) => Some(ProgramExit::Code(*code)),
+                    Some(FailureReason::Signal(signal)) => Some(ProgramExit::Signal(*signal)),
                     _ => None,
                 };
                 Ok(match result {
-                    CheckResult::Installed => self.complete(attempt, exit_code, None, true, false),
+                    CheckResult::Installed => self.complete(attempt, exit, None, true, false),
                     CheckResult::NotInstalled
                         if attempt.number >= self.spec.retry_policy().max_attempts.max(1) =>
                     {
                         let reason = last_failure.clone().unwrap_or(FailureReason::NotDetected);
-                        self.fail_run(attempt.run, Some(attempt), reason, exit_code)
+                        self.fail_run(attempt.run, Some(attempt), reason, exit)
                     }
                     CheckResult::NotInstalled => Step::to(self.modified(|s| {
                         if let JobState::Queued {
@@ -970,7 +969,7 @@ impl Transitioner<'_> {
                     CheckResult::NotYet => self.await_reboot(
                         attempt,
                         RebootAttribution::RequestedByJob(RebootKind::Soft),
-                        exit_code,
+                        exit,
                         0,
                         1,
                     ),
@@ -979,7 +978,7 @@ impl Transitioner<'_> {
             JobState::AwaitingReboot {
                 verifying_in: Some(v),
                 cause,
-                exit_code,
+                exit,
                 reboots_seen,
                 wait,
                 ..
@@ -988,7 +987,7 @@ impl Transitioner<'_> {
                 self.same_boot(v)?;
                 Ok(match result {
                     CheckResult::Installed => {
-                        self.complete(attempt, *exit_code, Some(cause.clone()), true, false)
+                        self.complete(attempt, *exit, Some(cause.clone()), true, false)
                     }
                     // After a reboot the attempt is never re-run (DESIGN.md): the check decides,
                     // and "not there" fails the run. A rerun request may start a new one.
@@ -996,7 +995,7 @@ impl Transitioner<'_> {
                         attempt.run,
                         Some(attempt),
                         FailureReason::NotDetected,
-                        *exit_code,
+                        *exit,
                     ),
                     // An upgrade that restarts several times: wait for the next reboot. A
                     // program that restarts the machine does it itself; others ask the agent.
@@ -1007,7 +1006,7 @@ impl Transitioner<'_> {
                             }
                             _ => RebootAttribution::RequestedByJob(RebootKind::Soft),
                         };
-                        self.another_reboot(attempt, cause, *exit_code, *reboots_seen, *wait)
+                        self.another_reboot(attempt, cause, *exit, *reboots_seen, *wait)
                     }
                 })
             }
@@ -1078,7 +1077,7 @@ impl Transitioner<'_> {
                 requested_in,
                 since_boot,
                 overdue,
-                exit_code,
+                exit,
                 verifying_in: None,
                 ..
             } if *requested_in == self.event.boot => {
@@ -1092,7 +1091,7 @@ impl Transitioner<'_> {
                         *o = overdue;
                     }
                 });
-                let report = self.report(&state, *exit_code, None, overdue);
+                let report = self.report(&state, *exit, None, overdue);
                 let kind = match cause {
                     RebootAttribution::RequestedByJob(kind) => *kind,
                     _ => RebootKind::Hard,
@@ -1135,9 +1134,9 @@ impl Transitioner<'_> {
                     None => step.effect(Effect::Terminate(self.attempt_id(attempt))),
                 })
             }
-            JobState::AwaitingReboot {
-                attempt, exit_code, ..
-            } => Ok(self.fail_run(attempt.run, Some(attempt), reason, *exit_code)),
+            JobState::AwaitingReboot { attempt, exit, .. } => {
+                Ok(self.fail_run(attempt.run, Some(attempt), reason, *exit))
+            }
         }
     }
 

@@ -100,7 +100,7 @@ mod store;
 mod trace;
 
 pub use machine::Machine;
-pub use program::{KILLED_EXIT_CODE, Program};
+pub use program::{Program, TERMINATED};
 pub use store::{CrashPoint, CrashWhen, SimStore};
 pub use trace::{Call, End, Happened, Outcome, RebootCause, Trace, TraceLine};
 

@@ -100,7 +100,7 @@ fn sample_change() -> Change {
     Change {
         job: id.clone(),
         seq: 1,
-        spec: Some(JobSpec::new(id)),
+        spec: Some(msi_job(id)),
         event: Event {
             at: t0(),
             boot: boot("b1"),
@@ -225,7 +225,7 @@ fn sample_states() -> Vec<(&'static str, JobState)> {
         started_at: t0(),
         started_since_boot: Duration::ZERO,
     };
-    let awaiting = |verifying_in: Option<BootId>, exit_code| JobState::AwaitingReboot {
+    let awaiting = |verifying_in: Option<BootId>, exit| JobState::AwaitingReboot {
         attempt: attempt.clone(),
         cause: RebootAttribution::RequestedByJob(RebootKind::Soft),
         requested_in: boot("b1"),
@@ -233,7 +233,7 @@ fn sample_states() -> Vec<(&'static str, JobState)> {
         since_boot: Duration::ZERO,
         wait: 1,
         overdue: 0,
-        exit_code,
+        exit,
         reboots_seen: u32::from(verifying_in.is_some()),
         verifying_in,
     };
@@ -268,7 +268,7 @@ fn sample_states() -> Vec<(&'static str, JobState)> {
                 Launch::Observed,
                 None,
                 Some(ProvisionalFailure {
-                    code: Some(1603),
+                    exit: Some(jobstate::ProgramExit::Code(1603)),
                     since_boot: Duration::ZERO,
                 }),
             ),
@@ -286,14 +286,20 @@ fn sample_states() -> Vec<(&'static str, JobState)> {
             ),
         ),
         ("awaiting", awaiting(None, None)),
-        ("awaiting-exited", awaiting(None, Some(3010))),
-        ("verifying", awaiting(Some(boot("b1")), Some(3010))),
+        (
+            "awaiting-exited",
+            awaiting(None, Some(jobstate::ProgramExit::Code(3010))),
+        ),
+        (
+            "verifying",
+            awaiting(Some(boot("b1")), Some(jobstate::ProgramExit::Code(3010))),
+        ),
         (
             "completed",
             JobState::Completed {
                 attempt: attempt.clone(),
                 at: t0(),
-                exit_code: Some(0),
+                exit: Some(jobstate::ProgramExit::Code(0)),
                 reboot: None,
                 verified: false,
                 restart_suppressed: false,
@@ -329,10 +335,13 @@ fn all_events(attempt: AttemptRef) -> Vec<EventKind> {
             program: ProgramId::new(8, 2),
         },
         EventKind::LaunchFailed { attempt },
-        EventKind::ProgramExited { attempt, code: 0 },
         EventKind::ProgramExited {
             attempt,
-            code: 1603,
+            exit: jobstate::ProgramExit::Code(0),
+        },
+        EventKind::ProgramExited {
+            attempt,
+            exit: jobstate::ProgramExit::Code(1603),
         },
         EventKind::ProgramLost { attempt },
         EventKind::ShutdownNoticed,
@@ -398,7 +407,7 @@ fn every_invalid_transition_is_a_typed_error_naming_state_and_event() {
     let stale = AttemptRef { run: 1, number: 7 };
     let mut refused = 0;
     for mandatory in [true, false] {
-        let spec = JobSpec::new(job("j"))
+        let spec = msi_job(job("j"))
             .mandatory(mandatory)
             .reboot(RebootBehaviour::MayRequest);
         for (name, state) in sample_states() {
@@ -540,7 +549,7 @@ fn stored(spec: &JobSpec, states: &[JobState]) -> Vec<Vec<u8>> {
 
 #[test]
 fn extreme_stored_counters_do_not_overflow() {
-    let spec = JobSpec::new(job("os-upgrade"))
+    let spec = msi_job(job("os-upgrade"))
         .reboot(RebootBehaviour::RestartsMachine)
         .verify_after_reboot(true);
     let states = sample_states();
@@ -555,7 +564,7 @@ fn extreme_stored_counters_do_not_overflow() {
         cause,
         requested_in,
         since,
-        exit_code,
+        exit,
         ..
     } = verifying
     else {
@@ -569,7 +578,7 @@ fn extreme_stored_counters_do_not_overflow() {
         since_boot: Duration::MAX,
         wait: u32::MAX,
         overdue: u32::MAX,
-        exit_code,
+        exit,
         reboots_seen: u32::MAX,
         verifying_in: Some(boot("b1")),
     };
@@ -585,7 +594,7 @@ fn extreme_stored_counters_do_not_overflow() {
     ));
 
     // A run number at its maximum cannot be rerun: a typed error, not a wrap to run 0.
-    let optional = JobSpec::new(job("tool")).mandatory(false);
+    let optional = msi_job(job("tool")).mandatory(false);
     let last_run = JobState::Failed {
         run: u32::MAX,
         attempt: None,
@@ -609,8 +618,8 @@ fn stored_changes_that_no_transition_makes_are_refused() {
         .unwrap()
         .1
         .clone();
-    let mandatory = JobSpec::new(job("os-upgrade"));
-    let optional = JobSpec::new(job("tool")).mandatory(false);
+    let mandatory = msi_job(job("os-upgrade"));
+    let optional = msi_job(job("tool")).mandatory(false);
     let refused = |spec: &JobSpec, history: &[JobState]| {
         let records = stored(spec, history);
         match MemoryStore::from_records(records.clone()).load() {
@@ -678,7 +687,7 @@ fn store_errors_say_their_cause_once_in_a_chain() {
 /// this when it loads what it committed itself; the durable stores decode on every open).
 #[test]
 fn every_state_and_event_survives_the_record_encoding() {
-    let spec = JobSpec::new(job("j")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("j")).reboot(RebootBehaviour::MayRequest);
     let mut checked = 0;
     for (name, state) in sample_states() {
         for kind in all_events(AttemptRef { run: 1, number: 1 }) {

@@ -4,9 +4,16 @@ use chrono::{TimeDelta, TimeZone, Utc};
 use std::time::Duration;
 
 use jobstate::{
-    BootId, Effect, ExecutionContext, JobId, Ledger, MemoryStore, NoticeDelivery, SessionFacts,
-    StatusKey, StatusMessage, StatusSink, Timestamp, UserPresence,
+    BootId, Effect, ExecutionContext, ExitCodePolicy, JobId, JobSpec, Ledger, MemoryStore,
+    NoticeDelivery, SessionFacts, StatusKey, StatusMessage, StatusSink, Timestamp, UserPresence,
 };
+
+/// A job under the Windows Installer exit-code conventions (3010 "restart required", 1641
+/// "restart initiated", 1618 "retry later", 1707 success), which most of these stories speak:
+/// on Unix the default table is Unix's.
+pub fn msi_job(id: JobId) -> JobSpec {
+    JobSpec::new(id).exit_codes(ExitCodePolicy::windows_installer())
+}
 
 pub type MemLedger = Ledger<MemoryStore, SessionFacts>;
 
@@ -89,7 +96,10 @@ pub fn completion_has_evidence(
 ) -> bool {
     use jobstate::{CheckResult, EventKind, ExitOutcome, JobState, RebootBehaviour};
     match &event.kind {
-        EventKind::ProgramExited { code, .. } => matches!(
+        EventKind::ProgramExited {
+            exit: jobstate::ProgramExit::Code(code),
+            ..
+        } => matches!(
             spec.exit_code_policy().outcome(*code),
             ExitOutcome::Success | ExitOutcome::SuccessRestartRequired
         ),

@@ -66,11 +66,11 @@ fn alphabet(state: &JobState, depth: u32) -> Vec<(Option<usize>, EventKind, i64)
         now(EventKind::LaunchFailed { attempt: current }),
         now(EventKind::ProgramExited {
             attempt: stale,
-            code: 0,
+            exit: jobstate::ProgramExit::Code(0),
         }),
         now(EventKind::ProgramExited {
             attempt: stale_run,
-            code: 0,
+            exit: jobstate::ProgramExit::Code(0),
         }),
         now(EventKind::ProgramLost { attempt: current }),
         now(EventKind::ShutdownNoticed),
@@ -112,7 +112,7 @@ fn alphabet(state: &JobState, depth: u32) -> Vec<(Option<usize>, EventKind, i64)
     for code in CODES {
         events.push(now(EventKind::ProgramExited {
             attempt: current,
-            code,
+            exit: jobstate::ProgramExit::Code(code),
         }));
     }
     for b in 0..BOOTS.len() {
@@ -396,7 +396,7 @@ fn every_sequence_keeps_invariants_1_3_4_6_7_8() {
         ..RetryPolicy::default()
     };
     let base = |name: &str, behaviour| {
-        JobSpec::new(job(name))
+        msi_job(job(name))
             .reboot(behaviour)
             .max_reboots(1)
             .retry(retry)

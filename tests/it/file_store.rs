@@ -59,7 +59,7 @@ impl Drop for TempDir {
 fn a_completed_upgrade_survives_reopening_the_file_store() {
     let _serial = no_spawns();
     let dir = TempDir::new("reopen");
-    let spec = JobSpec::new(job("os-upgrade")).reboot(jobstate::RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("os-upgrade")).reboot(jobstate::RebootBehaviour::RestartsMachine);
     {
         let store = FileStore::open(&dir.0).unwrap();
         let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
@@ -114,7 +114,7 @@ fn one_writer_even_when_the_files_in_the_directory_are_deleted_or_replaced() {
     let dir = TempDir::new("lock-deleted");
     let (mut ledger, _) =
         Ledger::open(FileStore::open(&dir.0).unwrap(), service_session("a")).unwrap();
-    ledger.advertise(JobSpec::new(job("patch"))).unwrap();
+    ledger.advertise(msi_job(job("patch"))).unwrap();
     // A careless cleanup: every file of the store deleted, a `lock` file planted.
     for entry in std::fs::read_dir(&dir.0).unwrap() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
@@ -180,9 +180,9 @@ impl Fixture {
 fn fixture() -> Fixture {
     let dir = TempDir::new("fixture");
     let journal_len = || std::fs::metadata(dir.0.join("journal")).unwrap().len() as usize;
-    let a = JobSpec::new(job("patch-a"));
-    let b = JobSpec::new(job("upgrade-b")).reboot(RebootBehaviour::MayRequest);
-    let c = JobSpec::new(job("tool-c")).mandatory(false);
+    let a = msi_job(job("patch-a"));
+    let b = msi_job(job("upgrade-b")).reboot(RebootBehaviour::MayRequest);
+    let c = msi_job(job("tool-c")).mandatory(false);
 
     let (mut ledger, _) =
         Ledger::open(FileStore::open(&dir.0).unwrap(), service_session("a")).unwrap();
@@ -362,7 +362,7 @@ fn a_journal_cut_at_every_byte_recovers_the_frames_before_the_cut_or_is_refused(
         let store = FileStore::open(&bench.dir.0).unwrap();
         let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
         let before = ledger_content(&ledger);
-        let next = JobSpec::new(job("after-the-cut"));
+        let next = msi_job(job("after-the-cut"));
         ledger.advertise(next.clone()).unwrap();
         // (It may wait: a job that may restart the machine runs in some recovered states.)
         let runnable = ledger.next_runnable() == NextJob::Run(next.id().clone());
@@ -818,7 +818,7 @@ fn store_files_are_owner_only() {
         assert_eq!(mode(created), "700", "{}", created.display());
     }
     assert_eq!(file("journal"), "600");
-    ledger.advertise(JobSpec::new(job("patch"))).unwrap();
+    ledger.advertise(msi_job(job("patch"))).unwrap();
     let mut store = ledger.into_store();
     store.compact().unwrap();
     assert_eq!(file("snapshot"), "600");
@@ -936,10 +936,10 @@ fn kill_child() {
         let id = job(&format!("r{round}-j{n}"));
         let spec = match n % 8 {
             // Exits with 3010: restart required, AwaitingReboot.
-            3 | 7 => JobSpec::new(id.clone()).reboot(RebootBehaviour::MayRequest),
+            3 | 7 => msi_job(id.clone()).reboot(RebootBehaviour::MayRequest),
             // An OS upgrade: it restarts the machine itself and never reports an exit code.
-            5 => JobSpec::new(id.clone()).reboot(RebootBehaviour::RestartsMachine),
-            _ => JobSpec::new(id.clone()),
+            5 => msi_job(id.clone()).reboot(RebootBehaviour::RestartsMachine),
+            _ => msi_job(id.clone()),
         };
         assert_eq!(ledger.advertise(spec).unwrap(), Advertisement::Queued);
         ack(&mut out, &ledger, &id);
@@ -1401,7 +1401,7 @@ fn a_large_store_compacts_into_a_snapshot_of_many_frames() {
                 jobstate::Change {
                     job: id.clone(),
                     seq: 1,
-                    spec: Some(JobSpec::new(id)),
+                    spec: Some(msi_job(id)),
                     event: jobstate::Event {
                         at,
                         boot: boot("b1"),
@@ -1444,7 +1444,7 @@ fn closed_store(name: &str) -> TempDir {
     let dir = TempDir::new(name);
     let (mut ledger, _) =
         Ledger::open(FileStore::open(&dir.0).unwrap(), service_session("a")).unwrap();
-    ledger.advertise(JobSpec::new(job("patch"))).unwrap();
+    ledger.advertise(msi_job(job("patch"))).unwrap();
     let mut store = ledger.into_store();
     store.compact().unwrap();
     dir
@@ -1785,7 +1785,7 @@ fn enospc_during_compaction_leaves_a_leftover_that_the_next_start_removes() {
     let mut acked = Vec::new();
     loop {
         let id = job(&format!("{:04}-{}", acked.len(), "x".repeat(200)));
-        match ledger.advertise(JobSpec::new(id.clone())) {
+        match ledger.advertise(msi_job(id.clone())) {
             Ok(_) => acked.push(id),
             Err(_) => break,
         }

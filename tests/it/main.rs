@@ -15,4 +15,5 @@ mod seeds;
 mod semantics;
 #[cfg(feature = "testkit")]
 mod simulator;
+mod spec_form;
 mod unheard;

@@ -39,18 +39,18 @@ fn catalogue() -> Vec<JobSpec> {
         max_backoff: Duration::from_secs(600),
     };
     vec![
-        JobSpec::new(job("os-upgrade"))
+        msi_job(job("os-upgrade"))
             .reboot(RebootBehaviour::RestartsMachine)
             .verify_after_reboot(true)
             .max_reboots(2)
             .retry(quick),
-        JobSpec::new(job("os-upgrade-unverified")).reboot(RebootBehaviour::RestartsMachine),
-        JobSpec::new(job("msi-patch"))
+        msi_job(job("os-upgrade-unverified")).reboot(RebootBehaviour::RestartsMachine),
+        msi_job(job("msi-patch"))
             .reboot(RebootBehaviour::MayRequest)
             .run_condition(RunCondition::OnlyWithoutUser)
             .max_run_time(Duration::from_secs(1800))
             .retry(quick),
-        JobSpec::new(job("optional-tool"))
+        msi_job(job("optional-tool"))
             .mandatory(false)
             .run_condition(RunCondition::OnlyWithUser)
             .max_run_time(Duration::from_secs(900)),

@@ -55,7 +55,7 @@ impl StatusSink for Down {
 fn next_wakeup_includes_the_delivery_retry_while_messages_are_pending() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = JobSpec::new(job("patch"));
+    let spec = msi_job(job("patch"));
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     ledger.program_exited(&attempt, 0).unwrap();
@@ -77,7 +77,7 @@ fn next_wakeup_includes_the_delivery_retry_while_messages_are_pending() {
 fn the_ledger_reports_the_revision_it_committed() {
     let mut store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = JobSpec::new(job("patch"));
+    let spec = msi_job(job("patch"));
     ledger.advertise(spec.clone()).unwrap();
     start(&mut ledger, &spec);
     let revision = ledger.revision();
@@ -99,8 +99,8 @@ fn session_with(boot_name: &str, alive: &[&AttemptId]) -> SessionFacts {
 fn a_reboot_nobody_asked_for_is_unrelated_for_every_job_that_never_reboots() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let first = JobSpec::new(job("first"));
-    let second = JobSpec::new(job("second"));
+    let first = msi_job(job("first"));
+    let second = msi_job(job("second"));
     ledger.advertise(first.clone()).unwrap();
     ledger.advertise(second.clone()).unwrap();
     start(&mut ledger, &first);
@@ -123,7 +123,7 @@ fn a_reboot_nobody_asked_for_is_unrelated_for_every_job_that_never_reboots() {
 fn a_program_found_alive_after_an_agent_restart_stays_polled_once_its_launch_is_recorded() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = JobSpec::new(job("patch")).max_run_time(Duration::from_secs(3600));
+    let spec = msi_job(job("patch")).max_run_time(Duration::from_secs(3600));
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     drop(ledger); // the agent dies between the spawn and the launch record
@@ -157,7 +157,7 @@ fn a_program_found_alive_after_an_agent_restart_stays_polled_once_its_launch_is_
 fn current_attempt_is_none_for_a_finished_or_idle_job() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = JobSpec::new(job("patch"));
+    let spec = msi_job(job("patch"));
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let current = |ledger: &MemLedger| ledger.job(spec.id()).unwrap().current_attempt();
@@ -207,7 +207,7 @@ fn then(previous: &Change, kind: EventKind, state: JobState) -> Change {
 // DESIGN.md invariant 6 (out-of-sequence changes refused): checked across the whole commit.
 #[test]
 fn a_commit_is_checked_as_a_whole_before_anything_is_applied() {
-    let spec = JobSpec::new(job("patch"));
+    let spec = msi_job(job("patch"));
     let create = advertised(&spec);
     let attempt = Attempt {
         run: 1,
@@ -231,12 +231,12 @@ fn a_commit_is_checked_as_a_whole_before_anything_is_applied() {
         &running,
         EventKind::ProgramExited {
             attempt: AttemptRef { run: 1, number: 1 },
-            code: 0,
+            exit: jobstate::ProgramExit::Code(0),
         },
         JobState::Completed {
             attempt,
             at: t0(),
-            exit_code: Some(0),
+            exit: Some(jobstate::ProgramExit::Code(0)),
             reboot: None,
             verified: false,
             restart_suppressed: false,
@@ -281,9 +281,7 @@ fn a_commit_is_checked_as_a_whole_before_anything_is_applied() {
 fn a_table_with_a_job_is_not_empty() {
     let mut table = JobTable::default();
     assert!(table.is_empty());
-    table
-        .apply(advertised(&JobSpec::new(job("patch"))))
-        .unwrap();
+    table.apply(advertised(&msi_job(job("patch")))).unwrap();
     assert!(!table.is_empty());
     assert_eq!(table.len(), 1);
 }
@@ -293,7 +291,7 @@ fn a_table_with_a_job_is_not_empty() {
 fn a_replayed_exit_of_a_finished_attempt_is_invalid_in_its_state_not_stale() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = JobSpec::new(job("patch")).retry(RetryPolicy::none());
+    let spec = msi_job(job("patch")).retry(RetryPolicy::none());
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     ledger.program_exited(&attempt, 1603).unwrap();
@@ -321,7 +319,7 @@ fn a_replayed_exit_of_a_finished_attempt_is_invalid_in_its_state_not_stale() {
 fn a_relaunched_attempt_starts_its_clocks_anew() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     drop(ledger); // the agent dies before the spawn; the machine restarts
@@ -351,7 +349,7 @@ fn a_relaunched_attempt_starts_its_clocks_anew() {
 fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_restarts() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = JobSpec::new(job("msi")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("msi")).reboot(RebootBehaviour::MayRequest);
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     assert!(matches!(
@@ -369,7 +367,7 @@ fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_r
     }
     // For a program that restarts the machine, the same exit is provisional; once the agent
     // says the restart is under way, a later exit of that attempt is a replay.
-    let spec = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
     ledger.advertise(spec.clone()).unwrap();
     ledger.session_mut().now += chrono::TimeDelta::days(1);
     let attempt = start(&mut ledger, &spec);
@@ -385,7 +383,7 @@ fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_r
     assert!(matches!(
         state(&ledger, &spec),
         JobState::AwaitingReboot {
-            exit_code: Some(1603),
+            exit: Some(jobstate::ProgramExit::Code(1603)),
             ..
         }
     ));
@@ -398,7 +396,7 @@ fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_r
 // DESIGN.md "Reboot truth comes from boot identity": a notice in another boot is not about it.
 #[test]
 fn a_shutdown_notice_from_another_boot_changes_nothing() {
-    let spec = JobSpec::new(job("patch"));
+    let spec = msi_job(job("patch"));
     let running = JobState::Running {
         attempt: Attempt {
             run: 1,
@@ -433,7 +431,7 @@ fn a_shutdown_notice_from_another_boot_changes_nothing() {
 // DESIGN.md "Every observed reboot is attributed": ForJob names another job, never itself.
 #[test]
 fn a_job_is_never_interrupted_by_its_own_restart() {
-    let spec = JobSpec::new(job("msi")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("msi")).reboot(RebootBehaviour::MayRequest);
     let running = JobState::Running {
         attempt: Attempt {
             run: 1,
@@ -476,7 +474,7 @@ fn a_job_is_never_interrupted_by_its_own_restart() {
 // DESIGN.md "Reboot truth comes from boot identity": run-time limits use the attempt's boot.
 #[test]
 fn a_tick_in_another_boot_never_times_an_attempt_out() {
-    let spec = JobSpec::new(job("patch")).max_run_time(Duration::from_secs(3600));
+    let spec = msi_job(job("patch")).max_run_time(Duration::from_secs(3600));
     let running = JobState::Running {
         attempt: Attempt {
             run: 1,
@@ -522,7 +520,7 @@ fn the_ledger_passes_on_what_the_store_cut_at_open() {
         let store = jobstate::FileStore::open(&state).unwrap();
         let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
         assert!(ledger.open_report().is_clean());
-        ledger.advertise(JobSpec::new(job("patch"))).unwrap();
+        ledger.advertise(msi_job(job("patch"))).unwrap();
     }
     // A torn last write: a few bytes of a frame that never completed.
     let journal = state.join("journal");
@@ -545,7 +543,7 @@ fn the_ledger_passes_on_what_the_store_cut_at_open() {
 #[test]
 fn an_orphan_stays_polled_after_a_change_that_keeps_it_running() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("patch"));
+    let spec = msi_job(job("patch"));
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -566,8 +564,8 @@ fn an_orphan_stays_polled_after_a_change_that_keeps_it_running() {
 #[test]
 fn restarts_come_after_every_other_effect_of_a_call() {
     let store = MemoryStore::new();
-    let kb = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
-    let checked = JobSpec::new(job("checked")).verify_after_reboot(true);
+    let kb = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let checked = msi_job(job("checked")).verify_after_reboot(true);
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     // "kb" is advertised first; "checked" fails (a check owed), then "kb" asks for a restart:
     // both wait in this boot.
@@ -598,7 +596,7 @@ fn restarts_come_after_every_other_effect_of_a_call() {
 // never erases the identity of one that was.
 #[test]
 fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
-    let spec = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap(); // never recorded
@@ -611,7 +609,7 @@ fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
             ..
         }
     ));
-    let recorded = JobSpec::new(job("os-upgrade-2")).reboot(RebootBehaviour::RestartsMachine);
+    let recorded = msi_job(job("os-upgrade-2")).reboot(RebootBehaviour::RestartsMachine);
     ledger.advertise(recorded.clone()).unwrap();
     ledger.session_mut().now += chrono::TimeDelta::days(1);
     ledger.abandon(spec.id()).unwrap();
@@ -633,7 +631,7 @@ fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
 fn an_agent_restart_in_the_same_boot_owes_no_check_again() {
     for with_check in [false, true] {
         let store = MemoryStore::new();
-        let spec = JobSpec::new(job("kb")).verify_after_reboot(with_check);
+        let spec = msi_job(job("kb")).verify_after_reboot(with_check);
         let mut ledger = open(&store, "a");
         ledger.advertise(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
@@ -655,7 +653,7 @@ fn an_agent_restart_in_the_same_boot_owes_no_check_again() {
 #[test]
 fn a_second_reboot_while_verifying_counts_and_the_check_answers_in_the_new_boot() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("os-upgrade"))
+    let spec = msi_job(job("os-upgrade"))
         .reboot(RebootBehaviour::RestartsMachine)
         .verify_after_reboot(true);
     let mut ledger = open(&store, "a");
@@ -684,7 +682,7 @@ fn a_second_reboot_while_verifying_counts_and_the_check_answers_in_the_new_boot(
 #[test]
 fn a_recorded_program_found_alive_changes_nothing() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("patch"));
+    let spec = msi_job(job("patch"));
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -706,7 +704,7 @@ fn a_recorded_program_found_alive_changes_nothing() {
 // the work is there, the completion keeps the program's exit code.
 #[test]
 fn a_check_that_finds_the_work_keeps_the_exit_code() {
-    let spec = JobSpec::new(job("kb"))
+    let spec = msi_job(job("kb"))
         .reboot(RebootBehaviour::MayRequest)
         .verify_after_reboot(true);
     let mut ledger = open(&MemoryStore::new(), "a");
@@ -717,7 +715,7 @@ fn a_check_that_finds_the_work_keeps_the_exit_code() {
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Completed {
-            exit_code: Some(1603),
+            exit: Some(jobstate::ProgramExit::Code(1603)),
             verified: true,
             ..
         }
@@ -728,7 +726,7 @@ fn a_check_that_finds_the_work_keeps_the_exit_code() {
 // the wait began in; a tick in another boot (before any reconciliation) concludes nothing.
 #[test]
 fn a_tick_in_another_boot_never_reports_a_restart_overdue() {
-    let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
     let attempt = Attempt {
         run: 1,
         number: 1,
@@ -744,7 +742,7 @@ fn a_tick_in_another_boot_never_reports_a_restart_overdue() {
         since_boot: Duration::ZERO,
         wait: 1,
         overdue: 0,
-        exit_code: Some(3010),
+        exit: Some(jobstate::ProgramExit::Code(3010)),
         reboots_seen: 0,
         verifying_in: None,
     };
@@ -765,7 +763,7 @@ fn a_tick_in_another_boot_never_reports_a_restart_overdue() {
 // may hide a success owes the check; a program that never started did nothing to check.
 #[test]
 fn a_launch_that_failed_owes_no_check() {
-    let spec = JobSpec::new(job("kb")).verify_after_reboot(true);
+    let spec = msi_job(job("kb")).verify_after_reboot(true);
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
@@ -811,8 +809,8 @@ fn running_in_boot_a(jobs: &[(&JobSpec, Launch)]) -> MemoryStore {
 // was": also when that job's program restarted the machine itself (its launch recorded).
 #[test]
 fn a_reboot_by_a_running_upgrade_is_attributed_to_it() {
-    let upgrade = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
-    let patch = JobSpec::new(job("patch"));
+    let upgrade = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let patch = msi_job(job("patch"));
     let recorded = Launch::Recorded(ProgramId::new(1, 1));
     for (launch, owner) in [
         (recorded, true),
@@ -879,7 +877,7 @@ impl jobstate::SessionContext for Counting {
 // of every process on Linux).
 #[test]
 fn the_session_is_asked_only_about_programs_that_may_run_in_this_boot() {
-    let patch = JobSpec::new(job("patch"));
+    let patch = msi_job(job("patch"));
     let recorded = Launch::Recorded(ProgramId::new(1, 1));
     // Another boot: nothing of it runs; the session is not asked.
     let store = running_in_boot_a(&[(&patch, recorded)]);
@@ -909,8 +907,8 @@ fn the_session_is_asked_only_about_programs_that_may_run_in_this_boot() {
 // store's replay relies on).
 #[test]
 fn the_job_table_refuses_what_no_ledger_writes_and_gives_back_what_it_holds() {
-    let patch = JobSpec::new(job("patch"));
-    let other = JobSpec::new(job("other"));
+    let patch = msi_job(job("patch"));
+    let other = msi_job(job("other"));
     let mut table = JobTable::default();
     // A change creating "patch" with the spec of "other".
     let mismatched = Change {
@@ -951,7 +949,7 @@ fn the_job_table_refuses_what_no_ledger_writes_and_gives_back_what_it_holds() {
 #[test]
 fn an_interrupted_run_reports_the_reboot_that_ended_it() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("patch")).retry(RetryPolicy::none());
+    let spec = msi_job(job("patch")).retry(RetryPolicy::none());
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     start(&mut ledger, &spec);
@@ -967,8 +965,8 @@ fn an_interrupted_run_reports_the_reboot_that_ended_it() {
 // not as held, even beside a running job (only a store written by something else holds both).
 #[test]
 fn a_hard_restart_beside_a_running_job_is_not_held() {
-    let upgrade = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
-    let patch = JobSpec::new(job("patch"));
+    let upgrade = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let patch = msi_job(job("patch"));
     let store = running_in_boot_a(&[(&patch, Launch::Recorded(ProgramId::new(1, 1)))]);
     let mut ledger = open(&store, "a");
     ledger.advertise(upgrade.clone()).unwrap();
@@ -994,7 +992,7 @@ fn a_hard_restart_beside_a_running_job_is_not_held() {
             since_boot: Duration::ZERO,
             wait: 1,
             overdue: 0,
-            exit_code: Some(1641),
+            exit: Some(jobstate::ProgramExit::Code(1641)),
             reboots_seen: 0,
             verifying_in: None,
         },
@@ -1022,10 +1020,10 @@ fn a_hard_restart_beside_a_running_job_is_not_held() {
 // passed) is still one restart when it is released.
 #[test]
 fn a_restart_held_twice_is_released_once() {
-    let checked = JobSpec::new(job("kb"))
+    let checked = msi_job(job("kb"))
         .reboot(RebootBehaviour::MayRequest)
         .verify_after_reboot(true);
-    let patch = JobSpec::new(job("patch"));
+    let patch = msi_job(job("patch"));
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(checked.clone()).unwrap();
     let failed = start(&mut ledger, &checked);
@@ -1057,7 +1055,7 @@ fn a_restart_held_twice_is_released_once() {
 #[test]
 fn an_agent_restart_while_verifying_counts_no_reboot() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("os-upgrade"))
+    let spec = msi_job(job("os-upgrade"))
         .reboot(RebootBehaviour::RestartsMachine)
         .verify_after_reboot(true);
     let mut ledger = open(&store, "a");

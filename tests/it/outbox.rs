@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use jobstate::{
-    DeliveryPolicy, Error, JobSpec, JobState, JsonLinesSink, Ledger, MemoryStore, RebootBehaviour,
+    DeliveryPolicy, Error, JobState, JsonLinesSink, Ledger, MemoryStore, RebootBehaviour,
     StateKind, StatusKey, StatusMessage, StatusSink, Store, StoreError, UserPresence,
 };
 
@@ -39,7 +39,7 @@ impl StatusSink for Receiver {
 fn busy_ledger(store: &MemoryStore) -> MemLedger {
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     for (name, code) in [("ok", 0), ("fails", 1603), ("reboots", 3010)] {
-        let spec = JobSpec::new(job(name))
+        let spec = msi_job(job(name))
             .reboot(RebootBehaviour::MayRequest)
             .retry(jobstate::RetryPolicy::none());
         ledger.advertise(spec.clone()).unwrap();

@@ -53,7 +53,7 @@ fn restart_and_readvertise_three_times(
 #[test]
 fn seed_000_background_upgrade_with_no_user_completes_once() {
     let store = MemoryStore::new();
-    let upgrade = JobSpec::new(job("winnt40-upgrade"))
+    let upgrade = msi_job(job("winnt40-upgrade"))
         .mandatory(true)
         .run_condition(RunCondition::Always) // a system background task
         .reboot(RebootBehaviour::RestartsMachine);
@@ -132,7 +132,7 @@ fn seed_000_background_upgrade_with_no_user_completes_once() {
 #[test]
 fn seed_001_service_never_hears_the_shutdown_and_still_completes_once() {
     let store = MemoryStore::new();
-    let upgrade = JobSpec::new(job("winnt40-upgrade-ntencap"))
+    let upgrade = msi_job(job("winnt40-upgrade-ntencap"))
         .mandatory(true)
         .reboot(RebootBehaviour::RestartsMachine)
         .verify_after_reboot(true);
@@ -195,7 +195,7 @@ fn seed_001_service_never_hears_the_shutdown_and_still_completes_once() {
 fn seed_001_wrapper_reports_failure_yet_the_upgrade_is_not_run_again() {
     for with_check in [true, false] {
         let store = MemoryStore::new();
-        let upgrade = JobSpec::new(job("winnt40-upgrade-ntencap"))
+        let upgrade = msi_job(job("winnt40-upgrade-ntencap"))
             .reboot(RebootBehaviour::RestartsMachine)
             .verify_after_reboot(with_check);
         let session = service_session("boot-a");
@@ -214,7 +214,9 @@ fn seed_001_wrapper_reports_failure_yet_the_upgrade_is_not_run_again() {
         assert_eq!(waits.len(), 1);
         assert_eq!(
             waits[0].reason,
-            jobstate::WaitReason::FailureProvisional { code: Some(1603) }
+            jobstate::WaitReason::FailureProvisional {
+                exit: Some(jobstate::ProgramExit::Code(1603))
+            }
         );
         assert_eq!(
             waits[0].wake_after,
@@ -253,7 +255,7 @@ fn seed_001_wrapper_reports_failure_yet_the_upgrade_is_not_run_again() {
             matches!(
                 ledger.job(upgrade.id()).unwrap().state(),
                 JobState::Completed {
-                    exit_code: Some(1603),
+                    exit: Some(jobstate::ProgramExit::Code(1603)),
                     reboot: Some(RebootAttribution::InitiatedByProgram),
                     verified,
                     ..
@@ -275,7 +277,7 @@ fn seed_001_wrapper_reports_failure_yet_the_upgrade_is_not_run_again() {
 fn a_failure_with_no_restart_within_the_grace_window_stands() {
     for with_check in [false, true] {
         let store = MemoryStore::new();
-        let upgrade = JobSpec::new(job("os-upgrade"))
+        let upgrade = msi_job(job("os-upgrade"))
             .reboot(RebootBehaviour::RestartsMachine)
             .verify_after_reboot(with_check);
         let (mut ledger, _) = Ledger::open(store, service_session("boot-a")).unwrap();
@@ -312,7 +314,7 @@ fn a_failure_with_no_restart_within_the_grace_window_stands() {
 #[test]
 fn service_pack_without_restart_completes_once() {
     let store = MemoryStore::new();
-    let sp = JobSpec::new(job("winnt40-sp3"))
+    let sp = msi_job(job("winnt40-sp3"))
         .mandatory(true)
         .reboot(RebootBehaviour::Never);
     let session = service_session("boot-a");
@@ -323,12 +325,12 @@ fn service_pack_without_restart_completes_once() {
     assert!(ledger.program_exited(&attempt, 0).unwrap().is_empty());
     let sent = take_reports(&mut ledger);
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].exit_code, Some(0));
+    assert_eq!(sent[0].exit, Some(jobstate::ProgramExit::Code(0)));
     assert!(matches!(
         ledger.job(sp.id()).unwrap().state(),
         JobState::Completed {
             reboot: None,
-            exit_code: Some(0),
+            exit: Some(jobstate::ProgramExit::Code(0)),
             ..
         }
     ));
@@ -345,7 +347,7 @@ fn service_pack_without_restart_completes_once() {
 #[test]
 fn service_pack_interrupted_by_unrelated_reboot_is_retried() {
     let store = MemoryStore::new();
-    let sp = JobSpec::new(job("winnt40-sp3")).reboot(RebootBehaviour::Never);
+    let sp = msi_job(job("winnt40-sp3")).reboot(RebootBehaviour::Never);
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
     ledger.advertise(sp.clone()).unwrap();
     let attempt = ledger.begin(sp.id()).unwrap();
@@ -369,7 +371,7 @@ fn service_pack_interrupted_by_unrelated_reboot_is_retried() {
 #[test]
 fn seed_001_check_made_before_the_restart_is_made_again_after_it() {
     let store = MemoryStore::new();
-    let upgrade = JobSpec::new(job("winnt40-upgrade-ntencap"))
+    let upgrade = msi_job(job("winnt40-upgrade-ntencap"))
         .reboot(RebootBehaviour::RestartsMachine)
         .verify_after_reboot(true);
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();

@@ -45,7 +45,7 @@ fn exit_codes_follow_the_windows_installer_conventions() {
     ] {
         let store = MemoryStore::new();
         let mut ledger = open(&store, "a");
-        let spec = JobSpec::new(job("msi")).reboot(RebootBehaviour::MayRequest);
+        let spec = msi_job(job("msi")).reboot(RebootBehaviour::MayRequest);
         ledger.advertise(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
         let effects = ledger.program_exited(&attempt, code).unwrap();
@@ -64,7 +64,7 @@ fn exit_codes_follow_the_windows_installer_conventions() {
 #[test]
 fn custom_exit_code_table() {
     let policy = ExitCodePolicy::new(ExitOutcome::Failure).with(2, ExitOutcome::Success);
-    let spec = JobSpec::new(job("tool"))
+    let spec = msi_job(job("tool"))
         .exit_codes(policy)
         .retry(RetryPolicy::none());
     let mut ledger = open(&MemoryStore::new(), "a");
@@ -83,7 +83,7 @@ fn custom_exit_code_table() {
 #[test]
 fn soft_restart_is_owed_until_a_new_boot_is_seen() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -112,7 +112,7 @@ fn soft_restart_is_owed_until_a_new_boot_is_seen() {
         state(&ledger, &spec),
         JobState::Completed {
             reboot: Some(RebootAttribution::RequestedByJob(RebootKind::Soft)),
-            exit_code: Some(3010),
+            exit: Some(jobstate::ProgramExit::Code(3010)),
             ..
         }
     ));
@@ -121,7 +121,7 @@ fn soft_restart_is_owed_until_a_new_boot_is_seen() {
 
 #[test]
 fn a_job_that_never_reboots_suppresses_a_requested_restart() {
-    let spec = JobSpec::new(job("tool")).reboot(RebootBehaviour::Never);
+    let spec = msi_job(job("tool")).reboot(RebootBehaviour::Never);
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -142,7 +142,7 @@ fn a_job_that_never_reboots_suppresses_a_requested_restart() {
 
 #[test]
 fn retry_later_backs_off_then_runs_then_exhausts_attempts() {
-    let spec = JobSpec::new(job("busy")).retry(RetryPolicy {
+    let spec = msi_job(job("busy")).retry(RetryPolicy {
         max_attempts: 2,
         initial_backoff: Duration::from_secs(300),
         ..RetryPolicy::default()
@@ -187,7 +187,7 @@ fn retry_later_backs_off_then_runs_then_exhausts_attempts() {
 
 #[test]
 fn a_clock_reset_backwards_does_not_extend_back_off() {
-    let spec = JobSpec::new(job("busy"));
+    let spec = msi_job(job("busy"));
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -200,7 +200,7 @@ fn a_clock_reset_backwards_does_not_extend_back_off() {
 
 #[test]
 fn maximum_run_time_is_measured_on_the_boot_clock_never_the_wall_clock() {
-    let spec = JobSpec::new(job("hang")).max_run_time(Duration::from_secs(600));
+    let spec = msi_job(job("hang")).max_run_time(Duration::from_secs(600));
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
@@ -257,8 +257,8 @@ fn maximum_run_time_is_measured_on_the_boot_clock_never_the_wall_clock() {
 
 #[test]
 fn run_conditions_wait_and_say_why() {
-    let with_user = JobSpec::new(job("needs-user")).run_condition(RunCondition::OnlyWithUser);
-    let without = JobSpec::new(job("needs-no-user")).run_condition(RunCondition::OnlyWithoutUser);
+    let with_user = msi_job(job("needs-user")).run_condition(RunCondition::OnlyWithUser);
+    let without = msi_job(job("needs-no-user")).run_condition(RunCondition::OnlyWithoutUser);
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(with_user.clone()).unwrap();
     ledger.advertise(without.clone()).unwrap();
@@ -293,8 +293,8 @@ fn run_conditions_wait_and_say_why() {
 
 #[test]
 fn rerun_and_cancel() {
-    let mandatory = JobSpec::new(job("mandatory"));
-    let optional = JobSpec::new(job("optional")).mandatory(false);
+    let mandatory = msi_job(job("mandatory"));
+    let optional = msi_job(job("optional")).mandatory(false);
     let mut ledger = open(&MemoryStore::new(), "a");
     for spec in [&mandatory, &optional] {
         ledger.advertise(spec.clone()).unwrap();
@@ -349,7 +349,7 @@ fn rerun_and_cancel() {
 #[test]
 fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("feature-update"))
+    let spec = msi_job(job("feature-update"))
         .reboot(RebootBehaviour::RestartsMachine)
         .verify_after_reboot(true)
         .max_reboots(2);
@@ -404,7 +404,7 @@ fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
 #[test]
 fn same_boot_agent_restart_concludes_nothing_about_a_running_job() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("upgrade")).reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     start(&mut ledger, &spec);
@@ -421,7 +421,7 @@ fn same_boot_agent_restart_concludes_nothing_about_a_running_job() {
 #[test]
 fn a_shutdown_notice_is_recorded_but_decides_nothing() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("upgrade")).reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     start(&mut ledger, &spec);
@@ -442,7 +442,7 @@ fn a_shutdown_notice_is_recorded_but_decides_nothing() {
 #[test]
 fn a_stale_writer_is_refused_and_changes_nothing() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("upgrade"));
+    let spec = msi_job(job("upgrade"));
     let mut first = open(&store, "a");
     first.advertise(spec.clone()).unwrap();
     let mut second = open(&store, "a"); // a second agent process
@@ -465,7 +465,7 @@ fn a_stale_writer_is_refused_and_changes_nothing() {
 #[test]
 fn a_failed_commit_changes_nothing_and_hands_out_no_effect() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("upgrade"));
+    let spec = msi_job(job("upgrade"));
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     store.fail_next_commits(1);
@@ -488,7 +488,7 @@ fn a_failed_commit_changes_nothing_and_hands_out_no_effect() {
 #[test]
 fn history_is_ordered_by_sequence_and_tells_the_story() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -519,7 +519,7 @@ fn history_is_ordered_by_sequence_and_tells_the_story() {
 
 #[test]
 fn a_check_that_finds_nothing_releases_the_retry() {
-    let spec = JobSpec::new(job("agent-upgrade")).verify_after_reboot(true);
+    let spec = msi_job(job("agent-upgrade")).verify_after_reboot(true);
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -539,7 +539,7 @@ fn a_check_that_finds_nothing_releases_the_retry() {
 #[test]
 fn a_status_message_is_committed_with_its_transition_before_any_effect() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -561,7 +561,7 @@ fn a_wrapper_that_reports_failure_after_the_restart_began_does_not_rerun_the_upg
     // Review finding: a RestartsMachine job with no detection check whose wrapper exits with a
     // failure (seed 001); the agent knows the restart is under way and commits the wait.
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -572,7 +572,7 @@ fn a_wrapper_that_reports_failure_after_the_restart_began_does_not_rerun_the_upg
     assert!(matches!(
         state(&ledger, &spec),
         JobState::AwaitingReboot {
-            exit_code: Some(1),
+            exit: Some(jobstate::ProgramExit::Code(1)),
             ..
         }
     ));
@@ -584,7 +584,7 @@ fn a_wrapper_that_reports_failure_after_the_restart_began_does_not_rerun_the_upg
 
 #[test]
 fn cancel_after_a_failed_attempt_reports_that_attempt() {
-    let spec = JobSpec::new(job("tool"));
+    let spec = msi_job(job("tool"));
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -607,7 +607,7 @@ fn cancel_after_a_failed_attempt_reports_that_attempt() {
 #[test]
 fn an_exit_replayed_after_a_reboot_is_refused_even_after_a_new_restart_request() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("os-upgrade"))
+    let spec = msi_job(job("os-upgrade"))
         .reboot(RebootBehaviour::RestartsMachine)
         .verify_after_reboot(true);
     let mut ledger = open(&store, "a");

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jobstate::testkit::simulator::{
-    Call, Chaos, CrashPoint, CrashWhen, End, Happened, Happening, KILLED_EXIT_CODE, Outcome,
-    Program, RebootCause, Scenario, check, check_seeds,
+    Call, Chaos, CrashPoint, CrashWhen, End, Happened, Happening, Outcome, Program, RebootCause,
+    Scenario, TERMINATED, check, check_seeds,
 };
 use jobstate::{
-    CheckResult, EventKind, FailureReason, FileStore, JobSpec, JobState, RebootAttribution,
-    RebootBehaviour, RetryPolicy, RunCondition, StateKind,
+    CheckResult, EventKind, FailureReason, FileStore, JobSpec, JobState, ProgramExit,
+    RebootAttribution, RebootBehaviour, RetryPolicy, RunCondition, StateKind,
 };
 
 use crate::common::*;
@@ -23,7 +23,7 @@ fn minutes_d(m: u64) -> Duration {
 }
 
 fn upgrade() -> JobSpec {
-    JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine)
+    msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine)
 }
 
 fn verified_upgrade() -> JobSpec {
@@ -31,11 +31,11 @@ fn verified_upgrade() -> JobSpec {
 }
 
 fn installer() -> JobSpec {
-    JobSpec::new(job("msi-installer")).reboot(RebootBehaviour::MayRequest)
+    msi_job(job("msi-installer")).reboot(RebootBehaviour::MayRequest)
 }
 
 fn service_pack() -> JobSpec {
-    JobSpec::new(job("service-pack"))
+    msi_job(job("service-pack"))
 }
 
 fn count(outcome: &Outcome, pred: impl Fn(&Happened) -> bool) -> usize {
@@ -167,14 +167,14 @@ fn catalogue(scenario: Scenario) -> Scenario {
         )
         .job_at(
             minutes_d(90),
-            JobSpec::new(job("user-tool"))
+            msi_job(job("user-tool"))
                 .mandatory(false)
                 .run_condition(RunCondition::OnlyWithUser),
             Program::exits_then_restarts(1641),
         )
         .job_at(
             minutes_d(30),
-            JobSpec::new(job("feature-update"))
+            msi_job(job("feature-update"))
                 .reboot(RebootBehaviour::RestartsMachine)
                 .verify_after_reboot(true)
                 .max_reboots(4),
@@ -334,7 +334,7 @@ fn a_hang_is_terminated_at_the_maximum_run_time_and_retried() {
     assert!(history.iter().any(|e| matches!(
         e.event.kind,
         EventKind::ProgramExited {
-            code: KILLED_EXIT_CODE,
+            exit: TERMINATED,
             ..
         }
     )));
@@ -355,16 +355,16 @@ fn exit_codes_follow_the_script_launch_by_launch() {
         )
         .run_until_idle();
     outcome.assert_invariants();
-    let codes: Vec<i32> = outcome
+    let codes: Vec<ProgramExit> = outcome
         .trace()
         .lines()
         .iter()
         .filter_map(|l| match l.what {
-            Happened::Exited { code, .. } => Some(code),
+            Happened::Exited { exit, .. } => Some(exit),
             _ => None,
         })
         .collect();
-    assert_eq!(codes, [1603, 1618, 1707]);
+    assert_eq!(codes, [1603, 1618, 1707].map(ProgramExit::Code));
     assert_eq!(outcome.reported(spec.id()), [StateKind::Completed]);
 }
 
@@ -402,7 +402,7 @@ fn the_wall_clock_jumps_back_after_a_reboot_and_the_boot_clock_restarts() {
 
 #[test]
 fn a_job_for_users_waits_for_a_log_on() {
-    let spec = JobSpec::new(job("user-tool")).run_condition(RunCondition::OnlyWithUser);
+    let spec = msi_job(job("user-tool")).run_condition(RunCondition::OnlyWithUser);
     let outcome = Scenario::new(10)
         .no_user()
         .at(Duration::from_secs(3 * 3600), Happening::LogOn)
@@ -535,7 +535,7 @@ fn a_failing_site_server_gets_every_report_later() {
 
 #[test]
 fn reruns_and_cancels_from_the_server() {
-    let optional = JobSpec::new(job("optional-tool")).mandatory(false);
+    let optional = msi_job(job("optional-tool")).mandatory(false);
     let outcome = Scenario::new(14)
         .job(optional.clone(), Program::exits(0))
         .job(service_pack(), Program::exits(0))
@@ -980,30 +980,30 @@ fn randomized_worlds_without_power_cuts_run_each_job_once() {
     let jobs: Vec<(JobSpec, Program)> = vec![
         (upgrade(), Program::restarts_machine()),
         (
-            JobSpec::new(job("verified-upgrade"))
+            msi_job(job("verified-upgrade"))
                 .reboot(RebootBehaviour::RestartsMachine)
                 .verify_after_reboot(true),
             Program::restarts_machine(),
         ),
         (installer(), Program::exits(3010)),
         (
-            JobSpec::new(job("verified-3010"))
+            msi_job(job("verified-3010"))
                 .reboot(RebootBehaviour::MayRequest)
                 .verify_after_reboot(true),
             Program::exits(3010),
         ),
         (
-            JobSpec::new(job("hard-restart")).reboot(RebootBehaviour::MayRequest),
+            msi_job(job("hard-restart")).reboot(RebootBehaviour::MayRequest),
             Program::exits_then_restarts(1641),
         ),
         (
-            JobSpec::new(job("verified-hard-restart"))
+            msi_job(job("verified-hard-restart"))
                 .reboot(RebootBehaviour::MayRequest)
                 .verify_after_reboot(true),
             Program::exits_then_restarts(1641),
         ),
         (service_pack(), Program::exits(0)),
-        (JobSpec::new(job("sp-1707")), Program::exits(1707)),
+        (msi_job(job("sp-1707")), Program::exits(1707)),
     ];
     let ran = check(200, |scenario| {
         // (Programs that die with a crashed agent end their attempts without a result: those

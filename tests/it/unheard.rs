@@ -16,7 +16,7 @@ use jobstate::{
 use crate::common::*;
 
 fn upgrade() -> JobSpec {
-    JobSpec::new(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine)
+    msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine)
 }
 
 fn session(boot_name: &str, alive: &[&AttemptId]) -> SessionFacts {
@@ -157,7 +157,7 @@ fn a_launch_is_recorded_once_and_only_for_the_current_attempt_in_its_boot() {
         Err(Error::Transition(TransitionError::StaleAttempt { .. }))
     ));
     // A failed spawn fails the attempt under the retry policy, and never waits for a reboot.
-    let spec2 = JobSpec::new(job("patch"));
+    let spec2 = msi_job(job("patch"));
     ledger.advertise(spec2.clone()).unwrap();
     let mut ledger = {
         ledger.program_exited(&attempt, 0).unwrap();
@@ -182,7 +182,7 @@ fn a_launch_is_recorded_once_and_only_for_the_current_attempt_in_its_boot() {
 fn a_program_that_died_with_the_agent_ends_its_attempt_instead_of_sticking() {
     for with_check in [false, true] {
         let store = MemoryStore::new();
-        let spec = JobSpec::new(job("kb-patch"))
+        let spec = msi_job(job("kb-patch"))
             .reboot(RebootBehaviour::MayRequest)
             .verify_after_reboot(with_check);
         let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
@@ -221,7 +221,7 @@ fn a_program_that_died_with_the_agent_ends_its_attempt_instead_of_sticking() {
 
 #[test]
 fn a_tick_notices_a_program_that_is_gone_and_an_agent_can_say_so() {
-    let spec = JobSpec::new(job("patch"));
+    let spec = msi_job(job("patch"));
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), session("a", &[])).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -241,7 +241,7 @@ fn a_tick_notices_a_program_that_is_gone_and_an_agent_can_say_so() {
     ));
 
     // The explicit call, for an agent that knows its program is gone.
-    let spec = JobSpec::new(job("tool")).retry(RetryPolicy::none());
+    let spec = msi_job(job("tool")).retry(RetryPolicy::none());
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -259,7 +259,7 @@ fn a_tick_notices_a_program_that_is_gone_and_an_agent_can_say_so() {
 
 #[test]
 fn a_terminated_program_that_will_not_go_is_reported_and_an_operator_can_abandon_the_job() {
-    let spec = JobSpec::new(job("hang")).max_run_time(Duration::from_secs(600));
+    let spec = msi_job(job("hang")).max_run_time(Duration::from_secs(600));
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -311,7 +311,7 @@ fn a_terminated_program_that_will_not_go_is_reported_and_an_operator_can_abandon
     );
     assert!(wait_of(&ledger, &spec).is_none());
     // And once gone after a termination, a program's attempt ends as timed out.
-    let spec = JobSpec::new(job("slow")).max_run_time(Duration::from_secs(60));
+    let spec = msi_job(job("slow")).max_run_time(Duration::from_secs(60));
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
@@ -335,7 +335,7 @@ fn a_terminated_program_that_will_not_go_is_reported_and_an_operator_can_abandon
 fn abandon_ends_any_unfinished_job_but_never_a_completed_one() {
     let store = MemoryStore::new();
     let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
-    let done = JobSpec::new(job("done"));
+    let done = msi_job(job("done"));
     ledger.advertise(done.clone()).unwrap();
     let attempt = start(&mut ledger, &done);
     ledger.program_exited(&attempt, 0).unwrap();
@@ -345,16 +345,16 @@ fn abandon_ends_any_unfinished_job_but_never_a_completed_one() {
             TransitionError::CompletedMandatory { .. }
         ))
     ));
-    let optional = JobSpec::new(job("optional")).mandatory(false);
+    let optional = msi_job(job("optional")).mandatory(false);
     ledger.advertise(optional.clone()).unwrap();
     let attempt = start(&mut ledger, &optional);
     ledger.program_exited(&attempt, 0).unwrap();
     assert!(ledger.abandon(optional.id()).is_err());
-    let queued = JobSpec::new(job("queued"));
+    let queued = msi_job(job("queued"));
     ledger.advertise(queued.clone()).unwrap();
     assert!(ledger.abandon(queued.id()).unwrap().is_empty());
     assert!(ledger.abandon(queued.id()).is_err(), "already ended");
-    let waiting = JobSpec::new(job("waiting")).reboot(RebootBehaviour::MayRequest);
+    let waiting = msi_job(job("waiting")).reboot(RebootBehaviour::MayRequest);
     ledger.advertise(waiting.clone()).unwrap();
     let attempt = start(&mut ledger, &waiting);
     ledger.program_exited(&attempt, 3010).unwrap();
@@ -374,7 +374,7 @@ fn abandon_ends_any_unfinished_job_but_never_a_completed_one() {
 #[test]
 fn a_restart_that_never_comes_is_licensed_again_and_reported_overdue() {
     for (code, kind) in [(3010, RebootKind::Soft), (1641, RebootKind::Hard)] {
-        let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
+        let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
         let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
         ledger.advertise(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
@@ -430,8 +430,8 @@ fn a_restart_that_never_comes_is_licensed_again_and_reported_overdue() {
 #[test]
 fn a_job_that_may_restart_the_machine_runs_alone() {
     let first = upgrade();
-    let second = JobSpec::new(job("second-upgrade")).reboot(RebootBehaviour::RestartsMachine);
-    let patch = JobSpec::new(job("patch"));
+    let second = msi_job(job("second-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let patch = msi_job(job("patch"));
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     for spec in [&first, &second, &patch] {
         ledger.advertise(spec.clone()).unwrap();
@@ -460,7 +460,7 @@ fn a_job_that_may_restart_the_machine_runs_alone() {
     // A job that never restarts does not block another that never restarts, but it blocks one
     // that may.
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
-    let other = JobSpec::new(job("other-patch"));
+    let other = msi_job(job("other-patch"));
     for spec in [&patch, &other, &second] {
         ledger.advertise(spec.clone()).unwrap();
     }
@@ -478,10 +478,10 @@ fn a_job_that_may_restart_the_machine_runs_alone() {
 #[test]
 fn a_restart_is_held_while_another_job_runs_and_a_reboot_is_attributed_to_its_owner() {
     let store = MemoryStore::new();
-    let checked = JobSpec::new(job("kb-checked"))
+    let checked = msi_job(job("kb-checked"))
         .reboot(RebootBehaviour::MayRequest)
         .verify_after_reboot(true);
-    let patch = JobSpec::new(job("patch"));
+    let patch = msi_job(job("patch"));
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     ledger.advertise(checked.clone()).unwrap();
     let failed = start(&mut ledger, &checked);
@@ -543,7 +543,7 @@ fn a_restart_is_held_while_another_job_runs_and_a_reboot_is_attributed_to_its_ow
 
 #[test]
 fn a_restart_is_never_expected_before_the_exit_is_recorded() {
-    let spec = JobSpec::new(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -638,7 +638,7 @@ fn an_upgrade_that_restarts_several_times_waits_for_each_restart_within_its_boun
     }
 
     // A job whose program asks the agent for its restarts: "not yet" licenses another one.
-    let spec = JobSpec::new(job("kb"))
+    let spec = msi_job(job("kb"))
         .reboot(RebootBehaviour::MayRequest)
         .verify_after_reboot(true);
     let store = MemoryStore::new();
@@ -659,7 +659,7 @@ fn an_upgrade_that_restarts_several_times_waits_for_each_restart_within_its_boun
 
 #[test]
 fn a_failed_last_attempt_with_a_check_is_checked_before_the_run_fails() {
-    let spec = JobSpec::new(job("kb"))
+    let spec = msi_job(job("kb"))
         .verify_after_reboot(true)
         .retry(RetryPolicy::none());
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
@@ -690,12 +690,12 @@ fn next_wakeup_is_the_earliest_deadline_across_all_jobs() {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     assert_eq!(ledger.next_wakeup(), None, "nothing timed");
     // A running program under a 2-hour limit.
-    let long = JobSpec::new(job("long"));
+    let long = msi_job(job("long"));
     ledger.advertise(long.clone()).unwrap();
     start(&mut ledger, &long);
     assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(7200)));
     // A queued job backing off for a minute (it failed: its retry comes first).
-    let flaky = JobSpec::new(job("flaky"));
+    let flaky = msi_job(job("flaky"));
     ledger.advertise(flaky.clone()).unwrap();
     let attempt = start(&mut ledger, &flaky);
     ledger.program_exited(&attempt, 1603).unwrap();
@@ -731,13 +731,13 @@ fn an_orphaned_upgrade_that_vanishes_and_restarts_the_machine_runs_once() {
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Running {
-            provisional: Some(jobstate::ProvisionalFailure { code: None, .. }),
+            provisional: Some(jobstate::ProvisionalFailure { exit: None, .. }),
             ..
         }
     ));
     assert_eq!(
         wait_of(&ledger, &spec).unwrap().reason,
-        WaitReason::FailureProvisional { code: None }
+        WaitReason::FailureProvisional { exit: None }
     );
     drop(ledger);
     let (ledger, effects) = Ledger::open(store.clone(), session("b", &[])).unwrap();
@@ -767,7 +767,7 @@ fn an_orphaned_upgrade_that_vanishes_and_restarts_the_machine_runs_once() {
 #[test]
 fn a_terminated_attempt_is_never_launched_again() {
     let store = MemoryStore::new();
-    let spec = JobSpec::new(job("patch")).max_run_time(Duration::from_secs(60));
+    let spec = msi_job(job("patch")).max_run_time(Duration::from_secs(60));
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap(); // the launch is never recorded
@@ -799,7 +799,7 @@ fn a_terminated_attempt_is_never_launched_again() {
 /// that program runs (never a second attempt beside it), accepted once it is gone.
 #[test]
 fn a_rerun_waits_for_the_abandoned_program_to_go() {
-    let spec = JobSpec::new(job("tool")).mandatory(false);
+    let spec = msi_job(job("tool")).mandatory(false);
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -818,7 +818,7 @@ fn a_rerun_waits_for_the_abandoned_program_to_go() {
 /// "not there", and no restart is licensed.
 #[test]
 fn not_yet_means_not_there_for_a_job_that_never_restarts() {
-    let spec = JobSpec::new(job("patch")).verify_after_reboot(true);
+    let spec = msi_job(job("patch")).verify_after_reboot(true);
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);

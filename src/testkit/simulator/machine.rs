@@ -11,8 +11,8 @@ use super::trace::{Call, End, Happened, Outcome, RebootCause, Trace, TraceLine, 
 use super::{Happening, Program, Rng, Scenario};
 use crate::{
     AttemptId, BootId, CheckResult, Effect, Error, ExitOutcome, JobId, JobSpec, Ledger,
-    LivePrograms, NextJob, NoticeDelivery, ProgramId, RebootBehaviour, SessionFacts, StateKind,
-    StatusKey, StatusMessage, StatusSink, Store, Timestamp, UserPresence,
+    LivePrograms, NextJob, NoticeDelivery, ProgramExit, ProgramId, RebootBehaviour, SessionFacts,
+    StateKind, StatusKey, StatusMessage, StatusSink, Store, Timestamp, UserPresence,
 };
 
 /// From power-on to the agent's start (the first boot too).
@@ -131,7 +131,7 @@ pub struct Machine<S: Store> {
     processes: BTreeMap<JobId, Process>,
     next_pid: u64,
     /// Exits that happened while no agent listened: the next agent hears of them.
-    pending_exits: Vec<(AttemptId, i32)>,
+    pending_exits: Vec<(AttemptId, ProgramExit)>,
     install_on_reboot: BTreeSet<JobId>,
     installed: BTreeSet<JobId>,
     /// Upgrades that restart the machine several times: the restarts still to come.
@@ -625,8 +625,8 @@ impl<S: Store> Machine<S> {
             }
         };
         self.carry_out(effects);
-        for (attempt, code) in std::mem::take(&mut self.pending_exits) {
-            self.deliver_exit(attempt, code);
+        for (attempt, exit) in std::mem::take(&mut self.pending_exits) {
+            self.deliver_exit(attempt, exit);
         }
         for spec in self.catalogue.clone() {
             if self.scenario.readvertise || !self.advertised.contains(spec.id()) {
@@ -868,14 +868,14 @@ impl<S: Store> Machine<S> {
         match process.run.ends {
             Ends::RestartsMachine => self.shutdown(RebootCause::Program(job)),
             Ends::Exits {
-                code,
+                exit,
                 then_restarts,
             } => {
                 let Some(process) = self.processes.remove(&job) else {
                     return;
                 };
                 let success = matches!(
-                    self.exit_outcome(&job, code),
+                    self.exit_outcome(&job, exit),
                     ExitOutcome::Success
                         | ExitOutcome::SuccessRestartRequired
                         | ExitOutcome::SuccessRestartInitiated
@@ -896,15 +896,18 @@ impl<S: Store> Machine<S> {
                 }
                 self.note(Happened::Exited {
                     attempt: process.attempt.clone(),
-                    code,
+                    exit,
                 });
-                self.deliver_exit(process.attempt, code);
+                self.deliver_exit(process.attempt, exit);
             }
             Ends::Hangs => {}
         }
     }
 
-    fn exit_outcome(&self, job: &JobId, code: i32) -> ExitOutcome {
+    fn exit_outcome(&self, job: &JobId, exit: ProgramExit) -> ExitOutcome {
+        let ProgramExit::Code(code) = exit else {
+            return ExitOutcome::Failure;
+        };
         self.catalogue.iter().find(|s| s.id() == job).map_or_else(
             || crate::ExitCodePolicy::default().outcome(code),
             |s| s.exit_code_policy().outcome(code),
@@ -912,16 +915,16 @@ impl<S: Store> Machine<S> {
     }
 
     /// Hands an exit to the agent, or keeps it for the next agent.
-    fn deliver_exit(&mut self, attempt: AttemptId, code: i32) {
+    fn deliver_exit(&mut self, attempt: AttemptId, exit: ProgramExit) {
         if !self.agent_up() {
-            self.pending_exits.push((attempt, code));
+            self.pending_exits.push((attempt, exit));
             return;
         }
         let call = Call::ProgramExited(attempt.clone());
-        match self.call(call, |l| l.program_exited(&attempt, code)) {
+        match self.call(call, |l| l.program_exited(&attempt, exit)) {
             Answer::Ok(effects) => self.carry_out(effects),
             // The exit never reached the store: the next agent hears of it.
-            Answer::Crashed { committed: false } => self.pending_exits.push((attempt, code)),
+            Answer::Crashed { committed: false } => self.pending_exits.push((attempt, exit)),
             _ => {}
         }
     }
@@ -937,11 +940,11 @@ impl<S: Store> Machine<S> {
                 attempt: attempt.clone(),
                 was_running: true,
             });
-            self.deliver_exit(attempt, super::KILLED_EXIT_CODE);
+            self.deliver_exit(attempt, super::TERMINATED);
         } else if let Some(i) = self.pending_exits.iter().position(|(a, _)| *a == attempt) {
             // It exited while no agent listened: that exit is its end.
-            let (attempt, code) = self.pending_exits.remove(i);
-            self.deliver_exit(attempt, code);
+            let (attempt, exit) = self.pending_exits.remove(i);
+            self.deliver_exit(attempt, exit);
         } else {
             // Nothing to kill: the program is gone, and no exit status will come. Say so.
             self.note(Happened::Killed {

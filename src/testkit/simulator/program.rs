@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use crate::CheckResult;
+use crate::{CheckResult, ProgramExit};
 
-/// The exit code the simulator reports for a program it killed (after an
-/// [`Effect::Terminate`](crate::Effect::Terminate)).
-pub const KILLED_EXIT_CODE: i32 = -1;
+/// How the simulator reports a program it terminated (after an
+/// [`Effect::Terminate`](crate::Effect::Terminate)): ended by `SIGTERM`.
+pub const TERMINATED: ProgramExit = ProgramExit::Signal(15);
 
 /// What a job's program does, launch by launch: the first launch behaves as the first step,
 /// the second as the second, and so on; the last step repeats.
@@ -51,8 +51,11 @@ pub(super) struct Run {
 /// How a launch ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Ends {
-    /// Exits with `code`; the machine restarts shortly after if `then_restarts`.
-    Exits { code: i32, then_restarts: bool },
+    /// Ends with `exit`; the machine restarts shortly after if `then_restarts`.
+    Exits {
+        exit: ProgramExit,
+        then_restarts: bool,
+    },
     /// Restarts the machine itself: no exit code ever arrives.
     RestartsMachine,
     /// Never exits: runs until terminated or a reboot.
@@ -60,10 +63,11 @@ pub(super) enum Ends {
 }
 
 impl Program {
-    /// Exits with `code` after 10 minutes (change it with [`after`](Program::after)).
-    pub fn exits(code: i32) -> Self {
+    /// Exits with `exit` after 10 minutes (change it with [`after`](Program::after)): an exit
+    /// code (a plain `i32`) or a [`ProgramExit::Signal`].
+    pub fn exits(exit: impl Into<ProgramExit>) -> Self {
         Self::one(Ends::Exits {
-            code,
+            exit: exit.into(),
             then_restarts: false,
         })
     }
@@ -78,9 +82,10 @@ impl Program {
     /// Installer's 1641 ("restart initiated"), or a wrapper that reports `code` while the
     /// upgrade it started restarts the machine (seed 001). The detection check finds it
     /// installed after the restart.
-    pub fn exits_then_restarts(code: i32) -> Self {
+    /// A [`ProgramExit::Signal`] works too: the program killed by the shutdown's `SIGTERM`.
+    pub fn exits_then_restarts(exit: impl Into<ProgramExit>) -> Self {
         Self::one(Ends::Exits {
-            code,
+            exit: exit.into(),
             then_restarts: true,
         })
     }

@@ -136,8 +136,8 @@ pub enum Happened {
     Exited {
         /// Its attempt.
         attempt: AttemptId,
-        /// The code.
-        code: i32,
+        /// How it ended.
+        exit: crate::ProgramExit,
     },
     /// The agent killed the program of an attempt (past its maximum run time).
     Killed {
@@ -234,7 +234,7 @@ impl fmt::Display for Happened {
                 None => write!(f, "{job}: new, {to}"),
             },
             Happened::Launched { attempt } => write!(f, "launched {attempt}"),
-            Happened::Exited { attempt, code } => write!(f, "{attempt} exited with {code}"),
+            Happened::Exited { attempt, exit } => write!(f, "{attempt} ended with {exit}"),
             Happened::Killed {
                 attempt,
                 was_running,
@@ -669,7 +669,10 @@ pub(crate) fn completion_has_evidence(
 ) -> bool {
     use crate::{CheckResult, EventKind, ExitOutcome};
     match &entry.event.kind {
-        EventKind::ProgramExited { code, .. } => matches!(
+        EventKind::ProgramExited {
+            exit: crate::ProgramExit::Code(code),
+            ..
+        } => matches!(
             spec.exit_code_policy().outcome(*code),
             ExitOutcome::Success | ExitOutcome::SuccessRestartRequired
         ),

@@ -1,0 +1,247 @@
+//! `JobSpec` as a configuration format: the README's example, the defaults, the refusals, and
+//! exit statuses (codes and signals) through the ledger.
+
+use std::time::Duration;
+
+use jobstate::{
+    ExitCodePolicy, ExitOutcome, FailureReason, JobSpec, JobState, ProgramExit, RebootBehaviour,
+    RetryPolicy, RunCondition, StateKind, codec,
+};
+
+use crate::common::*;
+
+/// The first ```json block of the README's "Job specs as configuration" section.
+fn readme_example() -> String {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split("## Job specs as configuration")
+        .nth(1)
+        .expect("the README has the section");
+    let block = section.split("```json").nth(1).expect("a json block");
+    block
+        .split("```")
+        .next()
+        .expect("a closed block")
+        .to_owned()
+}
+
+#[test]
+fn the_readme_example_parses_to_the_spec_it_describes() {
+    let spec: JobSpec = serde_json::from_str(&readme_example()).unwrap();
+    let built = JobSpec::new(job("os-upgrade-24h2"))
+        .reboot(RebootBehaviour::RestartsMachine)
+        .exit_codes(
+            ExitCodePolicy::new(ExitOutcome::Failure)
+                .with(0, ExitOutcome::Success)
+                .with(194, ExitOutcome::SuccessRestartRequired),
+        )
+        .max_run_time(Duration::from_secs(4 * 3600))
+        .verify_after_reboot(true);
+    assert_eq!(spec, built);
+}
+
+#[test]
+fn only_the_id_is_required_and_the_defaults_are_the_builders() {
+    let spec: JobSpec = serde_json::from_str(r#"{"id":"kb2"}"#).unwrap();
+    assert_eq!(spec, JobSpec::new(job("kb2")));
+    assert!(spec.is_mandatory());
+    assert_eq!(spec.condition(), RunCondition::Always);
+    assert_eq!(spec.reboot_behaviour(), RebootBehaviour::Never);
+    assert_eq!(spec.run_time_limit(), Duration::from_secs(7200));
+    // On Unix the default table is Unix's: 3010 & 0xff = 194 and apt's 100 are failures.
+    if cfg!(unix) {
+        assert_eq!(spec.exit_code_policy(), &ExitCodePolicy::unix());
+        for code in [194, 105, 82, 100, 1, 255] {
+            assert_eq!(spec.exit_code_policy().outcome(code), ExitOutcome::Failure);
+        }
+        assert_eq!(spec.exit_code_policy().outcome(0), ExitOutcome::Success);
+    }
+}
+
+#[test]
+fn every_spec_is_written_with_every_field_and_read_back_equal() {
+    let specs = [
+        JobSpec::new(job("a")),
+        JobSpec::new(job("b"))
+            .mandatory(false)
+            .run_condition(RunCondition::OnlyWithoutUser)
+            .reboot(RebootBehaviour::MayRequest)
+            .exit_codes(ExitCodePolicy::windows_installer())
+            .retry(RetryPolicy {
+                max_attempts: 5,
+                initial_backoff: Duration::from_millis(1500),
+                multiplier: 3,
+                max_backoff: Duration::from_secs(86_400 + 1),
+            })
+            .max_run_time(Duration::new(3, 7))
+            .max_reboots(9)
+            .with_failure_grace(Duration::ZERO)
+            .with_restart_deadline(Duration::from_secs(90))
+            .with_terminate_grace(Duration::from_secs(1)),
+    ];
+    for spec in specs {
+        let text = serde_json::to_string(&spec).unwrap();
+        for field in [
+            "\"id\"",
+            "\"mandatory\"",
+            "\"run_condition\"",
+            "\"reboot\"",
+            "\"exit_codes\"",
+            "\"retry\"",
+            "\"max_run_time\"",
+            "\"verify_after_reboot\"",
+            "\"max_reboots\"",
+            "\"failure_grace\"",
+            "\"restart_deadline\"",
+            "\"terminate_grace\"",
+            "\"otherwise\"",
+        ] {
+            assert!(text.contains(field), "{field} missing from {text}");
+        }
+        assert!(!text.contains("secs"), "durations are text: {text}");
+        let back: JobSpec = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, spec, "{text}");
+    }
+}
+
+#[test]
+fn unknown_fields_wrong_names_and_bad_values_are_refused_with_a_clear_error() {
+    let refused = |text: &str, says: &str| {
+        let error = serde_json::from_str::<JobSpec>(text)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(says), "{text}: {error}");
+    };
+    refused(r#"{"mandatory": true}"#, "missing field `id`");
+    refused(
+        r#"{"id":"a","mandatroy":false}"#,
+        "unknown field `mandatroy`",
+    );
+    refused(
+        r#"{"id":"a","reboot":"RestartsMachine"}"#,
+        "unknown variant `RestartsMachine`",
+    );
+    refused(r#"{"id":"a","max_run_time":7200}"#, "expected a string");
+    refused(r#"{"id":"a","max_run_time":"2 hours"}"#, "\"90s\"");
+    refused(
+        r#"{"id":"a","max_run_time":"90"}"#,
+        "a number without a unit",
+    );
+    refused(
+        r#"{"id":"a","retry":{"attempts":2}}"#,
+        "unknown field `attempts`",
+    );
+    refused(
+        r#"{"id":"a","exit_codes":"msi"}"#,
+        "unknown exit-code table \"msi\"",
+    );
+    refused(
+        r#"{"id":"a","exit_codes":{"zero":"success"}}"#,
+        "is not an exit code",
+    );
+    refused(
+        r#"{"id":"a","exit_codes":{"0":"succes"}}"#,
+        "unknown variant `succes`",
+    );
+    refused(
+        r#"{"id":"a","exit_codes":{"0":"success","0":"failure"}}"#,
+        "given twice",
+    );
+    refused(
+        r#"{"id":"a","exit_codes":12}"#,
+        "\"unix\", \"windows_installer\", or a map",
+    );
+    refused(r#"{"id":""}"#, "empty");
+}
+
+#[test]
+fn floors_apply_to_a_spec_read_from_text_as_to_one_built_in_code() {
+    let spec: JobSpec = serde_json::from_str(
+        r#"{"id":"a","retry":{"max_attempts":0},"max_reboots":0,"restart_deadline":"0s"}"#,
+    )
+    .unwrap();
+    assert_eq!(spec.retry_policy().max_attempts, 1);
+    assert_eq!(spec.reboot_limit(), 1);
+    assert_eq!(spec.restart_deadline(), Duration::from_secs(1));
+}
+
+#[test]
+fn a_spec_survives_the_binary_journal_encoding() {
+    let spec: JobSpec = serde_json::from_str(&readme_example()).unwrap();
+    let record = jobstate::Record::Change(Box::new(jobstate::Change {
+        job: spec.id().clone(),
+        seq: 1,
+        spec: Some(spec.clone()),
+        event: jobstate::Event {
+            at: t0(),
+            boot: boot("b1"),
+            since_boot: Duration::ZERO,
+            kind: jobstate::EventKind::Advertised,
+        },
+        state: JobState::initial(),
+    }));
+    let bytes = codec::encode(&record).unwrap();
+    let jobstate::Record::Change(change) = codec::decode(&bytes).unwrap() else {
+        panic!("a change decodes as a change");
+    };
+    assert_eq!(change.spec, Some(spec));
+}
+
+#[test]
+fn a_signal_fails_the_attempt_with_its_own_reason_and_the_retry_policy_applies() {
+    let spec = JobSpec::new(job("tool")).retry(RetryPolicy {
+        max_attempts: 2,
+        ..RetryPolicy::default()
+    });
+    let (mut ledger, _) =
+        jobstate::Ledger::open(jobstate::MemoryStore::new(), service_session("b1")).unwrap();
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger
+        .program_exited(&attempt, ProgramExit::Signal(9))
+        .unwrap();
+    let JobState::Queued { last_failure, .. } = ledger.job(spec.id()).unwrap().state() else {
+        panic!("a signal leaves the run to its retry policy");
+    };
+    assert_eq!(last_failure, &Some(FailureReason::Signal(9)));
+    // The second attempt is killed too: the run fails, and says how.
+    ledger.session_mut().now = t0() + chrono::TimeDelta::hours(2);
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger
+        .program_exited(&attempt, ProgramExit::Signal(15))
+        .unwrap();
+    let JobState::Failed { reason, .. } = ledger.job(spec.id()).unwrap().state() else {
+        panic!("no attempts left");
+    };
+    assert_eq!(reason, &FailureReason::Signal(15));
+    let reports = take_reports(&mut ledger);
+    let failed = reports
+        .iter()
+        .find(|m| m.key.state == StateKind::Failed)
+        .unwrap();
+    assert_eq!(failed.exit, Some(ProgramExit::Signal(15)));
+    // A signal is never looked up in the table, even one that calls every code a success.
+    let lenient =
+        JobSpec::new(job("lenient")).exit_codes(ExitCodePolicy::new(ExitOutcome::Success));
+    ledger.advertise(lenient.clone()).unwrap();
+    let attempt = ledger.begin(lenient.id()).unwrap();
+    ledger
+        .program_exited(&attempt, ProgramExit::Signal(6))
+        .unwrap();
+    assert_ne!(
+        ledger.job(lenient.id()).unwrap().state().kind(),
+        StateKind::Completed
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_real_childs_exit_status_maps_without_loss() {
+    use std::process::Command;
+    let status =
+        |script: &str| ProgramExit::from(Command::new("sh").args(["-c", script]).status().unwrap());
+    assert_eq!(status("exit 0"), ProgramExit::Code(0));
+    assert_eq!(status("exit 194"), ProgramExit::Code(194));
+    assert_eq!(status("kill -TERM $$"), ProgramExit::Signal(15));
+    assert_eq!(status("kill -KILL $$"), ProgramExit::Signal(9));
+}
