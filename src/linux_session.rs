@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::{
-    AttemptId, BootId, ExecutionContext, NoticeDelivery, ProgramId, ProgramStatus,
-    RestartPending, SessionContext, SessionError, Timestamp, UserPresence,
+    AttemptId, BootId, ExecutionContext, NoticeDelivery, ProgramId, ProgramStatus, RestartPending,
+    SessionContext, SessionError, Timestamp, UserPresence,
 };
 
 /// The longest wait for a helper program (`systemctl`, `needs-restarting`) by default.

@@ -39,7 +39,10 @@ pub(super) fn boot_identity(kernel: &str, soft_reboots: Option<u64>) -> Result<B
 /// Systemd's count of soft reboots since the kernel booted, from `systemctl show
 /// --property=SoftRebootsCount --value`: `None` when this systemd has no such property (it
 /// prints nothing: systemd before 256).
-pub(super) fn soft_reboots_count(systemctl: &Path, timeout: Duration) -> Result<Option<u64>, SessionError> {
+pub(super) fn soft_reboots_count(
+    systemctl: &Path,
+    timeout: Duration,
+) -> Result<Option<u64>, SessionError> {
     let source_name = format!(
         "{} show --property=SoftRebootsCount --value",
         systemctl.display()
@@ -51,7 +54,12 @@ pub(super) fn soft_reboots_count(systemctl: &Path, timeout: Duration) -> Result<
         ),
     };
     let finished = run_bounded(
-        Command::new(systemctl).args(["show", "--property=SoftRebootsCount", "--value", "--no-pager"]),
+        Command::new(systemctl).args([
+            "show",
+            "--property=SoftRebootsCount",
+            "--value",
+            "--no-pager",
+        ]),
         timeout,
         true,
     )

@@ -87,7 +87,6 @@ impl LinuxSession {
             ProgramStatus::Gone
         }
     }
-
 }
 
 /// What the session reads of a process from `/proc/<pid>/stat`.
@@ -118,4 +117,3 @@ pub(super) fn parse_stat(stat: &[u8]) -> Option<Stat> {
         start: fields.get(22 - 3)?.parse().ok()?,
     })
 }
-

@@ -330,10 +330,17 @@ mod tests {
             assert!(session(class, "sleeping").is_err());
         }
         for class in OTHER_CLASSES {
-            assert_eq!(session(class, "active"), Ok(Verdict::DoesNotCount), "{class}");
+            assert_eq!(
+                session(class, "active"),
+                Ok(Verdict::DoesNotCount),
+                "{class}"
+            );
         }
         assert!(session("robot", "active").is_err());
-        assert!(judge_text("USER=alice\nSTATE=active\n").is_err(), "no class");
+        assert!(
+            judge_text("USER=alice\nSTATE=active\n").is_err(),
+            "no class"
+        );
         assert!(judge_text("USER=alice\nCLASS=user\n").is_err(), "no state");
         assert!(judge_text("CLASS=user\nSTATE=active\n").is_err(), "no user");
         assert!(judge_text("USER=\nCLASS=user\nSTATE=active\n").is_err());
