@@ -1,35 +1,52 @@
 //! The session facts of a Linux machine (Linux only).
 
+mod boot;
+mod clock;
+mod command;
+mod programs;
+mod restart;
+mod users;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{
-    ATTEMPT_ENV, AttemptId, BootId, ExecutionContext, NoticeDelivery, ProgramId, ProgramStatus,
+    AttemptId, BootId, ExecutionContext, NoticeDelivery, ProgramId, ProgramStatus, RestartPending,
     SessionContext, SessionError, Timestamp, UserPresence,
 };
 
-/// The most of the boot id file read: a UUID and a newline are 37 bytes; `BootId` allows 128.
-const BOOT_ID_MAX: u64 = 4096;
-/// The most of `/proc/<pid>/stat` read: the line is a few hundred bytes.
-const STAT_MAX: u64 = 4096;
-/// The most of `/proc/<pid>/environ` read when looking for an attempt's marker.
-const ENVIRON_MAX: u64 = 1 << 20;
-
-/// The size of one utmp record on Linux (glibc, all 64-bit and 32-bit ABIs with 64-bit time).
-const UTMP_RECORD: usize = 384;
-/// `ut_type` of a logged-in user's record.
-const USER_PROCESS: i16 = 7;
-/// The largest `ut_type` Linux defines (`ACCOUNTING`).
-const MAX_UT_TYPE: i16 = 9;
+/// The longest wait for a helper program (`systemctl`, `needs-restarting`) by default.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The facts of the Linux machine the agent runs on.
 ///
-/// - **Boot identity:** `/proc/sys/kernel/random/boot_id`, a UUID the kernel draws at every boot.
-/// - **Users:** the `USER_PROCESS` records of utmp (`/run/utmp`). A file that cannot be read, or
-///   is malformed or truncated, gives [`UserPresence::Unknown`], never a guess and never a panic
-///   ([`LinuxSession::logged_on_users`] says why).
+/// - **Boot identity:** the kernel's `/proc/sys/kernel/random/boot_id` (a UUID drawn at every
+///   kernel boot), combined with systemd's count of soft reboots: `systemctl soft-reboot`
+///   (systemd 254 and later) restarts all of user space under the same kernel, so the kernel's
+///   id stays while everything the agent knew is gone, as in a reboot. Where systemd booted the
+///   system (`/run/systemd/system` exists, the test of `sd_booted(3)`), the count is asked of
+///   systemd (`systemctl show --property=SoftRebootsCount --value`, bounded by
+///   [`helper_timeout`](Self::helper_timeout); as root, `systemctl` talks to systemd over its
+///   private socket, no D-Bus daemon needed). With no soft reboot, or no systemd, or a systemd
+///   that keeps no count (before 256), the identity is the kernel's id byte for byte, as in
+///   every earlier release; after `n` soft reboots it is `<kernel id>+soft-reboot-<n>`. Where
+///   systemd runs but cannot say its count (no `systemctl`, an error, no answer in time),
+///   [`boot_id`](SessionContext::boot_id) is an error, never a guess: the plain kernel id could
+///   hide a soft reboot, and anything else would invent one. systemd 254 and 255 can soft-reboot
+///   but keep no count: there a soft reboot is not seen.
+/// - **Users:** who is logged on comes from systemd-logind where it runs (`/run/systemd/sessions`
+///   on a system booted by systemd): one file per session, and a session counts when its class
+///   is a user's (`user`, `user-early`, `user-incomplete`, `user-light`, `user-early-light`)
+///   and its state is `opening`, `online` or `active`, local or remote, in the foreground or not.
+///   A login screen (`greeter`), a lock screen, a background session (cron), the per-user
+///   service manager, and a `closing` session (logged out, processes lingering) do not. An empty
+///   directory says nobody is logged on. Without logind, the `USER_PROCESS` records of utmp
+///   (`/run/utmp`), which also count every login. A source that cannot be read, or is
+///   malformed or truncated, gives [`UserPresence::Unknown`], never a guess and never a panic:
+///   a session that cannot be judged (an unknown class) leaves the answer unknown unless another
+///   one proves a user logged on ([`LinuxSession::logged_on_users`] says why).
 /// - **Execution context:** a service when started by systemd (`INVOCATION_ID` is set) or when
 ///   the process has no controlling terminal; interactive otherwise.
 /// - **Shutdown notices:** reported as not delivered, unless the agent wires a source of them
@@ -44,13 +61,26 @@ const MAX_UT_TYPE: i16 = 9;
 ///   the environment a process was started with, inherited by the program's children (a daemon
 ///   it starts keeps the attempt "alive"); a program that starts its work under a cleared
 ///   environment hides it. When some process's environment cannot be read (another user's,
-///   without root), the answer is `Unknown`, never `Gone`. (For a few microseconds after `exec` the kernel shows no
-///   environment: an agent restarted by its service manager is far slower than that.)
-/// - **Time:** the wall clock, and time since boot (`/proc/uptime` at construction, then
-///   `Instant`, which does not count time suspended: a machine that sleeps stretches run-time
-///   limits by its sleep), on which run-time limits are measured.
+///   without root), the answer is `Unknown`, never `Gone`. (For a few microseconds after `exec`
+///   the kernel shows no environment: an agent restarted by its service manager is far slower
+///   than that.)
+/// - **Time:** the wall clock (for back-off only), and time since boot, read from
+///   `/proc/uptime` at every call ([`since_boot`](SessionContext::since_boot)). That is the
+///   kernel's `CLOCK_BOOTTIME`, which counts time suspended, so every limit the ledger measures
+///   on time since boot counts a suspend as time passed: the run-time limit, the failure grace
+///   window, the restart deadline and the grace after a terminate request. A program suspended
+///   with the machine for a night has used its night: it did not run, but the deadline that
+///   someone waits on did pass.
+/// - **Pending restart:** `/run/reboot-required` exists (Debian, Ubuntu: package scripts touch
+///   it, Debian Policy §9.12): pending. Else, where `/usr/bin/needs-restarting` is installed
+///   (RHEL, Fedora: yum-utils, dnf-utils), `needs-restarting -r` answers (exit status 1:
+///   pending, 0: not; anything else, or no answer within the helper timeout: unknown). Else, on
+///   a dpkg system (`/var/lib/dpkg/status` exists), the flag's absence: not pending. Else
+///   unknown. (`/run` survives a soft reboot, and so does the flag: a kernel update still waits
+///   for a full reboot.)
 ///
-/// The root (`/`) and the utmp path can be injected, for tests.
+/// Every path is read under the root (`/`, or the one given to [`with_root`](Self::with_root)),
+/// and the users' source and the helpers can be overridden, for tests.
 ///
 /// ```no_run
 /// use jobstate::{LinuxSession, SessionContext};
@@ -61,11 +91,32 @@ const MAX_UT_TYPE: i16 = 9;
 #[derive(Debug, Clone)]
 pub struct LinuxSession {
     root: PathBuf,
-    utmp: PathBuf,
+    users: UserSource,
+    systemctl: Option<PathBuf>,
+    needs_restarting: PathBuf,
+    helper_timeout: Duration,
     context: ExecutionContext,
     notices: Arc<AtomicBool>,
-    since_boot_at_start: Duration,
-    start: Instant,
+    clock: clock::BootClock,
+}
+
+/// Where the users logged on are read from.
+#[derive(Debug, Clone)]
+enum UserSource {
+    /// logind's sessions where systemd booted the system and logind keeps them, else utmp.
+    Auto,
+    /// The utmp file at this path.
+    Utmp(PathBuf),
+    /// logind's session files in this directory.
+    Logind(PathBuf),
+}
+
+/// The source of users, resolved.
+enum Users {
+    /// The utmp file at this path.
+    Utmp(PathBuf),
+    /// logind's session files in this directory.
+    Logind(PathBuf),
 }
 
 impl LinuxSession {
@@ -74,25 +125,59 @@ impl LinuxSession {
         Self::with_root("/")
     }
 
-    /// The session as seen under `root` instead of `/` (its `proc/...` and `run/utmp`), for tests.
+    /// The session as seen under `root` instead of `/` (its `proc/...`, `run/...`, `usr/bin/...`
+    /// and `var/lib/dpkg/status`), for tests. Helper programs found under it are run.
     pub fn with_root(root: impl AsRef<Path>) -> Result<Self, SessionError> {
         let root = root.as_ref().to_path_buf();
-        let since_boot_at_start = read_uptime(&root.join("proc/uptime"))?;
+        let clock = clock::BootClock::new(root.join("proc/uptime"))?;
         let context = detect_context(&root);
         Ok(Self {
-            utmp: root.join("run/utmp"),
+            needs_restarting: root.join("usr/bin/needs-restarting"),
             root,
+            users: UserSource::Auto,
+            systemctl: None,
+            helper_timeout: HELPER_TIMEOUT,
             context,
             notices: Arc::new(AtomicBool::new(false)),
-            since_boot_at_start,
-            start: Instant::now(),
+            clock,
         })
     }
 
-    /// Reads users from `path` instead of `<root>/run/utmp`.
+    /// Reads users from the utmp file at `path`, whether or not logind runs.
     #[must_use]
     pub fn utmp(mut self, path: impl AsRef<Path>) -> Self {
-        self.utmp = path.as_ref().to_path_buf();
+        self.users = UserSource::Utmp(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Reads users from logind's session files in the directory `dir`, whether or not systemd
+    /// booted the system (a missing directory gives [`UserPresence::Unknown`]).
+    #[must_use]
+    pub fn logind_sessions(mut self, dir: impl AsRef<Path>) -> Self {
+        self.users = UserSource::Logind(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Asks the program at `path` instead of `<root>/usr/bin/systemctl` (or `<root>/bin/systemctl`)
+    /// for systemd's count of soft reboots.
+    #[must_use]
+    pub fn systemctl(mut self, path: impl AsRef<Path>) -> Self {
+        self.systemctl = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Runs the program at `path` instead of `<root>/usr/bin/needs-restarting`.
+    #[must_use]
+    pub fn needs_restarting(mut self, path: impl AsRef<Path>) -> Self {
+        self.needs_restarting = path.as_ref().to_path_buf();
+        self
+    }
+
+    /// The longest wait for a helper program (`systemctl`, `needs-restarting`); one still
+    /// running then is killed. 5 seconds unless set.
+    #[must_use]
+    pub fn helper_timeout(mut self, timeout: Duration) -> Self {
+        self.helper_timeout = timeout;
         self
     }
 
@@ -110,124 +195,91 @@ impl LinuxSession {
         self.notices.store(wired, Ordering::Relaxed);
     }
 
-    /// The identity of the process `pid`: its pid and its start time (field 22 of
-    /// `/proc/<pid>/stat`, clock ticks since boot), for [`Ledger::launched`](crate::Ledger::launched).
-    /// Read it right after spawning the program (a child that was not yet reaped keeps it).
-    pub fn program_id(&self, pid: u32) -> Result<ProgramId, SessionError> {
-        let path = self.root.join(format!("proc/{pid}/stat"));
-        let error = |detail: String| SessionError::Program {
-            source_name: path.display().to_string(),
-            detail,
-        };
-        let stat = read_bounded(&path, STAT_MAX).map_err(|e| error(e.to_string()))?;
-        let stat = parse_stat(&stat).ok_or_else(|| {
-            error(
-                "no state, parent and start time (fields 3, 4, 22): not a /proc/<pid>/stat line"
-                    .to_string(),
-            )
-        })?;
-        Ok(ProgramId::new(pid, stat.start))
-    }
-
-    /// Whether the recorded `program` is alive: its stat exists with the same start time. A
-    /// zombie is alive while this process is its parent (its status is ours to collect); an
-    /// orphaned zombie's status goes to someone else, and some containers' init never reaps
-    /// it: it is gone.
-    fn recorded_status(&self, program: &ProgramId) -> ProgramStatus {
-        let path = self.root.join(format!("proc/{}/stat", program.pid()));
-        match read_bounded(&path, STAT_MAX) {
-            Ok(stat) => match parse_stat(&stat) {
-                Some(stat) if stat.start != program.start() => ProgramStatus::Gone, // pid reused
-                Some(stat) if stat.state == 'Z' && stat.parent != std::process::id() => {
-                    ProgramStatus::Gone
-                }
-                Some(_) => ProgramStatus::Alive,
-                None => ProgramStatus::Unknown,
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ProgramStatus::Gone,
-            Err(_) => ProgramStatus::Unknown,
-        }
-    }
-
-    /// Whether any process carries the attempt's marker in its environment. A process whose
-    /// environment this process may not read could be the attempt's: then the answer is
-    /// `Unknown`, never `Gone` (which would launch a second program beside it).
-    fn marked_status(&self, attempt: &AttemptId) -> ProgramStatus {
-        let marker = format!("{ATTEMPT_ENV}={}", attempt.env_value()).into_bytes();
-        let Ok(entries) = std::fs::read_dir(self.root.join("proc")) else {
-            return ProgramStatus::Unknown;
-        };
-        let mut unreadable = false;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let is_pid = name
-                .to_str()
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-            if !is_pid {
-                continue;
-            }
-            let environ = match read_bounded(&entry.path().join("environ"), ENVIRON_MAX) {
-                Ok(environ) => environ,
-                // A process that vanished is not the attempt's; one we may not read may be.
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    unreadable = true;
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            if environ
-                .split(|&b| b == 0)
-                .any(|var| var == marker.as_slice())
-            {
-                return ProgramStatus::Alive;
-            }
-        }
-        if unreadable {
-            ProgramStatus::Unknown
-        } else {
-            ProgramStatus::Gone
-        }
-    }
-
-    /// The users logged on now, from utmp's `USER_PROCESS` records.
+    /// The users logged on now, one entry per session (logind) or login record (utmp). An
+    /// error when the source cannot be read, or when any of its sessions cannot be judged: a
+    /// partial list is not the list.
     pub fn logged_on_users(&self) -> Result<Vec<String>, SessionError> {
-        let bytes = std::fs::read(&self.utmp).map_err(|e| SessionError::Users {
-            source_name: self.utmp.display().to_string(),
+        match self.user_source()? {
+            Users::Logind(dir) => {
+                let scan = users::logind_scan(&dir)?;
+                match scan.undecided {
+                    None => Ok(scan.users),
+                    Some(detail) => Err(SessionError::Users {
+                        source_name: dir.display().to_string(),
+                        detail,
+                    }),
+                }
+            }
+            Users::Utmp(path) => users::utmp_users(&path),
+        }
+    }
+
+    /// systemd's count of soft reboots since the kernel booted: `None` where systemd did not
+    /// boot the system or keeps no count (before 256); an error where systemd runs and cannot
+    /// say it.
+    pub fn soft_reboots(&self) -> Result<Option<u64>, SessionError> {
+        let marker = self.root.join("run/systemd/system");
+        let booted_by_systemd = dir_exists(&marker).map_err(|e| SessionError::BootId {
+            source_name: marker.display().to_string(),
             detail: e.to_string(),
         })?;
-        parse_utmp(&bytes).map_err(|detail| SessionError::Users {
-            source_name: self.utmp.display().to_string(),
-            detail,
-        })
+        if !booted_by_systemd {
+            return Ok(None);
+        }
+        let systemctl = match &self.systemctl {
+            Some(path) => path.clone(),
+            None => {
+                let candidates = [
+                    self.root.join("usr/bin/systemctl"),
+                    self.root.join("bin/systemctl"),
+                ];
+                candidates
+                    .iter()
+                    .find(|path| path.exists())
+                    .cloned()
+                    .ok_or_else(|| SessionError::BootId {
+                        source_name: marker.display().to_string(),
+                        detail: format!(
+                            "systemd booted this system, but neither {} nor {} exists to ask for its count of soft reboots",
+                            candidates[0].display(),
+                            candidates[1].display()
+                        ),
+                    })?
+            }
+        };
+        boot::soft_reboots_count(&systemctl, self.helper_timeout)
+    }
+
+    /// The source of users: the one chosen, or logind's where it runs, else utmp.
+    fn user_source(&self) -> Result<Users, SessionError> {
+        match &self.users {
+            UserSource::Auto => {
+                let sessions = self.root.join("run/systemd/sessions");
+                let error = |path: &Path, e: std::io::Error| SessionError::Users {
+                    source_name: path.display().to_string(),
+                    detail: e.to_string(),
+                };
+                let marker = self.root.join("run/systemd/system");
+                let systemd = dir_exists(&marker).map_err(|e| error(&marker, e))?;
+                if systemd && dir_exists(&sessions).map_err(|e| error(&sessions, e))? {
+                    Ok(Users::Logind(sessions))
+                } else {
+                    Ok(Users::Utmp(self.root.join("run/utmp")))
+                }
+            }
+            UserSource::Utmp(path) => Ok(Users::Utmp(path.clone())),
+            UserSource::Logind(dir) => Ok(Users::Logind(dir.clone())),
+        }
     }
 }
 
-/// The user names of the `USER_PROCESS` records in a utmp file.
-fn parse_utmp(bytes: &[u8]) -> Result<Vec<String>, String> {
-    if !bytes.len().is_multiple_of(UTMP_RECORD) {
-        return Err(format!(
-            "{} bytes is not a whole number of {UTMP_RECORD}-byte records: the file is truncated or not utmp",
-            bytes.len()
-        ));
+/// Whether `path` is a directory (`false` when nothing is there).
+fn dir_exists(path: &Path) -> std::io::Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(metadata) => Ok(metadata.is_dir()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
-    let mut users = Vec::new();
-    for (i, record) in bytes.chunks_exact(UTMP_RECORD).enumerate() {
-        let ut_type = i16::from_le_bytes([record[0], record[1]]);
-        if !(0..=MAX_UT_TYPE).contains(&ut_type) {
-            return Err(format!(
-                "record {i} has type {ut_type}: the file is not utmp"
-            ));
-        }
-        if ut_type != USER_PROCESS {
-            continue;
-        }
-        let name = &record[44..76];
-        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-        if !name.is_empty() {
-            users.push(String::from_utf8_lossy(name).into_owned());
-        }
-    }
-    Ok(users)
 }
 
 /// Reads at most `max` bytes of `path` (files under /proc report no size).
@@ -238,48 +290,6 @@ fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
         .take(max)
         .read_to_end(&mut bytes)?;
     Ok(bytes)
-}
-
-/// What the session reads of a process from `/proc/<pid>/stat`.
-#[derive(Debug, PartialEq, Eq)]
-struct Stat {
-    /// Field 3: `R`, `S`, `Z` (a zombie: exited, not reaped), ...
-    state: char,
-    /// Field 4: the parent's pid.
-    parent: u32,
-    /// Field 22: when the process started, in clock ticks since boot.
-    start: u64,
-}
-
-/// Parses a `/proc/<pid>/stat` line. The command name in field 2 may hold spaces and
-/// parentheses: count from the last `)`.
-fn parse_stat(stat: &[u8]) -> Option<Stat> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let after = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
-    // After the `)`, the first field is field 3.
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let mut state = fields.first()?.chars();
-    let (state, None) = (state.next()?, state.next()) else {
-        return None;
-    };
-    Some(Stat {
-        state,
-        parent: fields.get(4 - 3)?.parse().ok()?,
-        start: fields.get(22 - 3)?.parse().ok()?,
-    })
-}
-
-fn read_uptime(path: &Path) -> Result<Duration, SessionError> {
-    let error = |detail: String| SessionError::Clock {
-        source_name: path.display().to_string(),
-        detail,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-    let first = text.split_whitespace().next().unwrap_or_default();
-    let seconds: f64 = first
-        .parse()
-        .map_err(|_| error(format!("{first:?} is not a number of seconds")))?;
-    Duration::try_from_secs_f64(seconds).map_err(|e| error(e.to_string()))
 }
 
 /// A service when systemd started us, or when we have no controlling terminal.
@@ -302,23 +312,33 @@ fn detect_context(root: &Path) -> ExecutionContext {
 }
 
 impl SessionContext for LinuxSession {
+    /// The kernel's boot id, with `+soft-reboot-<n>` after `n` soft reboots (none: the kernel's
+    /// id alone); an error where systemd runs and cannot say its count (see [`LinuxSession`]).
     fn boot_id(&self) -> Result<BootId, SessionError> {
         let path = self.root.join("proc/sys/kernel/random/boot_id");
-        let error = |detail: String| SessionError::BootId {
+        let kernel = boot::kernel_boot_id(&path)?;
+        let soft_reboots = self.soft_reboots()?;
+        boot::boot_identity(&kernel, soft_reboots).map_err(|detail| SessionError::BootId {
             source_name: path.display().to_string(),
             detail,
-        };
-        // A boot id is 37 bytes: read a bounded amount, whatever sits at the path.
-        let bytes = read_bounded(&path, BOOT_ID_MAX).map_err(|e| error(e.to_string()))?;
-        let text = String::from_utf8(bytes).map_err(|e| error(e.to_string()))?;
-        BootId::new(text.trim()).map_err(|e| error(e.to_string()))
+        })
     }
 
     fn user_presence(&self) -> UserPresence {
-        match self.logged_on_users() {
-            Ok(users) if users.is_empty() => UserPresence::NoneLoggedOn,
-            Ok(_) => UserPresence::LoggedOn,
-            Err(_) => UserPresence::Unknown,
+        let Ok(source) = self.user_source() else {
+            return UserPresence::Unknown;
+        };
+        match source {
+            Users::Logind(dir) => match users::logind_scan(&dir) {
+                Ok(scan) if !scan.users.is_empty() => UserPresence::LoggedOn,
+                Ok(scan) if scan.undecided.is_none() => UserPresence::NoneLoggedOn,
+                _ => UserPresence::Unknown,
+            },
+            Users::Utmp(path) => match users::utmp_users(&path) {
+                Ok(users) if users.is_empty() => UserPresence::NoneLoggedOn,
+                Ok(_) => UserPresence::LoggedOn,
+                Err(_) => UserPresence::Unknown,
+            },
         }
     }
 
@@ -338,9 +358,15 @@ impl SessionContext for LinuxSession {
         Timestamp::from(std::time::SystemTime::now())
     }
 
+    /// Time since boot from `/proc/uptime`, re-read at every call: the kernel's
+    /// `CLOCK_BOOTTIME`, which counts time suspended (in steps of 10 ms), so the run-time limit,
+    /// the failure grace window, the restart deadline and the terminate grace all count a
+    /// suspend as time passed, in this process and in the next agent alike. It never decreases
+    /// within one `LinuxSession` and its clones (the largest value handed out stands). Should
+    /// the file become unreadable, time goes on from the last reading on `Instant`, which does
+    /// not count suspend: limits then fire late, never early.
     fn since_boot(&self) -> Duration {
-        self.since_boot_at_start
-            .saturating_add(self.start.elapsed())
+        self.clock.since_boot()
     }
 
     fn program_status(&self, attempt: &AttemptId, program: Option<&ProgramId>) -> ProgramStatus {
@@ -349,35 +375,15 @@ impl SessionContext for LinuxSession {
             None => self.marked_status(attempt),
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(ut_type: i16, user: &str) -> Vec<u8> {
-        let mut r = vec![0u8; UTMP_RECORD];
-        r[..2].copy_from_slice(&ut_type.to_le_bytes());
-        r[44..44 + user.len()].copy_from_slice(user.as_bytes());
-        r
-    }
-
-    #[test]
-    fn utmp_records_are_parsed_and_bad_files_refused() {
-        let mut file = record(2, "reboot"); // BOOT_TIME
-        file.extend(record(USER_PROCESS, "alice"));
-        file.extend(record(8, "bob")); // DEAD_PROCESS: logged off
-        assert_eq!(parse_utmp(&file).unwrap(), ["alice"]);
-        assert_eq!(parse_utmp(&[]).unwrap(), Vec::<String>::new());
-        for cut in [1, UTMP_RECORD - 1, UTMP_RECORD + 7] {
-            assert!(parse_utmp(&file[..cut]).is_err(), "cut at {cut}");
-        }
-        assert!(parse_utmp(&record(300, "x")).is_err());
-        assert!(parse_utmp(&record(-1, "x")).is_err());
-        // A name filling all 32 bytes (no NUL) is read whole.
-        assert_eq!(
-            parse_utmp(&record(USER_PROCESS, &"n".repeat(32))).unwrap()[0].len(),
-            32
-        );
+    /// From `/run/reboot-required`, `needs-restarting -r` or dpkg's presence (see
+    /// [`LinuxSession`]).
+    fn restart_pending(&self) -> RestartPending {
+        let sources = restart::RestartSources {
+            flag: &self.root.join("run/reboot-required"),
+            needs_restarting: &self.needs_restarting,
+            dpkg_status: &self.root.join("var/lib/dpkg/status"),
+        };
+        restart::restart_pending(&sources, self.helper_timeout)
     }
 }
