@@ -68,6 +68,10 @@ impl From<bool> for CheckResult {
 pub enum EventKind {
     /// The job was advertised again. (A new job's first advertisement creates it `Queued`.)
     Advertised,
+    /// The job was advertised again with a changed spec, which the change carrying this event
+    /// records (its state is unchanged). An attempt under way finishes under the spec it
+    /// started with; the next attempt, retry or rerun runs under the new one.
+    SpecChanged,
     /// The caller is about to start the program of the queued attempt: `Running` is the intent
     /// to launch.
     AttemptStarted,
@@ -144,6 +148,8 @@ pub enum EventKind {
 pub enum EventName {
     /// [`EventKind::Advertised`].
     Advertised,
+    /// [`EventKind::SpecChanged`].
+    SpecChanged,
     /// [`EventKind::AttemptStarted`].
     AttemptStarted,
     /// [`EventKind::Launched`].
@@ -184,6 +190,7 @@ impl EventKind {
     pub fn name(&self) -> EventName {
         match self {
             EventKind::Advertised => EventName::Advertised,
+            EventKind::SpecChanged => EventName::SpecChanged,
             EventKind::AttemptStarted => EventName::AttemptStarted,
             EventKind::Launched { .. } => EventName::Launched,
             EventKind::LaunchFailed { .. } => EventName::LaunchFailed,

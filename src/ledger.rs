@@ -20,14 +20,38 @@ const ORPHAN_POLL: Duration = Duration::from_secs(10);
 pub enum Advertisement {
     /// The job was new: it is now queued.
     Queued,
-    /// The job was already known and is unchanged (its first spec stands). An optional
-    /// completed or a failed job runs again only on a [`Ledger::rerun`] request.
+    /// The job was already known with this very spec: nothing changed. An optional completed
+    /// or a failed job runs again only on a [`Ledger::rerun`] request.
     AlreadyKnown {
         /// Its current state.
         state: StateKind,
     },
-    /// The job is a completed mandatory job: it will never run again.
+    /// The job was known with another spec: the new one is recorded, and takes effect as
+    /// `effect` says. A mandatory job stays mandatory whatever the new spec says.
+    SpecChanged {
+        /// Its current state (unchanged).
+        state: StateKind,
+        /// When the new spec takes effect.
+        effect: SpecEffect,
+        /// The new spec said optional, but the job was mandatory: it stays mandatory.
+        kept_mandatory: bool,
+    },
+    /// The job is a completed mandatory job: it will never run again, whatever spec it was
+    /// advertised with (nothing is recorded).
     CompletedWillNotRun,
+}
+
+/// When a changed spec takes effect ([`Advertisement::SpecChanged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpecEffect {
+    /// Now: no attempt is under way (the job is queued, or its run is finished and a
+    /// [`Ledger::rerun`] runs under the new spec).
+    Now,
+    /// At the next attempt: the attempt under way (running, waiting for its reboot, or whose
+    /// check is owed) finishes under the spec it started with, except that a job made
+    /// mandatory is mandatory at once.
+    NextAttempt,
 }
 
 /// What the agent should do next, from [`Ledger::next_runnable`].
@@ -201,17 +225,48 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     pub fn advertise(&mut self, spec: JobSpec) -> Result<Advertisement, Error> {
         if let Some(record) = self.state.jobs().get(spec.id()) {
             let event = self.event(EventKind::Advertised);
-            // Advertising a known job is an observation: it never changes the job.
+            // Advertising a known job is an observation: it never changes the job's state.
             let step = transition(record.spec(), record.state(), &event)?;
             debug_assert!(step.state.is_none());
             let state = record.state().kind();
-            return Ok(
-                if state == StateKind::Completed && record.spec().is_mandatory() {
-                    Advertisement::CompletedWillNotRun
+            let latest = record.latest_spec();
+            if state == StateKind::Completed && latest.is_mandatory() {
+                return Ok(Advertisement::CompletedWillNotRun);
+            }
+            // Mandatory may be added, never removed.
+            let kept_mandatory = latest.is_mandatory() && !spec.is_mandatory();
+            let mandatory = spec.is_mandatory() || latest.is_mandatory();
+            let spec = spec.mandatory(mandatory);
+            if spec == *latest {
+                return Ok(if kept_mandatory {
+                    // Only the mandatory flag differed, and it stays: nothing to record.
+                    Advertisement::SpecChanged {
+                        state,
+                        effect: SpecEffect::Now,
+                        kept_mandatory,
+                    }
                 } else {
                     Advertisement::AlreadyKnown { state }
-                },
-            );
+                });
+            }
+            let change = Change {
+                job: spec.id().clone(),
+                seq: record.seq() + 1,
+                spec: Some(spec),
+                event: self.event(EventKind::SpecChanged),
+                state: record.state().clone(),
+            };
+            let effect = if record.current_attempt().is_some() {
+                SpecEffect::NextAttempt
+            } else {
+                SpecEffect::Now
+            };
+            self.commit(Commit::new(self.revision, vec![change]))?;
+            return Ok(Advertisement::SpecChanged {
+                state,
+                effect,
+                kept_mandatory,
+            });
         }
         let change = Change {
             job: spec.id().clone(),

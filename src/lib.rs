@@ -126,7 +126,7 @@ pub use event::{AttemptRef, CheckResult, Event, EventKind, EventName};
 pub use exit_code::{ExitCodePolicy, ExitOutcome, ProgramExit};
 pub use id::{BootId, IdError, JobId};
 pub use json_lines_sink::{JsonLinesSink, SinkOptions};
-pub use ledger::{Advertisement, JobWait, Ledger, NextJob};
+pub use ledger::{Advertisement, JobWait, Ledger, NextJob, SpecEffect};
 #[cfg(target_os = "linux")]
 pub use linux_session::LinuxSession;
 pub use outbox::{Delivery, DeliveryPolicy, Outbox, StatusSink};

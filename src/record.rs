@@ -14,7 +14,8 @@ pub struct Change {
     pub job: JobId,
     /// The job's sequence number: 1 for the change that creates it, then one more per change.
     pub seq: u64,
-    /// The job's spec: present exactly in the creating change (`seq == 1`).
+    /// The job's spec: present in the creating change (`seq == 1`), and in a change whose event
+    /// is [`EventKind::SpecChanged`] (the job was advertised again with a changed spec).
     pub spec: Option<JobSpec>,
     /// The event that caused the change.
     pub event: Event,
@@ -51,22 +52,66 @@ pub struct HistoryEntry {
 /// entry's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
-    spec: JobSpec,
+    /// The spec last advertised (made mandatory if any advertisement was).
+    latest: JobSpec,
+    /// The spec the attempt under way started with, when a later advertisement changed it
+    /// (with the latest mandatory flag): it stands until that attempt's business is done.
+    started_under: Option<JobSpec>,
     history: Vec<HistoryEntry>,
+}
+
+/// Whether `state` has an attempt whose business is not done: running, waiting for its reboot,
+/// or queued for a retry whose check of the previous attempt is owed. A spec change waits for
+/// it to be done.
+fn attempt_under_way(state: &JobState) -> bool {
+    match state {
+        JobState::Queued {
+            check_before_retry, ..
+        } => *check_before_retry,
+        JobState::Running { .. } | JobState::AwaitingReboot { .. } => true,
+        JobState::Completed { .. } | JobState::Failed { .. } => false,
+    }
 }
 
 /// What `JobRecord::state` answers for a record without history, which the table never builds.
 static NEVER_EMPTY: JobState = JobState::initial();
 
 impl JobRecord {
-    /// The job's spec, as first advertised.
+    /// The job's spec in force: the one last advertised, except that an attempt under way
+    /// (running, waiting for its reboot, or whose check is owed) finishes under the spec it
+    /// started with — made mandatory, though, if a later advertisement made the job mandatory.
     pub fn spec(&self) -> &JobSpec {
-        &self.spec
+        self.started_under.as_ref().unwrap_or(&self.latest)
+    }
+
+    /// The spec last advertised: the one the next attempt, retry or rerun runs under.
+    pub fn latest_spec(&self) -> &JobSpec {
+        &self.latest
     }
 
     /// The job's id.
     pub fn id(&self) -> &JobId {
-        self.spec.id()
+        self.latest.id()
+    }
+
+    /// Adds `entry`, and `spec` if the change carried one, keeping the spec in force.
+    fn push(&mut self, spec: Option<JobSpec>, entry: HistoryEntry) {
+        let under_way = attempt_under_way(&entry.state);
+        if let Some(spec) = spec {
+            if under_way {
+                let mut standing = self
+                    .started_under
+                    .take()
+                    .unwrap_or_else(|| self.latest.clone());
+                standing = standing.mandatory(spec.is_mandatory());
+                self.started_under = Some(standing);
+            }
+            self.latest = spec;
+        }
+        if !under_way {
+            self.started_under = None;
+        }
+        self.history.push(entry);
     }
 
     /// The current state: the last entry's.
@@ -136,8 +181,9 @@ pub enum ReplayError {
         /// The sequence number found.
         found: u64,
     },
-    /// A creating change without a spec, or a later change with one.
-    #[error("job {job}: change {seq} {}; the store is damaged, restore it from a backup", if *.seq == 1 { "creates the job without a spec" } else { "carries a spec but does not create the job" })]
+    /// A creating change without a spec, a later change with one that is not a spec change, or
+    /// a spec change without one.
+    #[error("job {job}: change {seq} {}; the store is damaged, restore it from a backup", if *.seq == 1 { "creates the job without a spec" } else { "carries a spec without being a spec change, or is a spec change without one" })]
     Spec {
         /// The job.
         job: JobId,
@@ -296,7 +342,7 @@ impl JobTable {
         } = change;
         let entry = HistoryEntry { seq, event, state };
         match slot.and_then(|i| self.jobs.get_mut(i)) {
-            Some(record) => record.history.push(entry),
+            Some(record) => record.push(spec, entry),
             None => {
                 let spec = spec.ok_or(ReplayError::Spec {
                     job: job.clone(),
@@ -306,7 +352,11 @@ impl JobTable {
                 // Room for a typical job's life (advertised, started, finished, reported) at once.
                 let mut history = Vec::with_capacity(4);
                 history.push(entry);
-                self.jobs.push(JobRecord { spec, history });
+                self.jobs.push(JobRecord {
+                    latest: spec,
+                    started_under: None,
+                    history,
+                });
             }
         }
         Ok(())
@@ -348,7 +398,7 @@ fn tail_of(record: &JobRecord) -> TailOf<'_> {
     TailOf {
         seq: record.seq(),
         state: record.state(),
-        mandatory: record.spec().is_mandatory(),
+        mandatory: record.latest_spec().is_mandatory(),
     }
 }
 
@@ -389,6 +439,38 @@ fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
             }
             Ok(())
         }
+        (Some(spec), Some(tail)) => {
+            if change.event.kind != EventKind::SpecChanged {
+                return Err(ReplayError::Spec {
+                    job: change.job.clone(),
+                    seq: change.seq,
+                });
+            }
+            if spec.id() != &change.job {
+                return Err(ReplayError::SpecMismatch {
+                    job: change.job.clone(),
+                    spec_id: spec.id().clone(),
+                });
+            }
+            if tail.mandatory && tail.state.kind() == crate::StateKind::Completed {
+                return Err(not_a_transition(
+                    "nothing follows a completed mandatory job",
+                ));
+            }
+            if tail.mandatory && !spec.is_mandatory() {
+                return Err(not_a_transition(
+                    "a mandatory job never becomes optional again",
+                ));
+            }
+            if change.state != *tail.state {
+                return Err(not_a_transition("a spec change changes no state"));
+            }
+            Ok(())
+        }
+        (None, Some(_)) if change.event.kind == EventKind::SpecChanged => Err(ReplayError::Spec {
+            job: change.job.clone(),
+            seq: change.seq,
+        }),
         (None, Some(tail)) => {
             let before = tail.state;
             if tail.mandatory && before.kind() == crate::StateKind::Completed {

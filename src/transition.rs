@@ -158,7 +158,8 @@ pub fn transition(
         return t.completed_mandatory();
     }
     match &event.kind {
-        EventKind::Advertised => Ok(Step::unchanged()),
+        // A spec change changes no state: the change that records it carries the new spec.
+        EventKind::Advertised | EventKind::SpecChanged => Ok(Step::unchanged()),
         EventKind::AttemptStarted => t.attempt_started(),
         EventKind::Launched { attempt, program } => t.launched(*attempt, *program),
         EventKind::LaunchFailed { attempt } => t.launch_failed(*attempt),

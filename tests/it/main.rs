@@ -15,5 +15,6 @@ mod seeds;
 mod semantics;
 #[cfg(feature = "testkit")]
 mod simulator;
+mod spec_change;
 mod spec_form;
 mod unheard;

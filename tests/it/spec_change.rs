@@ -1,0 +1,309 @@
+//! Specs change (DESIGN.md): re-advertising a known job with a changed spec says so; mandatory
+//! may be added, never removed; an attempt under way finishes under the spec it started with;
+//! a retry or rerun takes the latest spec; a completed mandatory job stays completed.
+
+use std::time::Duration;
+
+use jobstate::{
+    Advertisement, Change, Event, EventKind, JobSpec, JobState, JobTable, Ledger, MemoryStore,
+    ProgramId, RebootBehaviour, ReplayError, RetryPolicy, SpecEffect, StateKind,
+};
+
+use crate::common::*;
+
+type MemLedger = Ledger<MemoryStore, jobstate::SessionFacts>;
+
+fn open(store: &MemoryStore, boot_name: &str) -> MemLedger {
+    Ledger::open(store.clone(), service_session(boot_name))
+        .unwrap()
+        .0
+}
+
+fn start(ledger: &mut MemLedger, spec: &JobSpec) -> jobstate::AttemptId {
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger.launched(&attempt, ProgramId::new(4242, 7)).unwrap();
+    attempt
+}
+
+#[test]
+fn a_queued_job_takes_a_changed_spec_at_once_and_says_so() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "b1");
+    let first = msi_job(job("patch"));
+    ledger.advertise(first.clone()).unwrap();
+    let second = first.clone().max_run_time(Duration::from_secs(60));
+    assert_eq!(
+        ledger.advertise(second.clone()).unwrap(),
+        Advertisement::SpecChanged {
+            state: StateKind::Queued,
+            effect: SpecEffect::Now,
+            kept_mandatory: false,
+        }
+    );
+    let record = ledger.job(first.id()).unwrap();
+    assert_eq!(record.spec(), &second);
+    assert_eq!(record.latest_spec(), &second);
+    assert_eq!(record.state(), &JobState::initial());
+    assert_eq!(
+        record.history().last().unwrap().event.kind,
+        EventKind::SpecChanged
+    );
+    // The same spec again changes nothing, and says so.
+    let seq = record.seq();
+    assert_eq!(
+        ledger.advertise(second.clone()).unwrap(),
+        Advertisement::AlreadyKnown {
+            state: StateKind::Queued
+        }
+    );
+    assert_eq!(ledger.job(first.id()).unwrap().seq(), seq);
+    // It survives a restart of the agent.
+    drop(ledger);
+    let ledger = open(&store, "b1");
+    assert_eq!(ledger.job(first.id()).unwrap().spec(), &second);
+}
+
+#[test]
+fn a_running_attempt_finishes_under_its_spec_and_the_retry_takes_the_latest() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "b1");
+    let old = msi_job(job("tool"));
+    ledger.advertise(old.clone()).unwrap();
+    let attempt = start(&mut ledger, &old);
+    // The server now says the tool restarts the machine, and gives it one attempt.
+    let new = old
+        .clone()
+        .reboot(RebootBehaviour::RestartsMachine)
+        .retry(RetryPolicy::none());
+    assert_eq!(
+        ledger.advertise(new.clone()).unwrap(),
+        Advertisement::SpecChanged {
+            state: StateKind::Running,
+            effect: SpecEffect::NextAttempt,
+            kept_mandatory: false,
+        }
+    );
+    assert_eq!(ledger.job(old.id()).unwrap().spec(), &old);
+    assert_eq!(ledger.job(old.id()).unwrap().latest_spec(), &new);
+    // The agent restarts in the same boot: the attempt still runs under the old spec.
+    drop(ledger);
+    let mut ledger = open(&store, "b1");
+    assert_eq!(ledger.job(old.id()).unwrap().spec(), &old);
+    // It fails: under the old spec (3 attempts) it is retried, and the retry runs under the new.
+    ledger.program_exited(&attempt, 1603).unwrap();
+    let record = ledger.job(old.id()).unwrap();
+    assert_eq!(record.state().kind(), StateKind::Queued);
+    assert_eq!(record.spec(), &new);
+}
+
+#[test]
+fn a_reboot_while_waiting_still_completes_a_job_whose_new_spec_says_it_never_reboots() {
+    // Invariant 3 across a spec change: the attempt declared the restart; the new spec cannot
+    // turn the restart it asked for into an interruption.
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "b1");
+    let upgrade = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    ledger.advertise(upgrade.clone()).unwrap();
+    start(&mut ledger, &upgrade);
+    let answer = ledger
+        .advertise(upgrade.clone().reboot(RebootBehaviour::Never))
+        .unwrap();
+    assert!(matches!(
+        answer,
+        Advertisement::SpecChanged {
+            effect: SpecEffect::NextAttempt,
+            ..
+        }
+    ));
+    drop(ledger);
+    let ledger = open(&store, "b2");
+    assert_eq!(
+        ledger.job(upgrade.id()).unwrap().state().kind(),
+        StateKind::Completed
+    );
+}
+
+#[test]
+fn mandatory_may_be_added_and_never_removed() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "b1");
+    let optional = msi_job(job("tool")).mandatory(false);
+    ledger.advertise(optional.clone()).unwrap();
+    let attempt = start(&mut ledger, &optional);
+    // Made mandatory while it runs: mandatory at once, even for the attempt under way.
+    let mandatory = optional.clone().mandatory(true);
+    assert_eq!(
+        ledger.advertise(mandatory.clone()).unwrap(),
+        Advertisement::SpecChanged {
+            state: StateKind::Running,
+            effect: SpecEffect::NextAttempt,
+            kept_mandatory: false,
+        }
+    );
+    assert!(ledger.job(optional.id()).unwrap().spec().is_mandatory());
+    ledger.program_exited(&attempt, 0).unwrap();
+    // Completed and mandatory: no rerun, whatever a later advertisement says.
+    assert!(ledger.rerun(optional.id()).is_err());
+    let seq = ledger.job(optional.id()).unwrap().seq();
+    for spec in [optional.clone(), optional.clone().max_reboots(9)] {
+        assert_eq!(
+            ledger.advertise(spec).unwrap(),
+            Advertisement::CompletedWillNotRun
+        );
+    }
+    assert_eq!(ledger.job(optional.id()).unwrap().seq(), seq);
+
+    // A queued mandatory job re-advertised as optional stays mandatory, and the answer says so.
+    let patch = msi_job(job("patch"));
+    ledger.advertise(patch.clone()).unwrap();
+    assert_eq!(
+        ledger.advertise(patch.clone().mandatory(false)).unwrap(),
+        Advertisement::SpecChanged {
+            state: StateKind::Queued,
+            effect: SpecEffect::Now,
+            kept_mandatory: true,
+        }
+    );
+    let changed = patch.clone().mandatory(false).max_reboots(7);
+    assert_eq!(
+        ledger.advertise(changed).unwrap(),
+        Advertisement::SpecChanged {
+            state: StateKind::Queued,
+            effect: SpecEffect::Now,
+            kept_mandatory: true,
+        }
+    );
+    let record = ledger.job(patch.id()).unwrap();
+    assert!(record.spec().is_mandatory());
+    assert_eq!(record.spec().reboot_limit(), 7);
+}
+
+#[test]
+fn a_rerun_of_a_finished_optional_job_runs_under_the_latest_spec() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "b1");
+    let tool = msi_job(job("tool")).mandatory(false);
+    ledger.advertise(tool.clone()).unwrap();
+    let attempt = start(&mut ledger, &tool);
+    ledger.program_exited(&attempt, 0).unwrap();
+    let newer = tool.clone().max_run_time(Duration::from_secs(30));
+    assert_eq!(
+        ledger.advertise(newer.clone()).unwrap(),
+        Advertisement::SpecChanged {
+            state: StateKind::Completed,
+            effect: SpecEffect::Now,
+            kept_mandatory: false,
+        }
+    );
+    ledger.rerun(tool.id()).unwrap();
+    let attempt = start(&mut ledger, &tool);
+    assert_eq!(ledger.job(tool.id()).unwrap().spec(), &newer);
+    // The new run-time limit is the one applied: 31 s later the program is to be terminated.
+    ledger.session_mut().since_boot += Duration::from_secs(31);
+    let effects = ledger.tick().unwrap();
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, jobstate::Effect::Terminate(a) if *a == attempt)),
+        "{effects:?}"
+    );
+}
+
+fn change(seq: u64, spec: Option<JobSpec>, kind: EventKind, state: JobState) -> Change {
+    Change {
+        job: job("j"),
+        seq,
+        spec,
+        event: Event {
+            at: t0(),
+            boot: boot("b1"),
+            since_boot: Duration::ZERO,
+            kind,
+        },
+        state,
+    }
+}
+
+#[test]
+fn stored_spec_changes_that_break_the_rules_are_refused() {
+    let spec = JobSpec::new(job("j"));
+    let create = change(
+        1,
+        Some(spec.clone()),
+        EventKind::Advertised,
+        JobState::initial(),
+    );
+    let table = || {
+        let mut table = JobTable::default();
+        table.apply(create.clone()).unwrap();
+        table
+    };
+    let refused = |c: Change| {
+        let mut t = table();
+        let error = t.apply(c).unwrap_err();
+        assert_eq!(t.get(&job("j")).unwrap().seq(), 1, "nothing applied");
+        error
+    };
+    // A spec carried by a change that is not a spec change.
+    assert!(matches!(
+        refused(change(
+            2,
+            Some(spec.clone()),
+            EventKind::Advertised,
+            JobState::initial()
+        )),
+        ReplayError::Spec { .. }
+    ));
+    // A spec change without a spec.
+    assert!(matches!(
+        refused(change(2, None, EventKind::SpecChanged, JobState::initial())),
+        ReplayError::Spec { .. }
+    ));
+    // Another job's spec.
+    assert!(matches!(
+        refused(change(
+            2,
+            Some(JobSpec::new(job("other"))),
+            EventKind::SpecChanged,
+            JobState::initial()
+        )),
+        ReplayError::SpecMismatch { .. }
+    ));
+    // Mandatory made optional.
+    assert!(matches!(
+        refused(change(
+            2,
+            Some(spec.clone().mandatory(false)),
+            EventKind::SpecChanged,
+            JobState::initial()
+        )),
+        ReplayError::NotATransition { .. }
+    ));
+    // A spec change that moves the state.
+    let failed = JobState::Failed {
+        run: 1,
+        attempt: None,
+        at: t0(),
+        reason: jobstate::FailureReason::Cancelled,
+    };
+    assert!(matches!(
+        refused(change(
+            2,
+            Some(spec.clone().max_reboots(5)),
+            EventKind::SpecChanged,
+            failed
+        )),
+        ReplayError::NotATransition { .. }
+    ));
+    // A valid one applies, and the record's spec follows it.
+    let mut t = table();
+    let newer = spec.clone().max_reboots(5);
+    t.apply(change(
+        2,
+        Some(newer.clone()),
+        EventKind::SpecChanged,
+        JobState::initial(),
+    ))
+    .unwrap();
+    assert_eq!(t.get(&job("j")).unwrap().spec(), &newer);
+}
