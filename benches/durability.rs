@@ -201,6 +201,7 @@ impl Pool {
                         number: attempt.number,
                     },
                     exit: jobstate::ProgramExit::Code(0),
+                    restart_pending: false,
                 }
             }
             _ => EventKind::RerunRequested,

@@ -195,6 +195,7 @@ impl Changes {
                     number: attempt.number,
                 },
                 exit: jobstate::ProgramExit::Code(if job.exits == 0 { 1603 } else { 0 }),
+                restart_pending: false,
             },
             other => panic!("unexpected state {:?}", other.kind()),
         };

@@ -37,6 +37,7 @@ fn pure_transition(c: &mut Criterion) {
         kind: EventKind::ProgramExited {
             attempt: AttemptRef { run: 1, number: 1 },
             exit: jobstate::ProgramExit::Code(0),
+            restart_pending: false,
         },
     };
     c.bench_function("pure_transition/running_exit0_completed", |b| {

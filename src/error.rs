@@ -35,6 +35,9 @@ pub enum WaitReason {
         /// The job whose restart is owed.
         job: JobId,
     },
+    /// The operating system says a restart is pending, and the job must not start before it
+    /// ([`JobSpec::wait_for_pending_restart`](crate::JobSpec::wait_for_pending_restart)).
+    SystemRestartPending,
     /// The job's program runs, under its run-time limit.
     ProgramRunning,
     /// `Running` is committed but the launch was never recorded, and whether a process of the
@@ -92,6 +95,9 @@ impl fmt::Display for WaitReason {
             WaitReason::RestartPending { job } => {
                 write!(f, "job {job} waits for a restart, and nothing starts before it")
             }
+            WaitReason::SystemRestartPending => f.write_str(
+                "the operating system says a restart is pending, and this job does not start before it",
+            ),
             WaitReason::ProgramRunning => f.write_str("its program runs"),
             WaitReason::LaunchUnconfirmed => f.write_str(
                 "its launch was never recorded and whether its program runs is unknown",

@@ -335,9 +335,17 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         attempt: &AttemptId,
         exit: impl Into<ProgramExit>,
     ) -> Result<Vec<Effect>, Error> {
+        // Asked only for a job that cares: the session may run a helper to answer.
+        let restart_pending = self
+            .state
+            .jobs()
+            .get(&attempt.job)
+            .is_some_and(|r| r.spec().restarts_when_pending())
+            && self.session.restart_pending() == crate::RestartPending::Pending;
         let kind = EventKind::ProgramExited {
             attempt: attempt.attempt,
             exit: exit.into(),
+            restart_pending,
         };
         self.apply(&attempt.job, kind)
     }
@@ -725,6 +733,11 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         // a job that may restart the machine starts only when no other job runs.
         if let Some(job) = &busy.restart_owed {
             return Err(WaitReason::RestartPending { job: job.clone() });
+        }
+        if record.spec().waits_for_pending_restart()
+            && self.session.restart_pending() == crate::RestartPending::Pending
+        {
+            return Err(WaitReason::SystemRestartPending);
         }
         let restarts = record.spec().reboot_behaviour() != RebootBehaviour::Never;
         let blocker = if restarts {

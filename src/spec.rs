@@ -205,6 +205,8 @@ pub struct JobSpec {
     failure_grace: Duration,
     restart_deadline: Duration,
     terminate_grace: Duration,
+    restart_when_pending: bool,
+    wait_for_pending_restart: bool,
 }
 
 /// The serde form of a [`JobSpec`]: every field but the id optional, unknown fields refused.
@@ -234,6 +236,10 @@ struct SpecForm {
     restart_deadline: Duration,
     #[serde(default = "default_terminate_grace", with = "crate::duration_text")]
     terminate_grace: Duration,
+    #[serde(default)]
+    restart_when_pending: bool,
+    #[serde(default)]
+    wait_for_pending_restart: bool,
 }
 
 fn default_mandatory() -> bool {
@@ -271,6 +277,8 @@ impl From<SpecForm> for JobSpec {
             .with_failure_grace(form.failure_grace)
             .with_restart_deadline(form.restart_deadline)
             .with_terminate_grace(form.terminate_grace)
+            .restart_when_pending(form.restart_when_pending)
+            .wait_for_pending_restart(form.wait_for_pending_restart)
     }
 }
 
@@ -289,6 +297,8 @@ impl From<JobSpec> for SpecForm {
             failure_grace: spec.failure_grace,
             restart_deadline: spec.restart_deadline,
             terminate_grace: spec.terminate_grace,
+            restart_when_pending: spec.restart_when_pending,
+            wait_for_pending_restart: spec.wait_for_pending_restart,
         }
     }
 }
@@ -309,6 +319,8 @@ impl JobSpec {
             failure_grace: DEFAULT_FAILURE_GRACE,
             restart_deadline: DEFAULT_RESTART_DEADLINE,
             terminate_grace: DEFAULT_TERMINATE_GRACE,
+            restart_when_pending: false,
+            wait_for_pending_restart: false,
         }
     }
 
@@ -398,6 +410,38 @@ impl JobSpec {
     pub fn with_terminate_grace(mut self, grace: Duration) -> Self {
         self.terminate_grace = grace;
         self
+    }
+
+    /// Whether a successful exit after which the operating system says a restart is pending
+    /// ([`SessionContext::restart_pending`](crate::SessionContext::restart_pending)) means
+    /// "success, restart required": on Unix a program cannot say 3010, but a package that
+    /// updates the kernel leaves `/run/reboot-required` behind. Off by default (a flag left by
+    /// another update would make this job ask for the restart too).
+    #[must_use]
+    pub fn restart_when_pending(mut self, on: bool) -> Self {
+        self.restart_when_pending = on;
+        self
+    }
+
+    /// Whether the job must not start while the operating system says a restart is pending
+    /// (Windows Update's "a restart is required before installation"): it waits, with
+    /// [`WaitReason::SystemRestartPending`](crate::WaitReason::SystemRestartPending), until the
+    /// restart came (the session says none is pending). Restarts the ledger owes hold every job
+    /// back whatever this says.
+    #[must_use]
+    pub fn wait_for_pending_restart(mut self, on: bool) -> Self {
+        self.wait_for_pending_restart = on;
+        self
+    }
+
+    /// Whether a success followed by a pending restart means "success, restart required".
+    pub fn restarts_when_pending(&self) -> bool {
+        self.restart_when_pending
+    }
+
+    /// Whether the job waits while the operating system says a restart is pending.
+    pub fn waits_for_pending_restart(&self) -> bool {
+        self.wait_for_pending_restart
     }
 
     /// The grace window of a failing exit of a program that restarts the machine.

@@ -163,7 +163,11 @@ pub fn transition(
         EventKind::AttemptStarted => t.attempt_started(),
         EventKind::Launched { attempt, program } => t.launched(*attempt, *program),
         EventKind::LaunchFailed { attempt } => t.launch_failed(*attempt),
-        EventKind::ProgramExited { attempt, exit } => t.program_exited(*attempt, *exit),
+        EventKind::ProgramExited {
+            attempt,
+            exit,
+            restart_pending,
+        } => t.program_exited(*attempt, *exit, *restart_pending),
         EventKind::ProgramLost { attempt } => t.program_lost(*attempt),
         EventKind::ShutdownNoticed => Ok(t.shutdown_noticed()),
         EventKind::AgentStarted {
@@ -502,12 +506,20 @@ impl Transitioner<'_> {
         &self,
         named: AttemptRef,
         exit: ProgramExit,
+        restart_pending: bool,
     ) -> Result<Step, TransitionError> {
         // A signal is never looked up in the exit-code table: it fails the attempt with its
         // own reason, and the retry policy applies.
         let outcome = match exit {
             ProgramExit::Code(code) => self.spec.exit_code_policy().outcome(code),
             ProgramExit::Signal(_) => ExitOutcome::Failure,
+        };
+        // On Unix a program says "restart required" by leaving the system's flag behind.
+        let outcome = match outcome {
+            ExitOutcome::Success if restart_pending && self.spec.restarts_when_pending() => {
+                ExitOutcome::SuccessRestartRequired
+            }
+            other => other,
         };
         let failure = FailureReason::of_exit(exit);
         let restarts = self.spec.reboot_behaviour() == RebootBehaviour::RestartsMachine;

@@ -338,10 +338,12 @@ fn all_events(attempt: AttemptRef) -> Vec<EventKind> {
         EventKind::ProgramExited {
             attempt,
             exit: jobstate::ProgramExit::Code(0),
+            restart_pending: false,
         },
         EventKind::ProgramExited {
             attempt,
             exit: jobstate::ProgramExit::Code(1603),
+            restart_pending: false,
         },
         EventKind::ProgramLost { attempt },
         EventKind::ShutdownNoticed,

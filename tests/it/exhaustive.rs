@@ -67,10 +67,12 @@ fn alphabet(state: &JobState, depth: u32) -> Vec<(Option<usize>, EventKind, i64)
         now(EventKind::ProgramExited {
             attempt: stale,
             exit: jobstate::ProgramExit::Code(0),
+            restart_pending: false,
         }),
         now(EventKind::ProgramExited {
             attempt: stale_run,
             exit: jobstate::ProgramExit::Code(0),
+            restart_pending: false,
         }),
         now(EventKind::ProgramLost { attempt: current }),
         now(EventKind::ShutdownNoticed),
@@ -113,8 +115,21 @@ fn alphabet(state: &JobState, depth: u32) -> Vec<(Option<usize>, EventKind, i64)
         events.push(now(EventKind::ProgramExited {
             attempt: current,
             exit: jobstate::ProgramExit::Code(code),
+            restart_pending: false,
         }));
     }
+    // A success after which the system says a restart is pending, and a program killed by the
+    // shutdown's SIGTERM.
+    events.push(now(EventKind::ProgramExited {
+        attempt: current,
+        exit: jobstate::ProgramExit::Code(0),
+        restart_pending: true,
+    }));
+    events.push(now(EventKind::ProgramExited {
+        attempt: current,
+        exit: jobstate::ProgramExit::Signal(15),
+        restart_pending: false,
+    }));
     for b in 0..BOOTS.len() {
         for program in [ProgramStatus::Gone, ProgramStatus::Unknown] {
             events.push((
@@ -403,10 +418,12 @@ fn every_sequence_keeps_invariants_1_3_4_6_7_8() {
     };
     let specs = [
         base("patch", RebootBehaviour::Never),
-        base("kb-patch", RebootBehaviour::MayRequest),
+        base("kb-patch", RebootBehaviour::MayRequest).restart_when_pending(true),
         base("kb-patch-checked", RebootBehaviour::MayRequest).verify_after_reboot(true),
         base("upgrade", RebootBehaviour::RestartsMachine),
-        base("upgrade-checked", RebootBehaviour::RestartsMachine).verify_after_reboot(true),
+        base("upgrade-checked", RebootBehaviour::RestartsMachine)
+            .verify_after_reboot(true)
+            .restart_when_pending(true),
         base("optional-upgrade", RebootBehaviour::RestartsMachine).mandatory(false),
     ];
     let mut total = (0u64, 0usize, 0u64, 0u64, 0u64, 0u64);

@@ -11,6 +11,7 @@ mod linux_session;
 mod model;
 mod mutation_kills;
 mod outbox;
+mod restart_pending;
 mod seeds;
 mod semantics;
 #[cfg(feature = "testkit")]

@@ -232,6 +232,7 @@ fn a_commit_is_checked_as_a_whole_before_anything_is_applied() {
         EventKind::ProgramExited {
             attempt: AttemptRef { run: 1, number: 1 },
             exit: jobstate::ProgramExit::Code(0),
+            restart_pending: false,
         },
         JobState::Completed {
             attempt,
