@@ -31,7 +31,8 @@
 //! }
 //! ```
 //!
-//! Each job's `spec` is a [`JobSpec`] in its text form (the README's "Job specs as
+//! `restart_policy` (optional, default `"immediately"`) is the [`RestartPolicy`] of jobs whose
+//! spec names none. Each job's `spec` is a [`JobSpec`] in its text form (the README's "Job specs as
 //! configuration"); `verify`, the detection check, is given exactly when the spec says
 //! `verify_after_reboot`.
 //!
@@ -49,8 +50,8 @@ use std::time::Duration;
 
 use jobstate::{
     ATTEMPT_ENV, AttemptId, CheckResult, Effect, FileStore, JobId, JobSpec, JobState,
-    JsonLinesSink, Ledger, LinuxSession, NextJob, ProgramExit, SessionContext, StatusKey,
-    StatusMessage, StatusSink, WaitReason,
+    JsonLinesSink, Ledger, LedgerOptions, LinuxSession, NextJob, ProgramExit, RestartPolicy,
+    RestartRelease, SessionContext, StatusKey, StatusMessage, StatusSink, WaitReason,
 };
 use serde::Deserialize;
 
@@ -64,6 +65,9 @@ struct Config {
     exit_when_idle: bool,
     #[serde(default = "poll_ms")]
     poll_ms: u64,
+    /// The restart policy of jobs whose spec names none (default: at once).
+    #[serde(default)]
+    restart_policy: RestartPolicy,
     jobs: Vec<JobConfig>,
 }
 
@@ -215,7 +219,8 @@ fn run(path: &Path) -> Result<(), Failure> {
     // Open the store and reconcile every unfinished job against this boot: a program that died
     // with the previous agent process ends its attempt; a launch never recorded is launched now.
     let store = FileStore::open(&config.state_dir)?;
-    let (ledger, effects) = Ledger::open(store, session)?;
+    let options = LedgerOptions::default().restart_policy(config.restart_policy);
+    let (ledger, effects) = Ledger::open_with(store, session, options)?;
     say!("recovered effects={}", effects.len());
     let report = ledger.open_report();
     if !report.is_clean() {
@@ -382,17 +387,17 @@ impl Agent<'_> {
             match effect {
                 Effect::Launch(attempt) => self.launch(attempt)?,
                 Effect::Verify(attempt) => self.verify(&attempt)?,
-                Effect::ScheduleRestart { job, .. } => self.restart(&job)?,
+                Effect::ScheduleRestart { job, when, .. } => self.restart(&job, when)?,
                 Effect::Terminate(attempt) => self.terminate(&attempt)?,
             }
         }
         Ok(())
     }
 
-    fn restart(&mut self, job: &JobId) -> Result<(), Failure> {
+    fn restart(&mut self, job: &JobId, when: RestartRelease) -> Result<(), Failure> {
         // Report first: the restart ends this process.
         self.ledger.deliver(&mut self.sink)?;
-        say!("restart job={job}");
+        say!("restart job={job} when={when:?}");
         let argv = &self.config.restart_command;
         let status = Command::new(&argv[0]).args(&argv[1..]).status()?;
         if status.success() {

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AttemptRef, BootId, FailureReason, JobId, ProgramExit, RebootAttribution, RebootKind,
-    StateKind, Timestamp,
+    RestartRelease, StateKind, Timestamp,
 };
 
 /// Names an attempt of a specific job.
@@ -80,12 +80,16 @@ pub enum Effect {
     /// Stop the program of this attempt (it exceeded its maximum run time, or its job was
     /// abandoned). Do this before any later attempt of the job is started.
     Terminate(AttemptId),
-    /// Restart the machine (when the agent's policy allows). `AwaitingReboot` is already committed.
+    /// Restart the machine now: `AwaitingReboot` is already committed, no other job runs, and
+    /// the job's [restart policy](crate::RestartPolicy) allows it.
     ScheduleRestart {
         /// The job that needs the restart.
         job: JobId,
-        /// Soft: the agent performs it.
+        /// Soft ("restart required"): the agent performs it. Hard ("restart initiated"): it is
+        /// already under way; the agent makes sure it happens.
         kind: RebootKind,
+        /// Why now: the rule of the restart policy that licensed it.
+        when: RestartRelease,
     },
     /// Run the job's verification (detection check) and hand its result to the ledger.
     Verify(AttemptId),

@@ -2,7 +2,10 @@
 
 use std::fmt;
 
-use crate::{JobId, ProgramExit, RebootKind, SessionError, StoreError, Timestamp, TransitionError};
+use crate::{
+    JobId, ProgramExit, RebootKind, RestartHold, SessionError, StoreError, Timestamp,
+    TransitionError,
+};
 
 /// What an unfinished job waits for: why a queued job cannot start now
 /// ([`Ledger::next_runnable`](crate::Ledger::next_runnable)), or what a running job or a job
@@ -67,6 +70,11 @@ pub enum WaitReason {
         /// The running job.
         job: JobId,
     },
+    /// The job's restart is held by its restart policy.
+    RestartDeferred {
+        /// Why.
+        hold: RestartHold,
+    },
     /// After the reboot, the job's detection check is awaited: run it and pass the result to
     /// [`Ledger::verification`](crate::Ledger::verification).
     Verification,
@@ -98,6 +106,9 @@ impl fmt::Display for WaitReason {
             WaitReason::SystemRestartPending => f.write_str(
                 "the operating system says a restart is pending, and this job does not start before it",
             ),
+            WaitReason::RestartDeferred { hold } => {
+                write!(f, "its restart is held by its restart policy: {hold}")
+            }
             WaitReason::ProgramRunning => f.write_str("its program runs"),
             WaitReason::LaunchUnconfirmed => f.write_str(
                 "its launch was never recorded and whether its program runs is unknown",

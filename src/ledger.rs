@@ -3,11 +3,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::restart_policy::Verdict;
 use crate::{
     AttemptId, AttemptRef, BootId, Change, CheckResult, Commit, Delivery, DeliveryPolicy, Effect,
     Error, Event, EventKind, HistoryEntry, JobId, JobRecord, JobSpec, JobState, ProgramExit,
-    ProgramId, ProgramStatus, RebootAttribution, RebootBehaviour, RebootKind, Replay, Revision,
-    SessionContext, StateKind, StatusMessage, StatusSink, Store, Timestamp, WaitReason, transition,
+    ProgramId, ProgramStatus, RebootAttribution, RebootBehaviour, RebootKind, Replay,
+    RestartPolicy, RestartRelease, Revision, SessionContext, StateKind, StatusMessage, StatusSink,
+    Store, Timestamp, WaitReason, transition,
 };
 
 /// How often the liveness of a program that an earlier agent process started is polled: the
@@ -52,6 +54,32 @@ pub enum SpecEffect {
     /// check is owed) finishes under the spec it started with, except that a job made
     /// mandatory is mandatory at once.
     NextAttempt,
+}
+
+/// How a [`Ledger`] behaves where the agent decides, set at [`Ledger::open_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LedgerOptions {
+    /// The restart policy of jobs whose spec names none (default: at once).
+    pub restart_policy: RestartPolicy,
+    /// How status messages are batched and retried.
+    pub delivery: DeliveryPolicy,
+}
+
+impl LedgerOptions {
+    /// Sets the restart policy of jobs whose spec names none.
+    #[must_use]
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
+        self.restart_policy = policy;
+        self
+    }
+
+    /// Sets how status messages are batched and retried.
+    #[must_use]
+    pub fn delivery(mut self, delivery: DeliveryPolicy) -> Self {
+        self.delivery = delivery;
+        self
+    }
 }
 
 /// What the agent should do next, from [`Ledger::next_runnable`].
@@ -164,6 +192,8 @@ pub struct Ledger<S: Store, C: SessionContext> {
     /// Restarts owed while another job runs (DESIGN.md: "Restarts are exclusive"): licensed by
     /// the call that leaves no job running. In memory only: recovery derives them again.
     held_restarts: Vec<(JobId, RebootKind)>,
+    /// The restart policy of jobs whose spec names none.
+    restart_policy: RestartPolicy,
     /// Jobs whose programs an earlier agent process started in this boot: their liveness is
     /// polled, since nothing tells this process of their end.
     orphans: BTreeSet<JobId>,
@@ -181,7 +211,29 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// For a job running in this same boot, the session says whether its program is alive
     /// ([`SessionContext::program_status`]): a program that died with the agent ends its attempt
     /// (a check verifies, or the retry policy applies) instead of leaving the job stuck.
-    pub fn open(mut store: S, session: C) -> Result<(Self, Vec<Effect>), Error> {
+    pub fn open(store: S, session: C) -> Result<(Self, Vec<Effect>), Error> {
+        Self::open_with(store, session, LedgerOptions::default())
+    }
+
+    /// [`Ledger::open`] with `options` in force from the start: the effects of the reconciliation
+    /// at open (a restart owed before the agent restarted, for one) already follow them.
+    ///
+    /// ```
+    /// use jobstate::{Ledger, LedgerOptions, MemoryStore, RestartPolicy, SessionFacts};
+    /// # fn session() -> SessionFacts { SessionFacts {
+    /// #     boot: jobstate::BootId::new("b").unwrap(), user: jobstate::UserPresence::Unknown,
+    /// #     context: jobstate::ExecutionContext::Service, notices: jobstate::NoticeDelivery::NotDelivered,
+    /// #     now: chrono::Utc::now(), since_boot: std::time::Duration::ZERO,
+    /// #     programs: jobstate::LivePrograms::Unknown, restart_pending: jobstate::RestartPending::Unknown } }
+    /// let options = LedgerOptions::default().restart_policy(RestartPolicy::NextNaturalBoot);
+    /// let (ledger, effects) = Ledger::open_with(MemoryStore::new(), session(), options)?;
+    /// # Ok::<(), jobstate::Error>(())
+    /// ```
+    pub fn open_with(
+        mut store: S,
+        session: C,
+        options: LedgerOptions,
+    ) -> Result<(Self, Vec<Effect>), Error> {
         let snapshot = store.load()?;
         let boot = session.boot_id()?;
         let state = Replay::from_snapshot(snapshot.jobs, snapshot.outbox)
@@ -192,10 +244,11 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             boot,
             revision: snapshot.revision,
             state,
-            delivery: DeliveryPolicy::default(),
+            delivery: options.delivery,
             delivery_failures: 0,
             delivery_not_before: None,
             held_restarts: Vec::new(),
+            restart_policy: options.restart_policy,
             orphans: BTreeSet::new(),
         };
         let restart_of = ledger.restart_owner();
@@ -821,14 +874,26 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                     _ => RebootKind::Hard,
                 };
                 let held = self.held_restarts.iter().any(|(j, _)| j == record.id());
-                let reason = match &busy.running {
-                    Some(job) if held => WaitReason::RestartHeld { job: job.clone() },
-                    _ => WaitReason::Restart {
-                        kind,
-                        overdue: *overdue,
-                    },
+                let overdue_in = left(*since, spec.overdue_after(*overdue));
+                let owed = WaitReason::Restart {
+                    kind,
+                    overdue: *overdue,
                 };
-                (reason, Some(left(*since, spec.overdue_after(*overdue))))
+                match &busy.running {
+                    Some(job) if held => (
+                        WaitReason::RestartHeld { job: job.clone() },
+                        Some(overdue_in),
+                    ),
+                    _ if held => match self.restart_verdict(record.id(), kind) {
+                        Verdict::Hold { hold, wake_after } => (
+                            WaitReason::RestartDeferred { hold },
+                            Some(wake_after.map_or(overdue_in, |w| w.min(overdue_in))),
+                        ),
+                        // The policy allows it now: the next call that licenses hands it out.
+                        Verdict::Release(_) => (owed, Some(Duration::ZERO)),
+                    },
+                    _ => (owed, Some(overdue_in)),
+                }
             }
         };
         Some(JobWait {
@@ -893,7 +958,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         let mut licensed = Vec::with_capacity(effects.len());
         for effect in effects {
             match effect {
-                Effect::ScheduleRestart { job, kind } => {
+                Effect::ScheduleRestart { job, kind, .. } => {
                     if !self.held_restarts.iter().any(|(j, _)| *j == job) {
                         self.held_restarts.push((job, kind));
                     }
@@ -917,10 +982,43 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             match (owed, another_runs) {
                 (false, _) => {} // its wait ended (abandoned, or the reboot came)
                 (true, true) => self.held_restarts.push((job, kind)),
-                (true, false) => licensed.push(Effect::ScheduleRestart { job, kind }),
+                (true, false) => match self.restart_verdict(&job, kind) {
+                    Verdict::Release(when) => {
+                        licensed.push(Effect::ScheduleRestart { job, kind, when });
+                    }
+                    Verdict::Hold { .. } => self.held_restarts.push((job, kind)),
+                },
             }
         }
         licensed
+    }
+
+    /// What the restart policy of `job` says of its owed restart of `kind` now. A hard restart
+    /// is under way: not the agent's to defer.
+    fn restart_verdict(&self, job: &JobId, kind: RebootKind) -> Verdict {
+        let Some(record) = self.state.jobs().get(job) else {
+            return Verdict::Release(RestartRelease::AtOnce);
+        };
+        if kind == RebootKind::Hard {
+            return Verdict::Release(RestartRelease::AtOnce);
+        }
+        let owed_since = match record.state() {
+            JobState::AwaitingReboot { since_boot, .. } => *since_boot,
+            _ => self.session.since_boot(),
+        };
+        let owed_for = self.session.since_boot().saturating_sub(owed_since);
+        record
+            .spec()
+            .own_restart_policy()
+            .unwrap_or(self.restart_policy)
+            .decide(self.session.now(), self.session.user_presence(), owed_for)
+    }
+
+    /// Sets the restart policy of jobs whose spec names none (by default
+    /// [`RestartPolicy::Immediately`]). Restarts already held are decided again at the next
+    /// call that licenses effects ([`tick`](Ledger::tick) does).
+    pub fn set_restart_policy(&mut self, policy: RestartPolicy) {
+        self.restart_policy = policy;
     }
 
     /// Applies one event to one job and commits the change, if any.

@@ -110,6 +110,7 @@ mod linux_session;
 mod outbox;
 mod program;
 mod record;
+mod restart_policy;
 mod safe_fs;
 mod session;
 mod spec;
@@ -126,12 +127,13 @@ pub use event::{AttemptRef, CheckResult, Event, EventKind, EventName};
 pub use exit_code::{ExitCodePolicy, ExitOutcome, ProgramExit};
 pub use id::{BootId, IdError, JobId};
 pub use json_lines_sink::{JsonLinesSink, SinkOptions};
-pub use ledger::{Advertisement, JobWait, Ledger, NextJob, SpecEffect};
+pub use ledger::{Advertisement, JobWait, Ledger, LedgerOptions, NextJob, SpecEffect};
 #[cfg(target_os = "linux")]
 pub use linux_session::LinuxSession;
 pub use outbox::{Delivery, DeliveryPolicy, Outbox, StatusSink};
 pub use program::{ProgramId, ProgramStatus};
 pub use record::{Change, HistoryEntry, JobRecord, JobTable, Record, ReplayError};
+pub use restart_policy::{MaintenanceWindow, RestartHold, RestartPolicy, RestartRelease};
 pub use safe_fs::UnsafePath;
 pub use session::{
     ATTEMPT_ENV, ExecutionContext, LivePrograms, NoticeDelivery, RestartPending, SessionContext,

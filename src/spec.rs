@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ExitCodePolicy, JobId, Timestamp, UserPresence};
+use crate::{ExitCodePolicy, JobId, RestartPolicy, Timestamp, UserPresence};
 
 /// When a job may run, with respect to an interactive user (text form: `always`,
 /// `only_with_user`, `only_without_user`).
@@ -207,6 +207,7 @@ pub struct JobSpec {
     terminate_grace: Duration,
     restart_when_pending: bool,
     wait_for_pending_restart: bool,
+    restart_policy: Option<RestartPolicy>,
 }
 
 /// The serde form of a [`JobSpec`]: every field but the id optional, unknown fields refused.
@@ -240,6 +241,8 @@ struct SpecForm {
     restart_when_pending: bool,
     #[serde(default)]
     wait_for_pending_restart: bool,
+    #[serde(default)]
+    restart_policy: Option<RestartPolicy>,
 }
 
 fn default_mandatory() -> bool {
@@ -279,6 +282,7 @@ impl From<SpecForm> for JobSpec {
             .with_terminate_grace(form.terminate_grace)
             .restart_when_pending(form.restart_when_pending)
             .wait_for_pending_restart(form.wait_for_pending_restart)
+            .restart_policy(form.restart_policy)
     }
 }
 
@@ -299,6 +303,7 @@ impl From<JobSpec> for SpecForm {
             terminate_grace: spec.terminate_grace,
             restart_when_pending: spec.restart_when_pending,
             wait_for_pending_restart: spec.wait_for_pending_restart,
+            restart_policy: spec.restart_policy,
         }
     }
 }
@@ -321,6 +326,7 @@ impl JobSpec {
             terminate_grace: DEFAULT_TERMINATE_GRACE,
             restart_when_pending: false,
             wait_for_pending_restart: false,
+            restart_policy: None,
         }
     }
 
@@ -432,6 +438,19 @@ impl JobSpec {
     pub fn wait_for_pending_restart(mut self, on: bool) -> Self {
         self.wait_for_pending_restart = on;
         self
+    }
+
+    /// When the restart this job requires is licensed; `None` (the default): the ledger's
+    /// default ([`Ledger::set_restart_policy`](crate::Ledger::set_restart_policy)).
+    #[must_use]
+    pub fn restart_policy(mut self, policy: Option<RestartPolicy>) -> Self {
+        self.restart_policy = policy;
+        self
+    }
+
+    /// The job's own restart policy, if it has one.
+    pub fn own_restart_policy(&self) -> Option<RestartPolicy> {
+        self.restart_policy
     }
 
     /// Whether a success followed by a pending restart means "success, restart required".

@@ -9,7 +9,8 @@ use crate::state::{Launch, ProvisionalFailure, Termination};
 use crate::{
     Attempt, AttemptId, AttemptRef, BootId, CheckResult, Effect, Event, EventKind, EventName,
     ExitOutcome, FailureReason, JobId, JobSpec, JobState, ProgramExit, ProgramId, ProgramStatus,
-    RebootAttribution, RebootBehaviour, RebootKind, StateKind, StatusKey, StatusMessage,
+    RebootAttribution, RebootBehaviour, RebootKind, RestartRelease, StateKind, StatusKey,
+    StatusMessage,
 };
 
 /// The result of applying an event: the new state (`None` when the event changes nothing), the
@@ -410,6 +411,7 @@ impl Transitioner<'_> {
             step.effect(Effect::ScheduleRestart {
                 job: self.job(),
                 kind: RebootKind::Soft,
+                when: RestartRelease::AtOnce,
             })
         } else {
             step
@@ -793,6 +795,7 @@ impl Transitioner<'_> {
                         Step::unchanged().effect(Effect::ScheduleRestart {
                             job: self.job(),
                             kind: RebootKind::Soft,
+                            when: RestartRelease::AtOnce,
                         })
                     } else {
                         Step::unchanged()
@@ -1114,6 +1117,7 @@ impl Transitioner<'_> {
                     .effect(Effect::ScheduleRestart {
                         job: self.job(),
                         kind,
+                        when: RestartRelease::AtOnce,
                     })
             }
             _ => Step::unchanged(),

@@ -12,6 +12,7 @@ mod model;
 mod mutation_kills;
 mod outbox;
 mod restart_pending;
+mod restart_policy;
 mod seeds;
 mod semantics;
 #[cfg(feature = "testkit")]

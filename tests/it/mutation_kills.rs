@@ -585,7 +585,8 @@ fn restarts_come_after_every_other_effect_of_a_call() {
             Effect::Verify(failed),
             Effect::ScheduleRestart {
                 job: kb.id().clone(),
-                kind: RebootKind::Soft
+                kind: RebootKind::Soft,
+                when: jobstate::RestartRelease::AtOnce,
             }
         ]
     );
@@ -1046,7 +1047,8 @@ fn a_restart_held_twice_is_released_once() {
         effects,
         vec![Effect::ScheduleRestart {
             job: checked.id().clone(),
-            kind: RebootKind::Soft
+            kind: RebootKind::Soft,
+            when: jobstate::RestartRelease::AtOnce,
         }]
     );
 }

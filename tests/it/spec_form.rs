@@ -36,7 +36,10 @@ fn the_readme_example_parses_to_the_spec_it_describes() {
                 .with(194, ExitOutcome::SuccessRestartRequired),
         )
         .max_run_time(Duration::from_secs(4 * 3600))
-        .verify_after_reboot(true);
+        .verify_after_reboot(true)
+        .restart_policy(Some(jobstate::RestartPolicy::Window(
+            jobstate::MaintenanceWindow::new(2, 0, Duration::from_secs(2 * 3600)).unwrap(),
+        )));
     assert_eq!(spec, built);
 }
 

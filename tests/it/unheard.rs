@@ -395,7 +395,8 @@ fn a_restart_that_never_comes_is_licensed_again_and_reported_overdue() {
                     effects,
                     vec![Effect::ScheduleRestart {
                         job: spec.id().clone(),
-                        kind
+                        kind,
+                        when: jobstate::RestartRelease::AtOnce,
                     }]
                 );
                 overdue.push(hour);
@@ -515,7 +516,8 @@ fn a_restart_is_held_while_another_job_runs_and_a_reboot_is_attributed_to_its_ow
         effects,
         vec![Effect::ScheduleRestart {
             job: checked.id().clone(),
-            kind: RebootKind::Soft
+            kind: RebootKind::Soft,
+            when: jobstate::RestartRelease::AtOnce,
         }]
     );
 
@@ -652,7 +654,8 @@ fn an_upgrade_that_restarts_several_times_waits_for_each_restart_within_its_boun
         ledger.verification(&attempt, CheckResult::NotYet).unwrap(),
         vec![Effect::ScheduleRestart {
             job: spec.id().clone(),
-            kind: RebootKind::Soft
+            kind: RebootKind::Soft,
+            when: jobstate::RestartRelease::AtOnce,
         }]
     );
 }
