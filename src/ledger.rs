@@ -223,7 +223,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// # fn session() -> SessionFacts { SessionFacts {
     /// #     boot: jobstate::BootId::new("b").unwrap(), user: jobstate::UserPresence::Unknown,
     /// #     context: jobstate::ExecutionContext::Service, notices: jobstate::NoticeDelivery::NotDelivered,
-    /// #     now: chrono::Utc::now(), since_boot: std::time::Duration::ZERO,
+    /// #     now: chrono::DateTime::UNIX_EPOCH, since_boot: std::time::Duration::ZERO,
     /// #     programs: jobstate::LivePrograms::Unknown, restart_pending: jobstate::RestartPending::Unknown } }
     /// let options = LedgerOptions::default().restart_policy(RestartPolicy::NextNaturalBoot);
     /// let (ledger, effects) = Ledger::open_with(MemoryStore::new(), session(), options)?;
