@@ -19,10 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jobstate::{
-    AttemptId, AttemptRef, CheckResult, Effect, Error, JobId, JobRecord, JobSpec, JobState, Ledger,
-    LivePrograms, MemoryStore, ProgramId, RebootBehaviour, RebootKind, RetryPolicy, RunCondition,
-    SessionFacts, StateKind, StatusKey, StatusMessage, StatusSink, Store, StoreError,
-    TransitionError, UserPresence, WaitReason,
+    Advertisement, AttemptId, AttemptRef, CheckResult, Effect, Error, JobId, JobRecord, JobSpec,
+    JobState, Ledger, LivePrograms, MemoryStore, ProgramExit, ProgramId, RebootBehaviour,
+    RebootKind, RestartPending, RestartPolicy, RetryPolicy, RunCondition, SessionFacts, StateKind,
+    StatusKey, StatusMessage, StatusSink, Store, StoreError, TransitionError, UserPresence,
+    WaitReason,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
@@ -47,11 +48,13 @@ fn catalogue() -> Vec<JobSpec> {
         msi_job(job("os-upgrade-unverified")).reboot(RebootBehaviour::RestartsMachine),
         msi_job(job("msi-patch"))
             .reboot(RebootBehaviour::MayRequest)
+            .restart_when_pending(true)
             .run_condition(RunCondition::OnlyWithoutUser)
             .max_run_time(Duration::from_secs(1800))
             .retry(quick),
         msi_job(job("optional-tool"))
             .mandatory(false)
+            .wait_for_pending_restart(true)
             .run_condition(RunCondition::OnlyWithUser)
             .max_run_time(Duration::from_secs(900)),
     ]
@@ -106,6 +109,15 @@ enum Op {
     CrashAfterDelivery,
     /// The next step of job `i` toward success: advertise, begin, exit 0, or a positive check.
     Progress(usize),
+    /// Job `i`'s program is killed by a signal (the shutdown's SIGTERM, an OOM kill).
+    ExitSignal(usize, i32),
+    /// The operating system says a restart is pending, or not (a reboot clears it).
+    SetRestartPending(bool),
+    /// The server re-advertises job `i` with a changed spec: made mandatory, another run-time
+    /// limit.
+    Readvertise(usize),
+    /// The agent's default restart policy changes (and is given at every later open).
+    SetPolicy(RestartPolicy),
 }
 
 struct Reference;
@@ -173,6 +185,22 @@ impl ReferenceStateMachine for Reference {
             4 => jobs.clone().prop_map(Op::Progress),
             1 => (1u32..4).prop_map(Op::SinkFails),
             1 => Just(Op::CrashAfterDelivery),
+            1 => (jobs.clone(), prop_oneof![Just(9), Just(15)])
+                .prop_map(|(j, s)| Op::ExitSignal(j, s)),
+            1 => any::<bool>().prop_map(Op::SetRestartPending),
+            1 => jobs.clone().prop_map(Op::Readvertise),
+            1 => prop_oneof![
+                Just(RestartPolicy::Immediately),
+                Just(RestartPolicy::NextNaturalBoot),
+                Just(RestartPolicy::WhenNoUser {
+                    at_most: Duration::from_secs(1800)
+                }),
+                Just(RestartPolicy::Window(
+                    jobstate::MaintenanceWindow::new(2, 0, Duration::from_secs(3600))
+                        .expect("a valid window")
+                )),
+            ]
+            .prop_map(Op::SetPolicy),
         ]
         .boxed()
     }
@@ -202,6 +230,8 @@ struct World {
     /// The site server.
     server: Server,
     next_pid: u32,
+    /// The agent's default restart policy.
+    policy: RestartPolicy,
 }
 
 /// The site server: refuses deliveries on demand, counts every message it accepts by key.
@@ -239,6 +269,9 @@ static LOST_PROGRAMS_ENDED: AtomicU64 = AtomicU64::new(0);
 static RELAUNCHES: AtomicU64 = AtomicU64::new(0);
 static NOT_YET: AtomicU64 = AtomicU64::new(0);
 static ABANDONED: AtomicU64 = AtomicU64::new(0);
+static SIGNALLED: AtomicU64 = AtomicU64::new(0);
+static SPEC_CHANGES: AtomicU64 = AtomicU64::new(0);
+static RESTARTS_DEFERRED: AtomicU64 = AtomicU64::new(0);
 
 impl World {
     fn ledger(&mut self) -> &mut MemLedger {
@@ -261,7 +294,6 @@ impl World {
     fn facts(&self) -> SessionFacts {
         SessionFacts {
             programs: LivePrograms::Known(self.live.values().cloned().collect()),
-            restart_pending: jobstate::RestartPending::Unknown,
             ..self.session.clone()
         }
     }
@@ -272,7 +304,8 @@ impl World {
     }
 
     fn open(&mut self) {
-        let (ledger, effects) = Ledger::open(self.store.clone(), self.facts())
+        let options = jobstate::LedgerOptions::default().restart_policy(self.policy);
+        let (ledger, effects) = Ledger::open_with(self.store.clone(), self.facts(), options)
             .unwrap_or_else(|e| panic!("reopening a good store failed: {e}"));
         self.ledger = Some(ledger);
         self.carry_out(effects);
@@ -548,6 +581,68 @@ impl World {
             Op::SetUser(user) => {
                 self.session.user = user;
             }
+            Op::ExitSignal(i, signal) => {
+                if let Some(attempt) = self.some_live(i).and_then(|id| self.live.remove(&id)) {
+                    if self
+                        .call(|l| l.program_exited(&attempt, ProgramExit::Signal(signal)))
+                        .is_some()
+                    {
+                        SIGNALLED.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Op::SetRestartPending(pending) => {
+                self.session.restart_pending = if pending {
+                    RestartPending::Pending
+                } else {
+                    RestartPending::NotPending
+                };
+            }
+            Op::Readvertise(i) => {
+                let old = self.specs[i].clone();
+                let limit = if old.run_time_limit() == Duration::from_secs(3600) {
+                    Duration::from_secs(1800)
+                } else {
+                    Duration::from_secs(3600)
+                };
+                let new = old.clone().mandatory(true).max_run_time(limit);
+                self.sync_session();
+                let before = self.record(i);
+                let answer = self
+                    .ledger()
+                    .advertise(new.clone())
+                    .expect("advertising a valid spec");
+                let after = self.record(i);
+                match before {
+                    // A completed mandatory job stays as it is, whatever its new spec.
+                    Some(b)
+                        if b.spec().is_mandatory() && b.state().kind() == StateKind::Completed =>
+                    {
+                        assert_eq!(answer, Advertisement::CompletedWillNotRun);
+                        assert_eq!(after.as_ref(), Some(&b));
+                    }
+                    Some(b) => {
+                        assert!(
+                            matches!(answer, Advertisement::SpecChanged { .. }),
+                            "{answer:?}"
+                        );
+                        let after = after.expect("still known");
+                        assert_eq!(after.state(), b.state(), "a spec change moved the state");
+                        assert!(after.spec().is_mandatory(), "made mandatory at once");
+                        assert_eq!(after.latest_spec(), &new);
+                        SPEC_CHANGES.fetch_add(1, Ordering::Relaxed);
+                        self.specs[i] = new;
+                    }
+                    None => {
+                        assert_eq!(answer, Advertisement::Queued);
+                        self.specs[i] = new;
+                    }
+                }
+            }
+            Op::SetPolicy(policy) => {
+                self.policy = policy;
+                self.ledger().set_restart_policy(policy);
+            }
             Op::Crash(kills) => {
                 // The agent dies; its programs live on, or die with it. The dead ledger is kept
                 // as a stale writer.
@@ -615,6 +710,7 @@ impl World {
                 self.boots += 1;
                 self.session.boot = boot(&format!("boot-{}", self.boots));
                 self.session.since_boot = Duration::from_secs(30); // a new boot's clock
+                self.session.restart_pending = RestartPending::NotPending; // the restart came
                 self.open();
                 if before.iter().any(|r| {
                     matches!(
@@ -770,6 +866,7 @@ impl StateMachineTest for LedgerTest {
             tombstones: HashMap::new(),
             server: Server::default(),
             next_pid: 1000,
+            policy: RestartPolicy::Immediately,
         };
         world.open();
         world
@@ -871,6 +968,9 @@ impl StateMachineTest for LedgerTest {
                     let wait = wait.unwrap_or_else(|| {
                         panic!("invariant 8: {} waits for nothing named", record.id())
                     });
+                    if matches!(wait.reason, WaitReason::RestartDeferred { .. }) {
+                        RESTARTS_DEFERRED.fetch_add(1, Ordering::Relaxed);
+                    }
                     let unbounded_ok = matches!(
                         wait.reason,
                         WaitReason::Unresponsive | WaitReason::Verification
@@ -963,6 +1063,10 @@ fn expected_reports(ledger: &MemLedger) -> Vec<StatusKey> {
     for record in ledger.jobs() {
         let mut before: Option<&JobState> = None;
         for entry in record.history() {
+            // A spec change records a spec, not a transition: it reports nothing.
+            if entry.event.kind == jobstate::EventKind::SpecChanged {
+                continue;
+            }
             let key = |wait: u32, overdue: u32| StatusKey {
                 job: record.id().clone(),
                 run: entry.state.run(),
@@ -1052,7 +1156,8 @@ fn ledger_keeps_invariants_under_crashes_reboots_and_replays() {
          completed and then held, {} reboots with a job in flight, {} refused calls, {} stale \
          writes refused, {} older attempts' exits refused, {} status messages delivered, {} \
          crashes before an acknowledgement, {} lost programs ended, {} launches never recorded \
-         launched again, {} checks said not yet, {} jobs abandoned",
+         launched again, {} checks said not yet, {} jobs abandoned, {} programs ended by a \
+         signal, {} spec changes recorded, {} restarts held by a policy",
         n(&CASES),
         n(&STEPS),
         256 * multiplier,
@@ -1067,6 +1172,9 @@ fn ledger_keeps_invariants_under_crashes_reboots_and_replays() {
         n(&RELAUNCHES),
         n(&NOT_YET),
         n(&ABANDONED),
+        n(&SIGNALLED),
+        n(&SPEC_CHANGES),
+        n(&RESTARTS_DEFERRED),
     ));
     if let Err(failure) = result {
         panic!("{failure}");
