@@ -283,6 +283,7 @@ pub struct Scenario<S = MemoryStore> {
     programs_die_with_agent: bool,
     ignored_restarts: u32,
     programs_unknown: bool,
+    restart_policy: crate::RestartPolicy,
 }
 
 impl<S> Clone for Scenario<S> {
@@ -307,6 +308,7 @@ impl<S> Clone for Scenario<S> {
             programs_die_with_agent: self.programs_die_with_agent,
             ignored_restarts: self.ignored_restarts,
             programs_unknown: self.programs_unknown,
+            restart_policy: self.restart_policy,
         }
     }
 }
@@ -349,6 +351,7 @@ impl Scenario<MemoryStore> {
             programs_die_with_agent: false,
             ignored_restarts: 0,
             programs_unknown: false,
+            restart_policy: crate::RestartPolicy::Immediately,
         }
     }
 }
@@ -377,6 +380,7 @@ impl<S: Store> Scenario<S> {
             programs_die_with_agent: self.programs_die_with_agent,
             ignored_restarts: self.ignored_restarts,
             programs_unknown: self.programs_unknown,
+            restart_policy: self.restart_policy,
         }
     }
 
@@ -545,6 +549,14 @@ impl<S: Store> Scenario<S> {
     #[must_use]
     pub fn program_status_unknown(mut self) -> Self {
         self.programs_unknown = true;
+        self
+    }
+
+    /// The agent's default restart policy (given at every start of the agent): by default
+    /// [`RestartPolicy::Immediately`](crate::RestartPolicy::Immediately).
+    #[must_use]
+    pub fn restart_policy(mut self, policy: crate::RestartPolicy) -> Self {
+        self.restart_policy = policy;
         self
     }
 

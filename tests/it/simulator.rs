@@ -180,6 +180,34 @@ fn catalogue(scenario: Scenario) -> Scenario {
                 .max_reboots(4),
             Program::restarts_machine_times(3),
         )
+        // A kernel package: exit 0, and the system's pending-restart flag says the rest.
+        .job_at(
+            minutes_d(45),
+            JobSpec::new(job("linux-image"))
+                .reboot(RebootBehaviour::MayRequest)
+                .restart_when_pending(true),
+            Program::exits(0).leaves_restart_pending(),
+        )
+        // An installer killed by a signal on its first try (an OOM kill), fine on its second.
+        .job_at(
+            minutes_d(60),
+            msi_job(job("oom-killed")).retry(quick),
+            Program::exits(ProgramExit::Signal(9)).then(Program::exits(0)),
+        )
+}
+
+/// The restart policy of a randomized world, by its seed: at once, when no user is logged on
+/// (at most 2 hours), or in a nightly window.
+fn policy_for(seed: u64) -> jobstate::RestartPolicy {
+    match seed % 3 {
+        0 => jobstate::RestartPolicy::Immediately,
+        1 => jobstate::RestartPolicy::WhenNoUser {
+            at_most: Duration::from_secs(2 * 3600),
+        },
+        _ => jobstate::RestartPolicy::Window(
+            jobstate::MaintenanceWindow::new(2, 0, Duration::from_secs(3 * 3600)).unwrap(),
+        ),
+    }
 }
 
 #[test]
@@ -848,7 +876,9 @@ fn randomized_worlds_keep_every_promise() {
     let ran = check(300, |scenario| {
         // Odd seeds: an agent that runs every runnable job at once.
         let parallel = scenario.seed() % 2 == 1;
-        let outcome = catalogue(scenario.parallel(parallel)).run_until_idle();
+        let policy = policy_for(scenario.seed() / 2);
+        let outcome =
+            catalogue(scenario.parallel(parallel).restart_policy(policy)).run_until_idle();
         outcome.assert_invariants();
         assert!(outcome.is_idle(), "{:?}", outcome.end());
         // A job that restarts the machine never runs twice, whatever happens around it, unless
@@ -1004,6 +1034,12 @@ fn randomized_worlds_without_power_cuts_run_each_job_once() {
         ),
         (service_pack(), Program::exits(0)),
         (msi_job(job("sp-1707")), Program::exits(1707)),
+        (
+            JobSpec::new(job("linux-image"))
+                .reboot(RebootBehaviour::MayRequest)
+                .restart_when_pending(true),
+            Program::exits(0).leaves_restart_pending(),
+        ),
     ];
     let ran = check(200, |scenario| {
         // (Programs that die with a crashed agent end their attempts without a result: those
@@ -1012,7 +1048,8 @@ fn randomized_worlds_without_power_cuts_run_each_job_once() {
             .power_cuts(false)
             .user_sessions(false)
             .kill_mode(false);
-        let mut scenario = scenario.chaos(chaos);
+        let policy = policy_for(scenario.seed());
+        let mut scenario = scenario.chaos(chaos).restart_policy(policy);
         for (spec, program) in &jobs {
             scenario = scenario.job(spec.clone(), program.clone());
         }
@@ -1291,4 +1328,98 @@ fn an_operator_abandons_a_hanging_job() {
         )),
         1
     );
+}
+
+/// When the agent ordered restarts, in simulated time.
+fn restart_times(outcome: &jobstate::testkit::simulator::Outcome) -> Vec<Duration> {
+    outcome
+        .trace()
+        .lines()
+        .iter()
+        .filter(|l| matches!(l.what, Happened::RestartScheduled { .. }))
+        .map(|l| l.at)
+        .collect()
+}
+
+/// A kernel package on Debian: exit 0, and `/run/reboot-required`. A job that asks for it is
+/// "success, restart required": the agent restarts the machine and the job completes after it,
+/// once; a job that does not ask completes at once and nothing restarts.
+#[test]
+fn a_success_that_leaves_a_pending_restart_restarts_the_machine_when_the_job_asks() {
+    let kernel = JobSpec::new(job("linux-image"))
+        .reboot(RebootBehaviour::MayRequest)
+        .restart_when_pending(true);
+    let outcome = Scenario::new(41)
+        .job(kernel.clone(), Program::exits(0).leaves_restart_pending())
+        .run_until_idle();
+    outcome.assert_invariants();
+    assert_eq!(outcome.launches(kernel.id()), 1);
+    assert_eq!(outcome.reboots(), 1, "{}", outcome.trace());
+    assert!(matches!(
+        outcome.job(kernel.id()).unwrap().state(),
+        JobState::Completed {
+            reboot: Some(RebootAttribution::RequestedByJob(
+                jobstate::RebootKind::Soft
+            )),
+            ..
+        }
+    ));
+    let plain = JobSpec::new(job("tool")).reboot(RebootBehaviour::MayRequest);
+    let outcome = Scenario::new(41)
+        .job(plain.clone(), Program::exits(0).leaves_restart_pending())
+        .run_until_idle();
+    outcome.assert_invariants();
+    assert_eq!(outcome.reboots(), 0);
+    assert_eq!(outcome.state(plain.id()), Some(StateKind::Completed));
+}
+
+/// The restart policy, end to end: with a user logged on all along, "when no user" restarts at
+/// its limit; a nightly window restarts at its opening; the job completes once either way.
+#[test]
+fn the_restart_policy_decides_when_the_agent_restarts_the_machine() {
+    let hour = Duration::from_secs(3600);
+    let at_once = Scenario::new(42)
+        .job(installer(), Program::exits(3010))
+        .run_until_idle();
+    at_once.assert_invariants();
+    // Program::exits ends 10 minutes after its launch.
+    let installer_exits = at_once.launch_times(installer().id())[0] + minutes_d(10);
+    assert_eq!(restart_times(&at_once), [installer_exits]);
+
+    let postponed = Scenario::new(42)
+        .user_logged_on()
+        .restart_policy(jobstate::RestartPolicy::WhenNoUser { at_most: 2 * hour })
+        .job(installer(), Program::exits(3010))
+        .run_until_idle();
+    postponed.assert_invariants();
+    let times = restart_times(&postponed);
+    assert_eq!(times.len(), 1, "{}", postponed.trace());
+    assert!(
+        times[0] >= installer_exits + 2 * hour
+            && times[0] <= installer_exits + 2 * hour + minutes_d(2),
+        "{times:?}"
+    );
+    assert_eq!(postponed.launches(installer().id()), 1);
+    assert_eq!(
+        postponed.state(installer().id()),
+        Some(StateKind::Completed)
+    );
+
+    // The simulated day begins at 02:00 UTC: a window at 14:00 opens 12 hours in.
+    let window = Scenario::new(42)
+        .restart_policy(jobstate::RestartPolicy::Window(
+            jobstate::MaintenanceWindow::new(14, 0, hour).unwrap(),
+        ))
+        .job(installer(), Program::exits(3010))
+        .run_until_idle();
+    window.assert_invariants();
+    let times = restart_times(&window);
+    assert_eq!(times.len(), 1, "{}", window.trace());
+    assert!(
+        times[0] >= 12 * hour && times[0] < 13 * hour,
+        "{times:?}\n{}",
+        window.trace().tail(20)
+    );
+    assert_eq!(window.launches(installer().id()), 1);
+    assert_eq!(window.state(installer().id()), Some(StateKind::Completed));
 }

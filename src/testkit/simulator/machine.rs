@@ -123,6 +123,9 @@ pub struct Machine<S: Store> {
     start: Timestamp,
     boot_began: Duration,
     boots: u32,
+    /// The operating system says a restart is pending (a program left the flag), until the
+    /// next boot.
+    restart_pending: bool,
     boot: BootId,
     machine_up: bool,
     user: UserPresence,
@@ -257,6 +260,7 @@ impl<S: Store> Machine<S> {
             start: chrono::DateTime::from_timestamp(1_795_226_400, 0).unwrap_or_default(),
             boot_began: Duration::ZERO,
             boots: 1,
+            restart_pending: false,
             boot: boot.clone(),
             machine_up: true,
             user: scenario.user,
@@ -362,7 +366,11 @@ impl<S: Store> Machine<S> {
             now: self.now(),
             since_boot: self.since_boot(),
             programs,
-            restart_pending: crate::RestartPending::Unknown,
+            restart_pending: if self.restart_pending {
+                crate::RestartPending::Pending
+            } else {
+                crate::RestartPending::NotPending
+            },
         }
     }
 
@@ -384,6 +392,11 @@ impl<S: Store> Machine<S> {
         facts.now = now;
         facts.since_boot = since_boot;
         facts.user = self.user;
+        facts.restart_pending = if self.restart_pending {
+            crate::RestartPending::Pending
+        } else {
+            crate::RestartPending::NotPending
+        };
         if !unknown {
             let same = matches!(&facts.programs, LivePrograms::Known(set)
                 if set.len() == alive.len() && alive.iter().all(|a| set.contains(*a)));
@@ -605,7 +618,8 @@ impl<S: Store> Machine<S> {
         if let Some(reopen) = self.scenario.reopen.clone() {
             self.store.reopen(|store| reopen(store));
         }
-        let opened = Ledger::open(self.store.clone(), self.facts());
+        let options = crate::LedgerOptions::default().restart_policy(self.scenario.restart_policy);
+        let opened = Ledger::open_with(self.store.clone(), self.facts(), options);
         let effects = match opened {
             Ok((ledger, effects)) => {
                 self.ledger = Some(ledger);
@@ -881,6 +895,9 @@ impl<S: Store> Machine<S> {
                         | ExitOutcome::SuccessRestartInitiated
                 );
                 let installs = process.run.installs.unwrap_or(success || then_restarts);
+                if process.run.leaves_restart_pending {
+                    self.restart_pending = true;
+                }
                 if then_restarts {
                     if installs {
                         self.install_on_reboot.insert(job.clone());
@@ -1123,6 +1140,7 @@ impl<S: Store> Machine<S> {
 
     fn power_on(&mut self) {
         self.boots += 1;
+        self.restart_pending = false;
         self.boot_began = self.elapsed;
         self.boot = boot_id(self.scenario.seed, self.boots);
         self.machine_up = true;

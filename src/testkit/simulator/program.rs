@@ -46,6 +46,9 @@ pub(super) struct Run {
     /// For a program that restarts the machine: how many restarts its work takes in all (the
     /// machine restarts again by itself after the first, as an upgrade's later phases do).
     pub(super) restarts: u32,
+    /// Its exit leaves the operating system saying a restart is pending (a kernel package's
+    /// `/run/reboot-required`), until the next boot.
+    pub(super) leaves_restart_pending: bool,
 }
 
 /// How a launch ends.
@@ -106,6 +109,18 @@ impl Program {
             last.restarts = times.max(1);
         }
         program
+    }
+
+    /// The last step's exit leaves the operating system saying a restart is pending until the
+    /// next boot, as a kernel package leaves `/run/reboot-required` on Debian: the session
+    /// reports [`RestartPending::Pending`](crate::RestartPending::Pending) (before it, and after
+    /// the next boot, `NotPending`).
+    #[must_use]
+    pub fn leaves_restart_pending(mut self) -> Self {
+        if let Some(last) = self.steps.last_mut() {
+            last.leaves_restart_pending = true;
+        }
+        self
     }
 
     /// What the job's detection check says, check by check, whatever the program did: the
@@ -169,6 +184,7 @@ impl Program {
                 after,
                 installs: None,
                 restarts: 1,
+                leaves_restart_pending: false,
             }],
             checks: Vec::new(),
         }
