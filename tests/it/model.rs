@@ -582,13 +582,12 @@ impl World {
                 self.session.user = user;
             }
             Op::ExitSignal(i, signal) => {
-                if let Some(attempt) = self.some_live(i).and_then(|id| self.live.remove(&id)) {
-                    if self
+                if let Some(attempt) = self.some_live(i).and_then(|id| self.live.remove(&id))
+                    && self
                         .call(|l| l.program_exited(&attempt, ProgramExit::Signal(signal)))
                         .is_some()
-                    {
-                        SIGNALLED.fetch_add(1, Ordering::Relaxed);
-                    }
+                {
+                    SIGNALLED.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Op::SetRestartPending(pending) => {
