@@ -82,6 +82,37 @@ fn ledger_commit(c: &mut Criterion) {
     });
 }
 
+/// `Ledger::job` among 10,000 jobs with sequential ids (`job-0` … `job-9999`), as a site server
+/// names them: a hash that spreads such ids badly makes every lookup walk long probe chains.
+fn ledger_lookup(c: &mut Criterion) {
+    let session = SessionFacts {
+        boot: BootId::new("boot-1").expect("valid boot id"),
+        user: UserPresence::NoneLoggedOn,
+        context: jobstate::ExecutionContext::Service,
+        notices: NoticeDelivery::NotDelivered,
+        now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
+        since_boot: std::time::Duration::from_secs(60),
+        programs: Default::default(),
+        restart_pending: jobstate::RestartPending::Unknown,
+    };
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), session).expect("open an empty store");
+    let ids: Vec<JobId> = (0..10_000)
+        .map(|n| JobId::new(format!("job-{n}")).expect("valid job id"))
+        .collect();
+    for id in &ids {
+        ledger
+            .advertise(JobSpec::new(id.clone()))
+            .expect("advertise a new job");
+    }
+    let mut n = 0;
+    c.bench_function("ledger_job/10k_sequential_ids", |b| {
+        b.iter(|| {
+            n = (n + 7919) % ids.len();
+            black_box(ledger.job(black_box(&ids[n])))
+        })
+    });
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -92,6 +123,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = pure_transition, ledger_commit
+    targets = pure_transition, ledger_commit, ledger_lookup
 }
 criterion_main!(benches);

@@ -12,6 +12,10 @@ use crate::{
     Store, Timestamp, WaitReason, transition,
 };
 
+/// The most job changes in one commit of a call that touches every job (the reconciliation at
+/// open, a tick): about a megabyte at most, far below any store's limit for one write.
+const MAX_CHANGES_PER_COMMIT: usize = 1024;
+
 /// How often the liveness of a program that an earlier agent process started is polled: the
 /// agent is not its parent, so nothing tells it of the program's end.
 const ORPHAN_POLL: Duration = Duration::from_secs(10);
@@ -1050,30 +1054,37 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         applies: impl Fn(&JobState) -> bool,
         kind: impl Fn(&Self, &JobRecord) -> EventKind,
     ) -> Result<Vec<Effect>, Error> {
-        let mut changes = Vec::new();
-        let mut reports = Vec::new();
+        let mut steps = Vec::new();
         let mut effects = Vec::new();
         for record in self.state.jobs().iter().filter(|r| applies(r.state())) {
             let event = self.event(kind(self, record));
             let step = transition(record.spec(), record.state(), &event)?;
             if let Some(state) = step.state {
-                changes.push(Change {
+                let change = Change {
                     job: record.id().clone(),
                     seq: record.seq() + 1,
                     spec: None,
                     event,
                     state,
-                });
+                };
+                steps.push((change, step.report));
             }
-            reports.extend(step.report);
             effects.extend(step.effects);
         }
-        if !changes.is_empty() {
+        // Commits of bounded size, however many jobs changed: one commit of every job's change
+        // could outgrow what a store accepts in one write (65,000 running upgrades at a new
+        // boot), and the agent could then never start again. Each job's change goes with its
+        // report; a crash between two commits leaves the rest for the next call to redo.
+        let mut steps = steps.into_iter().peekable();
+        while steps.peek().is_some() {
+            let (changes, reports): (Vec<Change>, Vec<Option<StatusMessage>>) =
+                steps.by_ref().take(MAX_CHANGES_PER_COMMIT).unzip();
             let ended: Vec<JobId> = changes
                 .iter()
                 .filter(|c| !matches!(c.state, JobState::Running { .. }))
                 .map(|c| c.job.clone())
                 .collect();
+            let reports = reports.into_iter().flatten().collect();
             self.commit(Commit::new(self.revision, changes).with_reports(reports))?;
             for job in &ended {
                 self.orphans.remove(job);

@@ -101,7 +101,6 @@ mod effect;
 mod error;
 mod event;
 mod exit_code;
-mod fast_hash;
 mod id;
 mod json_lines_sink;
 mod ledger;

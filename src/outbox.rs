@@ -13,7 +13,7 @@ use crate::{ReplayError, StatusKey, StatusMessage, Timestamp};
 #[derive(Debug, Clone, Default)]
 pub struct Outbox {
     by_order: BTreeMap<u64, StatusMessage>,
-    order_of: crate::fast_hash::FxHashMap<StatusKey, u64>,
+    order_of: rustc_hash::FxHashMap<StatusKey, u64>,
     next: u64,
 }
 

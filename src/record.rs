@@ -1,6 +1,6 @@
 //! What stores keep: [`Change`]s (one transition of one job), and the [`JobRecord`]s they add up to.
 
-use crate::fast_hash::FxHashMap;
+use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 

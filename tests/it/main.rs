@@ -13,6 +13,7 @@ mod mutation_kills;
 mod outbox;
 mod restart_pending;
 mod restart_policy;
+mod scale;
 mod seeds;
 mod semantics;
 #[cfg(feature = "testkit")]
