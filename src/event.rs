@@ -95,7 +95,6 @@ pub enum EventKind {
         exit: ProgramExit,
         /// Whether the operating system said a restart is pending when the exit was recorded
         /// (it matters to a job that [restarts when pending](crate::JobSpec::restart_when_pending)).
-        #[serde(default)]
         restart_pending: bool,
     },
     /// The program of `attempt` is gone without an exit status (the agent that started it died,

@@ -12,6 +12,10 @@ use crate::{
     Store, Timestamp, WaitReason, transition,
 };
 
+/// How often a job that waits for the system's pending restart asks again: the flag can clear
+/// without a boot (an operator removes it) and nothing tells the ledger.
+const RESTART_PENDING_RECHECK: Duration = Duration::from_secs(5 * 60);
+
 /// The most job changes in one commit of a call that touches every job (the reconciliation at
 /// open, a tick): about a megabyte at most, far below any store's limit for one write.
 const MAX_CHANGES_PER_COMMIT: usize = 1024;
@@ -294,12 +298,18 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             let kept_mandatory = latest.is_mandatory() && !spec.is_mandatory();
             let mandatory = spec.is_mandatory() || latest.is_mandatory();
             let spec = spec.mandatory(mandatory);
+            let effect = if record.current_attempt().is_some() {
+                SpecEffect::NextAttempt
+            } else {
+                SpecEffect::Now
+            };
             if spec == *latest {
                 return Ok(if kept_mandatory {
-                    // Only the mandatory flag differed, and it stays: nothing to record.
+                    // Only the mandatory flag differed, and it stays: nothing to record; the
+                    // spec in force is the one that stays.
                     Advertisement::SpecChanged {
                         state,
-                        effect: SpecEffect::Now,
+                        effect,
                         kept_mandatory,
                     }
                 } else {
@@ -312,11 +322,6 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 spec: Some(spec),
                 event: self.event(EventKind::SpecChanged),
                 state: record.state().clone(),
-            };
-            let effect = if record.current_attempt().is_some() {
-                SpecEffect::NextAttempt
-            } else {
-                SpecEffect::Now
             };
             self.commit(Commit::new(self.revision, vec![change]))?;
             return Ok(Advertisement::SpecChanged {
@@ -341,7 +346,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     pub fn next_runnable(&self) -> NextJob {
         let busy = self.busy();
         let mut first_wait = None;
-        for record in self.state.jobs().iter() {
+        for record in self.state.jobs().unfinished() {
             if record.state().kind() != StateKind::Queued {
                 continue;
             }
@@ -650,7 +655,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         let busy = self.busy();
         self.state
             .jobs()
-            .iter()
+            .unfinished()
             .filter_map(|record| self.wait_of(record, &busy))
             .collect()
     }
@@ -748,7 +753,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Which other jobs stand in the way of a start (DESIGN.md: "Restarts are exclusive").
     fn busy(&self) -> Busy {
         let mut busy = Busy::default();
-        for record in self.state.jobs().iter() {
+        let mut asks_pending = false;
+        for record in self.state.jobs().unfinished() {
+            asks_pending |= record.state().kind() == StateKind::Queued
+                && record.spec().waits_for_pending_restart();
             match record.state() {
                 JobState::Running { .. } => {
                     busy.running.get_or_insert_with(|| record.id().clone());
@@ -762,6 +770,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 _ => {}
             }
         }
+        busy.system_restart_pending =
+            asks_pending && self.session.restart_pending() == crate::RestartPending::Pending;
         busy
     }
 
@@ -791,9 +801,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         if let Some(job) = &busy.restart_owed {
             return Err(WaitReason::RestartPending { job: job.clone() });
         }
-        if record.spec().waits_for_pending_restart()
-            && self.session.restart_pending() == crate::RestartPending::Pending
-        {
+        if record.spec().waits_for_pending_restart() && busy.system_restart_pending {
             return Err(WaitReason::SystemRestartPending);
         }
         let restarts = record.spec().reboot_behaviour() != RebootBehaviour::Never;
@@ -832,6 +840,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                     WaitReason::BackingOff { until } => {
                         Some(wall_until(self.session.now(), *until))
                     }
+                    // The flag clears without the ledger hearing of it (an operator, a package).
+                    WaitReason::SystemRestartPending => Some(RESTART_PENDING_RECHECK),
                     _ => None,
                 };
                 (reason, wake)
@@ -910,7 +920,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// The job whose restart the machine went through since the last agent start, if any: a
     /// restart it asked for, or its program's (for a reboot that ends another job's attempt).
     fn restart_owner(&self) -> Option<JobId> {
-        self.state.jobs().iter().find_map(|record| {
+        self.state.jobs().unfinished().find_map(|record| {
             let owner = match record.state() {
                 JobState::AwaitingReboot {
                     requested_in,
@@ -981,7 +991,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             let another_runs = self
                 .state
                 .jobs()
-                .iter()
+                .unfinished()
                 .any(|r| *r.id() != job && r.state().kind() == StateKind::Running);
             match (owed, another_runs) {
                 (false, _) => {} // its wait ended (abandoned, or the reboot came)
@@ -1011,8 +1021,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             _ => self.session.since_boot(),
         };
         let owed_for = self.session.since_boot().saturating_sub(owed_since);
+        // The latest spec's policy: it says when the agent may restart, not what the attempt
+        // means, so a server that changes it is heard at once.
         record
-            .spec()
+            .latest_spec()
             .own_restart_policy()
             .unwrap_or(self.restart_policy)
             .decide(self.session.now(), self.session.user_presence(), owed_for)
@@ -1056,7 +1068,13 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     ) -> Result<Vec<Effect>, Error> {
         let mut steps = Vec::new();
         let mut effects = Vec::new();
-        for record in self.state.jobs().iter().filter(|r| applies(r.state())) {
+        // Only unfinished jobs: every caller's `applies` excludes finished runs.
+        for record in self
+            .state
+            .jobs()
+            .unfinished()
+            .filter(|r| applies(r.state()))
+        {
             let event = self.event(kind(self, record));
             let step = transition(record.spec(), record.state(), &event)?;
             if let Some(state) = step.state {
@@ -1115,6 +1133,9 @@ struct Busy {
     may_restart: Option<JobId>,
     /// A job waiting for a restart.
     restart_owed: Option<JobId>,
+    /// The session says a restart is pending (asked once per query, and only when a queued job
+    /// cares: the session may run a helper to answer).
+    system_restart_pending: bool,
 }
 
 /// The wall-clock time from `now` until `until` (zero if it passed).

@@ -52,8 +52,11 @@ pub struct HistoryEntry {
 /// entry's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
-    /// The spec last advertised (made mandatory if any advertisement was).
-    latest: JobSpec,
+    /// The spec the job was created with (carried by its change 1).
+    created: JobSpec,
+    /// The specs recorded by later spec changes, with the sequence number of the change that
+    /// carried each: the last is the latest (made mandatory if any advertisement was).
+    changed: Vec<(u64, JobSpec)>,
     /// The spec the attempt under way started with, when a later advertisement changed it
     /// (with the latest mandatory flag): it stands until that attempt's business is done.
     started_under: Option<JobSpec>,
@@ -81,17 +84,32 @@ impl JobRecord {
     /// (running, waiting for its reboot, or whose check is owed) finishes under the spec it
     /// started with — made mandatory, though, if a later advertisement made the job mandatory.
     pub fn spec(&self) -> &JobSpec {
-        self.started_under.as_ref().unwrap_or(&self.latest)
+        self.started_under
+            .as_ref()
+            .unwrap_or_else(|| self.latest_spec())
     }
 
     /// The spec last advertised: the one the next attempt, retry or rerun runs under.
     pub fn latest_spec(&self) -> &JobSpec {
-        &self.latest
+        self.changed.last().map_or(&self.created, |(_, spec)| spec)
+    }
+
+    /// The spec carried by the change with sequence number `seq`: the creating change's, or a
+    /// spec change's; `None` for any other change. (What a store writes back when it rewrites a
+    /// job's history, as a compaction does.)
+    pub fn spec_carried_by(&self, seq: u64) -> Option<&JobSpec> {
+        if seq == 1 {
+            return Some(&self.created);
+        }
+        self.changed
+            .iter()
+            .find(|(at, _)| *at == seq)
+            .map(|(_, spec)| spec)
     }
 
     /// The job's id.
     pub fn id(&self) -> &JobId {
-        self.latest.id()
+        self.created.id()
     }
 
     /// Adds `entry`, and `spec` if the change carried one, keeping the spec in force.
@@ -99,14 +117,13 @@ impl JobRecord {
         let under_way = attempt_under_way(&entry.state);
         if let Some(spec) = spec {
             if under_way {
-                let mut standing = self
+                let standing = self
                     .started_under
                     .take()
-                    .unwrap_or_else(|| self.latest.clone());
-                standing = standing.mandatory(spec.is_mandatory());
-                self.started_under = Some(standing);
+                    .unwrap_or_else(|| self.latest_spec().clone());
+                self.started_under = Some(standing.mandatory(spec.is_mandatory()));
             }
-            self.latest = spec;
+            self.changed.push((entry.seq, spec));
         }
         if !under_way {
             self.started_under = None;
@@ -270,6 +287,9 @@ pub enum ReplayError {
 pub struct JobTable {
     jobs: Vec<JobRecord>,
     index: FxHashMap<JobId, usize>,
+    /// The positions of the jobs whose run is not finished: the ledger's every-call questions
+    /// (what may run, what runs, what waits) cost O(unfinished jobs), not O(all jobs ever).
+    unfinished: std::collections::BTreeSet<usize>,
 }
 
 impl JobTable {
@@ -284,6 +304,9 @@ impl JobTable {
                 });
             }
             table.index.insert(record.id().clone(), table.jobs.len());
+            if !record.state().is_terminal() {
+                table.unfinished.insert(table.jobs.len());
+            }
             table.jobs.push(record);
         }
         Ok(table)
@@ -341,6 +364,8 @@ impl JobTable {
             state,
         } = change;
         let entry = HistoryEntry { seq, event, state };
+        let position = slot.unwrap_or(self.jobs.len());
+        let terminal = entry.state.is_terminal();
         match slot.and_then(|i| self.jobs.get_mut(i)) {
             Some(record) => record.push(spec, entry),
             None => {
@@ -353,11 +378,17 @@ impl JobTable {
                 let mut history = Vec::with_capacity(4);
                 history.push(entry);
                 self.jobs.push(JobRecord {
-                    latest: spec,
+                    created: spec,
+                    changed: Vec::new(),
                     started_under: None,
                     history,
                 });
             }
+        }
+        if terminal {
+            self.unfinished.remove(&position);
+        } else {
+            self.unfinished.insert(position);
         }
         Ok(())
     }
@@ -370,6 +401,13 @@ impl JobTable {
     /// All records, in the order the jobs were first advertised.
     pub fn iter(&self) -> impl Iterator<Item = &JobRecord> {
         self.jobs.iter()
+    }
+
+    /// The records whose run is not finished (neither completed nor failed), in the order the
+    /// jobs were first advertised: the cost is that of the unfinished jobs, however many
+    /// finished ones the table holds.
+    pub fn unfinished(&self) -> impl Iterator<Item = &JobRecord> {
+        self.unfinished.iter().filter_map(|&i| self.jobs.get(i))
     }
 
     /// How many jobs.

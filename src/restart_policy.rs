@@ -31,7 +31,7 @@ pub(crate) const USER_RECHECK: Duration = Duration::from_secs(60);
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum RestartPolicy {
     /// As soon as no other job runs (the default).
@@ -50,45 +50,86 @@ pub enum RestartPolicy {
     NextNaturalBoot,
 }
 
-/// A daily window of wall-clock time, in UTC, that may cross midnight.
+/// A daily window of wall-clock time, in UTC, that may cross midnight: it opens at a time of
+/// day and stays open for more than nothing and at most a day (a window that never opens would
+/// hold a restart for ever).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "WindowForm", into = "WindowForm")]
 pub struct MaintenanceWindow {
-    /// When it opens, as minutes after midnight UTC (text form `"HH:MM"`).
+    /// When it opens, as minutes after midnight UTC (below 1,440).
+    start: u16,
+    /// How long it stays open (more than zero, at most a day).
+    length: Duration,
+}
+
+/// The serde form of a [`MaintenanceWindow`], checked on the way in.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowForm {
     #[serde(with = "time_of_day")]
-    pub start: u16,
-    /// How long it stays open (at most a day).
+    start: u16,
     #[serde(with = "crate::duration_text")]
-    pub length: Duration,
+    length: Duration,
+}
+
+impl TryFrom<WindowForm> for MaintenanceWindow {
+    type Error = String;
+    fn try_from(form: WindowForm) -> Result<Self, String> {
+        Self::new(form.start / 60, form.start % 60, form.length).ok_or_else(|| {
+            "a maintenance window's length is more than zero and at most a day (\"1s\" to \"1d\")"
+                .to_owned()
+        })
+    }
+}
+
+impl From<MaintenanceWindow> for WindowForm {
+    fn from(window: MaintenanceWindow) -> Self {
+        WindowForm {
+            start: window.start,
+            length: window.length,
+        }
+    }
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
 
 impl MaintenanceWindow {
-    /// A window opening `hour:minute` UTC for `length` (capped at a day; an hour past 23 or a
-    /// minute past 59 is `None`).
+    /// A window opening `hour:minute` UTC for `length`; `None` for an hour past 23, a minute
+    /// past 59, or a length of zero or longer than a day.
     pub fn new(hour: u16, minute: u16, length: Duration) -> Option<Self> {
-        (hour < 24 && minute < 60).then(|| Self {
+        (hour < 24 && minute < 60 && !length.is_zero() && length <= DAY).then(|| Self {
             start: hour * 60 + minute,
-            length: length.min(DAY),
+            length,
         })
+    }
+
+    /// When the window opens, as (hour, minute) UTC.
+    pub fn start(&self) -> (u16, u16) {
+        (self.start / 60, self.start % 60)
+    }
+
+    /// How long it stays open.
+    pub fn length(&self) -> Duration {
+        self.length
     }
 
     /// How long until the window opens, from `now`; zero while it is open.
     pub fn opens_in(&self, now: Timestamp) -> Duration {
         let into_day = Duration::from_secs(u64::from(now.num_seconds_from_midnight()))
             + Duration::from_nanos(u64::from(now.nanosecond() % 1_000_000_000));
-        let start = Duration::from_secs(u64::from(self.start) * 60);
+        // `start` is below a day and `into_day` below a day plus a leap second: no subtraction
+        // below zero, whatever the inputs (saturating all the same).
+        let start = Duration::from_secs(u64::from(self.start % (24 * 60)) * 60);
         // Time since the window last opened (today or yesterday).
         let since_open = if into_day >= start {
             into_day - start
         } else {
-            into_day + DAY - start
+            (into_day + DAY).saturating_sub(start)
         };
         if since_open < self.length {
             Duration::ZERO
         } else {
-            DAY - since_open
+            DAY.saturating_sub(since_open)
         }
     }
 }
@@ -242,6 +283,11 @@ mod tests {
         assert_eq!(window.opens_in(at(23, 0)), Duration::from_secs(30 * 60));
         assert!(MaintenanceWindow::new(24, 0, DAY).is_none());
         assert!(MaintenanceWindow::new(1, 60, DAY).is_none());
+        assert!(MaintenanceWindow::new(1, 0, Duration::ZERO).is_none());
+        assert!(MaintenanceWindow::new(1, 0, DAY + Duration::from_secs(1)).is_none());
+        // A whole day is always open.
+        let always = MaintenanceWindow::new(5, 0, DAY).unwrap();
+        assert_eq!(always.opens_in(at(4, 59)), Duration::ZERO);
     }
 
     #[test]

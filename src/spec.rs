@@ -144,8 +144,9 @@ impl Default for RetryPolicy {
 /// Everything the ledger needs to know about a job to drive it.
 ///
 /// Build one with [`JobSpec::new`] and the builder methods; the defaults are a mandatory job
-/// that runs whether or not a user is logged on, never reboots, maps exit codes by the Windows
-/// Installer conventions, makes at most 3 attempts, may run for 2 hours, needs no verification,
+/// that runs whether or not a user is logged on, never reboots, maps exit codes by the
+/// platform's table ([`ExitCodePolicy::default`]: Unix's on Unix, Windows Installer's on
+/// Windows), makes at most 3 attempts, may run for 2 hours, needs no verification,
 /// and allows 3 reboots per attempt; a failing exit of a program that restarts the machine is
 /// provisional for 10 minutes, a restart is overdue after 1 hour, and a terminated program has
 /// 5 minutes to go.
@@ -431,9 +432,10 @@ impl JobSpec {
 
     /// Whether the job must not start while the operating system says a restart is pending
     /// (Windows Update's "a restart is required before installation"): it waits, with
-    /// [`WaitReason::SystemRestartPending`](crate::WaitReason::SystemRestartPending), until the
-    /// restart came (the session says none is pending). Restarts the ledger owes hold every job
-    /// back whatever this says.
+    /// [`WaitReason::SystemRestartPending`](crate::WaitReason::SystemRestartPending), while the
+    /// session says [`RestartPending::Pending`](crate::RestartPending::Pending); `NotPending` and
+    /// `Unknown` let it start (a fact that cannot be read never holds a job back for ever).
+    /// Restarts the ledger owes hold every job back whatever this says.
     #[must_use]
     pub fn wait_for_pending_restart(mut self, on: bool) -> Self {
         self.wait_for_pending_restart = on;

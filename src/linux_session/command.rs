@@ -48,7 +48,10 @@ pub(super) fn run_bounded(
     timeout: Duration,
     capture: bool,
 ) -> Result<Finished, RunError> {
-    let deadline = Instant::now() + timeout;
+    // A timeout too long for the clock is a year: no helper is waited for longer.
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400));
     command
         .stdin(Stdio::null())
         .stderr(Stdio::null())
@@ -107,4 +110,15 @@ pub(super) fn run_bounded(
         }
     };
     Ok(Finished { status, stdout })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_too_long_for_the_clock_does_not_panic() {
+        let finished = run_bounded(&mut Command::new("true"), Duration::MAX, false);
+        assert!(finished.is_ok_and(|f| f.status.success()));
+    }
 }

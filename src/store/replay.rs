@@ -96,7 +96,7 @@ impl Replay {
                 records.push(Record::Change(Box::new(crate::Change {
                     job: job.id().clone(),
                     seq: entry.seq,
-                    spec: (entry.seq == 1).then(|| job.spec().clone()),
+                    spec: job.spec_carried_by(entry.seq).cloned(),
                     event: entry.event.clone(),
                     state: entry.state.clone(),
                 })));

@@ -250,13 +250,24 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
         Some(1603),
     );
     // The upgrade runs alone (restarts are exclusive); another job waits in the queue.
-    run(&mut ledger, upgrade, None);
+    run(&mut ledger, upgrade.clone(), None);
     ok(
         ledger
             .advertise(JobSpec::new(id("long")))
             .map_err(into_store),
         "advertising",
     );
+    // Both are advertised again with changed specs: each change carries a spec of its own.
+    for spec in [
+        upgrade.max_run_time(std::time::Duration::from_secs(5 * 3600)),
+        JobSpec::new(id("long")).max_reboots(7),
+    ] {
+        let answer = ok(ledger.advertise(spec).map_err(into_store), "advertising");
+        assert!(
+            matches!(answer, Advertisement::SpecChanged { .. }),
+            "store conformance: a changed spec is recorded, not {answer:?}"
+        );
+    }
     let store = ledger.into_store();
     // The upgrade restarted the machine: boot B completes it.
     let (ledger, _) = ok(

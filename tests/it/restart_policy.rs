@@ -221,6 +221,22 @@ fn an_agent_restart_keeps_the_hold() {
 }
 
 #[test]
+fn a_policy_changed_by_the_server_applies_to_a_held_restart_at_once() {
+    // The policy says when the agent may restart, not what the attempt means: a server that
+    // lifts "next natural boot" is heard at the next tick, not after a boot that may not come.
+    let held = kb().restart_policy(Some(RestartPolicy::NextNaturalBoot));
+    let (mut ledger, effects) = exited(&held, 3010, UserPresence::LoggedOn, &MemoryStore::new());
+    assert_eq!(restarts(&effects), []);
+    ledger
+        .advertise(
+            held.clone()
+                .restart_policy(Some(RestartPolicy::Immediately)),
+        )
+        .unwrap();
+    assert_eq!(restarts(&ledger.tick().unwrap()), [RestartRelease::AtOnce]);
+}
+
+#[test]
 fn the_ledgers_default_policy_holds_the_restart_owed_at_open() {
     // A restart licensed before the agent restarted (in the same boot) is licensed again at
     // open: under the default given at open, not at once.
@@ -271,6 +287,22 @@ fn the_policy_is_part_of_the_config_form() {
         (r#"{"window":{"start":"2:00","length":"2h"}}"#, "HH:MM"),
         (r#"{"window":{"start":"24:00","length":"2h"}}"#, "HH:MM"),
         (r#"{"window":{"start":"02:00"}}"#, "missing field `length`"),
+        (
+            r#"{"window":{"start":"02:00","length":"0s"}}"#,
+            "more than zero",
+        ),
+        (
+            r#"{"window":{"start":"02:00","length":"3d"}}"#,
+            "at most a day",
+        ),
+        (
+            r#"{"window":{"start":"02:00","length":"1h","tz":"CET"}}"#,
+            "unknown field `tz`",
+        ),
+        (
+            r#"{"when_no_user":{"at_most":"8h","at_mots":"1h"}}"#,
+            "unknown field `at_mots`",
+        ),
     ] {
         let error =
             serde_json::from_str::<JobSpec>(&format!(r#"{{"id":"j","restart_policy":{bad}}}"#))

@@ -307,3 +307,34 @@ fn stored_spec_changes_that_break_the_rules_are_refused() {
     .unwrap();
     assert_eq!(t.get(&job("j")).unwrap().spec(), &newer);
 }
+
+/// A compaction rewrites every job's history: each spec change must carry its spec there too,
+/// and an attempt under way must keep the spec it started with (a snapshot that dropped them
+/// was refused at the next open: the store was lost).
+#[test]
+fn spec_changes_survive_a_file_store_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let new = old.clone().max_run_time(Duration::from_secs(5 * 3600));
+    let queued = msi_job(job("patch"));
+    let queued_new = queued.clone().max_reboots(7);
+    {
+        let store = jobstate::FileStore::open(dir.path()).unwrap();
+        let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
+        ledger.advertise(old.clone()).unwrap();
+        let attempt = ledger.begin(old.id()).unwrap();
+        ledger.launched(&attempt, ProgramId::new(4242, 7)).unwrap();
+        ledger.advertise(new.clone()).unwrap();
+        ledger.advertise(queued.clone()).unwrap();
+        ledger.advertise(queued_new.clone()).unwrap();
+        let mut store = ledger.into_store();
+        store.compact().unwrap();
+    }
+    let store = jobstate::FileStore::open(dir.path()).unwrap();
+    let (ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
+    let upgrade = ledger.job(old.id()).unwrap();
+    assert_eq!(upgrade.spec(), &old, "the attempt under way keeps its spec");
+    assert_eq!(upgrade.latest_spec(), &new);
+    assert_eq!(upgrade.state().kind(), StateKind::Running);
+    assert_eq!(ledger.job(queued.id()).unwrap().spec(), &queued_new);
+}
