@@ -113,6 +113,38 @@ fn ledger_lookup(c: &mut Criterion) {
     });
 }
 
+/// `Ledger::next_runnable` with 100,000 completed jobs (tombstones) and one queued job: the
+/// ledger asks only its unfinished jobs.
+fn next_runnable_among_tombstones(c: &mut Criterion) {
+    let session = SessionFacts {
+        boot: BootId::new("boot-1").expect("valid boot id"),
+        user: UserPresence::NoneLoggedOn,
+        context: jobstate::ExecutionContext::Service,
+        notices: NoticeDelivery::NotDelivered,
+        now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
+        since_boot: std::time::Duration::from_secs(60),
+        programs: Default::default(),
+        restart_pending: jobstate::RestartPending::Unknown,
+    };
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), session).expect("open an empty store");
+    for n in 0..100_000 {
+        let id = JobId::new(format!("done-{n}")).expect("valid job id");
+        ledger
+            .advertise(JobSpec::new(id.clone()))
+            .expect("advertise a new job");
+        let attempt = ledger.begin(&id).expect("begin");
+        ledger
+            .program_exited(&attempt, 0)
+            .expect("exit 0 completes");
+    }
+    ledger
+        .advertise(JobSpec::new(JobId::new("queued").expect("valid job id")))
+        .expect("advertise");
+    c.bench_function("next_runnable/100k_tombstones_1_queued", |b| {
+        b.iter(|| black_box(ledger.next_runnable()))
+    });
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -123,6 +155,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = pure_transition, ledger_commit, ledger_lookup
+    targets = pure_transition, ledger_commit, ledger_lookup, next_runnable_among_tombstones
 }
 criterion_main!(benches);
