@@ -191,9 +191,18 @@ fn seed_001_service_never_hears_the_shutdown_and_still_completes_once() {
 /// the agent) and then the machine restarts. For a program that restarts the machine, a failing
 /// exit is provisional: the reboot within the grace window is its expected end. With a check,
 /// the check decides after the reboot.
+/// Also on Unix, where the wrapper does not exit with 1603 but is killed by the shutdown's
+/// SIGTERM: a signal is as provisional as a failing code for a program that restarts the machine.
 #[test]
 fn seed_001_wrapper_reports_failure_yet_the_upgrade_is_not_run_again() {
-    for with_check in [true, false] {
+    let exits = [
+        jobstate::ProgramExit::Code(1603),
+        jobstate::ProgramExit::Signal(15),
+    ];
+    for (with_check, exit) in [true, false]
+        .into_iter()
+        .flat_map(|c| exits.map(|e| (c, e)))
+    {
         let store = MemoryStore::new();
         let upgrade = msi_job(job("winnt40-upgrade-ntencap"))
             .reboot(RebootBehaviour::RestartsMachine)
@@ -206,17 +215,15 @@ fn seed_001_wrapper_reports_failure_yet_the_upgrade_is_not_run_again() {
         let mut launched = 1;
 
         // Ntencap never hears the shutdown and exits with a failure code (1603), moments
-        // before the machine goes down.
-        let effects = ledger.program_exited(&attempt, 1603).unwrap();
+        // before the machine goes down (on Unix: the shutdown's SIGTERM kills the wrapper).
+        let effects = ledger.program_exited(&attempt, exit).unwrap();
         assert!(effects.is_empty(), "no retry, no check yet: {effects:?}");
         assert!(take_reports(&mut ledger).is_empty(), "no failure reported");
         let waits = ledger.waits();
         assert_eq!(waits.len(), 1);
         assert_eq!(
             waits[0].reason,
-            jobstate::WaitReason::FailureProvisional {
-                exit: Some(jobstate::ProgramExit::Code(1603))
-            }
+            jobstate::WaitReason::FailureProvisional { exit: Some(exit) }
         );
         assert_eq!(
             waits[0].wake_after,
@@ -255,11 +262,11 @@ fn seed_001_wrapper_reports_failure_yet_the_upgrade_is_not_run_again() {
             matches!(
                 ledger.job(upgrade.id()).unwrap().state(),
                 JobState::Completed {
-                    exit: Some(jobstate::ProgramExit::Code(1603)),
+                    exit: Some(e),
                     reboot: Some(RebootAttribution::InitiatedByProgram),
                     verified,
                     ..
-                } if *verified == with_check
+                } if *verified == with_check && *e == exit
             ),
             "{:?}",
             ledger.job(upgrade.id()).unwrap().state()
