@@ -318,7 +318,7 @@ mod tests {
         json_object(line.as_bytes())
     }
 
-    const MESSAGE: &str = r#"{"key":{"job":"j","run":1,"attempt":1,"state":"Completed"},"exit":0,"reason":null,"reboot":null,"started_at":null,"started_in":null,"boot":"b","at":"2026-11-21T02:00:00Z"}"#;
+    const MESSAGE: &str = r#"{"key":{"job":"j","run":1,"attempt":1,"state":"Completed"},"exit":{"code":0},"reason":null,"reboot":null,"started_at":null,"started_in":null,"boot":"b","at":"2026-11-21T02:00:00Z"}"#;
 
     #[test]
     fn the_message_fixture_is_a_status_message() {
