@@ -1079,3 +1079,34 @@ fn an_agent_restart_while_verifying_counts_no_reboot() {
         }
     ));
 }
+
+// ---- The fourth cargo-mutants run ----
+
+// DESIGN.md "Status reporting: a delivery failure is retried later": the delivery policy given
+// at open is the one in force (its back-off), beside the restart policy given with it.
+#[test]
+fn the_delivery_policy_given_at_open_is_in_force() {
+    let delivery = jobstate::DeliveryPolicy {
+        initial_backoff: Duration::from_secs(7),
+        ..Default::default()
+    };
+    let options = jobstate::LedgerOptions::default()
+        .restart_policy(jobstate::RestartPolicy::NextNaturalBoot)
+        .delivery(delivery);
+    assert_eq!(options.delivery, delivery);
+    assert_eq!(
+        options.restart_policy,
+        jobstate::RestartPolicy::NextNaturalBoot
+    );
+    let (mut ledger, _) =
+        Ledger::open_with(MemoryStore::new(), service_session("a"), options).unwrap();
+    let spec = msi_job(job("patch"));
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.program_exited(&attempt, 0).unwrap();
+    let failed = ledger.deliver(&mut Down).unwrap();
+    assert_eq!(
+        failed.retry_at,
+        Some(ledger.session().now + chrono::TimeDelta::seconds(7))
+    );
+}
