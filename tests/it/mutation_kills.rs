@@ -1079,3 +1079,78 @@ fn an_agent_restart_while_verifying_counts_no_reboot() {
         }
     ));
 }
+
+// ---- The fourth cargo-mutants run ----
+
+// DESIGN.md "Status reporting: a delivery failure is retried later": the delivery policy given
+// at open is the one in force (its back-off), beside the restart policy given with it.
+#[test]
+fn the_delivery_policy_given_at_open_is_in_force() {
+    let delivery = jobstate::DeliveryPolicy {
+        initial_backoff: Duration::from_secs(7),
+        ..Default::default()
+    };
+    let options = jobstate::LedgerOptions::default()
+        .restart_policy(jobstate::RestartPolicy::NextNaturalBoot)
+        .delivery(delivery);
+    assert_eq!(options.delivery, delivery);
+    assert_eq!(
+        options.restart_policy,
+        jobstate::RestartPolicy::NextNaturalBoot
+    );
+    let (mut ledger, _) =
+        Ledger::open_with(MemoryStore::new(), service_session("a"), options).unwrap();
+    let spec = msi_job(job("patch"));
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    ledger.program_exited(&attempt, 0).unwrap();
+    let failed = ledger.deliver(&mut Down).unwrap();
+    assert_eq!(
+        failed.retry_at,
+        Some(ledger.session().now + chrono::TimeDelta::seconds(7))
+    );
+}
+
+// DESIGN.md "A reported failure is not believed over a detection check": a program ended by a
+// signal keeps its signal through the check, in the state and in the status message, whether
+// the check finds the work (completed) or not on the last attempt (failed).
+#[test]
+fn a_check_after_a_signal_keeps_the_signal_in_the_state_and_its_report() {
+    let signal = Some(jobstate::ProgramExit::Signal(9));
+    for (found, retry) in [(true, RetryPolicy::default()), (false, RetryPolicy::none())] {
+        let spec = msi_job(job("kb"))
+            .reboot(RebootBehaviour::MayRequest)
+            .verify_after_reboot(true)
+            .retry(retry);
+        let mut ledger = open(&MemoryStore::new(), "a");
+        ledger.advertise(spec.clone()).unwrap();
+        let attempt = start(&mut ledger, &spec);
+        ledger
+            .program_exited(&attempt, jobstate::ProgramExit::Signal(9))
+            .unwrap();
+        assert!(matches!(
+            state(&ledger, &spec),
+            JobState::Queued {
+                check_before_retry: true,
+                ..
+            }
+        ));
+        ledger.verification(&attempt, found).unwrap();
+        let after = state(&ledger, &spec);
+        match &after {
+            JobState::Completed { exit, .. } => {
+                assert!(found);
+                assert_eq!(*exit, signal);
+            }
+            JobState::Failed {
+                reason: FailureReason::Signal(9),
+                ..
+            } => assert!(!found),
+            other => panic!("found {found}: {other:?}"),
+        }
+        let reports = take_reports(&mut ledger);
+        assert_eq!(reports.len(), 1, "found {found}");
+        assert_eq!(reports[0].key.state, after.kind());
+        assert_eq!(reports[0].exit, signal, "found {found}");
+    }
+}
