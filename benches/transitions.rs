@@ -52,16 +52,7 @@ fn pure_transition(c: &mut Criterion) {
 /// so that dropping it is not timed either.
 fn ledger_commit(c: &mut Criterion) {
     let id = JobId::new("os-upgrade").expect("valid job id");
-    let session = SessionFacts {
-        boot: BootId::new("boot-1").expect("valid boot id"),
-        user: UserPresence::NoneLoggedOn,
-        context: jobstate::ExecutionContext::Service,
-        notices: NoticeDelivery::NotDelivered,
-        now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
-        since_boot: std::time::Duration::from_secs(60),
-        programs: Default::default(),
-        restart_pending: jobstate::RestartPending::Unknown,
-    };
+    let session = service_session();
     let setup = || {
         let (mut ledger, _) =
             Ledger::open(MemoryStore::new(), session.clone()).expect("open an empty store");
@@ -85,16 +76,7 @@ fn ledger_commit(c: &mut Criterion) {
 /// `Ledger::job` among 10,000 jobs with sequential ids (`job-0` … `job-9999`), as a site server
 /// names them: a hash that spreads such ids badly makes every lookup walk long probe chains.
 fn ledger_lookup(c: &mut Criterion) {
-    let session = SessionFacts {
-        boot: BootId::new("boot-1").expect("valid boot id"),
-        user: UserPresence::NoneLoggedOn,
-        context: jobstate::ExecutionContext::Service,
-        notices: NoticeDelivery::NotDelivered,
-        now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
-        since_boot: std::time::Duration::from_secs(60),
-        programs: Default::default(),
-        restart_pending: jobstate::RestartPending::Unknown,
-    };
+    let session = service_session();
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), session).expect("open an empty store");
     let ids: Vec<JobId> = (0..10_000)
         .map(|n| JobId::new(format!("job-{n}")).expect("valid job id"))
@@ -116,16 +98,7 @@ fn ledger_lookup(c: &mut Criterion) {
 /// `Ledger::next_runnable` with 100,000 completed jobs (tombstones) and one queued job: the
 /// ledger asks only its unfinished jobs.
 fn next_runnable_among_tombstones(c: &mut Criterion) {
-    let session = SessionFacts {
-        boot: BootId::new("boot-1").expect("valid boot id"),
-        user: UserPresence::NoneLoggedOn,
-        context: jobstate::ExecutionContext::Service,
-        notices: NoticeDelivery::NotDelivered,
-        now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
-        since_boot: std::time::Duration::from_secs(60),
-        programs: Default::default(),
-        restart_pending: jobstate::RestartPending::Unknown,
-    };
+    let session = service_session();
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), session).expect("open an empty store");
     for n in 0..100_000 {
         let id = JobId::new(format!("done-{n}")).expect("valid job id");
@@ -143,6 +116,20 @@ fn next_runnable_among_tombstones(c: &mut Criterion) {
     c.bench_function("next_runnable/100k_tombstones_1_queued", |b| {
         b.iter(|| black_box(ledger.next_runnable()))
     });
+}
+
+/// A service with nobody logged on, in boot 1.
+fn service_session() -> SessionFacts {
+    SessionFacts {
+        boot: BootId::new("boot-1").expect("valid boot id"),
+        user: UserPresence::NoneLoggedOn,
+        context: jobstate::ExecutionContext::Service,
+        notices: NoticeDelivery::NotDelivered,
+        now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
+        since_boot: std::time::Duration::from_secs(60),
+        programs: Default::default(),
+        restart_pending: jobstate::RestartPending::Unknown,
+    }
 }
 
 fn config() -> Criterion {

@@ -166,3 +166,54 @@ pub fn completion_evidenced_in_history(
             _ => false,
         })
 }
+
+/// A session that counts the ledger's questions the session may answer slowly: about programs
+/// (a scan of `/proc` on Linux) and about a pending restart (a helper on RHEL).
+pub struct Counting {
+    pub facts: SessionFacts,
+    pub programs_asked: std::cell::Cell<u32>,
+    pub pending_asked: std::cell::Cell<u32>,
+}
+
+impl Counting {
+    pub fn new(facts: SessionFacts) -> Self {
+        Self {
+            facts,
+            programs_asked: std::cell::Cell::new(0),
+            pending_asked: std::cell::Cell::new(0),
+        }
+    }
+}
+
+impl jobstate::SessionContext for Counting {
+    fn boot_id(&self) -> Result<BootId, jobstate::SessionError> {
+        self.facts.boot_id()
+    }
+    fn user_presence(&self) -> UserPresence {
+        self.facts.user_presence()
+    }
+    fn execution_context(&self) -> ExecutionContext {
+        self.facts.execution_context()
+    }
+    fn shutdown_notices(&self) -> NoticeDelivery {
+        self.facts.shutdown_notices()
+    }
+    fn now(&self) -> Timestamp {
+        self.facts.now()
+    }
+    fn since_boot(&self) -> std::time::Duration {
+        self.facts.since_boot()
+    }
+    fn program_status(
+        &self,
+        attempt: &jobstate::AttemptId,
+        program: Option<&jobstate::ProgramId>,
+    ) -> jobstate::ProgramStatus {
+        self.programs_asked.set(self.programs_asked.get() + 1);
+        self.facts.program_status(attempt, program)
+    }
+    fn restart_pending(&self) -> jobstate::RestartPending {
+        self.pending_asked.set(self.pending_asked.get() + 1);
+        self.facts.restart_pending()
+    }
+}

@@ -838,41 +838,6 @@ fn a_reboot_by_a_running_upgrade_is_attributed_to_it() {
     }
 }
 
-/// A session that counts the ledger's questions about programs.
-struct Counting {
-    facts: SessionFacts,
-    asked: std::cell::Cell<u32>,
-}
-
-impl jobstate::SessionContext for Counting {
-    fn boot_id(&self) -> Result<jobstate::BootId, jobstate::SessionError> {
-        self.facts.boot_id()
-    }
-    fn user_presence(&self) -> jobstate::UserPresence {
-        self.facts.user_presence()
-    }
-    fn execution_context(&self) -> jobstate::ExecutionContext {
-        self.facts.execution_context()
-    }
-    fn shutdown_notices(&self) -> jobstate::NoticeDelivery {
-        self.facts.shutdown_notices()
-    }
-    fn now(&self) -> jobstate::Timestamp {
-        self.facts.now()
-    }
-    fn since_boot(&self) -> Duration {
-        self.facts.since_boot()
-    }
-    fn program_status(
-        &self,
-        attempt: &AttemptId,
-        program: Option<&ProgramId>,
-    ) -> jobstate::ProgramStatus {
-        self.asked.set(self.asked.get() + 1);
-        self.facts.program_status(attempt, program)
-    }
-}
-
 // DESIGN.md "A launch is a recorded fact ... in the same boot only when no process of that
 // attempt is alive": the session is asked about programs of this boot only, and a tick never
 // asks about a launch that was never recorded (a spawn may be under way; the question is a scan
@@ -883,23 +848,17 @@ fn the_session_is_asked_only_about_programs_that_may_run_in_this_boot() {
     let recorded = Launch::Recorded(ProgramId::new(1, 1));
     // Another boot: nothing of it runs; the session is not asked.
     let store = running_in_boot_a(&[(&patch, recorded)]);
-    let session = Counting {
-        facts: service_session("b"),
-        asked: std::cell::Cell::new(0),
-    };
+    let session = Counting::new(service_session("b"));
     let (ledger, _) = Ledger::open(store, session).unwrap();
-    assert_eq!(ledger.session().asked.get(), 0);
+    assert_eq!(ledger.session().programs_asked.get(), 0);
     // The same boot: asked at open, for a recorded launch and for one never recorded.
     let store = running_in_boot_a(&[(&patch, Launch::Pending)]);
-    let session = Counting {
-        facts: service_session("a"),
-        asked: std::cell::Cell::new(0),
-    };
+    let session = Counting::new(service_session("a"));
     let (mut ledger, _) = Ledger::open(store, session).unwrap();
-    assert_eq!(ledger.session().asked.get(), 1);
+    assert_eq!(ledger.session().programs_asked.get(), 1);
     // A tick does not ask about the launch never recorded.
     ledger.tick().unwrap();
-    assert_eq!(ledger.session().asked.get(), 1);
+    assert_eq!(ledger.session().programs_asked.get(), 1);
 }
 
 // ---- The third cargo-mutants run ----

@@ -165,58 +165,16 @@ fn the_flags_are_part_of_the_config_form() {
     assert!(!plain.waits_for_pending_restart());
 }
 
-/// A session that counts how often it is asked whether a restart is pending (on RHEL the
-/// answer runs `needs-restarting -r`, up to seconds).
-struct Counting {
-    facts: SessionFacts,
-    asked: std::cell::Cell<u32>,
-}
-
-impl jobstate::SessionContext for Counting {
-    fn boot_id(&self) -> Result<jobstate::BootId, jobstate::SessionError> {
-        self.facts.boot_id()
-    }
-    fn user_presence(&self) -> jobstate::UserPresence {
-        self.facts.user_presence()
-    }
-    fn execution_context(&self) -> jobstate::ExecutionContext {
-        self.facts.execution_context()
-    }
-    fn shutdown_notices(&self) -> jobstate::NoticeDelivery {
-        self.facts.shutdown_notices()
-    }
-    fn now(&self) -> jobstate::Timestamp {
-        self.facts.now()
-    }
-    fn since_boot(&self) -> std::time::Duration {
-        self.facts.since_boot()
-    }
-    fn program_status(
-        &self,
-        attempt: &jobstate::AttemptId,
-        program: Option<&ProgramId>,
-    ) -> jobstate::ProgramStatus {
-        self.facts.program_status(attempt, program)
-    }
-    fn restart_pending(&self) -> RestartPending {
-        self.asked.set(self.asked.get() + 1);
-        self.facts.restart_pending()
-    }
-}
-
 #[test]
 fn the_system_is_asked_once_per_query_and_asked_again_later() {
-    let counting = Counting {
-        facts: session("b1", RestartPending::Pending),
-        asked: std::cell::Cell::new(0),
-    };
+    let counting = Counting::new(session("b1", RestartPending::Pending));
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), counting).unwrap();
     for n in 0..10 {
         ledger
             .advertise(JobSpec::new(job(&format!("feature-{n}"))).wait_for_pending_restart(true))
             .unwrap();
     }
-    ledger.session().asked.set(0);
+    ledger.session().pending_asked.set(0);
     assert!(matches!(
         ledger.next_runnable(),
         NextJob::Wait {
@@ -224,7 +182,11 @@ fn the_system_is_asked_once_per_query_and_asked_again_later() {
             ..
         }
     ));
-    assert_eq!(ledger.session().asked.get(), 1, "one question for ten jobs");
+    assert_eq!(
+        ledger.session().pending_asked.get(),
+        1,
+        "one question for ten jobs"
+    );
     // Nothing tells the ledger when the flag clears: it asks again in five minutes.
     assert_eq!(
         ledger.next_wakeup(),
@@ -233,14 +195,11 @@ fn the_system_is_asked_once_per_query_and_asked_again_later() {
     // Jobs that do not care never make the session ask.
     let (mut plain, _) = Ledger::open(
         MemoryStore::new(),
-        Counting {
-            facts: session("b1", RestartPending::Pending),
-            asked: std::cell::Cell::new(0),
-        },
+        Counting::new(session("b1", RestartPending::Pending)),
     )
     .unwrap();
     plain.advertise(JobSpec::new(job("tool"))).unwrap();
     let attempt = plain.begin(&job("tool")).unwrap();
     plain.program_exited(&attempt, 0).unwrap();
-    assert_eq!(plain.session().asked.get(), 0);
+    assert_eq!(plain.session().pending_asked.get(), 0);
 }
