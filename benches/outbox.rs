@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use jobstate::{
-    BootId, ExecutionContext, JobId, JobSpec, JsonLinesSink, Ledger, MemoryStore, NoticeDelivery,
-    SessionFacts, StatusKey, StatusMessage, StatusSink, UserPresence,
+    Answers, BootId, ExecutionContext, JobId, JobSpec, JsonLinesSink, Ledger, MemoryStore,
+    NoticeDelivery, SessionFacts, StatusMessage, StatusSink, UserPresence,
 };
 
 const MESSAGES: usize = 256;
@@ -63,8 +63,13 @@ struct Null;
 
 impl StatusSink for Null {
     type Error = Infallible;
-    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
-        Ok(batch.iter().map(|m| m.key.clone()).collect())
+    fn deliver(
+        &mut self,
+        _batch: &[StatusMessage],
+        answers: &mut Answers,
+    ) -> Result<(), Self::Error> {
+        answers.accept_all();
+        Ok(())
     }
 }
 

@@ -49,9 +49,9 @@ use std::process::{Child, Command, ExitCode};
 use std::time::Duration;
 
 use jobstate::{
-    ATTEMPT_ENV, AttemptId, CheckResult, Effect, FileStore, JobId, JobSpec, JobState,
+    ATTEMPT_ENV, Answers, AttemptId, CheckResult, Effect, FileStore, JobId, JobSpec, JobState,
     JsonLinesSink, Ledger, LedgerOptions, LinuxSession, NextJob, ProgramExit, RestartPolicy,
-    RestartRelease, SessionContext, StatusKey, StatusMessage, StatusSink, WaitReason,
+    RestartRelease, SessionContext, StatusMessage, StatusSink, WaitReason,
 };
 use serde::Deserialize;
 
@@ -476,11 +476,15 @@ struct Reporter(JsonLinesSink);
 
 impl StatusSink for Reporter {
     type Error = std::io::Error;
-    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
-        let accepted = self.0.deliver(batch)?;
-        for key in &accepted {
-            say!("report {key}");
+    fn deliver(
+        &mut self,
+        batch: &[StatusMessage],
+        answers: &mut Answers,
+    ) -> Result<(), Self::Error> {
+        self.0.deliver(batch, answers)?;
+        for message in batch {
+            say!("report {}", message.key);
         }
-        Ok(accepted)
+        Ok(())
     }
 }

@@ -18,9 +18,9 @@
 
 use chrono::TimeDelta;
 use jobstate::{
-    Advertisement, BootId, ExecutionContext, FileStore, JobId, JobSpec, JobState, JsonLinesSink,
-    Ledger, LivePrograms, NextJob, NoticeDelivery, ProgramId, RebootBehaviour, RunCondition,
-    SessionFacts, StatusKey, StatusMessage, StatusSink, UserPresence,
+    Advertisement, Answers, BootId, ExecutionContext, FileStore, JobId, JobSpec, JobState,
+    JsonLinesSink, Ledger, LivePrograms, NextJob, NoticeDelivery, ProgramId, RebootBehaviour,
+    RunCondition, SessionFacts, StatusMessage, StatusSink, UserPresence,
 };
 
 type Agent = Ledger<FileStore, SessionFacts>;
@@ -208,11 +208,15 @@ struct FailsFirst {
 impl StatusSink for FailsFirst {
     type Error = std::io::Error;
 
-    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+    fn deliver(
+        &mut self,
+        batch: &[StatusMessage],
+        answers: &mut Answers,
+    ) -> Result<(), Self::Error> {
         if self.failures_left > 0 {
             self.failures_left -= 1;
             return Err(std::io::Error::other("site server unreachable"));
         }
-        self.inner.deliver(batch)
+        self.inner.deliver(batch, answers)
     }
 }

@@ -17,9 +17,9 @@
 
 use chrono::TimeDelta;
 use jobstate::{
-    Advertisement, BootId, Effect, ExecutionContext, FileStore, JobId, JobSpec, JobState,
+    Advertisement, Answers, BootId, Effect, ExecutionContext, FileStore, JobId, JobSpec, JobState,
     JsonLinesSink, Ledger, LivePrograms, NextJob, NoticeDelivery, ProgramId, RebootBehaviour,
-    SessionFacts, StateKind, StatusKey, StatusMessage, StatusSink, UserPresence,
+    SessionFacts, StateKind, StatusMessage, StatusSink, UserPresence,
 };
 
 type Agent = Ledger<FileStore, SessionFacts>;
@@ -175,11 +175,15 @@ struct PrintSink(JsonLinesSink);
 impl StatusSink for PrintSink {
     type Error = std::io::Error;
 
-    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
-        let accepted = self.0.deliver(batch)?;
-        for key in &accepted {
-            println!("    -> server received {key}");
+    fn deliver(
+        &mut self,
+        batch: &[StatusMessage],
+        answers: &mut Answers,
+    ) -> Result<(), Self::Error> {
+        self.0.deliver(batch, answers)?;
+        for message in batch {
+            println!("    -> server received {}", message.key);
         }
-        Ok(accepted)
+        Ok(())
     }
 }

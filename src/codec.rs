@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::{Change, Commit, Record, StatusKey, StatusMessage};
+use crate::{Change, Commit, DeadLetterNote, Record, StatusKey, StatusMessage};
 
 /// [`Record`] by reference: the same encoding, without cloning a commit to write it.
 #[derive(Serialize)]
@@ -11,6 +11,9 @@ enum RecordRef<'a> {
     Change(&'a Change),
     Report(&'a StatusMessage),
     Delivered(&'a StatusKey),
+    DeadLettered(&'a DeadLetterNote),
+    Requeued(&'a StatusKey),
+    Discarded(&'a StatusKey),
 }
 
 /// The format version this build writes and reads.
@@ -85,13 +88,22 @@ pub fn encode_into(record: &Record, out: &mut Vec<u8>) -> Result<(), EncodeError
     Ok(())
 }
 
-/// Appends the records of `commit` (changes, reports, acknowledgements), without version bytes,
+/// Appends the records of `commit` (in [`Commit::records`]' order), without version bytes,
 /// to `out`: what [`Commit::records`] holds, encoded as [`decode_all`] reads it back.
 pub fn encode_commit(commit: &Commit, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let changes = commit.changes.iter().map(RecordRef::Change);
     let reports = commit.reports.iter().map(RecordRef::Report);
     let delivered = commit.delivered.iter().map(RecordRef::Delivered);
-    for record in changes.chain(reports).chain(delivered) {
+    let dead = commit.dead_lettered.iter().map(RecordRef::DeadLettered);
+    let requeued = commit.requeued.iter().map(RecordRef::Requeued);
+    let discarded = commit.discarded.iter().map(RecordRef::Discarded);
+    let records = changes
+        .chain(reports)
+        .chain(delivered)
+        .chain(dead)
+        .chain(requeued)
+        .chain(discarded);
+    for record in records {
         *out = postcard::to_extend(&record, std::mem::take(out)).map_err(|e| EncodeError {
             detail: e.to_string(),
         })?;

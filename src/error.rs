@@ -181,6 +181,11 @@ pub enum Error {
         /// The abandoned attempt.
         attempt: crate::AttemptRef,
     },
+    /// A dead letter was to be re-queued or discarded, and no dead letter has this key.
+    #[error(
+        "status message {0} is not a dead letter (it is pending, delivered, or unknown); Ledger::dead_letters lists them"
+    )]
+    NotADeadLetter(crate::StatusKey),
     /// The store failed or refused the commit.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::safe_fs::{self, UnsafePath};
-use crate::{StatusKey, StatusMessage, StatusSink};
+use crate::{StatusMessage, StatusSink};
 
 /// How much of the end of an existing file is read at open: the last complete line and a line a
 /// crash left unfinished must lie within it (a status line is a few hundred bytes).
@@ -248,7 +248,11 @@ impl JsonLinesSink {
 impl StatusSink for JsonLinesSink {
     type Error = std::io::Error;
 
-    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+    fn deliver(
+        &mut self,
+        batch: &[StatusMessage],
+        answers: &mut crate::Answers,
+    ) -> Result<(), Self::Error> {
         if let Some(why) = &self.broken {
             return Err(std::io::Error::other(format!(
                 "status file {}: the sink refuses writes since a failed write could not be cut back ({why}); open the sink again (it cuts the partial line off)",
@@ -279,7 +283,8 @@ impl StatusSink for JsonLinesSink {
             return Err(context(error, "appending to", &self.path));
         }
         self.len += lines.len() as u64;
-        Ok(batch.iter().map(|m| m.key.clone()).collect())
+        answers.accept_all();
+        Ok(())
     }
 }
 
@@ -300,15 +305,30 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n");
         sink.file = File::open(&path).unwrap();
         let message: StatusMessage = serde_json::from_str(MESSAGE).unwrap();
-        assert!(sink.deliver(std::slice::from_ref(&message)).is_err());
+        assert!(
+            sink.deliver(
+                std::slice::from_ref(&message),
+                &mut crate::Answers::default()
+            )
+            .is_err()
+        );
         assert!(sink.broken.is_some());
-        let refused = sink.deliver(std::slice::from_ref(&message)).unwrap_err();
+        let refused = sink
+            .deliver(
+                std::slice::from_ref(&message),
+                &mut crate::Answers::default(),
+            )
+            .unwrap_err();
         assert!(
             refused.to_string().contains("open the sink again"),
             "{refused}"
         );
         let mut sink = JsonLinesSink::open(&path).unwrap();
-        sink.deliver(std::slice::from_ref(&message)).unwrap();
+        sink.deliver(
+            std::slice::from_ref(&message),
+            &mut crate::Answers::default(),
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2);
         assert!(text.lines().all(json_object_str));
@@ -446,7 +466,11 @@ mod tests {
         let message: StatusMessage = serde_json::from_str(MESSAGE).unwrap();
         let per_line = serde_json::to_string(&message).unwrap().len() as u64 + 1;
         for _ in 0..40 {
-            sink.deliver(std::slice::from_ref(&message)).unwrap();
+            sink.deliver(
+                std::slice::from_ref(&message),
+                &mut crate::Answers::default(),
+            )
+            .unwrap();
         }
         let lines = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
         for p in [path.clone(), rotated(&path, 1), rotated(&path, 2)] {
@@ -459,7 +483,11 @@ mod tests {
         drop(sink);
         let mut sink = JsonLinesSink::open_with(&path, options).unwrap();
         for _ in 0..(1000 / per_line) {
-            sink.deliver(std::slice::from_ref(&message)).unwrap();
+            sink.deliver(
+                std::slice::from_ref(&message),
+                &mut crate::Answers::default(),
+            )
+            .unwrap();
         }
         assert!(std::fs::metadata(&path).unwrap().len() <= 1000);
         #[cfg(unix)]

@@ -1,15 +1,17 @@
 //! The ledger an agent drives: jobs in a store, transitions committed before their effects.
 
+mod reporting;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::restart_policy::Verdict;
 use crate::{
-    AttemptId, AttemptRef, BootId, Change, CheckResult, Commit, Delivery, DeliveryPolicy, Effect,
-    Error, Event, EventKind, HistoryEntry, JobId, JobRecord, JobSpec, JobState, ProgramExit,
-    ProgramId, ProgramStatus, RebootAttribution, RebootBehaviour, RebootKind, Replay,
-    RestartPolicy, RestartRelease, Revision, SessionContext, StateKind, StatusMessage, StatusSink,
-    Store, Timestamp, WaitReason, transition,
+    AttemptId, AttemptRef, BootId, Change, CheckResult, Commit, DeliveryPolicy, Effect, Error,
+    Event, EventKind, HistoryEntry, JobId, JobRecord, JobSpec, JobState, ProgramExit, ProgramId,
+    ProgramStatus, RebootAttribution, RebootBehaviour, RebootKind, Replay, RestartPolicy,
+    RestartRelease, Revision, SessionContext, StateKind, StatusMessage, Store, Timestamp,
+    WaitReason, transition,
 };
 
 /// How often a job that waits for the system's pending restart asks again: the flag can clear
@@ -193,10 +195,9 @@ pub struct Ledger<S: Store, C: SessionContext> {
     /// The jobs and the outbox, as the store acknowledged them.
     state: Replay,
     delivery: DeliveryPolicy,
-    /// Consecutive failed deliveries and the time before which none is tried. In memory only:
-    /// after a restart, pending messages are offered at once.
-    delivery_failures: u32,
-    delivery_not_before: Option<Timestamp>,
+    /// When each pending message may be offered again. In memory only: after a restart, pending
+    /// messages are offered at once.
+    schedule: crate::delivery::Schedule,
     /// Restarts owed while another job runs (DESIGN.md: "Restarts are exclusive"): licensed by
     /// the call that leaves no job running. In memory only: recovery derives them again.
     held_restarts: Vec<(JobId, RebootKind)>,
@@ -244,7 +245,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     ) -> Result<(Self, Vec<Effect>), Error> {
         let snapshot = store.load()?;
         let boot = session.boot_id()?;
-        let state = Replay::from_snapshot(snapshot.jobs, snapshot.outbox)
+        let state = Replay::from_snapshot(snapshot.jobs, snapshot.outbox, snapshot.dead_letters)
             .map_err(crate::StoreError::from)?;
         let mut ledger = Self {
             store,
@@ -253,8 +254,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             revision: snapshot.revision,
             state,
             delivery: options.delivery,
-            delivery_failures: 0,
-            delivery_not_before: None,
+            schedule: crate::delivery::Schedule::default(),
             held_restarts: Vec::new(),
             restart_policy: options.restart_policy,
             orphans: BTreeSet::new(),
@@ -564,91 +564,6 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         self.apply(job, EventKind::AbandonRequested)
     }
 
-    /// Hands pending status messages to `sink`, batch by batch, and commits the acknowledgement
-    /// of those it accepts (they leave the outbox). The rest stay pending and are offered again
-    /// after a back-off computed from the session's time. A sink failure never changes a job's
-    /// state; only a store failure is an error.
-    ///
-    /// Call it from the agent loop whoever is logged on: delivery depends on nothing but the
-    /// store and the sink. The back-off is computed from the time the session supplies.
-    ///
-    /// A store failure while acknowledging returns the error, and the batch (which the sink
-    /// has) is offered again after a back-off: receivers drop duplicates by key.
-    pub fn deliver<K: StatusSink>(&mut self, sink: &mut K) -> Result<Delivery, Error> {
-        let now = self.session.now();
-        let mut delivery = Delivery {
-            delivered: 0,
-            pending: self.state.outbox().len(),
-            failure: None,
-            retry_at: None,
-        };
-        if let Some(until) = self.delivery_not_before {
-            // A wait longer than the longest back-off means the clock jumped back: it is over.
-            let longest = crate::spec::add(now, self.delivery.max_backoff);
-            if now < until && until <= longest {
-                delivery.retry_at = Some(until);
-                return Ok(delivery);
-            }
-        }
-        while !self.state.outbox().is_empty() {
-            let batch: Vec<StatusMessage> = self
-                .state
-                .outbox()
-                .iter()
-                .take(self.delivery.batch_size.max(1))
-                .cloned()
-                .collect();
-            let (accepted, failure) = match sink.deliver(&batch) {
-                Ok(keys) => {
-                    // Only keys that were offered count, each once.
-                    let mut accepted: Vec<_> = keys
-                        .into_iter()
-                        .filter(|k| batch.iter().any(|m| &m.key == k))
-                        .collect();
-                    accepted.sort();
-                    accepted.dedup();
-                    let failure = (accepted.len() < batch.len()).then(|| {
-                        format!(
-                            "the sink accepted {} of {} messages",
-                            accepted.len(),
-                            batch.len()
-                        )
-                    });
-                    (accepted, failure)
-                }
-                Err(error) => (Vec::new(), Some(error.to_string())),
-            };
-            if !accepted.is_empty() {
-                let count = accepted.len();
-                let acknowledged = Commit::new(self.revision, Vec::new()).with_delivered(accepted);
-                if let Err(error) = self.commit(acknowledged) {
-                    // The sink has them, the store does not know: they will be offered again,
-                    // after a back-off rather than on the next turn.
-                    self.back_off(now);
-                    return Err(error);
-                }
-                delivery.delivered += count;
-            }
-            if let Some(failure) = failure {
-                delivery.failure = Some(failure);
-                delivery.retry_at = Some(self.back_off(now));
-                break;
-            }
-            self.delivery_failures = 0;
-            self.delivery_not_before = None;
-        }
-        delivery.pending = self.state.outbox().len();
-        Ok(delivery)
-    }
-
-    /// Records a failed delivery and returns when to try again.
-    fn back_off(&mut self, now: Timestamp) -> Timestamp {
-        self.delivery_failures = self.delivery_failures.saturating_add(1);
-        let until = crate::spec::add(now, self.delivery.backoff(self.delivery_failures));
-        self.delivery_not_before = Some(until);
-        until
-    }
-
     /// What every unfinished job waits for, in advertisement order (DESIGN.md: "Every wait is
     /// named and bounded or visible"). A queued job that may start now is not listed.
     pub fn waits(&self) -> Vec<JobWait> {
@@ -669,21 +584,12 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// [`next_runnable`](Ledger::next_runnable), not here.
     pub fn next_wakeup(&self) -> Option<Duration> {
         let jobs = self.waits().into_iter().filter_map(|w| w.wake_after);
+        let now = self.session.now();
         let delivery = self
-            .delivery_not_before
-            .filter(|_| !self.state.outbox().is_empty())
-            .map(|until| wall_until(self.session.now(), until));
+            .schedule
+            .next_due(self.state.outbox(), now, &self.delivery)
+            .map(|until| wall_until(now, until));
         jobs.chain(delivery).min()
-    }
-
-    /// The status messages committed and not yet acknowledged, oldest first.
-    pub fn outbox(&self) -> impl Iterator<Item = &StatusMessage> {
-        self.state.outbox().iter()
-    }
-
-    /// Sets how [`deliver`](Ledger::deliver) batches and backs off.
-    pub fn set_delivery_policy(&mut self, policy: DeliveryPolicy) {
-        self.delivery = policy;
     }
 
     /// The record of `job`, if known.

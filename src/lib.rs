@@ -96,6 +96,8 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+mod dead_letter;
+mod delivery;
 mod duration_text;
 mod effect;
 mod error;
@@ -120,6 +122,8 @@ pub mod testkit;
 mod time_serde;
 mod transition;
 
+pub use dead_letter::{DeadLetter, DeadLetterNote, DeadLetterReason, DeadLetters};
+pub use delivery::{Answer, Answered, Answers, Delivery, DeliveryPolicy, StatusSink};
 pub use effect::{AttemptId, Effect, StatusKey, StatusMessage};
 pub use error::{Error, WaitReason};
 pub use event::{AttemptRef, CheckResult, Event, EventKind, EventName};
@@ -129,7 +133,7 @@ pub use json_lines_sink::{JsonLinesSink, SinkOptions};
 pub use ledger::{Advertisement, JobWait, Ledger, LedgerOptions, NextJob, SpecEffect};
 #[cfg(target_os = "linux")]
 pub use linux_session::LinuxSession;
-pub use outbox::{Delivery, DeliveryPolicy, Outbox, StatusSink};
+pub use outbox::Outbox;
 pub use program::{ProgramId, ProgramStatus};
 pub use record::{Change, HistoryEntry, JobRecord, JobTable, Record, ReplayError};
 pub use restart_policy::{MaintenanceWindow, RestartHold, RestartPolicy, RestartRelease};

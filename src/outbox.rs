@@ -1,10 +1,9 @@
-//! Status reporting that cannot be lost: the pending messages (the outbox), the sink trait that
-//! delivers them, and the delivery policy.
+//! Status reporting that cannot be lost: the pending messages (the outbox). How they are
+//! delivered is in `delivery`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use crate::{ReplayError, StatusKey, StatusMessage, Timestamp};
+use crate::{ReplayError, StatusKey, StatusMessage};
 
 /// The status messages committed and not yet acknowledged by a sink, oldest first.
 ///
@@ -18,12 +17,10 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Checks that `message` may be added: its key is not pending already.
-    pub fn check_add(&self, message: &StatusMessage) -> Result<(), ReplayError> {
-        if self.order_of.contains_key(&message.key) {
-            return Err(ReplayError::DuplicateReport {
-                key: message.key.clone(),
-            });
+    /// Checks that a message with `key` may be added: the key is not pending already.
+    pub fn check_fresh(&self, key: &StatusKey) -> Result<(), ReplayError> {
+        if self.order_of.contains_key(key) {
+            return Err(ReplayError::DuplicateReport { key: key.clone() });
         }
         Ok(())
     }
@@ -38,7 +35,7 @@ impl Outbox {
 
     /// Adds a pending message, refusing a second message with the same key.
     pub fn add(&mut self, message: StatusMessage) -> Result<(), ReplayError> {
-        self.check_add(&message)?;
+        self.check_fresh(&message.key)?;
         self.order_of.insert(message.key.clone(), self.next);
         self.by_order.insert(self.next, message);
         self.next += 1;
@@ -75,91 +72,4 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.by_order.is_empty()
     }
-}
-
-/// Where status messages go: the agent's connection to its site server.
-///
-/// Delivery is at least once: a message may be handed over again after a crash between the
-/// sink's acceptance and the ledger's commit of it. Receivers drop duplicates by
-/// [`StatusMessage::key`].
-///
-/// ```
-/// use jobstate::{StatusKey, StatusMessage, StatusSink};
-///
-/// /// A sink that keeps what it receives, dropping duplicates by key.
-/// #[derive(Default)]
-/// struct Receiver(std::collections::BTreeMap<StatusKey, StatusMessage>);
-///
-/// impl StatusSink for Receiver {
-///     type Error = std::convert::Infallible;
-///     fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
-///         for message in batch {
-///             self.0.entry(message.key.clone()).or_insert_with(|| message.clone());
-///         }
-///         Ok(batch.iter().map(|m| m.key.clone()).collect())
-///     }
-/// }
-/// ```
-pub trait StatusSink {
-    /// Why a whole batch could not be delivered (a network error, a full disk).
-    type Error: std::fmt::Display;
-
-    /// Delivers `batch` and returns the keys the receiver accepted (durably, on its side).
-    /// Keys not returned stay pending and are offered again after a back-off.
-    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error>;
-}
-
-impl<S: StatusSink + ?Sized> StatusSink for &mut S {
-    type Error = S::Error;
-    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
-        (**self).deliver(batch)
-    }
-}
-
-/// How the ledger delivers: batch size and back-off after a failed delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeliveryPolicy {
-    /// Messages handed to the sink at once (at least 1).
-    pub batch_size: usize,
-    /// The wait after the first failed delivery; it doubles with each further failure.
-    pub initial_backoff: Duration,
-    /// The longest wait.
-    pub max_backoff: Duration,
-}
-
-impl Default for DeliveryPolicy {
-    /// Batches of 64; waits of 30 s, doubling to at most 30 min.
-    fn default() -> Self {
-        Self {
-            batch_size: 64,
-            initial_backoff: Duration::from_secs(30),
-            max_backoff: Duration::from_secs(30 * 60),
-        }
-    }
-}
-
-impl DeliveryPolicy {
-    /// The wait after `failures` consecutive failed deliveries (1-based).
-    pub fn backoff(&self, failures: u32) -> Duration {
-        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(31));
-        self.initial_backoff
-            .checked_mul(factor)
-            .unwrap_or(self.max_backoff)
-            .min(self.max_backoff)
-    }
-}
-
-/// What one call of [`Ledger::deliver`](crate::Ledger::deliver) did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Delivery {
-    /// Messages the sink accepted and the ledger pruned, in this call.
-    pub delivered: usize,
-    /// Messages still pending.
-    pub pending: usize,
-    /// Why the last batch was not (wholly) delivered, if it was not.
-    pub failure: Option<String>,
-    /// When delivery should be tried again, if messages are pending after a failure (or the
-    /// call came before the back-off was over).
-    pub retry_at: Option<Timestamp>,
 }

@@ -34,6 +34,12 @@ pub enum Record {
     Report(crate::StatusMessage),
     /// The acknowledgement of a delivered status message: it leaves the outbox.
     Delivered(crate::StatusKey),
+    /// A pending status message given up on: it moves from the outbox to the dead letters.
+    DeadLettered(crate::DeadLetterNote),
+    /// A dead letter re-queued by an explicit call: it moves back to the outbox, at its end.
+    Requeued(crate::StatusKey),
+    /// A dead letter discarded by an explicit call: it is gone.
+    Discarded(crate::StatusKey),
 }
 
 /// One entry of a job's history: an event and the state it led to.
@@ -238,6 +244,14 @@ pub enum ReplayError {
         "status message {key} is acknowledged but was not pending; the store is damaged, restore it from a backup"
     )]
     UnknownReport {
+        /// Its key.
+        key: crate::StatusKey,
+    },
+    /// A dead letter re-queued or discarded that is not a dead letter.
+    #[error(
+        "status message {key} leaves the dead letters but is not one; the store is damaged, restore it from a backup"
+    )]
+    UnknownDeadLetter {
         /// Its key.
         key: crate::StatusKey,
     },

@@ -13,7 +13,10 @@ pub use replay::Replay;
 pub use sqlite::SqliteStore;
 
 use crate::codec::{DecodeError, EncodeError};
-use crate::{Change, JobRecord, Record, ReplayError, StatusKey, StatusMessage, UnsafePath};
+use crate::{
+    Change, DeadLetter, DeadLetterNote, JobRecord, Record, ReplayError, StatusKey, StatusMessage,
+    UnsafePath,
+};
 
 /// A store's revision: it grows with every commit. A commit names the revision it was based on,
 /// so a writer that missed another's commit (a stale writer) is refused.
@@ -36,6 +39,8 @@ pub struct Snapshot {
     pub jobs: Vec<JobRecord>,
     /// The status messages not yet acknowledged, oldest first.
     pub outbox: Vec<StatusMessage>,
+    /// The status messages given up on, in the order they were.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 impl Snapshot {
@@ -45,7 +50,15 @@ impl Snapshot {
             revision,
             jobs,
             outbox,
+            dead_letters: Vec::new(),
         }
+    }
+
+    /// The same snapshot, also holding `dead_letters`.
+    #[must_use]
+    pub fn with_dead_letters(mut self, dead_letters: Vec<DeadLetter>) -> Self {
+        self.dead_letters = dead_letters;
+        self
     }
 }
 
@@ -61,6 +74,12 @@ pub struct Commit {
     pub reports: Vec<StatusMessage>,
     /// Status messages a sink accepted: they leave the outbox.
     pub delivered: Vec<StatusKey>,
+    /// Pending status messages given up on: they move to the dead letters.
+    pub dead_lettered: Vec<DeadLetterNote>,
+    /// Dead letters re-queued: they move back to the end of the outbox.
+    pub requeued: Vec<StatusKey>,
+    /// Dead letters discarded: they are gone.
+    pub discarded: Vec<StatusKey>,
 }
 
 impl Commit {
@@ -71,6 +90,9 @@ impl Commit {
             changes,
             reports: Vec::new(),
             delivered: Vec::new(),
+            dead_lettered: Vec::new(),
+            requeued: Vec::new(),
+            discarded: Vec::new(),
         }
     }
 
@@ -88,8 +110,29 @@ impl Commit {
         self
     }
 
-    /// The commit as the records a store writes, in order: changes, reports, acknowledgements.
-    /// All of them or none must become durable.
+    /// The same commit, also moving pending messages to the dead letters.
+    #[must_use]
+    pub fn with_dead_lettered(mut self, dead_lettered: Vec<DeadLetterNote>) -> Self {
+        self.dead_lettered = dead_lettered;
+        self
+    }
+
+    /// The same commit, also moving dead letters back to the outbox.
+    #[must_use]
+    pub fn with_requeued(mut self, requeued: Vec<StatusKey>) -> Self {
+        self.requeued = requeued;
+        self
+    }
+
+    /// The same commit, also discarding dead letters.
+    #[must_use]
+    pub fn with_discarded(mut self, discarded: Vec<StatusKey>) -> Self {
+        self.discarded = discarded;
+        self
+    }
+
+    /// The commit as the records a store writes, in order: changes, reports, acknowledgements,
+    /// dead-letterings, re-queues, discards. All of them or none must become durable.
     pub fn records(&self) -> Vec<Record> {
         let changes = self
             .changes
@@ -97,12 +140,26 @@ impl Commit {
             .map(|c| Record::Change(Box::new(c.clone())));
         let reports = self.reports.iter().cloned().map(Record::Report);
         let delivered = self.delivered.iter().cloned().map(Record::Delivered);
-        changes.chain(reports).chain(delivered).collect()
+        let dead = self.dead_lettered.iter().cloned().map(Record::DeadLettered);
+        let requeued = self.requeued.iter().cloned().map(Record::Requeued);
+        let discarded = self.discarded.iter().cloned().map(Record::Discarded);
+        changes
+            .chain(reports)
+            .chain(delivered)
+            .chain(dead)
+            .chain(requeued)
+            .chain(discarded)
+            .collect()
     }
 
     /// Whether the commit holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.reports.is_empty() && self.delivered.is_empty()
+        self.changes.is_empty()
+            && self.reports.is_empty()
+            && self.delivered.is_empty()
+            && self.dead_lettered.is_empty()
+            && self.requeued.is_empty()
+            && self.discarded.is_empty()
     }
 }
 

@@ -1,9 +1,13 @@
-//! What a store's records add up to: the jobs and the outbox, rebuilt and checked record by record.
+//! What a store's records add up to: the jobs, the outbox and the dead letters, rebuilt and
+//! checked record by record.
 
 use super::{Commit, Revision, Snapshot};
-use crate::{JobTable, Outbox, Record, ReplayError};
+use std::collections::HashSet;
 
-/// The jobs and pending status messages that a sequence of [`Record`]s adds up to.
+use crate::{DeadLetter, DeadLetters, JobTable, Outbox, Record, ReplayError, StatusKey};
+
+/// The jobs, pending status messages and dead letters that a sequence of [`Record`]s adds up
+/// to.
 ///
 /// Stores use it twice: on load, to rebuild and check what they hold ([`Replay::apply`]), and on
 /// commit, to refuse a commit that does not follow on before writing anything
@@ -12,6 +16,7 @@ use crate::{JobTable, Outbox, Record, ReplayError};
 pub struct Replay {
     jobs: JobTable,
     outbox: Outbox,
+    dead: DeadLetters,
 }
 
 impl Replay {
@@ -20,15 +25,22 @@ impl Replay {
     pub fn from_snapshot(
         jobs: Vec<crate::JobRecord>,
         outbox: Vec<crate::StatusMessage>,
+        dead_letters: Vec<DeadLetter>,
     ) -> Result<Self, ReplayError> {
         let jobs = JobTable::from_records(jobs)?;
         let mut pending = Outbox::default();
         for message in outbox {
             pending.add(message)?;
         }
+        let mut dead = DeadLetters::default();
+        for letter in dead_letters {
+            pending.check_fresh(&letter.message.key)?;
+            dead.add(letter)?;
+        }
         Ok(Self {
             jobs,
             outbox: pending,
+            dead,
         })
     }
 
@@ -36,30 +48,61 @@ impl Replay {
     pub fn apply(&mut self, record: Record) -> Result<(), ReplayError> {
         match record {
             Record::Change(change) => self.jobs.apply(*change),
-            Record::Report(message) => self.outbox.add(message),
+            Record::Report(message) => {
+                self.check_new_key(&message.key)?;
+                self.outbox.add(message)
+            }
             Record::Delivered(key) => self.outbox.remove(&key).map(drop),
+            Record::DeadLettered(note) => {
+                let message = self.outbox.remove(&note.key)?;
+                self.dead.add(DeadLetter { message, note })
+            }
+            Record::Requeued(key) => {
+                let letter = self.dead.remove(&key)?;
+                self.outbox.add(letter.message)
+            }
+            Record::Discarded(key) => self.dead.remove(&key).map(drop),
         }
     }
 
-    /// Checks that `commit` follows on: its changes continue their jobs' sequences, its reports
-    /// are not pending already (nor twice in the commit), its acknowledgements name pending
-    /// messages (each once).
+    /// A new status message's key is neither pending nor a dead letter: each state yields one
+    /// message, ever.
+    fn check_new_key(&self, key: &StatusKey) -> Result<(), ReplayError> {
+        self.outbox.check_fresh(key)?;
+        if self.dead.contains(key) {
+            return Err(ReplayError::DuplicateReport { key: key.clone() });
+        }
+        Ok(())
+    }
+
+    /// Checks that `commit` follows on: its changes continue their jobs' sequences; its reports
+    /// are new (neither pending nor dead letters, nor twice in the commit); its acknowledgements
+    /// and dead-letterings name pending messages, its re-queues and discards dead letters, each
+    /// key once.
     pub fn check(&self, commit: &Commit) -> Result<(), ReplayError> {
         self.jobs.check_all(&commit.changes)?;
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         for message in &commit.reports {
-            self.outbox.check_add(message)?;
+            self.check_new_key(&message.key)?;
             if !seen.insert(&message.key) {
                 return Err(ReplayError::DuplicateReport {
                     key: message.key.clone(),
                 });
             }
         }
-        let mut acked = std::collections::HashSet::new();
-        for key in &commit.delivered {
+        let mut leaving = HashSet::new();
+        let dead = commit.dead_lettered.iter().map(|n| &n.key);
+        for key in commit.delivered.iter().chain(dead) {
             self.outbox.check_remove(key)?;
-            if !acked.insert(key) {
+            if !leaving.insert(key) {
                 return Err(ReplayError::UnknownReport { key: key.clone() });
+            }
+        }
+        let mut returning = HashSet::new();
+        for key in commit.requeued.iter().chain(&commit.discarded) {
+            self.dead.check_remove(key)?;
+            if !returning.insert(key) {
+                return Err(ReplayError::UnknownDeadLetter { key: key.clone() });
             }
         }
         Ok(())
@@ -84,11 +127,26 @@ impl Replay {
         for key in &commit.delivered {
             self.outbox.remove(key)?;
         }
+        for note in &commit.dead_lettered {
+            let message = self.outbox.remove(&note.key)?;
+            self.dead.add(DeadLetter {
+                message,
+                note: note.clone(),
+            })?;
+        }
+        for key in &commit.requeued {
+            let letter = self.dead.remove(key)?;
+            self.outbox.add(letter.message)?;
+        }
+        for key in &commit.discarded {
+            self.dead.remove(key)?;
+        }
         Ok(())
     }
 
     /// Everything as records, in an order that replays to the same state: each job's history,
-    /// then the pending status messages. (What a snapshot holds.)
+    /// the pending status messages, then each dead letter (its message, and the record that
+    /// gave it up). (What a snapshot holds.)
     pub fn records(&self) -> Vec<Record> {
         let mut records = Vec::new();
         for job in self.jobs.iter() {
@@ -103,6 +161,10 @@ impl Replay {
             }
         }
         records.extend(self.outbox.iter().cloned().map(Record::Report));
+        for letter in self.dead.iter() {
+            records.push(Record::Report(letter.message.clone()));
+            records.push(Record::DeadLettered(letter.note.clone()));
+        }
         records
     }
 
@@ -116,6 +178,11 @@ impl Replay {
         &self.outbox
     }
 
+    /// The dead letters.
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.dead
+    }
+
     /// A snapshot of everything, at `revision`.
     pub fn snapshot(&self, revision: Revision) -> Snapshot {
         Snapshot::new(
@@ -123,5 +190,6 @@ impl Replay {
             self.jobs.iter().cloned().collect(),
             self.outbox.iter().cloned().collect(),
         )
+        .with_dead_letters(self.dead.iter().cloned().collect())
     }
 }

@@ -268,6 +268,26 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
             "store conformance: a changed spec is recorded, not {answer:?}"
         );
     }
+    // A job cancelled before it ran: the site server refuses its message for good, and it
+    // becomes a dead letter.
+    ok(
+        ledger
+            .advertise(JobSpec::new(id("retired")))
+            .map_err(into_store),
+        "advertising",
+    );
+    ok(
+        ledger.cancel(&id("retired")).map_err(into_store),
+        "cancelling",
+    );
+    let delivery = ok(
+        ledger.deliver(&mut RefusesRetired).map_err(into_store),
+        "delivering",
+    );
+    assert_eq!(
+        delivery.dead_lettered, 1,
+        "store conformance: the refused message is a dead letter"
+    );
     let store = ledger.into_store();
     // The upgrade restarted the machine: boot B completes it.
     let (ledger, _) = ok(
@@ -277,6 +297,25 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
     let mut store = ledger.into_store();
     let expected = ok(store.load(), "loading");
     (store, expected)
+}
+
+/// A site server that refuses the messages of job `retired` for good and is too busy for the
+/// others (they stay pending, uncounted).
+struct RefusesRetired;
+
+impl StatusSink for RefusesRetired {
+    type Error = std::convert::Infallible;
+    fn deliver(
+        &mut self,
+        batch: &[StatusMessage],
+        answers: &mut crate::Answers,
+    ) -> Result<(), Self::Error> {
+        for message in batch.iter().filter(|m| m.key.job.as_str() == "retired") {
+            answers.reject(&message.key, "409 the deployment was aborted");
+        }
+        answers.pause(None);
+        Ok(())
+    }
 }
 
 fn into_store(e: crate::Error) -> StoreError {
@@ -475,6 +514,10 @@ fn tombstones_survive_compaction<H: Harness>(h: &mut H) -> Outcome {
         after.outbox, before.outbox,
         "store conformance: compaction keeps pending messages"
     );
+    assert_eq!(
+        after.dead_letters, before.dead_letters,
+        "store conformance: compaction keeps dead letters"
+    );
     Outcome::Passed
 }
 
@@ -482,9 +525,14 @@ struct AcceptAll(Vec<StatusKey>);
 
 impl StatusSink for AcceptAll {
     type Error = std::convert::Infallible;
-    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+    fn deliver(
+        &mut self,
+        batch: &[StatusMessage],
+        answers: &mut crate::Answers,
+    ) -> Result<(), Self::Error> {
         self.0.extend(batch.iter().map(|m| m.key.clone()));
-        Ok(batch.iter().map(|m| m.key.clone()).collect())
+        answers.accept_all();
+        Ok(())
     }
 }
 
@@ -496,11 +544,20 @@ fn outbox_kept<H: Harness>(h: &mut H) -> Outcome {
         3,
         "store conformance: three status messages are pending"
     );
-    let mut store = ok(h.reopen(store), "reopening");
     assert_eq!(
-        ok(store.load(), "loading").outbox,
-        before.outbox,
+        before.dead_letters.len(),
+        1,
+        "store conformance: one dead letter is kept"
+    );
+    let mut store = ok(h.reopen(store), "reopening");
+    let loaded = ok(store.load(), "loading");
+    assert_eq!(
+        loaded.outbox, before.outbox,
         "store conformance: pending messages are kept"
+    );
+    assert_eq!(
+        loaded.dead_letters, before.dead_letters,
+        "store conformance: dead letters are kept"
     );
     let (mut ledger, _) = ok(
         Ledger::open(store, session("boot-b")).map_err(into_store),
@@ -510,10 +567,34 @@ fn outbox_kept<H: Harness>(h: &mut H) -> Outcome {
     ok(ledger.deliver(&mut sink).map_err(into_store), "delivering");
     assert_eq!(sink.0.len(), 3);
     let mut store = ok(h.reopen(ledger.into_store()), "reopening");
+    let loaded = ok(store.load(), "loading");
     assert!(
-        ok(store.load(), "loading").outbox.is_empty(),
+        loaded.outbox.is_empty(),
         "store conformance: acknowledged messages are gone"
     );
+    assert_eq!(
+        loaded.dead_letters, before.dead_letters,
+        "store conformance: a dead letter stays until re-queued or discarded"
+    );
+    // Re-queued, it is pending again, durably, and delivered like any other.
+    let (mut ledger, _) = ok(
+        Ledger::open(store, session("boot-b")).map_err(into_store),
+        "opening a ledger",
+    );
+    let key = before.dead_letters[0].message.key.clone();
+    ok(ledger.requeue(&key).map_err(into_store), "re-queueing");
+    let mut store = ok(h.reopen(ledger.into_store()), "reopening");
+    let loaded = ok(store.load(), "loading");
+    assert!(
+        loaded.dead_letters.is_empty() && loaded.outbox.len() == 1,
+        "store conformance: a re-queued dead letter is pending again"
+    );
+    let (mut ledger, _) = ok(
+        Ledger::open(store, session("boot-b")).map_err(into_store),
+        "opening a ledger",
+    );
+    ok(ledger.deliver(&mut sink).map_err(into_store), "delivering");
+    assert_eq!(sink.0.last(), Some(&key));
     Outcome::Passed
 }
 

@@ -4,8 +4,8 @@ use chrono::{TimeDelta, TimeZone, Utc};
 use std::time::Duration;
 
 use jobstate::{
-    BootId, Effect, ExecutionContext, ExitCodePolicy, JobId, JobSpec, Ledger, MemoryStore,
-    NoticeDelivery, SessionFacts, StatusKey, StatusMessage, StatusSink, Timestamp, UserPresence,
+    Answers, BootId, Effect, ExecutionContext, ExitCodePolicy, JobId, JobSpec, Ledger, MemoryStore,
+    NoticeDelivery, SessionFacts, StatusMessage, StatusSink, Timestamp, UserPresence,
 };
 
 /// A job under the Windows Installer exit-code conventions (3010 "restart required", 1641
@@ -68,9 +68,14 @@ pub struct Collect(pub Vec<StatusMessage>);
 
 impl StatusSink for Collect {
     type Error = std::convert::Infallible;
-    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+    fn deliver(
+        &mut self,
+        batch: &[StatusMessage],
+        answers: &mut Answers,
+    ) -> Result<(), Self::Error> {
         self.0.extend_from_slice(batch);
-        Ok(batch.iter().map(|m| m.key.clone()).collect())
+        answers.accept_all();
+        Ok(())
     }
 }
 

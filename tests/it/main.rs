@@ -4,6 +4,7 @@ mod bad_input;
 mod common;
 #[cfg(feature = "testkit")]
 mod conformance;
+mod delivery;
 mod exhaustive;
 mod file_store;
 #[cfg(target_os = "linux")]

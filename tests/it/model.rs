@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jobstate::{
-    Advertisement, AttemptId, AttemptRef, CheckResult, Effect, Error, JobId, JobRecord, JobSpec,
-    JobState, Ledger, LivePrograms, MemoryStore, ProgramExit, ProgramId, RebootBehaviour,
+    Advertisement, Answers, AttemptId, AttemptRef, CheckResult, Effect, Error, JobId, JobRecord,
+    JobSpec, JobState, Ledger, LivePrograms, MemoryStore, ProgramExit, ProgramId, RebootBehaviour,
     RebootKind, RestartPending, RestartPolicy, RetryPolicy, RunCondition, SessionFacts, StateKind,
     StatusKey, StatusMessage, StatusSink, Store, StoreError, TransitionError, UserPresence,
     WaitReason,
@@ -243,7 +243,11 @@ struct Server {
 
 impl StatusSink for Server {
     type Error = &'static str;
-    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+    fn deliver(
+        &mut self,
+        batch: &[StatusMessage],
+        answers: &mut Answers,
+    ) -> Result<(), Self::Error> {
         if self.fail_next > 0 {
             self.fail_next -= 1;
             return Err("site server unreachable");
@@ -251,7 +255,8 @@ impl StatusSink for Server {
         for message in batch {
             *self.received.entry(message.key.clone()).or_default() += 1;
         }
-        Ok(batch.iter().map(|m| m.key.clone()).collect())
+        answers.accept_all();
+        Ok(())
     }
 }
 

@@ -14,10 +14,10 @@
 use std::time::Duration;
 
 use jobstate::{
-    Attempt, AttemptId, AttemptRef, Change, Commit, Effect, Error, Event, EventKind, EventName,
-    FailureReason, JobSpec, JobState, JobTable, Launch, Ledger, LivePrograms, MemoryStore,
-    ProgramId, RebootAttribution, RebootBehaviour, RebootKind, Replay, ReplayError, RetryPolicy,
-    Revision, SessionFacts, StateKind, StatusKey, StatusMessage, StatusSink, Store,
+    Answers, Attempt, AttemptId, AttemptRef, Change, Commit, Effect, Error, Event, EventKind,
+    EventName, FailureReason, JobSpec, JobState, JobTable, Launch, Ledger, LivePrograms,
+    MemoryStore, ProgramId, RebootAttribution, RebootBehaviour, RebootKind, Replay, ReplayError,
+    RetryPolicy, Revision, SessionFacts, StateKind, StatusMessage, StatusSink, Store,
     TransitionError, WaitReason, transition,
 };
 
@@ -45,7 +45,11 @@ struct Down;
 
 impl StatusSink for Down {
     type Error = std::io::Error;
-    fn deliver(&mut self, _batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+    fn deliver(
+        &mut self,
+        _batch: &[StatusMessage],
+        _answers: &mut Answers,
+    ) -> Result<(), Self::Error> {
         Err(std::io::Error::other("server unreachable"))
     }
 }

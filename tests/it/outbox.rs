@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use jobstate::{
-    DeliveryPolicy, Error, JobState, JsonLinesSink, Ledger, MemoryStore, RebootBehaviour,
+    Answers, DeliveryPolicy, Error, JobState, JsonLinesSink, Ledger, MemoryStore, RebootBehaviour,
     StateKind, StatusKey, StatusMessage, StatusSink, Store, StoreError, UserPresence,
 };
 
@@ -22,7 +22,11 @@ struct Receiver {
 
 impl StatusSink for Receiver {
     type Error = std::io::Error;
-    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
+    fn deliver(
+        &mut self,
+        batch: &[StatusMessage],
+        answers: &mut Answers,
+    ) -> Result<(), Self::Error> {
         self.calls += 1;
         if self.fail_next > 0 {
             self.fail_next -= 1;
@@ -31,7 +35,8 @@ impl StatusSink for Receiver {
         for m in batch {
             *self.raw.entry(m.key.clone()).or_default() += 1;
         }
-        Ok(batch.iter().map(|m| m.key.clone()).collect())
+        answers.accept_all();
+        Ok(())
     }
 }
 
@@ -104,6 +109,7 @@ fn back_off_doubles_and_a_clock_reset_backwards_ends_it() {
         batch_size: 2,
         initial_backoff: Duration::from_secs(10),
         max_backoff: Duration::from_secs(600),
+        ..DeliveryPolicy::default()
     });
     let mut server = Receiver {
         fail_next: 2,
@@ -168,18 +174,26 @@ fn a_partial_acceptance_keeps_the_rest_pending() {
     struct TakesOne;
     impl StatusSink for TakesOne {
         type Error = std::convert::Infallible;
-        fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, Self::Error> {
-            // A key that was not offered is ignored, as is a duplicate.
-            let mut keys: Vec<StatusKey> = batch.iter().take(1).map(|m| m.key.clone()).collect();
-            keys.extend(keys.clone());
-            Ok(keys)
+        fn deliver(
+            &mut self,
+            batch: &[StatusMessage],
+            answers: &mut Answers,
+        ) -> Result<(), Self::Error> {
+            // A second answer for a key is ignored, as is an answer for a key not offered.
+            answers.accept(&batch[0].key);
+            answers.reject(&batch[0].key, "too late");
+            let mut stranger = batch[0].key.clone();
+            stranger.run += 100;
+            answers.reject(&stranger, "never offered");
+            Ok(())
         }
     }
     let store = MemoryStore::new();
     let mut ledger = busy_ledger(&store);
     let delivery = ledger.deliver(&mut TakesOne).unwrap();
     assert_eq!((delivery.delivered, delivery.pending), (1, 2));
-    assert!(delivery.failure.unwrap().contains("1 of 3"));
+    assert_eq!((delivery.retrying, delivery.dead_lettered), (2, 0));
+    assert!(delivery.failure.is_none(), "the receiver was reached");
     assert!(delivery.retry_at.is_some());
 }
 

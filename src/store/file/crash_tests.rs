@@ -36,8 +36,8 @@ use super::{FileStoreOptions, JOURNAL, Journal, SNAPSHOT};
 use crate::{
     Advertisement, BootId, Commit, Effect, Error, ExecutionContext, JobId, JobRecord, JobSpec,
     Ledger, NextJob, NoticeDelivery, RebootBehaviour, RebootKind, Replay, RetryPolicy, Revision,
-    RunCondition, SessionFacts, Snapshot, StateKind, StatusKey, StatusMessage, StatusSink, Store,
-    StoreError, Timestamp, UserPresence,
+    RunCondition, SessionFacts, Snapshot, StateKind, StatusMessage, StatusSink, Store, StoreError,
+    Timestamp, UserPresence,
 };
 
 /// Small bounds, so that compactions (snapshot and journal replacement) happen often.
@@ -83,6 +83,7 @@ struct Expected {
     revision: u64,
     jobs: Vec<JobRecord>,
     outbox: Vec<StatusMessage>,
+    dead_letters: Vec<crate::DeadLetter>,
 }
 
 impl Expected {
@@ -91,6 +92,7 @@ impl Expected {
             revision: snapshot.revision.0,
             jobs: snapshot.jobs,
             outbox: snapshot.outbox,
+            dead_letters: snapshot.dead_letters,
         }
     }
 
@@ -112,7 +114,12 @@ impl Expected {
             let sep = if i == 0 { "" } else { " " };
             let _ = write!(s, "{sep}#{i}:{}/{}", job.state().kind(), job.seq());
         }
-        let _ = write!(s, "] outbox {}", self.outbox.len());
+        let _ = write!(
+            s,
+            "] outbox {} dead {}",
+            self.outbox.len(),
+            self.dead_letters.len()
+        );
         s
     }
 }
@@ -177,8 +184,12 @@ impl SimStore {
 
     /// A store around a journal just recovered to `state`.
     fn recovered(disk: SimDisk, journal: Journal<SimDisk>, state: Expected) -> Self {
-        let model = Replay::from_snapshot(state.jobs.clone(), state.outbox.clone())
-            .expect("a recovered state replays");
+        let model = Replay::from_snapshot(
+            state.jobs.clone(),
+            state.outbox.clone(),
+            state.dead_letters.clone(),
+        )
+        .expect("a recovered state replays");
         let state = Arc::new(state);
         Self {
             disk,
@@ -297,17 +308,27 @@ impl Store for SimStore {
     }
 }
 
-/// A sink that accepts everything, only the first message of a batch, or nothing.
+/// A sink that accepts everything, only the first message of a batch, nothing, or rejects the
+/// first message (a dead letter) and accepts the rest.
 struct Sink(u64);
 
 impl StatusSink for Sink {
     type Error = String;
-    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, String> {
-        match self.0 {
-            0 => Ok(batch.iter().map(|m| m.key.clone()).collect()),
-            1 => Ok(batch.iter().take(1).map(|m| m.key.clone()).collect()),
-            _ => Err("the site server is unreachable".into()),
+    fn deliver(
+        &mut self,
+        batch: &[StatusMessage],
+        answers: &mut crate::Answers,
+    ) -> Result<(), String> {
+        match (self.0, batch.first()) {
+            (0, _) => answers.accept_all(),
+            (1, Some(first)) => answers.accept(&first.key),
+            (3, Some(first)) => {
+                answers.reject(&first.key, "the site server refuses it");
+                answers.accept_all();
+            }
+            (_, _) => return Err("the site server is unreachable".into()),
         }
+        Ok(())
     }
 }
 
@@ -470,9 +491,20 @@ fn run_workload(
                 note(format!("{attempt} verified {installed} -> {effects:?}"));
             }
             73..=80 => {
-                let mode = rng.below(3);
+                let mode = rng.below(4);
                 let delivery = tolerate(ledger.deliver(&mut Sink(mode)))?;
                 note(format!("deliver (sink {mode}) -> {delivery:?}"));
+                // An operator re-queues or discards a dead letter, now and then.
+                let letter = ledger.dead_letters().next().map(|l| l.message.key.clone());
+                if let Some(key) = letter.filter(|_| rng.chance(1, 2)) {
+                    if rng.chance(1, 2) {
+                        tolerate(ledger.requeue(&key))?;
+                        note(format!("requeued {key}"));
+                    } else {
+                        tolerate(ledger.discard(&key))?;
+                        note(format!("discarded {key}"));
+                    }
+                }
             }
             81..=87 => {
                 // The machine restarts: a new boot (its wall clock may have been reset).

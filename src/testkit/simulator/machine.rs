@@ -72,7 +72,11 @@ struct SimSink {
 
 impl StatusSink for SimSink {
     type Error = String;
-    fn deliver(&mut self, batch: &[StatusMessage]) -> Result<Vec<StatusKey>, String> {
+    fn deliver(
+        &mut self,
+        batch: &[StatusMessage],
+        answers: &mut crate::Answers,
+    ) -> Result<(), String> {
         let failure = if self.down {
             Some("the site server is down".to_string())
         } else if self.fail_next > 0 {
@@ -88,7 +92,8 @@ impl StatusSink for SimSink {
             return Err(failure);
         }
         self.received.extend_from_slice(batch);
-        Ok(batch.iter().map(|m| m.key.clone()).collect())
+        answers.accept_all();
+        Ok(())
     }
 }
 

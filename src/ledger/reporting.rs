@@ -1,0 +1,268 @@
+//! The ledger's status reporting: delivery through a sink, the pull API under it, and the dead
+//! letters (DESIGN.md: "Status reporting").
+
+use crate::{
+    Answer, Answered, Answers, Commit, DeadLetter, DeadLetterNote, DeadLetterReason, Delivery,
+    DeliveryPolicy, Error, SessionContext, StatusKey, StatusMessage, StatusSink, Store,
+};
+
+use super::Ledger;
+
+impl<S: Store, C: SessionContext> Ledger<S, C> {
+    /// Hands the pending status messages that are due to `sink`, batch by batch, and commits
+    /// what it answered: accepted messages leave the outbox, rejected ones (and ones past the
+    /// give-up bound) move to the dead letters, the others back off, each on its own — a message
+    /// that keeps failing never delays the others. A sink error (the receiver unreachable)
+    /// pauses the whole sink for a back-off and is handed back in [`Delivery::failure`]. Only a
+    /// store failure is an `Err`; delivery never changes a job's state.
+    ///
+    /// Built on [`take_batch`](Ledger::take_batch) and [`answer`](Ledger::answer), which an
+    /// agent with its own (async) client calls itself. Call it from the agent loop whoever is
+    /// logged on: delivery depends on nothing but the store and the sink; back-offs are computed
+    /// from the session's time.
+    ///
+    /// A store failure while committing answers returns the error; the batch (which the
+    /// receiver may have) is offered again after a pause: receivers drop duplicates by key.
+    ///
+    /// ```
+    /// use jobstate::{Answers, StatusMessage, StatusSink};
+    /// # use jobstate::{Ledger, MemoryStore, JobId, JobSpec, SessionFacts};
+    /// # let session = SessionFacts {
+    /// #     boot: jobstate::BootId::new("b").unwrap(), user: jobstate::UserPresence::Unknown,
+    /// #     context: jobstate::ExecutionContext::Service, notices: jobstate::NoticeDelivery::NotDelivered,
+    /// #     now: chrono::DateTime::UNIX_EPOCH, since_boot: std::time::Duration::ZERO,
+    /// #     programs: jobstate::LivePrograms::Unknown, restart_pending: jobstate::RestartPending::Unknown };
+    /// # let (mut ledger, _) = Ledger::open(MemoryStore::new(), session)?;
+    /// # ledger.advertise(JobSpec::new(JobId::new("patch")?))?;
+    /// # ledger.cancel(&JobId::new("patch")?)?;
+    /// /// A receiver that refuses messages about cancelled runs for good.
+    /// struct Server(Vec<StatusMessage>);
+    /// impl StatusSink for Server {
+    ///     type Error = std::io::Error;
+    ///     fn deliver(&mut self, batch: &[StatusMessage], answers: &mut Answers) -> Result<(), Self::Error> {
+    ///         for message in batch {
+    ///             if message.key.attempt == 0 {
+    ///                 answers.reject(&message.key, "409 the deployment was aborted");
+    ///             } else {
+    ///                 self.0.push(message.clone());
+    ///                 answers.accept(&message.key);
+    ///             }
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let delivery = ledger.deliver(&mut Server(Vec::new()))?;
+    /// assert_eq!((delivery.delivered, delivery.dead_lettered, delivery.pending), (0, 1, 0));
+    /// let letter = ledger.dead_letters().next().expect("kept, never dropped");
+    /// assert_eq!(letter.note.reason.to_string(), "the receiver rejected it: 409 the deployment was aborted");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn deliver<K: StatusSink>(&mut self, sink: &mut K) -> Result<Delivery<K::Error>, Error> {
+        let mut delivery = Delivery {
+            delivered: 0,
+            retrying: 0,
+            dead_lettered: 0,
+            pending: 0,
+            failure: None,
+            retry_at: None,
+        };
+        let due = self.take_batch(usize::MAX);
+        let mut batches = due.chunks(self.delivery.batch_size.max(1));
+        for batch in batches.by_ref() {
+            let mut answers = Answers::for_batch(batch);
+            let result = sink.deliver(batch, &mut answers);
+            if result.is_err() {
+                answers.pause(None);
+            }
+            let answered = match self.answer(answers) {
+                Ok(answered) => answered,
+                Err(error) => {
+                    for message in batches.flatten() {
+                        self.schedule.release(&message.key);
+                    }
+                    return Err(error);
+                }
+            };
+            delivery.delivered += answered.delivered;
+            delivery.retrying += answered.retrying;
+            delivery.dead_lettered += answered.dead_lettered;
+            if let Err(error) = result {
+                delivery.failure = Some(error);
+            }
+            if answered.paused_until.is_some() {
+                break;
+            }
+        }
+        // Batches not offered because the sink paused are due again when the pause ends.
+        for message in batches.flatten() {
+            self.schedule.release(&message.key);
+        }
+        delivery.pending = self.state.outbox().len();
+        delivery.retry_at =
+            self.schedule
+                .next_due(self.state.outbox(), self.session.now(), &self.delivery);
+        Ok(delivery)
+    }
+
+    /// Takes up to `max` pending status messages that are due, oldest first, for an agent that
+    /// delivers them with its own client (an async one, say); hand what the receiver answered
+    /// to [`answer`](Ledger::answer). Taken messages are not taken again while their answer is
+    /// awaited, for at most the policy's [`lease`](DeliveryPolicy::lease). Nothing is due while
+    /// the sink is paused or a message backs off.
+    ///
+    /// A recipe for an async agent (no async runtime is needed by the crate; `client.post` is
+    /// the agent's own):
+    ///
+    /// ```ignore
+    /// loop {
+    ///     let batch = ledger.take_batch(64);
+    ///     let mut answers = Answers::for_batch(&batch);
+    ///     for message in &batch {
+    ///         match client.post(&url, message).await {
+    ///             Ok(r) if r.status().is_success() => answers.accept(&message.key),
+    ///             Ok(r) if r.status() == 429 || r.status() == 503 => {
+    ///                 answers.pause(retry_after(&r));
+    ///                 break;
+    ///             }
+    ///             Ok(r) if r.status().is_client_error() => answers.reject(&message.key, r.status().to_string()),
+    ///             Ok(r) => answers.retry(&message.key, r.status().to_string()),
+    ///             Err(_) => { answers.pause(None); break; }
+    ///         }
+    ///     }
+    ///     ledger.answer(answers)?;
+    ///     let wait = ledger.next_wakeup().unwrap_or(Duration::from_secs(60));
+    ///     tokio::select! { _ = tokio::time::sleep(wait) => {}, _ = new_work.notified() => {} }
+    /// }
+    /// ```
+    pub fn take_batch(&mut self, max: usize) -> Vec<StatusMessage> {
+        let now = self.session.now();
+        self.schedule
+            .take(self.state.outbox(), now, &self.delivery, max)
+    }
+
+    /// Commits what a receiver answered for a batch taken by [`take_batch`](Ledger::take_batch)
+    /// (or offered by [`deliver`](Ledger::deliver)): accepted messages leave the outbox;
+    /// rejected ones, and ones whose failure reaches the give-up bound, move to the dead
+    /// letters; the others back off each on its own. A message not answered counts as a retry,
+    /// unless the answers ask for a [pause](Answers::pause). Answers for messages no longer
+    /// pending change nothing ([`Answered::stale`]).
+    pub fn answer(&mut self, answers: Answers) -> Result<Answered, Error> {
+        let now = self.session.now();
+        let policy = self.delivery;
+        let pause = answers.pause_asked();
+        let mut answered = Answered::default();
+        let mut delivered = Vec::new();
+        let mut dead = Vec::new();
+        for key in answers.offered() {
+            let Some(message) = self.state.outbox().get(key) else {
+                answered.stale += 1;
+                continue;
+            };
+            let reason = match answers.get(key) {
+                Some(Answer::Accepted) => {
+                    delivered.push(key.clone());
+                    continue;
+                }
+                Some(Answer::Rejected { reason }) => DeadLetterReason::Rejected {
+                    reason: reason.clone(),
+                },
+                Some(Answer::Retry { after, reason }) => {
+                    self.schedule.failed(key, now, &policy, *after);
+                    if !self.schedule.gives_up(message, now, &policy) {
+                        answered.retrying += 1;
+                        continue;
+                    }
+                    DeadLetterReason::GaveUp {
+                        last_failure: reason.clone(),
+                    }
+                }
+                None if pause.is_some() => {
+                    self.schedule.release(key);
+                    continue;
+                }
+                None => {
+                    self.schedule.failed(key, now, &policy, None);
+                    if !self.schedule.gives_up(message, now, &policy) {
+                        answered.retrying += 1;
+                        continue;
+                    }
+                    DeadLetterReason::GaveUp {
+                        last_failure: "the sink gave no answer".into(),
+                    }
+                }
+            };
+            let attempts = match reason {
+                DeadLetterReason::Rejected { .. } => self.schedule.failures(key) + 1,
+                _ => self.schedule.failures(key),
+            };
+            dead.push(DeadLetterNote {
+                key: key.clone(),
+                reason,
+                at: now,
+                attempts,
+            });
+        }
+        if !delivered.is_empty() || !dead.is_empty() {
+            let commit = Commit::new(self.revision, Vec::new())
+                .with_delivered(delivered.clone())
+                .with_dead_lettered(dead.clone());
+            if let Err(error) = self.commit(commit) {
+                // The receiver may have them, the store does not know: offer them again after a
+                // pause rather than at once.
+                for key in answers.offered() {
+                    self.schedule.release(key);
+                }
+                self.schedule.pause(now, &policy, None);
+                return Err(error);
+            }
+        }
+        for key in delivered.iter().chain(dead.iter().map(|n| &n.key)) {
+            self.schedule.forget(key);
+        }
+        answered.delivered = delivered.len();
+        answered.dead_lettered = dead.len();
+        match pause {
+            Some(after) => answered.paused_until = Some(self.schedule.pause(now, &policy, after)),
+            None => self.schedule.resume(),
+        }
+        Ok(answered)
+    }
+
+    /// The status messages committed and not yet acknowledged (nor given up on), oldest first.
+    pub fn outbox(&self) -> impl Iterator<Item = &StatusMessage> {
+        self.state.outbox().iter()
+    }
+
+    /// The status messages given up on, in the order they were: kept in the store until
+    /// [re-queued](Ledger::requeue) or [discarded](Ledger::discard). A status the server must
+    /// still learn (a completed mandatory job's, say) stays findable here.
+    pub fn dead_letters(&self) -> impl Iterator<Item = &DeadLetter> {
+        self.state.dead_letters().iter()
+    }
+
+    /// Moves the dead letter with `key` back to the end of the outbox, due at once, its failure
+    /// count reset (the receiver was fixed, say).
+    pub fn requeue(&mut self, key: &StatusKey) -> Result<(), Error> {
+        if !self.state.dead_letters().contains(key) {
+            return Err(Error::NotADeadLetter(key.clone()));
+        }
+        self.commit(Commit::new(self.revision, Vec::new()).with_requeued(vec![key.clone()]))?;
+        self.schedule.forget(key);
+        Ok(())
+    }
+
+    /// Discards the dead letter with `key` for good, and returns it: an explicit decision that
+    /// the receiver never learns it.
+    pub fn discard(&mut self, key: &StatusKey) -> Result<DeadLetter, Error> {
+        let Some(letter) = self.state.dead_letters().get(key).cloned() else {
+            return Err(Error::NotADeadLetter(key.clone()));
+        };
+        self.commit(Commit::new(self.revision, Vec::new()).with_discarded(vec![key.clone()]))?;
+        Ok(letter)
+    }
+
+    /// Sets how [`deliver`](Ledger::deliver) batches, backs off and gives up.
+    pub fn set_delivery_policy(&mut self, policy: DeliveryPolicy) {
+        self.delivery = policy;
+    }
+}
