@@ -7,6 +7,7 @@ mod conformance;
 mod delivery;
 mod exhaustive;
 mod file_store;
+mod golden;
 #[cfg(target_os = "linux")]
 mod linux_session;
 mod model;
