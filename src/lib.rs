@@ -150,8 +150,8 @@ pub use state::{
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    Commit, Cut, FileStore, FileStoreOptions, MAX_FRAME, MemoryStore, OpenReport, Replay, Revision,
-    Snapshot, Store, StoreError,
+    Commit, Cut, FileStore, FileStoreOptions, Inspection, MAX_FRAME, MemoryStore, OpenReport,
+    Replay, Revision, Snapshot, Store, StoreError,
 };
 pub use transition::{Step, TransitionError, transition};
 

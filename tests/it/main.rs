@@ -8,6 +8,8 @@ mod delivery;
 mod exhaustive;
 mod file_store;
 mod golden;
+#[cfg(feature = "cli")]
+mod inspect;
 #[cfg(target_os = "linux")]
 mod linux_session;
 mod model;
