@@ -85,6 +85,13 @@
 //! assert!(points >= 9);
 //! # Ok::<(), jobstate::IdError>(())
 //! ```
+//!
+//! # A fleet
+//!
+//! [`Fleet`] runs a scenario on many machines, each with its own seed, reporting to one shared
+//! [`Collector`] through a flaky [`Network`] (outages, lost requests, answers lost after the
+//! collector stored the messages, retries, overload pauses), and checks that the collector
+//! holds exactly one record per status message any machine produced ([`FleetOutcome`]).
 
 use std::cell::RefCell;
 use std::fmt;

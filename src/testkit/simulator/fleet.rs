@@ -1,53 +1,5 @@
-//! A fleet: many simulated machines reporting to one shared collector through a flaky network.
-//!
-//! Each machine of a [`Fleet`] runs the fleet's [`Scenario`] with a seed of its own: its own
-//! agent, store, jobs, crashes and reboots, exactly as a single simulated [`Machine`] does. Its
-//! site server forwards every delivery request through the fleet's [`Network`] to the one
-//! [`Collector`], which keeps one record per status message and drops duplicates by key (per
-//! machine: the site server knows which client a report comes from, as a real one does by its
-//! connection; a [`StatusKey`] names no machine).
-//!
-//! The network, per delivery request, seeded and deterministic: is down for stretches (the
-//! same stretches for every machine: the fleet shares one time axis, every machine starting at
-//! the same instant); loses the request before the collector sees it; loses the answer after
-//! the collector stored the messages (the agent sends them again: the collector must see a
-//! duplicate, never miss one); answers "retry" for some messages (with or without a wait); and
-//! is overloaded (the collector takes part of the batch and asks the agent to pause).
-//!
-//! Nothing links the machines but the collector, and the collector's answer to a request
-//! depends only on that request, the machine's own earlier requests and the time, so the fleet
-//! runs its machines one after another: the result is the one an interleaved run would give,
-//! and memory stays small (a machine's trace is summarized, then dropped).
-//!
-//! At the end [`FleetOutcome`] compares, machine by machine, what the collector holds with what
-//! the machine produced, seen three ways that do not trust the ledger alone: the keys of the
-//! status messages in the commits its store acknowledged ([`SimStore::reported`]), the keys its
-//! jobs' final histories call for, and the keys its trace says reached the server. It lists
-//! every key lost, every key the collector holds that no machine produced, every message left
-//! pending, and every dead letter (accounted for: kept in the store, never held by the
-//! collector).
-//!
-//! ```
-//! use jobstate::testkit::simulator::{Chaos, Fleet, Network, Program, Scenario};
-//! use jobstate::{ExitCodePolicy, JobId, JobSpec, RebootBehaviour};
-//!
-//! let upgrade = JobSpec::new(JobId::new("os-upgrade")?)
-//!     .reboot(RebootBehaviour::RestartsMachine)
-//!     .verify_after_reboot(true);
-//! let installer = JobSpec::new(JobId::new("msi-installer")?)
-//!     .exit_codes(ExitCodePolicy::windows_installer()) // 3010: restart required
-//!     .reboot(RebootBehaviour::MayRequest);
-//! let machine = Scenario::new(42)
-//!     .chaos(Chaos::all().sink_failures(false)) // the network fails instead
-//!     .job(upgrade, Program::restarts_machine())
-//!     .job(installer, Program::exits(3010));
-//! let outcome = Fleet::new(5, machine).network(Network::flaky()).run();
-//! outcome.assert_delivered(); // one record per key produced, none unexpected, none pending
-//! let figures = outcome.figures();
-//! assert_eq!((figures.machines, figures.lost, figures.unexpected), (5, 0, 0));
-//! assert_eq!(figures.stored + figures.dead_letters, figures.messages);
-//! # Ok::<(), jobstate::IdError>(())
-//! ```
+//! A fleet: many simulated machines reporting to one shared collector through a flaky network
+//! ([`Fleet`]).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -340,7 +292,56 @@ impl Link {
 }
 
 /// Many simulated machines, each running a [`Scenario`] with a seed of its own, reporting to one
-/// shared [`Collector`] through a [`Network`]. See [the module](self).
+/// shared [`Collector`] through a [`Network`].
+///
+/// Each machine of a [`Fleet`] runs the fleet's [`Scenario`] with a seed of its own: its own
+/// agent, store, jobs, crashes and reboots, exactly as a single simulated [`Machine`] does. Its
+/// site server forwards every delivery request through the fleet's [`Network`] to the one
+/// [`Collector`], which keeps one record per status message and drops duplicates by key (per
+/// machine: the site server knows which client a report comes from, as a real one does by its
+/// connection; a [`StatusKey`] names no machine).
+///
+/// The network, per delivery request, seeded and deterministic: is down for stretches (the
+/// same stretches for every machine: the fleet shares one time axis, every machine starting at
+/// the same instant); loses the request before the collector sees it; loses the answer after
+/// the collector stored the messages (the agent sends them again: the collector must see a
+/// duplicate, never miss one); answers "retry" for some messages (with or without a wait); and
+/// is overloaded (the collector takes part of the batch and asks the agent to pause).
+///
+/// Nothing links the machines but the collector, and the collector's answer to a request
+/// depends only on that request, the machine's own earlier requests and the time, so the fleet
+/// runs its machines one after another: the result is the one an interleaved run would give,
+/// and memory stays small (a machine's trace is summarized, then dropped).
+///
+/// At the end [`FleetOutcome`] compares, machine by machine, what the collector holds with what
+/// the machine produced, seen three ways that do not trust the ledger alone: the keys of the
+/// status messages in the commits its store acknowledged ([`SimStore::reported`]), the keys its
+/// jobs' final histories call for, and the keys its trace says reached the server. It lists
+/// every key lost, every key the collector holds that no machine produced, every message left
+/// pending, and every dead letter (accounted for: kept in the store, never held by the
+/// collector).
+///
+/// ```
+/// use jobstate::testkit::simulator::{Chaos, Fleet, Network, Program, Scenario};
+/// use jobstate::{ExitCodePolicy, JobId, JobSpec, RebootBehaviour};
+///
+/// let upgrade = JobSpec::new(JobId::new("os-upgrade")?)
+///     .reboot(RebootBehaviour::RestartsMachine)
+///     .verify_after_reboot(true);
+/// let installer = JobSpec::new(JobId::new("msi-installer")?)
+///     .exit_codes(ExitCodePolicy::windows_installer()) // 3010: restart required
+///     .reboot(RebootBehaviour::MayRequest);
+/// let machine = Scenario::new(42)
+///     .chaos(Chaos::all().sink_failures(false)) // the network fails instead
+///     .job(upgrade, Program::restarts_machine())
+///     .job(installer, Program::exits(3010));
+/// let outcome = Fleet::new(5, machine).network(Network::flaky()).run();
+/// outcome.assert_delivered(); // one record per key produced, none unexpected, none pending
+/// let figures = outcome.figures();
+/// assert_eq!((figures.machines, figures.lost, figures.unexpected), (5, 0, 0));
+/// assert_eq!(figures.stored + figures.dead_letters, figures.messages);
+/// # Ok::<(), jobstate::IdError>(())
+/// ```
 pub struct Fleet<S = MemoryStore> {
     scenario: Scenario<S>,
     machines: usize,
@@ -387,7 +388,7 @@ impl<S: Store> Fleet<S> {
         rng.next_u64()
     }
 
-    /// Runs every machine until idle (each one after the other; see [the module](self)) and
+    /// Runs every machine until idle (each one after the other; see [`Fleet`]) and
     /// compares what the collector holds with what each machine produced.
     pub fn run(&self) -> FleetOutcome {
         let outages: Rc<[(Duration, Duration)]> =
