@@ -7,6 +7,8 @@ mod conformance;
 mod delivery;
 mod exhaustive;
 mod file_store;
+#[cfg(feature = "testkit")]
+mod fleet;
 mod golden;
 #[cfg(feature = "cli")]
 mod inspect;
