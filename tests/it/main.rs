@@ -7,6 +7,8 @@ mod conformance;
 mod delivery;
 mod exhaustive;
 mod file_store;
+#[cfg(feature = "http")]
+mod http_sink;
 #[cfg(target_os = "linux")]
 mod linux_session;
 mod model;
