@@ -141,6 +141,8 @@ struct Shared {
     /// Key → requests seen.
     seen: Mutex<HashMap<String, usize>>,
     requests: AtomicUsize,
+    /// Connections accepted.
+    accepted: AtomicUsize,
     /// The first requests, whole, for the format checks.
     kept: Mutex<Vec<Request>>,
     /// The faults applied (not `None`): (key, kind).
@@ -188,6 +190,7 @@ impl Server {
                 stored: Mutex::default(),
                 seen: Mutex::default(),
                 requests: AtomicUsize::new(0),
+                accepted: AtomicUsize::new(0),
                 kept: Mutex::default(),
                 faults: Mutex::default(),
                 connections: Mutex::default(),
@@ -212,6 +215,7 @@ impl Server {
             while !stopped.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((stream, _)) => {
+                        shared.accepted.fetch_add(1, Ordering::SeqCst);
                         stream.set_nonblocking(false).unwrap();
                         stream.set_nodelay(true).unwrap();
                         if let Ok(clone) = stream.try_clone() {
@@ -769,9 +773,10 @@ fn a_clean_run_on_loopback_loses_nothing_and_duplicates_nothing() {
     assert_eq!(duplicates, 0);
     report_figures(&format!(
         "http_sink clean run: {N} messages in {:.2} s: {:.0} messages/s through the HTTP sink on \
-         loopback{}, {duplicates} duplicates, 0 lost",
+         loopback over {} connection(s){}, {duplicates} duplicates, 0 lost",
         elapsed.as_secs_f64(),
         N as f64 / elapsed.as_secs_f64(),
+        server.shared.accepted.load(Ordering::SeqCst),
         if server.shared.collector.is_some() {
             " (each forwarded to the collector)"
         } else {
