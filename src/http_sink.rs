@@ -215,7 +215,7 @@ struct Envelope<'a> {
 /// | The server answers                     | The message                                        |
 /// |----------------------------------------|----------------------------------------------------|
 /// | 2xx                                    | accepted: it leaves the outbox                     |
-/// | 429 or 503                             | not answered; the sink pauses (for `Retry-After`, in seconds or as an HTTP date, if given) and the batch stops |
+/// | 429 or 503                             | not answered; the sink pauses (for `Retry-After`, in seconds or as an HTTP date read against the response's `Date`, if given) and the batch stops |
 /// | other 5xx                              | retried after its back-off; the batch goes on      |
 /// | other 4xx                              | rejected: moved to the dead letters                |
 /// | 1xx, 3xx (redirects are not followed)  | retried after its back-off                         |
@@ -456,11 +456,7 @@ impl StatusSink for HttpSink {
             match reply.status.as_u16() {
                 200..=299 => answers.accept(&message.key),
                 429 | 503 => {
-                    let now = reply
-                        .date
-                        .as_deref()
-                        .and_then(http_date)
-                        .unwrap_or_else(|| DateTime::<Utc>::from(std::time::SystemTime::now()));
+                    let now = reply.date.as_deref().and_then(http_date);
                     answers.pause(
                         reply
                             .retry_after
@@ -525,16 +521,17 @@ fn excerpt(body: &[u8]) -> String {
     text
 }
 
-/// The wait a `Retry-After` value asks for: delta-seconds, or an HTTP date (compared with
-/// `now`: the response's `Date` if it had one); `None` if it is neither.
-fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+/// The wait a `Retry-After` value asks for: delta-seconds, or an HTTP date compared with `now`,
+/// the response's `Date` (the sink reads no clock: an HTTP date without a `Date` beside it is
+/// `None`, the policy's back-off); `None` if it is neither.
+fn retry_after(value: &str, now: Option<DateTime<Utc>>) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // More digits than a u64 holds: a very long wait (the ledger bounds it).
         return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
     let at = http_date(value)?;
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+    Some((at - now?).to_std().unwrap_or(Duration::ZERO))
 }
 
 /// An HTTP date in any of the three forms of RFC 9110: `Sun, 06 Nov 1994 08:49:37 GMT`,
@@ -560,7 +557,7 @@ mod tests {
 
     #[test]
     fn retry_after_takes_seconds_and_the_three_date_forms() {
-        let now = at("1994-11-06T08:49:00Z");
+        let now = Some(at("1994-11-06T08:49:00Z"));
         assert_eq!(retry_after("2", now), Some(Duration::from_secs(2)));
         assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
         for date in [
@@ -585,6 +582,9 @@ mod tests {
         for bad in ["", "-1", "1.5", "soon", "Sun, 06 Nov"] {
             assert_eq!(retry_after(bad, now), None, "{bad}");
         }
+        // No `Date` to read a date against: the policy's back-off; seconds need none.
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:49:37 GMT", None), None);
+        assert_eq!(retry_after("7", None), Some(Duration::from_secs(7)));
     }
 
     #[test]

@@ -141,6 +141,8 @@ struct Shared {
     /// Key → requests seen.
     seen: Mutex<HashMap<String, usize>>,
     requests: AtomicUsize,
+    /// The keys stored by a request the sink never heard the answer to (dropped, too slow).
+    unheard: Mutex<Vec<String>>,
     /// Connections accepted.
     accepted: AtomicUsize,
     /// The first requests, whole, for the format checks.
@@ -191,6 +193,7 @@ impl Server {
                 seen: Mutex::default(),
                 requests: AtomicUsize::new(0),
                 accepted: AtomicUsize::new(0),
+                unheard: Mutex::default(),
                 kept: Mutex::default(),
                 faults: Mutex::default(),
                 connections: Mutex::default(),
@@ -366,11 +369,15 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 }
             }
             Fault::DropAfterStore => {
-                shared.store(&key, &request);
+                if shared.store(&key, &request) {
+                    lock(&shared.unheard).push(key.clone());
+                }
                 false
             }
             Fault::SlowAfterStore(wait) => {
-                shared.store(&key, &request);
+                if shared.store(&key, &request) {
+                    lock(&shared.unheard).push(key.clone());
+                }
                 thread::sleep(wait);
                 let _ = respond(&mut stream, 200, &[], "stored, slowly");
                 false
@@ -582,7 +589,18 @@ fn every_message_reaches_the_server_through_faults_duplicates_only_from_them() {
         ),
         (DROPS[1], Fault::DropAfterStore),
         (GARBAGE, Fault::Garbage),
-        (UNAVAILABLE, Fault::Status(503, Vec::new(), "maintenance")),
+        // An HTTP date, read against the response's `Date`: 5 s.
+        (
+            UNAVAILABLE,
+            Fault::Status(
+                503,
+                vec![
+                    ("Date", "Sun, 06 Nov 1994 08:49:37 GMT".into()),
+                    ("Retry-After", "Sun, 06 Nov 1994 08:49:42 GMT".into()),
+                ],
+                "maintenance",
+            ),
+        ),
     ]);
     let mut server = Server::start(move |index, key, seen| {
         if key.contains("-reject/") {
@@ -657,7 +675,11 @@ fn every_message_reaches_the_server_through_faults_duplicates_only_from_them() {
     }
     for round in failure_of("503") {
         assert!(round.failure.is_none(), "{round:?}");
-        assert!(round.wait.is_some(), "a pause: {round:?}");
+        assert_eq!(
+            round.wait,
+            Some(Duration::from_secs(5)),
+            "an HTTP-date Retry-After"
+        );
     }
     for kind in [
         "drop",
@@ -724,12 +746,8 @@ fn every_message_reaches_the_server_through_faults_duplicates_only_from_them() {
 
     // Duplicates only from the faults that cause them (the server stored, the sink never
     // heard): one each.
-    let causes: Vec<String> = server
-        .faults()
-        .into_iter()
-        .filter(|(_, kind)| matches!(*kind, "drop" | "slow"))
-        .map(|(key, _)| key)
-        .collect();
+    let causes: Vec<String> = lock(&server.shared.unheard).clone();
+    assert_eq!(causes.len(), 3, "2 drops and 1 slow answer, each stored");
     let duplicated: Vec<(&String, &usize)> = stored.iter().filter(|(_, n)| **n > 1).collect();
     let duplicates: usize = duplicated.iter().map(|(_, n)| *n - 1).sum();
     assert_eq!(duplicates, causes.len(), "{duplicated:?} vs {causes:?}");
