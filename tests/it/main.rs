@@ -12,6 +12,8 @@ mod fleet;
 mod golden;
 #[cfg(feature = "cli")]
 mod inspect;
+#[cfg(feature = "http")]
+mod http_sink;
 #[cfg(target_os = "linux")]
 mod linux_session;
 mod model;
