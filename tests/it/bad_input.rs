@@ -118,8 +118,8 @@ fn an_unknown_format_version_is_refused_and_nothing_is_lost() {
     future[0] = codec::FORMAT_VERSION + 1;
     match codec::decode(&future) {
         Err(codec::DecodeError::UnknownVersion {
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
         }) => {}
         other => panic!("expected UnknownVersion, got {other:?}"),
     }

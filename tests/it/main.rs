@@ -10,10 +10,10 @@ mod file_store;
 #[cfg(feature = "testkit")]
 mod fleet;
 mod golden;
-#[cfg(feature = "cli")]
-mod inspect;
 #[cfg(feature = "http")]
 mod http_sink;
+#[cfg(feature = "cli")]
+mod inspect;
 #[cfg(target_os = "linux")]
 mod linux_session;
 mod model;
