@@ -111,7 +111,7 @@ fn main() {
 
 const USAGE: &str = "usage: collector                    (a self-contained demo)\n       \
      collector --listen ADDR --db sqlite:PATH|postgres:CONNINFO\n       \
-     collector --post http://HOST:PORT [--job-prefix PREFIX]";
+     collector --post http://HOST:PORT [--post http://HOST:PORT ...] [--job-prefix PREFIX]";
 
 // ---------------------------------------------------------------------------------------------
 // Storage
@@ -243,7 +243,12 @@ struct Psql {
     lines: mpsc::Receiver<io::Result<String>>,
 }
 
+/// Run when psql starts. `CREATE TABLE IF NOT EXISTS` is not safe when two sessions run it at
+/// once (the second fails on a catalog unique index): collectors starting together take an
+/// advisory lock first.
 const POSTGRES_SCHEMA: &str = "SET client_min_messages = warning;
+BEGIN;
+SELECT pg_advisory_xact_lock(hashtext('jobstate-collector schema'));
 CREATE TABLE IF NOT EXISTS status (
     key text PRIMARY KEY,
     job text NOT NULL,
@@ -254,6 +259,7 @@ CREATE TABLE IF NOT EXISTS status (
     received_at timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS status_job ON status (job);
+COMMIT;
 SELECT set_config('synchronous_commit', 'on', false)
     WHERE current_setting('synchronous_commit') = 'off';";
 
@@ -985,26 +991,30 @@ fn serve_from_args(args: &[String]) -> Result<(), Box<dyn Error>> {
 }
 
 fn post_from_args(args: &[String]) -> Result<(), Box<dyn Error>> {
-    let mut url = None;
+    let mut addrs = Vec::new();
     let mut prefix = None;
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(USAGE)?;
         match flag.as_str() {
-            "--post" => url = Some(value.clone()),
+            "--post" => {
+                let authority = value
+                    .strip_prefix("http://")
+                    .ok_or("--post takes http://HOST:PORT")?
+                    .trim_end_matches('/');
+                let addr = authority
+                    .to_socket_addrs()?
+                    .next()
+                    .ok_or("--post: the host has no address")?;
+                addrs.push(addr);
+            }
             "--job-prefix" => prefix = Some(value.clone()),
             _ => return Err(USAGE.into()),
         }
     }
-    let url = url.ok_or(USAGE)?;
-    let authority = url
-        .strip_prefix("http://")
-        .ok_or("--post takes http://HOST:PORT")?
-        .trim_end_matches('/');
-    let addr = authority
-        .to_socket_addrs()?
-        .next()
-        .ok_or("--post: the host has no address")?;
+    if addrs.is_empty() {
+        return Err(USAGE.into());
+    }
     let prefix = prefix.unwrap_or_else(|| {
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -1012,7 +1022,7 @@ fn post_from_args(args: &[String]) -> Result<(), Box<dyn Error>> {
             .as_secs();
         format!("check-{}-{secs}-", std::process::id())
     });
-    let figures = check_collector(addr, &prefix)?;
+    let figures = check_collector(&addrs, &prefix)?;
     figures.print();
     figures.verdict()
 }
@@ -1030,7 +1040,7 @@ fn demo() -> Result<(), Box<dyn Error>> {
     let server = Arc::clone(&collector);
     std::thread::spawn(move || serve(listener, server));
 
-    let figures = check_collector(addr, "demo-")?;
+    let figures = check_collector(&[addr], "demo-")?;
     figures.print();
 
     let reader =
@@ -1100,6 +1110,10 @@ fn ledger_messages(prefix: &str) -> Result<Vec<StatusMessage>, Box<dyn Error>> {
 
 /// What the checks saw.
 struct Figures {
+    /// Collectors posted to (sharing one database).
+    collectors: usize,
+    /// Connections posting every message at once.
+    senders: usize,
     /// Distinct messages.
     messages: usize,
     /// Posts sent, all copies.
@@ -1120,10 +1134,19 @@ struct Figures {
 
 impl Figures {
     fn print(&self) {
+        let collectors = match self.collectors {
+            1 => String::new(),
+            n => format!(" to {n} collectors sharing one database"),
+        };
         println!(
-            "posted {} messages {} times in all (three connections at once, then one copy again): \
-             {} stored, {} answered duplicate, {} retried after 503",
-            self.messages, self.posts, self.stored, self.duplicate_answers, self.retried
+            "posted {} messages {} times in all{collectors} ({} connections at once, then one copy \
+             again): {} stored, {} answered duplicate, {} retried after 503",
+            self.messages,
+            self.posts,
+            self.senders,
+            self.stored,
+            self.duplicate_answers,
+            self.retried
         );
         println!(
             "GET /count: records {} (distinct keys {}), duplicates dropped {} (expected {})",
@@ -1260,14 +1283,17 @@ fn post_until_answered(
     Err(format!("post {key}: still 503 after 50 tries"))
 }
 
-/// Posts the ledger's messages to the collector at `addr` (three connections at once, each
-/// posting every message, then one copy again), sends malformed requests, and reads the counts.
-fn check_collector(addr: SocketAddr, prefix: &str) -> Result<Figures, Box<dyn Error>> {
+/// Posts the ledger's messages to the collectors at `addrs` (several collectors sharing one
+/// database, as in a fleet; often just one): three connections or two per collector at once,
+/// each posting every message, then one copy again; sends malformed requests; reads the counts
+/// (records from each collector, which must agree; duplicates summed over the collectors).
+fn check_collector(addrs: &[SocketAddr], prefix: &str) -> Result<Figures, Box<dyn Error>> {
     let started = Instant::now();
     let messages = Arc::new(ledger_messages(prefix)?);
-    let senders: Vec<_> = (0..3)
-        .map(|_| {
+    let senders: Vec<_> = (0..(2 * addrs.len()).max(3))
+        .map(|i| {
             let messages = Arc::clone(&messages);
+            let addr = addrs[i % addrs.len()];
             std::thread::spawn(move || -> Result<(Vec<Answer>, usize), String> {
                 let mut client = Client::connect(addr).map_err(|e| format!("connect: {e}"))?;
                 let mut retried = 0;
@@ -1286,26 +1312,38 @@ fn check_collector(addr: SocketAddr, prefix: &str) -> Result<Figures, Box<dyn Er
         answers.extend(a);
         retried += r;
     }
-    let mut client = Client::connect(addr)?;
+    let last = addrs[addrs.len() - 1];
     answers.push(post_until_answered(
-        &mut client,
+        &mut Client::connect(last)?,
         &messages[0],
         &mut retried,
     )?);
 
-    let refused = check_refusals(addr, &messages[0])?;
+    let refused = check_refusals(addrs[0], &messages[0])?;
 
-    let (status, body) = client.get(&format!("/count?job_prefix={}", percent_encode(prefix)))?;
-    if status != 200 {
-        return Err(format!("GET /count: {status} {body}").into());
+    let mut records = Vec::new();
+    let mut duplicates = 0;
+    for addr in addrs {
+        let target = format!("/count?job_prefix={}", percent_encode(prefix));
+        let (status, body) = Client::connect(*addr)?.get(&target)?;
+        if status != 200 {
+            return Err(format!("GET /count from {addr}: {status} {body}").into());
+        }
+        let counts: serde_json::Value = serde_json::from_str(&body)?;
+        let number = |name: &str| {
+            counts[name]
+                .as_u64()
+                .ok_or_else(|| format!("GET /count from {addr}: no {name} in {body}"))
+        };
+        records.push(number("records")?);
+        duplicates += number("duplicates")?;
     }
-    let counts: serde_json::Value = serde_json::from_str(&body)?;
-    let number = |name: &str| {
-        counts[name]
-            .as_u64()
-            .ok_or_else(|| format!("GET /count: no {name} in {body}"))
-    };
+    if records.iter().any(|&r| r != records[0]) {
+        return Err(format!("the collectors count different records: {records:?}").into());
+    }
     Ok(Figures {
+        collectors: addrs.len(),
+        senders: (2 * addrs.len()).max(3),
         messages: messages.len(),
         posts: answers.len(),
         stored: answers
@@ -1317,8 +1355,8 @@ fn check_collector(addr: SocketAddr, prefix: &str) -> Result<Figures, Box<dyn Er
             .filter(|a| matches!(a, Answer::Duplicate))
             .count(),
         retried,
-        records: number("records")?,
-        duplicates: number("duplicates")?,
+        records: records[0],
+        duplicates,
         refused,
         elapsed: started.elapsed(),
     })
