@@ -17,10 +17,11 @@
 //!    that crashes before answering loses nothing: the agent sends again.
 //! 3. **Never answer "stored" to what was not stored.** A database error is answered `503` with
 //!    `Retry-After: 5`: the agent keeps the message and retries; a malformed request is `400`, a
-//!    body over 1 MiB is `413` (the agent's sink treats a 4xx as "rejected for good" and keeps the
-//!    message as a dead letter, visible, never dropped).
+//!    body over 1 MiB is `413` (an HTTP sink answers a 4xx "rejected for good", and the ledger
+//!    keeps the message as a dead letter, visible, never dropped).
 //!
-//! The wire format (one request per message, the one the crate's HTTP sink speaks):
+//! The wire format (one request per message, the one the crate's HTTP sink, feature `http`,
+//! speaks):
 //!
 //! ```text
 //! POST <any path> HTTP/1.1
@@ -42,7 +43,9 @@
 //! - **PostgreSQL**, for a fleet: through a `psql` child process (no driver crate): each statement
 //!   is written on its standard input followed by `\echo <marker>`, and its standard output read
 //!   up to the marker; the insert answers `stored=1` or `stored=0`, so a missing answer is an
-//!   error, never a duplicate. Several collectors may share one database: the primary key decides.
+//!   error, never a duplicate. Several collectors may share one database: the primary key decides
+//!   which copy is stored, and the table is created under an advisory lock (two
+//!   `CREATE TABLE IF NOT EXISTS` at once fail in PostgreSQL).
 //!
 //! Run it:
 //!
@@ -59,8 +62,9 @@
 //! directory, makes status messages with a real `Ledger` (jobs completed, failed, cancelled),
 //! posts each of them three times from three connections at once and once more afterwards, sends
 //! a few malformed requests, and prints the table: one row per key, every other copy dropped.
-//! `--post URL` runs the same checks against a collector already running (see
-//! `scripts/collector-postgres-test`). `--listen` prints the bound address first, then serves
+//! `--post URL` runs the same checks against a collector already running, and
+//! `--post URL1 --post URL2` against several sharing one database, two connections to each at
+//! once (see `scripts/collector-postgres-test`). `--listen` prints the bound address first, then serves
 //! until killed. This is an example: it speaks plain HTTP (put TLS and authentication in front
 //! of it) and runs one thread per connection (at most 64 at once).
 
