@@ -7,6 +7,10 @@
 //! invariants checked. Each iteration is a new seed, so the figure is an average over many
 //! worlds.
 //!
+//! A fleet: 100 such machines (the installer under the Windows Installer exit codes) reporting to
+//! one shared collector through a flaky network (lost requests and answers, retries, pauses,
+//! outages); each iteration a new fleet seed. Criterion's throughput is machines per second.
+//!
 //! `cargo bench --features testkit --bench simulator`. Criterion reports the time per world;
 //! worlds per second per core is its inverse (the simulator is single-threaded). Goal: at least
 //! 10,000 per core.
@@ -14,8 +18,8 @@
 use std::cell::Cell;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use jobstate::testkit::simulator::{Chaos, Program, Scenario};
-use jobstate::{JobId, JobSpec, RebootBehaviour};
+use jobstate::testkit::simulator::{Chaos, Fleet, Network, Program, Scenario};
+use jobstate::{ExitCodePolicy, JobId, JobSpec, RebootBehaviour};
 
 fn two_jobs(c: &mut Criterion) {
     let upgrade = JobSpec::new(JobId::new("os-upgrade").expect("valid id"))
@@ -43,5 +47,35 @@ fn two_jobs(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, two_jobs);
+fn fleet(c: &mut Criterion) {
+    const MACHINES: usize = 100;
+    let upgrade = JobSpec::new(JobId::new("os-upgrade").expect("valid id"))
+        .reboot(RebootBehaviour::RestartsMachine)
+        .verify_after_reboot(true);
+    let installer = JobSpec::new(JobId::new("msi-installer").expect("valid id"))
+        .exit_codes(ExitCodePolicy::windows_installer())
+        .reboot(RebootBehaviour::MayRequest);
+    let chaos = Chaos::none().crashes(true).power_cuts(true).kill_mode(true);
+    let seed = Cell::new(0u64);
+    let mut group = c.benchmark_group("simulator");
+    group.throughput(Throughput::Elements(MACHINES as u64));
+    group.sample_size(20);
+    group.bench_function("fleet_of_100_flaky_network", |b| {
+        b.iter(|| {
+            seed.set(seed.get() + 1);
+            let machine = Scenario::new(seed.get())
+                .chaos(chaos)
+                .job(upgrade.clone(), Program::restarts_machine())
+                .job(installer.clone(), Program::exits(3010));
+            let outcome = Fleet::new(MACHINES, machine)
+                .network(Network::flaky())
+                .run();
+            assert!(outcome.problems().is_empty(), "fleet seed {}", seed.get());
+            outcome.figures().stored
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, two_jobs, fleet);
 criterion_main!(benches);

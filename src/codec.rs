@@ -16,8 +16,10 @@ enum RecordRef<'a> {
     Discarded(&'a StatusKey),
 }
 
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format version this build writes and reads: 2, the first released one (1 was a
+/// pre-release). Golden stores of it are committed under `tests/golden/format-2/`; every later
+/// version reads them.
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Why bytes could not be decoded into a [`Record`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,7 +27,8 @@ pub const FORMAT_VERSION: u8 = 1;
 pub enum DecodeError {
     /// The record was written in a format this build does not know (a newer jobstate, usually).
     #[error(
-        "record format version {found} is not supported (this build reads version {supported}); upgrade jobstate to read this store, nothing was changed"
+        "record format version {found} is not supported (this build reads version {supported}); {}, nothing was changed",
+        if found > supported { "upgrade jobstate to read this store" } else { "that older version was never released: a pre-release build wrote it, or the store is damaged" }
     )]
     UnknownVersion {
         /// The version found.

@@ -94,6 +94,7 @@
 //! is a minor-version change.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod codec;
 mod dead_letter;
@@ -103,6 +104,8 @@ mod effect;
 mod error;
 mod event;
 mod exit_code;
+#[cfg(feature = "http")]
+mod http_sink;
 mod id;
 mod json_lines_sink;
 mod ledger;
@@ -128,6 +131,9 @@ pub use effect::{AttemptId, Effect, StatusKey, StatusMessage};
 pub use error::{Error, WaitReason};
 pub use event::{AttemptRef, CheckResult, Event, EventKind, EventName};
 pub use exit_code::{ExitCodePolicy, ExitOutcome, ProgramExit};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use http_sink::{HttpSink, HttpSinkError, HttpSinkOptions};
 pub use id::{BootId, IdError, JobId};
 pub use json_lines_sink::{JsonLinesSink, SinkOptions};
 pub use ledger::{Advertisement, JobWait, Ledger, LedgerOptions, NextJob, SpecEffect};
@@ -150,8 +156,8 @@ pub use state::{
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 pub use store::{
-    Commit, Cut, FileStore, FileStoreOptions, MAX_FRAME, MemoryStore, OpenReport, Replay, Revision,
-    Snapshot, Store, StoreError,
+    Commit, Cut, FileStore, FileStoreOptions, Inspection, MAX_FRAME, MemoryStore, OpenReport,
+    Replay, Revision, Snapshot, Store, StoreError,
 };
 pub use transition::{Step, TransitionError, transition};
 

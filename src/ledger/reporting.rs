@@ -110,28 +110,48 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// awaited, for at most the policy's [`lease`](DeliveryPolicy::lease). Nothing is due while
     /// the sink is paused or a message backs off.
     ///
-    /// A recipe for an async agent (no async runtime is needed by the crate; `client.post` is
-    /// the agent's own):
+    /// A recipe for an async agent: the crate needs no async runtime, the client and the sleep
+    /// are the agent's own (reqwest and tokio, say). Keep the ledger in the task that drives the
+    /// jobs, or behind a mutex that is never held across an `.await`.
     ///
-    /// ```ignore
-    /// loop {
-    ///     let batch = ledger.take_batch(64);
-    ///     let mut answers = Answers::for_batch(&batch);
-    ///     for message in &batch {
-    ///         match client.post(&url, message).await {
-    ///             Ok(r) if r.status().is_success() => answers.accept(&message.key),
-    ///             Ok(r) if r.status() == 429 || r.status() == 503 => {
-    ///                 answers.pause(retry_after(&r));
-    ///                 break;
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use jobstate::{Answers, Ledger, SessionContext, StatusMessage, Store};
+    ///
+    /// /// What the agent's own HTTP client made of one POST.
+    /// enum Reply { Stored, Busy(Option<Duration>), Refused(String), Failed(String), Unreachable }
+    ///
+    /// trait Client {
+    ///     async fn post(&self, message: &StatusMessage) -> Reply;
+    ///     async fn sleep(&self, wait: Duration);
+    /// }
+    ///
+    /// async fn report<S: Store, C: SessionContext>(
+    ///     ledger: &mut Ledger<S, C>,
+    ///     client: &impl Client,
+    /// ) -> Result<(), jobstate::Error> {
+    ///     loop {
+    ///         let batch = ledger.take_batch(64);
+    ///         let mut answers = Answers::for_batch(&batch);
+    ///         for message in &batch {
+    ///             match client.post(message).await {
+    ///                 Reply::Stored => answers.accept(&message.key),
+    ///                 Reply::Refused(why) => answers.reject(&message.key, why), // a 4xx
+    ///                 Reply::Failed(why) => answers.retry(&message.key, why), // a 500
+    ///                 Reply::Busy(after) => {
+    ///                     answers.pause(after); // 429 or 503, with its Retry-After
+    ///                     break;
+    ///                 }
+    ///                 Reply::Unreachable => {
+    ///                     answers.pause(None);
+    ///                     break;
+    ///                 }
     ///             }
-    ///             Ok(r) if r.status().is_client_error() => answers.reject(&message.key, r.status().to_string()),
-    ///             Ok(r) => answers.retry(&message.key, r.status().to_string()),
-    ///             Err(_) => { answers.pause(None); break; }
     ///         }
+    ///         ledger.answer(answers)?;
+    ///         let wait = ledger.next_wakeup().unwrap_or(Duration::from_secs(60));
+    ///         client.sleep(wait).await; // or a select! with the agent's other wake-ups
     ///     }
-    ///     ledger.answer(answers)?;
-    ///     let wait = ledger.next_wakeup().unwrap_or(Duration::from_secs(60));
-    ///     tokio::select! { _ = tokio::time::sleep(wait) => {}, _ = new_work.notified() => {} }
     /// }
     /// ```
     pub fn take_batch(&mut self, max: usize) -> Vec<StatusMessage> {

@@ -215,6 +215,17 @@ impl std::fmt::Display for OpenReport {
     }
 }
 
+/// What a read-only look at a store found ([`FileStore::inspect`], `SqliteStore::inspect`): its
+/// content, and what a writer's open would repair.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Inspection {
+    /// What the store holds.
+    pub snapshot: Snapshot,
+    /// What a writer's open would cut or remove (left undone).
+    pub report: OpenReport,
+}
+
 /// Bytes that recovery cut off the end of a store file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -185,6 +185,60 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Reads the database at `path` without taking its lock or changing it, so that it can be
+    /// looked at while an agent holds it (what the `jobstate` inspection tool does).
+    ///
+    /// The store keeps SQLite's exclusive locking mode (against the `SIGBUS` of a shared-memory
+    /// index on a full disk), so no second connection can read it while an agent has it open:
+    /// the database file and its write-ahead log are copied, as they are, into a private
+    /// temporary directory, and the copy is opened and checked like any store (row checksums,
+    /// revision) and removed. A copy taken while the agent folds its log into the database may
+    /// show an older revision than the agent's, never a mix: the revision is in the snapshot.
+    pub fn inspect(path: impl AsRef<Path>) -> Result<super::Inspection, StoreError> {
+        let path = path.as_ref();
+        if safe_fs::look(path)
+            .map_err(super::file::io("looking at the database"))?
+            .is_none()
+        {
+            return Err(StoreError::Io {
+                context: format!("inspecting {}", path.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no database there; the read-only view creates nothing",
+                ),
+            });
+        }
+        let copy = PrivateDir::new()?;
+        let db = copy.0.join("store.db");
+        for (suffix, required) in [("", true), ("-wal", false)] {
+            let from = PathBuf::from(format!("{}{suffix}", path.display()));
+            let bytes = safe_fs::read(&from).map_err(super::file::io("reading the database"))?;
+            let Some(bytes) = bytes else {
+                if required {
+                    return Err(StoreError::Io {
+                        context: format!("reading {}", from.display()),
+                        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                    });
+                }
+                continue;
+            };
+            let to = PathBuf::from(format!("{}{suffix}", db.display()));
+            let mut file = safe_fs::create_new(&to, std::fs::OpenOptions::new().write(true))
+                .map_err(super::file::io("copying the database"))?;
+            std::io::Write::write_all(&mut file, &bytes).map_err(|source| StoreError::Io {
+                context: format!("copying {}", from.display()),
+                source,
+            })?;
+        }
+        let mut store = Self::open(&db)?;
+        let snapshot = store.load()?;
+        drop(store);
+        Ok(super::Inspection {
+            snapshot,
+            report: super::OpenReport::default(),
+        })
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -348,5 +402,42 @@ impl Store for SqliteStore {
         self.last_seq = seq;
         self.head = head;
         Ok(Revision(self.revision))
+    }
+}
+
+/// A private (0700) temporary directory, removed with what it holds when dropped.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn new() -> Result<Self, StoreError> {
+        let base = std::env::temp_dir();
+        let mut last = None;
+        for n in 0..16u32 {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let dir = base.join(format!(
+                "jobstate-inspect-{}-{nanos:09}-{n}",
+                std::process::id()
+            ));
+            let mut builder = std::fs::DirBuilder::new();
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            // Never an existing directory: one planted there is not ours.
+            match builder.create(&dir) {
+                Ok(()) => return Ok(Self(dir)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(StoreError::Io {
+            context: format!("creating a private directory in {}", base.display()),
+            source: last.unwrap_or_else(|| std::io::Error::other("no attempt made")),
+        })
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

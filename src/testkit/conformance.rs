@@ -338,14 +338,18 @@ fn same(a: &Snapshot, b: &Snapshot, rule: &str) {
         a.outbox, b.outbox,
         "store conformance ({rule}): pending status messages differ"
     );
+    assert_eq!(
+        a.dead_letters, b.dead_letters,
+        "store conformance ({rule}): dead letters differ"
+    );
 }
 
 fn durable_on_return<H: Harness>(h: &mut H) -> Outcome {
     let (store, expected) = workload(ok(h.create(), "creating a store"));
     assert_eq!(
         expected.jobs.len(),
-        4,
-        "store conformance: the workload's four jobs are loaded"
+        5,
+        "store conformance: the workload's five jobs are loaded"
     );
     let mut reopened = ok(h.reopen(store), "reopening");
     same(

@@ -85,6 +85,13 @@
 //! assert!(points >= 9);
 //! # Ok::<(), jobstate::IdError>(())
 //! ```
+//!
+//! # A fleet
+//!
+//! [`Fleet`] runs a scenario on many machines, each with its own seed, reporting to one shared
+//! [`Collector`] through a flaky [`Network`] (outages, lost requests, answers lost after the
+//! collector stored the messages, retries, overload pauses), and checks that the collector
+//! holds exactly one record per status message any machine produced ([`FleetOutcome`]).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -92,13 +99,18 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::{ExecutionContext, JobId, JobSpec, MemoryStore, NoticeDelivery, Store, UserPresence};
+use crate::{
+    DeliveryPolicy, ExecutionContext, JobId, JobSpec, MemoryStore, NoticeDelivery, Store,
+    UserPresence,
+};
 
+mod fleet;
 mod machine;
 mod program;
 mod store;
 mod trace;
 
+pub use fleet::{Collector, Fleet, FleetFigures, FleetOutcome, MachineSummary, Network};
 pub use machine::Machine;
 pub use program::{Program, TERMINATED};
 pub use store::{CrashPoint, CrashWhen, SimStore};
@@ -284,6 +296,7 @@ pub struct Scenario<S = MemoryStore> {
     ignored_restarts: u32,
     programs_unknown: bool,
     restart_policy: crate::RestartPolicy,
+    delivery: DeliveryPolicy,
 }
 
 impl<S> Clone for Scenario<S> {
@@ -309,6 +322,7 @@ impl<S> Clone for Scenario<S> {
             ignored_restarts: self.ignored_restarts,
             programs_unknown: self.programs_unknown,
             restart_policy: self.restart_policy,
+            delivery: self.delivery,
         }
     }
 }
@@ -352,6 +366,7 @@ impl Scenario<MemoryStore> {
             ignored_restarts: 0,
             programs_unknown: false,
             restart_policy: crate::RestartPolicy::Immediately,
+            delivery: DeliveryPolicy::default(),
         }
     }
 }
@@ -381,6 +396,7 @@ impl<S: Store> Scenario<S> {
             ignored_restarts: self.ignored_restarts,
             programs_unknown: self.programs_unknown,
             restart_policy: self.restart_policy,
+            delivery: self.delivery,
         }
     }
 
@@ -557,6 +573,14 @@ impl<S: Store> Scenario<S> {
     #[must_use]
     pub fn restart_policy(mut self, policy: crate::RestartPolicy) -> Self {
         self.restart_policy = policy;
+        self
+    }
+
+    /// How the agent delivers status messages: batches, back-offs, give-up bounds (given at
+    /// every start of the agent): by default [`DeliveryPolicy::default`].
+    #[must_use]
+    pub fn delivery_policy(mut self, policy: DeliveryPolicy) -> Self {
+        self.delivery = policy;
         self
     }
 

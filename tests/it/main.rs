@@ -7,6 +7,13 @@ mod conformance;
 mod delivery;
 mod exhaustive;
 mod file_store;
+#[cfg(feature = "testkit")]
+mod fleet;
+mod golden;
+#[cfg(feature = "cli")]
+mod inspect;
+#[cfg(feature = "http")]
+mod http_sink;
 #[cfg(target_os = "linux")]
 mod linux_session;
 mod model;

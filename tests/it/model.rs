@@ -105,6 +105,15 @@ enum Op {
     Deliver,
     /// The site server will refuse the next `n` deliveries.
     SinkFails(u32),
+    /// The site server will reject the first message of each of the next `n` deliveries for
+    /// good (a dead letter).
+    SinkRejects(u32),
+    /// The site server will answer "retry" for every message of the next `n` deliveries.
+    SinkRetries(u32),
+    /// An operator re-queues the oldest dead letter, or discards it.
+    Requeue {
+        discard: bool,
+    },
     /// The sink accepts a delivery, then the agent dies before committing the acknowledgement.
     CrashAfterDelivery,
     /// The next step of job `i` toward success: advertise, begin, exit 0, or a positive check.
@@ -184,6 +193,9 @@ impl ReferenceStateMachine for Reference {
             3 => Just(Op::Deliver),
             4 => jobs.clone().prop_map(Op::Progress),
             1 => (1u32..4).prop_map(Op::SinkFails),
+            1 => (1u32..3).prop_map(Op::SinkRejects),
+            1 => (1u32..4).prop_map(Op::SinkRetries),
+            1 => any::<bool>().prop_map(|discard| Op::Requeue { discard }),
             1 => Just(Op::CrashAfterDelivery),
             1 => (jobs.clone(), prop_oneof![Just(9), Just(15)])
                 .prop_map(|(j, s)| Op::ExitSignal(j, s)),
@@ -229,6 +241,8 @@ struct World {
     tombstones: HashMap<JobId, (u32, usize)>,
     /// The site server.
     server: Server,
+    /// Dead letters an operator discarded: reported, never to be delivered.
+    discarded: std::collections::HashSet<StatusKey>,
     next_pid: u32,
     /// The agent's default restart policy.
     policy: RestartPolicy,
@@ -238,6 +252,8 @@ struct World {
 #[derive(Default)]
 struct Server {
     fail_next: u32,
+    reject_next: u32,
+    retry_next: u32,
     received: HashMap<StatusKey, usize>,
 }
 
@@ -252,10 +268,24 @@ impl StatusSink for Server {
             self.fail_next -= 1;
             return Err("site server unreachable");
         }
+        if self.retry_next > 0 {
+            self.retry_next -= 1;
+            for message in batch {
+                answers.retry(&message.key, "HTTP 500");
+            }
+            return Ok(());
+        }
+        let mut batch = batch.iter();
+        if self.reject_next > 0 {
+            self.reject_next -= 1;
+            if let Some(first) = batch.next() {
+                answers.reject(&first.key, "HTTP 409");
+            }
+        }
         for message in batch {
             *self.received.entry(message.key.clone()).or_default() += 1;
+            answers.accept(&message.key);
         }
-        answers.accept_all();
         Ok(())
     }
 }
@@ -268,6 +298,8 @@ static REFUSED: AtomicU64 = AtomicU64::new(0);
 static STALE_REFUSED: AtomicU64 = AtomicU64::new(0);
 static REBOOTS_MID_JOB: AtomicU64 = AtomicU64::new(0);
 static DELIVERED: AtomicU64 = AtomicU64::new(0);
+static DEAD_LETTERED: AtomicU64 = AtomicU64::new(0);
+static REQUEUED: AtomicU64 = AtomicU64::new(0);
 static REDELIVERIES_OWED: AtomicU64 = AtomicU64::new(0);
 static OLDER_EXITS_REFUSED: AtomicU64 = AtomicU64::new(0);
 static LOST_PROGRAMS_ENDED: AtomicU64 = AtomicU64::new(0);
@@ -771,8 +803,30 @@ impl World {
                 let after: Vec<JobRecord> = self.ledger().jobs().cloned().collect();
                 assert_eq!(before, after, "invariant 5: delivery changed a job");
                 DELIVERED.fetch_add(delivery.delivered as u64, Ordering::Relaxed);
+                DEAD_LETTERED.fetch_add(delivery.dead_lettered as u64, Ordering::Relaxed);
             }
             Op::SinkFails(n) => self.server.fail_next = n,
+            Op::SinkRejects(n) => self.server.reject_next = n,
+            Op::SinkRetries(n) => self.server.retry_next = n,
+            Op::Requeue { discard } => {
+                self.sync_session();
+                let Some(key) = self
+                    .ledger()
+                    .dead_letters()
+                    .next()
+                    .map(|l| l.message.key.clone())
+                else {
+                    return;
+                };
+                if discard {
+                    let letter = self.ledger().discard(&key).expect("a dead letter");
+                    assert_eq!(letter.message.key, key);
+                    self.discarded.insert(key);
+                } else {
+                    self.ledger().requeue(&key).expect("a dead letter");
+                    REQUEUED.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             Op::Progress(i) => {
                 let id = self.id(i);
                 let step = match self.record(i).map(|r| r.state().clone()) {
@@ -869,6 +923,7 @@ impl StateMachineTest for LedgerTest {
             launched: Vec::new(),
             tombstones: HashMap::new(),
             server: Server::default(),
+            discarded: Default::default(),
             next_pid: 1000,
             policy: RestartPolicy::Immediately,
         };
@@ -998,13 +1053,28 @@ impl StateMachineTest for LedgerTest {
             "invariant 5: a state reported twice: {expected:?}"
         );
         let pending: std::collections::HashSet<_> = ledger.outbox().map(|m| &m.key).collect();
+        let dead: std::collections::HashSet<_> =
+            ledger.dead_letters().map(|l| &l.message.key).collect();
+        assert!(
+            pending.is_disjoint(&dead),
+            "invariant 5: a key both pending and a dead letter"
+        );
         for key in &expected {
             assert!(
-                pending.contains(key) || world.server.received.contains_key(key),
-                "invariant 5: {key} was never reported"
+                pending.contains(key)
+                    || dead.contains(key)
+                    || world.discarded.contains(key)
+                    || world.server.received.contains_key(key),
+                "invariant 5: {key} was never reported, nor kept as a dead letter"
             );
         }
-        for key in pending.iter().copied().chain(world.server.received.keys()) {
+        let kept = dead.iter().copied().chain(&world.discarded);
+        for key in pending
+            .iter()
+            .copied()
+            .chain(kept)
+            .chain(world.server.received.keys())
+        {
             assert!(
                 distinct.contains(key),
                 "invariant 5: {key} reported for no such state"
@@ -1039,21 +1109,38 @@ impl StateMachineTest for LedgerTest {
             outbox,
             "store and ledger outbox differ"
         );
+        assert_eq!(
+            loaded.dead_letters.iter().collect::<Vec<_>>(),
+            ledger.dead_letters().collect::<Vec<_>>(),
+            "store and ledger dead letters differ"
+        );
     }
 
     /// At the end of a case, a server that accepts everything receives every status message:
     /// at least once, each key.
     fn teardown(mut world: World, _: ()) {
-        world.server.fail_next = 0;
+        world.server = Server {
+            received: std::mem::take(&mut world.server.received),
+            ..Server::default()
+        };
         let now = world.session.now + chrono::TimeDelta::days(1);
         world.ledger().session_mut().now = now; // past any back-off
+        // An operator re-queues every dead letter: they are delivered like the others.
+        let dead: Vec<StatusKey> = world
+            .ledger()
+            .dead_letters()
+            .map(|l| l.message.key.clone())
+            .collect();
+        for key in &dead {
+            world.ledger().requeue(key).expect("re-queued");
+        }
         let mut server = std::mem::take(&mut world.server);
         let delivery = world.ledger().deliver(&mut server).expect("final delivery");
         assert_eq!(delivery.pending, 0, "{delivery:?}");
         let ledger = world.ledger.as_ref().expect("open");
         for key in expected_reports(ledger) {
             assert!(
-                server.received.contains_key(&key),
+                server.received.contains_key(&key) || world.discarded.contains(&key),
                 "invariant 5: {key} never delivered"
             );
         }
@@ -1161,7 +1248,8 @@ fn ledger_keeps_invariants_under_crashes_reboots_and_replays() {
          writes refused, {} older attempts' exits refused, {} status messages delivered, {} \
          crashes before an acknowledgement, {} lost programs ended, {} launches never recorded \
          launched again, {} checks said not yet, {} jobs abandoned, {} programs ended by a \
-         signal, {} spec changes recorded, {} restarts held by a policy",
+         signal, {} spec changes recorded, {} restarts held by a policy, {} messages given up \
+         on as dead letters, {} re-queued",
         n(&CASES),
         n(&STEPS),
         256 * multiplier,
@@ -1179,6 +1267,8 @@ fn ledger_keeps_invariants_under_crashes_reboots_and_replays() {
         n(&SIGNALLED),
         n(&SPEC_CHANGES),
         n(&RESTARTS_DEFERRED),
+        n(&DEAD_LETTERED),
+        n(&REQUEUED),
     ));
     if let Err(failure) = result {
         panic!("{failure}");

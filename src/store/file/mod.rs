@@ -6,6 +6,7 @@ mod crash_tests;
 pub(crate) mod crc32c;
 mod disk;
 mod frame;
+mod read_only;
 #[cfg(test)]
 mod sim;
 
@@ -19,7 +20,7 @@ use self::frame::{
     FILE_FORMAT, HEADER_LEN, Header, HeaderError, JOURNAL_MAGIC, Next, SNAPSHOT_MAGIC, header,
     next_frame, push_frame, read_header,
 };
-use super::{Commit, Cut, OpenReport, Replay, Revision, Snapshot, Store, StoreError};
+use super::{Commit, Cut, Inspection, OpenReport, Replay, Revision, Snapshot, Store, StoreError};
 use crate::codec;
 
 const JOURNAL: &str = "journal";
@@ -152,6 +153,44 @@ impl FileStore {
     /// Compacts the journal into a snapshot now.
     pub fn compact(&mut self) -> Result<(), StoreError> {
         self.journal.compact()
+    }
+
+    /// Reads the store in `dir` without taking its lock or changing anything, so that it can
+    /// be looked at while an agent holds it (what the `jobstate` inspection tool does). Nothing
+    /// is created, cut or removed: what a writer's open would repair is in the inspection's
+    /// report only. A torn last commit may be one the agent is writing right now.
+    ///
+    /// A compaction between the reads of the snapshot and the journal can make them disagree:
+    /// the read is tried again, up to five times, before the error is returned.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use jobstate::{FileStore, Store};
+    /// let store = FileStore::open(dir.path())?; // an agent holds it
+    /// let inspection = FileStore::inspect(dir.path())?;
+    /// assert_eq!(inspection.snapshot.jobs.len(), 0);
+    /// assert!(inspection.report.is_clean());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection, StoreError> {
+        let dir = dir.as_ref();
+        let mut tries = 0;
+        loop {
+            let attempt = Journal::open(read_only::ReadOnlyDisk, dir, FileStoreOptions::default())
+                .and_then(|journal| {
+                    Ok(Inspection {
+                        snapshot: journal.load()?,
+                        report: journal.report,
+                    })
+                });
+            match attempt {
+                Err(StoreError::Corrupt { .. } | StoreError::Replay(_)) if tries < 4 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
     }
 }
 

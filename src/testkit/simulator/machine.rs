@@ -59,7 +59,8 @@ enum Answer<T> {
     Crashed { committed: bool },
 }
 
-/// The site server: receives status messages, fails on demand.
+/// The site server: receives status messages, fails on demand. In a [`Fleet`](super::Fleet)
+/// it forwards to the fleet's shared collector, through the fleet's network.
 #[derive(Debug, Default)]
 struct SimSink {
     received: Vec<StatusMessage>,
@@ -68,6 +69,10 @@ struct SimSink {
     fail_percent: u64,
     rng: Rng,
     failure: Option<String>,
+    /// The fleet's network and collector, if the machine is one of a fleet.
+    link: Option<super::fleet::Link>,
+    /// Simulated time since the run began, when the agent delivers.
+    now: Duration,
 }
 
 impl StatusSink for SimSink {
@@ -87,13 +92,19 @@ impl StatusSink for SimSink {
         } else {
             None
         };
-        if let Some(failure) = failure {
+        let result = match (failure, self.link.as_mut()) {
+            (Some(failure), _) => Err(failure),
+            (None, Some(link)) => link.exchange(self.now, batch, answers, &mut self.received),
+            (None, None) => {
+                self.received.extend_from_slice(batch);
+                answers.accept_all();
+                Ok(())
+            }
+        };
+        if let Err(failure) = &result {
             self.failure = Some(failure.clone());
-            return Err(failure);
         }
-        self.received.extend_from_slice(batch);
-        answers.accept_all();
-        Ok(())
+        result
     }
 }
 
@@ -343,6 +354,16 @@ impl<S: Store> Machine<S> {
         self.settle();
     }
 
+    /// Connects the machine's site server to a fleet's network and collector.
+    pub(super) fn connect(&mut self, link: super::fleet::Link) {
+        self.sink.link = Some(link);
+    }
+
+    /// A handle to the machine's store (the simulated disk).
+    pub(super) fn store(&self) -> SimStore<S> {
+        self.store.clone()
+    }
+
     /// The agent's ledger, if the agent is running.
     pub fn ledger(&self) -> Option<&Ledger<SimStore<S>, SessionFacts>> {
         self.ledger.as_ref()
@@ -424,11 +445,11 @@ impl<S: Store> Machine<S> {
     /// Stops here and returns the outcome.
     pub fn finish(mut self) -> Outcome {
         self.settle();
-        let (jobs, pending) = match self.store.load_inner() {
-            Ok(snapshot) => (snapshot.jobs, snapshot.outbox),
+        let (jobs, pending, dead_letters) = match self.store.load_inner() {
+            Ok(snapshot) => (snapshot.jobs, snapshot.outbox, snapshot.dead_letters),
             Err(error) => {
                 self.violate(format!("the store does not load at the end: {error}"));
-                (Vec::new(), Vec::new())
+                (Vec::new(), Vec::new(), Vec::new())
             }
         };
         if let Some(ledger) = &self.ledger {
@@ -437,7 +458,7 @@ impl<S: Store> Machine<S> {
                 self.violate("invariant 2: the store and the ledger differ at the end".into());
             }
         }
-        for what in final_violations(&jobs, &pending, &self.sink.received) {
+        for what in final_violations(&jobs, &pending, &self.sink.received, &dead_letters) {
             self.violate(what);
         }
         let outcome = Outcome {
@@ -623,7 +644,9 @@ impl<S: Store> Machine<S> {
         if let Some(reopen) = self.scenario.reopen.clone() {
             self.store.reopen(|store| reopen(store));
         }
-        let options = crate::LedgerOptions::default().restart_policy(self.scenario.restart_policy);
+        let options = crate::LedgerOptions::default()
+            .restart_policy(self.scenario.restart_policy)
+            .delivery(self.scenario.delivery);
         let opened = Ledger::open_with(self.store.clone(), self.facts(), options);
         let effects = match opened {
             Ok((ledger, effects)) => {
@@ -698,6 +721,7 @@ impl<S: Store> Machine<S> {
             return;
         };
         let before = self.sink.received.len();
+        self.sink.now = self.elapsed;
         let result = ledger.deliver(&mut self.sink);
         let keys: Vec<StatusKey> = self.sink.received[before..]
             .iter()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
 
-use crate::{Commit, Revision, Snapshot, Store, StoreError};
+use crate::{Commit, Revision, Snapshot, StatusKey, Store, StoreError};
 
 /// Where, around one commit, the agent crashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,6 +124,9 @@ struct Shared<S> {
     fail_next: u32,
     /// The commits made since the last [`SimStore::take_log`]: number and whether it succeeded.
     log: Vec<(u64, bool)>,
+    /// The keys of the status messages that entered the outbox in acknowledged commits, in
+    /// order: what the store was asked to report, seen at the store, not through the ledger.
+    reported: Vec<StatusKey>,
 }
 
 impl<S> Clone for SimStore<S> {
@@ -157,6 +160,7 @@ impl<S: Store> SimStore<S> {
                 dead: false,
                 fail_next: 0,
                 log: Vec::new(),
+                reported: Vec::new(),
             })),
         }
     }
@@ -212,6 +216,12 @@ impl<S: Store> SimStore<S> {
             Some(store) => store.load(),
             None => Err(gone()),
         }
+    }
+
+    /// The keys of the status messages that entered the outbox in the commits the store
+    /// acknowledged, in order (a re-queued dead letter is not counted again).
+    pub fn reported(&self) -> Vec<StatusKey> {
+        self.shared.borrow().reported.clone()
     }
 
     /// The commits made since the last call: their numbers, and whether each succeeded.
@@ -273,6 +283,11 @@ impl<S: Store> Store for SimStore<S> {
         }
         let result = store.commit(commit);
         shared.log.push((n, result.is_ok()));
+        if result.is_ok() {
+            shared
+                .reported
+                .extend(commit.reports.iter().map(|m| m.key.clone()));
+        }
         if let Some(when) = planned {
             shared.dead = true;
             shared.tripped = Some(CrashPoint { commit: n, when });

@@ -510,7 +510,8 @@ impl Outcome {
     /// the store acknowledged missing after a restart (2); a job declared
     /// [`RebootBehaviour::RestartsMachine`] failed by a reboot (3); two programs of one job
     /// running at once (4); a terminal state or reboot wait without exactly one status message,
-    /// neither pending in the outbox nor received by the site server (5). Empty when all held.
+    /// neither pending in the outbox, nor received by the site server, nor kept as a dead letter
+    /// (given up on, visibly) (5). Empty when all held.
     pub fn violations(&self) -> &[String] {
         &self.violations
     }
@@ -582,11 +583,12 @@ pub(super) fn expected_reports(jobs: &[JobRecord]) -> Vec<StatusKey> {
     keys
 }
 
-/// Invariants 3, 5 and 7 over the final records and what was received.
+/// Invariants 3, 5 and 7 over the final records, what was received, and what was given up on.
 pub(super) fn final_violations(
     jobs: &[JobRecord],
     pending: &[StatusMessage],
     received: &[StatusMessage],
+    dead_letters: &[crate::DeadLetter],
 ) -> Vec<String> {
     let mut violations = Vec::new();
     for record in jobs {
@@ -622,15 +624,21 @@ pub(super) fn final_violations(
     }
     let received_keys: BTreeSet<&StatusKey> = received.iter().map(|m| &m.key).collect();
     let pending_keys: BTreeSet<&StatusKey> = pending.iter().map(|m| &m.key).collect();
-    for key in received_keys.iter().chain(pending_keys.iter()) {
+    let dead_keys: BTreeSet<&StatusKey> = dead_letters.iter().map(|d| &d.message.key).collect();
+    for key in received_keys
+        .iter()
+        .chain(pending_keys.iter())
+        .chain(dead_keys.iter())
+    {
         if !distinct.contains(key) {
             violations.push(format!("invariant 5: [{key}] reported for no such state"));
         }
     }
     for key in &distinct {
-        if !received_keys.contains(key) && !pending_keys.contains(key) {
+        if !received_keys.contains(key) && !pending_keys.contains(key) && !dead_keys.contains(key) {
             violations.push(format!(
-                "invariant 5: [{key}] is neither pending nor received by the site server"
+                "invariant 5: [{key}] is neither pending nor received by the site server \
+                 (nor kept as a dead letter)"
             ));
         }
     }

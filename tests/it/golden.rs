@@ -1,0 +1,454 @@
+//! The on-disk format, pinned (issue 12, "a format pinned"): golden stores of format 2, written
+//! by a scripted story that produces every kind of record, committed under `tests/golden/`, and
+//! read by every later version. The rule (ARCHITECTURE.md): every released format is read by
+//! every later version; a change of the bytes written is a new format, with golden files of its
+//! own beside the old ones.
+//!
+//! `JOBSTATE_WRITE_GOLDEN=1 cargo test --all-features --test it golden` writes them again;
+//! do that only for a new format, never to make a failing test pass.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jobstate::{
+    Answers, Commit, DeliveryPolicy, ExitCodePolicy, ExitOutcome, FileStore, FileStoreOptions,
+    JobSpec, Ledger, MaintenanceWindow, ProgramExit, ProgramId, RebootBehaviour, Record, Replay,
+    RestartPolicy, RetryPolicy, Revision, RunCondition, SessionFacts, Snapshot, StatusMessage,
+    StatusSink, Store, StoreError, codec,
+};
+
+use crate::common::*;
+
+/// The format the golden files hold.
+const FORMAT: &str = "format-2";
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(FORMAT)
+}
+
+/// A store that keeps every record committed to it, in order.
+struct Recording<S> {
+    inner: S,
+    records: Vec<Record>,
+}
+
+impl<S: Store> Store for Recording<S> {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        self.inner.load()
+    }
+    fn commit(&mut self, commit: &Commit) -> Result<Revision, StoreError> {
+        let revision = self.inner.commit(commit)?;
+        self.records.extend(commit.records());
+        Ok(revision)
+    }
+}
+
+/// A site server scripted by job name: rejects `retired`, fails `flaky`, accepts the rest.
+struct Server;
+
+impl StatusSink for Server {
+    type Error = std::convert::Infallible;
+    fn deliver(
+        &mut self,
+        batch: &[StatusMessage],
+        answers: &mut Answers,
+    ) -> Result<(), Self::Error> {
+        for message in batch {
+            match message.key.job.as_str() {
+                "retired" => answers.reject(&message.key, "409 the deployment was aborted"),
+                "flaky" => answers.retry(&message.key, "HTTP 500"),
+                _ => answers.accept(&message.key),
+            }
+        }
+        Ok(())
+    }
+}
+
+type StoryLedger<S> = Ledger<Recording<S>, SessionFacts>;
+
+fn session(boot_name: &str, minute: i64) -> SessionFacts {
+    let mut facts = service_session(boot_name);
+    facts.now = t0() + minutes(minute);
+    facts
+}
+
+/// The story: every record kind, every state, most event kinds, specs with every option set.
+/// `between` runs once, between its two halves (the file store compacts there, so that both a
+/// snapshot and a journal hold records).
+fn story<S: Store>(store: S, between: impl FnOnce(&mut S)) -> Recording<S> {
+    let store = Recording {
+        inner: store,
+        records: Vec::new(),
+    };
+    let (mut ledger, _) = Ledger::open(store, session("golden-boot-1", 0)).unwrap();
+    ledger.set_delivery_policy(DeliveryPolicy {
+        give_up_after_attempts: Some(1),
+        ..DeliveryPolicy::default()
+    });
+    // Both clocks move: run-time limits are measured on the monotonic one.
+    let at = |ledger: &mut StoryLedger<S>, minute: i64| {
+        let session = ledger.session_mut();
+        let now = t0() + minutes(minute);
+        session.since_boot += (now - session.now).to_std().unwrap();
+        session.now = now;
+    };
+    let window = MaintenanceWindow::new(1, 30, Duration::from_secs(7200)).unwrap();
+    let specs = [
+        msi_job(job("msi-patch")).retry(RetryPolicy {
+            max_attempts: 2,
+            ..RetryPolicy::default()
+        }),
+        JobSpec::new(job("os-upgrade"))
+            .reboot(RebootBehaviour::RestartsMachine)
+            .verify_after_reboot(true)
+            .max_reboots(3)
+            .restart_policy(Some(RestartPolicy::Window(window))),
+        JobSpec::new(job("tool"))
+            .mandatory(false)
+            .run_condition(RunCondition::OnlyWithoutUser)
+            .retry(RetryPolicy::none())
+            .max_run_time(Duration::from_secs(5400)),
+        msi_job(job("asks-restart"))
+            .reboot(RebootBehaviour::MayRequest)
+            .restart_policy(Some(RestartPolicy::WhenNoUser {
+                at_most: Duration::from_secs(3600),
+            }))
+            .restart_when_pending(true)
+            .wait_for_pending_restart(true),
+        JobSpec::new(job("custom-codes"))
+            .reboot(RebootBehaviour::RestartsMachine)
+            .exit_codes(
+                ExitCodePolicy::new(ExitOutcome::Failure)
+                    .with(0, ExitOutcome::Success)
+                    .with(194, ExitOutcome::SuccessRestartRequired),
+            )
+            .with_failure_grace(Duration::from_secs(120))
+            .with_restart_deadline(Duration::from_secs(1800))
+            .with_terminate_grace(Duration::from_secs(30)),
+        JobSpec::new(job("retired")),
+        JobSpec::new(job("flaky")),
+        JobSpec::new(job("optional")).mandatory(false),
+        JobSpec::new(job("queued")),
+        JobSpec::new(job("lost")).retry(RetryPolicy::none()),
+        JobSpec::new(job("launch-fails")).retry(RetryPolicy::none()),
+        JobSpec::new(job("slow"))
+            .retry(RetryPolicy::none())
+            .max_run_time(Duration::from_secs(60)),
+    ];
+    for spec in &specs {
+        ledger.advertise(spec.clone()).unwrap();
+    }
+    // A spec change: the queued job is advertised again with a longer run-time limit.
+    ledger
+        .advertise(JobSpec::new(job("queued")).max_run_time(Duration::from_secs(9000)))
+        .unwrap();
+    // msi-patch: 1603, a retry after its back-off, then success.
+    let attempt = ledger.begin(&job("msi-patch")).unwrap();
+    ledger.launched(&attempt, ProgramId::new(1001, 11)).unwrap();
+    ledger.program_exited(&attempt, 1603).unwrap();
+    at(&mut ledger, 30);
+    let attempt = ledger.begin(&job("msi-patch")).unwrap();
+    ledger.launched(&attempt, ProgramId::new(1002, 12)).unwrap();
+    ledger.program_exited(&attempt, 0).unwrap();
+    // tool: killed by a signal.
+    let attempt = ledger.begin(&job("tool")).unwrap();
+    ledger.launched(&attempt, ProgramId::new(1003, 13)).unwrap();
+    ledger
+        .program_exited(&attempt, ProgramExit::Signal(15))
+        .unwrap();
+    // retired and flaky: cancelled; optional: completed, rerun, abandoned.
+    ledger.cancel(&job("retired")).unwrap();
+    ledger.cancel(&job("flaky")).unwrap();
+    let attempt = ledger.begin(&job("optional")).unwrap();
+    ledger.program_exited(&attempt, 0).unwrap();
+    ledger.rerun(&job("optional")).unwrap();
+    ledger.abandon(&job("optional")).unwrap();
+    // Delivery: accepted, a dead letter rejected, a dead letter given up on.
+    at(&mut ledger, 31);
+    ledger.deliver(&mut Server).unwrap();
+    let flaky = ledger
+        .dead_letters()
+        .find(|l| l.message.key.job.as_str() == "flaky")
+        .map(|l| l.message.key.clone())
+        .unwrap();
+    ledger.discard(&flaky).unwrap();
+    let mut store = ledger.into_store();
+    between(&mut store.inner);
+    // Second half, same boot: the upgrade runs and restarts the machine.
+    let (mut ledger, _) = Ledger::open(store, session("golden-boot-1", 40)).unwrap();
+    let attempt = ledger.begin(&job("os-upgrade")).unwrap();
+    ledger.launched(&attempt, ProgramId::new(2001, 21)).unwrap();
+    let store = ledger.into_store();
+    // A new boot: the upgrade is verified and completes; the rejected message is re-queued.
+    let (mut ledger, effects) = Ledger::open(store, session("golden-boot-2", 70)).unwrap();
+    let verify = effects
+        .iter()
+        .find_map(|e| match e {
+            jobstate::Effect::Verify(attempt) => Some(attempt.clone()),
+            _ => None,
+        })
+        .unwrap();
+    ledger.verification(&verify, true).unwrap();
+    let retired = ledger.dead_letters().next().unwrap().message.key.clone();
+    ledger.requeue(&retired).unwrap();
+    // lost: its program vanished; launch-fails: it never started.
+    let attempt = ledger.begin(&job("lost")).unwrap();
+    ledger.launched(&attempt, ProgramId::new(3001, 31)).unwrap();
+    ledger.program_lost(&attempt).unwrap();
+    let attempt = ledger.begin(&job("launch-fails")).unwrap();
+    ledger.launch_failed(&attempt).unwrap();
+    // slow: past its run-time limit, a tick asks for its termination; a signal ends it.
+    let attempt = ledger.begin(&job("slow")).unwrap();
+    ledger.launched(&attempt, ProgramId::new(3002, 32)).unwrap();
+    at(&mut ledger, 73);
+    ledger.tick().unwrap();
+    ledger
+        .program_exited(&attempt, ProgramExit::Signal(15))
+        .unwrap();
+    // custom-codes: a shutdown notice while it runs; it exits failing (provisionally: it may be
+    // restarting the machine), then the restart is under way; the story ends with that restart
+    // owed (asks-restart and queued stay queued).
+    let attempt = ledger.begin(&job("custom-codes")).unwrap();
+    ledger.launched(&attempt, ProgramId::new(3003, 33)).unwrap();
+    ledger.shutdown_notice().unwrap();
+    ledger.program_exited(&attempt, 1).unwrap();
+    ledger
+        .expect_reboot(&attempt, jobstate::RebootKind::Hard)
+        .unwrap();
+    ledger.into_store()
+}
+
+fn write_file(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Copies the golden file store to a private directory (opening takes a lock and may repair).
+fn copy_file_store(to: &Path) {
+    for name in ["journal", "snapshot"] {
+        let from = golden_dir().join("file").join(name);
+        if from.exists() {
+            std::fs::copy(&from, to.join(name)).unwrap();
+        }
+    }
+}
+
+fn records_json() -> Vec<Record> {
+    let text = std::fs::read_to_string(golden_dir().join("records.json"))
+        .expect("tests/golden/format-2/records.json: write it with JOBSTATE_WRITE_GOLDEN=1");
+    serde_json::from_str(&text).expect("records.json reads as records")
+}
+
+fn replayed(records: &[Record]) -> Replay {
+    let mut replay = Replay::default();
+    for record in records {
+        replay.apply(record.clone()).expect("the records replay");
+    }
+    replay
+}
+
+fn same_content(loaded: &Snapshot, expected: &Replay, what: &str) {
+    let expected = expected.snapshot(loaded.revision);
+    assert_eq!(loaded.jobs, expected.jobs, "{what}: jobs differ");
+    assert_eq!(loaded.outbox, expected.outbox, "{what}: outbox differs");
+    assert_eq!(
+        loaded.dead_letters, expected.dead_letters,
+        "{what}: dead letters differ"
+    );
+}
+
+/// Writes the golden files (only with `JOBSTATE_WRITE_GOLDEN=1`), then checks that this build
+/// writes exactly the same bytes: a change is a new format, not an edit of this one.
+#[test]
+fn this_build_writes_format_2_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStoreOptions {
+        compact_after: u64::MAX,
+        per_job: 0,
+    };
+    let store = FileStore::open_with(dir.path(), options).unwrap();
+    let recorded = story(store, |store| store.compact().unwrap());
+    let json = serde_json::to_string_pretty(&recorded.records).unwrap();
+    if std::env::var_os("JOBSTATE_WRITE_GOLDEN").is_some() {
+        let golden = golden_dir();
+        write_file(&golden.join("records.json"), json.as_bytes());
+        for name in ["journal", "snapshot"] {
+            let bytes = std::fs::read(dir.path().join(name)).unwrap();
+            write_file(&golden.join("file").join(name), &bytes);
+        }
+        write_sqlite_golden(&golden);
+    }
+    let expected = std::fs::read_to_string(golden_dir().join("records.json")).unwrap();
+    assert_eq!(
+        json, expected,
+        "the story's records differ from format 2's: a semantic change, or a change of the JSON form"
+    );
+    for name in ["journal", "snapshot"] {
+        let written = std::fs::read(dir.path().join(name)).unwrap();
+        let golden = std::fs::read(golden_dir().join("file").join(name)).unwrap();
+        assert!(
+            written == golden,
+            "the file store's {name} is not format 2's, byte for byte: a change of the stored \
+             bytes is a new format (keep format 2's golden files and its reader, add the new \
+             format's beside them)"
+        );
+    }
+    for record in &recorded.records {
+        let bytes = codec::encode(record).unwrap();
+        assert_eq!(bytes[0], codec::FORMAT_VERSION);
+        assert_eq!(&codec::decode(&bytes).unwrap(), record);
+    }
+    report_figures(&format!(
+        "golden: the story writes {} records; journal {} bytes, snapshot {} bytes, all equal to {FORMAT}'s",
+        recorded.records.len(),
+        std::fs::metadata(dir.path().join("journal")).unwrap().len(),
+        std::fs::metadata(dir.path().join("snapshot"))
+            .unwrap()
+            .len(),
+    ));
+}
+
+#[cfg(feature = "sqlite")]
+fn write_sqlite_golden(golden: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = jobstate::SqliteStore::open(&path).unwrap();
+    drop(story(store, |_| {}));
+    // One file: fold the write-ahead log into the database.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.pragma_update(None, "journal_mode", "DELETE").unwrap();
+    drop(db);
+    write_file(
+        &golden.join("sqlite/store.db"),
+        &std::fs::read(&path).unwrap(),
+    );
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn write_sqlite_golden(_: &Path) {}
+
+/// Every record kind and every state appear in the golden story: a record kind missing from it
+/// would be a kind whose format nothing pins.
+#[test]
+fn the_golden_story_holds_every_record_kind_and_state() {
+    let records = records_json();
+    let mut kinds = std::collections::BTreeSet::new();
+    let mut states = std::collections::BTreeSet::new();
+    let mut events = std::collections::BTreeSet::new();
+    for record in &records {
+        let kind = match record {
+            Record::Change(change) => {
+                states.insert(change.state.kind().to_string());
+                events.insert(change.event.kind.name().to_string());
+                "change"
+            }
+            Record::Report(_) => "report",
+            Record::Delivered(_) => "delivered",
+            Record::DeadLettered(note) => match note.reason {
+                jobstate::DeadLetterReason::Rejected { .. } => "dead-lettered (rejected)",
+                _ => "dead-lettered (gave up)",
+            },
+            Record::Requeued(_) => "requeued",
+            Record::Discarded(_) => "discarded",
+            _ => "unknown",
+        };
+        kinds.insert(kind);
+    }
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "change",
+            "dead-lettered (gave up)",
+            "dead-lettered (rejected)",
+            "delivered",
+            "discarded",
+            "report",
+            "requeued"
+        ]
+    );
+    for state in ["Queued", "Running", "AwaitingReboot", "Completed", "Failed"] {
+        assert!(
+            states.contains(state),
+            "no {state} in the golden story: {states:?}"
+        );
+    }
+    assert_eq!(events.len(), 15, "every event kind: {events:?}");
+    report_figures(&format!(
+        "golden: {} records, states {states:?}, {} event kinds {events:?}",
+        records.len(),
+        events.len()
+    ));
+}
+
+/// Format 2's file store, as committed, opens and loads to what its records say.
+#[test]
+fn the_format_2_file_store_reads() {
+    let records = records_json();
+    let dir = tempfile::tempdir().unwrap();
+    copy_file_store(dir.path());
+    let mut store = FileStore::open(dir.path()).unwrap();
+    assert!(store.open_report().is_clean(), "{}", store.open_report());
+    let loaded = store.load().unwrap();
+    same_content(&loaded, &replayed(&records), "format 2's file store");
+    // And an agent carries on from it: a new boot, a ledger, a delivery.
+    let (mut ledger, _) = Ledger::open(store, session("golden-boot-3", 200)).unwrap();
+    let delivery = ledger.deliver(&mut Server).unwrap();
+    assert_eq!(delivery.pending, 0, "{delivery:?}");
+}
+
+/// A store of a newer format is refused with a typed error that says to upgrade.
+#[test]
+fn a_newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_file_store(dir.path());
+    let journal = dir.path().join("journal");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+    std::fs::write(&journal, bytes).unwrap();
+    match FileStore::open(dir.path()) {
+        Err(error @ StoreError::UnknownFormat { found: 3, .. }) => {
+            assert!(error.to_string().contains("upgrade jobstate"), "{error}");
+        }
+        other => panic!("a newer format must be refused, got {other:?}"),
+    }
+    let record = codec::encode(&records_json()[0]).unwrap();
+    let mut newer = record.clone();
+    newer[0] = codec::FORMAT_VERSION + 1;
+    assert!(matches!(
+        codec::decode(&newer),
+        Err(codec::DecodeError::UnknownVersion { .. })
+    ));
+}
+
+/// Format 2's SQLite store: its rows are exactly the records, encoded, and it loads to what they
+/// say.
+#[cfg(feature = "sqlite")]
+#[test]
+fn the_format_2_sqlite_store_reads() {
+    let records = records_json();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    std::fs::copy(golden_dir().join("sqlite/store.db"), &path).unwrap();
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        let mut rows = db.prepare("SELECT data FROM records ORDER BY seq").unwrap();
+        let rows: Vec<Vec<u8>> = rows
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), records.len());
+        for (row, record) in rows.iter().zip(&records) {
+            assert_eq!(
+                row,
+                &codec::encode(record).unwrap(),
+                "a row is not format 2's"
+            );
+        }
+    }
+    let mut store = jobstate::SqliteStore::open(&path).unwrap();
+    let loaded = store.load().unwrap();
+    same_content(&loaded, &replayed(&records), "format 2's SQLite store");
+}
