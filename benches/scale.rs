@@ -1,0 +1,188 @@
+//! A decade of jobs (issue 12, "no scale cliff"): a file store holding 100,000 finished jobs,
+//! each with its whole history (advertised, started, launched, exit 0: 4 changes), plus one
+//! queued job. Measured, against the goals:
+//!
+//! - opening it (`FileStore::open` + `Ledger::open`): µs per record (goal ≤ 0.3);
+//! - the memory it holds once open, per finished job, counted by a counting allocator (goal for
+//!   a tombstone ≤ 1 KiB; these jobs still keep their whole history);
+//! - `Ledger::next_runnable` with 100,000 finished jobs (goal ≤ 1 µs);
+//! - the compaction pause: `FileStore::compact` of the whole store, and the slowest single
+//!   ledger call while the store was built (compactions triggered by the journal's bound
+//!   included) (goal ≤ 50 ms).
+//!
+//! The store is built on tmpfs (`/dev/shm`) where there is one, so that `fdatasync` costs
+//! nothing and the figures are the store's CPU cost. `JOBSTATE_SCALE_JOBS` sets the number of
+//! jobs (default 100,000). Run with `cargo bench --bench scale` (about a minute).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use jobstate::chrono::{TimeZone, Utc};
+use jobstate::{
+    Answers, BootId, ExecutionContext, FileStore, JobId, JobSpec, Ledger, NoticeDelivery,
+    ProgramId, SessionFacts, StatusMessage, StatusSink, UserPresence,
+};
+
+/// Counts the bytes allocated and not yet freed.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+struct Accept;
+
+impl StatusSink for Accept {
+    type Error = std::convert::Infallible;
+    fn deliver(
+        &mut self,
+        _batch: &[StatusMessage],
+        answers: &mut Answers,
+    ) -> Result<(), Self::Error> {
+        answers.accept_all();
+        Ok(())
+    }
+}
+
+fn session() -> SessionFacts {
+    SessionFacts {
+        boot: BootId::new("scale-boot").expect("a boot id"),
+        user: UserPresence::NoneLoggedOn,
+        context: ExecutionContext::Service,
+        notices: NoticeDelivery::NotDelivered,
+        now: Utc
+            .with_ymd_and_hms(2026, 12, 1, 0, 0, 0)
+            .single()
+            .expect("a time"),
+        since_boot: Duration::from_secs(60),
+        programs: Default::default(),
+        restart_pending: jobstate::RestartPending::Unknown,
+    }
+}
+
+fn dir() -> PathBuf {
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        PathBuf::from("target")
+    };
+    base.join(format!("jobstate-scale-{}", std::process::id()))
+}
+
+fn main() {
+    let jobs: usize = std::env::var("JOBSTATE_SCALE_JOBS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let dir = dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    let build = Instant::now();
+    let store = FileStore::open(&dir).expect("open the store");
+    let (mut ledger, _) = Ledger::open(store, session()).expect("open the ledger");
+    let mut slowest = Duration::ZERO;
+    let mut timed = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        f();
+        slowest = slowest.max(start.elapsed());
+    };
+    for i in 0..jobs {
+        let id = JobId::new(format!("job-{i}")).expect("an id");
+        timed(&mut || {
+            ledger
+                .advertise(JobSpec::new(id.clone()))
+                .expect("advertise");
+        });
+        let attempt = ledger.begin(&id).expect("begin");
+        timed(&mut || {
+            ledger
+                .launched(&attempt, ProgramId::new(1000 + i as u32, i as u64))
+                .expect("launched");
+        });
+        timed(&mut || {
+            ledger.program_exited(&attempt, 0).expect("exit");
+        });
+        if i % 64 == 63 {
+            ledger.deliver(&mut Accept).expect("deliver");
+        }
+    }
+    ledger.deliver(&mut Accept).expect("deliver");
+    ledger
+        .advertise(JobSpec::new(JobId::new("the-queued-one").expect("an id")))
+        .expect("advertise");
+    let records = jobs * 4 + 1;
+    let built = build.elapsed();
+    let mut store = ledger.into_store();
+    let compact = Instant::now();
+    store.compact().expect("compact");
+    let compaction = compact.elapsed();
+    drop(store);
+
+    // Open, three times; the median.
+    let mut opens = Vec::new();
+    let mut held = 0;
+    for _ in 0..3 {
+        let before = live();
+        let start = Instant::now();
+        let store = FileStore::open(&dir).expect("reopen");
+        let (ledger, _) = Ledger::open(store, session()).expect("reopen the ledger");
+        opens.push(start.elapsed());
+        held = live() - before;
+        // next_runnable: finds the one queued job among all the finished ones.
+        let calls = 100_000;
+        let start = Instant::now();
+        for _ in 0..calls {
+            std::hint::black_box(ledger.next_runnable());
+        }
+        let per_call = start.elapsed() / calls;
+        std::hint::black_box(&ledger);
+        drop(ledger);
+        eprintln!("  next_runnable: {:.0} ns a call", per_call.as_nanos());
+    }
+    opens.sort();
+    let open = opens[opens.len() / 2];
+    let per_record = open.as_secs_f64() * 1e6 / records as f64;
+    let per_job = held as f64 / jobs as f64;
+    println!("scale: {jobs} finished jobs (4 changes each) and one queued, built in {built:.1?}");
+    println!(
+        "  open: {:.1} ms, {per_record:.3} µs per record (goal ≤ 0.3)",
+        open.as_secs_f64() * 1e3
+    );
+    println!(
+        "  memory held once open: {:.1} MB, {per_job:.0} bytes per finished job with its whole history (goal for a tombstone ≤ 1024)",
+        held as f64 / 1e6
+    );
+    println!(
+        "  compaction of the whole store: {:.1} ms; the slowest ledger call while building (compactions included): {:.1} ms (goal ≤ 50)",
+        compaction.as_secs_f64() * 1e3,
+        slowest.as_secs_f64() * 1e3
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
