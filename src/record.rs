@@ -119,6 +119,7 @@ impl JobRecord {
     }
 
     /// Adds `entry`, and `spec` if the change carried one, keeping the spec in force.
+    #[inline]
     fn push(&mut self, spec: Option<JobSpec>, entry: HistoryEntry) {
         let under_way = attempt_under_way(&entry.state);
         if let Some(spec) = spec {
@@ -368,8 +369,23 @@ impl JobTable {
 
     /// Applies `change`, or refuses it (and changes nothing) if it does not follow on.
     pub fn apply(&mut self, change: Change) -> Result<(), ReplayError> {
+        self.apply_change(change)
+    }
+
+    /// [`JobTable::apply`] of a decoded change, moved out of its box field by field (a change
+    /// is large: recovery applies millions of them).
+    pub(crate) fn apply_boxed(&mut self, change: Box<Change>) -> Result<(), ReplayError> {
+        self.apply_change(*change)
+    }
+
+    #[inline(always)]
+    fn apply_change(&mut self, change: Change) -> Result<(), ReplayError> {
         let slot = self.index.get(&change.job).copied();
-        check_follows(&change, slot.and_then(|i| self.jobs.get(i)).map(tail_of))?;
+        let tail = slot.and_then(|i| self.jobs.get(i)).map(tail_of);
+        // Whether the job was in `unfinished` before: a job is there unless its state is
+        // terminal (a new job is not there yet).
+        let listed = tail.is_some_and(|t| !t.state.is_terminal());
+        check_follows(&change, tail)?;
         let Change {
             job,
             seq,
@@ -399,9 +415,10 @@ impl JobTable {
                 });
             }
         }
-        if terminal {
+        // Most changes keep a job unfinished: the set is touched only when that changes.
+        if terminal && listed {
             self.unfinished.remove(&position);
-        } else {
+        } else if !terminal && !listed {
             self.unfinished.insert(position);
         }
         Ok(())
