@@ -135,6 +135,13 @@ impl JobRecord {
         if !under_way {
             self.started_under = None;
         }
+        // Grow by half, not double: a history is kept for the life of the store, and most
+        // jobs stop a few entries past their first four (a retry, a reboot), where doubling
+        // would leave nearly half of it unused (an entry is a few hundred bytes). Still
+        // geometric, so a long history costs amortized O(1) per entry.
+        if self.history.len() == self.history.capacity() {
+            self.history.reserve_exact((self.history.len() / 2).max(1));
+        }
         self.history.push(entry);
     }
 
