@@ -344,3 +344,53 @@ validated_id!(
     128,
     RECENT_BOOT_IDS
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `s` written as postcard writes a string (its length, then its bytes), whatever
+    /// the bytes are: a `Vec<u8>` is written so.
+    fn decode<T: for<'de> Deserialize<'de>>(s: &[u8]) -> Result<T, postcard::Error> {
+        postcard::from_bytes(&postcard::to_stdvec(&s.to_vec())?)
+    }
+
+    #[test]
+    fn a_repeated_decoded_id_shares_its_string() {
+        let a: JobId = decode(b"deploy-7").unwrap_or_else(|e| panic!("{e}"));
+        let b: JobId = decode(b"deploy-7").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a, b);
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(a, JobId::new("deploy-7").unwrap_or_else(|e| panic!("{e}")));
+    }
+
+    #[test]
+    fn an_invalid_decoded_id_is_refused_every_time() {
+        for _ in 0..3 {
+            assert!(decode::<JobId>(b"bad\nid").is_err());
+            assert!(decode::<BootId>(b"").is_err());
+            assert!(decode::<JobId>(b"upgrade-\xE2\x80\xAEexe").is_err());
+            assert!(decode::<JobId>(b"not utf-8 \xFF").is_err());
+        }
+    }
+
+    #[test]
+    fn an_id_valid_for_one_kind_is_not_taken_for_the_other() {
+        let long = vec![b'a'; 200];
+        assert!(decode::<JobId>(&long).is_ok());
+        assert!(decode::<JobId>(&long).is_ok());
+        assert!(matches!(
+            BootId::new(String::from_utf8(long.clone()).unwrap_or_default()),
+            Err(IdError::TooLong { .. })
+        ));
+        assert!(decode::<BootId>(&long).is_err());
+    }
+
+    #[test]
+    fn ids_decode_from_json_as_strings() {
+        let id: JobId = serde_json::from_str("\"kb-1\"").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(id.as_str(), "kb-1");
+        assert!(serde_json::from_str::<JobId>("\"a\\u202Eb\"").is_err());
+        assert_eq!(serde_json::to_string(&id).unwrap_or_default(), "\"kb-1\"");
+    }
+}
