@@ -332,8 +332,13 @@ const fn crc_tables() -> [[u32; 256]; 8] {
 static CRC_TABLES: [[u32; 256]; 8] = crc_tables();
 
 fn crc32c(bytes: &[u8]) -> u32 {
+    crc32c_append(0, bytes)
+}
+
+/// The CRC-32C of the bytes whose CRC is `crc`, followed by `bytes`.
+fn crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
     let t = &CRC_TABLES;
-    let mut crc = !0u32;
+    let mut crc = !crc;
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
         let lo = crc ^ u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -353,7 +358,9 @@ fn crc32c(bytes: &[u8]) -> u32 {
 }
 
 /// The payloads of the journal's frames, each checked against its CRC-32C (and the length
-/// against its own, in the 12-byte frame header).
+/// against its own, in the 12-byte frame header). In the 12-byte layout the payload's CRC is
+/// salted: it covers the revision the frame commits (u64 LE: the file header's revision, its
+/// last 8 bytes, plus one for the first frame, and so on) before the payload.
 fn frames(bytes: &[u8]) -> Vec<&[u8]> {
     let Layout {
         header,
@@ -361,7 +368,13 @@ fn frames(bytes: &[u8]) -> Vec<&[u8]> {
     } = layout();
     let mut payloads = Vec::new();
     let mut at = header;
+    let mut revision = u64::from_le_bytes(
+        bytes[header - 8..header]
+            .try_into()
+            .expect("the revision in the file header"),
+    );
     while at < bytes.len() {
+        revision += 1;
         let word = |i: usize| {
             u32::from_le_bytes(
                 bytes[i..i + 4]
@@ -379,7 +392,14 @@ fn frames(bytes: &[u8]) -> Vec<&[u8]> {
         let len = word(at) as usize;
         let crc = word(at + frame_header - 4);
         let payload = &bytes[at + frame_header..at + frame_header + len];
-        assert_eq!(crc32c(payload), crc, "the CRC of the frame at {at}");
+        let checked = if frame_header == 12 {
+            // The salted CRC, as the store computes it: the salt's CRC continued over the
+            // payload, without copying them together.
+            crc32c_append(crc32c(&revision.to_le_bytes()), payload)
+        } else {
+            crc32c(payload)
+        };
+        assert_eq!(checked, crc, "the CRC of the frame at {at}");
         payloads.push(payload);
         at += frame_header + len;
     }

@@ -142,6 +142,24 @@ pub fn decode_all(mut bytes: &[u8]) -> Result<Vec<Record>, DecodeError> {
     Ok(records)
 }
 
+/// Decodes records written by [`encode_into`] back to back, until `bytes` is used up, handing
+/// each to `f` as soon as it is decoded (what [`decode_all`] does without collecting them):
+/// stops at the first error, a record that does not decode or an error of `f`.
+pub(crate) fn decode_each<E: From<DecodeError>>(
+    mut bytes: &[u8],
+    mut f: impl FnMut(Record) -> Result<(), E>,
+) -> Result<(), E> {
+    while !bytes.is_empty() {
+        let (record, rest) =
+            postcard::take_from_bytes::<Record>(bytes).map_err(|e| DecodeError::Malformed {
+                detail: e.to_string(),
+            })?;
+        f(record)?;
+        bytes = rest;
+    }
+    Ok(())
+}
+
 /// Decodes one record written by [`encode_into`]: all of `bytes`, nothing left over.
 pub fn decode_body(body: &[u8]) -> Result<Record, DecodeError> {
     let (record, rest) =

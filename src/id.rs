@@ -1,8 +1,11 @@
 //! Validated identifiers: [`JobId`] names a job, [`BootId`] names one running kernel instance.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::hash::Hasher;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why a string was refused as a [`JobId`] or a [`BootId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,12 +124,87 @@ fn validate(kind: &'static str, s: &str, max: usize) -> Result<(), IdError> {
     Ok(())
 }
 
+/// Slots of a [`Recent`] cache (a power of two).
+const RECENT_SLOTS: usize = 512;
+
+/// The decode-side interner of one kind of id: a store's records repeat the same few boot ids
+/// and the ids of the jobs in flight over and over, and decoding each occurrence anew would
+/// allocate and validate it each time. This small cache, per thread, direct-mapped by hash,
+/// hands out the shared string of an id decoded recently instead. Only an id that passed
+/// validation is ever put in it, so a damaged or hostile store still never yields an invalid
+/// id: each distinct id is validated when it enters the cache (and again if it was evicted
+/// and comes back). Bounded: at most [`RECENT_SLOTS`] ids of each kind per thread are kept
+/// alive by it (at most 512 × 256 bytes of job ids).
+struct Recent {
+    slots: Vec<Option<Arc<str>>>,
+}
+
+impl Recent {
+    const fn new() -> Self {
+        Self { slots: Vec::new() }
+    }
+
+    /// The id whose bytes are `bytes`: the cached string if it is in the cache (its bytes were
+    /// checked for UTF-8 and validated when it entered), else `bytes` checked for UTF-8,
+    /// validated by `validate` (its error returned, nothing cached) and cached.
+    fn get<E: serde::de::Error>(
+        &mut self,
+        bytes: &[u8],
+        validate: impl FnOnce(&str) -> Result<(), IdError>,
+    ) -> Result<Arc<str>, E> {
+        if self.slots.is_empty() {
+            self.slots.resize(RECENT_SLOTS, None);
+        }
+        let mut hasher = rustc_hash::FxHasher::default();
+        hasher.write(bytes);
+        let slot = (hasher.finish() as usize) & (RECENT_SLOTS - 1);
+        if let Some(Some(id)) = self.slots.get(slot)
+            && id.as_bytes() == bytes
+        {
+            return Ok(Arc::clone(id));
+        }
+        let s = std::str::from_utf8(bytes).map_err(E::custom)?;
+        validate(s).map_err(E::custom)?;
+        let id: Arc<str> = Arc::from(s);
+        if let Some(entry) = self.slots.get_mut(slot) {
+            *entry = Some(Arc::clone(&id));
+        }
+        Ok(id)
+    }
+}
+
+/// The decoded id whose bytes are `bytes`, checked for UTF-8 and validated by `validate`
+/// unless `cache` holds it already. Without the cache (the thread is being torn down) it is
+/// checked and allocated anew.
+fn decoded<E: serde::de::Error>(
+    cache: &'static std::thread::LocalKey<RefCell<Recent>>,
+    bytes: &[u8],
+    validate: fn(&str) -> Result<(), IdError>,
+) -> Result<Arc<str>, E> {
+    match cache.try_with(|recent| recent.try_borrow_mut().map(|mut r| r.get(bytes, validate))) {
+        Ok(Ok(result)) => result,
+        _ => {
+            let s = std::str::from_utf8(bytes).map_err(E::custom)?;
+            validate(s).map_err(E::custom)?;
+            Ok(Arc::from(s))
+        }
+    }
+}
+
+thread_local! {
+    static RECENT_JOB_IDS: RefCell<Recent> = const { RefCell::new(Recent::new()) };
+    static RECENT_BOOT_IDS: RefCell<Recent> = const { RefCell::new(Recent::new()) };
+}
+
 macro_rules! validated_id {
-    ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr) => {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr, $recent:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        ///
+        /// Cheap to clone: the string is shared (reference-counted), and decoding a stored id
+        /// seen recently shares the string already decoded rather than allocating and
+        /// validating it again.
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// The longest identifier accepted, in bytes.
@@ -137,7 +215,7 @@ macro_rules! validated_id {
             pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
                 let s = s.into();
                 validate($kind, &s, $max)?;
-                Ok(Self(s))
+                Ok(Self(Arc::from(s)))
             }
 
             /// The identifier as a string slice.
@@ -169,7 +247,41 @@ macro_rules! validated_id {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                String::from(&*id.0)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            /// Reads a string and validates it as [`Self::new`] does (an id decoded recently
+            /// on this thread was validated already: its string is shared instead).
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl serde::de::Visitor<'_> for Visitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(concat!("a ", $kind, " (a string)"))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
+                        self.visit_bytes(s.as_bytes())
+                    }
+                    fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<$name, E> {
+                        decoded(&$recent, b, |s| validate($kind, s, $max)).map($name)
+                    }
+                }
+                // A binary format writes a string as its bytes: read them as bytes, so that
+                // an id found in the cache is not checked for UTF-8 again. (In postcard a
+                // string and a byte array are alike: a length, then the bytes.)
+                if d.is_human_readable() {
+                    d.deserialize_str(Visitor)
+                } else {
+                    d.deserialize_bytes(Visitor)
+                }
             }
         }
 
@@ -210,7 +322,8 @@ validated_id!(
     /// ```
     JobId,
     "job id",
-    256
+    256,
+    RECENT_JOB_IDS
 );
 
 validated_id!(
@@ -228,5 +341,56 @@ validated_id!(
     /// ```
     BootId,
     "boot id",
-    128
+    128,
+    RECENT_BOOT_IDS
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `s` written as postcard writes a string (its length, then its bytes), whatever
+    /// the bytes are: a `Vec<u8>` is written so.
+    fn decode<T: for<'de> Deserialize<'de>>(s: &[u8]) -> Result<T, postcard::Error> {
+        postcard::from_bytes(&postcard::to_stdvec(&s.to_vec())?)
+    }
+
+    #[test]
+    fn a_repeated_decoded_id_shares_its_string() {
+        let a: JobId = decode(b"deploy-7").unwrap_or_else(|e| panic!("{e}"));
+        let b: JobId = decode(b"deploy-7").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a, b);
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(a, JobId::new("deploy-7").unwrap_or_else(|e| panic!("{e}")));
+    }
+
+    #[test]
+    fn an_invalid_decoded_id_is_refused_every_time() {
+        for _ in 0..3 {
+            assert!(decode::<JobId>(b"bad\nid").is_err());
+            assert!(decode::<BootId>(b"").is_err());
+            assert!(decode::<JobId>(b"upgrade-\xE2\x80\xAEexe").is_err());
+            assert!(decode::<JobId>(b"not utf-8 \xFF").is_err());
+        }
+    }
+
+    #[test]
+    fn an_id_valid_for_one_kind_is_not_taken_for_the_other() {
+        let long = vec![b'a'; 200];
+        assert!(decode::<JobId>(&long).is_ok());
+        assert!(decode::<JobId>(&long).is_ok());
+        assert!(matches!(
+            BootId::new(String::from_utf8(long.clone()).unwrap_or_default()),
+            Err(IdError::TooLong { .. })
+        ));
+        assert!(decode::<BootId>(&long).is_err());
+    }
+
+    #[test]
+    fn ids_decode_from_json_as_strings() {
+        let id: JobId = serde_json::from_str("\"kb-1\"").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(id.as_str(), "kb-1");
+        assert!(serde_json::from_str::<JobId>("\"a\\u202Eb\"").is_err());
+        assert_eq!(serde_json::to_string(&id).unwrap_or_default(), "\"kb-1\"");
+    }
+}

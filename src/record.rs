@@ -119,6 +119,7 @@ impl JobRecord {
     }
 
     /// Adds `entry`, and `spec` if the change carried one, keeping the spec in force.
+    #[inline]
     fn push(&mut self, spec: Option<JobSpec>, entry: HistoryEntry) {
         let under_way = attempt_under_way(&entry.state);
         if let Some(spec) = spec {
@@ -133,6 +134,13 @@ impl JobRecord {
         }
         if !under_way {
             self.started_under = None;
+        }
+        // Grow by half, not double: a history is kept for the life of the store, and most
+        // jobs stop a few entries past their first four (a retry, a reboot), where doubling
+        // would leave nearly half of it unused (an entry is a few hundred bytes). Still
+        // geometric, so a long history costs amortized O(1) per entry.
+        if self.history.len() == self.history.capacity() {
+            self.history.reserve_exact((self.history.len() / 2).max(1));
         }
         self.history.push(entry);
     }
@@ -368,8 +376,23 @@ impl JobTable {
 
     /// Applies `change`, or refuses it (and changes nothing) if it does not follow on.
     pub fn apply(&mut self, change: Change) -> Result<(), ReplayError> {
+        self.apply_change(change)
+    }
+
+    /// [`JobTable::apply`] of a decoded change, moved out of its box field by field (a change
+    /// is large: recovery applies millions of them).
+    pub(crate) fn apply_boxed(&mut self, change: Box<Change>) -> Result<(), ReplayError> {
+        self.apply_change(*change)
+    }
+
+    #[inline(always)]
+    fn apply_change(&mut self, change: Change) -> Result<(), ReplayError> {
         let slot = self.index.get(&change.job).copied();
-        check_follows(&change, slot.and_then(|i| self.jobs.get(i)).map(tail_of))?;
+        let tail = slot.and_then(|i| self.jobs.get(i)).map(tail_of);
+        // Whether the job was in `unfinished` before: a job is there unless its state is
+        // terminal (a new job is not there yet).
+        let listed = tail.is_some_and(|t| !t.state.is_terminal());
+        check_follows(&change, tail)?;
         let Change {
             job,
             seq,
@@ -399,9 +422,10 @@ impl JobTable {
                 });
             }
         }
-        if terminal {
+        // Most changes keep a job unfinished: the set is touched only when that changes.
+        if terminal && listed {
             self.unfinished.remove(&position);
-        } else {
+        } else if !terminal && !listed {
             self.unfinished.insert(position);
         }
         Ok(())

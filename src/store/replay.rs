@@ -47,7 +47,7 @@ impl Replay {
     /// Applies one stored record, or refuses it (changing nothing) if it does not follow on.
     pub fn apply(&mut self, record: Record) -> Result<(), ReplayError> {
         match record {
-            Record::Change(change) => self.jobs.apply(*change),
+            Record::Change(change) => self.jobs.apply_boxed(change),
             Record::Report(message) => {
                 self.check_new_key(&message.key)?;
                 self.outbox.add(message)

@@ -630,11 +630,22 @@ fn load_snapshot(bytes: &[u8], path: &Path, live: &mut Replay) -> Result<u64, St
     Ok(revision)
 }
 
+/// Decodes and applies the records of `payload`, one by one (no list of them is built). Any
+/// error leaves `live` part-applied: the caller gives up the open.
 fn apply_payload(payload: &[u8], live: &mut Replay) -> Result<(), String> {
-    for record in codec::decode_all(payload).map_err(|e| e.to_string())? {
-        live.apply(record).map_err(|e| e.to_string())?;
+    codec::decode_each(payload, |record| {
+        live.apply(record).map_err(|e| PayloadError(e.to_string()))
+    })
+    .map_err(|e| e.0)
+}
+
+/// Why a payload could not be applied, as the corruption report says it.
+struct PayloadError(String);
+
+impl From<codec::DecodeError> for PayloadError {
+    fn from(e: codec::DecodeError) -> Self {
+        Self(e.to_string())
     }
-    Ok(())
 }
 
 /// Replaces `dir/name` atomically with `bytes`: temporary file, sync, rename, directory sync.
