@@ -2,10 +2,9 @@
 //! discarded only by an explicit call (DESIGN.md: "a message given up on is kept, visible, never
 //! silently dropped").
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
+use crate::keyed_queue::KeyedQueue;
 use crate::{ReplayError, StatusKey, StatusMessage, Timestamp};
 
 /// Why a status message was given up on.
@@ -72,15 +71,13 @@ pub struct DeadLetter {
 /// The dead letters, in the order they were given up on.
 #[derive(Debug, Clone, Default)]
 pub struct DeadLetters {
-    by_order: BTreeMap<u64, DeadLetter>,
-    order_of: rustc_hash::FxHashMap<StatusKey, u64>,
-    next: u64,
+    letters: KeyedQueue<DeadLetter>,
 }
 
 impl DeadLetters {
     /// Whether `key` is a dead letter.
     pub fn contains(&self, key: &StatusKey) -> bool {
-        self.order_of.contains_key(key)
+        self.letters.contains(key)
     }
 
     /// Checks that `key` may leave (re-queued or discarded): it is a dead letter.
@@ -93,45 +90,36 @@ impl DeadLetters {
 
     /// Adds a dead letter, refusing a second one with the same key.
     pub fn add(&mut self, letter: DeadLetter) -> Result<(), ReplayError> {
-        if self.contains(&letter.message.key) {
-            return Err(ReplayError::DuplicateReport {
-                key: letter.message.key.clone(),
-            });
-        }
-        self.order_of.insert(letter.message.key.clone(), self.next);
-        self.by_order.insert(self.next, letter);
-        self.next += 1;
-        Ok(())
+        let key = letter.message.key.clone();
+        self.letters
+            .push(key.clone(), letter)
+            .map_err(|_| ReplayError::DuplicateReport { key })
     }
 
     /// Removes the dead letter with this key, refusing a key that is not one.
     pub fn remove(&mut self, key: &StatusKey) -> Result<DeadLetter, ReplayError> {
-        let order = self
-            .order_of
+        self.letters
             .remove(key)
-            .ok_or_else(|| ReplayError::UnknownDeadLetter { key: key.clone() })?;
-        self.by_order
-            .remove(&order)
             .ok_or_else(|| ReplayError::UnknownDeadLetter { key: key.clone() })
     }
 
     /// The dead letter with this key, if any.
     pub fn get(&self, key: &StatusKey) -> Option<&DeadLetter> {
-        self.order_of.get(key).and_then(|o| self.by_order.get(o))
+        self.letters.get(key)
     }
 
     /// The dead letters, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &DeadLetter> {
-        self.by_order.values()
+        self.letters.iter()
     }
 
     /// How many there are.
     pub fn len(&self) -> usize {
-        self.by_order.len()
+        self.letters.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.by_order.is_empty()
+        self.len() == 0
     }
 }

@@ -108,6 +108,7 @@ mod exit_code;
 mod http_sink;
 mod id;
 mod json_lines_sink;
+mod keyed_queue;
 mod ledger;
 #[cfg(target_os = "linux")]
 mod linux_session;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jobstate::{
     Answers, BootId, Effect, ExecutionContext, ExitCodePolicy, JobId, JobSpec, Ledger, MemoryStore,
-    NoticeDelivery, SessionFacts, StatusMessage, StatusSink, Timestamp, UserPresence,
+    NoticeDelivery, SessionFacts, StatusKey, StatusMessage, StatusSink, Timestamp, UserPresence,
 };
 
 /// A job under the Windows Installer exit-code conventions (3010 "restart required", 1641
@@ -220,5 +220,63 @@ impl jobstate::SessionContext for Counting {
     fn restart_pending(&self) -> jobstate::RestartPending {
         self.pending_asked.set(self.pending_asked.get() + 1);
         self.facts.restart_pending()
+    }
+}
+
+/// A site server scripted by the test: answers each message by a rule, counts what it stored by
+/// key.
+pub struct Scripted<F: FnMut(&StatusMessage) -> Reply> {
+    rule: F,
+    pub stored: std::collections::HashMap<StatusKey, usize>,
+}
+
+#[derive(Clone)]
+pub enum Reply {
+    Accept,
+    Retry(&'static str),
+    RetryAfter(Duration),
+    Reject(&'static str),
+    Pause(Option<Duration>),
+    Unreachable,
+}
+
+impl<F: FnMut(&StatusMessage) -> Reply> Scripted<F> {
+    pub fn new(rule: F) -> Self {
+        Self {
+            rule,
+            stored: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl<F: FnMut(&StatusMessage) -> Reply> StatusSink for Scripted<F> {
+    type Error = std::io::Error;
+    fn deliver(
+        &mut self,
+        batch: &[StatusMessage],
+        answers: &mut Answers,
+    ) -> Result<(), Self::Error> {
+        for message in batch {
+            match (self.rule)(message) {
+                Reply::Accept => {
+                    *self.stored.entry(message.key.clone()).or_default() += 1;
+                    answers.accept(&message.key);
+                }
+                Reply::Retry(why) => answers.retry(&message.key, why),
+                Reply::RetryAfter(after) => answers.retry_after(&message.key, after, "HTTP 429"),
+                Reply::Reject(why) => answers.reject(&message.key, why),
+                Reply::Pause(after) => {
+                    answers.pause(after);
+                    return Ok(());
+                }
+                Reply::Unreachable => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        "the site server is down",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -2,73 +2,15 @@
 //! poison message never delaying the others, dead letters kept until an explicit call, the
 //! pull API under `deliver`.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::TimeDelta;
 use jobstate::{
     Answers, DeadLetterReason, DeliveryPolicy, Error, FileStore, Ledger, MemoryStore, Record,
-    Replay, StatusKey, StatusMessage, StatusSink, Store,
+    Replay, StatusKey, StatusMessage, Store,
 };
 
 use crate::common::*;
-
-/// A site server: answers each message by a rule of the test, counts what it stored by key.
-struct Server<F: FnMut(&StatusMessage) -> Reply> {
-    rule: F,
-    stored: HashMap<StatusKey, usize>,
-}
-
-#[derive(Clone)]
-enum Reply {
-    Accept,
-    Retry(&'static str),
-    RetryAfter(Duration),
-    Reject(&'static str),
-    Pause(Option<Duration>),
-    Unreachable,
-}
-
-impl<F: FnMut(&StatusMessage) -> Reply> Server<F> {
-    fn new(rule: F) -> Self {
-        Self {
-            rule,
-            stored: HashMap::new(),
-        }
-    }
-}
-
-impl<F: FnMut(&StatusMessage) -> Reply> StatusSink for Server<F> {
-    type Error = std::io::Error;
-    fn deliver(
-        &mut self,
-        batch: &[StatusMessage],
-        answers: &mut Answers,
-    ) -> Result<(), Self::Error> {
-        for message in batch {
-            match (self.rule)(message) {
-                Reply::Accept => {
-                    *self.stored.entry(message.key.clone()).or_default() += 1;
-                    answers.accept(&message.key);
-                }
-                Reply::Retry(why) => answers.retry(&message.key, why),
-                Reply::RetryAfter(after) => answers.retry_after(&message.key, after, "HTTP 429"),
-                Reply::Reject(why) => answers.reject(&message.key, why),
-                Reply::Pause(after) => {
-                    answers.pause(after);
-                    return Ok(());
-                }
-                Reply::Unreachable => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionRefused,
-                        "the site server is down",
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-}
 
 /// `n` jobs advertised and cancelled: `n` status messages pending.
 fn with_messages<S: Store>(ledger: &mut Ledger<S, jobstate::SessionFacts>, names: &[String]) {
@@ -94,7 +36,7 @@ fn one_poison_message_never_delays_the_others_and_becomes_a_dead_letter() {
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     with_messages(&mut ledger, &names("job", 300));
     let poison = job("job-150");
-    let mut server = Server::new(|m: &StatusMessage| {
+    let mut server = Scripted::new(|m: &StatusMessage| {
         if m.key.job == poison {
             Reply::Retry("HTTP 500 internal error")
         } else {
@@ -173,7 +115,7 @@ fn a_rejected_message_is_a_dead_letter_at_once_kept_on_disk_until_requeued_or_di
     };
     let mut ledger = open();
     with_messages(&mut ledger, &names("job", 3));
-    let mut refusing = Server::new(|m: &StatusMessage| {
+    let mut refusing = Scripted::new(|m: &StatusMessage| {
         if m.key.job.as_str() == "job-1" {
             Reply::Reject("409 deployment aborted")
         } else {
@@ -208,11 +150,11 @@ fn a_rejected_message_is_a_dead_letter_at_once_kept_on_disk_until_requeued_or_di
     drop(ledger);
     let mut ledger = open();
     assert_eq!(ledger.outbox().count(), 1);
-    let mut accepting = Server::new(|_: &StatusMessage| Reply::Accept);
+    let mut accepting = Scripted::new(|_: &StatusMessage| Reply::Accept);
     assert_eq!(ledger.deliver(&mut accepting).unwrap().delivered, 1);
     // Discarded: gone for good, and returned to the caller.
     with_messages(&mut ledger, &["job-9".to_string()]);
-    let mut refusing = Server::new(|_: &StatusMessage| Reply::Reject("410 gone"));
+    let mut refusing = Scripted::new(|_: &StatusMessage| Reply::Reject("410 gone"));
     ledger.deliver(&mut refusing).unwrap();
     let discarded = ledger.discard(&ledger_key("job-9")).unwrap();
     assert_eq!(discarded.message.key, ledger_key("job-9"));
@@ -236,7 +178,7 @@ fn a_dead_letter_key_is_never_reported_again() {
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     with_messages(&mut ledger, &names("job", 1));
     ledger
-        .deliver(&mut Server::new(|_: &StatusMessage| Reply::Reject("no")))
+        .deliver(&mut Scripted::new(|_: &StatusMessage| Reply::Reject("no")))
         .unwrap();
     let letter = ledger.dead_letters().next().unwrap().clone();
     let mut replay = Replay::default();
@@ -259,7 +201,7 @@ fn a_dead_letter_key_is_never_reported_again() {
 fn retry_after_is_honoured_up_to_the_longest_back_off() {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     with_messages(&mut ledger, &names("job", 1));
-    let mut soon = Server::new(|_: &StatusMessage| Reply::RetryAfter(Duration::from_secs(45)));
+    let mut soon = Scripted::new(|_: &StatusMessage| Reply::RetryAfter(Duration::from_secs(45)));
     let delivery = ledger.deliver(&mut soon).unwrap();
     assert_eq!(seconds_until(&ledger, delivery.retry_at.unwrap()), 45);
     assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(45)));
@@ -267,7 +209,8 @@ fn retry_after_is_honoured_up_to_the_longest_back_off() {
     ledger.session_mut().now = t0() + TimeDelta::seconds(44);
     assert_eq!(ledger.deliver(&mut soon).unwrap().retrying, 0);
     ledger.session_mut().now = t0() + TimeDelta::seconds(45);
-    let mut far = Server::new(|_: &StatusMessage| Reply::RetryAfter(Duration::from_secs(864_000)));
+    let mut far =
+        Scripted::new(|_: &StatusMessage| Reply::RetryAfter(Duration::from_secs(864_000)));
     let delivery = ledger.deliver(&mut far).unwrap();
     assert_eq!(delivery.retrying, 1);
     assert_eq!(seconds_until(&ledger, delivery.retry_at.unwrap()), 30 * 60);
@@ -282,7 +225,7 @@ fn a_message_failing_past_the_age_bound_is_given_up_on() {
         give_up_after_age: Some(Duration::from_secs(3600)),
         ..DeliveryPolicy::default()
     });
-    let mut failing = Server::new(|_: &StatusMessage| Reply::Retry("HTTP 502"));
+    let mut failing = Scripted::new(|_: &StatusMessage| Reply::Retry("HTTP 502"));
     ledger.session_mut().now = t0() + minutes(59);
     assert_eq!(ledger.deliver(&mut failing).unwrap().retrying, 1);
     ledger.session_mut().now = t0() + minutes(61);
@@ -304,7 +247,7 @@ fn a_pause_counts_against_no_message_and_holds_them_all() {
     let mut step = 0;
     for round in 0..5 {
         let mut busy =
-            Server::new(|_: &StatusMessage| Reply::Pause(Some(Duration::from_secs(120))));
+            Scripted::new(|_: &StatusMessage| Reply::Pause(Some(Duration::from_secs(120))));
         let delivery = ledger.deliver(&mut busy).unwrap();
         assert_eq!(
             (delivery.retrying, delivery.dead_lettered, delivery.pending),
@@ -321,7 +264,7 @@ fn a_pause_counts_against_no_message_and_holds_them_all() {
         ledger.session_mut().now = t0() + minutes(step);
     }
     // A sink error is a pause too, with the sink's own error handed back whole.
-    let mut down = Server::new(|_: &StatusMessage| Reply::Unreachable);
+    let mut down = Scripted::new(|_: &StatusMessage| Reply::Unreachable);
     let delivery = ledger.deliver(&mut down).unwrap();
     let failure = delivery.failure.expect("the sink's error");
     assert_eq!(failure.kind(), std::io::ErrorKind::ConnectionRefused);
@@ -330,7 +273,7 @@ fn a_pause_counts_against_no_message_and_holds_them_all() {
     assert_eq!(seconds_until(&ledger, delivery.retry_at.unwrap()), 960);
     ledger.session_mut().now = t0() + minutes(step) + TimeDelta::seconds(960);
     // Now one answered retry each: with a bound of 2, none is given up on yet...
-    let mut failing = Server::new(|_: &StatusMessage| Reply::Retry("HTTP 500"));
+    let mut failing = Scripted::new(|_: &StatusMessage| Reply::Retry("HTTP 500"));
     let delivery = ledger.deliver(&mut failing).unwrap();
     assert_eq!((delivery.retrying, delivery.dead_lettered), (3, 0));
     // ...the second makes the bound.
@@ -391,7 +334,7 @@ fn a_clock_set_back_ends_every_wait() {
     with_messages(&mut ledger, &names("job", 3));
     let taken = ledger.take_batch(1);
     assert_eq!(taken.len(), 1);
-    let mut failing = Server::new(|_: &StatusMessage| Reply::Retry("HTTP 500"));
+    let mut failing = Scripted::new(|_: &StatusMessage| Reply::Retry("HTTP 500"));
     ledger.deliver(&mut failing).unwrap();
     ledger.session_mut().now = t0() - TimeDelta::days(365 * 5);
     assert_eq!(ledger.take_batch(10).len(), 3);

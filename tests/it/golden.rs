@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jobstate::{
-    Answers, Commit, DeliveryPolicy, ExitCodePolicy, ExitOutcome, FileStore, FileStoreOptions,
-    JobSpec, Ledger, MaintenanceWindow, ProgramExit, ProgramId, RebootBehaviour, Record, Replay,
+    Commit, DeliveryPolicy, ExitCodePolicy, ExitOutcome, FileStore, FileStoreOptions, JobSpec,
+    Ledger, MaintenanceWindow, ProgramExit, ProgramId, RebootBehaviour, Record, Replay,
     RestartPolicy, RetryPolicy, Revision, RunCondition, SessionFacts, Snapshot, StatusMessage,
-    StatusSink, Store, StoreError, codec,
+    Store, StoreError, codec,
 };
 
 use crate::common::*;
@@ -45,25 +45,13 @@ impl<S: Store> Store for Recording<S> {
     }
 }
 
-/// A site server scripted by job name: rejects `retired`, fails `flaky`, accepts the rest.
-struct Server;
-
-impl StatusSink for Server {
-    type Error = std::convert::Infallible;
-    fn deliver(
-        &mut self,
-        batch: &[StatusMessage],
-        answers: &mut Answers,
-    ) -> Result<(), Self::Error> {
-        for message in batch {
-            match message.key.job.as_str() {
-                "retired" => answers.reject(&message.key, "409 the deployment was aborted"),
-                "flaky" => answers.retry(&message.key, "HTTP 500"),
-                _ => answers.accept(&message.key),
-            }
-        }
-        Ok(())
-    }
+/// The site server of the story: rejects `retired`, fails `flaky`, accepts the rest.
+fn server() -> Scripted<impl FnMut(&StatusMessage) -> Reply> {
+    Scripted::new(|m: &StatusMessage| match m.key.job.as_str() {
+        "retired" => Reply::Reject("409 the deployment was aborted"),
+        "flaky" => Reply::Retry("HTTP 500"),
+        _ => Reply::Accept,
+    })
 }
 
 type StoryLedger<S> = Ledger<Recording<S>, SessionFacts>;
@@ -167,7 +155,7 @@ fn story<S: Store>(store: S, between: impl FnOnce(&mut S)) -> Recording<S> {
     ledger.abandon(&job("optional")).unwrap();
     // Delivery: accepted, a dead letter rejected, a dead letter given up on.
     at(&mut ledger, 31);
-    ledger.deliver(&mut Server).unwrap();
+    ledger.deliver(&mut server()).unwrap();
     let flaky = ledger
         .dead_letters()
         .find(|l| l.message.key.job.as_str() == "flaky")
@@ -394,7 +382,7 @@ fn the_format_2_file_store_reads() {
     same_content(&loaded, &replayed(&records), "format 2's file store");
     // And an agent carries on from it: a new boot, a ledger, a delivery.
     let (mut ledger, _) = Ledger::open(store, session("golden-boot-3", 200)).unwrap();
-    let delivery = ledger.deliver(&mut Server).unwrap();
+    let delivery = ledger.deliver(&mut server()).unwrap();
     assert_eq!(delivery.pending, 0, "{delivery:?}");
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use jobstate::{Answers, FileStore, Ledger, RebootBehaviour, StatusMessage, StatusSink, Store};
+use jobstate::{FileStore, Ledger, RebootBehaviour, StatusMessage, Store};
 
 use crate::common::*;
 
@@ -40,24 +40,11 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// Rejects the messages of job `retired`, accepts the others.
-struct Server;
-
-impl StatusSink for Server {
-    type Error = std::convert::Infallible;
-    fn deliver(
-        &mut self,
-        batch: &[StatusMessage],
-        answers: &mut Answers,
-    ) -> Result<(), Self::Error> {
-        for message in batch {
-            if message.key.job.as_str() == "retired" {
-                answers.reject(&message.key, "409 aborted");
-            } else {
-                answers.accept(&message.key);
-            }
-        }
-        Ok(())
-    }
+fn server() -> Scripted<impl FnMut(&StatusMessage) -> Reply> {
+    Scripted::new(|m: &StatusMessage| match m.key.job.as_str() {
+        "retired" => Reply::Reject("409 aborted"),
+        _ => Reply::Accept,
+    })
 }
 
 /// An upgrade completed across a reboot, a job running, a dead letter, a pending message; the
@@ -68,7 +55,7 @@ fn agent<S: Store>(open: impl Fn() -> S) -> Ledger<S, jobstate::SessionFacts> {
     ledger.advertise(upgrade.clone()).unwrap();
     ledger.advertise(msi_job(job("retired"))).unwrap();
     ledger.cancel(&job("retired")).unwrap();
-    ledger.deliver(&mut Server).unwrap();
+    ledger.deliver(&mut server()).unwrap();
     let attempt = ledger.begin(upgrade.id()).unwrap();
     ledger
         .launched(&attempt, jobstate::ProgramId::new(42, 1))
