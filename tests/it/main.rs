@@ -5,6 +5,7 @@ mod common;
 #[cfg(feature = "testkit")]
 mod conformance;
 mod delivery;
+mod delivery_mutants;
 mod exhaustive;
 mod file_store;
 #[cfg(feature = "testkit")]
