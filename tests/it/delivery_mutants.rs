@@ -312,3 +312,38 @@ fn a_commit_requeuing_or_discarding_a_key_that_is_no_dead_letter_is_refused() {
         Err(ReplayError::UnknownDeadLetter { .. })
     ));
 }
+
+// Invariant 6 and the `Store` trait's rules: `Replay::apply_commit`, what a custom store calls
+// to keep its state, applies a commit that follows on whole, and refuses one that does not
+// without changing anything.
+#[test]
+fn apply_commit_applies_a_commit_whole_or_refuses_it_changing_nothing() {
+    let store = MemoryStore::new();
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+    with_messages(&mut ledger, &["first", "second"]);
+    let keys: Vec<StatusKey> = ledger.outbox().map(|m| m.key.clone()).collect();
+    let mut replay = Replay::default();
+    for record in store.records() {
+        replay
+            .apply(jobstate::codec::decode(&record).unwrap())
+            .unwrap();
+    }
+    // An acknowledgement of a pending key and of one that is not: refused, nothing applied.
+    let mut stranger = keys[0].clone();
+    stranger.run += 9;
+    let bad = Commit::new(Revision(0), Vec::new()).with_delivered(vec![keys[0].clone(), stranger]);
+    assert!(matches!(
+        replay.apply_commit(&bad),
+        Err(ReplayError::UnknownReport { .. })
+    ));
+    assert_eq!(
+        replay.outbox().len(),
+        2,
+        "a refused commit changed the outbox"
+    );
+    // A commit that follows on: applied whole.
+    let good = Commit::new(Revision(0), Vec::new()).with_delivered(vec![keys[0].clone()]);
+    replay.apply_commit(&good).unwrap();
+    let left: Vec<&StatusKey> = replay.outbox().iter().map(|m| &m.key).collect();
+    assert_eq!(left, [&keys[1]]);
+}
