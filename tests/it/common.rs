@@ -237,6 +237,8 @@ pub enum Reply {
     RetryAfter(Duration),
     Reject(&'static str),
     Pause(Option<Duration>),
+    /// Answers nothing and returns `Ok` (a sink that forgot to answer).
+    Silent,
     Unreachable,
 }
 
@@ -265,6 +267,7 @@ impl<F: FnMut(&StatusMessage) -> Reply> StatusSink for Scripted<F> {
                 Reply::Retry(why) => answers.retry(&message.key, why),
                 Reply::RetryAfter(after) => answers.retry_after(&message.key, after, "HTTP 429"),
                 Reply::Reject(why) => answers.reject(&message.key, why),
+                Reply::Silent => {}
                 Reply::Pause(after) => {
                     answers.pause(after);
                     return Ok(());
@@ -279,4 +282,25 @@ impl<F: FnMut(&StatusMessage) -> Reply> StatusSink for Scripted<F> {
         }
         Ok(())
     }
+}
+
+/// A receiver that answers every message alike.
+pub fn answering(reply: Reply) -> Scripted<impl FnMut(&StatusMessage) -> Reply> {
+    Scripted::new(move |_: &StatusMessage| reply.clone())
+}
+
+/// `names` advertised and cancelled: one pending status message each, in this order.
+pub fn with_messages<S: jobstate::Store>(
+    ledger: &mut Ledger<S, SessionFacts>,
+    names: &[impl AsRef<str>],
+) {
+    for name in names {
+        ledger.advertise(msi_job(job(name.as_ref()))).unwrap();
+        ledger.cancel(&job(name.as_ref())).unwrap();
+    }
+}
+
+/// Seconds from the session's now until `at`.
+pub fn seconds_until<S: jobstate::Store>(ledger: &Ledger<S, SessionFacts>, at: Timestamp) -> i64 {
+    (at - ledger.session().now).num_seconds()
 }

@@ -7,25 +7,13 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use jobstate::{
     Answers, DeadLetterReason, DeliveryPolicy, Error, FileStore, Ledger, MemoryStore, Record,
-    Replay, StatusKey, StatusMessage, Store,
+    Replay, StatusKey, StatusMessage,
 };
 
 use crate::common::*;
 
-/// `n` jobs advertised and cancelled: `n` status messages pending.
-fn with_messages<S: Store>(ledger: &mut Ledger<S, jobstate::SessionFacts>, names: &[String]) {
-    for name in names {
-        ledger.advertise(msi_job(job(name))).unwrap();
-        ledger.cancel(&job(name)).unwrap();
-    }
-}
-
 fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
-}
-
-fn seconds_until(ledger: &MemLedger, at: jobstate::Timestamp) -> i64 {
-    (at - ledger.session().now).num_seconds()
 }
 
 // The scenario: one message the server always refuses among 300. Before, the others

@@ -17,62 +17,13 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use jobstate::{
     Answer, Answers, Commit, DeadLetterReason, DeliveryPolicy, Ledger, MemoryStore, Replay,
-    ReplayError, Revision, StatusKey, StatusMessage, StatusSink,
+    ReplayError, Revision, StatusKey, StatusMessage,
 };
 
 use crate::common::*;
 
-/// `names` advertised and cancelled: one pending status message each, in this order.
-fn with_messages(ledger: &mut MemLedger, names: &[&str]) {
-    for name in names {
-        ledger.advertise(msi_job(job(name))).unwrap();
-        ledger.cancel(&job(name)).unwrap();
-    }
-}
-
-fn seconds_until(ledger: &MemLedger, at: jobstate::Timestamp) -> i64 {
-    (at - ledger.session().now).num_seconds()
-}
-
 fn keys<'a>(messages: impl IntoIterator<Item = &'a StatusMessage>) -> Vec<StatusKey> {
     messages.into_iter().map(|m| m.key.clone()).collect()
-}
-
-/// What a scripted sink does with every message of a batch.
-#[derive(Clone, Copy)]
-enum Act {
-    /// Accepts each message.
-    Accept,
-    /// Retries each message.
-    Retry,
-    /// Rejects each message.
-    Reject,
-    /// Answers nothing and returns `Ok` (a sink that forgot to answer).
-    Silent,
-    /// Answers nothing and returns `Err` (the receiver unreachable).
-    Down,
-}
-
-struct Scripted(Act);
-
-impl StatusSink for Scripted {
-    type Error = std::io::Error;
-    fn deliver(
-        &mut self,
-        batch: &[StatusMessage],
-        answers: &mut Answers,
-    ) -> Result<(), Self::Error> {
-        for message in batch {
-            match self.0 {
-                Act::Accept => answers.accept(&message.key),
-                Act::Retry => answers.retry(&message.key, "HTTP 500"),
-                Act::Reject => answers.reject(&message.key, "HTTP 410"),
-                Act::Silent => {}
-                Act::Down => return Err(std::io::Error::other("the site server is down")),
-            }
-        }
-        Ok(())
-    }
 }
 
 // DESIGN.md "Status reporting": "A sink delivers messages at least once". A sink handed over by
@@ -161,7 +112,7 @@ fn a_message_left_unanswered_backs_off_like_a_retry_and_counts_toward_the_bound(
         ..DeliveryPolicy::default()
     });
     with_messages(&mut ledger, &["a"]);
-    let delivery = ledger.deliver(&mut Scripted(Act::Silent)).unwrap();
+    let delivery = ledger.deliver(&mut answering(Reply::Silent)).unwrap();
     assert_eq!(
         (delivery.retrying, delivery.dead_lettered, delivery.pending),
         (1, 0, 1)
@@ -169,7 +120,7 @@ fn a_message_left_unanswered_backs_off_like_a_retry_and_counts_toward_the_bound(
     assert_eq!(seconds_until(&ledger, delivery.retry_at.unwrap()), 30);
     assert!(ledger.take_batch(10).is_empty(), "it backs off");
     ledger.session_mut().now = t0() + TimeDelta::seconds(30);
-    let delivery = ledger.deliver(&mut Scripted(Act::Silent)).unwrap();
+    let delivery = ledger.deliver(&mut answering(Reply::Silent)).unwrap();
     assert_eq!(
         (delivery.retrying, delivery.dead_lettered, delivery.pending),
         (0, 1, 0)
@@ -206,7 +157,7 @@ fn a_requeued_dead_letter_is_due_at_once_with_its_failure_count_reset() {
     ledger.session_mut().now = t0() + TimeDelta::seconds(30);
     assert_eq!(
         ledger
-            .deliver(&mut Scripted(Act::Retry))
+            .deliver(&mut answering(Reply::Retry("HTTP 500")))
             .unwrap()
             .dead_lettered,
         1
@@ -221,7 +172,9 @@ fn a_requeued_dead_letter_is_due_at_once_with_its_failure_count_reset() {
     );
     // Counted from 0 again: one failure is not the bound of 2.
     ledger.session_mut().now += TimeDelta::seconds(600);
-    let delivery = ledger.deliver(&mut Scripted(Act::Retry)).unwrap();
+    let delivery = ledger
+        .deliver(&mut answering(Reply::Retry("HTTP 500")))
+        .unwrap();
     assert_eq!((delivery.retrying, delivery.dead_lettered), (2, 0));
 }
 
@@ -232,10 +185,10 @@ fn a_requeued_dead_letter_is_due_at_once_with_its_failure_count_reset() {
 fn a_pause_after_the_receiver_answered_starts_from_the_first_back_off() {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     with_messages(&mut ledger, &["a"]);
-    let delivery = ledger.deliver(&mut Scripted(Act::Down)).unwrap();
+    let delivery = ledger.deliver(&mut answering(Reply::Unreachable)).unwrap();
     assert_eq!(seconds_until(&ledger, delivery.retry_at.unwrap()), 30);
     ledger.session_mut().now = t0() + TimeDelta::seconds(30);
-    let delivery = ledger.deliver(&mut Scripted(Act::Down)).unwrap();
+    let delivery = ledger.deliver(&mut answering(Reply::Unreachable)).unwrap();
     assert_eq!(
         seconds_until(&ledger, delivery.retry_at.unwrap()),
         60,
@@ -244,13 +197,13 @@ fn a_pause_after_the_receiver_answered_starts_from_the_first_back_off() {
     ledger.session_mut().now = t0() + TimeDelta::seconds(90);
     assert_eq!(
         ledger
-            .deliver(&mut Scripted(Act::Accept))
+            .deliver(&mut answering(Reply::Accept))
             .unwrap()
             .delivered,
         1
     );
     with_messages(&mut ledger, &["b"]);
-    let delivery = ledger.deliver(&mut Scripted(Act::Down)).unwrap();
+    let delivery = ledger.deliver(&mut answering(Reply::Unreachable)).unwrap();
     assert_eq!(seconds_until(&ledger, delivery.retry_at.unwrap()), 30);
 }
 
@@ -263,7 +216,9 @@ fn every_dead_letter_is_kept_in_the_order_given_up_on() {
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     with_messages(&mut ledger, &["a", "b", "c"]);
     let pending = keys(ledger.outbox());
-    let delivery = ledger.deliver(&mut Scripted(Act::Reject)).unwrap();
+    let delivery = ledger
+        .deliver(&mut answering(Reply::Reject("HTTP 410")))
+        .unwrap();
     assert_eq!(delivery.dead_lettered, 3);
     let dead: Vec<StatusKey> = ledger
         .dead_letters()
