@@ -241,6 +241,7 @@ impl Durable {
         let options = FileStoreOptions {
             compact_after: u64::MAX,
             per_job: 0,
+            retention: jobstate::Retention::keep_all(),
         };
         let store = FileStore::open_with(dir, options).expect("open the file store");
         Self::with(Box::new(store), vec![dir.join("journal")])

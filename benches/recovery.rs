@@ -96,6 +96,7 @@ fn probe_layout(dir: &Path) -> Layout {
     let options = FileStoreOptions {
         compact_after: u64::MAX,
         per_job: 0,
+        retention: jobstate::Retention::keep_all(),
     };
     let mut store = FileStore::open_with(dir, options).expect("open the probe store");
     let header = len();
@@ -250,6 +251,7 @@ fn build(dir: &Path, records: usize, per_frame: usize) {
         let options = FileStoreOptions {
             compact_after: u64::MAX,
             per_job: 0,
+            retention: jobstate::Retention::keep_all(),
         };
         let mut store = FileStore::open_with(&staging, options).expect("open the staging store");
         let mut changes = Changes::new();

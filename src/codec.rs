@@ -3,17 +3,44 @@
 
 use serde::Serialize;
 
-use crate::{Change, Commit, DeadLetterNote, Record, StatusKey, StatusMessage};
+use crate::{
+    Change, Commit, DeadLetterNote, Event, JobId, JobSpec, JobState, Record, Replay, StatusKey,
+    StatusMessage,
+};
 
-/// [`Record`] by reference: the same encoding, without cloning a commit to write it.
+/// [`Record`] by reference: the same encoding (the same variants in the same order), without
+/// cloning a commit or a store's state to write it.
 #[derive(Serialize)]
 enum RecordRef<'a> {
-    Change(&'a Change),
+    Change(ChangeRef<'a>),
     Report(&'a StatusMessage),
     Delivered(&'a StatusKey),
     DeadLettered(&'a DeadLetterNote),
     Requeued(&'a StatusKey),
     Discarded(&'a StatusKey),
+    Compacted(ChangeRef<'a>),
+}
+
+/// [`Change`] by reference: the same fields in the same order, so the same encoding.
+#[derive(Serialize)]
+struct ChangeRef<'a> {
+    job: &'a JobId,
+    seq: u64,
+    spec: Option<&'a JobSpec>,
+    event: &'a Event,
+    state: &'a JobState,
+}
+
+impl<'a> From<&'a Change> for ChangeRef<'a> {
+    fn from(c: &'a Change) -> Self {
+        ChangeRef {
+            job: &c.job,
+            seq: c.seq,
+            spec: c.spec.as_ref(),
+            event: &c.event,
+            state: &c.state,
+        }
+    }
 }
 
 /// The format version this build writes and reads: 2, the first released one (1 was a
@@ -94,7 +121,10 @@ pub fn encode_into(record: &Record, out: &mut Vec<u8>) -> Result<(), EncodeError
 /// Appends the records of `commit` (in [`Commit::records`]' order), without version bytes,
 /// to `out`: what [`Commit::records`] holds, encoded as [`decode_all`] reads it back.
 pub fn encode_commit(commit: &Commit, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let changes = commit.changes.iter().map(RecordRef::Change);
+    let changes = commit
+        .changes
+        .iter()
+        .map(|c| RecordRef::Change(ChangeRef::from(c)));
     let reports = commit.reports.iter().map(RecordRef::Report);
     let delivered = commit.delivered.iter().map(RecordRef::Delivered);
     let dead = commit.dead_lettered.iter().map(RecordRef::DeadLettered);
@@ -112,6 +142,54 @@ pub fn encode_commit(commit: &Commit, out: &mut Vec<u8>) -> Result<(), EncodeErr
         })?;
     }
     Ok(())
+}
+
+/// Encodes everything `replay` holds as the records [`Replay::records`] lists, without version
+/// bytes, in chunks of at least `chunk` bytes (the last may be shorter): what a snapshot holds,
+/// encoded without cloning any of it.
+pub(crate) fn encode_state(replay: &Replay, chunk: usize) -> Result<Vec<Vec<u8>>, EncodeError> {
+    let mut chunks = Vec::new();
+    let mut out = Vec::with_capacity(chunk + chunk / 4);
+    let mut put = |record: RecordRef<'_>, out: &mut Vec<u8>| -> Result<(), EncodeError> {
+        *out = postcard::to_extend(&record, std::mem::take(out)).map_err(|e| EncodeError {
+            detail: e.to_string(),
+        })?;
+        if out.len() >= chunk {
+            chunks.push(std::mem::replace(
+                out,
+                Vec::with_capacity(chunk + chunk / 4),
+            ));
+        }
+        Ok(())
+    };
+    for job in replay.jobs().iter() {
+        for entry in job.history() {
+            let change = ChangeRef {
+                job: job.id(),
+                seq: entry.seq,
+                spec: job.spec_carried_by(entry.seq),
+                event: &entry.event,
+                state: &entry.state,
+            };
+            let record = if entry.seq > 1 && entry.seq == job.first_seq() {
+                RecordRef::Compacted(change)
+            } else {
+                RecordRef::Change(change)
+            };
+            put(record, &mut out)?;
+        }
+    }
+    for message in replay.outbox().iter() {
+        put(RecordRef::Report(message), &mut out)?;
+    }
+    for letter in replay.dead_letters().iter() {
+        put(RecordRef::Report(&letter.message), &mut out)?;
+        put(RecordRef::DeadLettered(&letter.note), &mut out)?;
+    }
+    if !out.is_empty() {
+        chunks.push(out);
+    }
+    Ok(chunks)
 }
 
 /// Decodes a record, refusing an unknown format version before reading anything else.

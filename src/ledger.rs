@@ -10,8 +10,8 @@ use crate::{
     AttemptId, AttemptRef, BootId, Change, CheckResult, Commit, DeliveryPolicy, Effect, Error,
     Event, EventKind, HistoryEntry, JobId, JobRecord, JobSpec, JobState, ProgramExit, ProgramId,
     ProgramStatus, RebootAttribution, RebootBehaviour, RebootKind, Replay, RestartPolicy,
-    RestartRelease, Revision, SessionContext, StateKind, StatusMessage, Store, Timestamp,
-    WaitReason, transition,
+    RestartRelease, Retention, Revision, SessionContext, StateKind, StatusMessage, Store,
+    Timestamp, WaitReason, transition,
 };
 
 /// How often a job that waits for the system's pending restart asks again: the flag can clear
@@ -74,6 +74,9 @@ pub struct LedgerOptions {
     pub restart_policy: RestartPolicy,
     /// How status messages are batched and retried.
     pub delivery: DeliveryPolicy,
+    /// How much history the ledger keeps in memory (default: two earlier runs per job, finished
+    /// jobs as tombstones from the next open). The store's own retention bounds what it keeps.
+    pub retention: Retention,
 }
 
 impl LedgerOptions {
@@ -88,6 +91,13 @@ impl LedgerOptions {
     #[must_use]
     pub fn delivery(mut self, delivery: DeliveryPolicy) -> Self {
         self.delivery = delivery;
+        self
+    }
+
+    /// Sets how much history the ledger keeps in memory.
+    #[must_use]
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
         self
     }
 }
@@ -203,6 +213,8 @@ pub struct Ledger<S: Store, C: SessionContext> {
     held_restarts: Vec<(JobId, RebootKind)>,
     /// The restart policy of jobs whose spec names none.
     restart_policy: RestartPolicy,
+    /// How much history is kept in memory.
+    retention: Retention,
     /// Jobs whose programs an earlier agent process started in this boot: their liveness is
     /// polled, since nothing tells this process of their end.
     orphans: BTreeSet<JobId>,
@@ -245,8 +257,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     ) -> Result<(Self, Vec<Effect>), Error> {
         let snapshot = store.load()?;
         let boot = session.boot_id()?;
-        let state = Replay::from_snapshot(snapshot.jobs, snapshot.outbox, snapshot.dead_letters)
-            .map_err(crate::StoreError::from)?;
+        let mut state =
+            Replay::from_snapshot(snapshot.jobs, snapshot.outbox, snapshot.dead_letters)
+                .map_err(crate::StoreError::from)?;
+        state.compact_history(&options.retention);
         let mut ledger = Self {
             store,
             session,
@@ -257,6 +271,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             schedule: crate::delivery::Schedule::default(),
             held_restarts: Vec::new(),
             restart_policy: options.restart_policy,
+            retention: options.retention,
             orphans: BTreeSet::new(),
         };
         let restart_of = ledger.restart_owner();
@@ -1026,6 +1041,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         self.state
             .apply_checked(&commit)
             .map_err(crate::StoreError::from)?;
+        self.state.bound_runs(&commit, &self.retention);
         Ok(())
     }
 }

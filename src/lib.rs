@@ -116,6 +116,7 @@ mod outbox;
 mod program;
 mod record;
 mod restart_policy;
+mod retention;
 mod safe_fs;
 mod session;
 mod spec;
@@ -144,6 +145,7 @@ pub use outbox::Outbox;
 pub use program::{ProgramId, ProgramStatus};
 pub use record::{Change, HistoryEntry, JobRecord, JobTable, Record, ReplayError};
 pub use restart_policy::{MaintenanceWindow, RestartHold, RestartPolicy, RestartRelease};
+pub use retention::Retention;
 pub use safe_fs::UnsafePath;
 pub use session::{
     ATTEMPT_ENV, ExecutionContext, LivePrograms, NoticeDelivery, RestartPending, SessionContext,

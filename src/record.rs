@@ -1,5 +1,7 @@
 //! What stores keep: [`Change`]s (one transition of one job), and the [`JobRecord`]s they add up to.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +42,11 @@ pub enum Record {
     Requeued(crate::StatusKey),
     /// A dead letter discarded by an explicit call: it is gone.
     Discarded(crate::StatusKey),
+    /// The first kept change of a job whose earlier history was compacted away (see
+    /// [`Retention`](crate::Retention)): the job begins here, at this sequence number, with the
+    /// spec in force at this change (its `spec`, always present). Only snapshots hold it; it is
+    /// refused for a job already known.
+    Compacted(Box<Change>),
 }
 
 /// One entry of a job's history: an event and the state it led to.
@@ -54,19 +61,24 @@ pub struct HistoryEntry {
     pub state: JobState,
 }
 
-/// A job as the ledger knows it: its spec and its whole history. The current state is the last
-/// entry's.
+/// A job as the ledger knows it: its spec and its history (whole, or from the first change
+/// kept by a [`Retention`](crate::Retention)). The current state is the last entry's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
-    /// The spec the job was created with (carried by its change 1).
-    created: JobSpec,
+    /// The spec in force at the first kept change: the one the job was created with (carried by
+    /// its change 1), or the one a [`Record::Compacted`] carries.
+    created: Arc<JobSpec>,
+    /// The sequence number of the first kept change (1 unless history was compacted away).
+    first_seq: u64,
     /// The specs recorded by later spec changes, with the sequence number of the change that
     /// carried each: the last is the latest (made mandatory if any advertisement was).
-    changed: Vec<(u64, JobSpec)>,
+    changed: Vec<(u64, Arc<JobSpec>)>,
     /// The spec the attempt under way started with, when a later advertisement changed it
     /// (with the latest mandatory flag): it stands until that attempt's business is done.
-    started_under: Option<JobSpec>,
-    history: Vec<HistoryEntry>,
+    started_under: Option<Arc<JobSpec>>,
+    /// Shared, copy on write: the store's copy of a job and the ledger's are one allocation
+    /// until a change comes (most jobs, finished long ago, never see one again).
+    history: Arc<Vec<HistoryEntry>>,
 }
 
 /// Whether `state` has an attempt whose business is not done: running, waiting for its reboot,
@@ -90,27 +102,26 @@ impl JobRecord {
     /// (running, waiting for its reboot, or whose check is owed) finishes under the spec it
     /// started with — made mandatory, though, if a later advertisement made the job mandatory.
     pub fn spec(&self) -> &JobSpec {
-        self.started_under
-            .as_ref()
-            .unwrap_or_else(|| self.latest_spec())
+        self.started_under.as_deref().unwrap_or(self.latest_spec())
     }
 
     /// The spec last advertised: the one the next attempt, retry or rerun runs under.
     pub fn latest_spec(&self) -> &JobSpec {
-        self.changed.last().map_or(&self.created, |(_, spec)| spec)
+        self.latest_arc()
     }
 
-    /// The spec carried by the change with sequence number `seq`: the creating change's, or a
-    /// spec change's; `None` for any other change. (What a store writes back when it rewrites a
-    /// job's history, as a compaction does.)
+    /// The spec carried by the change with sequence number `seq`: the first kept change's (the
+    /// creating change's, or the spec in force there when earlier history was compacted away),
+    /// or a spec change's; `None` for any other change. (What a store writes back when it
+    /// rewrites a job's history, as a compaction does.)
     pub fn spec_carried_by(&self, seq: u64) -> Option<&JobSpec> {
-        if seq == 1 {
+        if seq == self.first_seq {
             return Some(&self.created);
         }
         self.changed
             .iter()
             .find(|(at, _)| *at == seq)
-            .map(|(_, spec)| spec)
+            .map(|(_, spec)| &**spec)
     }
 
     /// The job's id.
@@ -127,10 +138,11 @@ impl JobRecord {
                 let standing = self
                     .started_under
                     .take()
-                    .unwrap_or_else(|| self.latest_spec().clone());
-                self.started_under = Some(standing.mandatory(spec.is_mandatory()));
+                    .unwrap_or_else(|| Arc::clone(self.latest_arc()));
+                self.started_under =
+                    Some(Arc::new((*standing).clone().mandatory(spec.is_mandatory())));
             }
-            self.changed.push((entry.seq, spec));
+            self.changed.push((entry.seq, Arc::new(spec)));
         }
         if !under_way {
             self.started_under = None;
@@ -139,10 +151,16 @@ impl JobRecord {
         // jobs stop a few entries past their first four (a retry, a reboot), where doubling
         // would leave nearly half of it unused (an entry is a few hundred bytes). Still
         // geometric, so a long history costs amortized O(1) per entry.
-        if self.history.len() == self.history.capacity() {
-            self.history.reserve_exact((self.history.len() / 2).max(1));
+        let history = Arc::make_mut(&mut self.history);
+        if history.len() == history.capacity() {
+            history.reserve_exact((history.len() / 2).max(1));
         }
-        self.history.push(entry);
+        history.push(entry);
+    }
+
+    /// The latest spec, shared.
+    fn latest_arc(&self) -> &Arc<JobSpec> {
+        self.changed.last().map_or(&self.created, |(_, spec)| spec)
     }
 
     /// The current state: the last entry's.
@@ -174,14 +192,91 @@ impl JobRecord {
         })
     }
 
-    /// Every transition, oldest first.
+    /// Every kept transition, oldest first: the whole history, or its end when a
+    /// [`Retention`](crate::Retention) compacted earlier runs or made the job a tombstone.
     pub fn history(&self) -> &[HistoryEntry] {
         &self.history
     }
 
     /// The sequence number of the last change.
     pub fn seq(&self) -> u64 {
-        self.history.len() as u64
+        (self.first_seq + self.history.len() as u64).saturating_sub(1)
+    }
+
+    /// The sequence number of the first kept change: 1, unless earlier history was compacted
+    /// away.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// Whether `self` is `whole`, or `whole` with earlier history compacted away by a
+    /// [`Retention`](crate::Retention): the same job, sequence number, state and specs, and a
+    /// history that is the end of `whole`'s. (How a test compares a store's jobs with what was
+    /// committed to it, whatever the store's retention.)
+    pub fn is_compaction_of(&self, whole: &JobRecord) -> bool {
+        self.id() == whole.id()
+            && self.seq() == whole.seq()
+            && self.state() == whole.state()
+            && self.spec() == whole.spec()
+            && self.latest_spec() == whole.latest_spec()
+            && !self.history.is_empty()
+            && whole.history.ends_with(&self.history)
+    }
+
+    /// Whether the job is a tombstone: finished, with only its final change kept.
+    pub fn is_tombstone(&self) -> bool {
+        self.state().is_terminal() && self.history.len() == 1
+    }
+
+    /// The spec in force at change `seq` (a kept one): the last spec carried at or before it.
+    fn spec_at(&self, seq: u64) -> &Arc<JobSpec> {
+        self.changed
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= seq)
+            .map_or(&self.created, |(_, spec)| spec)
+    }
+
+    /// Drops what `retention` lets go: the runs before the last `earlier_runs + 1`, and, when
+    /// `tombstone` is set and the retention makes tombstones, all but the final change of a
+    /// finished job (an abandoned job keeps its last run: its program may still run in this
+    /// boot, and the launch that names it is in that run). Returns whether anything was dropped.
+    ///
+    /// The new first entry is a run's first change (or a finished job's last), where no attempt
+    /// is under way, so the spec in force there is all a replay needs to rebuild the rest.
+    pub(crate) fn compact(&mut self, retention: &crate::Retention, tombstone: bool) -> bool {
+        let state = self.state();
+        let abandoned = matches!(
+            state,
+            JobState::Failed {
+                reason: crate::FailureReason::Abandoned,
+                ..
+            }
+        );
+        let cut = if tombstone && retention.tombstones && state.is_terminal() && !abandoned {
+            self.history.len() - 1
+        } else {
+            let oldest_kept = state.run().saturating_sub(retention.earlier_runs);
+            match self.history.first() {
+                Some(first) if first.state.run() < oldest_kept => self
+                    .history
+                    .iter()
+                    .position(|e| e.state.run() >= oldest_kept)
+                    .unwrap_or(0),
+                _ => 0,
+            }
+        };
+        if cut == 0 {
+            return false;
+        }
+        let first_seq = self.history[cut].seq;
+        self.created = Arc::clone(self.spec_at(first_seq));
+        self.changed.retain(|(at, _)| *at > first_seq);
+        self.changed.shrink_to_fit();
+        // A new allocation of the kept entries: the old one may be shared with another copy.
+        self.history = Arc::new(self.history[cut..].to_vec());
+        self.first_seq = first_seq;
+        true
     }
 }
 
@@ -319,6 +414,7 @@ impl JobTable {
     /// valid by construction; two records of one job are refused.
     pub fn from_records(records: Vec<JobRecord>) -> Result<Self, ReplayError> {
         let mut table = Self::default();
+        table.index.reserve(records.len());
         for record in records {
             if table.index.contains_key(record.id()) {
                 return Err(ReplayError::Duplicate {
@@ -415,10 +511,11 @@ impl JobTable {
                 let mut history = Vec::with_capacity(4);
                 history.push(entry);
                 self.jobs.push(JobRecord {
-                    created: spec,
+                    created: Arc::new(spec),
+                    first_seq: 1,
                     changed: Vec::new(),
                     started_under: None,
-                    history,
+                    history: Arc::new(history),
                 });
             }
         }
@@ -429,6 +526,70 @@ impl JobTable {
             self.unfinished.insert(position);
         }
         Ok(())
+    }
+
+    /// Applies a [`Record::Compacted`]: creates `change.job`, unknown so far, with its kept
+    /// history beginning at `change`, which carries the spec in force there.
+    pub(crate) fn apply_compacted(&mut self, change: Box<Change>) -> Result<(), ReplayError> {
+        let Change {
+            job,
+            seq,
+            spec,
+            event,
+            state,
+        } = *change;
+        if self.index.contains_key(&job) {
+            return Err(ReplayError::Duplicate { job });
+        }
+        let Some(spec) = spec else {
+            return Err(ReplayError::Spec { job, seq });
+        };
+        if spec.id() != &job {
+            return Err(ReplayError::SpecMismatch {
+                job,
+                spec_id: spec.id().clone(),
+            });
+        }
+        // Far beyond any real history, and far from overflowing the next change's number.
+        if seq == 0 || seq > MAX_COMPACTED_SEQ {
+            return Err(ReplayError::NotATransition {
+                job,
+                seq,
+                why: "a compacted job's first kept change has an impossible sequence number",
+            });
+        }
+        if !state.is_terminal() {
+            self.unfinished.insert(self.jobs.len());
+        }
+        self.index.insert(job, self.jobs.len());
+        self.jobs.push(JobRecord {
+            created: Arc::new(spec),
+            first_seq: seq,
+            changed: Vec::new(),
+            started_under: None,
+            history: Arc::new(vec![HistoryEntry { seq, event, state }]),
+        });
+        Ok(())
+    }
+
+    /// Drops the history `retention` lets go from every job; tombstones only if `tombstones` is
+    /// set too (at open and at compaction, never during a call). Returns how many jobs lost
+    /// history.
+    pub(crate) fn compact(&mut self, retention: &crate::Retention, tombstones: bool) -> usize {
+        self.jobs
+            .iter_mut()
+            .map(|job| usize::from(job.compact(retention, tombstones)))
+            .sum()
+    }
+
+    /// Drops the earlier runs `retention` lets go from `id`'s history (no tombstone): after a
+    /// change that may have started a new run.
+    pub(crate) fn compact_job(&mut self, id: &JobId, retention: &crate::Retention) {
+        if let Some(&i) = self.index.get(id)
+            && let Some(job) = self.jobs.get_mut(i)
+        {
+            job.compact(retention, false);
+        }
     }
 
     /// The record of `id`, if known.
@@ -458,6 +619,10 @@ impl JobTable {
         self.jobs.is_empty()
     }
 }
+
+/// The largest first sequence number a [`Record::Compacted`] may carry (2^48: a change a
+/// second for nine million years).
+const MAX_COMPACTED_SEQ: u64 = 1 << 48;
 
 /// The last change of a job, as the next change must follow on from it.
 #[derive(Clone, Copy)]

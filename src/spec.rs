@@ -191,8 +191,8 @@ impl Default for RetryPolicy {
 /// assert!(typo.unwrap_err().to_string().contains("unknown field `mandatroy`"));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "SpecForm", into = "SpecForm")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "SpecForm")]
 pub struct JobSpec {
     id: JobId,
     mandatory: bool,
@@ -212,7 +212,7 @@ pub struct JobSpec {
 }
 
 /// The serde form of a [`JobSpec`]: every field but the id optional, unknown fields refused.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SpecForm {
     id: JobId,
@@ -287,25 +287,52 @@ impl From<SpecForm> for JobSpec {
     }
 }
 
-impl From<JobSpec> for SpecForm {
-    fn from(spec: JobSpec) -> Self {
-        SpecForm {
-            id: spec.id,
-            mandatory: spec.mandatory,
-            run_condition: spec.run_condition,
-            reboot: spec.reboot,
-            exit_codes: spec.exit_codes,
-            retry: spec.retry,
-            max_run_time: spec.max_run_time,
-            verify_after_reboot: spec.verify_after_reboot,
-            max_reboots: spec.max_reboots,
-            failure_grace: spec.failure_grace,
-            restart_deadline: spec.restart_deadline,
-            terminate_grace: spec.terminate_grace,
-            restart_when_pending: spec.restart_when_pending,
-            wait_for_pending_restart: spec.wait_for_pending_restart,
-            restart_policy: spec.restart_policy,
+/// [`SpecForm`] by reference, for writing: the same fields, names and order, so the same
+/// encoding in every format, without cloning the spec (a store writes one per job at every
+/// compaction).
+#[derive(Serialize)]
+struct SpecFormRef<'a> {
+    id: &'a JobId,
+    mandatory: bool,
+    run_condition: RunCondition,
+    reboot: RebootBehaviour,
+    exit_codes: &'a ExitCodePolicy,
+    retry: RetryPolicy,
+    #[serde(with = "crate::duration_text")]
+    max_run_time: Duration,
+    verify_after_reboot: bool,
+    max_reboots: u32,
+    #[serde(with = "crate::duration_text")]
+    failure_grace: Duration,
+    #[serde(with = "crate::duration_text")]
+    restart_deadline: Duration,
+    #[serde(with = "crate::duration_text")]
+    terminate_grace: Duration,
+    restart_when_pending: bool,
+    wait_for_pending_restart: bool,
+    restart_policy: Option<RestartPolicy>,
+}
+
+impl Serialize for JobSpec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SpecFormRef {
+            id: &self.id,
+            mandatory: self.mandatory,
+            run_condition: self.run_condition,
+            reboot: self.reboot,
+            exit_codes: &self.exit_codes,
+            retry: self.retry,
+            max_run_time: self.max_run_time,
+            verify_after_reboot: self.verify_after_reboot,
+            max_reboots: self.max_reboots,
+            failure_grace: self.failure_grace,
+            restart_deadline: self.restart_deadline,
+            terminate_grace: self.terminate_grace,
+            restart_when_pending: self.restart_when_pending,
+            wait_for_pending_restart: self.wait_for_pending_restart,
+            restart_policy: self.restart_policy,
         }
+        .serialize(serializer)
     }
 }
 

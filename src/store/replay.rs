@@ -48,6 +48,7 @@ impl Replay {
     pub fn apply(&mut self, record: Record) -> Result<(), ReplayError> {
         match record {
             Record::Change(change) => self.jobs.apply_boxed(change),
+            Record::Compacted(change) => self.jobs.apply_compacted(change),
             Record::Report(message) => {
                 self.check_new_key(&message.key)?;
                 self.outbox.add(message)
@@ -151,13 +152,20 @@ impl Replay {
         let mut records = Vec::new();
         for job in self.jobs.iter() {
             for entry in job.history() {
-                records.push(Record::Change(Box::new(crate::Change {
+                let change = Box::new(crate::Change {
                     job: job.id().clone(),
                     seq: entry.seq,
                     spec: job.spec_carried_by(entry.seq).cloned(),
                     event: entry.event.clone(),
                     state: entry.state.clone(),
-                })));
+                });
+                // A job whose earlier history was compacted away begins with its first kept
+                // change, marked as such.
+                records.push(if entry.seq > 1 && entry.seq == job.first_seq() {
+                    Record::Compacted(change)
+                } else {
+                    Record::Change(change)
+                });
             }
         }
         records.extend(self.outbox.iter().cloned().map(Record::Report));
@@ -166,6 +174,28 @@ impl Replay {
             records.push(Record::DeadLettered(letter.note.clone()));
         }
         records
+    }
+
+    /// Drops the history `retention` lets go, tombstones included (see
+    /// [`Retention`](crate::Retention)): what a store does when it is opened and when it
+    /// compacts. Returns how many jobs lost history.
+    pub fn compact_history(&mut self, retention: &crate::Retention) -> usize {
+        self.jobs.compact(retention, true)
+    }
+
+    /// Drops the earlier runs `retention` lets go from the jobs `commit` changed (no
+    /// tombstones): after each commit, so that a job rerun for years holds a few runs.
+    pub fn bound_runs(&mut self, commit: &Commit, retention: &crate::Retention) {
+        if retention.earlier_runs == u32::MAX {
+            return;
+        }
+        for change in &commit.changes {
+            // Only a change that starts a run (its first, queued attempt) can push the oldest
+            // run out of bounds.
+            if matches!(change.state, crate::JobState::Queued { attempt: 1, .. }) {
+                self.jobs.compact_job(&change.job, retention);
+            }
+        }
     }
 
     /// The jobs.

@@ -56,6 +56,9 @@ pub struct SqliteStore {
     /// The checksum of the last row (0: none).
     head: u32,
     live: Replay,
+    /// How much history is kept in memory. (The database keeps every row: it is never
+    /// compacted.)
+    retention: crate::Retention,
 }
 
 fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -180,9 +183,18 @@ impl SqliteStore {
             last_seq: 0,
             head: 0,
             live: Replay::default(),
+            retention: crate::Retention::default(),
         };
         store.reload()?;
         Ok(store)
+    }
+
+    /// The same store, keeping as much history in memory as `retention` says (default:
+    /// [`Retention::default`](crate::Retention)). The database itself keeps every row.
+    #[must_use]
+    pub fn with_retention(mut self, retention: crate::Retention) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// Reads the database at `path` without taking its lock or changing it, so that it can be
@@ -230,7 +242,7 @@ impl SqliteStore {
                 source,
             })?;
         }
-        let mut store = Self::open(&db)?;
+        let mut store = Self::open(&db)?.with_retention(crate::Retention::keep_all());
         let snapshot = store.load()?;
         drop(store);
         Ok(super::Inspection {
@@ -336,6 +348,7 @@ impl SqliteStore {
             ));
         }
         drop(statement);
+        live.compact_history(&self.retention);
         self.revision = revision;
         self.last_seq = last_seq;
         self.head = last_crc;
@@ -398,6 +411,7 @@ impl Store for SqliteStore {
         }
         tx.commit().map_err(sql("committing"))?;
         self.live.apply_checked(commit)?;
+        self.live.bound_runs(commit, &self.retention);
         self.revision = commit.base.0.saturating_add(1);
         self.last_seq = seq;
         self.head = head;

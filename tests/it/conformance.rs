@@ -62,6 +62,7 @@ impl Harness for Files {
             FileStoreOptions {
                 compact_after: 3,
                 per_job: 0,
+                retention: jobstate::Retention::keep_all(),
             },
         )
     }

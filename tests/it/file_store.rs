@@ -85,11 +85,11 @@ fn a_completed_upgrade_survives_reopening_the_file_store() {
     store.compact().unwrap();
     drop(store);
     let mut store = FileStore::open(&dir.0).unwrap();
-    assert_eq!(
-        store.load().unwrap().jobs[0].history().len(),
-        4,
-        "compaction keeps the tombstone"
-    );
+    let tombstone = &store.load().unwrap().jobs[0];
+    assert!(tombstone.is_tombstone(), "compaction keeps the tombstone");
+    assert_eq!(tombstone.seq(), 4);
+    assert!(tombstone.latest_spec().is_mandatory());
+    assert_eq!(tombstone.state().kind(), StateKind::Completed);
 }
 
 #[test]
@@ -853,6 +853,7 @@ fn kill_options() -> FileStoreOptions {
     FileStoreOptions {
         compact_after: 48,
         per_job: 0,
+        retention: jobstate::Retention::keep_all(),
     }
 }
 
@@ -1774,6 +1775,7 @@ fn enospc_during_compaction_leaves_a_leftover_that_the_next_start_removes() {
     let options = FileStoreOptions {
         compact_after: 1_000_000,
         per_job: 0,
+        retention: jobstate::Retention::keep_all(),
     };
     let (mut ledger, _) = Ledger::open(
         FileStore::open_with(&dir, options).unwrap(),

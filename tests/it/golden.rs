@@ -237,9 +237,32 @@ fn replayed(records: &[Record]) -> Replay {
     replay
 }
 
+/// `loaded` holds what `expected` (the records replayed whole) holds, except history a
+/// [`Retention`](jobstate::Retention) let go: each job's kept history is the end of its whole
+/// one, and its number, state and specs are the same.
 fn same_content(loaded: &Snapshot, expected: &Replay, what: &str) {
     let expected = expected.snapshot(loaded.revision);
-    assert_eq!(loaded.jobs, expected.jobs, "{what}: jobs differ");
+    assert_eq!(
+        loaded.jobs.len(),
+        expected.jobs.len(),
+        "{what}: jobs differ"
+    );
+    for (got, whole) in loaded.jobs.iter().zip(&expected.jobs) {
+        let id = whole.id();
+        assert_eq!(got.id(), id, "{what}: jobs in another order");
+        assert_eq!(got.seq(), whole.seq(), "{what}: {id}'s sequence number");
+        assert_eq!(got.state(), whole.state(), "{what}: {id}'s state");
+        assert_eq!(got.spec(), whole.spec(), "{what}: {id}'s spec");
+        assert_eq!(
+            got.latest_spec(),
+            whole.latest_spec(),
+            "{what}: {id}'s spec"
+        );
+        assert!(
+            whole.history().ends_with(got.history()) && !got.history().is_empty(),
+            "{what}: {id}'s history is not the end of its whole history"
+        );
+    }
     assert_eq!(loaded.outbox, expected.outbox, "{what}: outbox differs");
     assert_eq!(
         loaded.dead_letters, expected.dead_letters,
@@ -252,9 +275,11 @@ fn same_content(loaded: &Snapshot, expected: &Replay, what: &str) {
 #[test]
 fn this_build_writes_format_2_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
+    // The default retention: the snapshot written halfway holds tombstones (compacted records).
     let options = FileStoreOptions {
         compact_after: u64::MAX,
         per_job: 0,
+        retention: jobstate::Retention::default(),
     };
     let store = FileStore::open_with(dir.path(), options).unwrap();
     let recorded = story(store, |store| store.compact().unwrap());
@@ -384,6 +409,34 @@ fn the_format_2_file_store_reads() {
     let (mut ledger, _) = Ledger::open(store, session("golden-boot-3", 200)).unwrap();
     let delivery = ledger.deliver(&mut server()).unwrap();
     assert_eq!(delivery.pending, 0, "{delivery:?}");
+}
+
+/// Format 2's snapshot holds compacted records: tombstones of the jobs finished before the
+/// story's compaction, which every later version must read as such.
+#[test]
+fn the_format_2_snapshot_holds_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_file_store(dir.path());
+    let whole = replayed(&records_json()).snapshot(Revision(0));
+    let stored = FileStore::inspect(dir.path()).unwrap().snapshot;
+    let tombstones: Vec<_> = stored.jobs.iter().filter(|j| j.first_seq() > 1).collect();
+    assert!(
+        !tombstones.is_empty(),
+        "no compacted record in the snapshot"
+    );
+    for job in &tombstones {
+        let full = whole.jobs.iter().find(|j| j.id() == job.id()).unwrap();
+        assert!(full.history().len() > job.history().len());
+        assert_eq!(
+            job.history()[0],
+            full.history()[job.first_seq() as usize - 1]
+        );
+    }
+    report_figures(&format!(
+        "golden: the snapshot holds {} compacted jobs of {}",
+        tombstones.len(),
+        stored.jobs.len()
+    ));
 }
 
 /// A store of a newer format is refused with a typed error that says to upgrade.

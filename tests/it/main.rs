@@ -22,6 +22,7 @@ mod mutation_kills;
 mod outbox;
 mod restart_pending;
 mod restart_policy;
+mod retention;
 mod scale;
 mod seeds;
 mod semantics;

@@ -813,6 +813,13 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn the_file_store_gives_the_same_trace_as_the_memory_store() {
+    // Every history kept: the simulator's checks read whole histories.
+    fn whole() -> jobstate::FileStoreOptions {
+        jobstate::FileStoreOptions {
+            retention: jobstate::Retention::keep_all(),
+            ..jobstate::FileStoreOptions::default()
+        }
+    }
     let dirs = RefCell::new(Vec::new());
     let scenario = catalogue(Scenario::new(26).chaos(Chaos::all().power_cuts(false)));
     let memory = scenario.run_until_idle();
@@ -823,14 +830,14 @@ fn the_file_store_gives_the_same_trace_as_the_memory_store() {
             move || {
                 let dir = temp_dir("file");
                 dirs.borrow_mut().push(dir.clone());
-                FileStore::open(&dir).unwrap()
+                FileStore::open_with(&dir, whole()).unwrap()
             }
         })
         // Each agent start opens the store from its directory, as a new process does.
         .reopen_with(|store: FileStore| {
             let dir = store.dir().to_path_buf();
             drop(store);
-            FileStore::open(dir).unwrap()
+            FileStore::open_with(dir, whole()).unwrap()
         })
         .run_until_idle();
     file.assert_invariants();

@@ -44,6 +44,7 @@ use crate::{
 const OPTIONS: FileStoreOptions = FileStoreOptions {
     compact_after: 8,
     per_job: 1,
+    retention: crate::Retention::keep_all(),
 };
 
 /// Crash points checked by default.

@@ -41,14 +41,18 @@ pub struct FileStoreOptions {
     pub compact_after: u64,
     /// Commits allowed per job before compacting (the journal's bound grows with the jobs).
     pub per_job: u64,
+    /// How much history the store keeps in memory and writes at compaction (default: two
+    /// earlier runs per job, finished jobs as tombstones). What a snapshot dropped is gone.
+    pub retention: crate::Retention,
 }
 
 impl Default for FileStoreOptions {
-    /// Compact after 16 384 commits plus 4 per job.
+    /// Compact after 16 384 commits plus 4 per job; the default [`Retention`](crate::Retention).
     fn default() -> Self {
         Self {
             compact_after: 16_384,
             per_job: 4,
+            retention: crate::Retention::default(),
         }
     }
 }
@@ -176,8 +180,13 @@ impl FileStore {
         let dir = dir.as_ref();
         let mut tries = 0;
         loop {
-            let attempt = Journal::open(read_only::ReadOnlyDisk, dir, FileStoreOptions::default())
-                .and_then(|journal| {
+            // Everything stored is shown: nothing is compacted away in memory either.
+            let options = FileStoreOptions {
+                retention: crate::Retention::keep_all(),
+                ..FileStoreOptions::default()
+            };
+            let attempt =
+                Journal::open(read_only::ReadOnlyDisk, dir, options).and_then(|journal| {
                     Ok(Inspection {
                         snapshot: journal.load()?,
                         report: journal.report,
@@ -319,6 +328,7 @@ impl<D: Disk> Journal<D> {
             .read(&journal_path)
             .map_err(io("reading the journal"))?
         else {
+            live.compact_history(&options.retention);
             if snapshot.is_some() {
                 return Err(corrupt(
                     &journal_path,
@@ -410,6 +420,7 @@ impl<D: Disk> Journal<D> {
             frames = 0;
             synced_len = HEADER_LEN as u64;
         }
+        live.compact_history(&options.retention);
         let file = disk
             .open_append(&journal_path)
             .map_err(io("opening the journal"))?;
@@ -495,6 +506,7 @@ impl<D: Disk> Journal<D> {
         }
         self.synced_len += frame.len() as u64;
         self.live.apply_checked(commit)?;
+        self.live.bound_runs(commit, &self.options.retention);
         self.revision = revision;
         self.frames += 1;
         let bound = self.options.compact_after.saturating_add(
@@ -519,20 +531,11 @@ impl<D: Disk> Journal<D> {
                 cause: cause.clone(),
             });
         }
+        self.live.compact_history(&self.options.retention);
         // Records in frames of about SNAPSHOT_CHUNK bytes each (no size limit on the store),
         // after a first frame that counts them, so that a snapshot cut at a frame boundary is
         // seen as cut.
-        let mut chunks = Vec::new();
-        let mut chunk = Vec::new();
-        for record in self.live.records() {
-            codec::encode_into(&record, &mut chunk)?;
-            if chunk.len() >= SNAPSHOT_CHUNK {
-                chunks.push(std::mem::take(&mut chunk));
-            }
-        }
-        if !chunk.is_empty() {
-            chunks.push(chunk);
-        }
+        let chunks = codec::encode_state(&self.live, SNAPSHOT_CHUNK)?;
         let mut bytes = header(SNAPSHOT_MAGIC, self.revision).to_vec();
         push_frame(&mut bytes, &(chunks.len() as u64).to_le_bytes(), 0);
         for (index, chunk) in (1u64..).zip(&chunks) {

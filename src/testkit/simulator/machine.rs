@@ -644,9 +644,12 @@ impl<S: Store> Machine<S> {
         if let Some(reopen) = self.scenario.reopen.clone() {
             self.store.reopen(|store| reopen(store));
         }
+        // Everything kept: the simulator's checks read whole histories (invariants 2, 3, 5
+        // and 7 over every transition ever acknowledged).
         let options = crate::LedgerOptions::default()
             .restart_policy(self.scenario.restart_policy)
-            .delivery(self.scenario.delivery);
+            .delivery(self.scenario.delivery)
+            .retention(crate::Retention::keep_all());
         let opened = Ledger::open_with(self.store.clone(), self.facts(), options);
         let effects = match opened {
             Ok((ledger, effects)) => {

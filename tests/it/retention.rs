@@ -1,0 +1,262 @@
+//! Retention (DESIGN.md, "Persistence"): years of finished jobs must not make the agent slow or
+//! large. Earlier runs beyond the bound go as a job runs again; finished jobs become tombstones
+//! at open and at compaction; what invariant 1 needs (id, final state, mandatory) never goes.
+
+use jobstate::{
+    Advertisement, Change, Event, EventKind, FileStore, FileStoreOptions, JobSpec, JobState,
+    Ledger, ProgramId, Record, Replay, ReplayError, Retention, StateKind, Store,
+};
+
+use crate::common::*;
+
+type FileLedger = Ledger<FileStore, jobstate::SessionFacts>;
+
+fn open(dir: &std::path::Path, boot_name: &str) -> FileLedger {
+    Ledger::open(FileStore::open(dir).unwrap(), service_session(boot_name))
+        .unwrap()
+        .0
+}
+
+/// Runs `spec`'s job once to success (exit 0: no restart).
+fn run_once(ledger: &mut FileLedger, spec: &JobSpec, pid: u32) {
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger.launched(&attempt, ProgramId::new(pid, 1)).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
+}
+
+/// An optional job rerun 300 times holds its last runs only, in the ledger and in the store,
+/// and keeps its sequence number; reopened, it is a tombstone of one entry.
+#[test]
+fn a_job_rerun_for_years_holds_a_few_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = open(dir.path(), "b1");
+    let spec = msi_job(job("daily-scan")).mandatory(false);
+    ledger.advertise(spec.clone()).unwrap();
+    let mut longest = 0;
+    for n in 0..300 {
+        if n > 0 {
+            let _effects = ledger.rerun(spec.id()).unwrap();
+        }
+        run_once(&mut ledger, &spec, 100 + n);
+        longest = longest.max(ledger.history(spec.id()).unwrap().len());
+    }
+    let record = ledger.job(spec.id()).unwrap();
+    assert_eq!(record.state().run(), 300);
+    // Four changes per run (queued, running, launched, completed): the last run and two
+    // earlier ones, however many runs there were.
+    assert_eq!(record.seq(), 1 + 300 * 3 + 299);
+    assert!(longest <= 3 * 4, "history grew to {longest} entries");
+    let runs: Vec<u32> = record.history().iter().map(|e| e.state.run()).collect();
+    assert_eq!(runs.first(), Some(&298), "runs kept: {runs:?}");
+    assert_eq!(
+        record.first_seq() + record.history().len() as u64 - 1,
+        record.seq()
+    );
+    let seq = record.seq();
+    drop(ledger);
+    let ledger = open(dir.path(), "b1");
+    let record = ledger.job(spec.id()).unwrap();
+    assert!(record.is_tombstone(), "{:?}", record.history());
+    assert_eq!(record.seq(), seq);
+    assert_eq!(record.state().kind(), StateKind::Completed);
+    assert_eq!(record.latest_spec(), &spec);
+    // It may run again: optional, and its spec is still there.
+    let mut ledger = ledger;
+    let _effects = ledger.rerun(spec.id()).unwrap();
+    run_once(&mut ledger, &spec, 999);
+    assert_eq!(ledger.job(spec.id()).unwrap().state().run(), 301);
+}
+
+/// Invariant 1 over a tombstone: a completed mandatory job compacted to its final entry, in the
+/// store's snapshot too, is never queued, rerun or launched again.
+#[test]
+fn a_completed_mandatory_tombstone_never_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = open(dir.path(), "b1");
+    let spec = msi_job(job("kb-upgrade")).mandatory(true);
+    ledger.advertise(spec.clone()).unwrap();
+    run_once(&mut ledger, &spec, 42);
+    let seq = ledger.job(spec.id()).unwrap().seq();
+    let mut store = ledger.into_store();
+    store.compact().unwrap();
+    drop(store);
+    // The snapshot on disk holds the tombstone: one entry, marked as compacted.
+    let inspection = FileStore::inspect(dir.path()).unwrap();
+    let stored = &inspection.snapshot.jobs[0];
+    assert!(stored.is_tombstone());
+    assert_eq!(stored.first_seq(), seq);
+    assert!(stored.latest_spec().is_mandatory());
+    let mut ledger = open(dir.path(), "b2");
+    let record = ledger.job(spec.id()).unwrap();
+    assert!(record.is_tombstone());
+    assert_eq!(record.state().kind(), StateKind::Completed);
+    assert_eq!(
+        ledger.advertise(spec.clone()).unwrap(),
+        Advertisement::CompletedWillNotRun
+    );
+    assert!(ledger.rerun(spec.id()).is_err());
+    assert!(ledger.begin(spec.id()).is_err());
+    assert!(ledger.abandon(spec.id()).is_err());
+    // Made optional by a later advertisement: still refused, still completed.
+    assert_eq!(
+        ledger.advertise(spec.clone().mandatory(false)).unwrap(),
+        Advertisement::CompletedWillNotRun
+    );
+    assert_eq!(ledger.job(spec.id()).unwrap().seq(), seq);
+    assert_eq!(ledger.next_runnable(), jobstate::NextJob::Idle);
+}
+
+/// A job an operator abandoned keeps its last run at open: its program may still run in this
+/// boot, and the launch that names it is in that run.
+#[test]
+fn an_abandoned_job_keeps_its_last_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = open(dir.path(), "b1");
+    let spec = msi_job(job("stuck")).mandatory(false);
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger.launched(&attempt, ProgramId::new(77, 1)).unwrap();
+    let _effects = ledger.abandon(spec.id()).unwrap();
+    let whole = ledger.history(spec.id()).unwrap().to_vec();
+    drop(ledger);
+    let ledger = open(dir.path(), "b1");
+    assert_eq!(ledger.history(spec.id()).unwrap(), whole.as_slice());
+    assert!(!ledger.job(spec.id()).unwrap().is_tombstone());
+}
+
+/// Retention never loses a spec: a job made mandatory by a later advertisement, then rerun past
+/// the bound, keeps the latest (mandatory) spec, and a compacted store replays to the same jobs.
+#[test]
+fn compacted_history_keeps_the_latest_spec_and_replays_to_the_same_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStoreOptions {
+        retention: {
+            let mut least = Retention::default();
+            least.earlier_runs = 0;
+            least
+        },
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open_with(dir.path(), options).unwrap();
+    let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
+    let optional = msi_job(job("agent-update")).mandatory(false);
+    ledger.advertise(optional.clone()).unwrap();
+    run_once(&mut ledger, &optional, 1);
+    let _effects = ledger.rerun(optional.id()).unwrap();
+    let mandatory = optional.clone().mandatory(true);
+    assert!(matches!(
+        ledger.advertise(mandatory.clone()).unwrap(),
+        Advertisement::SpecChanged { .. }
+    ));
+    let _effects = ledger.rerun(optional.id()).ok();
+    let other = msi_job(job("queued-one"));
+    ledger.advertise(other.clone()).unwrap();
+    let jobs: Vec<_> = ledger.jobs().cloned().collect();
+    let mut store = ledger.into_store();
+    store.compact().unwrap();
+    let loaded = store.load().unwrap();
+    for (before, after) in jobs.iter().zip(&loaded.jobs) {
+        assert_eq!(before.id(), after.id());
+        assert_eq!(before.seq(), after.seq());
+        assert_eq!(before.state(), after.state());
+        assert_eq!(before.latest_spec(), after.latest_spec());
+    }
+    let record = loaded
+        .jobs
+        .iter()
+        .find(|r| r.id() == optional.id())
+        .unwrap();
+    assert!(record.latest_spec().is_mandatory());
+    // The snapshot's records replay to the same table.
+    drop(store);
+    let reopened = FileStore::inspect(dir.path()).unwrap().snapshot;
+    assert_eq!(reopened.jobs, loaded.jobs);
+}
+
+fn compacted(seq: u64, spec: Option<JobSpec>) -> Record {
+    let id = job("patch");
+    Record::Compacted(Box::new(Change {
+        job: id,
+        seq,
+        spec,
+        event: Event {
+            at: t0(),
+            boot: boot("b1"),
+            since_boot: std::time::Duration::ZERO,
+            kind: EventKind::Advertised,
+        },
+        state: JobState::initial(),
+    }))
+}
+
+/// A compacted record is the start of a job: refused for a job already known, without its spec,
+/// or with a sequence number no history reaches.
+#[test]
+fn a_compacted_record_is_refused_where_it_cannot_be() {
+    let spec = msi_job(job("patch"));
+    let mut replay = Replay::default();
+    assert!(matches!(
+        replay.apply(compacted(7, None)),
+        Err(ReplayError::Spec { .. })
+    ));
+    assert!(matches!(
+        replay.apply(compacted(0, Some(spec.clone()))),
+        Err(ReplayError::NotATransition { .. })
+    ));
+    assert!(matches!(
+        replay.apply(compacted(u64::MAX, Some(spec.clone()))),
+        Err(ReplayError::NotATransition { .. })
+    ));
+    assert!(matches!(
+        replay.apply(compacted(7, Some(msi_job(job("other"))))),
+        Err(ReplayError::SpecMismatch { .. })
+    ));
+    replay.apply(compacted(7, Some(spec.clone()))).unwrap();
+    assert_eq!(replay.jobs().get(spec.id()).unwrap().seq(), 7);
+    assert!(matches!(
+        replay.apply(compacted(7, Some(spec.clone()))),
+        Err(ReplayError::Duplicate { .. })
+    ));
+    // The next change follows on from the compacted one's number.
+    let next = Change {
+        job: spec.id().clone(),
+        seq: 7,
+        spec: None,
+        event: Event {
+            at: t0(),
+            boot: boot("b1"),
+            since_boot: std::time::Duration::ZERO,
+            kind: EventKind::CancelRequested,
+        },
+        state: JobState::initial(),
+    };
+    assert!(matches!(
+        replay.apply(Record::Change(Box::new(next))),
+        Err(ReplayError::OutOfSequence { expected: 8, .. })
+    ));
+}
+
+/// The SQLite store keeps every row, and in memory what its retention says.
+#[cfg(feature = "sqlite")]
+#[test]
+fn the_sqlite_store_holds_tombstones_in_memory_and_every_row_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.sqlite");
+    let store = jobstate::SqliteStore::open(&path).unwrap();
+    let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
+    let spec = msi_job(job("kb-1")).mandatory(true);
+    ledger.advertise(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    ledger.launched(&attempt, ProgramId::new(5, 1)).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
+    drop(ledger);
+    let mut store = jobstate::SqliteStore::open(&path).unwrap();
+    assert!(store.load().unwrap().jobs[0].is_tombstone());
+    drop(store);
+    let mut whole = jobstate::SqliteStore::open(&path)
+        .unwrap()
+        .with_retention(Retention::keep_all());
+    let jobs = whole.load().unwrap().jobs;
+    assert_eq!(jobs[0].history().len(), 4);
+    assert_eq!(jobs[0].first_seq(), 1);
+}
