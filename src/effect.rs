@@ -33,24 +33,35 @@ impl AttemptId {
     }
 }
 
+/// Width, fill, alignment and precision apply to the whole, as to a `str`.
 impl std::fmt::Display for AttemptId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.job, self.attempt)
+        crate::id::pad_fmt(f, format_args!("{} {}", self.job, self.attempt))
     }
 }
 
+/// Width, fill, alignment and precision apply to the whole, as to a `str`.
 impl std::fmt::Display for StatusKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
+        let wait = WaitSuffix("/wait ", self.wait);
+        let overdue = WaitSuffix("/overdue ", self.overdue);
+        crate::id::pad_fmt(
             f,
-            "{}/run {}/attempt {}/{}",
-            self.job, self.run, self.attempt, self.state
-        )?;
-        if self.wait > 0 {
-            write!(f, "/wait {}", self.wait)?;
-        }
-        if self.overdue > 0 {
-            write!(f, "/overdue {}", self.overdue)?;
+            format_args!(
+                "{}/run {}/attempt {}/{}{wait}{overdue}",
+                self.job, self.run, self.attempt, self.state
+            ),
+        )
+    }
+}
+
+/// `label` and `n`, or nothing when `n` is 0.
+struct WaitSuffix(&'static str, u32);
+
+impl std::fmt::Display for WaitSuffix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.1 > 0 {
+            write!(f, "{}{}", self.0, self.1)?;
         }
         Ok(())
     }
