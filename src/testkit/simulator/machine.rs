@@ -641,8 +641,14 @@ impl<S: Store> Machine<S> {
             return;
         }
         self.store.revive();
-        if let Some(reopen) = self.scenario.reopen.clone() {
-            self.store.reopen(|store| reopen(store));
+        if let Some(reopen) = self.scenario.reopen.clone()
+            && let Err(error) = self.store.reopen(|store| reopen(store))
+        {
+            if let Answer::Refused = self.after_call::<()>(&Call::Open, Err(Error::Store(error))) {
+                self.violate("the agent could not reopen its store".into());
+                self.end = Some(End::AgentFailed);
+            }
+            return;
         }
         let options = crate::LedgerOptions::default()
             .restart_policy(self.scenario.restart_policy)
