@@ -93,8 +93,11 @@ impl LedgerOptions {
 }
 
 /// What the agent should do next, from [`Ledger::next_runnable`].
+///
+/// Exhaustive on purpose, as [`Effect`] is: the agent's run loop acts on every variant (a job to
+/// begin is work not done if it falls into a `_ =>` arm that sleeps), so a new variant is a
+/// breaking change that makes the compiler point at the loop's `match`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum NextJob {
     /// This job may start now: call [`Ledger::begin`].
     Run(JobId),
