@@ -810,7 +810,7 @@ impl<S: Store> Machine<S> {
         }
     }
 
-    fn carry_out(&mut self, effects: Vec<Effect>) {
+    fn carry_out(&mut self, effects: impl IntoIterator<Item = Effect>) {
         for effect in effects {
             match effect {
                 Effect::Launch(attempt) => self.launch(attempt),
