@@ -176,13 +176,15 @@ pub struct JobWait {
 ///     programs: LivePrograms::Unknown,
 ///     restart_pending: jobstate::RestartPending::Unknown,
 /// };
-/// let (mut ledger, _recovered) = Ledger::open(MemoryStore::new(), session)?;
+/// let (mut ledger, recovered) = Ledger::open(MemoryStore::new(), session)?;
+/// assert!(recovered.is_empty());               // a new store: nothing to carry out first
 /// let spec = JobSpec::new(JobId::new("patch-kb123")?);
 /// assert_eq!(ledger.advertise(spec.clone())?, Advertisement::Queued);
 ///
 /// let NextJob::Run(job) = ledger.next_runnable() else { panic!("nothing to run") };
 /// let attempt = ledger.begin(&job)?;          // Running is durable: launch the program now
-/// ledger.launched(&attempt, ProgramId::new(4242, 1_000))?; // it runs: a recorded fact
+/// let effects = ledger.launched(&attempt, ProgramId::new(4242, 1_000))?; // a recorded fact
+/// assert!(effects.is_empty());                 // (carry out whatever a call returns)
 /// let effects = ledger.program_exited(&attempt, 0)?;
 /// assert!(effects.is_empty());                 // nothing left to do...
 /// assert_eq!(ledger.outbox().count(), 1);     // ...but a status message to deliver
