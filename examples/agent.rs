@@ -49,9 +49,9 @@ use std::process::{Child, Command, ExitCode};
 use std::time::Duration;
 
 use jobstate::{
-    ATTEMPT_ENV, Answers, AttemptId, CheckResult, Effect, FileStore, JobId, JobSpec, JobState,
-    JsonLinesSink, Ledger, LedgerOptions, LinuxSession, NextJob, ProgramExit, RestartPolicy,
-    RestartRelease, SessionContext, StatusMessage, StatusSink, WaitReason,
+    ATTEMPT_ENV, Answers, AttemptId, CheckResult, Effect, Effects, FileStore, JobId, JobSpec,
+    JobState, JsonLinesSink, Ledger, LedgerOptions, LinuxSession, NextJob, ProgramExit,
+    RestartPolicy, RestartRelease, SessionContext, StatusMessage, StatusSink, WaitReason,
 };
 use serde::Deserialize;
 
@@ -382,7 +382,7 @@ impl Agent<'_> {
     }
 
     /// Carries out what a committed transition licensed: every variant, no catch-all.
-    fn carry_out(&mut self, effects: Vec<Effect>) -> Result<(), Failure> {
+    fn carry_out(&mut self, effects: Effects) -> Result<(), Failure> {
         for effect in effects {
             match effect {
                 Effect::Launch(attempt) => self.launch(attempt)?,

@@ -89,7 +89,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Effect::Verify(attempt) => {
                 let installed = detection_check();
                 log!(ledger, "  -> detection check: installed = {installed}");
-                ledger.verification(attempt, installed)?;
+                for effect in ledger.verification(attempt, installed)? {
+                    log!(ledger, "  -> {effect:?}");
+                }
             }
             other => log!(ledger, "  -> {other:?}"),
         }
@@ -152,7 +154,10 @@ fn run_next(ledger: &mut Agent, launches: &mut u32) -> Result<NextJob, jobstate:
     if let NextJob::Run(job) = &next {
         let attempt = ledger.begin(job)?;
         *launches += 1; // a real agent spawns the program here, then records it:
-        ledger.launched(&attempt, ProgramId::new(700 + *launches, 1_000))?;
+        let effects = ledger.launched(&attempt, ProgramId::new(700 + *launches, 1_000))?;
+        // Recording a launch licenses nothing here (no other job waits for a restart); an
+        // agent carries out whatever any call returns all the same.
+        assert!(effects.is_empty(), "{effects:?}");
     }
     Ok(next)
 }

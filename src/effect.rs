@@ -33,24 +33,35 @@ impl AttemptId {
     }
 }
 
+/// Width, fill, alignment and precision apply to the whole, as to a `str`.
 impl std::fmt::Display for AttemptId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.job, self.attempt)
+        crate::id::pad_fmt(f, format_args!("{} {}", self.job, self.attempt))
     }
 }
 
+/// Width, fill, alignment and precision apply to the whole, as to a `str`.
 impl std::fmt::Display for StatusKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
+        let wait = WaitSuffix("/wait ", self.wait);
+        let overdue = WaitSuffix("/overdue ", self.overdue);
+        crate::id::pad_fmt(
             f,
-            "{}/run {}/attempt {}/{}",
-            self.job, self.run, self.attempt, self.state
-        )?;
-        if self.wait > 0 {
-            write!(f, "/wait {}", self.wait)?;
-        }
-        if self.overdue > 0 {
-            write!(f, "/overdue {}", self.overdue)?;
+            format_args!(
+                "{}/run {}/attempt {}/{}{wait}{overdue}",
+                self.job, self.run, self.attempt, self.state
+            ),
+        )
+    }
+}
+
+/// `label` and `n`, or nothing when `n` is 0.
+struct WaitSuffix(&'static str, u32);
+
+impl std::fmt::Display for WaitSuffix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.1 > 0 {
+            write!(f, "{}{}", self.0, self.1)?;
         }
         Ok(())
     }
@@ -64,18 +75,24 @@ impl std::fmt::Display for StatusKey {
 /// delivered by [`Ledger::deliver`](crate::Ledger::deliver).
 ///
 /// The enum is exhaustive on purpose: an effect an agent does not carry out is a lost launch,
-/// restart or check, so a new kind of effect is a breaking change that makes the compiler point
-/// at every agent's `match`. Match every variant; do not add a `_ =>` arm.
+/// restart or check, so a new kind of effect is a breaking change (a new major version) that
+/// makes the compiler point at every agent's `match`. Match every variant; do not add a
+/// `_ =>` arm. Every variant, and both kinds of [`ScheduleRestart`](Effect::ScheduleRestart),
+/// can come from a [`Ledger`](crate::Ledger) call: none is there only for the pure
+/// [`transition`](crate::transition).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[must_use = "an effect must be carried out: dropped, it is a launch, termination, restart or check that never happens"]
 pub enum Effect {
     /// Start the program of this attempt now, then record its launch
     /// ([`Ledger::launched`](crate::Ledger::launched)). `Running` is already committed.
-    /// [`Ledger::begin`] hands out the attempt directly; [`Ledger::open`] returns this effect
-    /// for an attempt whose launch was never recorded and whose program is known not to run
-    /// (it is launched again as the same attempt).
+    /// [`Ledger::begin`] hands out the attempt directly (it consumes this effect);
+    /// [`Ledger::open`] returns it for an attempt whose launch was never recorded and whose
+    /// program is known not to run, and [`Ledger::program_lost`] for an attempt whose launch
+    /// was never recorded (either way it is launched again as the same attempt).
     ///
     /// [`Ledger::begin`]: crate::Ledger::begin
     /// [`Ledger::open`]: crate::Ledger::open
+    /// [`Ledger::program_lost`]: crate::Ledger::program_lost
     Launch(AttemptId),
     /// Stop the program of this attempt (it exceeded its maximum run time, or its job was
     /// abandoned). Do this before any later attempt of the job is started.
@@ -85,14 +102,158 @@ pub enum Effect {
     ScheduleRestart {
         /// The job that needs the restart.
         job: JobId,
-        /// Soft ("restart required"): the agent performs it. Hard ("restart initiated"): it is
-        /// already under way; the agent makes sure it happens.
+        /// Soft ("restart required"): the agent performs it. Hard ("restart initiated" by the
+        /// job's program): it was already under way, and did not come by its deadline;
+        /// [`Ledger::tick`](crate::Ledger::tick) licenses it again when it is reported overdue,
+        /// and the agent makes sure it happens. (Only a hard restart that is overdue is ever
+        /// handed out: one on time is the program's own, and is never deferred.)
         kind: RebootKind,
         /// Why now: the rule of the restart policy that licensed it.
         when: RestartRelease,
     },
     /// Run the job's verification (detection check) and hand its result to the ledger.
     Verify(AttemptId),
+}
+
+/// The effects of one ledger call, in the order to carry them out: every one of them must be
+/// carried out, whichever job it belongs to (a restart held while another job ran is licensed by
+/// the call that ended that job).
+///
+/// The type is `#[must_use]`, so an agent cannot drop the effects of a call without a warning,
+/// even behind `?`, `.unwrap()` or a function of its own that returns them (a `#[must_use]` on
+/// the ledger's methods alone would not fire through `?`). It reads as a slice of [`Effect`]s
+/// (`len`, `is_empty`, `iter`, indexing), iterates by value, and compares with a `Vec` or an
+/// array of effects.
+///
+/// ```
+/// # use jobstate::*;
+/// # fn session() -> SessionFacts { SessionFacts {
+/// #     boot: BootId::new("b").unwrap(), user: UserPresence::Unknown,
+/// #     context: ExecutionContext::Service, notices: NoticeDelivery::NotDelivered,
+/// #     now: chrono::DateTime::UNIX_EPOCH, since_boot: std::time::Duration::ZERO,
+/// #     programs: LivePrograms::Unknown, restart_pending: RestartPending::Unknown } }
+/// # fn carry_out(effect: Effect) {}
+/// let (mut ledger, effects) = Ledger::open(MemoryStore::new(), session())?;
+/// for effect in effects {
+///     carry_out(effect); // every one: a dropped effect is a restart or a check that never happens
+/// }
+/// let effects = ledger.tick()?;
+/// assert!(effects.is_empty());
+/// # Ok::<(), Error>(())
+/// ```
+///
+/// Dropping them is a warning (`unused_must_use`); in a crate that denies warnings it does not
+/// compile:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # use jobstate::*;
+/// # fn session() -> SessionFacts { SessionFacts {
+/// #     boot: BootId::new("b").unwrap(), user: UserPresence::Unknown,
+/// #     context: ExecutionContext::Service, notices: NoticeDelivery::NotDelivered,
+/// #     now: chrono::DateTime::UNIX_EPOCH, since_boot: std::time::Duration::ZERO,
+/// #     programs: LivePrograms::Unknown, restart_pending: RestartPending::Unknown } }
+/// # fn main() -> Result<(), Error> {
+/// let (mut ledger, _recovered) = Ledger::open(MemoryStore::new(), session())?;
+/// ledger.tick()?; // error: unused `Effects` that must be used
+/// # Ok(()) }
+/// ```
+///
+/// A call whose effects truly do not matter says so: `let _effects = ledger.tick()?;`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+#[must_use = "effects must be carried out: dropped, they are launches, terminations, restarts or checks that never happen"]
+pub struct Effects(Vec<Effect>);
+
+impl Effects {
+    /// No effects.
+    pub const fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// The effects, in order.
+    pub fn as_slice(&self) -> &[Effect] {
+        &self.0
+    }
+
+    /// The effects as a `Vec`, in order.
+    pub fn into_vec(self) -> Vec<Effect> {
+        self.0
+    }
+}
+
+impl std::ops::Deref for Effects {
+    type Target = [Effect];
+
+    fn deref(&self) -> &[Effect] {
+        &self.0
+    }
+}
+
+impl From<Vec<Effect>> for Effects {
+    fn from(effects: Vec<Effect>) -> Self {
+        Self(effects)
+    }
+}
+
+impl From<Effects> for Vec<Effect> {
+    fn from(effects: Effects) -> Self {
+        effects.0
+    }
+}
+
+impl FromIterator<Effect> for Effects {
+    fn from_iter<I: IntoIterator<Item = Effect>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl Extend<Effect> for Effects {
+    fn extend<I: IntoIterator<Item = Effect>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
+}
+
+impl IntoIterator for Effects {
+    type Item = Effect;
+    type IntoIter = std::vec::IntoIter<Effect>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Effects {
+    type Item = &'a Effect;
+    type IntoIter = std::slice::Iter<'a, Effect>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl PartialEq<Vec<Effect>> for Effects {
+    fn eq(&self, other: &Vec<Effect>) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<Effects> for Vec<Effect> {
+    fn eq(&self, other: &Effects) -> bool {
+        *self == other.0
+    }
+}
+
+impl PartialEq<[Effect]> for Effects {
+    fn eq(&self, other: &[Effect]) -> bool {
+        self.0 == other
+    }
+}
+
+impl<const N: usize> PartialEq<[Effect; N]> for Effects {
+    fn eq(&self, other: &[Effect; N]) -> bool {
+        self.0 == other
+    }
 }
 
 /// The idempotency key of a status message: a receiver that sees the same key twice drops the

@@ -18,9 +18,10 @@ pub struct AttemptRef {
     pub number: u32,
 }
 
+/// Width, fill, alignment and precision apply to the whole, as to a `str`.
 impl fmt::Display for AttemptRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "run {} attempt {}", self.run, self.number)
+        crate::id::pad_fmt(f, format_args!("run {} attempt {}", self.run, self.number))
     }
 }
 

@@ -291,12 +291,25 @@ macro_rules! validated_id {
             }
         }
 
+        /// The id as it is; width, fill, alignment and precision apply as they do to a `str`
+        /// (`{:<24}` aligns a column of ids).
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
     };
+}
+
+/// Writes `args` as [`Formatter::pad`](fmt::Formatter::pad) writes a `str`: with the
+/// formatter's width, fill, alignment and precision, if it has any (then through a `String`);
+/// straight through otherwise. For the `Display` of the composite ids.
+pub(crate) fn pad_fmt(f: &mut fmt::Formatter<'_>, args: fmt::Arguments<'_>) -> fmt::Result {
+    if f.width().is_none() && f.precision().is_none() {
+        f.write_fmt(args)
+    } else {
+        f.pad(&args.to_string())
+    }
 }
 
 validated_id!(
@@ -319,6 +332,8 @@ validated_id!(
     ///     JobId::new("upgrade-\u{202E}exe.gpj"),
     ///     Err(IdError::InvisibleCharacter { code: 0x202E, at: 8, .. })
     /// ));
+    /// // It prints as a `str` does, width and alignment included.
+    /// assert_eq!(format!("[{:<8}]", JobId::new("patch").unwrap()), "[patch   ]");
     /// ```
     JobId,
     "job id",
@@ -348,6 +363,50 @@ validated_id!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_print_with_width_fill_alignment_and_precision() {
+        let job = JobId::new("patch").unwrap_or_else(|e| panic!("{e}"));
+        let boot = BootId::new("boot-a").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(format!("{job}"), "patch");
+        assert_eq!(format!("[{job:<8}]"), "[patch   ]");
+        assert_eq!(format!("[{job:>8}]"), "[   patch]");
+        assert_eq!(format!("[{job:*^9}]"), "[**patch**]");
+        assert_eq!(format!("[{job:.3}]"), "[pat]");
+        assert_eq!(format!("[{job:3}]"), "[patch]", "never cut by a width");
+        assert_eq!(format!("[{boot:>8}]"), "[  boot-a]");
+        // Width counts characters, as for a `str`.
+        let wide = JobId::new("升级").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(format!("[{wide:<4}]"), "[升级  ]");
+        let attempt = crate::AttemptId {
+            job: job.clone(),
+            attempt: crate::AttemptRef { run: 1, number: 2 },
+        };
+        assert_eq!(format!("{attempt}"), "patch run 1 attempt 2");
+        assert_eq!(format!("[{attempt:<24}]"), "[patch run 1 attempt 2   ]");
+        assert_eq!(format!("[{:>17}]", attempt.attempt), "[  run 1 attempt 2]");
+        let program = crate::ProgramId::new(42, 7);
+        assert_eq!(
+            format!("[{program:-<26}]"),
+            format!("[{:-<26}]", program.to_string())
+        );
+        let key = crate::StatusKey {
+            job,
+            run: 1,
+            attempt: 2,
+            state: crate::StateKind::AwaitingReboot,
+            wait: 1,
+            overdue: 0,
+        };
+        assert_eq!(
+            format!("[{key:<48}]"),
+            format!("[{:<48}]", "patch/run 1/attempt 2/AwaitingReboot/wait 1")
+        );
+        assert_eq!(
+            format!("{key}"),
+            "patch/run 1/attempt 2/AwaitingReboot/wait 1"
+        );
+    }
 
     /// Decodes `s` written as postcard writes a string (its length, then its bytes), whatever
     /// the bytes are: a `Vec<u8>` is written so.

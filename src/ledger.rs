@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use crate::restart_policy::Verdict;
 use crate::{
-    AttemptId, AttemptRef, BootId, Change, CheckResult, Commit, DeliveryPolicy, Effect, Error,
-    Event, EventKind, HistoryEntry, JobId, JobRecord, JobSpec, JobState, ProgramExit, ProgramId,
-    ProgramStatus, RebootAttribution, RebootBehaviour, RebootKind, Replay, RestartPolicy,
-    RestartRelease, Retention, Revision, SessionContext, StateKind, StatusMessage, Store,
-    Timestamp, WaitReason, transition,
+    AttemptId, AttemptRef, BootId, Change, CheckResult, Commit, DeliveryPolicy, Effect, Effects,
+    Error, Event, EventKind, HistoryEntry, JobId, JobRecord, JobSpec, JobState, ProgramExit,
+    ProgramId, ProgramStatus, RebootAttribution, RebootBehaviour, RebootKind, Replay,
+    RestartPolicy, RestartRelease, Retention, Revision, SessionContext, StateKind, StatusMessage,
+    Store, Timestamp, WaitReason, transition,
 };
 
 /// How often a job that waits for the system's pending restart asks again: the flag can clear
@@ -103,8 +103,11 @@ impl LedgerOptions {
 }
 
 /// What the agent should do next, from [`Ledger::next_runnable`].
+///
+/// Exhaustive on purpose, as [`Effect`] is: the agent's run loop acts on every variant (a job to
+/// begin is work not done if it falls into a `_ =>` arm that sleeps), so a new variant is a
+/// breaking change that makes the compiler point at the loop's `match`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum NextJob {
     /// This job may start now: call [`Ledger::begin`].
     Run(JobId),
@@ -183,13 +186,15 @@ pub struct JobWait {
 ///     programs: LivePrograms::Unknown,
 ///     restart_pending: jobstate::RestartPending::Unknown,
 /// };
-/// let (mut ledger, _recovered) = Ledger::open(MemoryStore::new(), session)?;
+/// let (mut ledger, recovered) = Ledger::open(MemoryStore::new(), session)?;
+/// assert!(recovered.is_empty());               // a new store: nothing to carry out first
 /// let spec = JobSpec::new(JobId::new("patch-kb123")?);
 /// assert_eq!(ledger.advertise(spec.clone())?, Advertisement::Queued);
 ///
 /// let NextJob::Run(job) = ledger.next_runnable() else { panic!("nothing to run") };
 /// let attempt = ledger.begin(&job)?;          // Running is durable: launch the program now
-/// ledger.launched(&attempt, ProgramId::new(4242, 1_000))?; // it runs: a recorded fact
+/// let effects = ledger.launched(&attempt, ProgramId::new(4242, 1_000))?; // a recorded fact
+/// assert!(effects.is_empty());                 // (carry out whatever a call returns)
 /// let effects = ledger.program_exited(&attempt, 0)?;
 /// assert!(effects.is_empty());                 // nothing left to do...
 /// assert_eq!(ledger.outbox().count(), 1);     // ...but a status message to deliver
@@ -232,7 +237,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// For a job running in this same boot, the session says whether its program is alive
     /// ([`SessionContext::program_status`]): a program that died with the agent ends its attempt
     /// (a check verifies, or the retry policy applies) instead of leaving the job stuck.
-    pub fn open(store: S, session: C) -> Result<(Self, Vec<Effect>), Error> {
+    #[must_use = "the ledger is returned with the effects recovery licenses: carry them out first (a check after a reboot, a restart or termination still owed, a launch never made)"]
+    pub fn open(store: S, session: C) -> Result<(Self, Effects), Error> {
         Self::open_with(store, session, LedgerOptions::default())
     }
 
@@ -250,11 +256,12 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// let (ledger, effects) = Ledger::open_with(MemoryStore::new(), session(), options)?;
     /// # Ok::<(), jobstate::Error>(())
     /// ```
+    #[must_use = "the ledger is returned with the effects recovery licenses: carry them out first (a check after a reboot, a restart or termination still owed, a launch never made)"]
     pub fn open_with(
         mut store: S,
         session: C,
         options: LedgerOptions,
-    ) -> Result<(Self, Vec<Effect>), Error> {
+    ) -> Result<(Self, Effects), Error> {
         let snapshot = store.load()?;
         let boot = session.boot_id()?;
         let mut state =
@@ -382,6 +389,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// the attempt. Launch the program only after this returns `Ok`, with
     /// [`ATTEMPT_ENV`](crate::ATTEMPT_ENV) set to [`AttemptId::env_value`] if your session
     /// looks for it, then record the launch with [`launched`](Ledger::launched).
+    #[must_use = "the attempt is the launch to carry out: start its program now, then record it with `launched`"]
     pub fn begin(&mut self, job: &JobId) -> Result<AttemptId, Error> {
         let busy = self.busy();
         let record = self.record(job)?;
@@ -407,11 +415,12 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Records that the program of `attempt` ended: an exit code, mapped by the job's
     /// exit-code policy, or a signal (give it a [`std::process::ExitStatus`] or a
     /// [`ProgramExit`]; a plain `i32` is an exit code).
+    #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn program_exited(
         &mut self,
         attempt: &AttemptId,
         exit: impl Into<ProgramExit>,
-    ) -> Result<Vec<Effect>, Error> {
+    ) -> Result<Effects, Error> {
         // Asked only for a job that cares: the session may run a helper to answer.
         let restart_pending = self
             .state
@@ -431,11 +440,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// [`LinuxSession::program_id`](crate::LinuxSession::program_id) of the child's pid). Call it
     /// as soon as the program started: until then the launch is not a fact, and a reboot never
     /// completes the job (DESIGN.md: "A launch is a recorded fact").
-    pub fn launched(
-        &mut self,
-        attempt: &AttemptId,
-        program: ProgramId,
-    ) -> Result<Vec<Effect>, Error> {
+    #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
+    pub fn launched(&mut self, attempt: &AttemptId, program: ProgramId) -> Result<Effects, Error> {
         let kind = EventKind::Launched {
             attempt: attempt.attempt,
             program,
@@ -447,7 +453,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// refused `exec`): the attempt fails with
     /// [`FailureReason::LaunchFailed`](crate::FailureReason::LaunchFailed), under the retry
     /// policy.
-    pub fn launch_failed(&mut self, attempt: &AttemptId) -> Result<Vec<Effect>, Error> {
+    #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
+    pub fn launch_failed(&mut self, attempt: &AttemptId) -> Result<Effects, Error> {
         let kind = EventKind::LaunchFailed {
             attempt: attempt.attempt,
         };
@@ -459,7 +466,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// result: with a check, verify; without, the retry policy applies
     /// ([`FailureReason::ProgramLost`](crate::FailureReason::ProgramLost), or `TimedOut` after a
     /// termination). A launch never recorded is launched again ([`Effect::Launch`]).
-    pub fn program_lost(&mut self, attempt: &AttemptId) -> Result<Vec<Effect>, Error> {
+    #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
+    pub fn program_lost(&mut self, attempt: &AttemptId) -> Result<Effects, Error> {
         let kind = EventKind::ProgramLost {
             attempt: attempt.attempt,
         };
@@ -469,11 +477,12 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Commits `AwaitingReboot` for `attempt` before a restart happens. For a soft restart the
     /// returned [`Effect::ScheduleRestart`] licenses the agent to restart the machine; a soft
     /// restart is refused while the attempt's program may still run (record its exit first).
+    #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn expect_reboot(
         &mut self,
         attempt: &AttemptId,
         kind: RebootKind,
-    ) -> Result<Vec<Effect>, Error> {
+    ) -> Result<Effects, Error> {
         let kind = EventKind::RebootExpected {
             attempt: attempt.attempt,
             kind,
@@ -484,11 +493,12 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Records what the verification (detection check) of `attempt` said: `true`/`false`, or a
     /// [`CheckResult`] (`NotYet`: another restart is needed, and the job waits for it within
     /// its reboot bound).
+    #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn verification(
         &mut self,
         attempt: &AttemptId,
         result: impl Into<CheckResult>,
-    ) -> Result<Vec<Effect>, Error> {
+    ) -> Result<Effects, Error> {
         let kind = EventKind::Verified {
             attempt: attempt.attempt,
             result: result.into(),
@@ -497,7 +507,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     }
 
     /// Records a shutdown notice (a hint: nothing depends on it) on every running job.
-    pub fn shutdown_notice(&mut self) -> Result<Vec<Effect>, Error> {
+    #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
+    pub fn shutdown_notice(&mut self) -> Result<Effects, Error> {
         self.apply_each(
             |s| s.kind() == StateKind::Running,
             |_, _| EventKind::ShutdownNoticed,
@@ -512,7 +523,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// not come by its deadline is licensed again and reported overdue; a terminated program
     /// still alive after its grace period is reported. Call it when
     /// [`next_wakeup`](Ledger::next_wakeup) says.
-    pub fn tick(&mut self) -> Result<Vec<Effect>, Error> {
+    #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
+    pub fn tick(&mut self) -> Result<Effects, Error> {
         self.apply_each(
             |s| matches!(s.kind(), StateKind::Running | StateKind::AwaitingReboot),
             |ledger, record| EventKind::Tick {
@@ -524,7 +536,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Asks to run `job` again (a new run). Refused for a completed mandatory job, and while the
     /// program of an attempt an operator abandoned in this boot still runs
     /// ([`Error::ProgramStillRunning`]).
-    pub fn rerun(&mut self, job: &JobId) -> Result<Vec<Effect>, Error> {
+    #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
+    pub fn rerun(&mut self, job: &JobId) -> Result<Effects, Error> {
         if let Some(attempt) = self.abandoned_program_alive(self.record(job)?) {
             return Err(Error::ProgramStillRunning {
                 job: job.clone(),
@@ -567,7 +580,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     }
 
     /// Cancels a queued job: it fails with [`FailureReason::Cancelled`](crate::FailureReason::Cancelled).
-    pub fn cancel(&mut self, job: &JobId) -> Result<Vec<Effect>, Error> {
+    #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
+    pub fn cancel(&mut self, job: &JobId) -> Result<Effects, Error> {
         self.apply(job, EventKind::CancelRequested)
     }
 
@@ -575,7 +589,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// [`FailureReason::Abandoned`](crate::FailureReason::Abandoned) and a status message says
     /// so. A program that may still run is to be terminated ([`Effect::Terminate`]): do so before
     /// any rerun. A completed mandatory job refuses it.
-    pub fn abandon(&mut self, job: &JobId) -> Result<Vec<Effect>, Error> {
+    #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
+    pub fn abandon(&mut self, job: &JobId) -> Result<Effects, Error> {
         self.apply(job, EventKind::AbandonRequested)
     }
 
@@ -889,7 +904,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// held ones, and each held restart still owed is licensed once no other job runs, after
     /// every other effect of the call (a restart ends the agent: what would follow it in the
     /// list would wait for the next boot).
-    fn license(&mut self, effects: Vec<Effect>) -> Vec<Effect> {
+    fn license(&mut self, effects: Vec<Effect>) -> Effects {
         let mut licensed = Vec::with_capacity(effects.len());
         for effect in effects {
             match effect {
@@ -925,7 +940,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 },
             }
         }
-        licensed
+        Effects::from(licensed)
     }
 
     /// What the restart policy of `job` says of its owed restart of `kind` now. A hard restart
@@ -959,7 +974,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     }
 
     /// Applies one event to one job and commits the change, if any.
-    fn apply(&mut self, job: &JobId, kind: EventKind) -> Result<Vec<Effect>, Error> {
+    fn apply(&mut self, job: &JobId, kind: EventKind) -> Result<Effects, Error> {
         let record = self.record(job)?;
         let event = self.event(kind);
         let step = transition(record.spec(), record.state(), &event)?;
@@ -986,7 +1001,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         &mut self,
         applies: impl Fn(&JobState) -> bool,
         kind: impl Fn(&Self, &JobRecord) -> EventKind,
-    ) -> Result<Vec<Effect>, Error> {
+    ) -> Result<Effects, Error> {
         let mut steps = Vec::new();
         let mut effects = Vec::new();
         // Only unfinished jobs: every caller's `applies` excludes finished runs.

@@ -129,7 +129,7 @@ mod transition;
 
 pub use dead_letter::{DeadLetter, DeadLetterNote, DeadLetterReason, DeadLetters};
 pub use delivery::{Answer, Answered, Answers, Delivery, DeliveryPolicy, StatusSink};
-pub use effect::{AttemptId, Effect, StatusKey, StatusMessage};
+pub use effect::{AttemptId, Effect, Effects, StatusKey, StatusMessage};
 pub use error::{Error, WaitReason};
 pub use event::{AttemptRef, CheckResult, Event, EventKind, EventName};
 pub use exit_code::{ExitCodePolicy, ExitOutcome, ProgramExit};

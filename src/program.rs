@@ -43,9 +43,13 @@ impl ProgramId {
     }
 }
 
+/// Width, fill, alignment and precision apply to the whole, as to a `str`.
 impl fmt::Display for ProgramId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pid {} (started at {})", self.pid, self.start)
+        crate::id::pad_fmt(
+            f,
+            format_args!("pid {} (started at {})", self.pid, self.start),
+        )
     }
 }
 

@@ -17,6 +17,7 @@ use crate::{
 /// status message the new state produces (to be committed *with* it, in the outbox), and the
 /// effects the caller must carry out once both are durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a step must be committed (its state and report) and its effects carried out"]
 pub struct Step {
     /// The new state, or `None` if the state is unchanged (nothing to commit).
     pub state: Option<JobState>,
@@ -147,6 +148,7 @@ pub enum TransitionError {
 /// assert_eq!(running.kind(), StateKind::Running);
 /// assert_eq!(step.effects.len(), 1); // Effect::Launch: start the program now
 /// ```
+#[must_use = "the step's new state and report must be committed, then its effects carried out; dropped, the event is lost"]
 pub fn transition(
     spec: &JobSpec,
     state: &JobState,

@@ -101,7 +101,7 @@ use std::time::Duration;
 
 use crate::{
     DeliveryPolicy, ExecutionContext, JobId, JobSpec, MemoryStore, NoticeDelivery, Store,
-    UserPresence,
+    StoreError, UserPresence,
 };
 
 mod fleet;
@@ -265,6 +265,9 @@ impl Chaos {
     }
 }
 
+/// How a new agent process opens the store again ([`Scenario::reopen_with`]).
+type Reopen<S> = Rc<dyn Fn(S) -> Result<S, StoreError>>;
+
 /// A world to run a deployment tool's jobs in: a builder, then [`run_until_idle`].
 ///
 /// The defaults: the agent runs as a service, a user is logged on, shutdown notices are
@@ -278,7 +281,7 @@ impl Chaos {
 pub struct Scenario<S = MemoryStore> {
     seed: u64,
     create: Rc<dyn Fn() -> S>,
-    reopen: Option<Rc<dyn Fn(S) -> S>>,
+    reopen: Option<Reopen<S>>,
     jobs: Vec<(Duration, JobSpec, Program)>,
     happenings: Vec<(Duration, Happening)>,
     crashes: Vec<CrashPoint>,
@@ -402,8 +405,29 @@ impl<S: Store> Scenario<S> {
 
     /// At every agent start, the store is reopened with `reopen` (as a new process opens it
     /// from its medium). Without it, the same store value is used again.
+    ///
+    /// Reopening may fail, as opening a store may: the error is the agent's failure to open its
+    /// ledger ([`Error::Store`](crate::Error::Store)): the trace notes the refused open with
+    /// the error's message, and the run ends with [`End::AgentFailed`] and a violation that
+    /// says so. The store given to `reopen` is gone with it, so the outcome also says that the
+    /// store does not load at the end.
+    ///
+    /// ```
+    /// use jobstate::FileStore;
+    /// use jobstate::testkit::simulator::Scenario;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let dir = dir.path().to_path_buf();
+    /// let scenario = Scenario::new(7)
+    ///     .with_store(move || FileStore::open(&dir).unwrap())
+    ///     .reopen_with(|store: FileStore| {
+    ///         let dir = store.dir().to_path_buf();
+    ///         drop(store); // its lock goes with it
+    ///         FileStore::open(dir)
+    ///     });
+    /// scenario.run_until_idle().assert_invariants();
+    /// ```
     #[must_use]
-    pub fn reopen_with(mut self, reopen: impl Fn(S) -> S + 'static) -> Self {
+    pub fn reopen_with(mut self, reopen: impl Fn(S) -> Result<S, StoreError> + 'static) -> Self {
         self.reopen = Some(Rc::new(reopen));
         self
     }

@@ -296,7 +296,7 @@ pub fn with_messages<S: jobstate::Store>(
 ) {
     for name in names {
         ledger.advertise(msi_job(job(name.as_ref()))).unwrap();
-        ledger.cancel(&job(name.as_ref())).unwrap();
+        let _effects = ledger.cancel(&job(name.as_ref())).unwrap();
     }
 }
 

@@ -359,7 +359,7 @@ mod sqlite {
                 .unwrap();
         }
         let attempt = ledger.begin(&crate::common::job("one")).unwrap();
-        ledger.program_exited(&attempt, 0).unwrap();
+        let _effects = ledger.program_exited(&attempt, 0).unwrap();
         ledger.into_store().path().to_path_buf()
     }
 

@@ -65,7 +65,7 @@ fn a_completed_upgrade_survives_reopening_the_file_store() {
         let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
         ledger.advertise(spec.clone()).unwrap();
         let attempt = ledger.begin(spec.id()).unwrap();
-        ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
+        let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
     }
     let store = FileStore::open(&dir.0).unwrap();
     let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();
@@ -188,7 +188,7 @@ fn fixture() -> Fixture {
         Ledger::open(FileStore::open(&dir.0).unwrap(), service_session("a")).unwrap();
     ledger.advertise(a.clone()).unwrap();
     let attempt = ledger.begin(a.id()).unwrap();
-    ledger.program_exited(&attempt, 0).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
     let mut store = ledger.into_store();
     store.compact().unwrap();
 
@@ -207,7 +207,7 @@ fn fixture() -> Fixture {
     record(&ledger);
     let attempt = ledger.begin(b.id()).unwrap();
     record(&ledger);
-    ledger.program_exited(&attempt, 3010).unwrap();
+    let _effects = ledger.program_exited(&attempt, 3010).unwrap();
     record(&ledger);
     let delivered = ledger.deliver(&mut Collect::default()).unwrap();
     assert_eq!(delivered.delivered, 2);
@@ -898,9 +898,9 @@ fn kill_child() {
                     ..
                 }
             ));
-            ledger.launched(&attempt, ProgramId::new(1, round)).unwrap();
+            let _effects = ledger.launched(&attempt, ProgramId::new(1, round)).unwrap();
             ack(&mut out, &ledger, &attempt.job);
-            ledger.program_exited(&attempt, 0).unwrap();
+            let _effects = ledger.program_exited(&attempt, 0).unwrap();
             ack(&mut out, &ledger, &attempt.job);
         }
     }
@@ -917,7 +917,7 @@ fn kill_child() {
         .filter_map(JobRecord::current_attempt)
         .collect();
     for attempt in running {
-        ledger.program_exited(&attempt, 0).unwrap();
+        let _effects = ledger.program_exited(&attempt, 0).unwrap();
         ack(&mut out, &ledger, &attempt.job);
     }
     // The server advertises completed mandatory jobs again: they never run again.
@@ -947,10 +947,10 @@ fn kill_child() {
         while let NextJob::Run(next) = ledger.next_runnable() {
             let attempt = ledger.begin(&next).unwrap();
             ack(&mut out, &ledger, &next);
-            ledger.launched(&attempt, ProgramId::new(2, n)).unwrap();
+            let _effects = ledger.launched(&attempt, ProgramId::new(2, n)).unwrap();
             ack(&mut out, &ledger, &next);
             // An upgrade restarts the machine when a kill comes with a new boot; here it exits.
-            match ledger.job(&next).unwrap().spec().reboot_behaviour() {
+            let _effects = match ledger.job(&next).unwrap().spec().reboot_behaviour() {
                 RebootBehaviour::MayRequest => ledger.program_exited(&attempt, 3010).unwrap(),
                 _ => ledger.program_exited(&attempt, 0).unwrap(),
             };
@@ -1252,7 +1252,7 @@ fn check_new_boot(
             "round {round}: {next} completed and is offered to run again"
         );
         let attempt = ledger.begin(&next).unwrap();
-        ledger.program_exited(&attempt, 0).unwrap();
+        let _effects = ledger.program_exited(&attempt, 0).unwrap();
         started += 1;
         assert!(started < 100_000);
     }

@@ -134,25 +134,25 @@ fn story<S: Store>(store: S, between: impl FnOnce(&mut S)) -> Recording<S> {
         .unwrap();
     // msi-patch: 1603, a retry after its back-off, then success.
     let attempt = ledger.begin(&job("msi-patch")).unwrap();
-    ledger.launched(&attempt, ProgramId::new(1001, 11)).unwrap();
-    ledger.program_exited(&attempt, 1603).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(1001, 11)).unwrap();
+    let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     at(&mut ledger, 30);
     let attempt = ledger.begin(&job("msi-patch")).unwrap();
-    ledger.launched(&attempt, ProgramId::new(1002, 12)).unwrap();
-    ledger.program_exited(&attempt, 0).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(1002, 12)).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
     // tool: killed by a signal.
     let attempt = ledger.begin(&job("tool")).unwrap();
-    ledger.launched(&attempt, ProgramId::new(1003, 13)).unwrap();
-    ledger
+    let _effects = ledger.launched(&attempt, ProgramId::new(1003, 13)).unwrap();
+    let _effects = ledger
         .program_exited(&attempt, ProgramExit::Signal(15))
         .unwrap();
     // retired and flaky: cancelled; optional: completed, rerun, abandoned.
-    ledger.cancel(&job("retired")).unwrap();
-    ledger.cancel(&job("flaky")).unwrap();
+    let _effects = ledger.cancel(&job("retired")).unwrap();
+    let _effects = ledger.cancel(&job("flaky")).unwrap();
     let attempt = ledger.begin(&job("optional")).unwrap();
-    ledger.program_exited(&attempt, 0).unwrap();
-    ledger.rerun(&job("optional")).unwrap();
-    ledger.abandon(&job("optional")).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
+    let _effects = ledger.rerun(&job("optional")).unwrap();
+    let _effects = ledger.abandon(&job("optional")).unwrap();
     // Delivery: accepted, a dead letter rejected, a dead letter given up on.
     at(&mut ledger, 31);
     ledger.deliver(&mut server()).unwrap();
@@ -167,7 +167,7 @@ fn story<S: Store>(store: S, between: impl FnOnce(&mut S)) -> Recording<S> {
     // Second half, same boot: the upgrade runs and restarts the machine.
     let (mut ledger, _) = Ledger::open(store, session("golden-boot-1", 40)).unwrap();
     let attempt = ledger.begin(&job("os-upgrade")).unwrap();
-    ledger.launched(&attempt, ProgramId::new(2001, 21)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(2001, 21)).unwrap();
     let store = ledger.into_store();
     // A new boot: the upgrade is verified and completes; the rejected message is re-queued.
     let (mut ledger, effects) = Ledger::open(store, session("golden-boot-2", 70)).unwrap();
@@ -178,31 +178,31 @@ fn story<S: Store>(store: S, between: impl FnOnce(&mut S)) -> Recording<S> {
             _ => None,
         })
         .unwrap();
-    ledger.verification(&verify, true).unwrap();
+    let _effects = ledger.verification(&verify, true).unwrap();
     let retired = ledger.dead_letters().next().unwrap().message.key.clone();
     ledger.requeue(&retired).unwrap();
     // lost: its program vanished; launch-fails: it never started.
     let attempt = ledger.begin(&job("lost")).unwrap();
-    ledger.launched(&attempt, ProgramId::new(3001, 31)).unwrap();
-    ledger.program_lost(&attempt).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(3001, 31)).unwrap();
+    let _effects = ledger.program_lost(&attempt).unwrap();
     let attempt = ledger.begin(&job("launch-fails")).unwrap();
-    ledger.launch_failed(&attempt).unwrap();
+    let _effects = ledger.launch_failed(&attempt).unwrap();
     // slow: past its run-time limit, a tick asks for its termination; a signal ends it.
     let attempt = ledger.begin(&job("slow")).unwrap();
-    ledger.launched(&attempt, ProgramId::new(3002, 32)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(3002, 32)).unwrap();
     at(&mut ledger, 73);
-    ledger.tick().unwrap();
-    ledger
+    let _effects = ledger.tick().unwrap();
+    let _effects = ledger
         .program_exited(&attempt, ProgramExit::Signal(15))
         .unwrap();
     // custom-codes: a shutdown notice while it runs; it exits failing (provisionally: it may be
     // restarting the machine), then the restart is under way; the story ends with that restart
     // owed (asks-restart and queued stay queued).
     let attempt = ledger.begin(&job("custom-codes")).unwrap();
-    ledger.launched(&attempt, ProgramId::new(3003, 33)).unwrap();
-    ledger.shutdown_notice().unwrap();
-    ledger.program_exited(&attempt, 1).unwrap();
-    ledger
+    let _effects = ledger.launched(&attempt, ProgramId::new(3003, 33)).unwrap();
+    let _effects = ledger.shutdown_notice().unwrap();
+    let _effects = ledger.program_exited(&attempt, 1).unwrap();
+    let _effects = ledger
         .expect_reboot(&attempt, jobstate::RebootKind::Hard)
         .unwrap();
     ledger.into_store()

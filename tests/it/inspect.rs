@@ -54,10 +54,10 @@ fn agent<S: Store>(open: impl Fn() -> S) -> Ledger<S, jobstate::SessionFacts> {
     let (mut ledger, _) = Ledger::open(open(), service_session("boot-a")).unwrap();
     ledger.advertise(upgrade.clone()).unwrap();
     ledger.advertise(msi_job(job("retired"))).unwrap();
-    ledger.cancel(&job("retired")).unwrap();
+    let _effects = ledger.cancel(&job("retired")).unwrap();
     ledger.deliver(&mut server()).unwrap();
     let attempt = ledger.begin(upgrade.id()).unwrap();
-    ledger
+    let _effects = ledger
         .launched(&attempt, jobstate::ProgramId::new(42, 1))
         .unwrap();
     let store = ledger.into_store();

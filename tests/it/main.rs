@@ -1,4 +1,10 @@
 //! One integration-test binary with modules: it compiles once instead of once per file.
+//!
+//! The ledger's effects are `#[must_use]` (`jobstate::Effects`): a test either checks the effects
+//! of a call or binds them to `_effects`. `let _effects = ledger.call(..)` marks a call made
+//! only to move a job to the state a test is about: what that call licenses is not what the test
+//! checks (the tests about effects assert them: `semantics.rs`, `unheard.rs`,
+//! `mutation_kills.rs`, `restart_policy.rs`, the model and the simulator carry every effect out).
 
 mod bad_input;
 mod common;

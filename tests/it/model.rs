@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jobstate::{
-    Advertisement, Answers, AttemptId, AttemptRef, CheckResult, Effect, Error, JobId, JobRecord,
-    JobSpec, JobState, Ledger, LivePrograms, MemoryStore, ProgramExit, ProgramId, RebootBehaviour,
-    RebootKind, RestartPending, RestartPolicy, RetryPolicy, RunCondition, SessionFacts, StateKind,
-    StatusKey, StatusMessage, StatusSink, Store, StoreError, TransitionError, UserPresence,
-    WaitReason,
+    Advertisement, Answers, AttemptId, AttemptRef, CheckResult, Effect, Effects, Error, JobId,
+    JobRecord, JobSpec, JobState, Ledger, LivePrograms, MemoryStore, ProgramExit, ProgramId,
+    RebootBehaviour, RebootKind, RestartPending, RestartPolicy, RetryPolicy, RunCondition,
+    SessionFacts, StateKind, StatusKey, StatusMessage, StatusSink, Store, StoreError,
+    TransitionError, UserPresence, WaitReason,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
@@ -401,7 +401,8 @@ impl World {
         if how == Launching::Recorded {
             self.next_pid += 1;
             let program = ProgramId::new(self.next_pid, u64::from(self.boots));
-            self.call(|l| l.launched(&attempt, program))
+            let _effects = self
+                .call(|l| l.launched(&attempt, program))
                 .expect("recording a launch right after it");
         } else {
             // The agent died before recording it (its program, if spawned, lives on).
@@ -410,7 +411,7 @@ impl World {
         }
     }
 
-    fn carry_out(&mut self, effects: Vec<Effect>) {
+    fn carry_out(&mut self, effects: Effects) {
         for effect in effects {
             match effect {
                 // Recovery launches again an attempt whose launch was never recorded.
@@ -447,8 +448,8 @@ impl World {
     /// (invariant 6), and may not be a store failure (the memory store does not fail here).
     fn call(
         &mut self,
-        op: impl FnOnce(&mut MemLedger) -> Result<Vec<Effect>, Error>,
-    ) -> Option<Vec<Effect>> {
+        op: impl FnOnce(&mut MemLedger) -> Result<Effects, Error>,
+    ) -> Option<Effects> {
         self.sync_session();
         let before: Vec<JobRecord> = self.ledger().jobs().cloned().collect();
         let records = self.store.records().len();

@@ -32,7 +32,7 @@ fn open(store: &MemoryStore, boot_name: &str) -> MemLedger {
 /// Begins the job's queued attempt and records its launch, as an agent does.
 fn start(ledger: &mut MemLedger, spec: &JobSpec) -> AttemptId {
     let attempt = ledger.begin(spec.id()).unwrap();
-    ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
     attempt
 }
 
@@ -62,7 +62,7 @@ fn next_wakeup_includes_the_delivery_retry_while_messages_are_pending() {
     let spec = msi_job(job("patch"));
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.program_exited(&attempt, 0).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
     assert_eq!(ledger.next_wakeup(), None, "nothing is timed yet");
     let delivery = ledger.deliver(&mut Down).unwrap();
     assert_eq!(delivery.pending, 1);
@@ -145,7 +145,7 @@ fn a_program_found_alive_after_an_agent_restart_stays_polled_once_its_launch_is_
     };
     let before = polled(&ledger);
     assert!(before.unwrap() < Duration::from_secs(60), "{before:?}");
-    ledger.launched(&attempt, ProgramId::new(77, 1)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(77, 1)).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Running {
@@ -166,7 +166,7 @@ fn current_attempt_is_none_for_a_finished_or_idle_job() {
     let attempt = start(&mut ledger, &spec);
     let current = |ledger: &MemLedger| ledger.job(spec.id()).unwrap().current_attempt();
     assert_eq!(current(&ledger), Some(attempt.clone()));
-    ledger.program_exited(&attempt, 1603).unwrap(); // a retry is queued, nothing to check
+    let _effects = ledger.program_exited(&attempt, 1603).unwrap(); // a retry is queued, nothing to check
     assert!(matches!(state(&ledger, &spec), JobState::Queued { .. }));
     assert_eq!(
         current(&ledger),
@@ -175,7 +175,7 @@ fn current_attempt_is_none_for_a_finished_or_idle_job() {
     );
     ledger.session_mut().now += chrono::TimeDelta::days(1);
     let second = start(&mut ledger, &spec);
-    ledger.program_exited(&second, 0).unwrap();
+    let _effects = ledger.program_exited(&second, 0).unwrap();
     assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
     assert_eq!(current(&ledger), None, "a finished job has none");
 }
@@ -299,7 +299,7 @@ fn a_replayed_exit_of_a_finished_attempt_is_invalid_in_its_state_not_stale() {
     let spec = msi_job(job("patch")).retry(RetryPolicy::none());
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.program_exited(&attempt, 1603).unwrap();
+    let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert_eq!(state(&ledger, &spec).kind(), StateKind::Failed);
     match ledger.program_exited(&attempt, 0) {
         Err(Error::Transition(TransitionError::Invalid { state, event, .. })) => {
@@ -361,7 +361,7 @@ fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_r
         ledger.expect_reboot(&attempt, RebootKind::Hard),
         Err(Error::Transition(TransitionError::ExitNotRecorded { .. }))
     ));
-    ledger.program_exited(&attempt, 1603).unwrap();
+    let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     match state(&ledger, &spec) {
         JobState::Queued {
             last_failure: Some(FailureReason::ExitCode(1603)),
@@ -376,7 +376,7 @@ fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_r
     ledger.advertise(spec.clone()).unwrap();
     ledger.session_mut().now += chrono::TimeDelta::days(1);
     let attempt = start(&mut ledger, &spec);
-    ledger.program_exited(&attempt, 1603).unwrap();
+    let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Running {
@@ -384,7 +384,7 @@ fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_r
             ..
         }
     ));
-    ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
+    let _effects = ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::AwaitingReboot {
@@ -560,7 +560,7 @@ fn an_orphan_stays_polled_after_a_change_that_keeps_it_running() {
     };
     let (mut ledger, _) = Ledger::open(store, alive).unwrap();
     assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(10)));
-    ledger.shutdown_notice().unwrap();
+    let _effects = ledger.shutdown_notice().unwrap();
     assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(10)));
 }
 
@@ -577,9 +577,9 @@ fn restarts_come_after_every_other_effect_of_a_call() {
     ledger.advertise(kb.clone()).unwrap();
     ledger.advertise(checked.clone()).unwrap();
     let failed = start(&mut ledger, &checked);
-    ledger.program_exited(&failed, 1603).unwrap();
+    let _effects = ledger.program_exited(&failed, 1603).unwrap();
     let attempt = start(&mut ledger, &kb);
-    ledger.program_exited(&attempt, 3010).unwrap();
+    let _effects = ledger.program_exited(&attempt, 3010).unwrap();
     drop(ledger);
     // An agent restart licenses both again: the check first, the restart last.
     let (_, effects) = Ledger::open(store, service_session("a")).unwrap();
@@ -606,7 +606,7 @@ fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap(); // never recorded
-    ledger.program_exited(&attempt, 1603).unwrap();
+    let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Running {
@@ -618,9 +618,9 @@ fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
     let recorded = msi_job(job("os-upgrade-2")).reboot(RebootBehaviour::RestartsMachine);
     ledger.advertise(recorded.clone()).unwrap();
     ledger.session_mut().now += chrono::TimeDelta::days(1);
-    ledger.abandon(spec.id()).unwrap();
+    let _effects = ledger.abandon(spec.id()).unwrap();
     let attempt = start(&mut ledger, &recorded);
-    ledger.program_exited(&attempt, 1603).unwrap();
+    let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert!(matches!(
         state(&ledger, &recorded),
         JobState::Running {
@@ -641,9 +641,9 @@ fn an_agent_restart_in_the_same_boot_owes_no_check_again() {
         let mut ledger = open(&store, "a");
         ledger.advertise(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
-        ledger.program_exited(&attempt, 1603).unwrap();
+        let _effects = ledger.program_exited(&attempt, 1603).unwrap();
         if with_check {
-            ledger.verification(&attempt, false).unwrap();
+            let _effects = ledger.verification(&attempt, false).unwrap();
         }
         let queued = state(&ledger, &spec);
         drop(ledger);
@@ -679,7 +679,7 @@ fn a_second_reboot_while_verifying_counts_and_the_check_answers_in_the_new_boot(
         } => assert_eq!(v, boot("c")),
         other => panic!("{other:?}"),
     }
-    ledger.verification(&attempt, true).unwrap();
+    let _effects = ledger.verification(&attempt, true).unwrap();
     assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
 }
 
@@ -716,8 +716,8 @@ fn a_check_that_finds_the_work_keeps_the_exit_code() {
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.program_exited(&attempt, 1603).unwrap();
-    ledger.verification(&attempt, true).unwrap();
+    let _effects = ledger.program_exited(&attempt, 1603).unwrap();
+    let _effects = ledger.verification(&attempt, true).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Completed {
@@ -861,7 +861,7 @@ fn the_session_is_asked_only_about_programs_that_may_run_in_this_boot() {
     let (mut ledger, _) = Ledger::open(store, session).unwrap();
     assert_eq!(ledger.session().programs_asked.get(), 1);
     // A tick does not ask about the launch never recorded.
-    ledger.tick().unwrap();
+    let _effects = ledger.tick().unwrap();
     assert_eq!(ledger.session().programs_asked.get(), 1);
 }
 
@@ -992,7 +992,7 @@ fn a_restart_held_twice_is_released_once() {
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(checked.clone()).unwrap();
     let failed = start(&mut ledger, &checked);
-    ledger.program_exited(&failed, 1603).unwrap();
+    let _effects = ledger.program_exited(&failed, 1603).unwrap();
     ledger.advertise(patch.clone()).unwrap();
     let running = start(&mut ledger, &patch);
     ledger.session_mut().programs = LivePrograms::Known([running.clone()].into_iter().collect());
@@ -1066,7 +1066,7 @@ fn the_delivery_policy_given_at_open_is_in_force() {
     let spec = msi_job(job("patch"));
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.program_exited(&attempt, 0).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
     let failed = ledger.deliver(&mut Down).unwrap();
     assert_eq!(
         failed.retry_at,
@@ -1088,7 +1088,7 @@ fn a_check_after_a_signal_keeps_the_signal_in_the_state_and_its_report() {
         let mut ledger = open(&MemoryStore::new(), "a");
         ledger.advertise(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
-        ledger
+        let _effects = ledger
             .program_exited(&attempt, jobstate::ProgramExit::Signal(9))
             .unwrap();
         assert!(matches!(
@@ -1098,7 +1098,7 @@ fn a_check_after_a_signal_keeps_the_signal_in_the_state_and_its_report() {
                 ..
             }
         ));
-        ledger.verification(&attempt, found).unwrap();
+        let _effects = ledger.verification(&attempt, found).unwrap();
         let after = state(&ledger, &spec);
         match &after {
             JobState::Completed { exit, .. } => {

@@ -49,7 +49,7 @@ fn busy_ledger(store: &MemoryStore) -> MemLedger {
             .retry(jobstate::RetryPolicy::none());
         ledger.advertise(spec.clone()).unwrap();
         let attempt = ledger.begin(spec.id()).unwrap();
-        ledger.program_exited(&attempt, code).unwrap();
+        let _effects = ledger.program_exited(&attempt, code).unwrap();
     }
     ledger
 }

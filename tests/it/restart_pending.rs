@@ -3,8 +3,9 @@
 //! required", and may refuse to start while it holds.
 
 use jobstate::{
-    Effect, Error, JobSpec, JobState, Ledger, MemoryStore, NextJob, ProgramId, RebootAttribution,
-    RebootBehaviour, RebootKind, RestartPending, SessionFacts, StateKind, WaitReason,
+    Effect, Effects, Error, JobSpec, JobState, Ledger, MemoryStore, NextJob, ProgramId,
+    RebootAttribution, RebootBehaviour, RebootKind, RestartPending, SessionFacts, StateKind,
+    WaitReason,
 };
 
 use crate::common::*;
@@ -18,11 +19,11 @@ fn session(boot_name: &str, pending: RestartPending) -> SessionFacts {
 
 /// Runs `spec` once to its exit with code 0 while the system says `pending`; returns the state
 /// and the effects of the exit.
-fn run_to_success(spec: &JobSpec, pending: RestartPending) -> (JobState, Vec<Effect>) {
+fn run_to_success(spec: &JobSpec, pending: RestartPending) -> (JobState, Effects) {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), session("b1", pending)).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
-    ledger.launched(&attempt, ProgramId::new(7, 7)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(7, 7)).unwrap();
     let effects = ledger.program_exited(&attempt, 0).unwrap();
     (ledger.job(spec.id()).unwrap().state().clone(), effects)
 }
@@ -94,8 +95,8 @@ fn the_restart_asked_for_by_a_pending_flag_completes_the_job_after_the_new_boot(
         Ledger::open(store.clone(), session("b1", RestartPending::Pending)).unwrap();
     ledger.advertise(kernel.clone()).unwrap();
     let attempt = ledger.begin(kernel.id()).unwrap();
-    ledger.launched(&attempt, ProgramId::new(7, 7)).unwrap();
-    ledger.program_exited(&attempt, 0).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(7, 7)).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
     drop(ledger);
     let (ledger, _) =
         Ledger::open(store.clone(), session("b2", RestartPending::NotPending)).unwrap();
@@ -200,6 +201,6 @@ fn the_system_is_asked_once_per_query_and_asked_again_later() {
     .unwrap();
     plain.advertise(JobSpec::new(job("tool"))).unwrap();
     let attempt = plain.begin(&job("tool")).unwrap();
-    plain.program_exited(&attempt, 0).unwrap();
+    let _effects = plain.program_exited(&attempt, 0).unwrap();
     assert_eq!(plain.session().pending_asked.get(), 0);
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::TimeZone;
 use jobstate::{
-    Effect, JobSpec, Ledger, MaintenanceWindow, MemoryStore, ProgramId, RebootBehaviour,
+    Effect, Effects, JobSpec, Ledger, MaintenanceWindow, MemoryStore, ProgramId, RebootBehaviour,
     RestartHold, RestartPolicy, RestartRelease, SessionFacts, StateKind, Timestamp, UserPresence,
     WaitReason,
 };
@@ -31,7 +31,7 @@ fn exited(
     code: i32,
     user: UserPresence,
     store: &MemoryStore,
-) -> (MemLedger, Vec<Effect>) {
+) -> (MemLedger, Effects) {
     let session = SessionFacts {
         now: noon(),
         user,
@@ -40,7 +40,7 @@ fn exited(
     let (mut ledger, _) = Ledger::open(store.clone(), session).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
-    ledger.launched(&attempt, ProgramId::new(9, 9)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(9, 9)).unwrap();
     let effects = ledger.program_exited(&attempt, code).unwrap();
     (ledger, effects)
 }
@@ -160,7 +160,7 @@ fn next_natural_boot_never_restarts_and_the_boot_completes_the_job() {
         ledger.set_restart_policy(RestartPolicy::NextNaturalBoot);
         ledger.advertise(kb()).unwrap();
         let attempt = ledger.begin(kb().id()).unwrap();
-        ledger.launched(&attempt, ProgramId::new(9, 9)).unwrap();
+        let _effects = ledger.launched(&attempt, ProgramId::new(9, 9)).unwrap();
         let effects = ledger.program_exited(&attempt, 3010).unwrap();
         (ledger, effects)
     };

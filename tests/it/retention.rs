@@ -20,7 +20,7 @@ fn open(dir: &std::path::Path, boot_name: &str) -> FileLedger {
 /// Runs `spec`'s job once to success (exit 0: no restart).
 fn run_once(ledger: &mut FileLedger, spec: &JobSpec, pid: u32) {
     let attempt = ledger.begin(spec.id()).unwrap();
-    ledger.launched(&attempt, ProgramId::new(pid, 1)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(pid, 1)).unwrap();
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
 }
 
@@ -115,7 +115,7 @@ fn an_abandoned_job_keeps_its_last_run() {
     let spec = msi_job(job("stuck")).mandatory(false);
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
-    ledger.launched(&attempt, ProgramId::new(77, 1)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(77, 1)).unwrap();
     let _effects = ledger.abandon(spec.id()).unwrap();
     let whole = ledger.history(spec.id()).unwrap().to_vec();
     drop(ledger);
@@ -247,7 +247,7 @@ fn the_sqlite_store_holds_tombstones_in_memory_and_every_row_on_disk() {
     let spec = msi_job(job("kb-1")).mandatory(true);
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
-    ledger.launched(&attempt, ProgramId::new(5, 1)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(5, 1)).unwrap();
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
     drop(ledger);
     let mut store = jobstate::SqliteStore::open(&path).unwrap();

@@ -34,7 +34,7 @@ fn the_reconciliation_of_many_jobs_is_split_into_bounded_commits() {
         let spec = msi_job(job(&format!("patch-{n}")));
         ledger.advertise(spec.clone()).unwrap();
         let attempt = ledger.begin(spec.id()).unwrap();
-        ledger
+        let _effects = ledger
             .launched(&attempt, ProgramId::new(1000 + n, 1))
             .unwrap();
     }

@@ -73,7 +73,7 @@ fn seed_000_background_upgrade_with_no_user_completes_once() {
     assert_eq!(ledger.next_runnable(), NextJob::Run(upgrade.id().clone()));
     let attempt = ledger.begin(upgrade.id()).unwrap();
     let mut launched = 1; // Running (with boot A) is durable; the agent launches the program,
-    ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap(); // and records that it runs.
+    let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap(); // and records that it runs.
     match ledger.job(upgrade.id()).unwrap().state() {
         JobState::Running { attempt: a, .. } => assert_eq!(a.boot, boot("boot-a")),
         other => panic!("expected Running, got {other:?}"),
@@ -143,7 +143,7 @@ fn seed_001_service_never_hears_the_shutdown_and_still_completes_once() {
     ledger.advertise(upgrade.clone()).unwrap();
     let attempt = ledger.begin(upgrade.id()).unwrap();
     let mut launched = 1;
-    ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
 
     // The machine restarts. The service receives no shutdown message: `shutdown_notice` is
     // never called. The agent is killed mid-flight.
@@ -211,7 +211,7 @@ fn seed_001_wrapper_reports_failure_yet_the_upgrade_is_not_run_again() {
         let (mut ledger, _) = Ledger::open(store.clone(), session.clone()).unwrap();
         ledger.advertise(upgrade.clone()).unwrap();
         let attempt = ledger.begin(upgrade.id()).unwrap();
-        ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
+        let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
         let mut launched = 1;
 
         // Ntencap never hears the shutdown and exits with a failure code (1603), moments
@@ -290,8 +290,8 @@ fn a_failure_with_no_restart_within_the_grace_window_stands() {
         let (mut ledger, _) = Ledger::open(store, service_session("boot-a")).unwrap();
         ledger.advertise(upgrade.clone()).unwrap();
         let attempt = ledger.begin(upgrade.id()).unwrap();
-        ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
-        ledger.program_exited(&attempt, 1603).unwrap();
+        let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
+        let _effects = ledger.program_exited(&attempt, 1603).unwrap();
         let exited = ledger.session().since_boot;
         ledger.session_mut().since_boot = exited + std::time::Duration::from_secs(599);
         assert!(ledger.tick().unwrap().is_empty());
@@ -358,7 +358,7 @@ fn service_pack_interrupted_by_unrelated_reboot_is_retried() {
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
     ledger.advertise(sp.clone()).unwrap();
     let attempt = ledger.begin(sp.id()).unwrap();
-    ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
     drop(ledger);
     let (ledger, _) = Ledger::open(store, service_session("boot-b")).unwrap();
     assert!(matches!(
@@ -384,14 +384,14 @@ fn seed_001_check_made_before_the_restart_is_made_again_after_it() {
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
     ledger.advertise(upgrade.clone()).unwrap();
     let attempt = ledger.begin(upgrade.id()).unwrap();
-    ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
     assert!(ledger.program_exited(&attempt, 1).unwrap().is_empty());
     ledger.session_mut().since_boot += upgrade.failure_grace();
     assert_eq!(
         ledger.tick().unwrap(),
         vec![Effect::Verify(attempt.clone())]
     );
-    ledger.verification(&attempt, false).unwrap(); // too early: the upgrade is still finishing
+    let _effects = ledger.verification(&attempt, false).unwrap(); // too early: the upgrade is still finishing
     drop(ledger); // the upgrade restarts the machine
 
     let (mut ledger, effects) = Ledger::open(store, service_session("boot-b")).unwrap();
@@ -401,7 +401,7 @@ fn seed_001_check_made_before_the_restart_is_made_again_after_it() {
         "the check is owed again"
     );
     assert!(ledger.begin(upgrade.id()).is_err(), "no retry before it");
-    ledger.verification(&attempt, true).unwrap();
+    let _effects = ledger.verification(&attempt, true).unwrap();
     assert_eq!(
         ledger.job(upgrade.id()).unwrap().state().kind(),
         StateKind::Completed

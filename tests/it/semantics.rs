@@ -20,7 +20,7 @@ fn open(store: &MemoryStore, boot_name: &str) -> MemLedger {
 /// Begins the job's queued attempt and records its launch, as an agent does.
 fn start(ledger: &mut MemLedger, spec: &JobSpec) -> AttemptId {
     let attempt = ledger.begin(spec.id()).unwrap();
-    ledger
+    let _effects = ledger
         .launched(
             &attempt,
             ProgramId::new(4242, u64::from(attempt.attempt.number)),
@@ -70,7 +70,7 @@ fn custom_exit_code_table() {
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.program_exited(&attempt, 0).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Failed {
@@ -87,7 +87,7 @@ fn soft_restart_is_owed_until_a_new_boot_is_seen() {
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.program_exited(&attempt, 3010).unwrap();
+    let _effects = ledger.program_exited(&attempt, 3010).unwrap();
     assert_eq!(
         take_reports(&mut ledger)[0].key.state,
         StateKind::AwaitingReboot
@@ -171,7 +171,7 @@ fn retry_later_backs_off_then_runs_then_exhausts_attempts() {
     assert_eq!(ledger.next_runnable(), NextJob::Run(spec.id().clone()));
     let second = start(&mut ledger, &spec);
     assert_eq!(second.attempt.number, 2);
-    ledger.program_exited(&second, 1603).unwrap();
+    let _effects = ledger.program_exited(&second, 1603).unwrap();
     assert_eq!(
         take_reports(&mut ledger)[0].reason,
         Some(FailureReason::ExitCode(1603))
@@ -191,7 +191,7 @@ fn a_clock_reset_backwards_does_not_extend_back_off() {
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.program_exited(&attempt, 1618).unwrap();
+    let _effects = ledger.program_exited(&attempt, 1618).unwrap();
     // The clock is reset a year back: the recorded back-off lies further ahead than any
     // back-off the policy can set, so it is over.
     ledger.session_mut().now = t0() - chrono::TimeDelta::days(365);
@@ -240,7 +240,7 @@ fn maximum_run_time_is_measured_on_the_boot_clock_never_the_wall_clock() {
     assert_eq!(effects, vec![Effect::Terminate(attempt.clone())]);
 
     // The killed program's exit ends the attempt as timed out, whatever its code.
-    ledger.program_exited(&attempt, 0).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Queued {
@@ -299,7 +299,7 @@ fn rerun_and_cancel() {
     for spec in [&mandatory, &optional] {
         ledger.advertise(spec.clone()).unwrap();
         let attempt = start(&mut ledger, spec);
-        ledger.program_exited(&attempt, 0).unwrap();
+        let _effects = ledger.program_exited(&attempt, 0).unwrap();
     }
     assert!(matches!(
         ledger.rerun(mandatory.id()),
@@ -313,7 +313,7 @@ fn rerun_and_cancel() {
             state: StateKind::Completed
         }
     );
-    ledger.rerun(optional.id()).unwrap();
+    let _effects = ledger.rerun(optional.id()).unwrap();
     assert!(matches!(
         state(&ledger, &optional),
         JobState::Queued {
@@ -324,7 +324,7 @@ fn rerun_and_cancel() {
     ));
 
     take_reports(&mut ledger);
-    ledger.cancel(optional.id()).unwrap();
+    let _effects = ledger.cancel(optional.id()).unwrap();
     let sent = take_reports(&mut ledger);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].key.state, StateKind::Failed);
@@ -339,7 +339,7 @@ fn rerun_and_cancel() {
         ledger.cancel(optional.id()).is_err(),
         "a failed job cannot be cancelled again"
     );
-    ledger.rerun(optional.id()).unwrap();
+    let _effects = ledger.rerun(optional.id()).unwrap();
     assert!(matches!(
         state(&ledger, &optional),
         JobState::Queued { run: 3, .. }
@@ -387,7 +387,7 @@ fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();
-    ledger.verification(&attempt, false).unwrap();
+    let _effects = ledger.verification(&attempt, false).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Failed {
@@ -459,7 +459,7 @@ fn a_stale_writer_is_refused_and_changes_nothing() {
         StateKind::Queued,
         "the stale ledger is unchanged"
     );
-    second.program_exited(&attempt, 0).unwrap();
+    let _effects = second.program_exited(&attempt, 0).unwrap();
 }
 
 #[test]
@@ -492,7 +492,7 @@ fn history_is_ordered_by_sequence_and_tells_the_story() {
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.program_exited(&attempt, 3010).unwrap();
+    let _effects = ledger.program_exited(&attempt, 3010).unwrap();
     drop(ledger);
     let mut session = service_session("b");
     session.now = t0() - minutes(600); // a reset clock does not reorder history
@@ -523,7 +523,7 @@ fn a_check_that_finds_nothing_releases_the_retry() {
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.program_exited(&attempt, 1603).unwrap();
+    let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert!(matches!(
         ledger.begin(spec.id()),
         Err(Error::NotRunnable {
@@ -567,8 +567,8 @@ fn a_wrapper_that_reports_failure_after_the_restart_began_does_not_rerun_the_upg
     let attempt = start(&mut ledger, &spec);
     // No restart may be expected before the exit is recorded.
     assert!(ledger.expect_reboot(&attempt, RebootKind::Hard).is_err());
-    ledger.program_exited(&attempt, 1).unwrap();
-    ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
+    let _effects = ledger.program_exited(&attempt, 1).unwrap();
+    let _effects = ledger.expect_reboot(&attempt, RebootKind::Hard).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::AwaitingReboot {
@@ -588,8 +588,8 @@ fn cancel_after_a_failed_attempt_reports_that_attempt() {
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.program_exited(&attempt, 1603).unwrap();
-    ledger.cancel(spec.id()).unwrap();
+    let _effects = ledger.program_exited(&attempt, 1603).unwrap();
+    let _effects = ledger.cancel(spec.id()).unwrap();
     let sent = take_reports(&mut ledger);
     assert_eq!(sent[0].key.attempt, 1);
     assert!(matches!(
@@ -615,7 +615,7 @@ fn an_exit_replayed_after_a_reboot_is_refused_even_after_a_new_restart_request()
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();
-    ledger.expect_reboot(&attempt, RebootKind::Soft).unwrap();
+    let _effects = ledger.expect_reboot(&attempt, RebootKind::Soft).unwrap();
     let before = state(&ledger, &spec);
     assert!(matches!(
         ledger.program_exited(&attempt, 1603),

@@ -837,7 +837,7 @@ fn the_file_store_gives_the_same_trace_as_the_memory_store() {
         .reopen_with(|store: FileStore| {
             let dir = store.dir().to_path_buf();
             drop(store);
-            FileStore::open_with(dir, whole()).unwrap()
+            FileStore::open_with(dir, whole())
         })
         .run_until_idle();
     file.assert_invariants();
@@ -847,6 +847,63 @@ fn the_file_store_gives_the_same_trace_as_the_memory_store() {
         let _ = std::fs::remove_dir_all(dir);
     }
     let _ = dirs;
+}
+
+// A reopen that fails (here: the store opened again while the old one still holds the lock, a
+// mistake a harness can make) is the agent's failure to open its ledger: typed, noted in the
+// trace, and the end of the run, never a panic inside the simulator.
+#[test]
+fn a_store_that_cannot_be_reopened_fails_the_agent_with_the_stores_error() {
+    let dir = temp_dir("reopen");
+    let errors = std::rc::Rc::new(RefCell::new(Vec::new()));
+    let outcome = Scenario::new(3)
+        .job(upgrade(), Program::restarts_machine())
+        .with_store({
+            let dir = dir.clone();
+            move || FileStore::open(&dir).unwrap()
+        })
+        .reopen_with({
+            let errors = errors.clone();
+            move |store: FileStore| {
+                let again = FileStore::open(store.dir()); // `store` still holds the lock
+                if let Err(error) = &again {
+                    errors.borrow_mut().push(format!("{error:?}"));
+                }
+                again
+            }
+        })
+        .run_until_idle();
+    assert_eq!(outcome.end(), End::AgentFailed);
+    let errors = errors.borrow();
+    assert_eq!(errors.len(), 1, "the first agent start fails: {errors:?}");
+    assert!(errors[0].starts_with("Locked"), "{errors:?}");
+    // The store went into the failed reopen: the final state cannot be read either.
+    assert_eq!(
+        outcome.violations(),
+        [
+            "the agent could not reopen its store",
+            "the store does not load at the end: simulator store: the store is being reopened: no store"
+        ]
+    );
+    let refused: Vec<_> = outcome
+        .trace()
+        .lines()
+        .iter()
+        .filter_map(|line| match &line.what {
+            Happened::Refused {
+                call: Call::Open,
+                error,
+            } => Some(error.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused.len(), 1, "{}", outcome.trace().tail(10));
+    assert!(
+        refused[0].contains("is locked by another writer"),
+        "{refused:?}"
+    );
+    assert_eq!(outcome.launches(upgrade().id()), 0, "no agent ran");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---- Seeds: randomized worlds, reported and replayed ----

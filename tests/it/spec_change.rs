@@ -21,7 +21,7 @@ fn open(store: &MemoryStore, boot_name: &str) -> MemLedger {
 
 fn start(ledger: &mut MemLedger, spec: &JobSpec) -> jobstate::AttemptId {
     let attempt = ledger.begin(spec.id()).unwrap();
-    ledger.launched(&attempt, ProgramId::new(4242, 7)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(4242, 7)).unwrap();
     attempt
 }
 
@@ -90,7 +90,7 @@ fn a_running_attempt_finishes_under_its_spec_and_the_retry_takes_the_latest() {
     let mut ledger = open(&store, "b1");
     assert_eq!(ledger.job(old.id()).unwrap().spec(), &old);
     // It fails: under the old spec (3 attempts) it is retried, and the retry runs under the new.
-    ledger.program_exited(&attempt, 1603).unwrap();
+    let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     let record = ledger.job(old.id()).unwrap();
     assert_eq!(record.state().kind(), StateKind::Queued);
     assert_eq!(record.spec(), &new);
@@ -141,7 +141,7 @@ fn mandatory_may_be_added_and_never_removed() {
         }
     );
     assert!(ledger.job(optional.id()).unwrap().spec().is_mandatory());
-    ledger.program_exited(&attempt, 0).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
     // Completed and mandatory: no rerun, whatever a later advertisement says.
     assert!(ledger.rerun(optional.id()).is_err());
     let seq = ledger.job(optional.id()).unwrap().seq();
@@ -185,7 +185,7 @@ fn a_rerun_of_a_finished_optional_job_runs_under_the_latest_spec() {
     let tool = msi_job(job("tool")).mandatory(false);
     ledger.advertise(tool.clone()).unwrap();
     let attempt = start(&mut ledger, &tool);
-    ledger.program_exited(&attempt, 0).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
     let newer = tool.clone().max_run_time(Duration::from_secs(30));
     assert_eq!(
         ledger.advertise(newer.clone()).unwrap(),
@@ -195,7 +195,7 @@ fn a_rerun_of_a_finished_optional_job_runs_under_the_latest_spec() {
             kept_mandatory: false,
         }
     );
-    ledger.rerun(tool.id()).unwrap();
+    let _effects = ledger.rerun(tool.id()).unwrap();
     let attempt = start(&mut ledger, &tool);
     assert_eq!(ledger.job(tool.id()).unwrap().spec(), &newer);
     // The new run-time limit is the one applied: 31 s later the program is to be terminated.
@@ -323,7 +323,7 @@ fn spec_changes_survive_a_file_store_compaction() {
         let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
         ledger.advertise(old.clone()).unwrap();
         let attempt = ledger.begin(old.id()).unwrap();
-        ledger.launched(&attempt, ProgramId::new(4242, 7)).unwrap();
+        let _effects = ledger.launched(&attempt, ProgramId::new(4242, 7)).unwrap();
         ledger.advertise(new.clone()).unwrap();
         ledger.advertise(queued.clone()).unwrap();
         ledger.advertise(queued_new.clone()).unwrap();

@@ -200,7 +200,7 @@ fn a_signal_fails_the_attempt_with_its_own_reason_and_the_retry_policy_applies()
         jobstate::Ledger::open(jobstate::MemoryStore::new(), service_session("b1")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
-    ledger
+    let _effects = ledger
         .program_exited(&attempt, ProgramExit::Signal(9))
         .unwrap();
     let JobState::Queued { last_failure, .. } = ledger.job(spec.id()).unwrap().state() else {
@@ -210,7 +210,7 @@ fn a_signal_fails_the_attempt_with_its_own_reason_and_the_retry_policy_applies()
     // The second attempt is killed too: the run fails, and says how.
     ledger.session_mut().now = t0() + chrono::TimeDelta::hours(2);
     let attempt = ledger.begin(spec.id()).unwrap();
-    ledger
+    let _effects = ledger
         .program_exited(&attempt, ProgramExit::Signal(15))
         .unwrap();
     let JobState::Failed { reason, .. } = ledger.job(spec.id()).unwrap().state() else {
@@ -228,7 +228,7 @@ fn a_signal_fails_the_attempt_with_its_own_reason_and_the_retry_policy_applies()
         JobSpec::new(job("lenient")).exit_codes(ExitCodePolicy::new(ExitOutcome::Success));
     ledger.advertise(lenient.clone()).unwrap();
     let attempt = ledger.begin(lenient.id()).unwrap();
-    ledger
+    let _effects = ledger
         .program_exited(&attempt, ProgramExit::Signal(6))
         .unwrap();
     assert_ne!(

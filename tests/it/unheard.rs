@@ -33,7 +33,7 @@ fn state(ledger: &MemLedger, spec: &JobSpec) -> JobState {
 
 fn start(ledger: &mut MemLedger, spec: &JobSpec) -> AttemptId {
     let attempt = ledger.begin(spec.id()).unwrap();
-    ledger.launched(&attempt, ProgramId::new(4242, 7)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(4242, 7)).unwrap();
     attempt
 }
 
@@ -75,7 +75,7 @@ fn a_launch_never_recorded_is_never_completed_by_a_reboot_and_runs_once() {
         "no Completed for a program that never ran"
     );
     // Now it runs, and restarts the machine: that reboot completes it.
-    ledger.launched(&attempt, ProgramId::new(1, 2)).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(1, 2)).unwrap();
     drop(ledger);
     let (mut ledger, effects) = Ledger::open(store, session("boot-c", &[])).unwrap();
     assert!(effects.is_empty(), "{effects:?}");
@@ -160,11 +160,11 @@ fn a_launch_is_recorded_once_and_only_for_the_current_attempt_in_its_boot() {
     let spec2 = msi_job(job("patch"));
     ledger.advertise(spec2.clone()).unwrap();
     let mut ledger = {
-        ledger.program_exited(&attempt, 0).unwrap();
+        let _effects = ledger.program_exited(&attempt, 0).unwrap();
         ledger
     };
     let attempt2 = ledger.begin(spec2.id()).unwrap();
-    ledger.launch_failed(&attempt2).unwrap();
+    let _effects = ledger.launch_failed(&attempt2).unwrap();
     assert!(matches!(
         state(&ledger, &spec2),
         JobState::Queued {
@@ -205,7 +205,7 @@ fn a_program_that_died_with_the_agent_ends_its_attempt_instead_of_sticking() {
         }
         if with_check {
             // The program had in fact succeeded: the check says so, and nothing runs again.
-            ledger.verification(&attempt, true).unwrap();
+            let _effects = ledger.verification(&attempt, true).unwrap();
             assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
         } else {
             assert!(matches!(
@@ -231,7 +231,7 @@ fn a_tick_notices_a_program_that_is_gone_and_an_agent_can_say_so() {
     assert_eq!(state(&ledger, &spec).kind(), StateKind::Running);
     // Gone (no exit status): the attempt ends as lost.
     ledger.session_mut().programs = LivePrograms::Known(BTreeSet::new());
-    ledger.tick().unwrap();
+    let _effects = ledger.tick().unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Queued {
@@ -245,7 +245,7 @@ fn a_tick_notices_a_program_that_is_gone_and_an_agent_can_say_so() {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.program_lost(&attempt).unwrap();
+    let _effects = ledger.program_lost(&attempt).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Failed {
@@ -276,16 +276,16 @@ fn a_terminated_program_that_will_not_go_is_reported_and_an_operator_can_abandon
     );
     // Still alive after the grace period (5 minutes): reported once, then it waits visibly.
     ledger.session_mut().since_boot = t + Duration::from_secs(600 + 299);
-    ledger.tick().unwrap();
+    let _effects = ledger.tick().unwrap();
     assert!(take_reports(&mut ledger).is_empty());
     ledger.session_mut().since_boot = t + Duration::from_secs(600 + 300);
-    ledger.tick().unwrap();
+    let _effects = ledger.tick().unwrap();
     assert_eq!(
         keys(&take_reports(&mut ledger)),
         ["hang/run 1/attempt 1/Running/overdue 1"]
     );
     ledger.session_mut().since_boot = t + Duration::from_secs(3 * 3600);
-    ledger.tick().unwrap();
+    let _effects = ledger.tick().unwrap();
     assert!(take_reports(&mut ledger).is_empty(), "reported once");
     let wait = wait_of(&ledger, &spec).unwrap();
     assert_eq!(wait.reason, WaitReason::Unresponsive);
@@ -321,7 +321,7 @@ fn a_terminated_program_that_will_not_go_is_reported_and_an_operator_can_abandon
         vec![Effect::Terminate(attempt.clone())]
     );
     ledger.session_mut().programs = LivePrograms::Known(BTreeSet::new());
-    ledger.tick().unwrap();
+    let _effects = ledger.tick().unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Queued {
@@ -338,7 +338,7 @@ fn abandon_ends_any_unfinished_job_but_never_a_completed_one() {
     let done = msi_job(job("done"));
     ledger.advertise(done.clone()).unwrap();
     let attempt = start(&mut ledger, &done);
-    ledger.program_exited(&attempt, 0).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
     assert!(matches!(
         ledger.abandon(done.id()),
         Err(Error::Transition(
@@ -348,7 +348,7 @@ fn abandon_ends_any_unfinished_job_but_never_a_completed_one() {
     let optional = msi_job(job("optional")).mandatory(false);
     ledger.advertise(optional.clone()).unwrap();
     let attempt = start(&mut ledger, &optional);
-    ledger.program_exited(&attempt, 0).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
     assert!(ledger.abandon(optional.id()).is_err());
     let queued = msi_job(job("queued"));
     ledger.advertise(queued.clone()).unwrap();
@@ -357,7 +357,7 @@ fn abandon_ends_any_unfinished_job_but_never_a_completed_one() {
     let waiting = msi_job(job("waiting")).reboot(RebootBehaviour::MayRequest);
     ledger.advertise(waiting.clone()).unwrap();
     let attempt = start(&mut ledger, &waiting);
-    ledger.program_exited(&attempt, 3010).unwrap();
+    let _effects = ledger.program_exited(&attempt, 3010).unwrap();
     assert!(ledger.abandon(waiting.id()).unwrap().is_empty());
     let reports = take_reports(&mut ledger);
     assert_eq!(
@@ -451,7 +451,7 @@ fn a_job_that_may_restart_the_machine_runs_alone() {
     }
     assert!(matches!(ledger.next_runnable(), NextJob::Wait { .. }));
     // Nor while its restart is owed.
-    ledger.program_exited(&attempt, 3010).unwrap();
+    let _effects = ledger.program_exited(&attempt, 3010).unwrap();
     assert_eq!(
         wait_of(&ledger, &patch).unwrap().reason,
         WaitReason::RestartPending {
@@ -527,10 +527,10 @@ fn a_restart_is_held_while_another_job_runs_and_a_reboot_is_attributed_to_its_ow
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     ledger.advertise(checked.clone()).unwrap();
     let failed = start(&mut ledger, &checked);
-    ledger.program_exited(&failed, 1603).unwrap();
+    let _effects = ledger.program_exited(&failed, 1603).unwrap();
     ledger.advertise(patch.clone()).unwrap();
     start(&mut ledger, &patch);
-    ledger.verification(&failed, CheckResult::NotYet).unwrap();
+    let _effects = ledger.verification(&failed, CheckResult::NotYet).unwrap();
     drop(ledger);
     let (ledger, effects) = Ledger::open(store, service_session("b")).unwrap();
     assert_eq!(effects, vec![Effect::Verify(failed.clone())]);
@@ -566,14 +566,14 @@ fn a_restart_is_never_expected_before_the_exit_is_recorded() {
     ));
     // Before the launch was recorded, even less (a job that never ran is never completed).
     let upgrade = upgrade();
-    ledger.program_exited(&attempt, 0).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
     ledger.advertise(upgrade.clone()).unwrap();
     let never_ran = ledger.begin(upgrade.id()).unwrap();
     assert!(ledger.expect_reboot(&never_ran, RebootKind::Hard).is_err());
     // After a provisional failure of a program that restarts the machine, the agent may say the
     // restart is under way.
-    ledger.launched(&never_ran, ProgramId::new(5, 5)).unwrap();
-    ledger.program_exited(&never_ran, 1603).unwrap();
+    let _effects = ledger.launched(&never_ran, ProgramId::new(5, 5)).unwrap();
+    let _effects = ledger.program_exited(&never_ran, 1603).unwrap();
     assert!(
         ledger
             .expect_reboot(&never_ran, RebootKind::Hard)
@@ -627,7 +627,7 @@ fn an_upgrade_that_restarts_several_times_waits_for_each_restart_within_its_boun
     for n in 1..=2 {
         let (mut ledger, _) =
             Ledger::open(store.clone(), service_session(&format!("b{n}"))).unwrap();
-        ledger.verification(&attempt, CheckResult::NotYet).unwrap();
+        let _effects = ledger.verification(&attempt, CheckResult::NotYet).unwrap();
         if n == 2 {
             assert!(matches!(
                 state(&ledger, &spec),
@@ -647,7 +647,7 @@ fn an_upgrade_that_restarts_several_times_waits_for_each_restart_within_its_boun
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("b0")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.program_exited(&attempt, 3010).unwrap();
+    let _effects = ledger.program_exited(&attempt, 3010).unwrap();
     drop(ledger);
     let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
     assert_eq!(
@@ -676,7 +676,7 @@ fn a_failed_last_attempt_with_a_check_is_checked_before_the_run_fails() {
         ledger.begin(spec.id()).is_err(),
         "no attempts left, and a check owed"
     );
-    ledger.verification(&attempt, false).unwrap();
+    let _effects = ledger.verification(&attempt, false).unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Failed {
@@ -701,7 +701,7 @@ fn next_wakeup_is_the_earliest_deadline_across_all_jobs() {
     let flaky = msi_job(job("flaky"));
     ledger.advertise(flaky.clone()).unwrap();
     let attempt = start(&mut ledger, &flaky);
-    ledger.program_exited(&attempt, 1603).unwrap();
+    let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(60)));
     let waits = ledger.waits();
     assert_eq!(waits.len(), 2, "{waits:?}");
@@ -730,7 +730,7 @@ fn an_orphaned_upgrade_that_vanishes_and_restarts_the_machine_runs_once() {
     assert!(effects.is_empty());
     // The program is gone a moment before the reset: provisional, not a retry.
     ledger.session_mut().programs = LivePrograms::Known(BTreeSet::new());
-    ledger.tick().unwrap();
+    let _effects = ledger.tick().unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Running {
@@ -752,9 +752,9 @@ fn an_orphaned_upgrade_that_vanishes_and_restarts_the_machine_runs_once() {
     let (mut ledger, _) = Ledger::open(store, session("a", &[])).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.program_lost(&attempt).unwrap();
+    let _effects = ledger.program_lost(&attempt).unwrap();
     ledger.session_mut().since_boot += spec.failure_grace();
-    ledger.tick().unwrap();
+    let _effects = ledger.tick().unwrap();
     assert!(matches!(
         state(&ledger, &spec),
         JobState::Queued {
@@ -780,7 +780,7 @@ fn a_terminated_attempt_is_never_launched_again() {
         vec![Effect::Terminate(attempt.clone())]
     );
     ledger.session_mut().since_boot += spec.terminate_grace();
-    ledger.tick().unwrap();
+    let _effects = ledger.tick().unwrap();
     assert_eq!(
         keys(&take_reports(&mut ledger)),
         ["patch/run 1/attempt 1/Running/overdue 1"]
@@ -806,14 +806,14 @@ fn a_rerun_waits_for_the_abandoned_program_to_go() {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.abandon(spec.id()).unwrap();
+    let _effects = ledger.abandon(spec.id()).unwrap();
     ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
     assert!(matches!(
         ledger.rerun(spec.id()),
         Err(Error::ProgramStillRunning { .. })
     ));
     ledger.session_mut().programs = LivePrograms::Known(BTreeSet::new());
-    ledger.rerun(spec.id()).unwrap();
+    let _effects = ledger.rerun(spec.id()).unwrap();
     assert_eq!(ledger.next_runnable(), NextJob::Run(spec.id().clone()));
 }
 
@@ -825,7 +825,7 @@ fn not_yet_means_not_there_for_a_job_that_never_restarts() {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
-    ledger.program_exited(&attempt, 1603).unwrap();
+    let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert!(
         ledger
             .verification(&attempt, CheckResult::NotYet)

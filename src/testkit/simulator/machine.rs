@@ -641,8 +641,14 @@ impl<S: Store> Machine<S> {
             return;
         }
         self.store.revive();
-        if let Some(reopen) = self.scenario.reopen.clone() {
-            self.store.reopen(|store| reopen(store));
+        if let Some(reopen) = self.scenario.reopen.clone()
+            && let Err(error) = self.store.reopen(|store| reopen(store))
+        {
+            if let Answer::Refused = self.after_call::<()>(&Call::Open, Err(Error::Store(error))) {
+                self.violate("the agent could not reopen its store".into());
+                self.end = Some(End::AgentFailed);
+            }
+            return;
         }
         // Everything kept: the simulator's checks read whole histories (invariants 2, 3, 5
         // and 7 over every transition ever acknowledged).
@@ -807,7 +813,7 @@ impl<S: Store> Machine<S> {
         }
     }
 
-    fn carry_out(&mut self, effects: Vec<Effect>) {
+    fn carry_out(&mut self, effects: impl IntoIterator<Item = Effect>) {
         for effect in effects {
             match effect {
                 Effect::Launch(attempt) => self.launch(attempt),

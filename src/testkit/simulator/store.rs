@@ -200,13 +200,18 @@ impl<S: Store> SimStore<S> {
         shared.tripped = None;
     }
 
-    /// Replaces the wrapped store by `reopen(store)`: how a new process would open it.
-    pub fn reopen(&self, reopen: impl FnOnce(S) -> S) {
+    /// Replaces the wrapped store by `reopen(store)`: how a new process would open it. If
+    /// reopening fails, its error is returned and the store is gone: every later call fails.
+    pub fn reopen(
+        &self,
+        reopen: impl FnOnce(S) -> Result<S, StoreError>,
+    ) -> Result<(), StoreError> {
         let store = self.shared.borrow_mut().store.take();
         if let Some(store) = store {
-            let reopened = reopen(store);
+            let reopened = reopen(store)?;
             self.shared.borrow_mut().store = Some(reopened);
         }
+        Ok(())
     }
 
     /// Loads the wrapped store directly, dead or not (to read the final state of a run).
