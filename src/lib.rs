@@ -107,6 +107,7 @@ mod exit_code;
 #[cfg(feature = "http")]
 mod http_sink;
 mod id;
+#[cfg(feature = "json-lines")]
 mod json_lines_sink;
 mod keyed_queue;
 mod ledger;
@@ -136,6 +137,8 @@ pub use exit_code::{ExitCodePolicy, ExitOutcome, ProgramExit};
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use http_sink::{HttpSink, HttpSinkError, HttpSinkOptions};
 pub use id::{BootId, IdError, JobId};
+#[cfg(feature = "json-lines")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json-lines")))]
 pub use json_lines_sink::{JsonLinesSink, SinkOptions};
 pub use ledger::{Advertisement, JobWait, Ledger, LedgerOptions, NextJob, SpecEffect};
 #[cfg(target_os = "linux")]
