@@ -19,7 +19,9 @@
 //!   interactive, whether shutdown notices arrive): facts, never requirements for bookkeeping.
 //!
 //! The promise, proven by the tests: no sequence of events, crashes, restarts or reboots moves a
-//! completed mandatory job out of `Completed` or starts it again.
+//! completed mandatory job out of `Completed` or starts it again. [`semantics`] states every
+//! rule: the states, events and effects, what the agent may never hear, the invariants, and what
+//! a store must keep.
 //!
 //! # Recipe: an agent loop
 //!
@@ -139,6 +141,12 @@ mod program;
 mod record;
 mod restart_policy;
 mod safe_fs;
+/// The semantics the crate promises, for those who embed it (`SEMANTICS.md`, shipped with the
+/// crate): states, events, effects, reboot truth, what the agent may never hear, status
+/// reporting, the invariants and the rules every store keeps. This module holds no items.
+#[doc = ""]
+#[doc = include_str!("../SEMANTICS.md")]
+pub mod semantics {}
 mod session;
 mod spec;
 mod state;
