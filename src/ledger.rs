@@ -416,7 +416,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Records that the program of `attempt` started, as `program` (on Linux,
     /// [`LinuxSession::program_id`](crate::LinuxSession::program_id) of the child's pid). Call it
     /// as soon as the program started: until then the launch is not a fact, and a reboot never
-    /// completes the job ([semantics](crate::semantics): "A launch is a recorded fact").
+    /// completes the job (DESIGN.md: "A launch is a recorded fact").
     pub fn launched(
         &mut self,
         attempt: &AttemptId,
