@@ -1,5 +1,5 @@
 //! Status messages given up on: kept durably in the same store, visible, and re-queued or
-//! discarded only by an explicit call (DESIGN.md: "a message given up on is kept, visible, never
+//! discarded only by an explicit call (SEMANTICS.md: "a message given up on is kept, visible, never
 //! silently dropped").
 
 use serde::{Deserialize, Serialize};

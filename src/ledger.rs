@@ -213,7 +213,7 @@ pub struct Ledger<S: Store, C: SessionContext> {
     /// When each pending message may be offered again. In memory only: after a restart, pending
     /// messages are offered at once.
     schedule: crate::delivery::Schedule,
-    /// Restarts owed while another job runs (DESIGN.md: "Restarts are exclusive"): licensed by
+    /// Restarts owed while another job runs (SEMANTICS.md: "Restarts are exclusive"): licensed by
     /// the call that leaves no job running. In memory only: recovery derives them again.
     held_restarts: Vec<(JobId, RebootKind)>,
     /// The restart policy of jobs whose spec names none.
@@ -226,8 +226,9 @@ pub struct Ledger<S: Store, C: SessionContext> {
 }
 
 impl<S: Store, C: SessionContext> Ledger<S, C> {
-    /// Loads `store` and reconciles every unfinished job against the current boot (DESIGN.md:
-    /// "Reboot truth comes from boot identity"), committing the result in one batch.
+    /// Loads `store` and reconciles every unfinished job against the current boot
+    /// ([semantics](crate::semantics): "Reboot truth comes from boot identity"), committing the
+    /// result in one batch.
     ///
     /// Returns the ledger and the effects recovery licenses: verifications to run after a
     /// reboot, restarts and terminations still owed, and launches of attempts whose launch was
@@ -594,8 +595,9 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         self.apply(job, EventKind::AbandonRequested)
     }
 
-    /// What every unfinished job waits for, in advertisement order (DESIGN.md: "Every wait is
-    /// named and bounded or visible"). A queued job that may start now is not listed.
+    /// What every unfinished job waits for, in advertisement order
+    /// ([semantics](crate::semantics): "Every wait is named and bounded or visible"). A queued job
+    /// that may start now is not listed.
     pub fn waits(&self) -> Vec<JobWait> {
         let busy = self.busy();
         self.state
@@ -686,7 +688,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             .ok_or_else(|| Error::UnknownJob(job.clone()))
     }
 
-    /// Which other jobs stand in the way of a start (DESIGN.md: "Restarts are exclusive").
+    /// Which other jobs stand in the way of a start (SEMANTICS.md: "Restarts are exclusive").
     fn busy(&self) -> Busy {
         let mut busy = Busy::default();
         let mut asks_pending = false;
@@ -899,7 +901,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         }
     }
 
-    /// Licenses restarts last, and only while no other job runs (DESIGN.md: "a restart is never
+    /// Licenses restarts last, and only while no other job runs (SEMANTICS.md: "a restart is never
     /// licensed while another job runs"): every `ScheduleRestart` a call produced joins the
     /// held ones, and each held restart still owed is licensed once no other job runs, after
     /// every other effect of the call (a restart ends the agent: what would follow it in the

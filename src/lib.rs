@@ -19,7 +19,9 @@
 //!   interactive, whether shutdown notices arrive): facts, never requirements for bookkeeping.
 //!
 //! The promise, proven by the tests: no sequence of events, crashes, restarts or reboots moves a
-//! completed mandatory job out of `Completed` or starts it again.
+//! completed mandatory job out of `Completed` or starts it again. [`semantics`] states every
+//! rule: the states, events and effects, what the agent may never hear, the invariants, and what
+//! a store must keep.
 //!
 //! # Recipe: an agent loop
 //!
@@ -88,6 +90,27 @@
 //! - *Job queues* delete finished rows after a retention window; a completed mandatory job here
 //!   is a tombstone that is never pruned while the job can be advertised.
 //!
+//! # Features
+//!
+//! | feature | default | adds | costs |
+//! |---|---|---|---|
+//! | `json-lines` | on | `JsonLinesSink` and `SinkOptions`: status messages appended to a local file as JSON lines, synced before they are accepted | `serde_json` (4 crates) |
+//! | `sqlite` | off | `SqliteStore`: the store in one SQLite database file | `rusqlite` (11 crates); links the system's `libsqlite3`: a binary needs its development files to link (Debian: `libsqlite3-dev`) and the library to run |
+//! | `sqlite-bundled` | off | `sqlite`, with SQLite compiled into the binary instead: nothing to install | SQLite's C source compiled with the C compiler Rust links with (14 crates in all with `sqlite`) |
+//! | `http` | off | `HttpSink`: each status message `POST`ed to a site server over HTTP(S), TLS by rustls with the Mozilla roots compiled in | `ureq`, `rustls`, `ring` (C and assembly compiled), `webpki-roots`, `serde_json` (28 crates) |
+//! | `testkit` | off | `testkit::conformance` (the suite that proves a store of yours) and `testkit::simulator` (a simulated machine for a deployment tool's tests) | no dependencies; more code to compile |
+//! | `cli` | off | the `jobstate` binary, which inspects a store read-only while an agent holds it (a SQLite store with `sqlite`) | `serde_json`; the library is unchanged |
+//!
+//! [`LinuxSession`] is there on Linux whatever the features. Without any feature the crate
+//! depends on `chrono`, `serde`, `postcard`, `thiserror` and `rustc-hash` (15 crates with their
+//! own dependencies, build-time macros included) and does all its IO with `std`. The crate
+//! counts above are what a feature adds to that, from `cargo tree`.
+//!
+//! On a machine without SQLite's development files, `--features sqlite` builds the library but a
+//! binary that uses it fails to link (`unable to find library -lsqlite3`): take `sqlite-bundled`
+//! there, or install `libsqlite3-dev`. Tests, examples and benches of this crate build either
+//! way: its dev-dependency on `rusqlite` is bundled.
+//!
 //! # Minimum supported Rust version
 //!
 //! Rust 1.89 (edition 2024; `File::try_lock` for the file store's single-writer lock). Raising it
@@ -107,6 +130,7 @@ mod exit_code;
 #[cfg(feature = "http")]
 mod http_sink;
 mod id;
+#[cfg(feature = "json-lines")]
 mod json_lines_sink;
 mod keyed_queue;
 mod ledger;
@@ -118,11 +142,18 @@ mod record;
 mod restart_policy;
 mod retention;
 mod safe_fs;
+/// The semantics the crate promises, for those who embed it (`SEMANTICS.md`, shipped with the
+/// crate): states, events, effects, reboot truth, what the agent may never hear, status
+/// reporting, the invariants and the rules every store keeps. This module holds no items.
+#[doc = ""]
+#[doc = include_str!("../SEMANTICS.md")]
+pub mod semantics {}
 mod session;
 mod spec;
 mod state;
 mod store;
 #[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 mod time_serde;
 mod transition;
@@ -137,9 +168,12 @@ pub use exit_code::{ExitCodePolicy, ExitOutcome, ProgramExit};
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use http_sink::{HttpSink, HttpSinkError, HttpSinkOptions};
 pub use id::{BootId, IdError, JobId};
+#[cfg(feature = "json-lines")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json-lines")))]
 pub use json_lines_sink::{JsonLinesSink, SinkOptions};
 pub use ledger::{Advertisement, JobWait, Ledger, LedgerOptions, NextJob, SpecEffect};
 #[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub use linux_session::LinuxSession;
 pub use outbox::Outbox;
 pub use program::{ProgramId, ProgramStatus};
@@ -157,6 +191,7 @@ pub use state::{
     StateKind, Termination,
 };
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use store::SqliteStore;
 pub use store::{
     Commit, Cut, FileStore, FileStoreOptions, Inspection, MAX_FRAME, MemoryStore, OpenReport,

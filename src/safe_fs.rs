@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 /// was read from or written to the path.
 ///
 /// [`StoreError::Unsafe`](crate::StoreError::Unsafe) carries it for the stores; the
-/// [`JsonLinesSink`](crate::JsonLinesSink) returns it inside its `std::io::Error` (find it with
+/// `JsonLinesSink` (feature `json-lines`) returns it inside its `std::io::Error` (find it with
 /// `error.get_ref().and_then(|e| e.downcast_ref::<UnsafePath>())`).
 ///
 /// ```

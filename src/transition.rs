@@ -611,7 +611,7 @@ impl Transitioner<'_> {
 
     /// The program of a running attempt is gone, in the attempt's boot, and its exit was never
     /// recorded. A launch never recorded never ran: launch it again. A program that ran ended
-    /// without a result: with a check, verify; without, the retry policy (DESIGN.md, "A program
+    /// without a result: with a check, verify; without, the retry policy (SEMANTICS.md, "A program
     /// can vanish"). After a termination, that is the attempt's timed-out end.
     fn program_gone(&self) -> Step {
         let JobState::Running {
@@ -688,7 +688,7 @@ impl Transitioner<'_> {
         }
     }
 
-    /// Recovery: reconcile the job against the boot the agent started in (DESIGN.md, "Reboot
+    /// Recovery: reconcile the job against the boot the agent started in (SEMANTICS.md, "Reboot
     /// truth comes from boot identity" and "What the agent may never hear").
     fn agent_started(&self, program: ProgramStatus, restart_of: Option<&JobId>) -> Step {
         let boot = &self.event.boot;
@@ -1007,7 +1007,7 @@ impl Transitioner<'_> {
                     CheckResult::Installed => {
                         self.complete(attempt, *exit, Some(cause.clone()), true, false)
                     }
-                    // After a reboot the attempt is never re-run (DESIGN.md): the check decides,
+                    // After a reboot the attempt is never re-run (SEMANTICS.md): the check decides,
                     // and "not there" fails the run. A rerun request may start a new one.
                     CheckResult::NotInstalled => self.fail_run(
                         attempt.run,
@@ -1133,7 +1133,7 @@ impl Transitioner<'_> {
         Ok(self.fail_run(*run, previous.as_ref(), FailureReason::Cancelled, None))
     }
 
-    /// An operator ends a job that is not completed (DESIGN.md: "An operator can always end a
+    /// An operator ends a job that is not completed (SEMANTICS.md: "An operator can always end a
     /// stuck job"). A program that may still run is to be terminated.
     fn abandon(&self) -> Result<Step, TransitionError> {
         let reason = FailureReason::Abandoned;

@@ -1,5 +1,5 @@
 //! The ledger's status reporting: delivery through a sink, the pull API under it, and the dead
-//! letters (DESIGN.md: "Status reporting").
+//! letters (SEMANTICS.md: "Status reporting").
 
 use crate::{
     Answer, Answered, Answers, Commit, DeadLetter, DeadLetterNote, DeadLetterReason, Delivery,

@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+#[cfg(feature = "json-lines")]
+use jobstate::JsonLinesSink;
 use jobstate::{
-    Answers, DeliveryPolicy, Error, JobState, JsonLinesSink, Ledger, MemoryStore, RebootBehaviour,
-    StateKind, StatusKey, StatusMessage, StatusSink, Store, StoreError, UserPresence,
+    Answers, DeliveryPolicy, Error, JobState, Ledger, MemoryStore, RebootBehaviour, StateKind,
+    StatusKey, StatusMessage, StatusSink, Store, StoreError, UserPresence,
 };
 
 use crate::common::*;
@@ -210,6 +212,7 @@ fn pending_messages_survive_crashes_and_reboots_and_need_no_user() {
     assert_eq!((delivery.delivered, delivery.pending), (4, 0));
 }
 
+#[cfg(feature = "json-lines")]
 #[test]
 fn the_json_lines_sink_appends_synced_lines_readable_only_by_the_owner() {
     let dir = std::env::temp_dir().join(format!("jobstate-it-sink-{}", std::process::id()));
@@ -243,6 +246,7 @@ fn the_json_lines_sink_appends_synced_lines_readable_only_by_the_owner() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[cfg(feature = "json-lines")]
 #[test]
 fn the_json_lines_sink_cuts_off_a_line_a_crash_left_unfinished() {
     let dir = std::env::temp_dir().join(format!("jobstate-it-sink-torn-{}", std::process::id()));

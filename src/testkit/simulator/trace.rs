@@ -505,7 +505,7 @@ impl Outcome {
         self.end == End::Idle
     }
 
-    /// The crate's promises (DESIGN.md's invariants) that the run broke, checked as it ran:
+    /// The crate's [invariants](crate::semantics) that the run broke, checked as it ran:
     /// a completed mandatory job launched again or moved out of `Completed` (1); a transition
     /// the store acknowledged missing after a restart (2); a job declared
     /// [`RebootBehaviour::RestartsMachine`] failed by a reboot (3); two programs of one job
@@ -667,7 +667,7 @@ pub(crate) fn reboot_undid(before: &JobState, entry: &crate::HistoryEntry) -> Op
     }
 }
 
-/// DESIGN.md invariant 7: a job is completed only on evidence: an exit code that maps to
+/// SEMANTICS.md invariant 7: a job is completed only on evidence: an exit code that maps to
 /// success, a positive check, or a new boot after a requested restart or after the recorded
 /// launch of a program declared to restart the machine.
 pub(crate) fn completion_has_evidence(
