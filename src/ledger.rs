@@ -440,7 +440,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Records that the program of `attempt` started, as `program` (on Linux,
     /// [`LinuxSession::program_id`](crate::LinuxSession::program_id) of the child's pid). Call it
     /// as soon as the program started: until then the launch is not a fact, and a reboot never
-    /// completes the job (DESIGN.md: "A launch is a recorded fact").
+    /// completes the job ([semantics](crate::semantics): "A launch is a recorded fact").
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn launched(&mut self, attempt: &AttemptId, program: ProgramId) -> Result<Effects, Error> {
         let kind = EventKind::Launched {

@@ -45,16 +45,19 @@
 //!     .reboot(RebootBehaviour::RestartsMachine);
 //!
 //! // Boot A: the agent starts, learns of the job and runs it.
-//! let (mut ledger, _) = Ledger::open(store.clone(), session.clone())?;
+//! let (mut ledger, recovered) = Ledger::open(store.clone(), session.clone())?;
+//! assert!(recovered.is_empty()); // an agent carries these out first
 //! ledger.advertise(upgrade.clone())?;
 //! if let NextJob::Run(job) = ledger.next_runnable() {
 //!     let attempt = ledger.begin(&job)?; // Running is durable; now launch the program,
-//!     ledger.launched(&attempt, ProgramId::new(4242, 1))?; // and record that it runs.
+//!     let effects = ledger.launched(&attempt, ProgramId::new(4242, 1))?; // and record that it runs.
+//!     assert!(effects.is_empty()); // every call returns effects: carry them all out
 //! }
 //! drop(ledger); // the program restarts the machine: no exit code, no notice.
 //!
 //! // Boot B: the agent starts again; the boot changed, so the upgrade is complete.
-//! let (ledger, _) = Ledger::open(store, SessionFacts { boot: BootId::new("boot-b")?, ..session })?;
+//! let (ledger, recovered) = Ledger::open(store, SessionFacts { boot: BootId::new("boot-b")?, ..session })?;
+//! assert!(recovered.is_empty()); // the new boot completed the upgrade: nothing to verify
 //! let job = ledger.job(upgrade.id()).unwrap();
 //! assert_eq!(job.state().kind(), StateKind::Completed);
 //! // Its status message was committed with it: `ledger.deliver(&mut sink)` sends it.

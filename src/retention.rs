@@ -1,5 +1,5 @@
 //! How much history the ledger and the file store keep: years of finished jobs must not make
-//! the agent slow or large (DESIGN.md, "Persistence").
+//! the agent slow or large ([semantics](crate::semantics), "Persistence").
 
 /// How much of a job's history is kept, in memory and in a compacted store.
 ///

@@ -1,4 +1,4 @@
-//! Bad input (DESIGN.md invariant 6): invalid ids, unknown format versions, damaged records and
+//! Bad input (SEMANTICS.md invariant 6): invalid ids, unknown format versions, damaged records and
 //! every invalid transition give a typed, explained error, never a panic, and lose nothing.
 
 use std::time::Duration;

@@ -90,7 +90,7 @@ pub fn take_reports<S: jobstate::Store>(
     sink.0
 }
 
-/// DESIGN.md invariant 7, derived independently of the crate: a job is completed only on
+/// SEMANTICS.md invariant 7, derived independently of the crate: a job is completed only on
 /// evidence: an exit code that maps to success, a positive check, or a new boot after a
 /// requested restart or after the recorded launch (or exit) of a program declared to restart
 /// the machine.

@@ -1,4 +1,4 @@
-//! Delivery for a fleet (DESIGN.md "Status reporting"): per-message answers and back-offs, one
+//! Delivery for a fleet (SEMANTICS.md "Status reporting"): per-message answers and back-offs, one
 //! poison message never delaying the others, dead letters kept until an explicit call, the
 //! pull API under `deliver`.
 

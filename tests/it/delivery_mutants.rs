@@ -1,6 +1,6 @@
 //! Tests that kill the mutants cargo-mutants found surviving in the delivery core:
 //! `src/delivery.rs`, `src/ledger/reporting.rs`, `src/dead_letter.rs` and `src/store/replay.rs`.
-//! Each pins one rule of DESIGN.md "Status reporting" (or invariant 5) that no other test
+//! Each pins one rule of SEMANTICS.md "Status reporting" (or invariant 5) that no other test
 //! checked closely enough for a broken core to fail it. The command:
 //!
 //! ```text
@@ -26,7 +26,7 @@ fn keys<'a>(messages: impl IntoIterator<Item = &'a StatusMessage>) -> Vec<Status
     messages.into_iter().map(|m| m.key.clone()).collect()
 }
 
-// DESIGN.md "Status reporting": "A sink delivers messages at least once". A sink handed over by
+// SEMANTICS.md "Status reporting": "A sink delivers messages at least once". A sink handed over by
 // mutable reference (`&mut S`, as an agent that keeps its client does) delivers as the sink
 // itself does.
 #[test]
@@ -43,7 +43,7 @@ fn a_sink_borrowed_mutably_delivers_as_the_sink_itself() {
     assert_eq!(collect.0.len(), 2);
 }
 
-// DESIGN.md "Status reporting": "The sink answers for each message" — once: the first answer
+// SEMANTICS.md "Status reporting": "The sink answers for each message" — once: the first answer
 // for a key counts, a later one for the same key and one for a key never offered are ignored.
 #[test]
 fn the_first_answer_for_a_key_counts_and_keys_not_offered_are_ignored() {
@@ -71,7 +71,7 @@ fn the_first_answer_for_a_key_counts_and_keys_not_offered_are_ignored() {
     assert_eq!(keys(ledger.outbox()), vec![other]);
 }
 
-// DESIGN.md "Status reporting": the answers for a batch say per message what the receiver did,
+// SEMANTICS.md "Status reporting": the answers for a batch say per message what the receiver did,
 // and whether it asked for a pause; an agent with its own client reads them back.
 #[test]
 fn answers_show_what_is_unanswered_and_whether_a_pause_was_asked_for() {
@@ -101,7 +101,7 @@ fn answers_show_what_is_unanswered_and_whether_a_pause_was_asked_for() {
     );
 }
 
-// DESIGN.md "Status reporting": a delivery failure is retried later. A message the sink left
+// SEMANTICS.md "Status reporting": a delivery failure is retried later. A message the sink left
 // unanswered without a pause is a failed delivery: it backs off like a retry and counts toward
 // the give-up bound, then it is kept as a dead letter.
 #[test]
@@ -135,7 +135,7 @@ fn a_message_left_unanswered_backs_off_like_a_retry_and_counts_toward_the_bound(
     );
 }
 
-// DESIGN.md "Status reporting": a message given up on is kept until an explicit call; re-queued
+// SEMANTICS.md "Status reporting": a message given up on is kept until an explicit call; re-queued
 // (the receiver was fixed), it is due at once with its failure count reset — in the same agent
 // session, not only after a restart.
 #[test]
@@ -178,7 +178,7 @@ fn a_requeued_dead_letter_is_due_at_once_with_its_failure_count_reset() {
     assert_eq!((delivery.retrying, delivery.dead_lettered), (2, 0));
 }
 
-// DESIGN.md "Status reporting" (`Answers::pause`): the sink's back-off doubles while pauses
+// SEMANTICS.md "Status reporting" (`Answers::pause`): the sink's back-off doubles while pauses
 // follow one another; once the receiver answers, the next pause starts from the first back-off
 // again.
 #[test]
@@ -207,7 +207,7 @@ fn a_pause_after_the_receiver_answered_starts_from_the_first_back_off() {
     assert_eq!(seconds_until(&ledger, delivery.retry_at.unwrap()), 30);
 }
 
-// DESIGN.md "Status reporting": "a message given up on is kept, visible, never silently
+// SEMANTICS.md "Status reporting": "a message given up on is kept, visible, never silently
 // dropped": every one of several dead letters is kept, in the order given up on, in the ledger
 // and in what the store's records replay to.
 #[test]
@@ -241,7 +241,7 @@ fn every_dead_letter_is_kept_in_the_order_given_up_on() {
     );
 }
 
-// Invariant 5 and DESIGN.md "Status reporting": a dead letter leaves only by an explicit
+// Invariant 5 and SEMANTICS.md "Status reporting": a dead letter leaves only by an explicit
 // re-queue or discard of that very letter; a commit that re-queues or discards a key that is
 // not a dead letter does not follow on, and a store refuses it before writing anything.
 #[test]

@@ -3,7 +3,7 @@
 //! recorded or failed, lost programs, every check answer, agent starts in three boots with the
 //! program alive, gone or unknown, restart requests, ticks, operators' requests), for six job
 //! specs (every reboot behaviour, with and without a check, mandatory and optional). Asserts on
-//! every transition DESIGN.md invariants 1, 3, 4, 6, 7 and 8.
+//! every transition SEMANTICS.md invariants 1, 3, 4, 6, 7 and 8.
 //!
 //! Identical (state, boot, depth) subtrees are explored once and their sequence counts reused:
 //! the invariants are properties of single transitions from reachable states, so checking each

@@ -134,7 +134,7 @@ fn one_writer_even_when_the_files_in_the_directory_are_deleted_or_replaced() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bad files (DESIGN.md invariant 6): a typed error or a clean recovery, never a panic, nothing
+// Bad files (SEMANTICS.md invariant 6): a typed error or a clean recovery, never a panic, nothing
 // acknowledged lost.
 // ---------------------------------------------------------------------------------------------
 
@@ -836,7 +836,7 @@ fn store_files_are_owner_only() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Real processes killed with SIGKILL (DESIGN.md invariants 1 and 2).
+// Real processes killed with SIGKILL (SEMANTICS.md invariants 1 and 2).
 // ---------------------------------------------------------------------------------------------
 
 /// The child's store directory; when set, [`kill_child`] runs the agent workload.

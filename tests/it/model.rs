@@ -9,7 +9,7 @@
 //! and abandon requests, checks that say "not yet", replayed and out-of-order events (an older
 //! attempt's exit while a newer attempt runs).
 //!
-//! `check_invariants` asserts DESIGN.md invariants 1, 3, 4, 5, 6, 7 and 8 (and that a fresh load
+//! `check_invariants` asserts SEMANTICS.md invariants 1, 3, 4, 5, 6, 7 and 8 (and that a fresh load
 //! of the store always equals what the ledger holds: nothing acknowledged is lost).
 //!
 //! Default: 256 cases of up to 50 steps. `JOBSTATE_PROPTEST_MULTIPLIER=100` runs 100 times more.

@@ -1,5 +1,5 @@
 //! Tests that kill the mutants cargo-mutants found surviving in `src/transition.rs`,
-//! `src/ledger.rs` and `src/record.rs` with this binary alone. Each pins one rule of DESIGN.md
+//! `src/ledger.rs` and `src/record.rs` with this binary alone. Each pins one rule of SEMANTICS.md
 //! that no other test checked closely enough for a broken core to fail it. The command (the
 //! slow store modules skipped; `--test-tool nextest` with `--max-fail=1:immediate` so that a
 //! caught mutant does not wait for the exhaustive check):
@@ -54,7 +54,7 @@ impl StatusSink for Down {
     }
 }
 
-// DESIGN.md "Every wait is named and bounded or visible": a delivery retry is a wake-up.
+// SEMANTICS.md "Every wait is named and bounded or visible": a delivery retry is a wake-up.
 #[test]
 fn next_wakeup_includes_the_delivery_retry_while_messages_are_pending() {
     let store = MemoryStore::new();
@@ -76,7 +76,7 @@ fn next_wakeup_includes_the_delivery_retry_while_messages_are_pending() {
     assert_eq!(ledger.next_wakeup(), None);
 }
 
-// DESIGN.md, Persistence: "commits carry a revision so that stale writers are refused".
+// SEMANTICS.md, Persistence: "commits carry a revision so that stale writers are refused".
 #[test]
 fn the_ledger_reports_the_revision_it_committed() {
     let mut store = MemoryStore::new();
@@ -98,7 +98,7 @@ fn session_with(boot_name: &str, alive: &[&AttemptId]) -> SessionFacts {
     }
 }
 
-// DESIGN.md "Every observed reboot is attributed": unrelated when nobody asked for it.
+// SEMANTICS.md "Every observed reboot is attributed": unrelated when nobody asked for it.
 #[test]
 fn a_reboot_nobody_asked_for_is_unrelated_for_every_job_that_never_reboots() {
     let store = MemoryStore::new();
@@ -122,7 +122,7 @@ fn a_reboot_nobody_asked_for_is_unrelated_for_every_job_that_never_reboots() {
     }
 }
 
-// DESIGN.md "A program can vanish": a program an earlier agent process started stays polled.
+// SEMANTICS.md "A program can vanish": a program an earlier agent process started stays polled.
 #[test]
 fn a_program_found_alive_after_an_agent_restart_stays_polled_once_its_launch_is_recorded() {
     let store = MemoryStore::new();
@@ -156,7 +156,7 @@ fn a_program_found_alive_after_an_agent_restart_stays_polled_once_its_launch_is_
     assert_eq!(polled(&ledger), before, "still an orphan: still polled");
 }
 
-// DESIGN.md invariant 4 (one attempt at a time): only an attempt in progress is current.
+// SEMANTICS.md invariant 4 (one attempt at a time): only an attempt in progress is current.
 #[test]
 fn current_attempt_is_none_for_a_finished_or_idle_job() {
     let store = MemoryStore::new();
@@ -208,7 +208,7 @@ fn then(previous: &Change, kind: EventKind, state: JobState) -> Change {
     }
 }
 
-// DESIGN.md invariant 6 (out-of-sequence changes refused): checked across the whole commit.
+// SEMANTICS.md invariant 6 (out-of-sequence changes refused): checked across the whole commit.
 #[test]
 fn a_commit_is_checked_as_a_whole_before_anything_is_applied() {
     let spec = msi_job(job("patch"));
@@ -281,7 +281,7 @@ fn a_commit_is_checked_as_a_whole_before_anything_is_applied() {
     );
 }
 
-// DESIGN.md invariant 6 ("loses nothing"): a table that holds a job is not empty.
+// SEMANTICS.md invariant 6 ("loses nothing"): a table that holds a job is not empty.
 #[test]
 fn a_table_with_a_job_is_not_empty() {
     let mut table = JobTable::default();
@@ -291,7 +291,7 @@ fn a_table_with_a_job_is_not_empty() {
     assert_eq!(table.len(), 1);
 }
 
-// DESIGN.md invariant 6: a replay for a finished attempt is Invalid in its state, not stale.
+// SEMANTICS.md invariant 6: a replay for a finished attempt is Invalid in its state, not stale.
 #[test]
 fn a_replayed_exit_of_a_finished_attempt_is_invalid_in_its_state_not_stale() {
     let store = MemoryStore::new();
@@ -319,7 +319,7 @@ fn a_replayed_exit_of_a_finished_attempt_is_invalid_in_its_state_not_stale() {
     ));
 }
 
-// DESIGN.md "A launch is a recorded fact": relaunched as the same attempt, its clocks anew.
+// SEMANTICS.md "A launch is a recorded fact": relaunched as the same attempt, its clocks anew.
 #[test]
 fn a_relaunched_attempt_starts_its_clocks_anew() {
     let store = MemoryStore::new();
@@ -348,7 +348,7 @@ fn a_relaunched_attempt_starts_its_clocks_anew() {
     }
 }
 
-// DESIGN.md "A failure reported as the machine goes down is provisional": only if it restarts;
+// SEMANTICS.md "A failure reported as the machine goes down is provisional": only if it restarts;
 // and no restart may be expected before the exit is recorded.
 #[test]
 fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_restarts() {
@@ -398,7 +398,7 @@ fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_r
     ));
 }
 
-// DESIGN.md "Reboot truth comes from boot identity": a notice in another boot is not about it.
+// SEMANTICS.md "Reboot truth comes from boot identity": a notice in another boot is not about it.
 #[test]
 fn a_shutdown_notice_from_another_boot_changes_nothing() {
     let spec = msi_job(job("patch"));
@@ -433,7 +433,7 @@ fn a_shutdown_notice_from_another_boot_changes_nothing() {
     ));
 }
 
-// DESIGN.md "Every observed reboot is attributed": ForJob names another job, never itself.
+// SEMANTICS.md "Every observed reboot is attributed": ForJob names another job, never itself.
 #[test]
 fn a_job_is_never_interrupted_by_its_own_restart() {
     let spec = msi_job(job("msi")).reboot(RebootBehaviour::MayRequest);
@@ -476,7 +476,7 @@ fn a_job_is_never_interrupted_by_its_own_restart() {
     );
 }
 
-// DESIGN.md "Reboot truth comes from boot identity": run-time limits use the attempt's boot.
+// SEMANTICS.md "Reboot truth comes from boot identity": run-time limits use the attempt's boot.
 #[test]
 fn a_tick_in_another_boot_never_times_an_attempt_out() {
     let spec = msi_job(job("patch")).max_run_time(Duration::from_secs(3600));
@@ -515,7 +515,7 @@ fn a_tick_in_another_boot_never_times_an_attempt_out() {
     ));
 }
 
-// DESIGN.md invariant 6: "a damaged tail that recovery cuts off is reported to the caller, never
+// SEMANTICS.md invariant 6: "a damaged tail that recovery cuts off is reported to the caller, never
 // silent" — through the ledger too.
 #[test]
 fn the_ledger_passes_on_what_the_store_cut_at_open() {
@@ -543,7 +543,7 @@ fn the_ledger_passes_on_what_the_store_cut_at_open() {
     );
 }
 
-// DESIGN.md "Every wait is named and bounded": a program an earlier agent process started stays
+// SEMANTICS.md "Every wait is named and bounded": a program an earlier agent process started stays
 // polled whatever else happens to its job (here a shutdown notice recorded on it).
 #[test]
 fn an_orphan_stays_polled_after_a_change_that_keeps_it_running() {
@@ -564,7 +564,7 @@ fn an_orphan_stays_polled_after_a_change_that_keeps_it_running() {
     assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(10)));
 }
 
-// DESIGN.md "Restarts are exclusive" and commit-before-effect: a restart ends the agent, so it is
+// SEMANTICS.md "Restarts are exclusive" and commit-before-effect: a restart ends the agent, so it is
 // handed out after every other effect of the call.
 #[test]
 fn restarts_come_after_every_other_effect_of_a_call() {
@@ -598,7 +598,7 @@ fn restarts_come_after_every_other_effect_of_a_call() {
 
 // ---- The second cargo-mutants run (after the review's fixes) ----
 
-// DESIGN.md "A launch is a recorded fact": an exit proves a launch that was never recorded, and
+// SEMANTICS.md "A launch is a recorded fact": an exit proves a launch that was never recorded, and
 // never erases the identity of one that was.
 #[test]
 fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
@@ -631,7 +631,7 @@ fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
     ));
 }
 
-// DESIGN.md "Reboot truth comes from boot identity": a retry queued in this very boot owes no
+// SEMANTICS.md "Reboot truth comes from boot identity": a retry queued in this very boot owes no
 // check again after an agent restart (and a job without a check never owes one).
 #[test]
 fn an_agent_restart_in_the_same_boot_owes_no_check_again() {
@@ -653,7 +653,7 @@ fn an_agent_restart_in_the_same_boot_owes_no_check_again() {
     }
 }
 
-// DESIGN.md "A reboot loop is bounded" and "Verify (if the job asks for a detection check)": a
+// SEMANTICS.md "A reboot loop is bounded" and "Verify (if the job asks for a detection check)": a
 // second reboot while the check is awaited counts, and the check is then answered in the new
 // boot (not refused as from another boot).
 #[test]
@@ -683,7 +683,7 @@ fn a_second_reboot_while_verifying_counts_and_the_check_answers_in_the_new_boot(
     assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
 }
 
-// DESIGN.md "A launch is a recorded fact": an agent restart that finds a recorded program alive
+// SEMANTICS.md "A launch is a recorded fact": an agent restart that finds a recorded program alive
 // changes nothing (its identity is kept).
 #[test]
 fn a_recorded_program_found_alive_changes_nothing() {
@@ -706,7 +706,7 @@ fn a_recorded_program_found_alive_changes_nothing() {
     ));
 }
 
-// DESIGN.md "A reported failure is not believed over a detection check": when the check says
+// SEMANTICS.md "A reported failure is not believed over a detection check": when the check says
 // the work is there, the completion keeps the program's exit code.
 #[test]
 fn a_check_that_finds_the_work_keeps_the_exit_code() {
@@ -728,7 +728,7 @@ fn a_check_that_finds_the_work_keeps_the_exit_code() {
     ));
 }
 
-// DESIGN.md "A restart can fail to come ... within the spec's deadline": measured in the boot
+// SEMANTICS.md "A restart can fail to come ... within the spec's deadline": measured in the boot
 // the wait began in; a tick in another boot (before any reconciliation) concludes nothing.
 #[test]
 fn a_tick_in_another_boot_never_reports_a_restart_overdue() {
@@ -765,7 +765,7 @@ fn a_tick_in_another_boot_never_reports_a_restart_overdue() {
     assert!(step.report.is_some(), "in its own boot it is overdue");
 }
 
-// DESIGN.md "A reported failure is not believed over a detection check": only a failure that
+// SEMANTICS.md "A reported failure is not believed over a detection check": only a failure that
 // may hide a success owes the check; a program that never started did nothing to check.
 #[test]
 fn a_launch_that_failed_owes_no_check() {
@@ -811,7 +811,7 @@ fn running_in_boot_a(jobs: &[(&JobSpec, Launch)]) -> MemoryStore {
     store
 }
 
-// DESIGN.md "A reboot that ends another job's attempt is attributed to the job whose restart it
+// SEMANTICS.md "A reboot that ends another job's attempt is attributed to the job whose restart it
 // was": also when that job's program restarted the machine itself (its launch recorded).
 #[test]
 fn a_reboot_by_a_running_upgrade_is_attributed_to_it() {
@@ -842,7 +842,7 @@ fn a_reboot_by_a_running_upgrade_is_attributed_to_it() {
     }
 }
 
-// DESIGN.md "A launch is a recorded fact ... in the same boot only when no process of that
+// SEMANTICS.md "A launch is a recorded fact ... in the same boot only when no process of that
 // attempt is alive": the session is asked about programs of this boot only, and a tick never
 // asks about a launch that was never recorded (a spawn may be under way; the question is a scan
 // of every process on Linux).
@@ -867,7 +867,7 @@ fn the_session_is_asked_only_about_programs_that_may_run_in_this_boot() {
 
 // ---- The third cargo-mutants run ----
 
-// DESIGN.md invariant 6: a stored change that creates a job under another job's spec is refused
+// SEMANTICS.md invariant 6: a stored change that creates a job under another job's spec is refused
 // (the memory store loads what it committed without replaying: these are the checks every other
 // store's replay relies on).
 #[test]
@@ -909,7 +909,7 @@ fn the_job_table_refuses_what_no_ledger_writes_and_gives_back_what_it_holds() {
     assert_eq!(again.len(), 2);
 }
 
-// DESIGN.md "Every observed reboot is attributed": the failure's status message says which
+// SEMANTICS.md "Every observed reboot is attributed": the failure's status message says which
 // reboot interrupted the attempt.
 #[test]
 fn an_interrupted_run_reports_the_reboot_that_ended_it() {
@@ -926,7 +926,7 @@ fn an_interrupted_run_reports_the_reboot_that_ended_it() {
     assert_eq!(reports[0].reboot, Some(RebootAttribution::Unrelated));
 }
 
-// DESIGN.md "Every wait is named": a restart already under way (hard) is waited for as such,
+// SEMANTICS.md "Every wait is named": a restart already under way (hard) is waited for as such,
 // not as held, even beside a running job (only a store written by something else holds both).
 #[test]
 fn a_hard_restart_beside_a_running_job_is_not_held() {
@@ -981,7 +981,7 @@ fn a_hard_restart_beside_a_running_job_is_not_held() {
     );
 }
 
-// DESIGN.md "Restarts are exclusive": a restart licensed again while it is held (its deadline
+// SEMANTICS.md "Restarts are exclusive": a restart licensed again while it is held (its deadline
 // passed) is still one restart when it is released.
 #[test]
 fn a_restart_held_twice_is_released_once() {
@@ -1016,7 +1016,7 @@ fn a_restart_held_twice_is_released_once() {
     );
 }
 
-// DESIGN.md "same boot as recorded: the agent restarted, the machine did not": an agent restart
+// SEMANTICS.md "same boot as recorded: the agent restarted, the machine did not": an agent restart
 // while the check is awaited licenses the check again and counts no reboot.
 #[test]
 fn an_agent_restart_while_verifying_counts_no_reboot() {
@@ -1045,7 +1045,7 @@ fn an_agent_restart_while_verifying_counts_no_reboot() {
 
 // ---- The fourth cargo-mutants run ----
 
-// DESIGN.md "Status reporting: a delivery failure is retried later": the delivery policy given
+// SEMANTICS.md "Status reporting: a delivery failure is retried later": the delivery policy given
 // at open is the one in force (its back-off), beside the restart policy given with it.
 #[test]
 fn the_delivery_policy_given_at_open_is_in_force() {
@@ -1074,7 +1074,7 @@ fn the_delivery_policy_given_at_open_is_in_force() {
     );
 }
 
-// DESIGN.md "A reported failure is not believed over a detection check": a program ended by a
+// SEMANTICS.md "A reported failure is not believed over a detection check": a program ended by a
 // signal keeps its signal through the check, in the state and in the status message, whether
 // the check finds the work (completed) or not on the last attempt (failed).
 #[test]

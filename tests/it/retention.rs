@@ -1,4 +1,4 @@
-//! Retention (DESIGN.md, "Persistence"): years of finished jobs must not make the agent slow or
+//! Retention (SEMANTICS.md, "Persistence"): years of finished jobs must not make the agent slow or
 //! large. Earlier runs beyond the bound go as a job runs again; finished jobs become tombstones
 //! at open and at compaction; what invariant 1 needs (id, final state, mandatory) never goes.
 

@@ -1,4 +1,4 @@
-//! The rules of DESIGN.md, one test each, through the ledger.
+//! The rules of SEMANTICS.md, one test each, through the ledger.
 
 use std::time::Duration;
 
@@ -380,7 +380,7 @@ fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
     assert_eq!(last.reason, Some(FailureReason::RebootLoop { boots: 2 }));
 
     // After a reboot, a verification that says "not installed" fails the run: the attempt is
-    // never re-run after a reboot (DESIGN.md); a rerun request may start a new run.
+    // never re-run after a reboot (SEMANTICS.md); a rerun request may start a new run.
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();

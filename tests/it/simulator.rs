@@ -1139,7 +1139,7 @@ fn randomized_worlds_without_power_cuts_run_each_job_once() {
 }
 
 /// A crash between `Running` and the launch it licenses, then a reboot: a launch never recorded
-/// never ran, so the reboot does not complete the upgrade (DESIGN.md invariant 7); it is launched
+/// never ran, so the reboot does not complete the upgrade (SEMANTICS.md invariant 7); it is launched
 /// in the new boot, as the same attempt, and completes once, with or without a check.
 #[test]
 fn a_lost_launch_then_a_reboot_launches_the_upgrade_once_in_the_new_boot() {

@@ -1,4 +1,4 @@
-//! Specs change (DESIGN.md): re-advertising a known job with a changed spec says so; mandatory
+//! Specs change (SEMANTICS.md): re-advertising a known job with a changed spec says so; mandatory
 //! may be added, never removed; an attempt under way finishes under the spec it started with;
 //! a retry or rerun takes the latest spec; a completed mandatory job stays completed.
 

@@ -1,7 +1,7 @@
-//! What the agent may never hear (DESIGN.md): a launch, a program's exit after the agent died,
+//! What the agent may never hear (SEMANTICS.md): a launch, a program's exit after the agent died,
 //! a wrapper's failure report as the machine goes down, a restart that never comes, another
 //! job's restart, a check that says "not yet". One story per case, through the ledger, each
-//! ending as DESIGN.md says: no false completion, no second launch, no job stuck without a bound
+//! ending as SEMANTICS.md says: no false completion, no second launch, no job stuck without a bound
 //! or a visible wait.
 
 use std::collections::BTreeSet;
