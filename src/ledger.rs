@@ -263,7 +263,9 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         session: C,
         options: LedgerOptions,
     ) -> Result<(Self, Effects), Error> {
+        crate::observe::call_span!("open");
         let snapshot = store.load()?;
+        crate::observe::recovery_findings!(store);
         let boot = session.boot_id()?;
         let mut state =
             Replay::from_snapshot(snapshot.jobs, snapshot.outbox, snapshot.dead_letters)
@@ -283,6 +285,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             orphans: BTreeSet::new(),
         };
         let restart_of = ledger.restart_owner();
+        let reconciling = crate::observe::reconciling(&ledger.state);
         let effects = ledger.apply_each(
             |s| !s.is_terminal(),
             |ledger, record| EventKind::AgentStarted {
@@ -290,6 +293,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 restart_of: restart_of.clone(),
             },
         )?;
+        crate::observe::reconciled(reconciling, &ledger.state, &ledger.boot, &effects);
         let boot = ledger.boot.clone();
         ledger.orphans = ledger
             .state
@@ -307,6 +311,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Advertises a job: a new id is queued; a known id changes nothing and says what it is.
     /// A completed mandatory job answers [`Advertisement::CompletedWillNotRun`].
     pub fn advertise(&mut self, spec: JobSpec) -> Result<Advertisement, Error> {
+        crate::observe::call_span!("advertise", job = spec.id());
         if let Some(record) = self.state.jobs().get(spec.id()) {
             let event = self.event(EventKind::Advertised);
             // Advertising a known job is an observation: it never changes the job's state.
@@ -392,6 +397,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// looks for it, then record the launch with [`launched`](Ledger::launched).
     #[must_use = "the attempt is the launch to carry out: start its program now, then record it with `launched`"]
     pub fn begin(&mut self, job: &JobId) -> Result<AttemptId, Error> {
+        crate::observe::call_span!("begin", job = job);
         let busy = self.busy();
         let record = self.record(job)?;
         if record.state().kind() == StateKind::Queued {
@@ -422,6 +428,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         attempt: &AttemptId,
         exit: impl Into<ProgramExit>,
     ) -> Result<Effects, Error> {
+        crate::observe::call_span!("program_exited", attempt = attempt);
         // Asked only for a job that cares: the session may run a helper to answer.
         let restart_pending = self
             .state
@@ -443,6 +450,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// completes the job ([semantics](crate::semantics): "A launch is a recorded fact").
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn launched(&mut self, attempt: &AttemptId, program: ProgramId) -> Result<Effects, Error> {
+        crate::observe::call_span!("launched", attempt = attempt);
         let kind = EventKind::Launched {
             attempt: attempt.attempt,
             program,
@@ -456,6 +464,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// policy.
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn launch_failed(&mut self, attempt: &AttemptId) -> Result<Effects, Error> {
+        crate::observe::call_span!("launch_failed", attempt = attempt);
         let kind = EventKind::LaunchFailed {
             attempt: attempt.attempt,
         };
@@ -469,6 +478,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// termination). A launch never recorded is launched again ([`Effect::Launch`]).
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn program_lost(&mut self, attempt: &AttemptId) -> Result<Effects, Error> {
+        crate::observe::call_span!("program_lost", attempt = attempt);
         let kind = EventKind::ProgramLost {
             attempt: attempt.attempt,
         };
@@ -484,6 +494,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         attempt: &AttemptId,
         kind: RebootKind,
     ) -> Result<Effects, Error> {
+        crate::observe::call_span!("expect_reboot", attempt = attempt);
         let kind = EventKind::RebootExpected {
             attempt: attempt.attempt,
             kind,
@@ -500,6 +511,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         attempt: &AttemptId,
         result: impl Into<CheckResult>,
     ) -> Result<Effects, Error> {
+        crate::observe::call_span!("verification", attempt = attempt);
         let kind = EventKind::Verified {
             attempt: attempt.attempt,
             result: result.into(),
@@ -510,6 +522,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Records a shutdown notice (a hint: nothing depends on it) on every running job.
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn shutdown_notice(&mut self) -> Result<Effects, Error> {
+        crate::observe::call_span!("shutdown_notice");
         self.apply_each(
             |s| s.kind() == StateKind::Running,
             |_, _| EventKind::ShutdownNoticed,
@@ -526,6 +539,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// [`next_wakeup`](Ledger::next_wakeup) says.
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn tick(&mut self) -> Result<Effects, Error> {
+        crate::observe::call_span!("tick");
         self.apply_each(
             |s| matches!(s.kind(), StateKind::Running | StateKind::AwaitingReboot),
             |ledger, record| EventKind::Tick {
@@ -539,6 +553,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// ([`Error::ProgramStillRunning`]).
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn rerun(&mut self, job: &JobId) -> Result<Effects, Error> {
+        crate::observe::call_span!("rerun", job = job);
         if let Some(attempt) = self.abandoned_program_alive(self.record(job)?) {
             return Err(Error::ProgramStillRunning {
                 job: job.clone(),
@@ -583,6 +598,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Cancels a queued job: it fails with [`FailureReason::Cancelled`](crate::FailureReason::Cancelled).
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn cancel(&mut self, job: &JobId) -> Result<Effects, Error> {
+        crate::observe::call_span!("cancel", job = job);
         self.apply(job, EventKind::CancelRequested)
     }
 
@@ -592,6 +608,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// any rerun. A completed mandatory job refuses it.
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn abandon(&mut self, job: &JobId) -> Result<Effects, Error> {
+        crate::observe::call_span!("abandon", job = job);
         self.apply(job, EventKind::AbandonRequested)
     }
 
@@ -942,6 +959,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 },
             }
         }
+        crate::observe::effects(&licensed);
         Effects::from(licensed)
     }
 
@@ -1054,11 +1072,13 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// a commit the ledger cannot apply is never asked to.
     fn commit(&mut self, commit: Commit) -> Result<(), Error> {
         self.state.check(&commit).map_err(crate::StoreError::from)?;
+        let observed = crate::observe::before_commit(&self.state, &commit);
         self.revision = self.store.commit(&commit)?;
         self.state
             .apply_checked(&commit)
             .map_err(crate::StoreError::from)?;
         self.state.bound_runs(&commit, &self.retention);
+        crate::observe::committed(observed, &commit, self.revision);
         Ok(())
     }
 }

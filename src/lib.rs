@@ -102,6 +102,7 @@
 //! | `sqlite-bundled` | off | `sqlite`, with SQLite compiled into the binary instead: nothing to install | SQLite's C source compiled with the C compiler Rust links with (14 crates in all with `sqlite`) |
 //! | `http` | off | `HttpSink`: each status message `POST`ed to a site server over HTTP(S), TLS by rustls with the Mozilla roots compiled in | `ureq`, `rustls`, `ring` (C and assembly compiled), `webpki-roots`, `serde_json` (28 crates) |
 //! | `testkit` | off | `testkit::conformance` (the suite that proves a store of yours) and `testkit::simulator` (a simulated machine for a deployment tool's tests) | no dependencies; more code to compile |
+//! | `tracing` | off | a `DEBUG` span per ledger call and events for every committed transition and effect handed out (`INFO`), delivery and dead letters, and what recovery repaired at open (`WARN`), with stable names and fields ([`observe`]) | `tracing` without default features (4 crates: `tracing`, `tracing-core`, `pin-project-lite`, `once_cell`; no proc-macro); without the feature the calls compile to nothing |
 //! | `cli` | off | the `jobstate` binary, which inspects a store read-only while an agent holds it (a SQLite store with `sqlite`) | `serde_json`; the library is unchanged |
 //!
 //! [`LinuxSession`] is there on Linux whatever the features. Without any feature the crate
@@ -139,6 +140,7 @@ mod keyed_queue;
 mod ledger;
 #[cfg(target_os = "linux")]
 mod linux_session;
+pub mod observe;
 mod outbox;
 mod program;
 mod record;

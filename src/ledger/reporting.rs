@@ -58,6 +58,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn deliver<K: StatusSink>(&mut self, sink: &mut K) -> Result<Delivery<K::Error>, Error> {
+        crate::observe::call_span!("deliver");
         let mut delivery = Delivery {
             delivered: 0,
             retrying: 0,
@@ -101,6 +102,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         delivery.retry_at =
             self.schedule
                 .next_due(self.state.outbox(), self.session.now(), &self.delivery);
+        crate::observe::delivery!("deliver", delivery, delivery.pending);
         Ok(delivery)
     }
 
@@ -155,6 +157,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// }
     /// ```
     pub fn take_batch(&mut self, max: usize) -> Vec<StatusMessage> {
+        crate::observe::call_span!("take_batch");
         let now = self.session.now();
         self.schedule
             .take(self.state.outbox(), now, &self.delivery, max)
@@ -167,6 +170,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// unless the answers ask for a [pause](Answers::pause). Answers for messages no longer
     /// pending change nothing ([`Answered::stale`]).
     pub fn answer(&mut self, answers: Answers) -> Result<Answered, Error> {
+        crate::observe::call_span!("answer");
         let now = self.session.now();
         let policy = self.delivery;
         let pause = answers.pause_asked();
@@ -245,6 +249,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             Some(after) => answered.paused_until = Some(self.schedule.pause(now, &policy, after)),
             None => self.schedule.resume(),
         }
+        crate::observe::delivery!("answer", answered, self.state.outbox().len());
         Ok(answered)
     }
 
@@ -263,6 +268,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Moves the dead letter with `key` back to the end of the outbox, due at once, its failure
     /// count reset (the receiver was fixed, say).
     pub fn requeue(&mut self, key: &StatusKey) -> Result<(), Error> {
+        crate::observe::call_span!("requeue", key = key);
         if !self.state.dead_letters().contains(key) {
             return Err(Error::NotADeadLetter(key.clone()));
         }
@@ -274,6 +280,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Discards the dead letter with `key` for good, and returns it: an explicit decision that
     /// the receiver never learns it.
     pub fn discard(&mut self, key: &StatusKey) -> Result<DeadLetter, Error> {
+        crate::observe::call_span!("discard", key = key);
         let Some(letter) = self.state.dead_letters().get(key).cloned() else {
             return Err(Error::NotADeadLetter(key.clone()));
         };
