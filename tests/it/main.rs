@@ -36,4 +36,6 @@ mod semantics;
 mod simulator;
 mod spec_change;
 mod spec_form;
+#[cfg(feature = "tracing")]
+mod tracing;
 mod unheard;
