@@ -11,6 +11,9 @@ use tracing::{Event, Level, Metadata, Subscriber, span};
 
 use crate::common::{Reply, answering, job, msi_job, service_session};
 
+/// Field names and values.
+type Values = BTreeMap<String, String>;
+
 /// One event as the subscriber saw it.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -18,7 +21,7 @@ struct Seen {
     level: Level,
     fields: BTreeMap<String, String>,
     /// The innermost span entered when it was emitted, and that span's fields.
-    span: Option<(String, BTreeMap<String, String>)>,
+    span: Option<(String, Values)>,
 }
 
 impl Seen {
@@ -52,7 +55,7 @@ impl Visit for Fields<'_> {
 #[derive(Default)]
 struct Collector {
     next_id: AtomicU64,
-    spans: Mutex<HashMap<u64, (String, BTreeMap<String, String>)>>,
+    spans: Mutex<HashMap<u64, (String, Values)>>,
     /// The entered spans (the ledger runs on the test's thread only).
     stack: Mutex<Vec<u64>>,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -109,8 +112,7 @@ fn collect(story: impl FnOnce()) -> Vec<Seen> {
     let collector = Collector::default();
     let seen = Arc::clone(&collector.seen);
     tracing::subscriber::with_default(collector, story);
-    let seen = seen.lock().unwrap().clone();
-    seen
+    seen.lock().unwrap().clone()
 }
 
 /// `(name, [(field, value)])`, the fields in the order given.
