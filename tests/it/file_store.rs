@@ -1741,6 +1741,7 @@ impl SmallExt4 {
     }
 
     /// Fills what is left, until the file system says it is full.
+    #[cfg_attr(not(feature = "testkit"), allow(dead_code))] // used by conformance.rs only
     pub fn fill_up(&self, name: &str) {
         let mut file = std::fs::File::create(self.mount.join(name)).unwrap();
         let chunk = vec![0u8; 1024];
