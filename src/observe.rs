@@ -96,6 +96,15 @@ mod on {
     /// The target of every span and event.
     pub(crate) const TARGET: &str = "jobstate";
 
+    /// Whether a subscriber may want `INFO` events: the global maximum level only, never a
+    /// callsite of its own (`tracing::enabled!` is one, with a name of its own, which a
+    /// subscriber that filters on the events' names may refuse).
+    fn info_enabled() -> bool {
+        use tracing::Level;
+        use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+        Level::INFO <= STATIC_MAX_LEVEL && Level::INFO <= LevelFilter::current()
+    }
+
     fn state_name(kind: StateKind) -> &'static str {
         match kind {
             StateKind::Queued => "Queued",
@@ -119,7 +128,7 @@ mod on {
 
     #[inline]
     pub(crate) fn before_commit(state: &Replay, commit: &Commit) -> Pending {
-        if commit.changes.is_empty() || !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+        if commit.changes.is_empty() || !info_enabled() {
             return Pending(Vec::new());
         }
         Pending(
@@ -249,7 +258,7 @@ mod on {
     pub(crate) struct Reconciling(Vec<(crate::JobId, u64)>);
 
     pub(crate) fn reconciling(state: &Replay) -> Reconciling {
-        if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+        if !info_enabled() {
             return Reconciling(Vec::new());
         }
         Reconciling(

@@ -54,6 +54,8 @@ impl Visit for Fields<'_> {
 
 #[derive(Default)]
 struct Collector {
+    /// Events of this name only, if set (spans all).
+    only: Option<&'static str>,
     next_id: AtomicU64,
     spans: Mutex<HashMap<u64, (String, Values)>>,
     /// The entered spans (the ledger runs on the test's thread only).
@@ -64,6 +66,7 @@ struct Collector {
 impl Subscriber for Collector {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         metadata.target() == "jobstate"
+            && !(metadata.is_event() && self.only.is_some_and(|only| metadata.name() != only))
     }
     fn new_span(&self, attributes: &span::Attributes<'_>) -> span::Id {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
@@ -109,7 +112,15 @@ impl Subscriber for Collector {
 
 /// Runs `story` with a collecting subscriber as this thread's default, and returns what it saw.
 fn collect(story: impl FnOnce()) -> Vec<Seen> {
-    let collector = Collector::default();
+    collect_only(None, story)
+}
+
+/// [`collect`], with only the events named `only` enabled.
+fn collect_only(only: Option<&'static str>, story: impl FnOnce()) -> Vec<Seen> {
+    let collector = Collector {
+        only,
+        ..Collector::default()
+    };
     let seen = Arc::clone(&collector.seen);
     tracing::subscriber::with_default(collector, story);
     seen.lock().unwrap().clone()
@@ -374,5 +385,27 @@ fn an_open_after_a_torn_last_commit_warns_with_the_cut() {
             reconciled.field("effects")
         ),
         ("boot-b", "1", "0")
+    );
+}
+
+#[test]
+fn a_subscriber_that_enables_only_transition_events_gets_them_all() {
+    let patch = job("patch");
+    let seen = collect_only(Some("transition"), || {
+        let (mut ledger, _effects) =
+            Ledger::open(MemoryStore::new(), service_session("boot-a")).unwrap();
+        ledger.advertise(msi_job(patch.clone())).unwrap();
+        let _effects = ledger.cancel(&patch).unwrap();
+    });
+    let got: Vec<(&str, &str, &str)> = seen
+        .iter()
+        .map(|s| (s.name.as_str(), s.field("from"), s.field("to")))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("transition", "none", "Queued"),
+            ("transition", "Queued", "Failed")
+        ]
     );
 }
