@@ -34,7 +34,7 @@
 //!
 //! | name | level | when | fields |
 //! |---|---|---|---|
-//! | `transition` | `INFO` | a change of a job was committed: emitted only after the store acknowledged the commit, one per change, in commit order | `job`, `seq` (the job's sequence number), `from` (the state's kind before: `Queued`, `Running`, `AwaitingReboot`, `Completed`, `Failed`, or `none` for a job just advertised), `to` (the state's kind after), `event` (the [`EventName`](crate::EventName): `Advertised`, `AttemptStarted`, `ProgramExited`, ...), `run`, `attempt` (the attempt of the new state; for `Queued`, the next attempt; 0 if none started), `revision` (the store's revision after the commit) |
+//! | `transition` | `INFO` | a change of a job was committed: emitted only after the store acknowledged the commit, one per change, in commit order | `job`, `seq` (the job's sequence number), `from` (the state's kind before: `Queued`, `Running`, `AwaitingReboot`, `Completed`, `Failed`, or `none` for a job just advertised), `to` (the state's kind after), `event` (the [`EventName`](crate::EventName): `Advertised`, `AttemptStarted`, `ProgramExited`, ...), `run`, `attempt` (the attempt of the new state; for `Queued`, the next attempt; 0 if none started), `revision` (the store's revision after the commit: it counts records, so it may grow by more than one). A spec change of a known job is a transition with `from` equal to `to` and `event` `SpecChanged`; the reconciliation at open emits one per job it changed, with `event` `AgentStarted` |
 //! | `effect` | `INFO` | an effect was handed out (also the [`Effect::Launch`](crate::Effect::Launch) that [`Ledger::begin`](crate::Ledger::begin) hands out as its attempt), in the order of the call's [`Effects`](crate::Effects) | `effect` (`Launch`, `Terminate`, `ScheduleRestart`, `Verify`), `job`, `run`, `attempt` (0 for `ScheduleRestart`), `restart` (`Soft` or `Hard` for `ScheduleRestart`, empty otherwise) |
 //! | `delivery` | `DEBUG` | at the end of each [`deliver`](crate::Ledger::deliver) and [`answer`](crate::Ledger::answer) call that returns `Ok` (`deliver` calls `answer` once per batch: each batch has its own `answer` event) | `call` (`deliver` or `answer`), `delivered`, `retrying`, `dead_lettered`, `pending` (messages still in the outbox) |
 //! | `dead_letter` | `WARN` | a message was moved to the dead letters (rejected, or given up on), after the commit | `key`, `reason` (the [`DeadLetterReason`](crate::DeadLetterReason)'s `Display`), `attempts` |
@@ -42,9 +42,11 @@
 //! | `recovery_removed` | `WARN` | at [`Ledger::open`](crate::Ledger::open): the store removed a leftover file ([`OpenReport::removed`](crate::OpenReport::removed)) | `file` |
 //! | `reconciled` | `INFO` | at the end of [`Ledger::open`](crate::Ledger::open): the unfinished jobs were reconciled against the boot | `boot`, `jobs` (unfinished jobs reconciled), `changed` (how many of them changed), `effects` (effects handed out) |
 //!
-//! Values: `job`, `key`, `boot`, `file`, `damage` and `reason` are strings (recorded through
-//! `Display` or as `str`); `from`, `to`, `event`, `effect`, `restart` and `call` are `str`s;
-//! the counts and numbers are `u64`. A commit that a store refused emits no `transition` and no
+//! Values: `job`, `key`, `boot`, `file`, `damage`, `reason` and `event` are recorded through
+//! their `Display` (a visitor's `record_debug` gets a value whose `Debug` is that `Display`);
+//! `from`, `to`, `effect`, `restart` and `call` are `&'static str`s (`record_str`); the counts and
+//! numbers are unsigned integers (`record_u64`). Each event also has a human-readable `message`,
+//! which is not part of the stable interface. A commit that a store refused emits no `transition` and no
 //! `dead_letter` event: the ledger did not change.
 //!
 //! # Example
