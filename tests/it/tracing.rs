@@ -1,12 +1,22 @@
 //! Feature `tracing`: the spans and events `jobstate::observe` documents, with their names and
 //! field values, caught by a small collecting subscriber written here (no `tracing-subscriber`).
+//!
+//! The subscriber is installed once, as the global default (`Router`), and hands each event to
+//! the collector of the thread that emitted it. Not `tracing::subscriber::with_default`: with
+//! scoped subscribers, `tracing-core` (0.1.36) caches a callsite's interest as the subscriber
+//! of whichever thread hit it first, when only one scoped subscriber is registered: another
+//! test's thread (no subscriber) that commits first makes the `transition` callsite "never" for
+//! everyone. (Seen under `cargo test --all-features`: a test lost its transitions.) An agent
+//! sets a global subscriber and does not meet this.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use jobstate::{FileStore, Ledger, MemoryStore, ProgramId};
 use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber, span};
 
 use crate::common::{Reply, answering, job, msi_job, service_session};
@@ -117,13 +127,59 @@ fn collect(story: impl FnOnce()) -> Vec<Seen> {
 
 /// [`collect`], with only the events named `only` enabled.
 fn collect_only(only: Option<&'static str>, story: impl FnOnce()) -> Vec<Seen> {
-    let collector = Collector {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| tracing::subscriber::set_global_default(Router).unwrap());
+    let collector = Arc::new(Collector {
         only,
         ..Collector::default()
-    };
-    let seen = Arc::clone(&collector.seen);
-    tracing::subscriber::with_default(collector, story);
-    seen.lock().unwrap().clone()
+    });
+    CURRENT.with(|current| *current.borrow_mut() = Some(Arc::clone(&collector)));
+    story();
+    CURRENT.with(|current| *current.borrow_mut() = None);
+    collector.seen.lock().unwrap().clone()
+}
+
+thread_local! {
+    /// The collector of this thread's story, if one runs.
+    static CURRENT: RefCell<Option<Arc<Collector>>> = const { RefCell::new(None) };
+}
+
+/// The global subscriber: asks, and hands everything to, the current thread's collector.
+struct Router;
+
+impl Router {
+    fn with<R>(&self, f: impl FnOnce(&Collector) -> R) -> Option<R> {
+        CURRENT.with(|current| current.borrow().as_deref().map(f))
+    }
+}
+
+impl Subscriber for Router {
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        // Asked again at every hit: whether a collector runs depends on the thread.
+        if metadata.target() == "jobstate" {
+            Interest::sometimes()
+        } else {
+            Interest::never()
+        }
+    }
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.with(|c| c.enabled(metadata)).unwrap_or(false)
+    }
+    fn new_span(&self, attributes: &span::Attributes<'_>) -> span::Id {
+        self.with(|c| c.new_span(attributes))
+            .unwrap_or_else(|| span::Id::from_u64(u64::MAX))
+    }
+    fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+    fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+    fn event(&self, event: &Event<'_>) {
+        self.with(|c| c.event(event));
+    }
+    fn enter(&self, id: &span::Id) {
+        self.with(|c| c.enter(id));
+    }
+    fn exit(&self, id: &span::Id) {
+        self.with(|c| c.exit(id));
+    }
 }
 
 /// `(name, [(field, value)])`, the fields in the order given.
