@@ -5,7 +5,7 @@ mod reporting;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::restart_policy::Verdict;
+use crate::core::restart_policy::Verdict;
 use crate::{
     AttemptId, AttemptRef, BootId, Change, CheckResult, Commit, DeliveryPolicy, Effect, Effects,
     Error, Event, EventKind, HistoryEntry, JobId, JobRecord, JobSpec, JobState, ProgramExit,
@@ -212,7 +212,7 @@ pub struct Ledger<S: Store, C: SessionContext> {
     delivery: DeliveryPolicy,
     /// When each pending message may be offered again. In memory only: after a restart, pending
     /// messages are offered at once.
-    schedule: crate::delivery::Schedule,
+    schedule: crate::report::delivery::Schedule,
     /// Restarts owed while another job runs (SEMANTICS.md: "Restarts are exclusive"): licensed by
     /// the call that leaves no job running. In memory only: recovery derives them again.
     held_restarts: Vec<(JobId, RebootKind)>,
@@ -276,7 +276,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             revision: snapshot.revision,
             state,
             delivery: options.delivery,
-            schedule: crate::delivery::Schedule::default(),
+            schedule: crate::report::delivery::Schedule::default(),
             held_restarts: Vec::new(),
             restart_policy: options.restart_policy,
             retention: options.retention,
@@ -729,7 +729,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         {
             // A wait longer than any back-off the policy can set means the clock jumped
             // backwards: the back-off is over, not a day longer.
-            let longest = crate::spec::add(now, record.spec().retry_policy().max_backoff);
+            let longest = crate::core::spec::add(now, record.spec().retry_policy().max_backoff);
             if now < *until && *until <= longest {
                 return Err(WaitReason::BackingOff { until: *until });
             }

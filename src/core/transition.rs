@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::state::{Launch, ProvisionalFailure, Termination};
+use crate::core::state::{Launch, ProvisionalFailure, Termination};
 use crate::{
     Attempt, AttemptId, AttemptRef, BootId, CheckResult, Effect, Event, EventKind, EventName,
     ExitOutcome, FailureReason, JobId, JobSpec, JobState, ProgramExit, ProgramId, ProgramStatus,

@@ -1,7 +1,7 @@
 //! Status reporting that cannot be lost: the pending messages (the outbox). How they are
 //! delivered is in `delivery`.
 
-use crate::keyed_queue::KeyedQueue;
+use crate::report::keyed_queue::KeyedQueue;
 use crate::{ReplayError, StatusKey, StatusMessage};
 
 /// The status messages committed and not yet acknowledged by a sink, oldest first.

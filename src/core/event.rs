@@ -21,7 +21,7 @@ pub struct AttemptRef {
 /// Width, fill, alignment and precision apply to the whole, as to a `str`.
 impl fmt::Display for AttemptRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::id::pad_fmt(f, format_args!("run {} attempt {}", self.run, self.number))
+        crate::core::id::pad_fmt(f, format_args!("run {} attempt {}", self.run, self.number))
     }
 }
 
@@ -30,7 +30,7 @@ impl fmt::Display for AttemptRef {
 pub struct Event {
     /// When it was observed (wall clock: it may jump backwards across a reboot, so no ordering
     /// or reboot decision depends on it).
-    #[serde(with = "crate::time_serde::timestamp")]
+    #[serde(with = "crate::core::time_serde::timestamp")]
     pub at: Timestamp,
     /// The boot in which it was observed.
     pub boot: BootId,

@@ -43,7 +43,7 @@ pub enum RestartPolicy {
     /// after the restart became owed; then at once.
     WhenNoUser {
         /// The longest postponement.
-        #[serde(with = "crate::duration_text")]
+        #[serde(with = "crate::core::duration_text")]
         at_most: Duration,
     },
     /// Never by the agent: the job waits, visibly, for the next natural boot.
@@ -68,7 +68,7 @@ pub struct MaintenanceWindow {
 struct WindowForm {
     #[serde(with = "time_of_day")]
     start: u16,
-    #[serde(with = "crate::duration_text")]
+    #[serde(with = "crate::core::duration_text")]
     length: Duration,
 }
 
@@ -171,7 +171,7 @@ impl fmt::Display for RestartHold {
             RestartHold::UserLoggedOn { at_most } => write!(
                 f,
                 "a user is logged on (or it is unknown); postponed at most {} longer",
-                crate::duration_text::format(*at_most)
+                crate::core::duration_text::format(*at_most)
             ),
             RestartHold::NextNaturalBoot => {
                 f.write_str("the agent never restarts the machine for it: the next boot will do")
