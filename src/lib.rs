@@ -125,6 +125,7 @@
 pub mod codec;
 mod core;
 mod error;
+mod exit_status;
 mod ledger;
 #[cfg(target_os = "linux")]
 mod linux_session;
@@ -144,10 +145,12 @@ mod store;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
+pub use core::Timestamp;
 pub use core::effect::{AttemptId, Effect, Effects, StatusKey, StatusMessage};
 pub use core::event::{AttemptRef, CheckResult, Event, EventKind, EventName};
 pub use core::exit_code::{ExitCodePolicy, ExitOutcome, ProgramExit};
 pub use core::id::{BootId, IdError, JobId};
+pub use core::presence::UserPresence;
 pub use core::program::{ProgramId, ProgramStatus};
 pub use core::restart_policy::{MaintenanceWindow, RestartHold, RestartPolicy, RestartRelease};
 pub use core::spec::{JobSpec, RebootBehaviour, RetryPolicy, RunCondition};
@@ -175,7 +178,7 @@ pub use retention::Retention;
 pub use safe_fs::UnsafePath;
 pub use session::{
     ATTEMPT_ENV, ExecutionContext, LivePrograms, NoticeDelivery, RestartPending, SessionContext,
-    SessionError, SessionFacts, UserPresence,
+    SessionError, SessionFacts,
 };
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
@@ -187,9 +190,6 @@ pub use store::{
 
 /// The `chrono` this crate's timestamps come from, so callers need not depend on it directly.
 pub use chrono;
-
-/// A point in wall-clock time, in UTC. It comes in with events; the core never reads a clock.
-pub type Timestamp = chrono::DateTime<chrono::Utc>;
 
 // The README's examples run as doctests too.
 #[cfg(doctest)]

@@ -7,9 +7,13 @@ pub(crate) mod effect;
 pub(crate) mod event;
 pub(crate) mod exit_code;
 pub(crate) mod id;
+pub(crate) mod presence;
 pub(crate) mod program;
 pub(crate) mod restart_policy;
 pub(crate) mod spec;
 pub(crate) mod state;
 pub(crate) mod time_serde;
 pub(crate) mod transition;
+
+/// A point in wall-clock time, in UTC. It comes in with events; the core never reads a clock.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
