@@ -1,7 +1,7 @@
 //! A [`ProgramExit`] from a [`std::process::ExitStatus`], without loss. It lives outside the core
 //! because it names `std::process`: the core never touches a process, it is told how one ended.
 
-use crate::ProgramExit;
+use crate::core::exit_code::ProgramExit;
 
 impl From<std::process::ExitStatus> for ProgramExit {
     fn from(status: std::process::ExitStatus) -> Self {

@@ -5,14 +5,22 @@ mod reporting;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::core::restart_policy::Verdict;
-use crate::{
-    AttemptId, AttemptRef, BootId, Change, CheckResult, Commit, DeliveryPolicy, Effect, Effects,
-    Error, Event, EventKind, HistoryEntry, JobId, JobRecord, JobSpec, JobState, ProgramExit,
-    ProgramId, ProgramStatus, RebootAttribution, RebootBehaviour, RebootKind, Replay,
-    RestartPolicy, RestartRelease, Retention, Revision, SessionContext, StateKind, StatusMessage,
-    Store, Timestamp, WaitReason, transition,
-};
+use crate::core::Timestamp;
+use crate::core::effect::{AttemptId, Effect, Effects, StatusMessage};
+use crate::core::event::{AttemptRef, CheckResult, Event, EventKind};
+use crate::core::exit_code::ProgramExit;
+use crate::core::id::{BootId, JobId};
+use crate::core::program::{ProgramId, ProgramStatus};
+use crate::core::restart_policy::{RestartPolicy, RestartRelease, Verdict};
+use crate::core::spec::{JobSpec, RebootBehaviour};
+use crate::core::state::{JobState, RebootAttribution, RebootKind, StateKind};
+use crate::core::transition::transition;
+use crate::error::{Error, WaitReason};
+use crate::record::{Change, HistoryEntry, JobRecord};
+use crate::report::delivery::DeliveryPolicy;
+use crate::retention::Retention;
+use crate::session::SessionContext;
+use crate::store::{Commit, Replay, Revision, Store};
 
 /// How often a job that waits for the system's pending restart asks again: the flag can clear
 /// without a boot (an operator removes it) and nothing tells the ledger.

@@ -2,10 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    AttemptRef, BootId, FailureReason, JobId, ProgramExit, RebootAttribution, RebootKind,
-    RestartRelease, StateKind, Timestamp,
-};
+use crate::core::Timestamp;
+use crate::core::event::AttemptRef;
+use crate::core::exit_code::ProgramExit;
+use crate::core::id::{BootId, JobId};
+use crate::core::restart_policy::RestartRelease;
+use crate::core::state::{FailureReason, RebootAttribution, RebootKind, StateKind};
 
 /// Names an attempt of a specific job.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

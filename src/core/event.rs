@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BootId, JobId, ProgramExit, ProgramId, ProgramStatus, RebootKind, Timestamp};
+use crate::core::Timestamp;
+use crate::core::exit_code::ProgramExit;
+use crate::core::id::{BootId, JobId};
+use crate::core::program::{ProgramId, ProgramStatus};
+use crate::core::state::RebootKind;
 
 /// Names one attempt of a job: run `run`, attempt `number`. Attempt-scoped events carry it so
 /// that a stale or replayed event (from an older attempt) is refused instead of applied.

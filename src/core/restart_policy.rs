@@ -8,7 +8,8 @@ use std::time::Duration;
 use chrono::Timelike;
 use serde::{Deserialize, Serialize};
 
-use crate::{Timestamp, UserPresence};
+use crate::core::Timestamp;
+use crate::core::presence::UserPresence;
 
 /// How often the ledger asks again whether a user is still logged on, while a restart waits for
 /// nobody to be: a logoff is not an event the ledger hears.

@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ExitCodePolicy, JobId, RestartPolicy, Timestamp, UserPresence};
+use crate::core::Timestamp;
+use crate::core::exit_code::ExitCodePolicy;
+use crate::core::id::JobId;
+use crate::core::presence::UserPresence;
+use crate::core::restart_policy::RestartPolicy;
 
 /// When a job may run, with respect to an interactive user (text form: `always`,
 /// `only_with_user`, `only_without_user`).

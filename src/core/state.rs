@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BootId, JobId, ProgramExit, ProgramId, Timestamp};
+use crate::core::Timestamp;
+use crate::core::exit_code::ProgramExit;
+use crate::core::id::{BootId, JobId};
+use crate::core::program::ProgramId;
 
 /// One attempt: the `number`-th execution of the program within run `run` of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::Timestamp;
+use crate::core::Timestamp;
 
 fn to_parts(t: &Timestamp) -> (i64, u32) {
     (t.timestamp(), t.timestamp_subsec_nanos())

@@ -4,8 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::Timestamp;
+use crate::core::effect::{StatusKey, StatusMessage};
+use crate::record::ReplayError;
 use crate::report::keyed_queue::KeyedQueue;
-use crate::{ReplayError, StatusKey, StatusMessage, Timestamp};
 
 /// Why a status message was given up on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-use crate::{Outbox, StatusKey, StatusMessage, Timestamp};
+use crate::core::Timestamp;
+use crate::core::effect::{StatusKey, StatusMessage};
+use crate::report::outbox::Outbox;
 
 /// Where status messages go: the agent's connection to its site server.
 ///
