@@ -3,10 +3,14 @@
 
 use serde::Serialize;
 
-use crate::{
-    Change, Commit, DeadLetterNote, Event, JobId, JobSpec, JobState, Record, Replay, StatusKey,
-    StatusMessage,
-};
+use crate::core::effect::{StatusKey, StatusMessage};
+use crate::core::event::Event;
+use crate::core::id::JobId;
+use crate::core::spec::JobSpec;
+use crate::core::state::JobState;
+use crate::record::{Change, Record};
+use crate::report::dead_letter::DeadLetterNote;
+use crate::store::{Commit, Replay};
 
 /// [`Record`] by reference: the same encoding (the same variants in the same order), without
 /// cloning a commit or a store's state to write it.

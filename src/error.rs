@@ -2,10 +2,14 @@
 
 use std::fmt;
 
-use crate::{
-    JobId, ProgramExit, RebootKind, RestartHold, SessionError, StoreError, Timestamp,
-    TransitionError,
-};
+use crate::core::Timestamp;
+use crate::core::exit_code::ProgramExit;
+use crate::core::id::JobId;
+use crate::core::restart_policy::RestartHold;
+use crate::core::state::RebootKind;
+use crate::core::transition::TransitionError;
+use crate::session::SessionError;
+use crate::store::StoreError;
 
 /// What an unfinished job waits for: why a queued job cannot start now
 /// ([`Ledger::next_runnable`](crate::Ledger::next_runnable)), or what a running job or a job
@@ -179,13 +183,13 @@ pub enum Error {
         /// The job.
         job: JobId,
         /// The abandoned attempt.
-        attempt: crate::AttemptRef,
+        attempt: crate::core::event::AttemptRef,
     },
     /// A dead letter was to be re-queued or discarded, and no dead letter has this key.
     #[error(
         "status message {0} is not a dead letter (it is pending, delivered, or unknown); Ledger::dead_letters lists them"
     )]
-    NotADeadLetter(crate::StatusKey),
+    NotADeadLetter(crate::core::effect::StatusKey),
     /// The store failed or refused the commit.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -5,14 +5,22 @@ mod reporting;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::restart_policy::Verdict;
-use crate::{
-    AttemptId, AttemptRef, BootId, Change, CheckResult, Commit, DeliveryPolicy, Effect, Effects,
-    Error, Event, EventKind, HistoryEntry, JobId, JobRecord, JobSpec, JobState, ProgramExit,
-    ProgramId, ProgramStatus, RebootAttribution, RebootBehaviour, RebootKind, Replay,
-    RestartPolicy, RestartRelease, Retention, Revision, SessionContext, StateKind, StatusMessage,
-    Store, Timestamp, WaitReason, transition,
-};
+use crate::core::Timestamp;
+use crate::core::effect::{AttemptId, Effect, Effects, StatusMessage};
+use crate::core::event::{AttemptRef, CheckResult, Event, EventKind};
+use crate::core::exit_code::ProgramExit;
+use crate::core::id::{BootId, JobId};
+use crate::core::program::{ProgramId, ProgramStatus};
+use crate::core::restart_policy::{RestartPolicy, RestartRelease, Verdict};
+use crate::core::spec::{JobSpec, RebootBehaviour};
+use crate::core::state::{JobState, RebootAttribution, RebootKind, StateKind};
+use crate::core::transition::transition;
+use crate::error::{Error, WaitReason};
+use crate::record::{Change, HistoryEntry, JobRecord};
+use crate::report::delivery::DeliveryPolicy;
+use crate::retention::Retention;
+use crate::session::SessionContext;
+use crate::store::{Commit, Replay, Revision, Store};
 
 /// How often a job that waits for the system's pending restart asks again: the flag can clear
 /// without a boot (an operator removes it) and nothing tells the ledger.
@@ -212,7 +220,7 @@ pub struct Ledger<S: Store, C: SessionContext> {
     delivery: DeliveryPolicy,
     /// When each pending message may be offered again. In memory only: after a restart, pending
     /// messages are offered at once.
-    schedule: crate::delivery::Schedule,
+    schedule: crate::report::delivery::Schedule,
     /// Restarts owed while another job runs (SEMANTICS.md: "Restarts are exclusive"): licensed by
     /// the call that leaves no job running. In memory only: recovery derives them again.
     held_restarts: Vec<(JobId, RebootKind)>,
@@ -278,7 +286,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             revision: snapshot.revision,
             state,
             delivery: options.delivery,
-            schedule: crate::delivery::Schedule::default(),
+            schedule: crate::report::delivery::Schedule::default(),
             held_restarts: Vec::new(),
             restart_policy: options.restart_policy,
             retention: options.retention,
@@ -746,7 +754,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         {
             // A wait longer than any back-off the policy can set means the clock jumped
             // backwards: the back-off is over, not a day longer.
-            let longest = crate::spec::add(now, record.spec().retry_policy().max_backoff);
+            let longest = crate::core::spec::add(now, record.spec().retry_policy().max_backoff);
             if now < *until && *until <= longest {
                 return Err(WaitReason::BackingOff { until: *until });
             }

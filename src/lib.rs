@@ -124,27 +124,15 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod codec;
-mod dead_letter;
-mod delivery;
-mod duration_text;
-mod effect;
+mod core;
 mod error;
-mod event;
-mod exit_code;
-#[cfg(feature = "http")]
-mod http_sink;
-mod id;
-#[cfg(feature = "json-lines")]
-mod json_lines_sink;
-mod keyed_queue;
+mod exit_status;
 mod ledger;
 #[cfg(target_os = "linux")]
 mod linux_session;
 pub mod observe;
-mod outbox;
-mod program;
 mod record;
-mod restart_policy;
+mod report;
 mod retention;
 mod safe_fs;
 /// The semantics the crate promises, for those who embed it (`SEMANTICS.md`, shipped with the
@@ -154,46 +142,45 @@ mod safe_fs;
 #[doc = include_str!("../SEMANTICS.md")]
 pub mod semantics {}
 mod session;
-mod spec;
-mod state;
 mod store;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
-mod time_serde;
-mod transition;
 
-pub use dead_letter::{DeadLetter, DeadLetterNote, DeadLetterReason, DeadLetters};
-pub use delivery::{Answer, Answered, Answers, Delivery, DeliveryPolicy, StatusSink};
-pub use effect::{AttemptId, Effect, Effects, StatusKey, StatusMessage};
+pub use core::Timestamp;
+pub use core::effect::{AttemptId, Effect, Effects, StatusKey, StatusMessage};
+pub use core::event::{AttemptRef, CheckResult, Event, EventKind, EventName};
+pub use core::exit_code::{ExitCodePolicy, ExitOutcome, ProgramExit};
+pub use core::id::{BootId, IdError, JobId};
+pub use core::presence::UserPresence;
+pub use core::program::{ProgramId, ProgramStatus};
+pub use core::restart_policy::{MaintenanceWindow, RestartHold, RestartPolicy, RestartRelease};
+pub use core::spec::{JobSpec, RebootBehaviour, RetryPolicy, RunCondition};
+pub use core::state::{
+    Attempt, FailureReason, JobState, Launch, ProvisionalFailure, RebootAttribution, RebootKind,
+    StateKind, Termination,
+};
+pub use core::transition::{Step, TransitionError, transition};
 pub use error::{Error, WaitReason};
-pub use event::{AttemptRef, CheckResult, Event, EventKind, EventName};
-pub use exit_code::{ExitCodePolicy, ExitOutcome, ProgramExit};
-#[cfg(feature = "http")]
-#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub use http_sink::{HttpSink, HttpSinkError, HttpSinkOptions};
-pub use id::{BootId, IdError, JobId};
-#[cfg(feature = "json-lines")]
-#[cfg_attr(docsrs, doc(cfg(feature = "json-lines")))]
-pub use json_lines_sink::{JsonLinesSink, SinkOptions};
 pub use ledger::{Advertisement, JobWait, Ledger, LedgerOptions, NextJob, SpecEffect};
 #[cfg(target_os = "linux")]
 #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub use linux_session::LinuxSession;
-pub use outbox::Outbox;
-pub use program::{ProgramId, ProgramStatus};
 pub use record::{Change, HistoryEntry, JobRecord, JobTable, Record, ReplayError};
-pub use restart_policy::{MaintenanceWindow, RestartHold, RestartPolicy, RestartRelease};
+pub use report::dead_letter::{DeadLetter, DeadLetterNote, DeadLetterReason, DeadLetters};
+pub use report::delivery::{Answer, Answered, Answers, Delivery, DeliveryPolicy, StatusSink};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use report::http_sink::{HttpSink, HttpSinkError, HttpSinkOptions};
+#[cfg(feature = "json-lines")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json-lines")))]
+pub use report::json_lines_sink::{JsonLinesSink, SinkOptions};
+pub use report::outbox::Outbox;
 pub use retention::Retention;
 pub use safe_fs::UnsafePath;
 pub use session::{
     ATTEMPT_ENV, ExecutionContext, LivePrograms, NoticeDelivery, RestartPending, SessionContext,
-    SessionError, SessionFacts, UserPresence,
-};
-pub use spec::{JobSpec, RebootBehaviour, RetryPolicy, RunCondition};
-pub use state::{
-    Attempt, FailureReason, JobState, Launch, ProvisionalFailure, RebootAttribution, RebootKind,
-    StateKind, Termination,
+    SessionError, SessionFacts,
 };
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
@@ -202,13 +189,9 @@ pub use store::{
     Commit, Cut, FileStore, FileStoreOptions, Inspection, MAX_FRAME, MemoryStore, OpenReport,
     Replay, Revision, Snapshot, Store, StoreError,
 };
-pub use transition::{Step, TransitionError, transition};
 
 /// The `chrono` this crate's timestamps come from, so callers need not depend on it directly.
 pub use chrono;
-
-/// A point in wall-clock time, in UTC. It comes in with events; the core never reads a clock.
-pub type Timestamp = chrono::DateTime<chrono::Utc>;
 
 // The README's examples run as doctests too.
 #[cfg(doctest)]

@@ -12,9 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::{
-    AttemptId, BootId, ExecutionContext, NoticeDelivery, ProgramId, ProgramStatus, RestartPending,
-    SessionContext, SessionError, Timestamp, UserPresence,
+use crate::core::Timestamp;
+use crate::core::effect::AttemptId;
+use crate::core::id::BootId;
+use crate::core::presence::UserPresence;
+use crate::core::program::{ProgramId, ProgramStatus};
+use crate::session::{
+    ExecutionContext, NoticeDelivery, RestartPending, SessionContext, SessionError,
 };
 
 /// The longest wait for a helper program (`systemctl`, `needs-restarting`) by default.

@@ -93,7 +93,10 @@
 
 #[cfg(feature = "tracing")]
 mod on {
-    use crate::{Commit, Effect, Effects, JobState, OpenReport, Replay, StateKind};
+    use crate::core::effect::{Effect, Effects};
+    use crate::core::id::{BootId, JobId};
+    use crate::core::state::{JobState, RebootKind, StateKind};
+    use crate::store::{Commit, OpenReport, Replay, Revision};
 
     /// The target of every span and event.
     pub(crate) const TARGET: &str = "jobstate";
@@ -143,7 +146,7 @@ mod on {
     }
 
     /// After the store acknowledged `commit` (now at `revision`).
-    pub(crate) fn committed(pending: Pending, commit: &Commit, revision: crate::Revision) {
+    pub(crate) fn committed(pending: Pending, commit: &Commit, revision: Revision) {
         if pending.0.len() == commit.changes.len() {
             for (change, from) in commit.changes.iter().zip(pending.0) {
                 tracing::info!(
@@ -184,8 +187,8 @@ mod on {
                 Effect::Verify(a) => ("Verify", a),
                 Effect::ScheduleRestart { job, kind, .. } => {
                     let restart = match kind {
-                        crate::RebootKind::Soft => "Soft",
-                        crate::RebootKind::Hard => "Hard",
+                        RebootKind::Soft => "Soft",
+                        RebootKind::Hard => "Hard",
                     };
                     tracing::info!(
                         name: "effect",
@@ -257,7 +260,7 @@ mod on {
     }
 
     /// The unfinished jobs before the reconciliation at open, with their sequence numbers.
-    pub(crate) struct Reconciling(Vec<(crate::JobId, u64)>);
+    pub(crate) struct Reconciling(Vec<(JobId, u64)>);
 
     pub(crate) fn reconciling(state: &Replay) -> Reconciling {
         if !info_enabled() {
@@ -275,7 +278,7 @@ mod on {
     pub(crate) fn reconciled(
         before: Reconciling,
         state: &Replay,
-        boot: &crate::BootId,
+        boot: &BootId,
         effects: &Effects,
     ) {
         let changed = before
@@ -302,7 +305,9 @@ pub(crate) use on::*;
 
 #[cfg(not(feature = "tracing"))]
 mod off {
-    use crate::{BootId, Commit, Effect, Effects, Replay, Revision};
+    use crate::core::effect::{Effect, Effects};
+    use crate::core::id::BootId;
+    use crate::store::{Commit, Replay, Revision};
 
     /// Nothing: without the feature nothing is collected.
     pub(crate) struct Pending;
@@ -338,7 +343,7 @@ macro_rules! call_span {
             ::tracing::debug_span!(target: $crate::observe::TARGET, $name).entered();
     };
     ($name:literal, attempt = $attempt:expr) => {
-        let _jobstate_attempt: &$crate::AttemptId = $attempt;
+        let _jobstate_attempt: &$crate::core::effect::AttemptId = $attempt;
         let _jobstate_span = ::tracing::debug_span!(
             target: $crate::observe::TARGET,
             $name,
@@ -365,7 +370,7 @@ macro_rules! call_span {
 #[cfg(feature = "tracing")]
 macro_rules! recovery_findings {
     ($store:expr) => {
-        $crate::observe::recovery(&$crate::Store::open_report(&$store))
+        $crate::observe::recovery(&$crate::store::Store::open_report(&$store))
     };
 }
 

@@ -6,7 +6,10 @@ use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Event, EventKind, JobId, JobSpec, JobState};
+use crate::core::event::{Event, EventKind};
+use crate::core::id::JobId;
+use crate::core::spec::JobSpec;
+use crate::core::state::JobState;
 
 /// One durable transition of one job: the unit a [`Commit`](crate::Commit) carries and a store
 /// keeps. A job's changes, in order, are its history.
@@ -33,15 +36,15 @@ pub enum Record {
     /// A transition of a job (boxed: it is much larger than the other records).
     Change(Box<Change>),
     /// A status message committed to the outbox.
-    Report(crate::StatusMessage),
+    Report(crate::core::effect::StatusMessage),
     /// The acknowledgement of a delivered status message: it leaves the outbox.
-    Delivered(crate::StatusKey),
+    Delivered(crate::core::effect::StatusKey),
     /// A pending status message given up on: it moves from the outbox to the dead letters.
-    DeadLettered(crate::DeadLetterNote),
+    DeadLettered(crate::report::dead_letter::DeadLetterNote),
     /// A dead letter re-queued by an explicit call: it moves back to the outbox, at its end.
-    Requeued(crate::StatusKey),
+    Requeued(crate::core::effect::StatusKey),
     /// A dead letter discarded by an explicit call: it is gone.
-    Discarded(crate::StatusKey),
+    Discarded(crate::core::effect::StatusKey),
     /// The first kept change of a job whose earlier history was compacted away (see
     /// [`Retention`](crate::Retention)): the job begins here, at this sequence number, with the
     /// spec in force at this change (its `spec`, always present). Only snapshots hold it; it is
@@ -171,7 +174,7 @@ impl JobRecord {
     /// The attempt in progress (or whose check is awaited), as the ledger's attempt-scoped calls
     /// want it. `None` when the job is queued with nothing to check, or finished. After an agent
     /// restart in the same boot, this is how the agent finds the attempt of a running job.
-    pub fn current_attempt(&self) -> Option<crate::AttemptId> {
+    pub fn current_attempt(&self) -> Option<crate::core::effect::AttemptId> {
         let current = self.state();
         let idle = matches!(
             current,
@@ -183,9 +186,9 @@ impl JobRecord {
         if current.is_terminal() || idle {
             return None;
         }
-        current.attempt().map(|a| crate::AttemptId {
+        current.attempt().map(|a| crate::core::effect::AttemptId {
             job: self.id().clone(),
-            attempt: crate::AttemptRef {
+            attempt: crate::core::event::AttemptRef {
                 run: a.run,
                 number: a.number,
             },
@@ -244,12 +247,16 @@ impl JobRecord {
     ///
     /// The new first entry is a run's first change (or a finished job's last), where no attempt
     /// is under way, so the spec in force there is all a replay needs to rebuild the rest.
-    pub(crate) fn compact(&mut self, retention: &crate::Retention, tombstone: bool) -> bool {
+    pub(crate) fn compact(
+        &mut self,
+        retention: &crate::retention::Retention,
+        tombstone: bool,
+    ) -> bool {
         let state = self.state();
         let abandoned = matches!(
             state,
             JobState::Failed {
-                reason: crate::FailureReason::Abandoned,
+                reason: crate::core::state::FailureReason::Abandoned,
                 ..
             }
         );
@@ -340,7 +347,7 @@ pub enum ReplayError {
     )]
     DuplicateReport {
         /// Its key.
-        key: crate::StatusKey,
+        key: crate::core::effect::StatusKey,
     },
     /// An acknowledgement of a status message that is not pending.
     #[error(
@@ -348,7 +355,7 @@ pub enum ReplayError {
     )]
     UnknownReport {
         /// Its key.
-        key: crate::StatusKey,
+        key: crate::core::effect::StatusKey,
     },
     /// A dead letter re-queued or discarded that is not a dead letter.
     #[error(
@@ -356,7 +363,7 @@ pub enum ReplayError {
     )]
     UnknownDeadLetter {
         /// Its key.
-        key: crate::StatusKey,
+        key: crate::core::effect::StatusKey,
     },
     /// The spec's id differs from the change's job id.
     #[error(
@@ -575,7 +582,11 @@ impl JobTable {
     /// Drops the history `retention` lets go from every job; tombstones only if `tombstones` is
     /// set too (at open and at compaction, never during a call). Returns how many jobs lost
     /// history.
-    pub(crate) fn compact(&mut self, retention: &crate::Retention, tombstones: bool) -> usize {
+    pub(crate) fn compact(
+        &mut self,
+        retention: &crate::retention::Retention,
+        tombstones: bool,
+    ) -> usize {
         self.jobs
             .iter_mut()
             .map(|job| usize::from(job.compact(retention, tombstones)))
@@ -584,7 +595,7 @@ impl JobTable {
 
     /// Drops the earlier runs `retention` lets go from `id`'s history (no tombstone): after a
     /// change that may have started a new run.
-    pub(crate) fn compact_job(&mut self, id: &JobId, retention: &crate::Retention) {
+    pub(crate) fn compact_job(&mut self, id: &JobId, retention: &crate::retention::Retention) {
         if let Some(&i) = self.index.get(id)
             && let Some(job) = self.jobs.get_mut(i)
         {
@@ -693,7 +704,7 @@ fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
                     spec_id: spec.id().clone(),
                 });
             }
-            if tail.mandatory && tail.state.kind() == crate::StateKind::Completed {
+            if tail.mandatory && tail.state.kind() == crate::core::state::StateKind::Completed {
                 return Err(not_a_transition(
                     "nothing follows a completed mandatory job",
                 ));
@@ -714,7 +725,7 @@ fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
         }),
         (None, Some(tail)) => {
             let before = tail.state;
-            if tail.mandatory && before.kind() == crate::StateKind::Completed {
+            if tail.mandatory && before.kind() == crate::core::state::StateKind::Completed {
                 return Err(not_a_transition(
                     "nothing follows a completed mandatory job",
                 ));

@@ -7,18 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeSet;
 
-use crate::{AttemptId, BootId, ProgramId, ProgramStatus, Timestamp};
-
-/// Whether an interactive user is logged on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum UserPresence {
-    /// At least one interactive user is logged on.
-    LoggedOn,
-    /// Nobody is logged on.
-    NoneLoggedOn,
-    /// It could not be determined.
-    Unknown,
-}
+use crate::core::Timestamp;
+use crate::core::effect::AttemptId;
+use crate::core::id::BootId;
+use crate::core::presence::UserPresence;
+use crate::core::program::{ProgramId, ProgramStatus};
 
 /// How the agent process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,10 +1,12 @@
 //! The ledger's status reporting: delivery through a sink, the pull API under it, and the dead
 //! letters (SEMANTICS.md: "Status reporting").
 
-use crate::{
-    Answer, Answered, Answers, Commit, DeadLetter, DeadLetterNote, DeadLetterReason, Delivery,
-    DeliveryPolicy, Error, SessionContext, StatusKey, StatusMessage, StatusSink, Store,
-};
+use crate::core::effect::{StatusKey, StatusMessage};
+use crate::error::Error;
+use crate::report::dead_letter::{DeadLetter, DeadLetterNote, DeadLetterReason};
+use crate::report::delivery::{Answer, Answered, Answers, Delivery, DeliveryPolicy, StatusSink};
+use crate::session::SessionContext;
+use crate::store::{Commit, Store};
 
 use super::Ledger;
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::command::run_bounded;
 use super::read_bounded;
-use crate::{BootId, SessionError};
+use crate::core::id::BootId;
+use crate::session::SessionError;
 
 /// The most of the boot id file read: a UUID and a newline are 37 bytes; `BootId` allows 128.
 const BOOT_ID_MAX: u64 = 4096;

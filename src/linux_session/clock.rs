@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::read_bounded;
-use crate::SessionError;
+use crate::session::SessionError;
 
 /// The most of `/proc/uptime` read: two numbers, a few dozen bytes.
 const UPTIME_MAX: u64 = 256;

@@ -1,7 +1,9 @@
 //! Whether a job's program is alive: by its pid and start time, or by its attempt's marker.
 
 use super::{LinuxSession, read_bounded};
-use crate::{ATTEMPT_ENV, AttemptId, ProgramId, ProgramStatus, SessionError};
+use crate::core::effect::AttemptId;
+use crate::core::program::{ProgramId, ProgramStatus};
+use crate::session::{ATTEMPT_ENV, SessionError};
 
 /// The most of `/proc/<pid>/stat` read: the line is a few hundred bytes.
 const STAT_MAX: u64 = 4096;

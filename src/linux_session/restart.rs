@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::command::run_bounded;
-use crate::RestartPending;
+use crate::session::RestartPending;
 
 /// Where the facts live, under the session's root.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::read_bounded;
-use crate::SessionError;
+use crate::session::SessionError;
 
 /// The size of one utmp record on Linux (glibc, all 64-bit and 32-bit ABIs with 64-bit time).
 const UTMP_RECORD: usize = 384;

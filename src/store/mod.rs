@@ -13,10 +13,10 @@ pub use replay::Replay;
 pub use sqlite::SqliteStore;
 
 use crate::codec::{DecodeError, EncodeError};
-use crate::{
-    Change, DeadLetter, DeadLetterNote, JobRecord, Record, ReplayError, StatusKey, StatusMessage,
-    UnsafePath,
-};
+use crate::core::effect::{StatusKey, StatusMessage};
+use crate::record::{Change, JobRecord, Record, ReplayError};
+use crate::report::dead_letter::{DeadLetter, DeadLetterNote};
+use crate::safe_fs::UnsafePath;
 
 /// A store's revision: it grows with every commit. A commit names the revision it was based on,
 /// so a writer that missed another's commit (a stale writer) is refused.

@@ -4,7 +4,10 @@
 use super::{Commit, Revision, Snapshot};
 use std::collections::HashSet;
 
-use crate::{DeadLetter, DeadLetters, JobTable, Outbox, Record, ReplayError, StatusKey};
+use crate::core::effect::StatusKey;
+use crate::record::{JobTable, Record, ReplayError};
+use crate::report::dead_letter::{DeadLetter, DeadLetters};
+use crate::report::outbox::Outbox;
 
 /// The jobs, pending status messages and dead letters that a sequence of [`Record`]s adds up
 /// to.

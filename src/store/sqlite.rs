@@ -6,7 +6,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionB
 
 use super::file::crc32c::{crc32c, crc32c_append};
 use super::{Commit, Replay, Revision, Snapshot, Store, StoreError};
-use crate::{UnsafePath, codec, safe_fs};
+use crate::safe_fs::UnsafePath;
+use crate::{codec, safe_fs};
 
 /// The schema version this build writes and reads. (Version 1, without row checksums, was never
 /// released.)

@@ -44,11 +44,16 @@
 
 use std::time::Duration;
 
-use crate::{
-    Advertisement, BootId, Change, Commit, ExecutionContext, JobId, JobSpec, JobState, Ledger,
-    NoticeDelivery, RebootBehaviour, Revision, SessionFacts, Snapshot, StateKind, StatusKey,
-    StatusMessage, StatusSink, Store, StoreError, UserPresence,
-};
+use crate::core::effect::{StatusKey, StatusMessage};
+use crate::core::id::{BootId, JobId};
+use crate::core::presence::UserPresence;
+use crate::core::spec::{JobSpec, RebootBehaviour};
+use crate::core::state::{JobState, StateKind};
+use crate::ledger::{Advertisement, Ledger};
+use crate::record::Change;
+use crate::report::delivery::StatusSink;
+use crate::session::{ExecutionContext, NoticeDelivery, SessionFacts};
+use crate::store::{Commit, Revision, Snapshot, Store, StoreError};
 
 /// How the suite damages a store's medium.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +205,7 @@ fn session(boot: &str) -> SessionFacts {
         now: chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default(),
         since_boot: Duration::from_secs(60),
         programs: Default::default(),
-        restart_pending: crate::RestartPending::Unknown,
+        restart_pending: crate::session::RestartPending::Unknown,
     }
 }
 
@@ -227,7 +232,7 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
             "store conformance: a new job"
         );
         let attempt = ok(ledger.begin(spec.id()).map_err(into_store), "beginning");
-        let program = crate::ProgramId::new(4242, 1);
+        let program = crate::core::program::ProgramId::new(4242, 1);
         // The suite proves the store: what the ledger licenses is not its concern (no
         // program runs here).
         let _effects = ok(
@@ -248,7 +253,7 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
     );
     run(
         &mut ledger,
-        JobSpec::new(id("broken")).retry(crate::RetryPolicy::none()),
+        JobSpec::new(id("broken")).retry(crate::core::spec::RetryPolicy::none()),
         Some(1603),
     );
     // The upgrade runs alone (restarts are exclusive); another job waits in the queue.
@@ -311,7 +316,7 @@ impl StatusSink for RefusesRetired {
     fn deliver(
         &mut self,
         batch: &[StatusMessage],
-        answers: &mut crate::Answers,
+        answers: &mut crate::report::delivery::Answers,
     ) -> Result<(), Self::Error> {
         for message in batch.iter().filter(|m| m.key.job.as_str() == "retired") {
             answers.reject(&message.key, "409 the deployment was aborted");
@@ -321,9 +326,9 @@ impl StatusSink for RefusesRetired {
     }
 }
 
-fn into_store(e: crate::Error) -> StoreError {
+fn into_store(e: crate::error::Error) -> StoreError {
     match e {
-        crate::Error::Store(e) => e,
+        crate::error::Error::Store(e) => e,
         other => StoreError::Io {
             context: "the conformance workload".into(),
             source: std::io::Error::other(other.to_string()),
@@ -337,7 +342,7 @@ fn same(a: &Snapshot, b: &Snapshot, rule: &str) {
         "store conformance ({rule}): revisions differ"
     );
     // A store may compact history away (its retention), never anything else.
-    let compacted = |a: &[crate::JobRecord], b: &[crate::JobRecord]| {
+    let compacted = |a: &[crate::record::JobRecord], b: &[crate::record::JobRecord]| {
         a.len() == b.len()
             && a.iter()
                 .zip(b)
@@ -376,19 +381,19 @@ fn durable_on_return<H: Harness>(h: &mut H) -> Outcome {
 }
 
 /// The next change of `job` as `transition` makes it, from what `snapshot` holds.
-fn next_change(snapshot: &Snapshot, job: &str, kind: crate::EventKind) -> Change {
+fn next_change(snapshot: &Snapshot, job: &str, kind: crate::core::event::EventKind) -> Change {
     let record = snapshot
         .jobs
         .iter()
         .find(|r| r.id().as_str() == job)
         .unwrap_or_else(|| panic!("store conformance: job {job} is missing"));
-    let event = crate::Event {
+    let event = crate::core::event::Event {
         at: session("boot-b").now,
         boot: session("boot-b").boot,
         since_boot: Duration::from_secs(120),
         kind,
     };
-    let step = crate::transition(record.spec(), record.state(), &event)
+    let step = crate::core::transition::transition(record.spec(), record.state(), &event)
         .unwrap_or_else(|e| panic!("store conformance: {e}"));
     Change {
         job: record.id().clone(),
@@ -401,7 +406,11 @@ fn next_change(snapshot: &Snapshot, job: &str, kind: crate::EventKind) -> Change
 
 fn stale_writer_refused<H: Harness>(h: &mut H) -> Outcome {
     let (mut store, before) = workload(ok(h.create(), "creating a store"));
-    let change = next_change(&before, "tool", crate::EventKind::RerunRequested);
+    let change = next_change(
+        &before,
+        "tool",
+        crate::core::event::EventKind::RerunRequested,
+    );
     let stale = Revision(before.revision.0.saturating_sub(1));
     match store.commit(&Commit::new(stale, vec![change.clone()])) {
         Err(StoreError::Conflict { .. }) => {}
@@ -428,8 +437,16 @@ fn stale_writer_refused<H: Harness>(h: &mut H) -> Outcome {
 
 fn batch_is_atomic<H: Harness>(h: &mut H) -> Outcome {
     let (mut store, before) = workload(ok(h.create(), "creating a store"));
-    let good = next_change(&before, "tool", crate::EventKind::RerunRequested);
-    let mut bad = next_change(&before, "broken", crate::EventKind::RerunRequested);
+    let good = next_change(
+        &before,
+        "tool",
+        crate::core::event::EventKind::RerunRequested,
+    );
+    let mut bad = next_change(
+        &before,
+        "broken",
+        crate::core::event::EventKind::RerunRequested,
+    );
     bad.seq += 5; // a gap: this change does not follow on
     assert!(
         store
@@ -443,7 +460,11 @@ fn batch_is_atomic<H: Harness>(h: &mut H) -> Outcome {
         &before,
         "a refused batch applies nothing",
     );
-    let other = next_change(&before, "broken", crate::EventKind::RerunRequested);
+    let other = next_change(
+        &before,
+        "broken",
+        crate::core::event::EventKind::RerunRequested,
+    );
     ok(
         store.commit(&Commit::new(before.revision, vec![good, other])),
         "committing a batch",
@@ -506,7 +527,7 @@ fn tombstones_kept<H: Harness>(h: &mut H) -> Outcome {
     assert!(
         effects
             .iter()
-            .all(|e| !matches!(e, crate::Effect::Launch(_)))
+            .all(|e| !matches!(e, crate::core::effect::Effect::Launch(_)))
     );
     let spec = JobSpec::new(id("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
     assert_eq!(
@@ -553,7 +574,7 @@ impl StatusSink for AcceptAll {
     fn deliver(
         &mut self,
         batch: &[StatusMessage],
-        answers: &mut crate::Answers,
+        answers: &mut crate::report::delivery::Answers,
     ) -> Result<(), Self::Error> {
         self.0.extend(batch.iter().map(|m| m.key.clone()));
         answers.accept_all();
@@ -733,7 +754,11 @@ fn one_writer_even_without_lock_files<H: Harness>(h: &mut H) -> Outcome {
         refused(second, "after the lock files were deleted");
     }
     // The first writer carries on, and what it commits is there for the next one.
-    let change = next_change(&before, "tool", crate::EventKind::RerunRequested);
+    let change = next_change(
+        &before,
+        "tool",
+        crate::core::event::EventKind::RerunRequested,
+    );
     ok(
         store.commit(&Commit::new(before.revision, vec![change])),
         "committing after the lock files were deleted",

@@ -99,10 +99,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::{
-    DeliveryPolicy, ExecutionContext, JobId, JobSpec, MemoryStore, NoticeDelivery, Store,
-    StoreError, UserPresence,
-};
+use crate::core::id::JobId;
+use crate::core::presence::UserPresence;
+use crate::core::spec::JobSpec;
+use crate::report::delivery::DeliveryPolicy;
+use crate::session::{ExecutionContext, NoticeDelivery};
+use crate::store::{MemoryStore, Store, StoreError};
 
 mod fleet;
 mod machine;
@@ -298,7 +300,7 @@ pub struct Scenario<S = MemoryStore> {
     programs_die_with_agent: bool,
     ignored_restarts: u32,
     programs_unknown: bool,
-    restart_policy: crate::RestartPolicy,
+    restart_policy: crate::core::restart_policy::RestartPolicy,
     delivery: DeliveryPolicy,
 }
 
@@ -368,7 +370,7 @@ impl Scenario<MemoryStore> {
             programs_die_with_agent: false,
             ignored_restarts: 0,
             programs_unknown: false,
-            restart_policy: crate::RestartPolicy::Immediately,
+            restart_policy: crate::core::restart_policy::RestartPolicy::Immediately,
             delivery: DeliveryPolicy::default(),
         }
     }
@@ -595,7 +597,7 @@ impl<S: Store> Scenario<S> {
     /// The agent's default restart policy (given at every start of the agent): by default
     /// [`RestartPolicy::Immediately`](crate::RestartPolicy::Immediately).
     #[must_use]
-    pub fn restart_policy(mut self, policy: crate::RestartPolicy) -> Self {
+    pub fn restart_policy(mut self, policy: crate::core::restart_policy::RestartPolicy) -> Self {
         self.restart_policy = policy;
         self
     }

@@ -1,13 +1,13 @@
 //! Tests that kill the mutants cargo-mutants found surviving in the delivery core:
-//! `src/delivery.rs`, `src/ledger/reporting.rs`, `src/dead_letter.rs` and `src/store/replay.rs`.
+//! `src/report/delivery.rs`, `src/ledger/reporting.rs`, `src/report/dead_letter.rs` and `src/store/replay.rs`.
 //! Each pins one rule of SEMANTICS.md "Status reporting" (or invariant 5) that no other test
 //! checked closely enough for a broken core to fail it. The command:
 //!
 //! ```text
 //! CARGO_PROFILE_TEST_DEBUG=0 CARGO_PROFILE_DEV_DEBUG=0 \
 //! cargo mutants --test-tool nextest --all-features --jobs 2 --timeout 300 \
-//!   --file src/delivery.rs --file src/ledger/reporting.rs \
-//!   --file src/dead_letter.rs --file src/store/replay.rs \
+//!   --file src/report/delivery.rs --file src/ledger/reporting.rs \
+//!   --file src/report/dead_letter.rs --file src/store/replay.rs \
 //!   -- --test it --max-fail=1:immediate \
 //!   -- --skip file_store --skip conformance --skip linux_session --skip inspect --skip exhaustive
 //! ```

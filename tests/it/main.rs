@@ -10,6 +10,7 @@ mod bad_input;
 mod common;
 #[cfg(feature = "testkit")]
 mod conformance;
+mod core_purity;
 mod delivery;
 mod delivery_mutants;
 mod exhaustive;

@@ -1,4 +1,4 @@
-//! Tests that kill the mutants cargo-mutants found surviving in `src/transition.rs`,
+//! Tests that kill the mutants cargo-mutants found surviving in `src/core/transition.rs`,
 //! `src/ledger.rs` and `src/record.rs` with this binary alone. Each pins one rule of SEMANTICS.md
 //! that no other test checked closely enough for a broken core to fail it. The command (the
 //! slow store modules skipped; `--test-tool nextest` with `--max-fail=1:immediate` so that a
@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo mutants --test-tool nextest --all-features --jobs 2 --timeout 300 \
-//!   --file src/transition.rs --file src/ledger.rs --file src/record.rs \
+//!   --file src/core/transition.rs --file src/ledger.rs --file src/record.rs \
 //!   -- --test it --max-fail=1:immediate \
 //!   -- --skip file_store --skip conformance --skip linux_session
 //! ```

@@ -33,12 +33,18 @@ use chrono::{TimeDelta, TimeZone, Utc};
 use super::frame::{HEADER_LEN, JOURNAL_MAGIC, Next, SNAPSHOT_MAGIC, next_frame, read_header};
 use super::sim::{Rng, SimDisk, mix};
 use super::{FileStoreOptions, JOURNAL, Journal, SNAPSHOT};
-use crate::{
-    Advertisement, BootId, Commit, Effect, Error, ExecutionContext, JobId, JobRecord, JobSpec,
-    Ledger, NextJob, NoticeDelivery, RebootBehaviour, RebootKind, Replay, RetryPolicy, Revision,
-    RunCondition, SessionFacts, Snapshot, StateKind, StatusMessage, StatusSink, Store, StoreError,
-    Timestamp, UserPresence,
-};
+use crate::core::Timestamp;
+use crate::core::effect::{Effect, StatusMessage};
+use crate::core::id::{BootId, JobId};
+use crate::core::presence::UserPresence;
+use crate::core::spec::{JobSpec, RebootBehaviour, RetryPolicy, RunCondition};
+use crate::core::state::{RebootKind, StateKind};
+use crate::error::Error;
+use crate::ledger::{Advertisement, Ledger, NextJob};
+use crate::record::JobRecord;
+use crate::report::delivery::StatusSink;
+use crate::session::{ExecutionContext, NoticeDelivery, SessionFacts};
+use crate::store::{Commit, Replay, Revision, Snapshot, Store, StoreError};
 
 /// Small bounds, so that compactions (snapshot and journal replacement) happen often.
 const OPTIONS: FileStoreOptions = FileStoreOptions {

@@ -11,7 +11,9 @@ use super::trace::expected_reports;
 use super::{End, Happened, Rng, Scenario};
 #[cfg(doc)]
 use super::{Machine, SimStore};
-use crate::{Answers, MemoryStore, StatusKey, StatusMessage, Store};
+use crate::core::effect::{StatusKey, StatusMessage};
+use crate::report::delivery::Answers;
+use crate::store::{MemoryStore, Store};
 
 /// The network between a fleet's machines and its collector: what goes wrong, per delivery
 /// request, with chances in percent, drawn from each machine's seed.

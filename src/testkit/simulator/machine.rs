@@ -9,11 +9,20 @@ use super::program::{Ends, Run};
 use super::store::{CrashPoint, CrashWhen, SimStore};
 use super::trace::{Call, End, Happened, Outcome, RebootCause, Trace, TraceLine, final_violations};
 use super::{Happening, Program, Rng, Scenario};
-use crate::{
-    AttemptId, BootId, CheckResult, Effect, Error, ExitOutcome, JobId, JobSpec, Ledger,
-    LivePrograms, NextJob, NoticeDelivery, ProgramExit, ProgramId, RebootBehaviour, SessionFacts,
-    StateKind, StatusKey, StatusMessage, StatusSink, Store, Timestamp, UserPresence,
-};
+use crate::core::Timestamp;
+use crate::core::effect::{AttemptId, Effect, StatusKey, StatusMessage};
+use crate::core::event::CheckResult;
+use crate::core::exit_code::{ExitOutcome, ProgramExit};
+use crate::core::id::{BootId, JobId};
+use crate::core::presence::UserPresence;
+use crate::core::program::ProgramId;
+use crate::core::spec::{JobSpec, RebootBehaviour};
+use crate::core::state::StateKind;
+use crate::error::Error;
+use crate::ledger::{Ledger, NextJob};
+use crate::report::delivery::StatusSink;
+use crate::session::{LivePrograms, NoticeDelivery, SessionFacts};
+use crate::store::Store;
 
 /// From power-on to the agent's start (the first boot too).
 const AGENT_STARTS_AFTER_BOOT: Duration = Duration::from_secs(60);
@@ -80,7 +89,7 @@ impl StatusSink for SimSink {
     fn deliver(
         &mut self,
         batch: &[StatusMessage],
-        answers: &mut crate::Answers,
+        answers: &mut crate::report::delivery::Answers,
     ) -> Result<(), String> {
         let failure = if self.down {
             Some("the site server is down".to_string())
@@ -176,7 +185,7 @@ pub struct Machine<S: Store> {
     violations: Vec<String>,
     kinds: BTreeMap<JobId, StateKind>,
     /// The last transition of each job the store acknowledged.
-    acked: BTreeMap<JobId, crate::HistoryEntry>,
+    acked: BTreeMap<JobId, crate::record::HistoryEntry>,
     tombstones: BTreeMap<JobId, u32>,
     crashes: u32,
     steps: u64,
@@ -393,9 +402,9 @@ impl<S: Store> Machine<S> {
             since_boot: self.since_boot(),
             programs,
             restart_pending: if self.restart_pending {
-                crate::RestartPending::Pending
+                crate::session::RestartPending::Pending
             } else {
-                crate::RestartPending::NotPending
+                crate::session::RestartPending::NotPending
             },
         }
     }
@@ -419,9 +428,9 @@ impl<S: Store> Machine<S> {
         facts.since_boot = since_boot;
         facts.user = self.user;
         facts.restart_pending = if self.restart_pending {
-            crate::RestartPending::Pending
+            crate::session::RestartPending::Pending
         } else {
-            crate::RestartPending::NotPending
+            crate::session::RestartPending::NotPending
         };
         if !unknown {
             let same = matches!(&facts.programs, LivePrograms::Known(set)
@@ -652,10 +661,10 @@ impl<S: Store> Machine<S> {
         }
         // Everything kept: the simulator's checks read whole histories (invariants 2, 3, 5
         // and 7 over every transition ever acknowledged).
-        let options = crate::LedgerOptions::default()
+        let options = crate::ledger::LedgerOptions::default()
             .restart_policy(self.scenario.restart_policy)
             .delivery(self.scenario.delivery)
-            .retention(crate::Retention::keep_all());
+            .retention(crate::retention::Retention::keep_all());
         let opened = Ledger::open_with(self.store.clone(), self.facts(), options);
         let effects = match opened {
             Ok((ledger, effects)) => {
@@ -964,7 +973,7 @@ impl<S: Store> Machine<S> {
             return ExitOutcome::Failure;
         };
         self.catalogue.iter().find(|s| s.id() == job).map_or_else(
-            || crate::ExitCodePolicy::default().outcome(code),
+            || crate::core::exit_code::ExitCodePolicy::default().outcome(code),
             |s| s.exit_code_policy().outcome(code),
         )
     }

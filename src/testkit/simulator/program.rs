@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::{CheckResult, ProgramExit};
+use crate::core::event::CheckResult;
+use crate::core::exit_code::ProgramExit;
 
 /// How the simulator reports a program it terminated (after an
 /// [`Effect::Terminate`](crate::Effect::Terminate)): ended by `SIGTERM`.

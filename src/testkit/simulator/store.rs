@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
 
-use crate::{Commit, Revision, Snapshot, StatusKey, Store, StoreError};
+use crate::core::effect::StatusKey;
+use crate::store::{Commit, Revision, Snapshot, Store, StoreError};
 
 /// Where, around one commit, the agent crashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -5,10 +5,12 @@ use std::fmt;
 use std::time::Duration;
 
 use super::CrashPoint;
-use crate::{
-    Advertisement, AttemptId, BootId, JobId, JobRecord, JobState, RebootBehaviour, StateKind,
-    StatusKey, StatusMessage,
-};
+use crate::core::effect::{AttemptId, StatusKey, StatusMessage};
+use crate::core::id::{BootId, JobId};
+use crate::core::spec::RebootBehaviour;
+use crate::core::state::{JobState, StateKind};
+use crate::ledger::Advertisement;
+use crate::record::JobRecord;
 
 /// The ledger call the agent was making: what a commit (and so a crash point) belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -137,7 +139,7 @@ pub enum Happened {
         /// Its attempt.
         attempt: AttemptId,
         /// How it ended.
-        exit: crate::ProgramExit,
+        exit: crate::core::exit_code::ProgramExit,
     },
     /// The agent killed the program of an attempt (past its maximum run time).
     Killed {
@@ -161,7 +163,7 @@ pub enum Happened {
         /// The attempt checked.
         attempt: AttemptId,
         /// What the check said.
-        result: crate::CheckResult,
+        result: crate::core::event::CheckResult,
     },
     /// The agent scheduled a restart that a job needs.
     RestartScheduled {
@@ -588,7 +590,7 @@ pub(super) fn final_violations(
     jobs: &[JobRecord],
     pending: &[StatusMessage],
     received: &[StatusMessage],
-    dead_letters: &[crate::DeadLetter],
+    dead_letters: &[crate::report::dead_letter::DeadLetter],
 ) -> Vec<String> {
     let mut violations = Vec::new();
     for record in jobs {
@@ -648,8 +650,14 @@ pub(super) fn final_violations(
 /// What a reboot observed at an agent start did wrong to a job declared to restart the
 /// machine, if anything: failed it, or queued it to run again. (A launch never recorded is
 /// launched again as the same attempt: that is no re-run.)
-pub(crate) fn reboot_undid(before: &JobState, entry: &crate::HistoryEntry) -> Option<&'static str> {
-    if !matches!(entry.event.kind, crate::EventKind::AgentStarted { .. }) {
+pub(crate) fn reboot_undid(
+    before: &JobState,
+    entry: &crate::record::HistoryEntry,
+) -> Option<&'static str> {
+    if !matches!(
+        entry.event.kind,
+        crate::core::event::EventKind::AgentStarted { .. }
+    ) {
         return None;
     }
     let rebooted = before.attempt().is_some_and(|a| a.boot != entry.event.boot)
@@ -671,14 +679,15 @@ pub(crate) fn reboot_undid(before: &JobState, entry: &crate::HistoryEntry) -> Op
 /// success, a positive check, or a new boot after a requested restart or after the recorded
 /// launch of a program declared to restart the machine.
 pub(crate) fn completion_has_evidence(
-    spec: &crate::JobSpec,
+    spec: &crate::core::spec::JobSpec,
     before: &JobState,
-    entry: &crate::HistoryEntry,
+    entry: &crate::record::HistoryEntry,
 ) -> bool {
-    use crate::{CheckResult, EventKind, ExitOutcome};
+    use crate::core::event::{CheckResult, EventKind};
+    use crate::core::exit_code::ExitOutcome;
     match &entry.event.kind {
         EventKind::ProgramExited {
-            exit: crate::ProgramExit::Code(code),
+            exit: crate::core::exit_code::ProgramExit::Code(code),
             ..
         } => matches!(
             spec.exit_code_policy().outcome(*code),

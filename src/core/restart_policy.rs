@@ -8,7 +8,8 @@ use std::time::Duration;
 use chrono::Timelike;
 use serde::{Deserialize, Serialize};
 
-use crate::{Timestamp, UserPresence};
+use crate::core::Timestamp;
+use crate::core::presence::UserPresence;
 
 /// How often the ledger asks again whether a user is still logged on, while a restart waits for
 /// nobody to be: a logoff is not an event the ledger hears.
@@ -43,7 +44,7 @@ pub enum RestartPolicy {
     /// after the restart became owed; then at once.
     WhenNoUser {
         /// The longest postponement.
-        #[serde(with = "crate::duration_text")]
+        #[serde(with = "crate::core::duration_text")]
         at_most: Duration,
     },
     /// Never by the agent: the job waits, visibly, for the next natural boot.
@@ -68,7 +69,7 @@ pub struct MaintenanceWindow {
 struct WindowForm {
     #[serde(with = "time_of_day")]
     start: u16,
-    #[serde(with = "crate::duration_text")]
+    #[serde(with = "crate::core::duration_text")]
     length: Duration,
 }
 
@@ -171,7 +172,7 @@ impl fmt::Display for RestartHold {
             RestartHold::UserLoggedOn { at_most } => write!(
                 f,
                 "a user is logged on (or it is unknown); postponed at most {} longer",
-                crate::duration_text::format(*at_most)
+                crate::core::duration_text::format(*at_most)
             ),
             RestartHold::NextNaturalBoot => {
                 f.write_str("the agent never restarts the machine for it: the next boot will do")

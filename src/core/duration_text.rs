@@ -77,7 +77,7 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     Ok(Duration::new(secs, nanos))
 }
 
-/// `#[serde(with = "crate::duration_text")]`
+/// `#[serde(with = "crate::core::duration_text")]`
 pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     if s.is_human_readable() {
         format(*d).serialize(s)
@@ -86,7 +86,7 @@ pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::E
     }
 }
 
-/// `#[serde(with = "crate::duration_text")]`
+/// `#[serde(with = "crate::core::duration_text")]`
 pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     if d.is_human_readable() {
         let text = String::deserialize(d)?;

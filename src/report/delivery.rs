@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-use crate::{Outbox, StatusKey, StatusMessage, Timestamp};
+use crate::core::Timestamp;
+use crate::core::effect::{StatusKey, StatusMessage};
+use crate::report::outbox::Outbox;
 
 /// Where status messages go: the agent's connection to its site server.
 ///
@@ -341,7 +343,7 @@ pub(crate) struct Schedule {
 /// Whether a wait `until` is still running at `now`. A wait longer than `longest` means the
 /// clock jumped back: it is over.
 fn waiting(until: Option<Timestamp>, now: Timestamp, longest: Duration) -> bool {
-    until.is_some_and(|until| now < until && until <= crate::spec::add(now, longest))
+    until.is_some_and(|until| now < until && until <= crate::core::spec::add(now, longest))
 }
 
 impl Schedule {
@@ -390,7 +392,7 @@ impl Schedule {
             .take(max)
             .cloned()
             .collect();
-        let until = crate::spec::add(now, policy.lease);
+        let until = crate::core::spec::add(now, policy.lease);
         for message in &taken {
             let state = self.messages.entry(message.key.clone()).or_default();
             state.leased_until = Some(until);
@@ -410,7 +412,10 @@ impl Schedule {
         let state = self.messages.entry(key.clone()).or_default();
         state.failures = state.failures.saturating_add(1);
         state.leased_until = None;
-        state.not_before = Some(crate::spec::add(now, policy.wait(after, state.failures)));
+        state.not_before = Some(crate::core::spec::add(
+            now,
+            policy.wait(after, state.failures),
+        ));
         state.failures
     }
 
@@ -439,7 +444,7 @@ impl Schedule {
         after: Option<Duration>,
     ) -> Timestamp {
         self.pauses = self.pauses.saturating_add(1);
-        let until = crate::spec::add(now, policy.wait(after, self.pauses));
+        let until = crate::core::spec::add(now, policy.wait(after, self.pauses));
         self.paused_until = Some(until);
         until
     }

@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BootId, JobId, ProgramExit, ProgramId, ProgramStatus, RebootKind, Timestamp};
+use crate::core::Timestamp;
+use crate::core::exit_code::ProgramExit;
+use crate::core::id::{BootId, JobId};
+use crate::core::program::{ProgramId, ProgramStatus};
+use crate::core::state::RebootKind;
 
 /// Names one attempt of a job: run `run`, attempt `number`. Attempt-scoped events carry it so
 /// that a stale or replayed event (from an older attempt) is refused instead of applied.
@@ -21,7 +25,7 @@ pub struct AttemptRef {
 /// Width, fill, alignment and precision apply to the whole, as to a `str`.
 impl fmt::Display for AttemptRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::id::pad_fmt(f, format_args!("run {} attempt {}", self.run, self.number))
+        crate::core::id::pad_fmt(f, format_args!("run {} attempt {}", self.run, self.number))
     }
 }
 
@@ -30,7 +34,7 @@ impl fmt::Display for AttemptRef {
 pub struct Event {
     /// When it was observed (wall clock: it may jump backwards across a reboot, so no ordering
     /// or reboot decision depends on it).
-    #[serde(with = "crate::time_serde::timestamp")]
+    #[serde(with = "crate::core::time_serde::timestamp")]
     pub at: Timestamp,
     /// The boot in which it was observed.
     pub boot: BootId,

@@ -46,7 +46,7 @@ impl ProgramId {
 /// Width, fill, alignment and precision apply to the whole, as to a `str`.
 impl fmt::Display for ProgramId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::id::pad_fmt(
+        crate::core::id::pad_fmt(
             f,
             format_args!("pid {} (started at {})", self.pid, self.start),
         )

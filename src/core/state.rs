@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BootId, JobId, ProgramExit, ProgramId, Timestamp};
+use crate::core::Timestamp;
+use crate::core::exit_code::ProgramExit;
+use crate::core::id::{BootId, JobId};
+use crate::core::program::ProgramId;
 
 /// One attempt: the `number`-th execution of the program within run `run` of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,7 +20,7 @@ pub struct Attempt {
     /// The boot in which the attempt started. Reboot decisions compare boots, never clocks.
     pub boot: BootId,
     /// When the attempt started (wall clock: for people and back-off only).
-    #[serde(with = "crate::time_serde::timestamp")]
+    #[serde(with = "crate::core::time_serde::timestamp")]
     pub started_at: Timestamp,
     /// When the attempt started on the boot's monotonic clock: the run-time limit is measured
     /// on it, within this boot, so that a wall clock that jumps cannot end an attempt early or
@@ -170,7 +173,7 @@ pub struct ProvisionalFailure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Termination {
     /// When it was licensed (wall clock: for people).
-    #[serde(with = "crate::time_serde::timestamp")]
+    #[serde(with = "crate::core::time_serde::timestamp")]
     pub at: Timestamp,
     /// When it was licensed, on the boot's monotonic clock: the grace period is measured on it.
     pub since_boot: Duration,
@@ -189,7 +192,7 @@ pub enum JobState {
         /// The number of the next attempt.
         attempt: u32,
         /// Not before this time (back-off after a failure), if set.
-        #[serde(with = "crate::time_serde::option")]
+        #[serde(with = "crate::core::time_serde::option")]
         not_before: Option<Timestamp>,
         /// Why the previous attempt of this run failed, if one did.
         last_failure: Option<FailureReason>,
@@ -208,7 +211,7 @@ pub enum JobState {
         /// Whether the launch is a recorded fact.
         launch: Launch,
         /// When a shutdown notice was seen during the attempt: a hint, never relied on.
-        #[serde(with = "crate::time_serde::option")]
+        #[serde(with = "crate::core::time_serde::option")]
         shutdown_notice_at: Option<Timestamp>,
         /// The termination licensed when the attempt passed its maximum run time. The attempt
         /// ends when the program's exit is recorded, or it is known gone, so that no next
@@ -226,7 +229,7 @@ pub enum JobState {
         /// The boot in which the wait began.
         requested_in: BootId,
         /// When the wait began (wall clock).
-        #[serde(with = "crate::time_serde::timestamp")]
+        #[serde(with = "crate::core::time_serde::timestamp")]
         since: Timestamp,
         /// When the wait began on the monotonic clock of `requested_in`: the restart deadline is
         /// measured on it.
@@ -249,7 +252,7 @@ pub enum JobState {
         /// The attempt that succeeded.
         attempt: Attempt,
         /// When the completion was recorded.
-        #[serde(with = "crate::time_serde::timestamp")]
+        #[serde(with = "crate::core::time_serde::timestamp")]
         at: Timestamp,
         /// The program's exit code, if it was seen.
         exit: Option<ProgramExit>,
@@ -267,7 +270,7 @@ pub enum JobState {
         /// The last attempt that started, if any did.
         attempt: Option<Attempt>,
         /// When the failure was recorded.
-        #[serde(with = "crate::time_serde::timestamp")]
+        #[serde(with = "crate::core::time_serde::timestamp")]
         at: Timestamp,
         /// Why.
         reason: FailureReason,

@@ -5,12 +5,16 @@
 
 use std::time::Duration;
 
-use crate::state::{Launch, ProvisionalFailure, Termination};
-use crate::{
-    Attempt, AttemptId, AttemptRef, BootId, CheckResult, Effect, Event, EventKind, EventName,
-    ExitOutcome, FailureReason, JobId, JobSpec, JobState, ProgramExit, ProgramId, ProgramStatus,
-    RebootAttribution, RebootBehaviour, RebootKind, RestartRelease, StateKind, StatusKey,
-    StatusMessage,
+use crate::core::effect::{AttemptId, Effect, StatusKey, StatusMessage};
+use crate::core::event::{AttemptRef, CheckResult, Event, EventKind, EventName};
+use crate::core::exit_code::{ExitOutcome, ProgramExit};
+use crate::core::id::{BootId, JobId};
+use crate::core::program::{ProgramId, ProgramStatus};
+use crate::core::restart_policy::RestartRelease;
+use crate::core::spec::{JobSpec, RebootBehaviour};
+use crate::core::state::{
+    Attempt, FailureReason, JobState, Launch, ProvisionalFailure, RebootAttribution, RebootKind,
+    StateKind, Termination,
 };
 
 /// The result of applying an event: the new state (`None` when the event changes nothing), the

@@ -4,7 +4,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ExitCodePolicy, JobId, RestartPolicy, Timestamp, UserPresence};
+use crate::core::Timestamp;
+use crate::core::exit_code::ExitCodePolicy;
+use crate::core::id::JobId;
+use crate::core::presence::UserPresence;
+use crate::core::restart_policy::RestartPolicy;
 
 /// When a job may run, with respect to an interactive user (text form: `always`,
 /// `only_with_user`, `only_without_user`).
@@ -75,12 +79,12 @@ pub struct RetryPolicy {
     /// Attempts per run, the first included; at least 1.
     pub max_attempts: u32,
     /// The wait after the first failed attempt.
-    #[serde(with = "crate::duration_text")]
+    #[serde(with = "crate::core::duration_text")]
     pub initial_backoff: Duration,
     /// The factor by which the wait grows after each further failure.
     pub multiplier: u32,
     /// The longest wait.
-    #[serde(with = "crate::duration_text")]
+    #[serde(with = "crate::core::duration_text")]
     pub max_backoff: Duration,
 }
 
@@ -226,17 +230,23 @@ struct SpecForm {
     exit_codes: ExitCodePolicy,
     #[serde(default)]
     retry: RetryPolicy,
-    #[serde(default = "default_max_run_time", with = "crate::duration_text")]
+    #[serde(default = "default_max_run_time", with = "crate::core::duration_text")]
     max_run_time: Duration,
     #[serde(default)]
     verify_after_reboot: bool,
     #[serde(default = "default_max_reboots")]
     max_reboots: u32,
-    #[serde(default = "default_failure_grace", with = "crate::duration_text")]
+    #[serde(default = "default_failure_grace", with = "crate::core::duration_text")]
     failure_grace: Duration,
-    #[serde(default = "default_restart_deadline", with = "crate::duration_text")]
+    #[serde(
+        default = "default_restart_deadline",
+        with = "crate::core::duration_text"
+    )]
     restart_deadline: Duration,
-    #[serde(default = "default_terminate_grace", with = "crate::duration_text")]
+    #[serde(
+        default = "default_terminate_grace",
+        with = "crate::core::duration_text"
+    )]
     terminate_grace: Duration,
     #[serde(default)]
     restart_when_pending: bool,
@@ -298,15 +308,15 @@ struct SpecFormRef<'a> {
     reboot: RebootBehaviour,
     exit_codes: &'a ExitCodePolicy,
     retry: RetryPolicy,
-    #[serde(with = "crate::duration_text")]
+    #[serde(with = "crate::core::duration_text")]
     max_run_time: Duration,
     verify_after_reboot: bool,
     max_reboots: u32,
-    #[serde(with = "crate::duration_text")]
+    #[serde(with = "crate::core::duration_text")]
     failure_grace: Duration,
-    #[serde(with = "crate::duration_text")]
+    #[serde(with = "crate::core::duration_text")]
     restart_deadline: Duration,
-    #[serde(with = "crate::duration_text")]
+    #[serde(with = "crate::core::duration_text")]
     terminate_grace: Duration,
     restart_when_pending: bool,
     wait_for_pending_restart: bool,

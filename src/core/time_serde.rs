@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::Timestamp;
+use crate::core::Timestamp;
 
 fn to_parts(t: &Timestamp) -> (i64, u32) {
     (t.timestamp(), t.timestamp_subsec_nanos())
@@ -15,7 +15,7 @@ fn from_parts<E: serde::de::Error>((secs, nanos): (i64, u32)) -> Result<Timestam
         .ok_or_else(|| E::custom(format!("timestamp {secs}.{nanos:09} is out of range")))
 }
 
-/// `#[serde(with = "crate::time_serde::timestamp")]`
+/// `#[serde(with = "crate::core::time_serde::timestamp")]`
 pub(crate) mod timestamp {
     use super::*;
 
@@ -36,7 +36,7 @@ pub(crate) mod timestamp {
     }
 }
 
-/// `#[serde(with = "crate::time_serde::option")]`
+/// `#[serde(with = "crate::core::time_serde::option")]`
 pub(crate) mod option {
     use super::*;
 

@@ -1,8 +1,9 @@
 //! Status reporting that cannot be lost: the pending messages (the outbox). How they are
 //! delivered is in `delivery`.
 
-use crate::keyed_queue::KeyedQueue;
-use crate::{ReplayError, StatusKey, StatusMessage};
+use crate::core::effect::{StatusKey, StatusMessage};
+use crate::record::ReplayError;
+use crate::report::keyed_queue::KeyedQueue;
 
 /// The status messages committed and not yet acknowledged by a sink, oldest first.
 ///

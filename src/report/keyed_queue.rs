@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::StatusKey;
+use crate::core::effect::StatusKey;
 
 /// Values in insertion order, at most one per [`StatusKey`]; O(log n) by key or by order.
 #[derive(Debug, Clone)]

@@ -7,7 +7,8 @@ use serde::Serialize;
 use ureq::http::header::{CONTENT_TYPE, DATE, LOCATION, RETRY_AFTER};
 use ureq::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 
-use crate::{Answers, StatusMessage, StatusSink};
+use crate::core::effect::StatusMessage;
+use crate::report::delivery::{Answers, StatusSink};
 
 /// How many bytes of a response body are read at most (the rest is not read, and the connection
 /// is not reused).

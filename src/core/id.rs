@@ -378,23 +378,23 @@ mod tests {
         // Width counts characters, as for a `str`.
         let wide = JobId::new("升级").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(format!("[{wide:<4}]"), "[升级  ]");
-        let attempt = crate::AttemptId {
+        let attempt = crate::core::effect::AttemptId {
             job: job.clone(),
-            attempt: crate::AttemptRef { run: 1, number: 2 },
+            attempt: crate::core::event::AttemptRef { run: 1, number: 2 },
         };
         assert_eq!(format!("{attempt}"), "patch run 1 attempt 2");
         assert_eq!(format!("[{attempt:<24}]"), "[patch run 1 attempt 2   ]");
         assert_eq!(format!("[{:>17}]", attempt.attempt), "[  run 1 attempt 2]");
-        let program = crate::ProgramId::new(42, 7);
+        let program = crate::core::program::ProgramId::new(42, 7);
         assert_eq!(
             format!("[{program:-<26}]"),
             format!("[{:-<26}]", program.to_string())
         );
-        let key = crate::StatusKey {
+        let key = crate::core::effect::StatusKey {
             job,
             run: 1,
             attempt: 2,
-            state: crate::StateKind::AwaitingReboot,
+            state: crate::core::state::StateKind::AwaitingReboot,
             wait: 1,
             overdue: 0,
         };

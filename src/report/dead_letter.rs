@@ -4,8 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::keyed_queue::KeyedQueue;
-use crate::{ReplayError, StatusKey, StatusMessage, Timestamp};
+use crate::core::Timestamp;
+use crate::core::effect::{StatusKey, StatusMessage};
+use crate::record::ReplayError;
+use crate::report::keyed_queue::KeyedQueue;
 
 /// Why a status message was given up on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +51,7 @@ pub struct DeadLetterNote {
     /// Why it was given up on.
     pub reason: DeadLetterReason,
     /// When (the session's wall clock).
-    #[serde(with = "crate::time_serde::timestamp")]
+    #[serde(with = "crate::core::time_serde::timestamp")]
     pub at: Timestamp,
     /// How many deliveries of it had failed since the agent started (failures are counted in
     /// memory: a restart counts from 0 again, the age bound still holds).

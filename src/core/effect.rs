@@ -2,10 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    AttemptRef, BootId, FailureReason, JobId, ProgramExit, RebootAttribution, RebootKind,
-    RestartRelease, StateKind, Timestamp,
-};
+use crate::core::Timestamp;
+use crate::core::event::AttemptRef;
+use crate::core::exit_code::ProgramExit;
+use crate::core::id::{BootId, JobId};
+use crate::core::restart_policy::RestartRelease;
+use crate::core::state::{FailureReason, RebootAttribution, RebootKind, StateKind};
 
 /// Names an attempt of a specific job.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -36,7 +38,7 @@ impl AttemptId {
 /// Width, fill, alignment and precision apply to the whole, as to a `str`.
 impl std::fmt::Display for AttemptId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        crate::id::pad_fmt(f, format_args!("{} {}", self.job, self.attempt))
+        crate::core::id::pad_fmt(f, format_args!("{} {}", self.job, self.attempt))
     }
 }
 
@@ -45,7 +47,7 @@ impl std::fmt::Display for StatusKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let wait = WaitSuffix("/wait ", self.wait);
         let overdue = WaitSuffix("/overdue ", self.overdue);
-        crate::id::pad_fmt(
+        crate::core::id::pad_fmt(
             f,
             format_args!(
                 "{}/run {}/attempt {}/{}{wait}{overdue}",
@@ -295,7 +297,7 @@ pub struct StatusMessage {
     /// The reboot involved, if any.
     pub reboot: Option<RebootAttribution>,
     /// When the attempt started (wall clock), if one did.
-    #[serde(with = "crate::time_serde::option")]
+    #[serde(with = "crate::core::time_serde::option")]
     pub started_at: Option<Timestamp>,
     /// The boot in which the attempt started, if one did. It differs from `boot` when the job
     /// finished across a reboot.
@@ -303,6 +305,6 @@ pub struct StatusMessage {
     /// The boot in which the transition was observed.
     pub boot: BootId,
     /// When the transition was observed.
-    #[serde(with = "crate::time_serde::timestamp")]
+    #[serde(with = "crate::core::time_serde::timestamp")]
     pub at: Timestamp,
 }

@@ -39,21 +39,6 @@ impl From<i32> for ProgramExit {
     }
 }
 
-impl From<std::process::ExitStatus> for ProgramExit {
-    fn from(status: std::process::ExitStatus) -> Self {
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::ExitStatusExt;
-            if let Some(signal) = status.signal() {
-                return ProgramExit::Signal(signal);
-            }
-        }
-        // A status is either a code or (on Unix) a signal; -1 is unreachable in practice and
-        // fails under every shipped policy.
-        ProgramExit::Code(status.code().unwrap_or(-1))
-    }
-}
-
 impl fmt::Display for ProgramExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

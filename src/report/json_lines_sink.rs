@@ -5,8 +5,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::core::effect::StatusMessage;
+use crate::report::delivery::StatusSink;
 use crate::safe_fs::{self, UnsafePath};
-use crate::{StatusMessage, StatusSink};
 
 /// How much of the end of an existing file is read at open: the last complete line and a line a
 /// crash left unfinished must lie within it (a status line is a few hundred bytes).
@@ -251,7 +252,7 @@ impl StatusSink for JsonLinesSink {
     fn deliver(
         &mut self,
         batch: &[StatusMessage],
-        answers: &mut crate::Answers,
+        answers: &mut crate::report::delivery::Answers,
     ) -> Result<(), Self::Error> {
         if let Some(why) = &self.broken {
             return Err(std::io::Error::other(format!(
@@ -308,7 +309,7 @@ mod tests {
         assert!(
             sink.deliver(
                 std::slice::from_ref(&message),
-                &mut crate::Answers::default()
+                &mut crate::report::delivery::Answers::default()
             )
             .is_err()
         );
@@ -316,7 +317,7 @@ mod tests {
         let refused = sink
             .deliver(
                 std::slice::from_ref(&message),
-                &mut crate::Answers::default(),
+                &mut crate::report::delivery::Answers::default(),
             )
             .unwrap_err();
         assert!(
@@ -326,7 +327,7 @@ mod tests {
         let mut sink = JsonLinesSink::open(&path).unwrap();
         sink.deliver(
             std::slice::from_ref(&message),
-            &mut crate::Answers::default(),
+            &mut crate::report::delivery::Answers::default(),
         )
         .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -358,7 +359,7 @@ mod tests {
     #[test]
     fn a_file_that_is_not_the_sinks_own_is_refused_and_left_untouched() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::FileStore::open(dir.path().join("store")).unwrap();
+        let store = crate::store::FileStore::open(dir.path().join("store")).unwrap();
         drop(store);
         let cases: [(&str, &[u8]); 6] = [
             ("journal", b""),
@@ -468,7 +469,7 @@ mod tests {
         for _ in 0..40 {
             sink.deliver(
                 std::slice::from_ref(&message),
-                &mut crate::Answers::default(),
+                &mut crate::report::delivery::Answers::default(),
             )
             .unwrap();
         }
@@ -485,7 +486,7 @@ mod tests {
         for _ in 0..(1000 / per_line) {
             sink.deliver(
                 std::slice::from_ref(&message),
-                &mut crate::Answers::default(),
+                &mut crate::report::delivery::Answers::default(),
             )
             .unwrap();
         }
