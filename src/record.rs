@@ -557,8 +557,10 @@ impl JobTable {
                 spec_id: spec.id().clone(),
             });
         }
-        // Far beyond any real history, and far from overflowing the next change's number.
-        if seq == 0 || seq > MAX_COMPACTED_SEQ {
+        // A job's change 1 is its creation, never compacted (the stores write it as a change,
+        // which a replay would then refuse); past 2^48 is beyond any real history, and far from
+        // overflowing the next change's number.
+        if seq <= 1 || seq > MAX_COMPACTED_SEQ {
             return Err(ReplayError::NotATransition {
                 job,
                 seq,

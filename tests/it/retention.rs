@@ -203,6 +203,12 @@ fn a_compacted_record_is_refused_where_it_cannot_be() {
         replay.apply(compacted(0, Some(spec.clone()))),
         Err(ReplayError::NotATransition { .. })
     ));
+    // Change 1 is a job's creation: never compacted (the stores would write it back as a
+    // creating change, which a replay refuses unless it is an advertisement).
+    assert!(matches!(
+        replay.apply(compacted(1, Some(spec.clone()))),
+        Err(ReplayError::NotATransition { .. })
+    ));
     assert!(matches!(
         replay.apply(compacted(u64::MAX, Some(spec.clone()))),
         Err(ReplayError::NotATransition { .. })

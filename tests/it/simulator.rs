@@ -813,40 +813,59 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn the_file_store_gives_the_same_trace_as_the_memory_store() {
-    // Every history kept: the simulator's checks read whole histories.
-    fn whole() -> jobstate::FileStoreOptions {
-        jobstate::FileStoreOptions {
-            retention: jobstate::Retention::keep_all(),
-            ..jobstate::FileStoreOptions::default()
+    // Twice: every history kept, and the tightest retention with a compaction at every commit
+    // (finished jobs tombstones at every agent start): the simulator's checks hold either way.
+    let tight = {
+        let mut least = jobstate::Retention::default();
+        least.earlier_runs = 0;
+        least
+    };
+    for (retention, compact_after) in [(jobstate::Retention::keep_all(), 16_384), (tight, 1)] {
+        let options = jobstate::FileStoreOptions {
+            compact_after,
+            per_job: 0,
+            retention,
+        };
+        let dirs = RefCell::new(Vec::new());
+        let scenario = catalogue(Scenario::new(26).chaos(Chaos::all().power_cuts(false)));
+        let memory = scenario.run_until_idle();
+        let file = scenario
+            .clone()
+            .with_store({
+                let dirs = dirs.clone();
+                move || {
+                    let dir = temp_dir("file");
+                    dirs.borrow_mut().push(dir.clone());
+                    FileStore::open_with(&dir, options).unwrap()
+                }
+            })
+            // Each agent start opens the store from its directory, as a new process does.
+            .reopen_with(move |store: FileStore| {
+                let dir = store.dir().to_path_buf();
+                drop(store);
+                FileStore::open_with(dir, options)
+            })
+            .run_until_idle();
+        file.assert_invariants();
+        assert_eq!(memory.trace(), file.trace(), "{retention:?}");
+        let (whole, kept) = (memory.jobs(), file.jobs());
+        assert_eq!(whole.len(), kept.len());
+        for (whole, kept) in whole.iter().zip(kept) {
+            assert!(
+                kept.is_compaction_of(whole),
+                "{retention:?}: {kept:?} {whole:?}"
+            );
+        }
+        if retention == tight {
+            assert!(
+                kept.iter().any(|j| j.first_seq() > 1),
+                "the tight retention compacted nothing"
+            );
+        }
+        for dir in dirs.borrow().iter() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
-    let dirs = RefCell::new(Vec::new());
-    let scenario = catalogue(Scenario::new(26).chaos(Chaos::all().power_cuts(false)));
-    let memory = scenario.run_until_idle();
-    let file = scenario
-        .clone()
-        .with_store({
-            let dirs = dirs.clone();
-            move || {
-                let dir = temp_dir("file");
-                dirs.borrow_mut().push(dir.clone());
-                FileStore::open_with(&dir, whole()).unwrap()
-            }
-        })
-        // Each agent start opens the store from its directory, as a new process does.
-        .reopen_with(|store: FileStore| {
-            let dir = store.dir().to_path_buf();
-            drop(store);
-            FileStore::open_with(dir, whole())
-        })
-        .run_until_idle();
-    file.assert_invariants();
-    assert_eq!(memory.trace(), file.trace());
-    assert_eq!(memory.jobs(), file.jobs());
-    for dir in dirs.borrow().iter() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    let _ = dirs;
 }
 
 // A reopen that fails (here: the store opened again while the old one still holds the lock, a
