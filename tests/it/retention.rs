@@ -266,3 +266,102 @@ fn the_sqlite_store_holds_tombstones_in_memory_and_every_row_on_disk() {
     assert_eq!(jobs[0].history().len(), 4);
     assert_eq!(jobs[0].first_seq(), 1);
 }
+
+/// The tightest retention (no earlier runs) and a compaction at every commit, for ledger and
+/// store alike.
+fn tight_open(dir: &std::path::Path, session: jobstate::SessionFacts) -> FileLedger {
+    let mut retention = Retention::default();
+    retention.earlier_runs = 0;
+    let options = FileStoreOptions {
+        compact_after: 1,
+        per_job: 0,
+        retention,
+    };
+    let ledger_options = jobstate::LedgerOptions::default().retention(retention);
+    Ledger::open_with(
+        FileStore::open_with(dir, options).unwrap(),
+        session,
+        ledger_options,
+    )
+    .unwrap()
+    .0
+}
+
+/// The spec an attempt under way started with survives compactions at every commit and a
+/// reopen in the same boot, though a later advertisement (during that attempt of a third run)
+/// changed it; completed, the job is a tombstone that never runs again. (From a review.)
+#[test]
+fn the_spec_of_an_attempt_under_way_survives_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = tight_open(dir.path(), service_session("b1"));
+    let spec = msi_job(job("agent")).mandatory(false);
+    ledger.advertise(spec.clone()).unwrap();
+    run_once(&mut ledger, &spec, 1);
+    let _effects = ledger.rerun(spec.id()).unwrap();
+    run_once(&mut ledger, &spec, 2);
+    let _effects = ledger.rerun(spec.id()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(3, 1)).unwrap();
+    let changed = spec
+        .clone()
+        .mandatory(true)
+        .max_run_time(std::time::Duration::from_secs(7));
+    ledger.advertise(changed.clone()).unwrap();
+    let in_force = ledger.job(spec.id()).unwrap().spec().clone();
+    assert_ne!(in_force, changed);
+    assert!(in_force.is_mandatory());
+    let seq = ledger.job(spec.id()).unwrap().seq();
+    drop(ledger);
+    let mut ledger = tight_open(dir.path(), service_session("b1"));
+    let record = ledger.job(spec.id()).unwrap();
+    assert!(record.seq() >= seq);
+    assert!(record.first_seq() > 1, "earlier runs compacted away");
+    assert_eq!(record.spec(), &in_force);
+    assert_eq!(record.latest_spec(), &changed);
+    let attempt = record.current_attempt().unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
+    assert_eq!(
+        ledger.job(spec.id()).unwrap().state().kind(),
+        StateKind::Completed
+    );
+    drop(ledger);
+    let mut ledger = tight_open(dir.path(), service_session("b2"));
+    let record = ledger.job(spec.id()).unwrap();
+    assert!(record.is_tombstone());
+    assert!(record.latest_spec().is_mandatory());
+    assert!(ledger.rerun(spec.id()).is_err());
+    assert_eq!(
+        ledger.advertise(spec.clone()).unwrap(),
+        Advertisement::CompletedWillNotRun
+    );
+    assert_eq!(ledger.next_runnable(), jobstate::NextJob::Idle);
+}
+
+/// An abandoned program still alive in this boot blocks a rerun after compactions at every
+/// commit, a re-advertisement with a changed spec and a reopen in the same boot: its launch,
+/// in the last run, is kept. (From a review.)
+#[test]
+fn an_abandoned_program_alive_blocks_a_rerun_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = tight_open(dir.path(), service_session("b1"));
+    let spec = msi_job(job("stuck")).mandatory(false);
+    ledger.advertise(spec.clone()).unwrap();
+    run_once(&mut ledger, &spec, 1);
+    let _effects = ledger.rerun(spec.id()).unwrap();
+    run_once(&mut ledger, &spec, 2);
+    let _effects = ledger.rerun(spec.id()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    let _effects = ledger.launched(&attempt, ProgramId::new(3, 1)).unwrap();
+    let _effects = ledger.abandon(spec.id()).unwrap();
+    ledger
+        .advertise(spec.clone().max_run_time(std::time::Duration::from_secs(9)))
+        .unwrap();
+    drop(ledger);
+    let mut session = service_session("b1");
+    session.programs = jobstate::LivePrograms::Known([attempt.clone()].into_iter().collect());
+    let mut ledger = tight_open(dir.path(), session);
+    assert!(matches!(
+        ledger.rerun(spec.id()),
+        Err(jobstate::Error::ProgramStillRunning { .. })
+    ));
+}
