@@ -125,6 +125,8 @@ fn job_json(job: &JobRecord, history: bool) -> Value {
     });
     if history {
         value["spec"] = json!(job.spec());
+        // Changes before it were compacted away by the store's retention (1: none were).
+        value["first_seq"] = json!(job.first_seq());
         value["history"] = json!(job.history());
     }
     value
@@ -220,6 +222,18 @@ fn print_timeline(out: &mut String, job: &JobRecord) {
         },
         job.state().kind()
     );
+    if job.first_seq() > 1 {
+        let _ = writeln!(
+            out,
+            "  (changes 1 to {} compacted away by the store's retention{})",
+            job.first_seq() - 1,
+            if job.is_tombstone() {
+                ": a tombstone"
+            } else {
+                ""
+            }
+        );
+    }
     let mut boot = None;
     for entry in job.history() {
         if boot != Some(&entry.event.boot) {

@@ -119,6 +119,28 @@ fn the_tool_reads_a_file_store_an_agent_holds_and_changes_nothing() {
     );
 }
 
+/// A finished job compacted to a tombstone: the timeline says that its earlier changes went.
+#[test]
+fn the_timeline_of_a_tombstone_says_what_was_compacted_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = agent(|| FileStore::open(dir.path()).unwrap());
+    let seq = ledger.job(&job("os-upgrade")).unwrap().seq();
+    let mut store = ledger.into_store();
+    store.compact().unwrap();
+    let timeline = stdout(&tool(&[
+        dir.path().as_os_str(),
+        "--job".as_ref(),
+        "os-upgrade".as_ref(),
+    ]));
+    let said = format!(
+        "(changes 1 to {} compacted away by the store's retention: a tombstone)",
+        seq - 1
+    );
+    assert!(timeline.contains(&said), "{timeline}");
+    assert!(timeline.contains("-> Completed"), "{timeline}");
+    drop(store);
+}
+
 #[test]
 fn a_torn_tail_is_reported_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
