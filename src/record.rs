@@ -414,6 +414,10 @@ pub struct JobTable {
     /// The positions of the jobs whose run is not finished: the ledger's every-call questions
     /// (what may run, what runs, what waits) cost O(unfinished jobs), not O(all jobs ever).
     unfinished: std::collections::BTreeSet<usize>,
+    /// The positions of the jobs changed since the table was last compacted whole (`None`:
+    /// every job, as after a load): a compaction of a store of 100,000 tombstones then looks
+    /// at the few jobs that changed, not at all of them.
+    touched: Option<rustc_hash::FxHashSet<usize>>,
 }
 
 impl JobTable {
@@ -526,6 +530,9 @@ impl JobTable {
                 });
             }
         }
+        if let Some(touched) = &mut self.touched {
+            touched.insert(position);
+        }
         // Most changes keep a job unfinished: the set is touched only when that changes.
         if terminal && listed {
             self.unfinished.remove(&position);
@@ -570,6 +577,9 @@ impl JobTable {
         if !state.is_terminal() {
             self.unfinished.insert(self.jobs.len());
         }
+        if let Some(touched) = &mut self.touched {
+            touched.insert(self.jobs.len());
+        }
         self.index.insert(job, self.jobs.len());
         self.jobs.push(JobRecord {
             created: Arc::new(spec),
@@ -583,16 +593,32 @@ impl JobTable {
 
     /// Drops the history `retention` lets go from every job; tombstones only if `tombstones` is
     /// set too (at open and at compaction, never during a call). Returns how many jobs lost
-    /// history.
+    /// history. Only the jobs changed since the last call are looked at: the others were
+    /// compacted then (a table is compacted with one retention for its life: its store's, or
+    /// its ledger's).
     pub(crate) fn compact(
         &mut self,
         retention: &crate::retention::Retention,
         tombstones: bool,
     ) -> usize {
-        self.jobs
-            .iter_mut()
-            .map(|job| usize::from(job.compact(retention, tombstones)))
-            .sum()
+        let dropped = match self.touched.take() {
+            None => self
+                .jobs
+                .iter_mut()
+                .map(|job| usize::from(job.compact(retention, tombstones)))
+                .sum(),
+            Some(touched) => {
+                let mut dropped = 0;
+                for i in touched {
+                    if let Some(job) = self.jobs.get_mut(i) {
+                        dropped += usize::from(job.compact(retention, tombstones));
+                    }
+                }
+                dropped
+            }
+        };
+        self.touched = Some(rustc_hash::FxHashSet::default());
+        dropped
     }
 
     /// Drops the earlier runs `retention` lets go from `id`'s history (no tombstone): after a
