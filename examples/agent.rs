@@ -291,12 +291,22 @@ fn run(path: &Path) -> Result<(), Failure> {
                 .filter(|e| e.event.kind.name() == name)
                 .count()
         };
-        say!(
-            "final job={} state={} launches_recorded={}",
-            record.id(),
-            record.state().kind(),
-            count(jobstate::EventName::Launched)
-        );
+        if record.is_tombstone() {
+            // Compacted at this open (the default retention): its final change and its spec
+            // are all that is kept of a finished job.
+            say!(
+                "final job={} state={} tombstone",
+                record.id(),
+                record.state().kind()
+            );
+        } else {
+            say!(
+                "final job={} state={} launches_recorded={}",
+                record.id(),
+                record.state().kind(),
+                count(jobstate::EventName::Launched)
+            );
+        }
     }
     say!("idle");
     Ok(())
