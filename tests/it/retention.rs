@@ -287,14 +287,14 @@ fn tight_open(dir: &std::path::Path, session: jobstate::SessionFacts) -> FileLed
     .0
 }
 
-/// The spec an attempt under way started with survives compactions at every commit and a
-/// reopen in the same boot, though a later advertisement (during that attempt of a third run)
-/// changed it; completed, the job is a tombstone that never runs again. (From a review.)
-#[test]
-fn the_spec_of_an_attempt_under_way_survives_compaction() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ledger = tight_open(dir.path(), service_session("b1"));
-    let spec = msi_job(job("agent")).mandatory(false);
+/// An optional job `name` run twice, rerun, and the attempt of its third run launched, in a
+/// store under the tightest retention.
+fn third_run_launched(
+    dir: &std::path::Path,
+    name: &str,
+) -> (FileLedger, JobSpec, jobstate::AttemptId) {
+    let mut ledger = tight_open(dir, service_session("b1"));
+    let spec = msi_job(job(name)).mandatory(false);
     ledger.advertise(spec.clone()).unwrap();
     run_once(&mut ledger, &spec, 1);
     let _effects = ledger.rerun(spec.id()).unwrap();
@@ -302,6 +302,16 @@ fn the_spec_of_an_attempt_under_way_survives_compaction() {
     let _effects = ledger.rerun(spec.id()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(3, 1)).unwrap();
+    (ledger, spec, attempt)
+}
+
+/// The spec an attempt under way started with survives compactions at every commit and a
+/// reopen in the same boot, though a later advertisement (during that attempt of a third run)
+/// changed it; completed, the job is a tombstone that never runs again. (From a review.)
+#[test]
+fn the_spec_of_an_attempt_under_way_survives_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ledger, spec, _attempt) = third_run_launched(dir.path(), "agent");
     let changed = spec
         .clone()
         .mandatory(true)
@@ -343,15 +353,7 @@ fn the_spec_of_an_attempt_under_way_survives_compaction() {
 #[test]
 fn an_abandoned_program_alive_blocks_a_rerun_after_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ledger = tight_open(dir.path(), service_session("b1"));
-    let spec = msi_job(job("stuck")).mandatory(false);
-    ledger.advertise(spec.clone()).unwrap();
-    run_once(&mut ledger, &spec, 1);
-    let _effects = ledger.rerun(spec.id()).unwrap();
-    run_once(&mut ledger, &spec, 2);
-    let _effects = ledger.rerun(spec.id()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap();
-    let _effects = ledger.launched(&attempt, ProgramId::new(3, 1)).unwrap();
+    let (mut ledger, spec, attempt) = third_run_launched(dir.path(), "stuck");
     let _effects = ledger.abandon(spec.id()).unwrap();
     ledger
         .advertise(spec.clone().max_run_time(std::time::Duration::from_secs(9)))
