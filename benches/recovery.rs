@@ -280,7 +280,12 @@ fn build(dir: &Path, records: usize, per_frame: usize) {
 
 /// Opens the store in `dir` untimed and counts its records (changes), or says why it cannot.
 fn count(dir: &Path) -> Result<usize, String> {
-    let mut store = FileStore::open(dir).map_err(|e| e.to_string())?;
+    // Every history kept: the default retention would count finished jobs as tombstones.
+    let options = FileStoreOptions {
+        retention: jobstate::Retention::keep_all(),
+        ..FileStoreOptions::default()
+    };
+    let mut store = FileStore::open_with(dir, options).map_err(|e| e.to_string())?;
     let snapshot = store.load().map_err(|e| e.to_string())?;
     Ok(snapshot.jobs.iter().map(|job| job.history().len()).sum())
 }
