@@ -175,7 +175,7 @@ pub(crate) fn encode_state(replay: &Replay, chunk: usize) -> Result<Vec<Vec<u8>>
                 event: &entry.event,
                 state: &entry.state,
             };
-            let record = if entry.seq > 1 && entry.seq == job.first_seq() {
+            let record = if job.starts_compacted(entry.seq) {
                 RecordRef::Compacted(change)
             } else {
                 RecordRef::Change(change)

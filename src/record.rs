@@ -226,6 +226,12 @@ impl JobRecord {
             && whole.history.ends_with(&self.history)
     }
 
+    /// Whether change `seq` is the first kept change of a job whose earlier history was
+    /// compacted away: what a store writes as a [`Record::Compacted`]. (Change 1 never is.)
+    pub(crate) fn starts_compacted(&self, seq: u64) -> bool {
+        seq > 1 && seq == self.first_seq
+    }
+
     /// Whether the job is a tombstone: finished, with only its final change kept.
     pub fn is_tombstone(&self) -> bool {
         self.state().is_terminal() && self.history.len() == 1
@@ -595,11 +601,14 @@ impl JobTable {
     /// set too (at open and at compaction, never during a call). Returns how many jobs lost
     /// history. Only the jobs changed since the last call are looked at: the others were
     /// compacted then (a table is compacted with one retention for its life: its store's, or
-    /// its ledger's).
+    /// its ledger's). With `track`, the jobs changed from now on are remembered for the next
+    /// call (a file store compacts again and again); without, nothing is kept (a ledger or a
+    /// SQLite store compacts once, at load).
     pub(crate) fn compact(
         &mut self,
         retention: &crate::retention::Retention,
         tombstones: bool,
+        track: bool,
     ) -> usize {
         let dropped = match self.touched.take() {
             None => self
@@ -617,7 +626,7 @@ impl JobTable {
                 dropped
             }
         };
-        self.touched = Some(rustc_hash::FxHashSet::default());
+        self.touched = track.then(rustc_hash::FxHashSet::default);
         dropped
     }
 

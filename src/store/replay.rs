@@ -164,7 +164,7 @@ impl Replay {
                 });
                 // A job whose earlier history was compacted away begins with its first kept
                 // change, marked as such.
-                records.push(if entry.seq > 1 && entry.seq == job.first_seq() {
+                records.push(if job.starts_compacted(entry.seq) {
                     Record::Compacted(change)
                 } else {
                     Record::Change(change)
@@ -183,7 +183,13 @@ impl Replay {
     /// [`Retention`](crate::Retention)): what a store does when it is opened and when it
     /// compacts. Returns how many jobs lost history.
     pub fn compact_history(&mut self, retention: &crate::Retention) -> usize {
-        self.jobs.compact(retention, true)
+        self.jobs.compact(retention, true, false)
+    }
+
+    /// [`Replay::compact_history`], remembering the jobs changed from now on so that the next
+    /// call looks only at them: for a store that compacts again and again (the file store).
+    pub(crate) fn compact_history_again(&mut self, retention: &crate::Retention) -> usize {
+        self.jobs.compact(retention, true, true)
     }
 
     /// Drops the earlier runs `retention` lets go from the jobs `commit` changed (no

@@ -328,7 +328,7 @@ impl<D: Disk> Journal<D> {
             .read(&journal_path)
             .map_err(io("reading the journal"))?
         else {
-            live.compact_history(&options.retention);
+            live.compact_history_again(&options.retention);
             if snapshot.is_some() {
                 return Err(corrupt(
                     &journal_path,
@@ -420,7 +420,7 @@ impl<D: Disk> Journal<D> {
             frames = 0;
             synced_len = HEADER_LEN as u64;
         }
-        live.compact_history(&options.retention);
+        live.compact_history_again(&options.retention);
         let file = disk
             .open_append(&journal_path)
             .map_err(io("opening the journal"))?;
@@ -531,7 +531,7 @@ impl<D: Disk> Journal<D> {
                 cause: cause.clone(),
             });
         }
-        self.live.compact_history(&self.options.retention);
+        self.live.compact_history_again(&self.options.retention);
         // Records in frames of about SNAPSHOT_CHUNK bytes each (no size limit on the store),
         // after a first frame that counts them, so that a snapshot cut at a frame boundary is
         // seen as cut.
