@@ -179,7 +179,7 @@ impl Pool {
                 Change {
                     job: job.spec.id().clone(),
                     seq: 1,
-                    spec: Some(job.spec.clone()),
+                    spec: Some(job.spec.clone().into()),
                     event: event.clone(),
                     state: job.state.clone(),
                 }

@@ -30,8 +30,8 @@
 //!   both within the goal.
 //!
 //! Then a breakdown over the same journal, in four passes that each go one stage further, frame
-//! by frame as the store does: read the file; walk the frames and check their CRC-32C (the
-//! store's slicing-by-8 algorithm, copied here since the store's is private); `codec::decode_all`
+//! by frame as the store does: read the file; walk the frames and check their CRC-32C (by the
+//! `crc32c` crate, as the store does); `codec::decode_all`
 //! of every frame (the records dropped at once); `Replay::apply` of every record instead. Each
 //! stage's cost is its pass's time less the previous pass's.
 //!
@@ -64,7 +64,7 @@ const GOAL_US: f64 = 0.3;
 /// The largest journal whose records are also measured as JSON lines.
 const JSON_MAX: usize = 100_000;
 /// What the builder writes; a cached journal with another marker is rebuilt.
-const MARKER: &str = "jobstate recovery bench journal v1";
+const MARKER: &str = "jobstate recovery bench journal v2";
 
 /// The journal's layout, learned from the store itself (the file format is private to it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +176,7 @@ impl Changes {
             let change = Change {
                 job: spec.id().clone(),
                 seq: 1,
-                spec: Some(spec.clone()),
+                spec: Some(spec.clone().into()),
                 event,
                 state: JobState::initial(),
             };
@@ -303,66 +303,8 @@ fn journal(root: &Path, records: usize, per_frame: usize, rebuild: bool) -> Path
     dir
 }
 
-// CRC-32C (Castagnoli), slicing-by-8: the store's algorithm (its module is private).
-const POLY: u32 = 0x82F6_3B78;
-
-const fn crc_tables() -> [[u32; 256]; 8] {
-    let mut t = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ POLY
-            } else {
-                crc >> 1
-            };
-            k += 1;
-        }
-        t[0][i] = crc;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 256 {
-        let mut s = 1;
-        while s < 8 {
-            let prev = t[s - 1][i];
-            t[s][i] = (prev >> 8) ^ t[0][(prev & 0xFF) as usize];
-            s += 1;
-        }
-        i += 1;
-    }
-    t
-}
-
-static CRC_TABLES: [[u32; 256]; 8] = crc_tables();
-
-fn crc32c(bytes: &[u8]) -> u32 {
-    crc32c_append(0, bytes)
-}
-
-/// The CRC-32C of the bytes whose CRC is `crc`, followed by `bytes`.
-fn crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
-    let t = &CRC_TABLES;
-    let mut crc = !crc;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        let lo = crc ^ u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        crc = t[7][(lo & 0xFF) as usize]
-            ^ t[6][((lo >> 8) & 0xFF) as usize]
-            ^ t[5][((lo >> 16) & 0xFF) as usize]
-            ^ t[4][(lo >> 24) as usize]
-            ^ t[3][c[4] as usize]
-            ^ t[2][c[5] as usize]
-            ^ t[1][c[6] as usize]
-            ^ t[0][c[7] as usize];
-    }
-    for &b in chunks.remainder() {
-        crc = (crc >> 8) ^ t[0][((crc ^ u32::from(b)) & 0xFF) as usize];
-    }
-    !crc
-}
+// CRC-32C (Castagnoli): the store's checksum, by the same crate (its module is private).
+use crc32c::{crc32c, crc32c_append};
 
 /// The payloads of the journal's frames, each checked against its CRC-32C (and the length
 /// against its own, in the 12-byte frame header). In the 12-byte layout the payload's CRC is

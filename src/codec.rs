@@ -4,11 +4,7 @@
 use serde::Serialize;
 
 use crate::core::effect::{StatusKey, StatusMessage};
-use crate::core::event::Event;
-use crate::core::id::JobId;
-use crate::core::spec::JobSpec;
-use crate::core::state::JobState;
-use crate::record::{Change, Record};
+use crate::record::{ChangeRef, Record, Unboxed};
 use crate::report::dead_letter::DeadLetterNote;
 use crate::store::{Commit, Replay};
 
@@ -23,28 +19,6 @@ enum RecordRef<'a> {
     Requeued(&'a StatusKey),
     Discarded(&'a StatusKey),
     Compacted(ChangeRef<'a>),
-}
-
-/// [`Change`] by reference: the same fields in the same order, so the same encoding.
-#[derive(Serialize)]
-struct ChangeRef<'a> {
-    job: &'a JobId,
-    seq: u64,
-    spec: Option<&'a JobSpec>,
-    event: &'a Event,
-    state: &'a JobState,
-}
-
-impl<'a> From<&'a Change> for ChangeRef<'a> {
-    fn from(c: &'a Change) -> Self {
-        ChangeRef {
-            job: &c.job,
-            seq: c.seq,
-            spec: c.spec.as_ref(),
-            event: &c.event,
-            state: &c.state,
-        }
-    }
 }
 
 /// The format version this build writes and reads: 2, the first released one (1 was a
@@ -94,7 +68,7 @@ pub struct EncodeError {
 /// let record = Record::Change(Box::new(Change {
 ///     job: id.clone(),
 ///     seq: 1,
-///     spec: Some(JobSpec::new(id)),
+///     spec: Some(JobSpec::new(id).into()),
 ///     event: Event {
 ///         at,
 ///         boot: BootId::new("b1").unwrap(),
@@ -168,13 +142,13 @@ pub(crate) fn encode_state(replay: &Replay, chunk: usize) -> Result<Vec<Vec<u8>>
     };
     for job in replay.jobs().iter() {
         for entry in job.history() {
-            let change = ChangeRef {
-                job: job.id(),
-                seq: entry.seq,
-                spec: job.spec_carried_by(entry.seq),
-                event: &entry.event,
-                state: &entry.state,
-            };
+            let change = ChangeRef::new(
+                job.id(),
+                entry.seq,
+                job.spec_carried_by(entry.seq),
+                &entry.event,
+                &entry.state,
+            );
             let record = if job.starts_compacted(entry.seq) {
                 RecordRef::Compacted(change)
             } else {
@@ -229,11 +203,11 @@ pub fn decode_all(mut bytes: &[u8]) -> Result<Vec<Record>, DecodeError> {
 /// stops at the first error, a record that does not decode or an error of `f`.
 pub(crate) fn decode_each<E: From<DecodeError>>(
     mut bytes: &[u8],
-    mut f: impl FnMut(Record) -> Result<(), E>,
+    mut f: impl FnMut(Unboxed) -> Result<(), E>,
 ) -> Result<(), E> {
     while !bytes.is_empty() {
         let (record, rest) =
-            postcard::take_from_bytes::<Record>(bytes).map_err(|e| DecodeError::Malformed {
+            postcard::take_from_bytes::<Unboxed>(bytes).map_err(|e| DecodeError::Malformed {
                 detail: e.to_string(),
             })?;
         f(record)?;

@@ -3,6 +3,7 @@
 mod reporting;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::Timestamp;
@@ -355,7 +356,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             let change = Change {
                 job: spec.id().clone(),
                 seq: record.seq() + 1,
-                spec: Some(spec),
+                spec: Some(Arc::new(spec)),
                 event: self.event(EventKind::SpecChanged),
                 state: record.state().clone(),
             };
@@ -369,7 +370,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         let change = Change {
             job: spec.id().clone(),
             seq: 1,
-            spec: Some(spec),
+            spec: Some(Arc::new(spec)),
             event: self.event(EventKind::Advertised),
             state: JobState::initial(),
         };

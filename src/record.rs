@@ -6,6 +6,7 @@ use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::boot_scope::BootScope;
 use crate::core::event::{Event, EventKind};
 use crate::core::id::JobId;
 use crate::core::spec::JobSpec;
@@ -13,19 +14,154 @@ use crate::core::state::JobState;
 
 /// One durable transition of one job: the unit a [`Commit`](crate::Commit) carries and a store
 /// keeps. A job's changes, in order, are its history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialized as a struct of these five fields in this order. In a binary format (the stores'
+/// records) a boot id in `state` that is `event`'s boot is written as the empty string and read
+/// back as `event.boot` (`core/boot_scope.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// The job.
     pub job: JobId,
     /// The job's sequence number: 1 for the change that creates it, then one more per change.
     pub seq: u64,
     /// The job's spec: present in the creating change (`seq == 1`), and in a change whose event
-    /// is [`EventKind::SpecChanged`] (the job was advertised again with a changed spec).
-    pub spec: Option<JobSpec>,
+    /// is [`EventKind::SpecChanged`] (the job was advertised again with a changed spec). Shared:
+    /// the ledger and the store hold the same spec.
+    pub spec: Option<Arc<JobSpec>>,
     /// The event that caused the change.
     pub event: Event,
     /// The job's state after the change.
     pub state: JobState,
+}
+
+/// [`Change`] by reference, as it is serialized: what `Change`'s `Serialize` and the codec's
+/// writers (which encode a store's state without cloning it) both write.
+#[derive(Serialize)]
+#[serde(rename = "Change")]
+pub(crate) struct ChangeRef<'a> {
+    job: &'a JobId,
+    seq: u64,
+    spec: Option<&'a JobSpec>,
+    event: &'a Event,
+    state: StateOfEvent<'a>,
+}
+
+impl<'a> ChangeRef<'a> {
+    /// The change of `job` numbered `seq`: `event`, which led to `state`, carrying `spec`.
+    pub(crate) fn new(
+        job: &'a JobId,
+        seq: u64,
+        spec: Option<&'a JobSpec>,
+        event: &'a Event,
+        state: &'a JobState,
+    ) -> Self {
+        Self {
+            job,
+            seq,
+            spec,
+            event,
+            state: StateOfEvent { event, state },
+        }
+    }
+}
+
+impl<'a> From<&'a Change> for ChangeRef<'a> {
+    fn from(c: &'a Change) -> Self {
+        Self::new(&c.job, c.seq, c.spec.as_deref(), &c.event, &c.state)
+    }
+}
+
+/// A change's state, encoded against its event's boot in a binary format.
+struct StateOfEvent<'a> {
+    event: &'a Event,
+    state: &'a JobState,
+}
+
+impl Serialize for StateOfEvent<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return self.state.serialize(s);
+        }
+        let _scope = BootScope::enter(&self.event.boot);
+        self.state.serialize(s)
+    }
+}
+
+impl Serialize for Change {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ChangeRef::from(self).serialize(s)
+    }
+}
+
+/// A [`Change`]'s fields by name, for human-readable formats (where the state is written
+/// whole).
+#[derive(Deserialize)]
+#[serde(rename = "Change")]
+struct ChangeFields {
+    job: JobId,
+    seq: u64,
+    spec: Option<JobSpec>,
+    event: Event,
+    state: JobState,
+}
+
+/// The names of [`Change`]'s fields, in order.
+const CHANGE_FIELDS: &[&str] = &["job", "seq", "spec", "event", "state"];
+
+impl<'de> Deserialize<'de> for Change {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let ChangeFields {
+                job,
+                seq,
+                spec,
+                event,
+                state,
+            } = ChangeFields::deserialize(d)?;
+            return Ok(Change {
+                job,
+                seq,
+                spec: spec.map(Arc::new),
+                event,
+                state,
+            });
+        }
+        d.deserialize_struct("Change", CHANGE_FIELDS, BinaryChange)
+    }
+}
+
+/// Reads a [`Change`] from a binary format: its fields in order, the state against the boot of
+/// the event read before it.
+struct BinaryChange;
+
+impl<'de> serde::de::Visitor<'de> for BinaryChange {
+    type Value = Change;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a change (job, seq, spec, event, state)")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Change, A::Error> {
+        use serde::de::Error;
+        let missing = |i: usize| A::Error::invalid_length(i, &"a change of five fields");
+        let job = seq.next_element::<JobId>()?.ok_or_else(|| missing(0))?;
+        let number = seq.next_element::<u64>()?.ok_or_else(|| missing(1))?;
+        let spec = seq
+            .next_element::<Option<JobSpec>>()?
+            .ok_or_else(|| missing(2))?;
+        let event = seq.next_element::<Event>()?.ok_or_else(|| missing(3))?;
+        let state = {
+            let _scope = BootScope::enter(&event.boot);
+            seq.next_element::<JobState>()?.ok_or_else(|| missing(4))?
+        };
+        Ok(Change {
+            job,
+            seq: number,
+            spec: spec.map(Arc::new),
+            event,
+            state,
+        })
+    }
 }
 
 /// One stored record: a job's change, a status message entering the outbox, or the
@@ -50,6 +186,35 @@ pub enum Record {
     /// spec in force at this change (its `spec`, always present). Only snapshots hold it; it is
     /// refused for a job already known.
     Compacted(Box<Change>),
+}
+
+/// A [`Record`] as recovery decodes it: the same encoding (the same variants in the same
+/// order), the change not boxed, so that replaying a journal costs no allocation, copy and free
+/// of a box per change.
+#[derive(Deserialize)]
+#[serde(rename = "Record")]
+pub(crate) enum Unboxed {
+    Change(Change),
+    Report(crate::core::effect::StatusMessage),
+    Delivered(crate::core::effect::StatusKey),
+    DeadLettered(crate::report::dead_letter::DeadLetterNote),
+    Requeued(crate::core::effect::StatusKey),
+    Discarded(crate::core::effect::StatusKey),
+    Compacted(Change),
+}
+
+impl From<Record> for Unboxed {
+    fn from(record: Record) -> Self {
+        match record {
+            Record::Change(change) => Unboxed::Change(*change),
+            Record::Report(message) => Unboxed::Report(message),
+            Record::Delivered(key) => Unboxed::Delivered(key),
+            Record::DeadLettered(note) => Unboxed::DeadLettered(note),
+            Record::Requeued(key) => Unboxed::Requeued(key),
+            Record::Discarded(key) => Unboxed::Discarded(key),
+            Record::Compacted(change) => Unboxed::Compacted(*change),
+        }
+    }
 }
 
 /// One entry of a job's history: an event and the state it led to.
@@ -118,13 +283,18 @@ impl JobRecord {
     /// or a spec change's; `None` for any other change. (What a store writes back when it
     /// rewrites a job's history, as a compaction does.)
     pub fn spec_carried_by(&self, seq: u64) -> Option<&JobSpec> {
+        self.shared_spec_carried_by(seq).map(|spec| &**spec)
+    }
+
+    /// [`JobRecord::spec_carried_by`], shared.
+    pub(crate) fn shared_spec_carried_by(&self, seq: u64) -> Option<&Arc<JobSpec>> {
         if seq == self.first_seq {
             return Some(&self.created);
         }
         self.changed
             .iter()
             .find(|(at, _)| *at == seq)
-            .map(|(_, spec)| &**spec)
+            .map(|(_, spec)| spec)
     }
 
     /// The job's id.
@@ -134,7 +304,7 @@ impl JobRecord {
 
     /// Adds `entry`, and `spec` if the change carried one, keeping the spec in force.
     #[inline]
-    fn push(&mut self, spec: Option<JobSpec>, entry: HistoryEntry) {
+    fn push(&mut self, spec: Option<Arc<JobSpec>>, entry: HistoryEntry) {
         let under_way = attempt_under_way(&entry.state);
         if let Some(spec) = spec {
             if under_way {
@@ -145,7 +315,7 @@ impl JobRecord {
                 self.started_under =
                     Some(Arc::new((*standing).clone().mandatory(spec.is_mandatory())));
             }
-            self.changed.push((entry.seq, Arc::new(spec)));
+            self.changed.push((entry.seq, spec));
         }
         if !under_way {
             self.started_under = None;
@@ -399,7 +569,7 @@ pub enum ReplayError {
 /// let create = Change {
 ///     job: id.clone(),
 ///     seq: 1,
-///     spec: Some(JobSpec::new(id.clone())),
+///     spec: Some(JobSpec::new(id.clone()).into()),
 ///     event: Event {
 ///         at,
 ///         boot: BootId::new("b1").unwrap(),
@@ -469,7 +639,7 @@ impl JobTable {
             check_follows(change, tail)?;
             let mandatory = change
                 .spec
-                .as_ref()
+                .as_deref()
                 .map_or_else(|| tail.is_some_and(|t| t.mandatory), JobSpec::is_mandatory);
             tails.insert(
                 &change.job,
@@ -494,12 +664,8 @@ impl JobTable {
 
     /// [`JobTable::apply`] of a decoded change, moved out of its box field by field (a change
     /// is large: recovery applies millions of them).
-    pub(crate) fn apply_boxed(&mut self, change: Box<Change>) -> Result<(), ReplayError> {
-        self.apply_change(*change)
-    }
-
     #[inline(always)]
-    fn apply_change(&mut self, change: Change) -> Result<(), ReplayError> {
+    pub(crate) fn apply_change(&mut self, change: Change) -> Result<(), ReplayError> {
         let slot = self.index.get(&change.job).copied();
         let tail = slot.and_then(|i| self.jobs.get(i)).map(tail_of);
         // Whether the job was in `unfinished` before: a job is there unless its state is
@@ -528,7 +694,7 @@ impl JobTable {
                 let mut history = Vec::with_capacity(4);
                 history.push(entry);
                 self.jobs.push(JobRecord {
-                    created: Arc::new(spec),
+                    created: spec,
                     first_seq: 1,
                     changed: Vec::new(),
                     started_under: None,
@@ -550,14 +716,14 @@ impl JobTable {
 
     /// Applies a [`Record::Compacted`]: creates `change.job`, unknown so far, with its kept
     /// history beginning at `change`, which carries the spec in force there.
-    pub(crate) fn apply_compacted(&mut self, change: Box<Change>) -> Result<(), ReplayError> {
+    pub(crate) fn apply_compacted(&mut self, change: Change) -> Result<(), ReplayError> {
         let Change {
             job,
             seq,
             spec,
             event,
             state,
-        } = *change;
+        } = change;
         if self.index.contains_key(&job) {
             return Err(ReplayError::Duplicate { job });
         }
@@ -588,7 +754,7 @@ impl JobTable {
         }
         self.index.insert(job, self.jobs.len());
         self.jobs.push(JobRecord {
-            created: Arc::new(spec),
+            created: spec,
             first_seq: seq,
             changed: Vec::new(),
             started_under: None,

@@ -191,13 +191,46 @@ fn decoded<E: serde::de::Error>(
     }
 }
 
+/// An id's stand-in in a stored change's state: the id the empty string stands for there, if
+/// any (see [`boot_scope`](crate::core::boot_scope)).
+trait Scope {
+    /// Whether `id` is the one the empty string stands for now.
+    fn holds(id: &str) -> bool;
+    /// The id the empty string stands for now, if any.
+    fn id() -> Option<Arc<str>>;
+}
+
+/// Job ids have no stand-in.
+struct NoScope;
+
+impl Scope for NoScope {
+    fn holds(_: &str) -> bool {
+        false
+    }
+    fn id() -> Option<Arc<str>> {
+        None
+    }
+}
+
+/// A boot id in a stored change's state may stand for the change's event's boot.
+struct EventBootScope;
+
+impl Scope for EventBootScope {
+    fn holds(id: &str) -> bool {
+        crate::core::boot_scope::is_scope_boot_str(id)
+    }
+    fn id() -> Option<Arc<str>> {
+        crate::core::boot_scope::scope_boot().map(|boot| boot.0)
+    }
+}
+
 thread_local! {
     static RECENT_JOB_IDS: RefCell<Recent> = const { RefCell::new(Recent::new()) };
     static RECENT_BOOT_IDS: RefCell<Recent> = const { RefCell::new(Recent::new()) };
 }
 
 macro_rules! validated_id {
-    ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr, $recent:ident) => {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr, $recent:ident, $scope:ident) => {
         $(#[$doc])*
         ///
         /// Cheap to clone: the string is shared (reference-counted), and decoding a stored id
@@ -252,7 +285,12 @@ macro_rules! validated_id {
         }
 
         impl Serialize for $name {
+            /// The id as a string; in a binary format, inside a stored change's state, the
+            /// empty string for the id its [`Scope`] stands for.
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if !s.is_human_readable() && $scope::holds(&self.0) {
+                    return s.serialize_str("");
+                }
                 s.serialize_str(&self.0)
             }
         }
@@ -261,7 +299,8 @@ macro_rules! validated_id {
             /// Reads a string and validates it as [`Self::new`] does (an id decoded recently
             /// on this thread was validated already: its string is shared instead).
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct Visitor;
+                /// Whether the format is binary (where an empty id may stand for its scope's).
+                struct Visitor(bool);
                 impl serde::de::Visitor<'_> for Visitor {
                     type Value = $name;
                     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -271,6 +310,11 @@ macro_rules! validated_id {
                         self.visit_bytes(s.as_bytes())
                     }
                     fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<$name, E> {
+                        if self.0 && b.is_empty() {
+                            if let Some(id) = $scope::id() {
+                                return Ok($name(id));
+                            }
+                        }
                         decoded(&$recent, b, |s| validate($kind, s, $max)).map($name)
                     }
                 }
@@ -278,9 +322,9 @@ macro_rules! validated_id {
                 // an id found in the cache is not checked for UTF-8 again. (In postcard a
                 // string and a byte array are alike: a length, then the bytes.)
                 if d.is_human_readable() {
-                    d.deserialize_str(Visitor)
+                    d.deserialize_str(Visitor(false))
                 } else {
-                    d.deserialize_bytes(Visitor)
+                    d.deserialize_bytes(Visitor(true))
                 }
             }
         }
@@ -338,7 +382,8 @@ validated_id!(
     JobId,
     "job id",
     256,
-    RECENT_JOB_IDS
+    RECENT_JOB_IDS,
+    NoScope
 );
 
 validated_id!(
@@ -357,7 +402,8 @@ validated_id!(
     BootId,
     "boot id",
     128,
-    RECENT_BOOT_IDS
+    RECENT_BOOT_IDS,
+    EventBootScope
 );
 
 #[cfg(test)]

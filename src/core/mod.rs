@@ -2,6 +2,7 @@
 //! clock (time and boot identity arrive inside events), and nothing here uses a module outside
 //! `core` (`tests/it/core_purity.rs` checks both). The crate root re-exports the public items.
 
+pub(crate) mod boot_scope;
 pub(crate) mod duration_text;
 pub(crate) mod effect;
 pub(crate) mod event;

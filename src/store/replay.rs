@@ -5,7 +5,7 @@ use super::{Commit, Revision, Snapshot};
 use std::collections::HashSet;
 
 use crate::core::effect::StatusKey;
-use crate::record::{JobTable, Record, ReplayError};
+use crate::record::{JobTable, Record, ReplayError, Unboxed};
 use crate::report::dead_letter::{DeadLetter, DeadLetters};
 use crate::report::outbox::Outbox;
 
@@ -49,23 +49,28 @@ impl Replay {
 
     /// Applies one stored record, or refuses it (changing nothing) if it does not follow on.
     pub fn apply(&mut self, record: Record) -> Result<(), ReplayError> {
+        self.apply_unboxed(Unboxed::from(record))
+    }
+
+    /// [`Replay::apply`] of a record as recovery decodes it.
+    pub(crate) fn apply_unboxed(&mut self, record: Unboxed) -> Result<(), ReplayError> {
         match record {
-            Record::Change(change) => self.jobs.apply_boxed(change),
-            Record::Compacted(change) => self.jobs.apply_compacted(change),
-            Record::Report(message) => {
+            Unboxed::Change(change) => self.jobs.apply_change(change),
+            Unboxed::Compacted(change) => self.jobs.apply_compacted(change),
+            Unboxed::Report(message) => {
                 self.check_new_key(&message.key)?;
                 self.outbox.add(message)
             }
-            Record::Delivered(key) => self.outbox.remove(&key).map(drop),
-            Record::DeadLettered(note) => {
+            Unboxed::Delivered(key) => self.outbox.remove(&key).map(drop),
+            Unboxed::DeadLettered(note) => {
                 let message = self.outbox.remove(&note.key)?;
                 self.dead.add(DeadLetter { message, note })
             }
-            Record::Requeued(key) => {
+            Unboxed::Requeued(key) => {
                 let letter = self.dead.remove(&key)?;
                 self.outbox.add(letter.message)
             }
-            Record::Discarded(key) => self.dead.remove(&key).map(drop),
+            Unboxed::Discarded(key) => self.dead.remove(&key).map(drop),
         }
     }
 
@@ -158,7 +163,7 @@ impl Replay {
                 let change = Box::new(crate::Change {
                     job: job.id().clone(),
                     seq: entry.seq,
-                    spec: job.spec_carried_by(entry.seq).cloned(),
+                    spec: job.shared_spec_carried_by(entry.seq).cloned(),
                     event: entry.event.clone(),
                     state: entry.state.clone(),
                 });

@@ -100,7 +100,7 @@ fn sample_change() -> Change {
     Change {
         job: id.clone(),
         seq: 1,
-        spec: Some(msi_job(id)),
+        spec: Some(msi_job(id).into()),
         event: Event {
             at: t0(),
             boot: boot("b1"),
@@ -531,7 +531,7 @@ fn stored(spec: &JobSpec, states: &[JobState]) -> Vec<Vec<u8>> {
             let change = Change {
                 job: spec.id().clone(),
                 seq: i as u64 + 1,
-                spec: (i == 0).then(|| spec.clone()),
+                spec: (i == 0).then(|| spec.clone().into()),
                 event: Event {
                     at: t0(),
                     boot: boot("b1"),
@@ -696,7 +696,7 @@ fn every_state_and_event_survives_the_record_encoding() {
             let change = Change {
                 job: spec.id().clone(),
                 seq: 2,
-                spec: Some(spec.clone()),
+                spec: Some(spec.clone().into()),
                 event: Event {
                     at: t0(),
                     boot: boot("b1"),

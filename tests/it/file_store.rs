@@ -1402,7 +1402,7 @@ fn a_large_store_compacts_into_a_snapshot_of_many_frames() {
                 jobstate::Change {
                     job: id.clone(),
                     seq: 1,
-                    spec: Some(msi_job(id)),
+                    spec: Some(msi_job(id).into()),
                     event: jobstate::Event {
                         at,
                         boot: boot("b1"),

@@ -7,6 +7,7 @@
 //! `mutation_kills.rs`, `restart_policy.rs`, the model and the simulator carry every effect out).
 
 mod bad_input;
+mod codec;
 mod common;
 #[cfg(feature = "testkit")]
 mod conformance;

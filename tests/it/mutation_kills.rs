@@ -184,7 +184,7 @@ fn advertised(spec: &JobSpec) -> Change {
     Change {
         job: spec.id().clone(),
         seq: 1,
-        spec: Some(spec.clone()),
+        spec: Some(spec.clone().into()),
         event: Event {
             at: t0(),
             boot: boot("a"),
@@ -877,7 +877,7 @@ fn the_job_table_refuses_what_no_ledger_writes_and_gives_back_what_it_holds() {
     let mut table = JobTable::default();
     // A change creating "patch" with the spec of "other".
     let mismatched = Change {
-        spec: Some(other.clone()),
+        spec: Some(other.clone().into()),
         ..advertised(&patch)
     };
     assert!(matches!(

@@ -178,7 +178,7 @@ fn compacted(seq: u64, spec: Option<JobSpec>) -> Record {
     Record::Compacted(Box::new(Change {
         job: id,
         seq,
-        spec,
+        spec: spec.map(Into::into),
         event: Event {
             at: t0(),
             boot: boot("b1"),

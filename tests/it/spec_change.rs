@@ -213,7 +213,7 @@ fn change(seq: u64, spec: Option<JobSpec>, kind: EventKind, state: JobState) -> 
     Change {
         job: job("j"),
         seq,
-        spec,
+        spec: spec.map(Into::into),
         event: Event {
             at: t0(),
             boot: boot("b1"),

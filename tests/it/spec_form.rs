@@ -174,7 +174,7 @@ fn a_spec_survives_the_binary_journal_encoding() {
     let record = jobstate::Record::Change(Box::new(jobstate::Change {
         job: spec.id().clone(),
         seq: 1,
-        spec: Some(spec.clone()),
+        spec: Some(spec.clone().into()),
         event: jobstate::Event {
             at: t0(),
             boot: boot("b1"),
@@ -187,7 +187,7 @@ fn a_spec_survives_the_binary_journal_encoding() {
     let jobstate::Record::Change(change) = codec::decode(&bytes).unwrap() else {
         panic!("a change decodes as a change");
     };
-    assert_eq!(change.spec, Some(spec));
+    assert_eq!(change.spec.as_deref(), Some(&spec));
 }
 
 #[test]

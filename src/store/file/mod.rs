@@ -637,7 +637,8 @@ fn load_snapshot(bytes: &[u8], path: &Path, live: &mut Replay) -> Result<u64, St
 /// error leaves `live` part-applied: the caller gives up the open.
 fn apply_payload(payload: &[u8], live: &mut Replay) -> Result<(), String> {
     codec::decode_each(payload, |record| {
-        live.apply(record).map_err(|e| PayloadError(e.to_string()))
+        live.apply_unboxed(record)
+            .map_err(|e| PayloadError(e.to_string()))
     })
     .map_err(|e| e.0)
 }
