@@ -143,7 +143,7 @@ impl Pool {
             .map(|i| {
                 let id = JobId::new(format!("deploy-{i:07}-kb5034441")).expect("valid job id");
                 Job {
-                    spec: JobSpec::new(id).mandatory(false),
+                    spec: JobSpec::new(id).with_mandatory(false),
                     state: JobState::initial(),
                     seq: 0,
                 }

@@ -33,9 +33,9 @@ macro_rules! log {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let id = JobId::new("nt40-unattended-upgrade")?;
     let upgrade = JobSpec::new(id.clone())
-        .mandatory(true)
-        .run_condition(RunCondition::Always) // "System Background task": user or not
-        .reboot(RebootBehaviour::RestartsMachine); // winnt32 restarts the machine itself
+        .with_mandatory(true)
+        .with_run_condition(RunCondition::Always) // "System Background task": user or not
+        .with_reboot(RebootBehaviour::RestartsMachine); // winnt32 restarts the machine itself
     // The agent's durable store: a directory holding a journal (one fdatasync per commit). A
     // real agent keeps it under /var/lib; the example uses a private temporary directory
     // (0700, an unpredictable name: a predictable path under /tmp is a trap another user can

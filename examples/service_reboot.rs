@@ -32,10 +32,10 @@ macro_rules! log {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let id = JobId::new("nt40-upgrade-via-ntencap")?;
     let upgrade = JobSpec::new(id.clone())
-        .mandatory(true)
-        .reboot(RebootBehaviour::RestartsMachine)
+        .with_mandatory(true)
+        .with_reboot(RebootBehaviour::RestartsMachine)
         // The restart proves the program ended, not that it worked: confirm before completing.
-        .verify_after_reboot(true);
+        .with_verify_after_reboot(true);
     // The agent's durable store, in a private temporary directory (0700, an unpredictable
     // name), removed when `tmp` is dropped (a real agent: /var/lib/...).
     let tmp = tempfile::tempdir()?;

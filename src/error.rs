@@ -43,7 +43,7 @@ pub enum WaitReason {
         job: JobId,
     },
     /// The operating system says a restart is pending, and the job must not start before it
-    /// ([`JobSpec::wait_for_pending_restart`](crate::JobSpec::wait_for_pending_restart)).
+    /// ([`JobSpec::with_wait_for_pending_restart`](crate::JobSpec::with_wait_for_pending_restart)).
     SystemRestartPending,
     /// The job's program runs, under its run-time limit.
     ProgramRunning,

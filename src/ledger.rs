@@ -90,21 +90,21 @@ pub struct LedgerOptions {
 impl LedgerOptions {
     /// Sets the restart policy of jobs whose spec names none.
     #[must_use]
-    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
+    pub fn with_restart_policy(mut self, policy: RestartPolicy) -> Self {
         self.restart_policy = policy;
         self
     }
 
     /// Sets how status messages are batched and retried.
     #[must_use]
-    pub fn delivery(mut self, delivery: DeliveryPolicy) -> Self {
+    pub fn with_delivery(mut self, delivery: DeliveryPolicy) -> Self {
         self.delivery = delivery;
         self
     }
 
     /// Sets how much history the ledger keeps in memory.
     #[must_use]
-    pub fn retention(mut self, retention: Retention) -> Self {
+    pub fn with_retention(mut self, retention: Retention) -> Self {
         self.retention = retention;
         self
     }
@@ -261,7 +261,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// #     context: jobstate::ExecutionContext::Service, notices: jobstate::NoticeDelivery::NotDelivered,
     /// #     now: chrono::DateTime::UNIX_EPOCH, since_boot: std::time::Duration::ZERO,
     /// #     programs: jobstate::LivePrograms::Unknown, restart_pending: jobstate::RestartPending::Unknown } }
-    /// let options = LedgerOptions::default().restart_policy(RestartPolicy::NextNaturalBoot);
+    /// let options = LedgerOptions::default().with_restart_policy(RestartPolicy::NextNaturalBoot);
     /// let (ledger, effects) = Ledger::open_with(MemoryStore::new(), session(), options)?;
     /// # Ok::<(), jobstate::Error>(())
     /// ```
@@ -333,7 +333,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             // Mandatory may be added, never removed.
             let kept_mandatory = latest.is_mandatory() && !spec.is_mandatory();
             let mandatory = spec.is_mandatory() || latest.is_mandatory();
-            let spec = spec.mandatory(mandatory);
+            let spec = spec.with_mandatory(mandatory);
             let effect = if record.current_attempt().is_some() {
                 SpecEffect::NextAttempt
             } else {
@@ -442,10 +442,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             .state
             .jobs()
             .get(&attempt.job)
-            .is_some_and(|r| r.spec().restarts_when_pending())
+            .is_some_and(|r| r.spec().restart_when_pending())
             && self.session.restart_pending() == crate::RestartPending::Pending;
         let kind = EventKind::ProgramExited {
-            attempt: attempt.attempt,
+            attempt: attempt.attempt_ref(),
             exit: exit.into(),
             restart_pending,
         };
@@ -460,7 +460,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     pub fn launched(&mut self, attempt: &AttemptId, program: ProgramId) -> Result<Effects, Error> {
         crate::observe::call_span!("launched", attempt = attempt);
         let kind = EventKind::Launched {
-            attempt: attempt.attempt,
+            attempt: attempt.attempt_ref(),
             program,
         };
         self.apply(&attempt.job, kind)
@@ -474,7 +474,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     pub fn launch_failed(&mut self, attempt: &AttemptId) -> Result<Effects, Error> {
         crate::observe::call_span!("launch_failed", attempt = attempt);
         let kind = EventKind::LaunchFailed {
-            attempt: attempt.attempt,
+            attempt: attempt.attempt_ref(),
         };
         self.apply(&attempt.job, kind)
     }
@@ -488,7 +488,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     pub fn program_lost(&mut self, attempt: &AttemptId) -> Result<Effects, Error> {
         crate::observe::call_span!("program_lost", attempt = attempt);
         let kind = EventKind::ProgramLost {
-            attempt: attempt.attempt,
+            attempt: attempt.attempt_ref(),
         };
         self.apply(&attempt.job, kind)
     }
@@ -504,7 +504,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     ) -> Result<Effects, Error> {
         crate::observe::call_span!("expect_reboot", attempt = attempt);
         let kind = EventKind::RebootExpected {
-            attempt: attempt.attempt,
+            attempt: attempt.attempt_ref(),
             kind,
         };
         self.apply(&attempt.job, kind)
@@ -521,7 +521,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     ) -> Result<Effects, Error> {
         crate::observe::call_span!("verification", attempt = attempt);
         let kind = EventKind::Verified {
-            attempt: attempt.attempt,
+            attempt: attempt.attempt_ref(),
             result: result.into(),
         };
         self.apply(&attempt.job, kind)
@@ -595,10 +595,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             JobState::Running { launch, .. } => Some(*launch),
             _ => None,
         })?;
-        let id = AttemptId {
-            job: record.id().clone(),
-            attempt: named,
-        };
+        let id = AttemptId::new(record.id().clone(), named);
         (self.session.program_status(&id, launch.program()) == ProgramStatus::Alive)
             .then_some(named)
     }
@@ -719,11 +716,11 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         let mut asks_pending = false;
         for record in self.state.jobs().unfinished() {
             asks_pending |= record.state().kind() == StateKind::Queued
-                && record.spec().waits_for_pending_restart();
+                && record.spec().wait_for_pending_restart();
             match record.state() {
                 JobState::Running { .. } => {
                     busy.running.get_or_insert_with(|| record.id().clone());
-                    if record.spec().reboot_behaviour() != RebootBehaviour::Never {
+                    if record.spec().reboot() != RebootBehaviour::Never {
                         busy.may_restart.get_or_insert_with(|| record.id().clone());
                     }
                 }
@@ -754,7 +751,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         {
             // A wait longer than any back-off the policy can set means the clock jumped
             // backwards: the back-off is over, not a day longer.
-            let longest = crate::core::spec::add(now, record.spec().retry_policy().max_backoff);
+            let longest = crate::core::spec::add(now, record.spec().retry().max_backoff);
             if now < *until && *until <= longest {
                 return Err(WaitReason::BackingOff { until: *until });
             }
@@ -764,10 +761,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         if let Some(job) = &busy.restart_owed {
             return Err(WaitReason::RestartPending { job: job.clone() });
         }
-        if record.spec().waits_for_pending_restart() && busy.system_restart_pending {
+        if record.spec().wait_for_pending_restart() && busy.system_restart_pending {
             return Err(WaitReason::SystemRestartPending);
         }
-        let restarts = record.spec().reboot_behaviour() != RebootBehaviour::Never;
+        let restarts = record.spec().reboot() != RebootBehaviour::Never;
         let blocker = if restarts {
             busy.running.as_ref()
         } else {
@@ -777,7 +774,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             return Err(WaitReason::Exclusive { job: job.clone() });
         }
         let presence = self.session.user_presence();
-        let condition = record.spec().condition();
+        let condition = record.spec().run_condition();
         if condition.allows(presence) {
             return Ok(());
         }
@@ -826,7 +823,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                     Some(left(t.since_boot, spec.terminate_grace())),
                 ),
                 (None, None) => {
-                    let limit = left(attempt.started_since_boot, spec.run_time_limit());
+                    let limit = left(attempt.started_since_boot, spec.max_run_time());
                     if !launch.happened() {
                         (WaitReason::LaunchUnconfirmed, Some(limit))
                     } else if self.orphans.contains(record.id()) {
@@ -897,7 +894,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                     ..
                 } => {
                     attempt.boot != self.boot
-                        && record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine
+                        && record.spec().reboot() == RebootBehaviour::RestartsMachine
                         && (launch.happened() || provisional.is_some())
                 }
                 _ => false,
@@ -915,10 +912,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             } if attempt.boot == self.boot && (at_open || launch.happened()) => {
                 let id = AttemptId {
                     job: record.id().clone(),
-                    attempt: AttemptRef {
-                        run: attempt.run,
-                        number: attempt.number,
-                    },
+                    run: attempt.run,
+                    number: attempt.number,
                 };
                 self.session.program_status(&id, launch.program())
             }
@@ -989,7 +984,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         // means, so a server that changes it is heard at once.
         record
             .latest_spec()
-            .own_restart_policy()
+            .restart_policy()
             .unwrap_or(self.restart_policy)
             .decide(self.session.now(), self.session.user_presence(), owed_for)
     }

@@ -42,7 +42,7 @@
 //!     restart_pending: jobstate::RestartPending::Unknown,
 //! };
 //! let upgrade = JobSpec::new(JobId::new("os-upgrade")?)
-//!     .reboot(RebootBehaviour::RestartsMachine);
+//!     .with_reboot(RebootBehaviour::RestartsMachine);
 //!
 //! // Boot A: the agent starts, learns of the job and runs it.
 //! let (mut ledger, recovered) = Ledger::open(store.clone(), session.clone())?;
@@ -87,9 +87,9 @@
 //!
 //! - *Detection rules* (ConfigMgr, Intune) re-check "is it installed?" to decide whether to run
 //!   again; `jobstate` keeps the record of completion itself and uses a detection check only to
-//!   confirm a result after a reboot ([`JobSpec::verify_after_reboot`]).
+//!   confirm a result after a reboot ([`JobSpec::with_verify_after_reboot`]).
 //! - *Pending-reboot checks* loop when the flag never clears; here the reboots of one attempt
-//!   are bounded ([`JobSpec::max_reboots`]) and the job fails with a reason that says so.
+//!   are bounded ([`JobSpec::with_max_reboots`]) and the job fails with a reason that says so.
 //! - *Job queues* delete finished rows after a retention window; a completed mandatory job here
 //!   is a tombstone that is never pruned while the job can be advertised.
 //!

@@ -208,8 +208,8 @@ mod on {
                 target: TARGET,
                 effect = name,
                 job = %attempt.job,
-                run = attempt.attempt.run,
-                attempt = attempt.attempt.number,
+                run = attempt.run,
+                attempt = attempt.number,
                 restart = "",
                 "effect {name} ({})",
                 attempt.job
@@ -348,8 +348,8 @@ macro_rules! call_span {
             target: $crate::observe::TARGET,
             $name,
             job = %_jobstate_attempt.job,
-            run = _jobstate_attempt.attempt.run,
-            attempt = _jobstate_attempt.attempt.number,
+            run = _jobstate_attempt.run,
+            attempt = _jobstate_attempt.number,
         )
         .entered();
     };

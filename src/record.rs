@@ -142,8 +142,9 @@ impl JobRecord {
                     .started_under
                     .take()
                     .unwrap_or_else(|| Arc::clone(self.latest_arc()));
-                self.started_under =
-                    Some(Arc::new((*standing).clone().mandatory(spec.is_mandatory())));
+                self.started_under = Some(Arc::new(
+                    (*standing).clone().with_mandatory(spec.is_mandatory()),
+                ));
             }
             self.changed.push((entry.seq, Arc::new(spec)));
         }
@@ -188,10 +189,8 @@ impl JobRecord {
         }
         current.attempt().map(|a| crate::core::effect::AttemptId {
             job: self.id().clone(),
-            attempt: crate::core::event::AttemptRef {
-                run: a.run,
-                number: a.number,
-            },
+            run: a.run,
+            number: a.number,
         })
     }
 

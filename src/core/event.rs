@@ -99,7 +99,7 @@ pub enum EventKind {
         /// How it ended.
         exit: ProgramExit,
         /// Whether the operating system said a restart is pending when the exit was recorded
-        /// (it matters to a job that [restarts when pending](crate::JobSpec::restart_when_pending)).
+        /// (it matters to a job that [restarts when pending](crate::JobSpec::with_restart_when_pending)).
         restart_pending: bool,
     },
     /// The program of `attempt` is gone without an exit status (the agent that started it died,

@@ -216,7 +216,7 @@ fn id(name: &str) -> JobId {
 /// Drives a ledger on `store`: a mandatory upgrade completed across a reboot, an optional job
 /// completed, a job failed, one left running. Returns the store and what it should hold.
 fn workload<S: Store>(store: S) -> (S, Snapshot) {
-    let upgrade = JobSpec::new(id("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let upgrade = JobSpec::new(id("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let (mut ledger, _) = ok(
         Ledger::open(store, session("boot-a")).map_err(into_store),
         "opening a ledger",
@@ -248,12 +248,12 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
     };
     run(
         &mut ledger,
-        JobSpec::new(id("tool")).mandatory(false),
+        JobSpec::new(id("tool")).with_mandatory(false),
         Some(0),
     );
     run(
         &mut ledger,
-        JobSpec::new(id("broken")).retry(crate::core::spec::RetryPolicy::none()),
+        JobSpec::new(id("broken")).with_retry(crate::core::spec::RetryPolicy::none()),
         Some(1603),
     );
     // The upgrade runs alone (restarts are exclusive); another job waits in the queue.
@@ -266,8 +266,8 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
     );
     // Both are advertised again with changed specs: each change carries a spec of its own.
     for spec in [
-        upgrade.max_run_time(std::time::Duration::from_secs(5 * 3600)),
-        JobSpec::new(id("long")).max_reboots(7),
+        upgrade.with_max_run_time(std::time::Duration::from_secs(5 * 3600)),
+        JobSpec::new(id("long")).with_max_reboots(7),
     ] {
         let answer = ok(ledger.advertise(spec).map_err(into_store), "advertising");
         assert!(
@@ -529,7 +529,7 @@ fn tombstones_kept<H: Harness>(h: &mut H) -> Outcome {
             .iter()
             .all(|e| !matches!(e, crate::core::effect::Effect::Launch(_)))
     );
-    let spec = JobSpec::new(id("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = JobSpec::new(id("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     assert_eq!(
         ok(
             ledger.advertise(spec).map_err(into_store),

@@ -27,7 +27,7 @@
 //! use jobstate::testkit::simulator::{Program, Scenario};
 //! use jobstate::{JobId, JobSpec, RebootBehaviour, StateKind};
 //!
-//! let upgrade = JobSpec::new(JobId::new("winnt40-upgrade")?).reboot(RebootBehaviour::RestartsMachine);
+//! let upgrade = JobSpec::new(JobId::new("winnt40-upgrade")?).with_reboot(RebootBehaviour::RestartsMachine);
 //! let outcome = Scenario::new(0x000)
 //!     .background_task() // sent as a system background task
 //!     .no_user() // nobody logged on
@@ -51,8 +51,8 @@
 //! use jobstate::{JobId, JobSpec, RebootBehaviour, StateKind};
 //!
 //! let upgrade = JobSpec::new(JobId::new("nt40-upgrade-via-ntencap")?)
-//!     .reboot(RebootBehaviour::RestartsMachine)
-//!     .verify_after_reboot(true);
+//!     .with_reboot(RebootBehaviour::RestartsMachine)
+//!     .with_verify_after_reboot(true);
 //! let outcome = Scenario::new(0x001)
 //!     .service() // run from the agent's service...
 //!     .no_notices() // ...which never receives the shutdown message
@@ -75,7 +75,7 @@
 //! use jobstate::testkit::simulator::{Program, Scenario};
 //! use jobstate::{JobId, JobSpec, RebootBehaviour, StateKind};
 //!
-//! let upgrade = JobSpec::new(JobId::new("os-upgrade")?).reboot(RebootBehaviour::RestartsMachine);
+//! let upgrade = JobSpec::new(JobId::new("os-upgrade")?).with_reboot(RebootBehaviour::RestartsMachine);
 //! let points = Scenario::new(7)
 //!     .job(upgrade.clone(), Program::restarts_machine())
 //!     .crash_everywhere(|outcome| {
@@ -686,8 +686,8 @@ impl<S: Store> Scenario<S> {
 /// use jobstate::{JobId, JobSpec, RebootBehaviour, StateKind};
 ///
 /// let upgrade = JobSpec::new(JobId::new("os-upgrade").unwrap())
-///     .reboot(RebootBehaviour::RestartsMachine)
-///     .verify_after_reboot(true);
+///     .with_reboot(RebootBehaviour::RestartsMachine)
+///     .with_verify_after_reboot(true);
 /// check(20, |scenario| {
 ///     let outcome = scenario.job(upgrade.clone(), Program::restarts_machine()).run_until_idle();
 ///     outcome.assert_invariants();

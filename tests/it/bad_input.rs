@@ -410,8 +410,8 @@ fn every_invalid_transition_is_a_typed_error_naming_state_and_event() {
     let mut refused = 0;
     for mandatory in [true, false] {
         let spec = msi_job(job("j"))
-            .mandatory(mandatory)
-            .reboot(RebootBehaviour::MayRequest);
+            .with_mandatory(mandatory)
+            .with_reboot(RebootBehaviour::MayRequest);
         for (name, state) in sample_states() {
             for kind in all_events(current) {
                 let event = Event {
@@ -509,7 +509,8 @@ fn ledger_calls_on_unknown_jobs_are_typed_errors() {
     assert!(matches!(ledger.cancel(&ghost), Err(Error::UnknownJob(_))));
     let attempt = jobstate::AttemptId {
         job: ghost,
-        attempt: AttemptRef { run: 1, number: 1 },
+        run: 1,
+        number: 1,
     };
     assert!(matches!(
         ledger.program_exited(&attempt, 0),
@@ -552,8 +553,8 @@ fn stored(spec: &JobSpec, states: &[JobState]) -> Vec<Vec<u8>> {
 #[test]
 fn extreme_stored_counters_do_not_overflow() {
     let spec = msi_job(job("os-upgrade"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true);
     let states = sample_states();
     let verifying = states
         .iter()
@@ -596,7 +597,7 @@ fn extreme_stored_counters_do_not_overflow() {
     ));
 
     // A run number at its maximum cannot be rerun: a typed error, not a wrap to run 0.
-    let optional = msi_job(job("tool")).mandatory(false);
+    let optional = msi_job(job("tool")).with_mandatory(false);
     let last_run = JobState::Failed {
         run: u32::MAX,
         attempt: None,
@@ -621,7 +622,7 @@ fn stored_changes_that_no_transition_makes_are_refused() {
         .1
         .clone();
     let mandatory = msi_job(job("os-upgrade"));
-    let optional = msi_job(job("tool")).mandatory(false);
+    let optional = msi_job(job("tool")).with_mandatory(false);
     let refused = |spec: &JobSpec, history: &[JobState]| {
         let records = stored(spec, history);
         match MemoryStore::from_records(records.clone()).load() {
@@ -689,7 +690,7 @@ fn store_errors_say_their_cause_once_in_a_chain() {
 /// this when it loads what it committed itself; the durable stores decode on every open).
 #[test]
 fn every_state_and_event_survives_the_record_encoding() {
-    let spec = msi_job(job("j")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("j")).with_reboot(RebootBehaviour::MayRequest);
     let mut checked = 0;
     for (name, state) in sample_states() {
         for kind in all_events(AttemptRef { run: 1, number: 1 }) {

@@ -12,7 +12,7 @@ use jobstate::{
 /// "restart initiated", 1618 "retry later", 1707 success), which most of these stories speak:
 /// on Unix the default table is Unix's.
 pub fn msi_job(id: JobId) -> JobSpec {
-    JobSpec::new(id).exit_codes(ExitCodePolicy::windows_installer())
+    JobSpec::new(id).with_exit_codes(ExitCodePolicy::windows_installer())
 }
 
 pub type MemLedger = Ledger<MemoryStore, SessionFacts>;
@@ -105,7 +105,7 @@ pub fn completion_has_evidence(
             exit: jobstate::ProgramExit::Code(code),
             ..
         } => matches!(
-            spec.exit_code_policy().outcome(*code),
+            spec.exit_codes().outcome(*code),
             ExitOutcome::Success | ExitOutcome::SuccessRestartRequired
         ),
         EventKind::Verified { result, .. } => *result == CheckResult::Installed,
@@ -122,7 +122,7 @@ pub fn completion_has_evidence(
                 ..
             } => {
                 attempt.boot != event.boot
-                    && spec.reboot_behaviour() == RebootBehaviour::RestartsMachine
+                    && spec.reboot() == RebootBehaviour::RestartsMachine
                     && (launch.happened() || provisional.is_some())
             }
             _ => false,

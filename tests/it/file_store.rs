@@ -59,7 +59,7 @@ impl Drop for TempDir {
 fn a_completed_upgrade_survives_reopening_the_file_store() {
     let _serial = no_spawns();
     let dir = TempDir::new("reopen");
-    let spec = msi_job(job("os-upgrade")).reboot(jobstate::RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("os-upgrade")).with_reboot(jobstate::RebootBehaviour::RestartsMachine);
     {
         let store = FileStore::open(&dir.0).unwrap();
         let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
@@ -181,8 +181,8 @@ fn fixture() -> Fixture {
     let dir = TempDir::new("fixture");
     let journal_len = || std::fs::metadata(dir.0.join("journal")).unwrap().len() as usize;
     let a = msi_job(job("patch-a"));
-    let b = msi_job(job("upgrade-b")).reboot(RebootBehaviour::MayRequest);
-    let c = msi_job(job("tool-c")).mandatory(false);
+    let b = msi_job(job("upgrade-b")).with_reboot(RebootBehaviour::MayRequest);
+    let c = msi_job(job("tool-c")).with_mandatory(false);
 
     let (mut ledger, _) =
         Ledger::open(FileStore::open(&dir.0).unwrap(), service_session("a")).unwrap();
@@ -937,9 +937,9 @@ fn kill_child() {
         let id = job(&format!("r{round}-j{n}"));
         let spec = match n % 8 {
             // Exits with 3010: restart required, AwaitingReboot.
-            3 | 7 => msi_job(id.clone()).reboot(RebootBehaviour::MayRequest),
+            3 | 7 => msi_job(id.clone()).with_reboot(RebootBehaviour::MayRequest),
             // An OS upgrade: it restarts the machine itself and never reports an exit code.
-            5 => msi_job(id.clone()).reboot(RebootBehaviour::RestartsMachine),
+            5 => msi_job(id.clone()).with_reboot(RebootBehaviour::RestartsMachine),
             _ => msi_job(id.clone()),
         };
         assert_eq!(ledger.advertise(spec).unwrap(), Advertisement::Queued);
@@ -950,7 +950,7 @@ fn kill_child() {
             let _effects = ledger.launched(&attempt, ProgramId::new(2, n)).unwrap();
             ack(&mut out, &ledger, &next);
             // An upgrade restarts the machine when a kill comes with a new boot; here it exits.
-            let _effects = match ledger.job(&next).unwrap().spec().reboot_behaviour() {
+            let _effects = match ledger.job(&next).unwrap().spec().reboot() {
                 RebootBehaviour::MayRequest => ledger.program_exited(&attempt, 3010).unwrap(),
                 _ => ledger.program_exited(&attempt, 0).unwrap(),
             };

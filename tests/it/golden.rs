@@ -84,30 +84,30 @@ fn story<S: Store>(store: S, between: impl FnOnce(&mut S)) -> Recording<S> {
     };
     let window = MaintenanceWindow::new(1, 30, Duration::from_secs(7200)).unwrap();
     let specs = [
-        msi_job(job("msi-patch")).retry(RetryPolicy {
+        msi_job(job("msi-patch")).with_retry(RetryPolicy {
             max_attempts: 2,
             ..RetryPolicy::default()
         }),
         JobSpec::new(job("os-upgrade"))
-            .reboot(RebootBehaviour::RestartsMachine)
-            .verify_after_reboot(true)
-            .max_reboots(3)
-            .restart_policy(Some(RestartPolicy::Window(window))),
+            .with_reboot(RebootBehaviour::RestartsMachine)
+            .with_verify_after_reboot(true)
+            .with_max_reboots(3)
+            .with_restart_policy(Some(RestartPolicy::Window(window))),
         JobSpec::new(job("tool"))
-            .mandatory(false)
-            .run_condition(RunCondition::OnlyWithoutUser)
-            .retry(RetryPolicy::none())
-            .max_run_time(Duration::from_secs(5400)),
+            .with_mandatory(false)
+            .with_run_condition(RunCondition::OnlyWithoutUser)
+            .with_retry(RetryPolicy::none())
+            .with_max_run_time(Duration::from_secs(5400)),
         msi_job(job("asks-restart"))
-            .reboot(RebootBehaviour::MayRequest)
-            .restart_policy(Some(RestartPolicy::WhenNoUser {
+            .with_reboot(RebootBehaviour::MayRequest)
+            .with_restart_policy(Some(RestartPolicy::WhenNoUser {
                 at_most: Duration::from_secs(3600),
             }))
-            .restart_when_pending(true)
-            .wait_for_pending_restart(true),
+            .with_restart_when_pending(true)
+            .with_wait_for_pending_restart(true),
         JobSpec::new(job("custom-codes"))
-            .reboot(RebootBehaviour::RestartsMachine)
-            .exit_codes(
+            .with_reboot(RebootBehaviour::RestartsMachine)
+            .with_exit_codes(
                 ExitCodePolicy::new(ExitOutcome::Failure)
                     .with(0, ExitOutcome::Success)
                     .with(194, ExitOutcome::SuccessRestartRequired),
@@ -117,20 +117,20 @@ fn story<S: Store>(store: S, between: impl FnOnce(&mut S)) -> Recording<S> {
             .with_terminate_grace(Duration::from_secs(30)),
         JobSpec::new(job("retired")),
         JobSpec::new(job("flaky")),
-        JobSpec::new(job("optional")).mandatory(false),
+        JobSpec::new(job("optional")).with_mandatory(false),
         JobSpec::new(job("queued")),
-        JobSpec::new(job("lost")).retry(RetryPolicy::none()),
-        JobSpec::new(job("launch-fails")).retry(RetryPolicy::none()),
+        JobSpec::new(job("lost")).with_retry(RetryPolicy::none()),
+        JobSpec::new(job("launch-fails")).with_retry(RetryPolicy::none()),
         JobSpec::new(job("slow"))
-            .retry(RetryPolicy::none())
-            .max_run_time(Duration::from_secs(60)),
+            .with_retry(RetryPolicy::none())
+            .with_max_run_time(Duration::from_secs(60)),
     ];
     for spec in &specs {
         ledger.advertise(spec.clone()).unwrap();
     }
     // A spec change: the queued job is advertised again with a longer run-time limit.
     ledger
-        .advertise(JobSpec::new(job("queued")).max_run_time(Duration::from_secs(9000)))
+        .advertise(JobSpec::new(job("queued")).with_max_run_time(Duration::from_secs(9000)))
         .unwrap();
     // msi-patch: 1603, a retry after its back-off, then success.
     let attempt = ledger.begin(&job("msi-patch")).unwrap();

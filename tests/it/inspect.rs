@@ -50,7 +50,7 @@ fn server() -> Scripted<impl FnMut(&StatusMessage) -> Reply> {
 /// An upgrade completed across a reboot, a job running, a dead letter, a pending message; the
 /// ledger (and its lock) stays open.
 fn agent<S: Store>(open: impl Fn() -> S) -> Ledger<S, jobstate::SessionFacts> {
-    let upgrade = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let upgrade = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let (mut ledger, _) = Ledger::open(open(), service_session("boot-a")).unwrap();
     ledger.advertise(upgrade.clone()).unwrap();
     ledger.advertise(msi_job(job("retired"))).unwrap();

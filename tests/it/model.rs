@@ -41,22 +41,22 @@ fn catalogue() -> Vec<JobSpec> {
     };
     vec![
         msi_job(job("os-upgrade"))
-            .reboot(RebootBehaviour::RestartsMachine)
-            .verify_after_reboot(true)
-            .max_reboots(2)
-            .retry(quick),
-        msi_job(job("os-upgrade-unverified")).reboot(RebootBehaviour::RestartsMachine),
+            .with_reboot(RebootBehaviour::RestartsMachine)
+            .with_verify_after_reboot(true)
+            .with_max_reboots(2)
+            .with_retry(quick),
+        msi_job(job("os-upgrade-unverified")).with_reboot(RebootBehaviour::RestartsMachine),
         msi_job(job("msi-patch"))
-            .reboot(RebootBehaviour::MayRequest)
-            .restart_when_pending(true)
-            .run_condition(RunCondition::OnlyWithoutUser)
-            .max_run_time(Duration::from_secs(1800))
-            .retry(quick),
+            .with_reboot(RebootBehaviour::MayRequest)
+            .with_restart_when_pending(true)
+            .with_run_condition(RunCondition::OnlyWithoutUser)
+            .with_max_run_time(Duration::from_secs(1800))
+            .with_retry(quick),
         msi_job(job("optional-tool"))
-            .mandatory(false)
-            .wait_for_pending_restart(true)
-            .run_condition(RunCondition::OnlyWithUser)
-            .max_run_time(Duration::from_secs(900)),
+            .with_mandatory(false)
+            .with_wait_for_pending_restart(true)
+            .with_run_condition(RunCondition::OnlyWithUser)
+            .with_max_run_time(Duration::from_secs(900)),
     ]
 }
 
@@ -348,8 +348,8 @@ impl World {
 
     fn open(&mut self) {
         let options = jobstate::LedgerOptions::default()
-            .restart_policy(self.policy)
-            .retention(self.retention);
+            .with_restart_policy(self.policy)
+            .with_retention(self.retention);
         let (ledger, effects) = Ledger::open_with(self.store.clone(), self.facts(), options)
             .unwrap_or_else(|e| panic!("reopening a good store failed: {e}"));
         let compacted = ledger
@@ -380,7 +380,7 @@ impl World {
         let restarts = |job: &JobId| {
             self.specs
                 .iter()
-                .any(|s| s.id() == job && s.reboot_behaviour() != RebootBehaviour::Never)
+                .any(|s| s.id() == job && s.reboot() != RebootBehaviour::Never)
         };
         if let Some(other) = self
             .live
@@ -490,10 +490,8 @@ impl World {
         let a = record.state().attempt()?;
         Some(AttemptId {
             job: record.id().clone(),
-            attempt: AttemptRef {
-                run: a.run,
-                number: a.number,
-            },
+            run: a.run,
+            number: a.number,
         })
     }
 
@@ -557,7 +555,7 @@ impl World {
                 let older = self
                     .launched
                     .iter()
-                    .rfind(|a| a.job == id && a.attempt < live.attempt)
+                    .rfind(|a| a.job == id && a.attempt_ref() < live.attempt_ref())
                     .cloned();
                 if let Some(older) = older {
                     let result = self.call(|l| l.program_exited(&older, 0));
@@ -654,12 +652,12 @@ impl World {
             }
             Op::Readvertise(i) => {
                 let old = self.specs[i].clone();
-                let limit = if old.run_time_limit() == Duration::from_secs(3600) {
+                let limit = if old.max_run_time() == Duration::from_secs(3600) {
                     Duration::from_secs(1800)
                 } else {
                     Duration::from_secs(3600)
                 };
-                let new = old.clone().mandatory(true).max_run_time(limit);
+                let new = old.clone().with_mandatory(true).with_max_run_time(limit);
                 self.sync_session();
                 let before = self.record(i);
                 let answer = self
@@ -775,7 +773,7 @@ impl World {
                     REBOOTS_MID_JOB.fetch_add(1, Ordering::Relaxed);
                 }
                 for record in &before {
-                    if record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine
+                    if record.spec().reboot() == RebootBehaviour::RestartsMachine
                         && let JobState::Running {
                             launch,
                             provisional,
@@ -788,7 +786,7 @@ impl World {
                         // launched again, as the same attempt.
                         let expected = if !launch.happened() && provisional.is_none() {
                             StateKind::Running
-                        } else if record.spec().verifies_after_reboot() {
+                        } else if record.spec().verify_after_reboot() {
                             StateKind::AwaitingReboot
                         } else {
                             StateKind::Completed
@@ -988,7 +986,7 @@ impl StateMachineTest for LedgerTest {
             );
         }
         for record in ledger.jobs() {
-            let restarts = record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine;
+            let restarts = record.spec().reboot() == RebootBehaviour::RestartsMachine;
             let history = record.history();
             for (at, pair) in history.windows(2).enumerate() {
                 let (before, entry) = (&pair[0].state, &pair[1]);
@@ -1024,7 +1022,7 @@ impl StateMachineTest for LedgerTest {
                 && let Some(live) = world.live.get(record.id())
             {
                 assert_eq!(
-                    live.attempt,
+                    live.attempt_ref(),
                     AttemptRef {
                         run: attempt.run,
                         number: attempt.number

@@ -127,7 +127,7 @@ fn a_reboot_nobody_asked_for_is_unrelated_for_every_job_that_never_reboots() {
 fn a_program_found_alive_after_an_agent_restart_stays_polled_once_its_launch_is_recorded() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = msi_job(job("patch")).max_run_time(Duration::from_secs(3600));
+    let spec = msi_job(job("patch")).with_max_run_time(Duration::from_secs(3600));
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     drop(ledger); // the agent dies between the spawn and the launch record
@@ -296,7 +296,7 @@ fn a_table_with_a_job_is_not_empty() {
 fn a_replayed_exit_of_a_finished_attempt_is_invalid_in_its_state_not_stale() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = msi_job(job("patch")).retry(RetryPolicy::none());
+    let spec = msi_job(job("patch")).with_retry(RetryPolicy::none());
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
@@ -310,7 +310,8 @@ fn a_replayed_exit_of_a_finished_attempt_is_invalid_in_its_state_not_stale() {
     }
     // Another attempt's event is the stale one.
     let other = AttemptId {
-        attempt: AttemptRef { run: 1, number: 2 },
+        run: 1,
+        number: 2,
         ..attempt
     };
     assert!(matches!(
@@ -324,7 +325,7 @@ fn a_replayed_exit_of_a_finished_attempt_is_invalid_in_its_state_not_stale() {
 fn a_relaunched_attempt_starts_its_clocks_anew() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     drop(ledger); // the agent dies before the spawn; the machine restarts
@@ -354,7 +355,7 @@ fn a_relaunched_attempt_starts_its_clocks_anew() {
 fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_restarts() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = msi_job(job("msi")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("msi")).with_reboot(RebootBehaviour::MayRequest);
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     assert!(matches!(
@@ -372,7 +373,7 @@ fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_r
     }
     // For a program that restarts the machine, the same exit is provisional; once the agent
     // says the restart is under way, a later exit of that attempt is a replay.
-    let spec = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     ledger.advertise(spec.clone()).unwrap();
     ledger.session_mut().now += chrono::TimeDelta::days(1);
     let attempt = start(&mut ledger, &spec);
@@ -436,7 +437,7 @@ fn a_shutdown_notice_from_another_boot_changes_nothing() {
 // SEMANTICS.md "Every observed reboot is attributed": ForJob names another job, never itself.
 #[test]
 fn a_job_is_never_interrupted_by_its_own_restart() {
-    let spec = msi_job(job("msi")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("msi")).with_reboot(RebootBehaviour::MayRequest);
     let running = JobState::Running {
         attempt: Attempt {
             run: 1,
@@ -479,7 +480,7 @@ fn a_job_is_never_interrupted_by_its_own_restart() {
 // SEMANTICS.md "Reboot truth comes from boot identity": run-time limits use the attempt's boot.
 #[test]
 fn a_tick_in_another_boot_never_times_an_attempt_out() {
-    let spec = msi_job(job("patch")).max_run_time(Duration::from_secs(3600));
+    let spec = msi_job(job("patch")).with_max_run_time(Duration::from_secs(3600));
     let running = JobState::Running {
         attempt: Attempt {
             run: 1,
@@ -569,8 +570,8 @@ fn an_orphan_stays_polled_after_a_change_that_keeps_it_running() {
 #[test]
 fn restarts_come_after_every_other_effect_of_a_call() {
     let store = MemoryStore::new();
-    let kb = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
-    let checked = msi_job(job("checked")).verify_after_reboot(true);
+    let kb = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
+    let checked = msi_job(job("checked")).with_verify_after_reboot(true);
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     // "kb" is advertised first; "checked" fails (a check owed), then "kb" asks for a restart:
     // both wait in this boot.
@@ -602,7 +603,7 @@ fn restarts_come_after_every_other_effect_of_a_call() {
 // never erases the identity of one that was.
 #[test]
 fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
-    let spec = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap(); // never recorded
@@ -615,7 +616,7 @@ fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
             ..
         }
     ));
-    let recorded = msi_job(job("os-upgrade-2")).reboot(RebootBehaviour::RestartsMachine);
+    let recorded = msi_job(job("os-upgrade-2")).with_reboot(RebootBehaviour::RestartsMachine);
     ledger.advertise(recorded.clone()).unwrap();
     ledger.session_mut().now += chrono::TimeDelta::days(1);
     let _effects = ledger.abandon(spec.id()).unwrap();
@@ -637,7 +638,7 @@ fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
 fn an_agent_restart_in_the_same_boot_owes_no_check_again() {
     for with_check in [false, true] {
         let store = MemoryStore::new();
-        let spec = msi_job(job("kb")).verify_after_reboot(with_check);
+        let spec = msi_job(job("kb")).with_verify_after_reboot(with_check);
         let mut ledger = open(&store, "a");
         ledger.advertise(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
@@ -660,8 +661,8 @@ fn an_agent_restart_in_the_same_boot_owes_no_check_again() {
 fn a_second_reboot_while_verifying_counts_and_the_check_answers_in_the_new_boot() {
     let store = MemoryStore::new();
     let spec = msi_job(job("os-upgrade"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -711,8 +712,8 @@ fn a_recorded_program_found_alive_changes_nothing() {
 #[test]
 fn a_check_that_finds_the_work_keeps_the_exit_code() {
     let spec = msi_job(job("kb"))
-        .reboot(RebootBehaviour::MayRequest)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_verify_after_reboot(true);
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -732,7 +733,7 @@ fn a_check_that_finds_the_work_keeps_the_exit_code() {
 // the wait began in; a tick in another boot (before any reconciliation) concludes nothing.
 #[test]
 fn a_tick_in_another_boot_never_reports_a_restart_overdue() {
-    let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
     let attempt = Attempt {
         run: 1,
         number: 1,
@@ -769,7 +770,7 @@ fn a_tick_in_another_boot_never_reports_a_restart_overdue() {
 // may hide a success owes the check; a program that never started did nothing to check.
 #[test]
 fn a_launch_that_failed_owes_no_check() {
-    let spec = msi_job(job("kb")).verify_after_reboot(true);
+    let spec = msi_job(job("kb")).with_verify_after_reboot(true);
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
@@ -815,7 +816,7 @@ fn running_in_boot_a(jobs: &[(&JobSpec, Launch)]) -> MemoryStore {
 // was": also when that job's program restarted the machine itself (its launch recorded).
 #[test]
 fn a_reboot_by_a_running_upgrade_is_attributed_to_it() {
-    let upgrade = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let upgrade = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let patch = msi_job(job("patch"));
     let recorded = Launch::Recorded(ProgramId::new(1, 1));
     for (launch, owner) in [
@@ -914,7 +915,7 @@ fn the_job_table_refuses_what_no_ledger_writes_and_gives_back_what_it_holds() {
 #[test]
 fn an_interrupted_run_reports_the_reboot_that_ended_it() {
     let store = MemoryStore::new();
-    let spec = msi_job(job("patch")).retry(RetryPolicy::none());
+    let spec = msi_job(job("patch")).with_retry(RetryPolicy::none());
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     start(&mut ledger, &spec);
@@ -930,7 +931,7 @@ fn an_interrupted_run_reports_the_reboot_that_ended_it() {
 // not as held, even beside a running job (only a store written by something else holds both).
 #[test]
 fn a_hard_restart_beside_a_running_job_is_not_held() {
-    let upgrade = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let upgrade = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
     let patch = msi_job(job("patch"));
     let store = running_in_boot_a(&[(&patch, Launch::Recorded(ProgramId::new(1, 1)))]);
     let mut ledger = open(&store, "a");
@@ -986,8 +987,8 @@ fn a_hard_restart_beside_a_running_job_is_not_held() {
 #[test]
 fn a_restart_held_twice_is_released_once() {
     let checked = msi_job(job("kb"))
-        .reboot(RebootBehaviour::MayRequest)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_verify_after_reboot(true);
     let patch = msi_job(job("patch"));
     let mut ledger = open(&MemoryStore::new(), "a");
     ledger.advertise(checked.clone()).unwrap();
@@ -1022,8 +1023,8 @@ fn a_restart_held_twice_is_released_once() {
 fn an_agent_restart_while_verifying_counts_no_reboot() {
     let store = MemoryStore::new();
     let spec = msi_job(job("os-upgrade"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true);
     let mut ledger = open(&store, "a");
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -1054,8 +1055,8 @@ fn the_delivery_policy_given_at_open_is_in_force() {
         ..Default::default()
     };
     let options = jobstate::LedgerOptions::default()
-        .restart_policy(jobstate::RestartPolicy::NextNaturalBoot)
-        .delivery(delivery);
+        .with_restart_policy(jobstate::RestartPolicy::NextNaturalBoot)
+        .with_delivery(delivery);
     assert_eq!(options.delivery, delivery);
     assert_eq!(
         options.restart_policy,
@@ -1082,9 +1083,9 @@ fn a_check_after_a_signal_keeps_the_signal_in_the_state_and_its_report() {
     let signal = Some(jobstate::ProgramExit::Signal(9));
     for (found, retry) in [(true, RetryPolicy::default()), (false, RetryPolicy::none())] {
         let spec = msi_job(job("kb"))
-            .reboot(RebootBehaviour::MayRequest)
-            .verify_after_reboot(true)
-            .retry(retry);
+            .with_reboot(RebootBehaviour::MayRequest)
+            .with_verify_after_reboot(true)
+            .with_retry(retry);
         let mut ledger = open(&MemoryStore::new(), "a");
         ledger.advertise(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);

@@ -47,8 +47,8 @@ fn busy_ledger(store: &MemoryStore) -> MemLedger {
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     for (name, code) in [("ok", 0), ("fails", 1603), ("reboots", 3010)] {
         let spec = msi_job(job(name))
-            .reboot(RebootBehaviour::MayRequest)
-            .retry(jobstate::RetryPolicy::none());
+            .with_reboot(RebootBehaviour::MayRequest)
+            .with_retry(jobstate::RetryPolicy::none());
         ledger.advertise(spec.clone()).unwrap();
         let attempt = ledger.begin(spec.id()).unwrap();
         let _effects = ledger.program_exited(&attempt, code).unwrap();

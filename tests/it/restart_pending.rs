@@ -32,8 +32,8 @@ fn run_to_success(spec: &JobSpec, pending: RestartPending) -> (JobState, Effects
 fn a_success_followed_by_a_pending_restart_is_success_restart_required_when_the_job_asks() {
     // A kernel package on Debian: exit 0, and /run/reboot-required appears.
     let kernel = JobSpec::new(job("linux-image"))
-        .reboot(RebootBehaviour::MayRequest)
-        .restart_when_pending(true);
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_restart_when_pending(true);
     let (state, effects) = run_to_success(&kernel, RestartPending::Pending);
     assert!(
         matches!(
@@ -62,11 +62,11 @@ fn a_success_followed_by_a_pending_restart_is_success_restart_required_when_the_
         );
     }
     // A job that does not ask ignores the flag: another update may have left it.
-    let plain = JobSpec::new(job("tool")).reboot(RebootBehaviour::MayRequest);
+    let plain = JobSpec::new(job("tool")).with_reboot(RebootBehaviour::MayRequest);
     let (state, _) = run_to_success(&plain, RestartPending::Pending);
     assert_eq!(state.kind(), StateKind::Completed);
     // A job that never reboots completes, the restart suppressed, as for an exit code 3010.
-    let never = JobSpec::new(job("agent-update")).restart_when_pending(true);
+    let never = JobSpec::new(job("agent-update")).with_restart_when_pending(true);
     let (state, effects) = run_to_success(&never, RestartPending::Pending);
     assert!(
         matches!(
@@ -89,8 +89,8 @@ fn a_success_followed_by_a_pending_restart_is_success_restart_required_when_the_
 fn the_restart_asked_for_by_a_pending_flag_completes_the_job_after_the_new_boot() {
     let store = MemoryStore::new();
     let kernel = JobSpec::new(job("linux-image"))
-        .reboot(RebootBehaviour::MayRequest)
-        .restart_when_pending(true);
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_restart_when_pending(true);
     let (mut ledger, _) =
         Ledger::open(store.clone(), session("b1", RestartPending::Pending)).unwrap();
     ledger.advertise(kernel.clone()).unwrap();
@@ -116,7 +116,7 @@ fn the_restart_asked_for_by_a_pending_flag_completes_the_job_after_the_new_boot(
 #[test]
 fn a_job_that_waits_for_a_pending_restart_does_not_start_until_it_came() {
     let store = MemoryStore::new();
-    let feature = JobSpec::new(job("feature-update")).wait_for_pending_restart(true);
+    let feature = JobSpec::new(job("feature-update")).with_wait_for_pending_restart(true);
     let other = JobSpec::new(job("tool"));
     let (mut ledger, _) =
         Ledger::open(store.clone(), session("b1", RestartPending::Pending)).unwrap();
@@ -159,11 +159,11 @@ fn the_flags_are_part_of_the_config_form() {
         r#"{"id":"linux-image","reboot":"may_request","restart_when_pending":true,"wait_for_pending_restart":true}"#,
     )
     .unwrap();
-    assert!(spec.restarts_when_pending());
-    assert!(spec.waits_for_pending_restart());
+    assert!(spec.restart_when_pending());
+    assert!(spec.wait_for_pending_restart());
     let plain: JobSpec = serde_json::from_str(r#"{"id":"x"}"#).unwrap();
-    assert!(!plain.restarts_when_pending());
-    assert!(!plain.waits_for_pending_restart());
+    assert!(!plain.restart_when_pending());
+    assert!(!plain.wait_for_pending_restart());
 }
 
 #[test]
@@ -172,7 +172,9 @@ fn the_system_is_asked_once_per_query_and_asked_again_later() {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), counting).unwrap();
     for n in 0..10 {
         ledger
-            .advertise(JobSpec::new(job(&format!("feature-{n}"))).wait_for_pending_restart(true))
+            .advertise(
+                JobSpec::new(job(&format!("feature-{n}"))).with_wait_for_pending_restart(true),
+            )
             .unwrap();
     }
     ledger.session().pending_asked.set(0);

@@ -30,7 +30,7 @@ fn run_once(ledger: &mut FileLedger, spec: &JobSpec, pid: u32) {
 fn a_job_rerun_for_years_holds_a_few_runs() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = open(dir.path(), "b1");
-    let spec = msi_job(job("daily-scan")).mandatory(false);
+    let spec = msi_job(job("daily-scan")).with_mandatory(false);
     ledger.advertise(spec.clone()).unwrap();
     let mut longest = 0;
     for n in 0..300 {
@@ -73,7 +73,7 @@ fn a_job_rerun_for_years_holds_a_few_runs() {
 fn a_completed_mandatory_tombstone_never_runs_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = open(dir.path(), "b1");
-    let spec = msi_job(job("kb-upgrade")).mandatory(true);
+    let spec = msi_job(job("kb-upgrade")).with_mandatory(true);
     ledger.advertise(spec.clone()).unwrap();
     run_once(&mut ledger, &spec, 42);
     let seq = ledger.job(spec.id()).unwrap().seq();
@@ -99,7 +99,9 @@ fn a_completed_mandatory_tombstone_never_runs_again() {
     assert!(ledger.abandon(spec.id()).is_err());
     // Made optional by a later advertisement: still refused, still completed.
     assert_eq!(
-        ledger.advertise(spec.clone().mandatory(false)).unwrap(),
+        ledger
+            .advertise(spec.clone().with_mandatory(false))
+            .unwrap(),
         Advertisement::CompletedWillNotRun
     );
     assert_eq!(ledger.job(spec.id()).unwrap().seq(), seq);
@@ -112,7 +114,7 @@ fn a_completed_mandatory_tombstone_never_runs_again() {
 fn an_abandoned_job_keeps_its_last_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = open(dir.path(), "b1");
-    let spec = msi_job(job("stuck")).mandatory(false);
+    let spec = msi_job(job("stuck")).with_mandatory(false);
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(77, 1)).unwrap();
@@ -139,11 +141,11 @@ fn compacted_history_keeps_the_latest_spec_and_replays_to_the_same_jobs() {
     };
     let store = FileStore::open_with(dir.path(), options).unwrap();
     let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
-    let optional = msi_job(job("agent-update")).mandatory(false);
+    let optional = msi_job(job("agent-update")).with_mandatory(false);
     ledger.advertise(optional.clone()).unwrap();
     run_once(&mut ledger, &optional, 1);
     let _effects = ledger.rerun(optional.id()).unwrap();
-    let mandatory = optional.clone().mandatory(true);
+    let mandatory = optional.clone().with_mandatory(true);
     assert!(matches!(
         ledger.advertise(mandatory.clone()).unwrap(),
         Advertisement::SpecChanged { .. }
@@ -250,7 +252,7 @@ fn the_sqlite_store_holds_tombstones_in_memory_and_every_row_on_disk() {
     let path = dir.path().join("jobs.sqlite");
     let store = jobstate::SqliteStore::open(&path).unwrap();
     let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
-    let spec = msi_job(job("kb-1")).mandatory(true);
+    let spec = msi_job(job("kb-1")).with_mandatory(true);
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(5, 1)).unwrap();
@@ -277,7 +279,7 @@ fn tight_open(dir: &std::path::Path, session: jobstate::SessionFacts) -> FileLed
         per_job: 0,
         retention,
     };
-    let ledger_options = jobstate::LedgerOptions::default().retention(retention);
+    let ledger_options = jobstate::LedgerOptions::default().with_retention(retention);
     Ledger::open_with(
         FileStore::open_with(dir, options).unwrap(),
         session,
@@ -294,7 +296,7 @@ fn third_run_launched(
     name: &str,
 ) -> (FileLedger, JobSpec, jobstate::AttemptId) {
     let mut ledger = tight_open(dir, service_session("b1"));
-    let spec = msi_job(job(name)).mandatory(false);
+    let spec = msi_job(job(name)).with_mandatory(false);
     ledger.advertise(spec.clone()).unwrap();
     run_once(&mut ledger, &spec, 1);
     let _effects = ledger.rerun(spec.id()).unwrap();
@@ -314,8 +316,8 @@ fn the_spec_of_an_attempt_under_way_survives_compaction() {
     let (mut ledger, spec, _attempt) = third_run_launched(dir.path(), "agent");
     let changed = spec
         .clone()
-        .mandatory(true)
-        .max_run_time(std::time::Duration::from_secs(7));
+        .with_mandatory(true)
+        .with_max_run_time(std::time::Duration::from_secs(7));
     ledger.advertise(changed.clone()).unwrap();
     let in_force = ledger.job(spec.id()).unwrap().spec().clone();
     assert_ne!(in_force, changed);
@@ -356,7 +358,10 @@ fn an_abandoned_program_alive_blocks_a_rerun_after_compaction() {
     let (mut ledger, spec, attempt) = third_run_launched(dir.path(), "stuck");
     let _effects = ledger.abandon(spec.id()).unwrap();
     ledger
-        .advertise(spec.clone().max_run_time(std::time::Duration::from_secs(9)))
+        .advertise(
+            spec.clone()
+                .with_max_run_time(std::time::Duration::from_secs(9)),
+        )
         .unwrap();
     drop(ledger);
     let mut session = service_session("b1");

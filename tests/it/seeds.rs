@@ -54,9 +54,9 @@ fn restart_and_readvertise_three_times(
 fn seed_000_background_upgrade_with_no_user_completes_once() {
     let store = MemoryStore::new();
     let upgrade = msi_job(job("winnt40-upgrade"))
-        .mandatory(true)
-        .run_condition(RunCondition::Always) // a system background task
-        .reboot(RebootBehaviour::RestartsMachine);
+        .with_mandatory(true)
+        .with_run_condition(RunCondition::Always) // a system background task
+        .with_reboot(RebootBehaviour::RestartsMachine);
     let mut session = service_session("boot-a");
     session.context = ExecutionContext::BackgroundTask;
     assert_eq!(session.user, UserPresence::NoneLoggedOn);
@@ -111,7 +111,7 @@ fn seed_000_background_upgrade_with_no_user_completes_once() {
     assert_eq!(sent[0].key.job, *upgrade.id());
     assert_eq!(sent[0].boot, boot("boot-b"));
     assert_eq!(ledger.session().user, UserPresence::NoneLoggedOn);
-    assert_eq!(attempt.attempt.number, 1);
+    assert_eq!(attempt.number, 1);
 
     // The server advertises it again: it will not run.
     assert_eq!(
@@ -133,9 +133,9 @@ fn seed_000_background_upgrade_with_no_user_completes_once() {
 fn seed_001_service_never_hears_the_shutdown_and_still_completes_once() {
     let store = MemoryStore::new();
     let upgrade = msi_job(job("winnt40-upgrade-ntencap"))
-        .mandatory(true)
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true);
+        .with_mandatory(true)
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true);
     let session = service_session("boot-a");
     assert_eq!(session.context, ExecutionContext::Service);
 
@@ -205,8 +205,8 @@ fn seed_001_wrapper_reports_failure_yet_the_upgrade_is_not_run_again() {
     {
         let store = MemoryStore::new();
         let upgrade = msi_job(job("winnt40-upgrade-ntencap"))
-            .reboot(RebootBehaviour::RestartsMachine)
-            .verify_after_reboot(with_check);
+            .with_reboot(RebootBehaviour::RestartsMachine)
+            .with_verify_after_reboot(with_check);
         let session = service_session("boot-a");
         let (mut ledger, _) = Ledger::open(store.clone(), session.clone()).unwrap();
         ledger.advertise(upgrade.clone()).unwrap();
@@ -285,8 +285,8 @@ fn a_failure_with_no_restart_within_the_grace_window_stands() {
     for with_check in [false, true] {
         let store = MemoryStore::new();
         let upgrade = msi_job(job("os-upgrade"))
-            .reboot(RebootBehaviour::RestartsMachine)
-            .verify_after_reboot(with_check);
+            .with_reboot(RebootBehaviour::RestartsMachine)
+            .with_verify_after_reboot(with_check);
         let (mut ledger, _) = Ledger::open(store, service_session("boot-a")).unwrap();
         ledger.advertise(upgrade.clone()).unwrap();
         let attempt = ledger.begin(upgrade.id()).unwrap();
@@ -322,8 +322,8 @@ fn a_failure_with_no_restart_within_the_grace_window_stands() {
 fn service_pack_without_restart_completes_once() {
     let store = MemoryStore::new();
     let sp = msi_job(job("winnt40-sp3"))
-        .mandatory(true)
-        .reboot(RebootBehaviour::Never);
+        .with_mandatory(true)
+        .with_reboot(RebootBehaviour::Never);
     let session = service_session("boot-a");
 
     let (mut ledger, _) = Ledger::open(store.clone(), session.clone()).unwrap();
@@ -354,7 +354,7 @@ fn service_pack_without_restart_completes_once() {
 #[test]
 fn service_pack_interrupted_by_unrelated_reboot_is_retried() {
     let store = MemoryStore::new();
-    let sp = msi_job(job("winnt40-sp3")).reboot(RebootBehaviour::Never);
+    let sp = msi_job(job("winnt40-sp3")).with_reboot(RebootBehaviour::Never);
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
     ledger.advertise(sp.clone()).unwrap();
     let attempt = ledger.begin(sp.id()).unwrap();
@@ -379,8 +379,8 @@ fn service_pack_interrupted_by_unrelated_reboot_is_retried() {
 fn seed_001_check_made_before_the_restart_is_made_again_after_it() {
     let store = MemoryStore::new();
     let upgrade = msi_job(job("winnt40-upgrade-ntencap"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true);
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
     ledger.advertise(upgrade.clone()).unwrap();
     let attempt = ledger.begin(upgrade.id()).unwrap();

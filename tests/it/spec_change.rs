@@ -31,7 +31,7 @@ fn a_queued_job_takes_a_changed_spec_at_once_and_says_so() {
     let mut ledger = open(&store, "b1");
     let first = msi_job(job("patch"));
     ledger.advertise(first.clone()).unwrap();
-    let second = first.clone().max_run_time(Duration::from_secs(60));
+    let second = first.clone().with_max_run_time(Duration::from_secs(60));
     assert_eq!(
         ledger.advertise(second.clone()).unwrap(),
         Advertisement::SpecChanged {
@@ -73,8 +73,8 @@ fn a_running_attempt_finishes_under_its_spec_and_the_retry_takes_the_latest() {
     // The server now says the tool restarts the machine, and gives it one attempt.
     let new = old
         .clone()
-        .reboot(RebootBehaviour::RestartsMachine)
-        .retry(RetryPolicy::none());
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_retry(RetryPolicy::none());
     assert_eq!(
         ledger.advertise(new.clone()).unwrap(),
         Advertisement::SpecChanged {
@@ -102,11 +102,11 @@ fn a_reboot_while_waiting_still_completes_a_job_whose_new_spec_says_it_never_reb
     // turn the restart it asked for into an interruption.
     let store = MemoryStore::new();
     let mut ledger = open(&store, "b1");
-    let upgrade = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let upgrade = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     ledger.advertise(upgrade.clone()).unwrap();
     start(&mut ledger, &upgrade);
     let answer = ledger
-        .advertise(upgrade.clone().reboot(RebootBehaviour::Never))
+        .advertise(upgrade.clone().with_reboot(RebootBehaviour::Never))
         .unwrap();
     assert!(matches!(
         answer,
@@ -127,11 +127,11 @@ fn a_reboot_while_waiting_still_completes_a_job_whose_new_spec_says_it_never_reb
 fn mandatory_may_be_added_and_never_removed() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "b1");
-    let optional = msi_job(job("tool")).mandatory(false);
+    let optional = msi_job(job("tool")).with_mandatory(false);
     ledger.advertise(optional.clone()).unwrap();
     let attempt = start(&mut ledger, &optional);
     // Made mandatory while it runs: mandatory at once, even for the attempt under way.
-    let mandatory = optional.clone().mandatory(true);
+    let mandatory = optional.clone().with_mandatory(true);
     assert_eq!(
         ledger.advertise(mandatory.clone()).unwrap(),
         Advertisement::SpecChanged {
@@ -145,7 +145,7 @@ fn mandatory_may_be_added_and_never_removed() {
     // Completed and mandatory: no rerun, whatever a later advertisement says.
     assert!(ledger.rerun(optional.id()).is_err());
     let seq = ledger.job(optional.id()).unwrap().seq();
-    for spec in [optional.clone(), optional.clone().max_reboots(9)] {
+    for spec in [optional.clone(), optional.clone().with_max_reboots(9)] {
         assert_eq!(
             ledger.advertise(spec).unwrap(),
             Advertisement::CompletedWillNotRun
@@ -157,14 +157,16 @@ fn mandatory_may_be_added_and_never_removed() {
     let patch = msi_job(job("patch"));
     ledger.advertise(patch.clone()).unwrap();
     assert_eq!(
-        ledger.advertise(patch.clone().mandatory(false)).unwrap(),
+        ledger
+            .advertise(patch.clone().with_mandatory(false))
+            .unwrap(),
         Advertisement::SpecChanged {
             state: StateKind::Queued,
             effect: SpecEffect::Now,
             kept_mandatory: true,
         }
     );
-    let changed = patch.clone().mandatory(false).max_reboots(7);
+    let changed = patch.clone().with_mandatory(false).with_max_reboots(7);
     assert_eq!(
         ledger.advertise(changed).unwrap(),
         Advertisement::SpecChanged {
@@ -175,18 +177,18 @@ fn mandatory_may_be_added_and_never_removed() {
     );
     let record = ledger.job(patch.id()).unwrap();
     assert!(record.spec().is_mandatory());
-    assert_eq!(record.spec().reboot_limit(), 7);
+    assert_eq!(record.spec().max_reboots(), 7);
 }
 
 #[test]
 fn a_rerun_of_a_finished_optional_job_runs_under_the_latest_spec() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "b1");
-    let tool = msi_job(job("tool")).mandatory(false);
+    let tool = msi_job(job("tool")).with_mandatory(false);
     ledger.advertise(tool.clone()).unwrap();
     let attempt = start(&mut ledger, &tool);
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
-    let newer = tool.clone().max_run_time(Duration::from_secs(30));
+    let newer = tool.clone().with_max_run_time(Duration::from_secs(30));
     assert_eq!(
         ledger.advertise(newer.clone()).unwrap(),
         Advertisement::SpecChanged {
@@ -273,7 +275,7 @@ fn stored_spec_changes_that_break_the_rules_are_refused() {
     assert!(matches!(
         refused(change(
             2,
-            Some(spec.clone().mandatory(false)),
+            Some(spec.clone().with_mandatory(false)),
             EventKind::SpecChanged,
             JobState::initial()
         )),
@@ -289,7 +291,7 @@ fn stored_spec_changes_that_break_the_rules_are_refused() {
     assert!(matches!(
         refused(change(
             2,
-            Some(spec.clone().max_reboots(5)),
+            Some(spec.clone().with_max_reboots(5)),
             EventKind::SpecChanged,
             failed
         )),
@@ -297,7 +299,7 @@ fn stored_spec_changes_that_break_the_rules_are_refused() {
     ));
     // A valid one applies, and the record's spec follows it.
     let mut t = table();
-    let newer = spec.clone().max_reboots(5);
+    let newer = spec.clone().with_max_reboots(5);
     t.apply(change(
         2,
         Some(newer.clone()),
@@ -314,10 +316,10 @@ fn stored_spec_changes_that_break_the_rules_are_refused() {
 #[test]
 fn spec_changes_survive_a_file_store_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    let old = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
-    let new = old.clone().max_run_time(Duration::from_secs(5 * 3600));
+    let old = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
+    let new = old.clone().with_max_run_time(Duration::from_secs(5 * 3600));
     let queued = msi_job(job("patch"));
-    let queued_new = queued.clone().max_reboots(7);
+    let queued_new = queued.clone().with_max_reboots(7);
     {
         let store = jobstate::FileStore::open(dir.path()).unwrap();
         let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();

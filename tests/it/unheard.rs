@@ -16,7 +16,7 @@ use jobstate::{
 use crate::common::*;
 
 fn upgrade() -> JobSpec {
-    msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine)
+    msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine)
 }
 
 fn session(boot_name: &str, alive: &[&AttemptId]) -> SessionFacts {
@@ -151,7 +151,7 @@ fn a_launch_is_recorded_once_and_only_for_the_current_attempt_in_its_boot() {
         Err(Error::Transition(TransitionError::Invalid { .. }))
     ));
     let mut stale = attempt.clone();
-    stale.attempt.number = 2;
+    stale.number = 2;
     assert!(matches!(
         ledger.launch_failed(&stale),
         Err(Error::Transition(TransitionError::StaleAttempt { .. }))
@@ -183,8 +183,8 @@ fn a_program_that_died_with_the_agent_ends_its_attempt_instead_of_sticking() {
     for with_check in [false, true] {
         let store = MemoryStore::new();
         let spec = msi_job(job("kb-patch"))
-            .reboot(RebootBehaviour::MayRequest)
-            .verify_after_reboot(with_check);
+            .with_reboot(RebootBehaviour::MayRequest)
+            .with_verify_after_reboot(with_check);
         let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
         ledger.advertise(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
@@ -241,7 +241,7 @@ fn a_tick_notices_a_program_that_is_gone_and_an_agent_can_say_so() {
     ));
 
     // The explicit call, for an agent that knows its program is gone.
-    let spec = msi_job(job("tool")).retry(RetryPolicy::none());
+    let spec = msi_job(job("tool")).with_retry(RetryPolicy::none());
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -259,7 +259,7 @@ fn a_tick_notices_a_program_that_is_gone_and_an_agent_can_say_so() {
 
 #[test]
 fn a_terminated_program_that_will_not_go_is_reported_and_an_operator_can_abandon_the_job() {
-    let spec = msi_job(job("hang")).max_run_time(Duration::from_secs(600));
+    let spec = msi_job(job("hang")).with_max_run_time(Duration::from_secs(600));
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -311,7 +311,7 @@ fn a_terminated_program_that_will_not_go_is_reported_and_an_operator_can_abandon
     );
     assert!(wait_of(&ledger, &spec).is_none());
     // And once gone after a termination, a program's attempt ends as timed out.
-    let spec = msi_job(job("slow")).max_run_time(Duration::from_secs(60));
+    let spec = msi_job(job("slow")).with_max_run_time(Duration::from_secs(60));
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
@@ -345,7 +345,7 @@ fn abandon_ends_any_unfinished_job_but_never_a_completed_one() {
             TransitionError::CompletedMandatory { .. }
         ))
     ));
-    let optional = msi_job(job("optional")).mandatory(false);
+    let optional = msi_job(job("optional")).with_mandatory(false);
     ledger.advertise(optional.clone()).unwrap();
     let attempt = start(&mut ledger, &optional);
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
@@ -354,7 +354,7 @@ fn abandon_ends_any_unfinished_job_but_never_a_completed_one() {
     ledger.advertise(queued.clone()).unwrap();
     assert!(ledger.abandon(queued.id()).unwrap().is_empty());
     assert!(ledger.abandon(queued.id()).is_err(), "already ended");
-    let waiting = msi_job(job("waiting")).reboot(RebootBehaviour::MayRequest);
+    let waiting = msi_job(job("waiting")).with_reboot(RebootBehaviour::MayRequest);
     ledger.advertise(waiting.clone()).unwrap();
     let attempt = start(&mut ledger, &waiting);
     let _effects = ledger.program_exited(&attempt, 3010).unwrap();
@@ -374,7 +374,7 @@ fn abandon_ends_any_unfinished_job_but_never_a_completed_one() {
 #[test]
 fn a_restart_that_never_comes_is_licensed_again_and_reported_overdue() {
     for (code, kind) in [(3010, RebootKind::Soft), (1641, RebootKind::Hard)] {
-        let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
+        let spec = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
         let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
         ledger.advertise(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
@@ -431,7 +431,7 @@ fn a_restart_that_never_comes_is_licensed_again_and_reported_overdue() {
 #[test]
 fn a_job_that_may_restart_the_machine_runs_alone() {
     let first = upgrade();
-    let second = msi_job(job("second-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let second = msi_job(job("second-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let patch = msi_job(job("patch"));
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     for spec in [&first, &second, &patch] {
@@ -480,8 +480,8 @@ fn a_job_that_may_restart_the_machine_runs_alone() {
 fn a_restart_is_held_while_another_job_runs_and_a_reboot_is_attributed_to_its_owner() {
     let store = MemoryStore::new();
     let checked = msi_job(job("kb-checked"))
-        .reboot(RebootBehaviour::MayRequest)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_verify_after_reboot(true);
     let patch = msi_job(job("patch"));
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     ledger.advertise(checked.clone()).unwrap();
@@ -545,7 +545,7 @@ fn a_restart_is_held_while_another_job_runs_and_a_reboot_is_attributed_to_its_ow
 
 #[test]
 fn a_restart_is_never_expected_before_the_exit_is_recorded() {
-    let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -587,7 +587,7 @@ fn a_restart_is_never_expected_before_the_exit_is_recorded() {
 
 #[test]
 fn an_upgrade_that_restarts_several_times_waits_for_each_restart_within_its_bound() {
-    let spec = upgrade().verify_after_reboot(true).max_reboots(3);
+    let spec = upgrade().with_verify_after_reboot(true).with_max_reboots(3);
     let store = MemoryStore::new();
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("b0")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
@@ -618,7 +618,7 @@ fn an_upgrade_that_restarts_several_times_waits_for_each_restart_within_its_boun
     );
 
     // One more "not yet" than the bound allows: the reboot loop is stopped.
-    let spec = upgrade().verify_after_reboot(true).max_reboots(2);
+    let spec = upgrade().with_verify_after_reboot(true).with_max_reboots(2);
     let store = MemoryStore::new();
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("b0")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
@@ -641,8 +641,8 @@ fn an_upgrade_that_restarts_several_times_waits_for_each_restart_within_its_boun
 
     // A job whose program asks the agent for its restarts: "not yet" licenses another one.
     let spec = msi_job(job("kb"))
-        .reboot(RebootBehaviour::MayRequest)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_verify_after_reboot(true);
     let store = MemoryStore::new();
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("b0")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
@@ -663,8 +663,8 @@ fn an_upgrade_that_restarts_several_times_waits_for_each_restart_within_its_boun
 #[test]
 fn a_failed_last_attempt_with_a_check_is_checked_before_the_run_fails() {
     let spec = msi_job(job("kb"))
-        .verify_after_reboot(true)
-        .retry(RetryPolicy::none());
+        .with_verify_after_reboot(true)
+        .with_retry(RetryPolicy::none());
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -770,7 +770,7 @@ fn an_orphaned_upgrade_that_vanishes_and_restarts_the_machine_runs_once() {
 #[test]
 fn a_terminated_attempt_is_never_launched_again() {
     let store = MemoryStore::new();
-    let spec = msi_job(job("patch")).max_run_time(Duration::from_secs(60));
+    let spec = msi_job(job("patch")).with_max_run_time(Duration::from_secs(60));
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap(); // the launch is never recorded
@@ -802,7 +802,7 @@ fn a_terminated_attempt_is_never_launched_again() {
 /// that program runs (never a second attempt beside it), accepted once it is gone.
 #[test]
 fn a_rerun_waits_for_the_abandoned_program_to_go() {
-    let spec = msi_job(job("tool")).mandatory(false);
+    let spec = msi_job(job("tool")).with_mandatory(false);
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
@@ -821,7 +821,7 @@ fn a_rerun_waits_for_the_abandoned_program_to_go() {
 /// "not there", and no restart is licensed.
 #[test]
 fn not_yet_means_not_there_for_a_job_that_never_restarts() {
-    let spec = msi_job(job("patch")).verify_after_reboot(true);
+    let spec = msi_job(job("patch")).with_verify_after_reboot(true);
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     ledger.advertise(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);

@@ -384,12 +384,12 @@ fn job_specs(seed: u64) -> Vec<JobSpec> {
                 RunCondition::Always
             };
             JobSpec::new(id)
-                .mandatory(rng.chance(3, 4))
-                .reboot(reboot)
-                .verify_after_reboot(rng.chance(1, 2))
-                .run_condition(condition)
-                .max_reboots(1 + rng.below(3) as u32)
-                .retry(RetryPolicy {
+                .with_mandatory(rng.chance(3, 4))
+                .with_reboot(reboot)
+                .with_verify_after_reboot(rng.chance(1, 2))
+                .with_run_condition(condition)
+                .with_max_reboots(1 + rng.below(3) as u32)
+                .with_retry(RetryPolicy {
                     max_attempts: 1 + rng.below(3) as u32,
                     initial_backoff: Duration::from_secs(60 * rng.below(3)),
                     multiplier: 2,

@@ -668,9 +668,9 @@ impl<S: Store> Machine<S> {
         // Everything kept: the simulator's checks read whole histories (invariants 2, 3, 5
         // and 7 over every transition ever acknowledged).
         let options = crate::ledger::LedgerOptions::default()
-            .restart_policy(self.scenario.restart_policy)
-            .delivery(self.scenario.delivery)
-            .retention(crate::retention::Retention::keep_all());
+            .with_restart_policy(self.scenario.restart_policy)
+            .with_delivery(self.scenario.delivery)
+            .with_retention(crate::retention::Retention::keep_all());
         let opened = Ledger::open_with(self.store.clone(), self.facts(), options);
         let effects = match opened {
             Ok((ledger, effects)) => {
@@ -925,7 +925,7 @@ impl<S: Store> Machine<S> {
         self.catalogue
             .iter()
             .find(|s| s.id() == job)
-            .is_some_and(|s| s.reboot_behaviour() != RebootBehaviour::Never)
+            .is_some_and(|s| s.reboot() != RebootBehaviour::Never)
     }
 
     fn program_ends(&mut self, job: JobId, pid: u64) {
@@ -980,7 +980,7 @@ impl<S: Store> Machine<S> {
         };
         self.catalogue.iter().find(|s| s.id() == job).map_or_else(
             || crate::core::exit_code::ExitCodePolicy::default().outcome(code),
-            |s| s.exit_code_policy().outcome(code),
+            |s| s.exit_codes().outcome(code),
         )
     }
 

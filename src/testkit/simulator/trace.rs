@@ -594,7 +594,7 @@ pub(super) fn final_violations(
 ) -> Vec<String> {
     let mut violations = Vec::new();
     for record in jobs {
-        let restarts = record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine;
+        let restarts = record.spec().reboot() == RebootBehaviour::RestartsMachine;
         let mut before: Option<&JobState> = None;
         for entry in record.history() {
             if let Some(before) = before {
@@ -697,7 +697,7 @@ pub(crate) fn completion_has_evidence(
             exit: crate::core::exit_code::ProgramExit::Code(code),
             ..
         } => matches!(
-            spec.exit_code_policy().outcome(*code),
+            spec.exit_codes().outcome(*code),
             ExitOutcome::Success | ExitOutcome::SuccessRestartRequired
         ),
         EventKind::Verified { result, .. } => *result == CheckResult::Installed,
@@ -714,7 +714,7 @@ pub(crate) fn completion_has_evidence(
                 ..
             } => {
                 attempt.boot != entry.event.boot
-                    && spec.reboot_behaviour() == RebootBehaviour::RestartsMachine
+                    && spec.reboot() == RebootBehaviour::RestartsMachine
                     && (launch.happened() || provisional.is_some())
             }
             _ => false,
