@@ -171,7 +171,7 @@ impl Pool {
 
     /// The changes that create every job (`seq` 1): the untimed setup commit.
     fn creations(&mut self) -> Vec<Change> {
-        let event = self.event(EventKind::Advertised);
+        let event = self.event(EventKind::Offered);
         self.jobs
             .iter_mut()
             .map(|job| {

@@ -47,9 +47,7 @@ fn queued() -> (MemLedger, Vec<JobId>) {
         .map(|i| JobId::new(format!("job-{i}")).expect("valid job id"))
         .collect();
     for id in &ids {
-        ledger
-            .advertise(JobSpec::new(id.clone()))
-            .expect("advertise");
+        ledger.offer(JobSpec::new(id.clone())).expect("offer");
     }
     (ledger, ids)
 }

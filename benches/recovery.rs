@@ -5,7 +5,7 @@
 //!   commit) may hold several. The journals hold changes only (no status messages).
 //! - The changes are real transitions from the pure state machine: jobs (default specs:
 //!   mandatory, Windows Installer exit codes, 3 attempts) each with a history of 5 changes:
-//!   advertised (the change carrying the spec), started, exit 1603 (failure: queued for attempt
+//!   offered (the change carrying the spec), started, exit 1603 (failure: queued for attempt
 //!   2 with a back-off), started, exit 0 (completed). 64 jobs are in flight at once, their
 //!   changes interleaved, as in an agent's journal.
 //! - Two layouts: `1/frame`, one change per commit as the ledger writes single steps (the
@@ -172,7 +172,7 @@ impl Changes {
                 JobId::new(format!("deploy-{:07}-kb5034441", self.next_job)).expect("valid job id");
             self.next_job += 1;
             let spec = JobSpec::new(id);
-            let event = self.event(EventKind::Advertised);
+            let event = self.event(EventKind::Offered);
             let change = Change {
                 job: spec.id().clone(),
                 seq: 1,

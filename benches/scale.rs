@@ -1,5 +1,5 @@
 //! A decade of jobs (issue 12, "no scale cliff"): a file store holding 100,000 finished jobs,
-//! each with its whole history (advertised, started, launched, exit 0: 4 changes), plus one
+//! each with its whole history (offered, started, launched, exit 0: 4 changes), plus one
 //! queued job. Measured, against the goals:
 //!
 //! - opening it (`FileStore::open` + `Ledger::open`): µs per record (goal ≤ 0.3);
@@ -118,9 +118,7 @@ fn main() {
     for i in 0..jobs {
         let id = JobId::new(format!("job-{i}")).expect("an id");
         timed(&mut || {
-            ledger
-                .advertise(JobSpec::new(id.clone()))
-                .expect("advertise");
+            ledger.offer(JobSpec::new(id.clone())).expect("offer");
         });
         let attempt = ledger.begin(&id).expect("begin");
         // Jobs alone that exit 0 license nothing: only the commits are measured.
@@ -138,8 +136,8 @@ fn main() {
     }
     ledger.deliver(&mut Accept).expect("deliver");
     ledger
-        .advertise(JobSpec::new(JobId::new("the-queued-one").expect("an id")))
-        .expect("advertise");
+        .offer(JobSpec::new(JobId::new("the-queued-one").expect("an id")))
+        .expect("offer");
     let records = jobs * 4 + 1;
     let built = build.elapsed();
     let mut store = ledger.into_store();

@@ -238,8 +238,8 @@ fn run(path: &Path) -> Result<(), Failure> {
 
     for spec in specs {
         let id = spec.id().clone();
-        let answer = agent.ledger.advertise(spec)?;
-        say!("advertise job={id} answer={answer:?}");
+        let answer = agent.ledger.offer(spec)?;
+        say!("offer job={id} answer={answer:?}");
     }
 
     let poll = Duration::from_millis(config.poll_ms);

@@ -18,9 +18,9 @@
 
 use chrono::TimeDelta;
 use jobstate::{
-    Advertisement, Answers, BootId, ExecutionContext, FileStore, JobId, JobSpec, JobState,
-    JsonLinesSink, Ledger, LivePrograms, NextJob, NoticeDelivery, ProgramId, RebootBehaviour,
-    RunCondition, SessionFacts, StatusMessage, StatusSink, UserPresence,
+    Answers, BootId, ExecutionContext, FileStore, JobId, JobSpec, JobState, JsonLinesSink, Ledger,
+    LivePrograms, NextJob, NoticeDelivery, Offer, ProgramId, RebootBehaviour, RunCondition,
+    SessionFacts, StatusMessage, StatusSink, UserPresence,
 };
 
 type Agent = Ledger<FileStore, SessionFacts>;
@@ -58,8 +58,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (mut ledger, recovered) = Ledger::open(FileStore::open(&store_dir)?, session_a.clone())?;
     log!(ledger, "agent started, {} effect(s)", recovered.len());
-    let ad = ledger.advertise(upgrade.clone())?;
-    log!(ledger, "server advertised the upgrade: {ad:?}");
+    let ad = ledger.offer(upgrade.clone())?;
+    log!(ledger, "server offered the upgrade: {ad:?}");
     ledger.session_mut().now += TimeDelta::minutes(1);
     run_next(&mut ledger, &mut launches)?;
     log!(
@@ -124,13 +124,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("the completion was not reported exactly once".into());
     }
 
-    // The site server still lists the job and advertises it again, as it did every cycle.
+    // The site server still lists the job and offers it again, as it did every cycle.
     ledger.session_mut().now += TimeDelta::minutes(5);
-    let ad = ledger.advertise(upgrade)?;
-    if ad != Advertisement::CompletedWillNotRun {
+    let ad = ledger.offer(upgrade)?;
+    if ad != Offer::CompletedWillNotRun {
         return Err(format!("expected CompletedWillNotRun, got {ad:?}").into());
     }
-    log!(ledger, "server advertised it again: {ad:?}");
+    log!(ledger, "server offered it again: {ad:?}");
     let next = run_next(&mut ledger, &mut launches)?;
     log!(ledger, "run loop asked for work: {next:?}");
 

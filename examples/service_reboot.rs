@@ -17,9 +17,9 @@
 
 use chrono::TimeDelta;
 use jobstate::{
-    Advertisement, Answers, BootId, Effect, ExecutionContext, FileStore, JobId, JobSpec, JobState,
-    JsonLinesSink, Ledger, LivePrograms, NextJob, NoticeDelivery, ProgramId, RebootBehaviour,
-    SessionFacts, StateKind, StatusMessage, StatusSink, UserPresence,
+    Answers, BootId, Effect, ExecutionContext, FileStore, JobId, JobSpec, JobState, JsonLinesSink,
+    Ledger, LivePrograms, NextJob, NoticeDelivery, Offer, ProgramId, RebootBehaviour, SessionFacts,
+    StateKind, StatusMessage, StatusSink, UserPresence,
 };
 
 type Agent = Ledger<FileStore, SessionFacts>;
@@ -57,8 +57,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         restart_pending: jobstate::RestartPending::Unknown,
     };
     let (mut ledger, _) = Ledger::open(FileStore::open(dir)?, session_a.clone())?;
-    let ad = ledger.advertise(upgrade.clone())?;
-    log!(ledger, "server advertised the upgrade: {ad:?}");
+    let ad = ledger.offer(upgrade.clone())?;
+    log!(ledger, "server offered the upgrade: {ad:?}");
     run_next(&mut ledger, &mut launches)?;
     log!(ledger, "Running committed, Ntencap launched (#{launches})");
     // The machine restarts. No shutdown message reaches the service, so `shutdown_notice` is
@@ -108,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Restart the agent three more times (twice in boot B, once after another reboot), and
-    // each time the server advertises the job again. A same-boot restart concludes nothing; a
+    // each time the server offers the job again. A same-boot restart concludes nothing; a
     // completed mandatory job is a tombstone either way.
     for (boot, hours) in [("boot-b-c04a", 0), ("boot-b-c04a", 2), ("boot-c-5e91", 9)] {
         drop(ledger); // the agent process exits; only the store remains
@@ -121,10 +121,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let effects;
         (ledger, effects) = Ledger::open(FileStore::open(dir)?, session)?;
         let n = effects.len();
-        let ad = ledger.advertise(upgrade.clone())?;
+        let ad = ledger.offer(upgrade.clone())?;
         let next = run_next(&mut ledger, &mut launches)?;
         log!(ledger, "agent restart: {n} effect(s), {ad:?}, {next:?}");
-        if ad != Advertisement::CompletedWillNotRun || next != NextJob::Idle {
+        if ad != Offer::CompletedWillNotRun || next != NextJob::Idle {
             return Err("a completed mandatory job was offered again".into());
         }
     }

@@ -99,7 +99,7 @@ pub struct EncodeError {
 ///         at,
 ///         boot: BootId::new("b1").unwrap(),
 ///         since_boot: std::time::Duration::ZERO,
-///         kind: EventKind::Advertised,
+///         kind: EventKind::Offered,
 ///     },
 ///     state: JobState::initial(),
 /// }));

@@ -161,7 +161,7 @@ impl fmt::Display for WaitReason {
 #[non_exhaustive]
 pub enum Error {
     /// No job with this id is known.
-    #[error("no job with id {0} is known: advertise it first")]
+    #[error("no job with id {0} is known: offer it first")]
     UnknownJob(JobId),
     /// The state machine refused the event.
     #[error(transparent)]

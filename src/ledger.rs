@@ -34,10 +34,11 @@ const MAX_CHANGES_PER_COMMIT: usize = 1024;
 /// agent is not its parent, so nothing tells it of the program's end.
 const ORPHAN_POLL: Duration = Duration::from_secs(10);
 
-/// What advertising a job did.
+/// What offering a job did: the answer of [`Ledger::offer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Advertisement {
+#[doc(alias = "advertisement", alias = "Advertisement")]
+pub enum Offer {
     /// The job was new: it is now queued.
     Queued,
     /// The job was already known with this very spec: nothing changed. An optional completed
@@ -57,11 +58,11 @@ pub enum Advertisement {
         kept_mandatory: bool,
     },
     /// The job is a completed mandatory job: it will never run again, whatever spec it was
-    /// advertised with (nothing is recorded).
+    /// offered with (nothing is recorded).
     CompletedWillNotRun,
 }
 
-/// When a changed spec takes effect ([`Advertisement::SpecChanged`]).
+/// When a changed spec takes effect ([`Offer::SpecChanged`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SpecEffect {
@@ -157,7 +158,7 @@ pub struct JobWait {
 ///
 /// - **Open:** [`Ledger::open`] loads the store and reconciles every unfinished job against the
 ///   current boot. Carry out the effects it returns first (verifications, owed restarts).
-/// - **Inputs from the server:** [`advertise`](Ledger::advertise),
+/// - **Inputs from the server:** [`offer`](Ledger::offer),
 ///   [`rerun`](Ledger::rerun), [`cancel`](Ledger::cancel).
 /// - **The run loop:** [`next_runnable`](Ledger::next_runnable), then
 ///   [`begin`](Ledger::begin) (launch the program only after it returns), then
@@ -197,7 +198,7 @@ pub struct JobWait {
 /// let (mut ledger, recovered) = Ledger::open(MemoryStore::new(), session)?;
 /// assert!(recovered.is_empty());               // a new store: nothing to carry out first
 /// let spec = JobSpec::new(JobId::new("patch-kb123")?);
-/// assert_eq!(ledger.advertise(spec.clone())?, Advertisement::Queued);
+/// assert_eq!(ledger.offer(spec.clone())?, Offer::Queued);
 ///
 /// let NextJob::Run(job) = ledger.next_runnable() else { panic!("nothing to run") };
 /// let attempt = ledger.begin(&job)?;          // Running is durable: launch the program now
@@ -206,7 +207,7 @@ pub struct JobWait {
 /// let effects = ledger.program_exited(&attempt, 0)?;
 /// assert!(effects.is_empty());                 // nothing left to do...
 /// assert_eq!(ledger.outbox().count(), 1);     // ...but a status message to deliver
-/// assert_eq!(ledger.advertise(spec)?, Advertisement::CompletedWillNotRun);
+/// assert_eq!(ledger.offer(spec)?, Offer::CompletedWillNotRun);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -316,19 +317,20 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         Ok((ledger, effects))
     }
 
-    /// Advertises a job: a new id is queued; a known id changes nothing and says what it is.
-    /// A completed mandatory job answers [`Advertisement::CompletedWillNotRun`].
-    pub fn advertise(&mut self, spec: JobSpec) -> Result<Advertisement, Error> {
-        crate::observe::call_span!("advertise", job = spec.id());
+    /// Offers a job: a new id is queued; a known id changes nothing and says what it is.
+    /// A completed mandatory job answers [`Offer::CompletedWillNotRun`].
+    #[doc(alias = "advertise")]
+    pub fn offer(&mut self, spec: JobSpec) -> Result<Offer, Error> {
+        crate::observe::call_span!("offer", job = spec.id());
         if let Some(record) = self.state.jobs().get(spec.id()) {
-            let event = self.event(EventKind::Advertised);
-            // Advertising a known job is an observation: it never changes the job's state.
+            let event = self.event(EventKind::Offered);
+            // Offering a known job is an observation: it never changes the job's state.
             let step = transition(record.spec(), record.state(), &event)?;
             debug_assert!(step.state.is_none());
             let state = record.state().kind();
             let latest = record.latest_spec();
             if state == StateKind::Completed && latest.is_mandatory() {
-                return Ok(Advertisement::CompletedWillNotRun);
+                return Ok(Offer::CompletedWillNotRun);
             }
             // Mandatory may be added, never removed.
             let kept_mandatory = latest.is_mandatory() && !spec.is_mandatory();
@@ -343,13 +345,13 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 return Ok(if kept_mandatory {
                     // Only the mandatory flag differed, and it stays: nothing to record; the
                     // spec in force is the one that stays.
-                    Advertisement::SpecChanged {
+                    Offer::SpecChanged {
                         state,
                         effect,
                         kept_mandatory,
                     }
                 } else {
-                    Advertisement::AlreadyKnown { state }
+                    Offer::AlreadyKnown { state }
                 });
             }
             let change = Change {
@@ -360,7 +362,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 state: record.state().clone(),
             };
             self.commit(Commit::new(self.revision, vec![change]))?;
-            return Ok(Advertisement::SpecChanged {
+            return Ok(Offer::SpecChanged {
                 state,
                 effect,
                 kept_mandatory,
@@ -370,14 +372,14 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             job: spec.id().clone(),
             seq: 1,
             spec: Some(spec),
-            event: self.event(EventKind::Advertised),
+            event: self.event(EventKind::Offered),
             state: JobState::initial(),
         };
         self.commit(Commit::new(self.revision, vec![change]))?;
-        Ok(Advertisement::Queued)
+        Ok(Offer::Queued)
     }
 
-    /// The first queued job (in advertisement order) that may start in the current session, or
+    /// The first queued job (in offer order) that may start in the current session, or
     /// why the first queued job must wait.
     pub fn next_runnable(&self) -> NextJob {
         let busy = self.busy();
@@ -617,7 +619,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         self.apply(job, EventKind::AbandonRequested)
     }
 
-    /// What every unfinished job waits for, in advertisement order
+    /// What every unfinished job waits for, in offer order
     /// ([semantics](crate::semantics): "Every wait is named and bounded or visible"). A queued job
     /// that may start now is not listed.
     pub fn waits(&self) -> Vec<JobWait> {
@@ -633,7 +635,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// clocks now (quinn's `poll_timeout`): the earliest back-off end, run-time limit, grace
     /// window, restart deadline or delivery retry across all jobs ([`waits`](Ledger::waits)
     /// says which). `Some(Duration::ZERO)`: call [`tick`](Ledger::tick) now. `None`: nothing is
-    /// timed; wake on your own events (a new advertisement, a program's exit, a user logging
+    /// timed; wake on your own events (a new offer, a program's exit, a user logging
     /// on). A queued job that may start now is found by
     /// [`next_runnable`](Ledger::next_runnable), not here.
     pub fn next_wakeup(&self) -> Option<Duration> {
@@ -651,7 +653,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         self.state.jobs().get(job)
     }
 
-    /// Every job, in advertisement order.
+    /// Every job, in offer order.
     pub fn jobs(&self) -> impl Iterator<Item = &JobRecord> {
         self.state.jobs().iter()
     }

@@ -47,7 +47,7 @@
 //! // Boot A: the agent starts, learns of the job and runs it.
 //! let (mut ledger, recovered) = Ledger::open(store.clone(), session.clone())?;
 //! assert!(recovered.is_empty()); // an agent carries these out first
-//! ledger.advertise(upgrade.clone())?;
+//! ledger.offer(upgrade.clone())?;
 //! if let NextJob::Run(job) = ledger.next_runnable() {
 //!     let attempt = ledger.begin(&job)?; // Running is durable; now launch the program,
 //!     let effects = ledger.launched(&attempt, ProgramId::new(4242, 1))?; // and record that it runs.
@@ -91,7 +91,7 @@
 //! - *Pending-reboot checks* loop when the flag never clears; here the reboots of one attempt
 //!   are bounded ([`JobSpec::with_max_reboots`]) and the job fails with a reason that says so.
 //! - *Job queues* delete finished rows after a retention window; a completed mandatory job here
-//!   is a tombstone that is never pruned while the job can be advertised.
+//!   is a tombstone that is never pruned while the job can be offered.
 //!
 //! # Features
 //!
@@ -162,7 +162,7 @@ pub use core::state::{
 };
 pub use core::transition::{Step, TransitionError, transition};
 pub use error::{Error, WaitReason};
-pub use ledger::{Advertisement, JobWait, Ledger, LedgerOptions, NextJob, SpecEffect};
+pub use ledger::{JobWait, Ledger, LedgerOptions, NextJob, Offer, SpecEffect};
 #[cfg(target_os = "linux")]
 #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub use linux_session::LinuxSession;

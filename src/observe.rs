@@ -23,7 +23,7 @@
 //! | span | fields |
 //! |---|---|
 //! | `open` ([`Ledger::open`](crate::Ledger::open), [`Ledger::open_with`](crate::Ledger::open_with)) | — |
-//! | `advertise` | `job` |
+//! | `offer` | `job` |
 //! | `begin`, `rerun`, `cancel`, `abandon` | `job` |
 //! | `launched`, `program_exited`, `launch_failed`, `program_lost`, `expect_reboot`, `verification` | `job`, `run`, `attempt` (of the attempt named) |
 //! | `shutdown_notice`, `tick` | — |
@@ -34,7 +34,7 @@
 //!
 //! | name | level | when | fields |
 //! |---|---|---|---|
-//! | `transition` | `INFO` | a change of a job was committed: emitted only after the store acknowledged the commit, one per change, in commit order | `job`, `seq` (the job's sequence number), `from` (the state's kind before: `Queued`, `Running`, `AwaitingReboot`, `Completed`, `Failed`, or `none` for a job just advertised), `to` (the state's kind after), `event` (the [`EventName`](crate::EventName): `Advertised`, `AttemptStarted`, `ProgramExited`, ...), `run`, `attempt` (the attempt of the new state; for `Queued`, the next attempt; 0 if none started), `revision` (the store's revision after the commit: it counts records, so it may grow by more than one). A spec change of a known job is a transition with `from` equal to `to` and `event` `SpecChanged`; the reconciliation at open emits one per job it changed, with `event` `AgentStarted` |
+//! | `transition` | `INFO` | a change of a job was committed: emitted only after the store acknowledged the commit, one per change, in commit order | `job`, `seq` (the job's sequence number), `from` (the state's kind before: `Queued`, `Running`, `AwaitingReboot`, `Completed`, `Failed`, or `none` for a job just offered), `to` (the state's kind after), `event` (the [`EventName`](crate::EventName): `Offered`, `AttemptStarted`, `ProgramExited`, ...), `run`, `attempt` (the attempt of the new state; for `Queued`, the next attempt; 0 if none started), `revision` (the store's revision after the commit: it counts records, so it may grow by more than one). A spec change of a known job is a transition with `from` equal to `to` and `event` `SpecChanged`; the reconciliation at open emits one per job it changed, with `event` `AgentStarted` |
 //! | `effect` | `INFO` | an effect was handed out (also the [`Effect::Launch`](crate::Effect::Launch) that [`Ledger::begin`](crate::Ledger::begin) hands out as its attempt), in the order of the call's [`Effects`](crate::Effects) | `effect` (`Launch`, `Terminate`, `ScheduleRestart`, `Verify`), `job`, `run`, `attempt` (0 for `ScheduleRestart`), `restart` (`Soft` or `Hard` for `ScheduleRestart`, empty otherwise) |
 //! | `delivery` | `DEBUG` | at the end of each [`deliver`](crate::Ledger::deliver) and [`answer`](crate::Ledger::answer) call that returns `Ok` (`deliver` calls `answer` once per batch: each batch has its own `answer` event) | `call` (`deliver` or `answer`), `delivered`, `retrying`, `dead_lettered`, `pending` (messages still in the outbox) |
 //! | `dead_letter` | `WARN` | a message was moved to the dead letters (rejected, or given up on), after the commit | `key`, `reason` (the [`DeadLetterReason`](crate::DeadLetterReason)'s `Display`), `attempts` |
@@ -82,7 +82,7 @@
 //! #     programs: jobstate::LivePrograms::Unknown, restart_pending: jobstate::RestartPending::Unknown };
 //! tracing::subscriber::with_default(Names, || {
 //!     let (mut ledger, _) = Ledger::open(MemoryStore::new(), session).unwrap();
-//!     ledger.advertise(JobSpec::new(JobId::new("patch").unwrap())).unwrap(); // INFO transition
+//!     ledger.offer(JobSpec::new(JobId::new("patch").unwrap())).unwrap(); // INFO transition
 //!     let attempt = ledger.begin(&JobId::new("patch").unwrap()).unwrap(); // INFO transition, INFO effect
 //!     # let _ = attempt;
 //! });

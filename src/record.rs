@@ -20,7 +20,7 @@ pub struct Change {
     /// The job's sequence number: 1 for the change that creates it, then one more per change.
     pub seq: u64,
     /// The job's spec: present in the creating change (`seq == 1`), and in a change whose event
-    /// is [`EventKind::SpecChanged`] (the job was advertised again with a changed spec).
+    /// is [`EventKind::SpecChanged`] (the job was offered again with a changed spec).
     pub spec: Option<JobSpec>,
     /// The event that caused the change.
     pub event: Event,
@@ -74,9 +74,9 @@ pub struct JobRecord {
     /// The sequence number of the first kept change (1 unless history was compacted away).
     first_seq: u64,
     /// The specs recorded by later spec changes, with the sequence number of the change that
-    /// carried each: the last is the latest (made mandatory if any advertisement was).
+    /// carried each: the last is the latest (made mandatory if any offer was).
     changed: Vec<(u64, Arc<JobSpec>)>,
-    /// The spec the attempt under way started with, when a later advertisement changed it
+    /// The spec the attempt under way started with, when a later offer changed it
     /// (with the latest mandatory flag): it stands until that attempt's business is done.
     started_under: Option<Arc<JobSpec>>,
     /// Shared, copy on write: the store's copy of a job and the ledger's are one allocation
@@ -101,14 +101,14 @@ fn attempt_under_way(state: &JobState) -> bool {
 static NEVER_EMPTY: JobState = JobState::initial();
 
 impl JobRecord {
-    /// The job's spec in force: the one last advertised, except that an attempt under way
+    /// The job's spec in force: the one last offered, except that an attempt under way
     /// (running, waiting for its reboot, or whose check is owed) finishes under the spec it
-    /// started with — made mandatory, though, if a later advertisement made the job mandatory.
+    /// started with — made mandatory, though, if a later offer made the job mandatory.
     pub fn spec(&self) -> &JobSpec {
         self.started_under.as_deref().unwrap_or(self.latest_spec())
     }
 
-    /// The spec last advertised: the one the next attempt, retry or rerun runs under.
+    /// The spec last offered: the one the next attempt, retry or rerun runs under.
     pub fn latest_spec(&self) -> &JobSpec {
         self.latest_arc()
     }
@@ -382,11 +382,11 @@ pub enum ReplayError {
     },
 }
 
-/// Job records rebuilt from changes, in the order the jobs were first advertised.
+/// Job records rebuilt from changes, in the order the jobs were first offered.
 ///
 /// Stores use it to turn the changes they keep into the records [`Store::load`](crate::Store::load)
 /// returns; it refuses changes that do not follow on from what it holds: a gap or a repeat in a
-/// job's sequence numbers, a job not created `Queued` by an advertisement with its spec, any
+/// job's sequence numbers, a job not created `Queued` by an offer with its spec, any
 /// change after a completed mandatory job, a finished run followed by anything but a new run,
 /// a run number that goes backwards.
 ///
@@ -403,7 +403,7 @@ pub enum ReplayError {
 ///         at,
 ///         boot: BootId::new("b1").unwrap(),
 ///         since_boot: std::time::Duration::ZERO,
-///         kind: EventKind::Advertised,
+///         kind: EventKind::Offered,
 ///     },
 ///     state: JobState::initial(),
 /// };
@@ -446,7 +446,7 @@ impl JobTable {
         Ok(table)
     }
 
-    /// The records, in the order the jobs were first advertised.
+    /// The records, in the order the jobs were first offered.
     pub fn into_records(self) -> Vec<JobRecord> {
         self.jobs
     }
@@ -523,7 +523,7 @@ impl JobTable {
                     seq,
                 })?;
                 self.index.insert(job, self.jobs.len());
-                // Room for a typical job's life (advertised, started, finished, reported) at once.
+                // Room for a typical job's life (offered, started, finished, reported) at once.
                 let mut history = Vec::with_capacity(4);
                 history.push(entry);
                 self.jobs.push(JobRecord {
@@ -644,13 +644,13 @@ impl JobTable {
         self.index.get(id).map(|&i| &self.jobs[i])
     }
 
-    /// All records, in the order the jobs were first advertised.
+    /// All records, in the order the jobs were first offered.
     pub fn iter(&self) -> impl Iterator<Item = &JobRecord> {
         self.jobs.iter()
     }
 
     /// The records whose run is not finished (neither completed nor failed), in the order the
-    /// jobs were first advertised: the cost is that of the unfinished jobs, however many
+    /// jobs were first offered: the cost is that of the unfinished jobs, however many
     /// finished ones the table holds.
     pub fn unfinished(&self) -> impl Iterator<Item = &JobRecord> {
         self.unfinished.iter().filter_map(|&i| self.jobs.get(i))
@@ -691,7 +691,7 @@ fn tail_of(record: &JobRecord) -> TailOf<'_> {
 }
 
 /// The structural rules every stored change keeps, whatever version of the state machine wrote
-/// it: sequence numbers without gaps; a job created `Queued` by an advertisement, with its spec;
+/// it: sequence numbers without gaps; a job created `Queued` by an offer, with its spec;
 /// nothing after a completed mandatory job; a finished run followed only by a new run.
 fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
     let expected = tail.map_or(1, |t| t.seq + 1);
@@ -720,10 +720,8 @@ fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
             spec_id: spec.id().clone(),
         }),
         (Some(_), None) => {
-            if change.state != JobState::initial() || change.event.kind != EventKind::Advertised {
-                return Err(not_a_transition(
-                    "a job must be created queued by an advertisement",
-                ));
+            if change.state != JobState::initial() || change.event.kind != EventKind::Offered {
+                return Err(not_a_transition("a job must be created queued by an offer"));
             }
             Ok(())
         }

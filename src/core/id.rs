@@ -313,7 +313,7 @@ pub(crate) fn pad_fmt(f: &mut fmt::Formatter<'_>, args: fmt::Arguments<'_>) -> f
 }
 
 validated_id!(
-    /// The identity of a job, as the site server advertises it.
+    /// The identity of a job, as the site server offers it.
     ///
     /// Non-empty, at most 256 bytes, no control characters, and none that print as nothing or
     /// reorder the text around them (bidirectional controls, zero-width characters, line and

@@ -121,7 +121,7 @@ pub enum TransitionError {
     },
     /// The event would start a completed mandatory job again, which is never allowed.
     #[error(
-        "job {job} is a completed mandatory job: {event} is refused, since such a job never leaves Completed and never runs again; advertise a new job id for new work"
+        "job {job} is a completed mandatory job: {event} is refused, since such a job never leaves Completed and never runs again; offer a new job id for new work"
     )]
     CompletedMandatory {
         /// The job.
@@ -166,7 +166,7 @@ pub fn transition(
     }
     match &event.kind {
         // A spec change changes no state: the change that records it carries the new spec.
-        EventKind::Advertised | EventKind::SpecChanged => Ok(Step::unchanged()),
+        EventKind::Offered | EventKind::SpecChanged => Ok(Step::unchanged()),
         EventKind::AttemptStarted => t.attempt_started(),
         EventKind::Launched { attempt, program } => t.launched(*attempt, *program),
         EventKind::LaunchFailed { attempt } => t.launch_failed(*attempt),
@@ -229,7 +229,7 @@ impl Transitioner<'_> {
     /// would move it are refused.
     fn completed_mandatory(&self) -> Result<Step, TransitionError> {
         match self.event.kind {
-            EventKind::Advertised
+            EventKind::Offered
             | EventKind::ShutdownNoticed
             | EventKind::AgentStarted { .. }
             | EventKind::Tick { .. } => Ok(Step::unchanged()),

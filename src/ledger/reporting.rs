@@ -35,7 +35,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// #     now: chrono::DateTime::UNIX_EPOCH, since_boot: std::time::Duration::ZERO,
     /// #     programs: jobstate::LivePrograms::Unknown, restart_pending: jobstate::RestartPending::Unknown };
     /// # let (mut ledger, _) = Ledger::open(MemoryStore::new(), session)?;
-    /// # ledger.advertise(JobSpec::new(JobId::new("patch")?))?;
+    /// # ledger.offer(JobSpec::new(JobId::new("patch")?))?;
     /// # let _effects = ledger.cancel(&JobId::new("patch")?)?; // a cancel licenses nothing
     /// /// A receiver that refuses messages about cancelled runs for good.
     /// struct Server(Vec<StatusMessage>);

@@ -35,7 +35,7 @@ impl std::fmt::Display for Revision {
 pub struct Snapshot {
     /// The revision of the store when loaded.
     pub revision: Revision,
-    /// Every job, in the order first advertised.
+    /// Every job, in the order first offered.
     pub jobs: Vec<JobRecord>,
     /// The status messages not yet acknowledged, oldest first.
     pub outbox: Vec<StatusMessage>,

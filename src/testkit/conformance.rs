@@ -49,7 +49,7 @@ use crate::core::id::{BootId, JobId};
 use crate::core::presence::UserPresence;
 use crate::core::spec::{JobSpec, RebootBehaviour};
 use crate::core::state::{JobState, StateKind};
-use crate::ledger::{Advertisement, Ledger};
+use crate::ledger::{Ledger, Offer};
 use crate::record::Change;
 use crate::report::delivery::StatusSink;
 use crate::session::{ExecutionContext, NoticeDelivery, SessionFacts};
@@ -222,15 +222,8 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
         "opening a ledger",
     );
     let run = |ledger: &mut Ledger<S, SessionFacts>, spec: JobSpec, code: Option<i32>| {
-        let answer = ok(
-            ledger.advertise(spec.clone()).map_err(into_store),
-            "advertising",
-        );
-        assert_eq!(
-            answer,
-            Advertisement::Queued,
-            "store conformance: a new job"
-        );
+        let answer = ok(ledger.offer(spec.clone()).map_err(into_store), "offering");
+        assert_eq!(answer, Offer::Queued, "store conformance: a new job");
         let attempt = ok(ledger.begin(spec.id()).map_err(into_store), "beginning");
         let program = crate::core::program::ProgramId::new(4242, 1);
         // The suite proves the store: what the ledger licenses is not its concern (no
@@ -259,19 +252,17 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
     // The upgrade runs alone (restarts are exclusive); another job waits in the queue.
     run(&mut ledger, upgrade.clone(), None);
     ok(
-        ledger
-            .advertise(JobSpec::new(id("long")))
-            .map_err(into_store),
-        "advertising",
+        ledger.offer(JobSpec::new(id("long"))).map_err(into_store),
+        "offering",
     );
-    // Both are advertised again with changed specs: each change carries a spec of its own.
+    // Both are offered again with changed specs: each change carries a spec of its own.
     for spec in [
         upgrade.with_max_run_time(std::time::Duration::from_secs(5 * 3600)),
         JobSpec::new(id("long")).with_max_reboots(7),
     ] {
-        let answer = ok(ledger.advertise(spec).map_err(into_store), "advertising");
+        let answer = ok(ledger.offer(spec).map_err(into_store), "offering");
         assert!(
-            matches!(answer, Advertisement::SpecChanged { .. }),
+            matches!(answer, Offer::SpecChanged { .. }),
             "store conformance: a changed spec is recorded, not {answer:?}"
         );
     }
@@ -279,9 +270,9 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
     // becomes a dead letter.
     ok(
         ledger
-            .advertise(JobSpec::new(id("retired")))
+            .offer(JobSpec::new(id("retired")))
             .map_err(into_store),
-        "advertising",
+        "offering",
     );
     // A queued job's cancel licenses nothing; the suite proves the store, not the ledger.
     let _effects = ok(
@@ -531,11 +522,8 @@ fn tombstones_kept<H: Harness>(h: &mut H) -> Outcome {
     );
     let spec = JobSpec::new(id("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     assert_eq!(
-        ok(
-            ledger.advertise(spec).map_err(into_store),
-            "advertising again"
-        ),
-        Advertisement::CompletedWillNotRun
+        ok(ledger.offer(spec).map_err(into_store), "offering again"),
+        Offer::CompletedWillNotRun
     );
     Outcome::Passed
 }

@@ -105,7 +105,7 @@ fn sample_change() -> Change {
             at: t0(),
             boot: boot("b1"),
             since_boot: Duration::ZERO,
-            kind: EventKind::Advertised,
+            kind: EventKind::Offered,
         },
         state: JobState::initial(),
     }
@@ -328,7 +328,7 @@ fn sample_states() -> Vec<(&'static str, JobState)> {
 
 fn all_events(attempt: AttemptRef) -> Vec<EventKind> {
     vec![
-        EventKind::Advertised,
+        EventKind::Offered,
         EventKind::AttemptStarted,
         EventKind::Launched {
             attempt,
@@ -384,7 +384,7 @@ fn accepts(state: &str, mandatory: bool, event: &EventKind) -> bool {
     let running = state.starts_with("running");
     let unfinished = !matches!(state, "completed" | "failed" | "cancelled");
     match event.name() {
-        Advertised | ShutdownNoticed | AgentStarted | Tick => true,
+        Offered | ShutdownNoticed | AgentStarted | Tick => true,
         AttemptStarted => state == "queued",
         Launched | LaunchFailed => state == "running",
         CancelRequested => matches!(state, "queued" | "queued-check"),
@@ -538,7 +538,7 @@ fn stored(spec: &JobSpec, states: &[JobState]) -> Vec<Vec<u8>> {
                     boot: boot("b1"),
                     since_boot: Duration::ZERO,
                     kind: if i == 0 {
-                        EventKind::Advertised
+                        EventKind::Offered
                     } else {
                         EventKind::tick()
                     },

@@ -289,13 +289,13 @@ pub fn answering(reply: Reply) -> Scripted<impl FnMut(&StatusMessage) -> Reply> 
     Scripted::new(move |_: &StatusMessage| reply.clone())
 }
 
-/// `names` advertised and cancelled: one pending status message each, in this order.
+/// `names` offered and cancelled: one pending status message each, in this order.
 pub fn with_messages<S: jobstate::Store>(
     ledger: &mut Ledger<S, SessionFacts>,
     names: &[impl AsRef<str>],
 ) {
     for name in names {
-        ledger.advertise(msi_job(job(name.as_ref()))).unwrap();
+        ledger.offer(msi_job(job(name.as_ref()))).unwrap();
         let _effects = ledger.cancel(&job(name.as_ref())).unwrap();
     }
 }

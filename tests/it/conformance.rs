@@ -355,7 +355,7 @@ mod sqlite {
             jobstate::Ledger::open(store, crate::common::service_session("a")).unwrap();
         for name in ["one", "two", "three"] {
             ledger
-                .advertise(jobstate::JobSpec::new(crate::common::job(name)))
+                .offer(jobstate::JobSpec::new(crate::common::job(name)))
                 .unwrap();
         }
         let attempt = ledger.begin(&crate::common::job("one")).unwrap();
@@ -498,7 +498,7 @@ mod sqlite {
             let mut committed = 0;
             let error = loop {
                 let id = format!("{committed:06}-{}", "x".repeat(200));
-                match ledger.advertise(jobstate::JobSpec::new(crate::common::job(&id))) {
+                match ledger.offer(jobstate::JobSpec::new(crate::common::job(&id))) {
                     Ok(_) => committed += 1,
                     Err(error) => break error,
                 }

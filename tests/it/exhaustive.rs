@@ -57,7 +57,7 @@ fn alphabet(state: &JobState, depth: u32) -> Vec<(Option<usize>, EventKind, i64)
     let minute = i64::from(depth);
     let now = |kind| (None, kind, minute);
     let mut events = vec![
-        now(EventKind::Advertised),
+        now(EventKind::Offered),
         now(EventKind::AttemptStarted),
         now(EventKind::Launched {
             attempt: current,

@@ -5,9 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use jobstate::{
-    Advertisement, AttemptId, Effect, FileStore, FileStoreOptions, JobId, JobRecord, JobSpec,
-    JobState, Launch, Ledger, NextJob, OpenReport, ProgramId, RebootBehaviour, SessionFacts,
-    Snapshot, StateKind, StatusKey, Store, StoreError, UnsafePath,
+    AttemptId, Effect, FileStore, FileStoreOptions, JobId, JobRecord, JobSpec, JobState, Launch,
+    Ledger, NextJob, Offer, OpenReport, ProgramId, RebootBehaviour, SessionFacts, Snapshot,
+    StateKind, StatusKey, Store, StoreError, UnsafePath,
 };
 
 use crate::common::*;
@@ -63,7 +63,7 @@ fn a_completed_upgrade_survives_reopening_the_file_store() {
     {
         let store = FileStore::open(&dir.0).unwrap();
         let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = ledger.begin(spec.id()).unwrap();
         let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
     }
@@ -114,7 +114,7 @@ fn one_writer_even_when_the_files_in_the_directory_are_deleted_or_replaced() {
     let dir = TempDir::new("lock-deleted");
     let (mut ledger, _) =
         Ledger::open(FileStore::open(&dir.0).unwrap(), service_session("a")).unwrap();
-    ledger.advertise(msi_job(job("patch"))).unwrap();
+    ledger.offer(msi_job(job("patch"))).unwrap();
     // A careless cleanup: every file of the store deleted, a `lock` file planted.
     for entry in std::fs::read_dir(&dir.0).unwrap() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
@@ -186,7 +186,7 @@ fn fixture() -> Fixture {
 
     let (mut ledger, _) =
         Ledger::open(FileStore::open(&dir.0).unwrap(), service_session("a")).unwrap();
-    ledger.advertise(a.clone()).unwrap();
+    ledger.offer(a.clone()).unwrap();
     let attempt = ledger.begin(a.id()).unwrap();
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
     let mut store = ledger.into_store();
@@ -203,7 +203,7 @@ fn fixture() -> Fixture {
         ends.push(journal_len());
         states.push(ledger_content(ledger));
     };
-    ledger.advertise(b.clone()).unwrap();
+    ledger.offer(b.clone()).unwrap();
     record(&ledger);
     let attempt = ledger.begin(b.id()).unwrap();
     record(&ledger);
@@ -212,7 +212,7 @@ fn fixture() -> Fixture {
     let delivered = ledger.deliver(&mut Collect::default()).unwrap();
     assert_eq!(delivered.delivered, 2);
     record(&ledger);
-    ledger.advertise(c).unwrap();
+    ledger.offer(c).unwrap();
     record(&ledger);
     drop(ledger);
 
@@ -363,7 +363,7 @@ fn a_journal_cut_at_every_byte_recovers_the_frames_before_the_cut_or_is_refused(
         let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
         let before = ledger_content(&ledger);
         let next = msi_job(job("after-the-cut"));
-        ledger.advertise(next.clone()).unwrap();
+        ledger.offer(next.clone()).unwrap();
         // (It may wait: a job that may restart the machine runs in some recovered states.)
         let runnable = ledger.next_runnable() == NextJob::Run(next.id().clone());
         if runnable {
@@ -818,7 +818,7 @@ fn store_files_are_owner_only() {
         assert_eq!(mode(created), "700", "{}", created.display());
     }
     assert_eq!(file("journal"), "600");
-    ledger.advertise(msi_job(job("patch"))).unwrap();
+    ledger.offer(msi_job(job("patch"))).unwrap();
     let mut store = ledger.into_store();
     store.compact().unwrap();
     assert_eq!(file("snapshot"), "600");
@@ -920,7 +920,7 @@ fn kill_child() {
         let _effects = ledger.program_exited(&attempt, 0).unwrap();
         ack(&mut out, &ledger, &attempt.job);
     }
-    // The server advertises completed mandatory jobs again: they never run again.
+    // The server offers completed mandatory jobs again: they never run again.
     let completed: Vec<JobSpec> = ledger
         .jobs()
         .filter(|r| r.state().kind() == StateKind::Completed && r.spec().is_mandatory())
@@ -928,8 +928,8 @@ fn kill_child() {
         .collect();
     for spec in completed.iter().rev().take(8) {
         assert_eq!(
-            ledger.advertise(spec.clone()).unwrap(),
-            Advertisement::CompletedWillNotRun
+            ledger.offer(spec.clone()).unwrap(),
+            Offer::CompletedWillNotRun
         );
     }
     let mut sink = Collect::default();
@@ -942,7 +942,7 @@ fn kill_child() {
             5 => msi_job(id.clone()).with_reboot(RebootBehaviour::RestartsMachine),
             _ => msi_job(id.clone()),
         };
-        assert_eq!(ledger.advertise(spec).unwrap(), Advertisement::Queued);
+        assert_eq!(ledger.offer(spec).unwrap(), Offer::Queued);
         ack(&mut out, &ledger, &id);
         while let NextJob::Run(next) = ledger.next_runnable() {
             let attempt = ledger.begin(&next).unwrap();
@@ -1191,7 +1191,7 @@ fn check_ack(
 }
 
 /// Invariant 1 in a new boot: a ledger opened on a copy of the store in a boot no child ran in
-/// launches nothing, keeps every completed mandatory job `Completed`, refuses to advertise or
+/// launches nothing, keeps every completed mandatory job `Completed`, refuses to offer or
 /// start it again, and never offers it to run.
 fn check_new_boot(
     round: u64,
@@ -1239,8 +1239,8 @@ fn check_new_boot(
         assert_eq!(record.state().kind(), StateKind::Completed, "{name}");
         let spec = record.spec().clone();
         assert_eq!(
-            ledger.advertise(spec).unwrap(),
-            Advertisement::CompletedWillNotRun,
+            ledger.offer(spec).unwrap(),
+            Offer::CompletedWillNotRun,
             "{name}"
         );
         assert!(ledger.begin(&id).is_err(), "{name} started again");
@@ -1407,7 +1407,7 @@ fn a_large_store_compacts_into_a_snapshot_of_many_frames() {
                         at,
                         boot: boot("b1"),
                         since_boot: std::time::Duration::ZERO,
-                        kind: jobstate::EventKind::Advertised,
+                        kind: jobstate::EventKind::Offered,
                     },
                     state: JobState::initial(),
                 }
@@ -1445,7 +1445,7 @@ fn closed_store(name: &str) -> TempDir {
     let dir = TempDir::new(name);
     let (mut ledger, _) =
         Ledger::open(FileStore::open(&dir.0).unwrap(), service_session("a")).unwrap();
-    ledger.advertise(msi_job(job("patch"))).unwrap();
+    ledger.offer(msi_job(job("patch"))).unwrap();
     let mut store = ledger.into_store();
     store.compact().unwrap();
     dir
@@ -1788,7 +1788,7 @@ fn enospc_during_compaction_leaves_a_leftover_that_the_next_start_removes() {
     let mut acked = Vec::new();
     loop {
         let id = job(&format!("{:04}-{}", acked.len(), "x".repeat(200)));
-        match ledger.advertise(msi_job(id.clone())) {
+        match ledger.offer(msi_job(id.clone())) {
             Ok(_) => acked.push(id),
             Err(_) => break,
         }

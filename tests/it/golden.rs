@@ -126,11 +126,11 @@ fn story<S: Store>(store: S, between: impl FnOnce(&mut S)) -> Recording<S> {
             .with_max_run_time(Duration::from_secs(60)),
     ];
     for spec in &specs {
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
     }
-    // A spec change: the queued job is advertised again with a longer run-time limit.
+    // A spec change: the queued job is offered again with a longer run-time limit.
     ledger
-        .advertise(JobSpec::new(job("queued")).with_max_run_time(Duration::from_secs(9000)))
+        .offer(JobSpec::new(job("queued")).with_max_run_time(Duration::from_secs(9000)))
         .unwrap();
     // msi-patch: 1603, a retry after its back-off, then success.
     let attempt = ledger.begin(&job("msi-patch")).unwrap();

@@ -399,7 +399,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
 fn ledger_with(names: &[String]) -> MemLedger {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("boot-a")).unwrap();
     for name in names {
-        ledger.advertise(msi_job(job(name))).unwrap();
+        ledger.offer(msi_job(job(name))).unwrap();
         let _effects = ledger.cancel(&job(name)).unwrap();
     }
     ledger

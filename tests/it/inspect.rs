@@ -52,8 +52,8 @@ fn server() -> Scripted<impl FnMut(&StatusMessage) -> Reply> {
 fn agent<S: Store>(open: impl Fn() -> S) -> Ledger<S, jobstate::SessionFacts> {
     let upgrade = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let (mut ledger, _) = Ledger::open(open(), service_session("boot-a")).unwrap();
-    ledger.advertise(upgrade.clone()).unwrap();
-    ledger.advertise(msi_job(job("retired"))).unwrap();
+    ledger.offer(upgrade.clone()).unwrap();
+    ledger.offer(msi_job(job("retired"))).unwrap();
     let _effects = ledger.cancel(&job("retired")).unwrap();
     ledger.deliver(&mut server()).unwrap();
     let attempt = ledger.begin(upgrade.id()).unwrap();
@@ -62,7 +62,7 @@ fn agent<S: Store>(open: impl Fn() -> S) -> Ledger<S, jobstate::SessionFacts> {
         .unwrap();
     let store = ledger.into_store();
     let (mut ledger, _) = Ledger::open(store, service_session("boot-b")).unwrap();
-    ledger.advertise(msi_job(job("patch"))).unwrap();
+    ledger.offer(msi_job(job("patch"))).unwrap();
     ledger.begin(&job("patch")).unwrap();
     ledger
 }
@@ -112,7 +112,7 @@ fn the_tool_reads_a_file_store_an_agent_holds_and_changes_nothing() {
     assert_eq!(json["outbox"][0]["key"]["state"], "Completed");
     // Nothing changed, and the agent carries on.
     assert_eq!(files(dir.path()), before, "the tool changed the store");
-    ledger.advertise(msi_job(job("later"))).unwrap();
+    ledger.offer(msi_job(job("later"))).unwrap();
     assert_eq!(
         FileStore::inspect(dir.path()).unwrap().snapshot.jobs.len(),
         4

@@ -5,7 +5,7 @@
 //! until they exit, are terminated, die in a reboot or with the agent; launches recorded or not;
 //! an agent that crashes (the ledger is dropped and reopened, and the old one is kept as a stale
 //! writer), with or without killing its programs; reboots with and without a shutdown notice; a
-//! clock that jumps backwards; users logging on and off; duplicate advertisements, rerun, cancel
+//! clock that jumps backwards; users logging on and off; duplicate offers, rerun, cancel
 //! and abandon requests, checks that say "not yet", replayed and out-of-order events (an older
 //! attempt's exit while a newer attempt runs).
 //!
@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jobstate::{
-    Advertisement, Answers, AttemptId, AttemptRef, CheckResult, Effect, Effects, Error, JobId,
-    JobRecord, JobSpec, JobState, Ledger, LivePrograms, MemoryStore, ProgramExit, ProgramId,
-    RebootBehaviour, RebootKind, RestartPending, RestartPolicy, RetryPolicy, RunCondition,
-    SessionFacts, StateKind, StatusKey, StatusMessage, StatusSink, Store, StoreError,
-    TransitionError, UserPresence, WaitReason,
+    Answers, AttemptId, AttemptRef, CheckResult, Effect, Effects, Error, JobId, JobRecord, JobSpec,
+    JobState, Ledger, LivePrograms, MemoryStore, Offer, ProgramExit, ProgramId, RebootBehaviour,
+    RebootKind, RestartPending, RestartPolicy, RetryPolicy, RunCondition, SessionFacts, StateKind,
+    StatusKey, StatusMessage, StatusSink, Store, StoreError, TransitionError, UserPresence,
+    WaitReason,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
@@ -73,7 +73,7 @@ enum Launching {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Advertise(usize),
+    Offer(usize),
     /// Begin job `i`, then launch it as `Launching` says.
     Begin(usize, Launching),
     Exit(usize, i32),
@@ -116,15 +116,15 @@ enum Op {
     },
     /// The sink accepts a delivery, then the agent dies before committing the acknowledgement.
     CrashAfterDelivery,
-    /// The next step of job `i` toward success: advertise, begin, exit 0, or a positive check.
+    /// The next step of job `i` toward success: offer, begin, exit 0, or a positive check.
     Progress(usize),
     /// Job `i`'s program is killed by a signal (the shutdown's SIGTERM, an OOM kill).
     ExitSignal(usize, i32),
     /// The operating system says a restart is pending, or not (a reboot clears it).
     SetRestartPending(bool),
-    /// The server re-advertises job `i` with a changed spec: made mandatory, another run-time
+    /// The server offers again job `i` with a changed spec: made mandatory, another run-time
     /// limit.
-    Readvertise(usize),
+    Reoffer(usize),
     /// The agent's default restart policy changes (and is given at every later open).
     SetPolicy(RestartPolicy),
 }
@@ -157,7 +157,7 @@ impl ReferenceStateMachine for Reference {
             2 => Just(CheckResult::NotYet)
         ];
         prop_oneof![
-            3 => jobs.clone().prop_map(Op::Advertise),
+            3 => jobs.clone().prop_map(Op::Offer),
             4 => (
                 jobs.clone(),
                 prop_oneof![
@@ -200,7 +200,7 @@ impl ReferenceStateMachine for Reference {
             1 => (jobs.clone(), prop_oneof![Just(9), Just(15)])
                 .prop_map(|(j, s)| Op::ExitSignal(j, s)),
             1 => any::<bool>().prop_map(Op::SetRestartPending),
-            1 => jobs.clone().prop_map(Op::Readvertise),
+            1 => jobs.clone().prop_map(Op::Reoffer),
             1 => prop_oneof![
                 Just(RestartPolicy::Immediately),
                 Just(RestartPolicy::NextNaturalBoot),
@@ -509,15 +509,15 @@ impl World {
 
     fn step(&mut self, op: Op) {
         match op {
-            Op::Advertise(i) => {
+            Op::Offer(i) => {
                 let spec = self.specs[i].clone();
                 self.sync_session();
                 let answer = self
                     .ledger()
-                    .advertise(spec)
-                    .expect("advertising never fails here");
+                    .offer(spec)
+                    .expect("offering never fails here");
                 if self.tombstones.contains_key(&self.id(i)) {
-                    assert_eq!(answer, jobstate::Advertisement::CompletedWillNotRun);
+                    assert_eq!(answer, jobstate::Offer::CompletedWillNotRun);
                 }
             }
             Op::Begin(i, how) => {
@@ -650,7 +650,7 @@ impl World {
                     RestartPending::NotPending
                 };
             }
-            Op::Readvertise(i) => {
+            Op::Reoffer(i) => {
                 let old = self.specs[i].clone();
                 let limit = if old.max_run_time() == Duration::from_secs(3600) {
                     Duration::from_secs(1800)
@@ -662,22 +662,19 @@ impl World {
                 let before = self.record(i);
                 let answer = self
                     .ledger()
-                    .advertise(new.clone())
-                    .expect("advertising a valid spec");
+                    .offer(new.clone())
+                    .expect("offering a valid spec");
                 let after = self.record(i);
                 match before {
                     // A completed mandatory job stays as it is, whatever its new spec.
                     Some(b)
                         if b.spec().is_mandatory() && b.state().kind() == StateKind::Completed =>
                     {
-                        assert_eq!(answer, Advertisement::CompletedWillNotRun);
+                        assert_eq!(answer, Offer::CompletedWillNotRun);
                         assert_eq!(after.as_ref(), Some(&b));
                     }
                     Some(b) => {
-                        assert!(
-                            matches!(answer, Advertisement::SpecChanged { .. }),
-                            "{answer:?}"
-                        );
+                        assert!(matches!(answer, Offer::SpecChanged { .. }), "{answer:?}");
                         let after = after.expect("still known");
                         assert_eq!(after.state(), b.state(), "a spec change moved the state");
                         assert!(after.spec().is_mandatory(), "made mandatory at once");
@@ -686,7 +683,7 @@ impl World {
                         self.specs[i] = new;
                     }
                     None => {
-                        assert_eq!(answer, Advertisement::Queued);
+                        assert_eq!(answer, Offer::Queued);
                         self.specs[i] = new;
                     }
                 }
@@ -846,7 +843,7 @@ impl World {
             Op::Progress(i) => {
                 let id = self.id(i);
                 let step = match self.record(i).map(|r| r.state().clone()) {
-                    None => Op::Advertise(i),
+                    None => Op::Offer(i),
                     Some(JobState::Queued {
                         check_before_retry: true,
                         ..

@@ -60,7 +60,7 @@ fn next_wakeup_includes_the_delivery_retry_while_messages_are_pending() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     let spec = msi_job(job("patch"));
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
     assert_eq!(ledger.next_wakeup(), None, "nothing is timed yet");
@@ -82,7 +82,7 @@ fn the_ledger_reports_the_revision_it_committed() {
     let mut store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     let spec = msi_job(job("patch"));
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     start(&mut ledger, &spec);
     let revision = ledger.revision();
     assert_eq!(revision, store.load().unwrap().revision);
@@ -105,8 +105,8 @@ fn a_reboot_nobody_asked_for_is_unrelated_for_every_job_that_never_reboots() {
     let mut ledger = open(&store, "a");
     let first = msi_job(job("first"));
     let second = msi_job(job("second"));
-    ledger.advertise(first.clone()).unwrap();
-    ledger.advertise(second.clone()).unwrap();
+    ledger.offer(first.clone()).unwrap();
+    ledger.offer(second.clone()).unwrap();
     start(&mut ledger, &first);
     start(&mut ledger, &second);
     drop(ledger); // the machine restarts, unasked
@@ -128,7 +128,7 @@ fn a_program_found_alive_after_an_agent_restart_stays_polled_once_its_launch_is_
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     let spec = msi_job(job("patch")).with_max_run_time(Duration::from_secs(3600));
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     drop(ledger); // the agent dies between the spawn and the launch record
     let (mut ledger, effects) =
@@ -162,7 +162,7 @@ fn current_attempt_is_none_for_a_finished_or_idle_job() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     let spec = msi_job(job("patch"));
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let current = |ledger: &MemLedger| ledger.job(spec.id()).unwrap().current_attempt();
     assert_eq!(current(&ledger), Some(attempt.clone()));
@@ -180,7 +180,7 @@ fn current_attempt_is_none_for_a_finished_or_idle_job() {
     assert_eq!(current(&ledger), None, "a finished job has none");
 }
 
-fn advertised(spec: &JobSpec) -> Change {
+fn offered(spec: &JobSpec) -> Change {
     Change {
         job: spec.id().clone(),
         seq: 1,
@@ -189,7 +189,7 @@ fn advertised(spec: &JobSpec) -> Change {
             at: t0(),
             boot: boot("a"),
             since_boot: Duration::ZERO,
-            kind: EventKind::Advertised,
+            kind: EventKind::Offered,
         },
         state: JobState::initial(),
     }
@@ -212,7 +212,7 @@ fn then(previous: &Change, kind: EventKind, state: JobState) -> Change {
 #[test]
 fn a_commit_is_checked_as_a_whole_before_anything_is_applied() {
     let spec = msi_job(job("patch"));
-    let create = advertised(&spec);
+    let create = offered(&spec);
     let attempt = Attempt {
         run: 1,
         number: 1,
@@ -286,7 +286,7 @@ fn a_commit_is_checked_as_a_whole_before_anything_is_applied() {
 fn a_table_with_a_job_is_not_empty() {
     let mut table = JobTable::default();
     assert!(table.is_empty());
-    table.apply(advertised(&msi_job(job("patch")))).unwrap();
+    table.apply(offered(&msi_job(job("patch")))).unwrap();
     assert!(!table.is_empty());
     assert_eq!(table.len(), 1);
 }
@@ -297,7 +297,7 @@ fn a_replayed_exit_of_a_finished_attempt_is_invalid_in_its_state_not_stale() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     let spec = msi_job(job("patch")).with_retry(RetryPolicy::none());
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert_eq!(state(&ledger, &spec).kind(), StateKind::Failed);
@@ -326,7 +326,7 @@ fn a_relaunched_attempt_starts_its_clocks_anew() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     let spec = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     drop(ledger); // the agent dies before the spawn; the machine restarts
     let mut later = session_with("b", &[]);
@@ -356,7 +356,7 @@ fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_r
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     let spec = msi_job(job("msi")).with_reboot(RebootBehaviour::MayRequest);
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     assert!(matches!(
         ledger.expect_reboot(&attempt, RebootKind::Hard),
@@ -374,7 +374,7 @@ fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_r
     // For a program that restarts the machine, the same exit is provisional; once the agent
     // says the restart is under way, a later exit of that attempt is a replay.
     let spec = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     ledger.session_mut().now += chrono::TimeDelta::days(1);
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
@@ -526,7 +526,7 @@ fn the_ledger_passes_on_what_the_store_cut_at_open() {
         let store = jobstate::FileStore::open(&state).unwrap();
         let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
         assert!(ledger.open_report().is_clean());
-        ledger.advertise(msi_job(job("patch"))).unwrap();
+        ledger.offer(msi_job(job("patch"))).unwrap();
     }
     // A torn last write: a few bytes of a frame that never completed.
     let journal = state.join("journal");
@@ -551,7 +551,7 @@ fn an_orphan_stays_polled_after_a_change_that_keeps_it_running() {
     let store = MemoryStore::new();
     let spec = msi_job(job("patch"));
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let alive = SessionFacts {
@@ -573,10 +573,10 @@ fn restarts_come_after_every_other_effect_of_a_call() {
     let kb = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
     let checked = msi_job(job("checked")).with_verify_after_reboot(true);
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
-    // "kb" is advertised first; "checked" fails (a check owed), then "kb" asks for a restart:
+    // "kb" is offered first; "checked" fails (a check owed), then "kb" asks for a restart:
     // both wait in this boot.
-    ledger.advertise(kb.clone()).unwrap();
-    ledger.advertise(checked.clone()).unwrap();
+    ledger.offer(kb.clone()).unwrap();
+    ledger.offer(checked.clone()).unwrap();
     let failed = start(&mut ledger, &checked);
     let _effects = ledger.program_exited(&failed, 1603).unwrap();
     let attempt = start(&mut ledger, &kb);
@@ -605,7 +605,7 @@ fn restarts_come_after_every_other_effect_of_a_call() {
 fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
     let spec = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap(); // never recorded
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert!(matches!(
@@ -617,7 +617,7 @@ fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
         }
     ));
     let recorded = msi_job(job("os-upgrade-2")).with_reboot(RebootBehaviour::RestartsMachine);
-    ledger.advertise(recorded.clone()).unwrap();
+    ledger.offer(recorded.clone()).unwrap();
     ledger.session_mut().now += chrono::TimeDelta::days(1);
     let _effects = ledger.abandon(spec.id()).unwrap();
     let attempt = start(&mut ledger, &recorded);
@@ -640,7 +640,7 @@ fn an_agent_restart_in_the_same_boot_owes_no_check_again() {
         let store = MemoryStore::new();
         let spec = msi_job(job("kb")).with_verify_after_reboot(with_check);
         let mut ledger = open(&store, "a");
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
         let _effects = ledger.program_exited(&attempt, 1603).unwrap();
         if with_check {
@@ -664,7 +664,7 @@ fn a_second_reboot_while_verifying_counts_and_the_check_answers_in_the_new_boot(
         .with_reboot(RebootBehaviour::RestartsMachine)
         .with_verify_after_reboot(true);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let (ledger, effects) = Ledger::open(store.clone(), service_session("b")).unwrap();
@@ -691,7 +691,7 @@ fn a_recorded_program_found_alive_changes_nothing() {
     let store = MemoryStore::new();
     let spec = msi_job(job("patch"));
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let before = ledger.history(spec.id()).unwrap().len();
     drop(ledger);
@@ -715,7 +715,7 @@ fn a_check_that_finds_the_work_keeps_the_exit_code() {
         .with_reboot(RebootBehaviour::MayRequest)
         .with_verify_after_reboot(true);
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     let _effects = ledger.verification(&attempt, true).unwrap();
@@ -772,7 +772,7 @@ fn a_tick_in_another_boot_never_reports_a_restart_overdue() {
 fn a_launch_that_failed_owes_no_check() {
     let spec = msi_job(job("kb")).with_verify_after_reboot(true);
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     assert!(ledger.launch_failed(&attempt).unwrap().is_empty());
     assert!(matches!(
@@ -791,7 +791,7 @@ fn running_in_boot_a(jobs: &[(&JobSpec, Launch)]) -> MemoryStore {
     let mut store = MemoryStore::new();
     let mut changes = Vec::new();
     for (spec, launch) in jobs {
-        let create = advertised(spec);
+        let create = offered(spec);
         let running = JobState::Running {
             attempt: Attempt {
                 run: 1,
@@ -879,7 +879,7 @@ fn the_job_table_refuses_what_no_ledger_writes_and_gives_back_what_it_holds() {
     // A change creating "patch" with the spec of "other".
     let mismatched = Change {
         spec: Some(other.clone()),
-        ..advertised(&patch)
+        ..offered(&patch)
     };
     assert!(matches!(
         table.check(&mismatched),
@@ -891,7 +891,7 @@ fn the_job_table_refuses_what_no_ledger_writes_and_gives_back_what_it_holds() {
     ));
     assert!(table.is_empty());
     // A change that does not follow on is refused by `check` as by `apply`.
-    let create = advertised(&patch);
+    let create = offered(&patch);
     let mut gap = then(&create, EventKind::AttemptStarted, JobState::initial());
     gap.seq = 3;
     table.apply(create).unwrap();
@@ -899,7 +899,7 @@ fn the_job_table_refuses_what_no_ledger_writes_and_gives_back_what_it_holds() {
         table.check(&gap),
         Err(ReplayError::OutOfSequence { .. })
     ));
-    table.apply(advertised(&other)).unwrap();
+    table.apply(offered(&other)).unwrap();
     assert_eq!(table.len(), 2);
     let records = table.into_records();
     assert_eq!(
@@ -917,7 +917,7 @@ fn an_interrupted_run_reports_the_reboot_that_ended_it() {
     let store = MemoryStore::new();
     let spec = msi_job(job("patch")).with_retry(RetryPolicy::none());
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     start(&mut ledger, &spec);
     drop(ledger);
     let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();
@@ -935,7 +935,7 @@ fn a_hard_restart_beside_a_running_job_is_not_held() {
     let patch = msi_job(job("patch"));
     let store = running_in_boot_a(&[(&patch, Launch::Recorded(ProgramId::new(1, 1)))]);
     let mut ledger = open(&store, "a");
-    ledger.advertise(upgrade.clone()).unwrap();
+    ledger.offer(upgrade.clone()).unwrap();
     // Started beside it by something else than this ledger: written to the store directly.
     let attempt = Attempt {
         run: 1,
@@ -991,10 +991,10 @@ fn a_restart_held_twice_is_released_once() {
         .with_verify_after_reboot(true);
     let patch = msi_job(job("patch"));
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(checked.clone()).unwrap();
+    ledger.offer(checked.clone()).unwrap();
     let failed = start(&mut ledger, &checked);
     let _effects = ledger.program_exited(&failed, 1603).unwrap();
-    ledger.advertise(patch.clone()).unwrap();
+    ledger.offer(patch.clone()).unwrap();
     let running = start(&mut ledger, &patch);
     ledger.session_mut().programs = LivePrograms::Known([running.clone()].into_iter().collect());
     assert!(
@@ -1026,7 +1026,7 @@ fn an_agent_restart_while_verifying_counts_no_reboot() {
         .with_reboot(RebootBehaviour::RestartsMachine)
         .with_verify_after_reboot(true);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let (ledger, _) = Ledger::open(store.clone(), service_session("b")).unwrap();
@@ -1065,7 +1065,7 @@ fn the_delivery_policy_given_at_open_is_in_force() {
     let (mut ledger, _) =
         Ledger::open_with(MemoryStore::new(), service_session("a"), options).unwrap();
     let spec = msi_job(job("patch"));
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
     let failed = ledger.deliver(&mut Down).unwrap();
@@ -1087,7 +1087,7 @@ fn a_check_after_a_signal_keeps_the_signal_in_the_state_and_its_report() {
             .with_verify_after_reboot(true)
             .with_retry(retry);
         let mut ledger = open(&MemoryStore::new(), "a");
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
         let _effects = ledger
             .program_exited(&attempt, jobstate::ProgramExit::Signal(9))

@@ -49,7 +49,7 @@ fn busy_ledger(store: &MemoryStore) -> MemLedger {
         let spec = msi_job(job(name))
             .with_reboot(RebootBehaviour::MayRequest)
             .with_retry(jobstate::RetryPolicy::none());
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = ledger.begin(spec.id()).unwrap();
         let _effects = ledger.program_exited(&attempt, code).unwrap();
     }

@@ -21,7 +21,7 @@ fn session(boot_name: &str, pending: RestartPending) -> SessionFacts {
 /// and the effects of the exit.
 fn run_to_success(spec: &JobSpec, pending: RestartPending) -> (JobState, Effects) {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), session("b1", pending)).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(7, 7)).unwrap();
     let effects = ledger.program_exited(&attempt, 0).unwrap();
@@ -93,7 +93,7 @@ fn the_restart_asked_for_by_a_pending_flag_completes_the_job_after_the_new_boot(
         .with_restart_when_pending(true);
     let (mut ledger, _) =
         Ledger::open(store.clone(), session("b1", RestartPending::Pending)).unwrap();
-    ledger.advertise(kernel.clone()).unwrap();
+    ledger.offer(kernel.clone()).unwrap();
     let attempt = ledger.begin(kernel.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(7, 7)).unwrap();
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
@@ -120,8 +120,8 @@ fn a_job_that_waits_for_a_pending_restart_does_not_start_until_it_came() {
     let other = JobSpec::new(job("tool"));
     let (mut ledger, _) =
         Ledger::open(store.clone(), session("b1", RestartPending::Pending)).unwrap();
-    ledger.advertise(feature.clone()).unwrap();
-    ledger.advertise(other.clone()).unwrap();
+    ledger.offer(feature.clone()).unwrap();
+    ledger.offer(other.clone()).unwrap();
     // The job that does not care runs; the one that waits says why.
     assert_eq!(ledger.next_runnable(), NextJob::Run(other.id().clone()));
     let wait = ledger
@@ -172,9 +172,7 @@ fn the_system_is_asked_once_per_query_and_asked_again_later() {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), counting).unwrap();
     for n in 0..10 {
         ledger
-            .advertise(
-                JobSpec::new(job(&format!("feature-{n}"))).with_wait_for_pending_restart(true),
-            )
+            .offer(JobSpec::new(job(&format!("feature-{n}"))).with_wait_for_pending_restart(true))
             .unwrap();
     }
     ledger.session().pending_asked.set(0);
@@ -201,7 +199,7 @@ fn the_system_is_asked_once_per_query_and_asked_again_later() {
         Counting::new(session("b1", RestartPending::Pending)),
     )
     .unwrap();
-    plain.advertise(JobSpec::new(job("tool"))).unwrap();
+    plain.offer(JobSpec::new(job("tool"))).unwrap();
     let attempt = plain.begin(&job("tool")).unwrap();
     let _effects = plain.program_exited(&attempt, 0).unwrap();
     assert_eq!(plain.session().pending_asked.get(), 0);

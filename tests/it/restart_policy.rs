@@ -38,7 +38,7 @@ fn exited(
         ..service_session("b1")
     };
     let (mut ledger, _) = Ledger::open(store.clone(), session).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(9, 9)).unwrap();
     let effects = ledger.program_exited(&attempt, code).unwrap();
@@ -158,7 +158,7 @@ fn next_natural_boot_never_restarts_and_the_boot_completes_the_job() {
         let (mut ledger, _) = Ledger::open(store.clone(), session).unwrap();
         // The ledger's default, for every job that names none.
         ledger.set_restart_policy(RestartPolicy::NextNaturalBoot);
-        ledger.advertise(kb()).unwrap();
+        ledger.offer(kb()).unwrap();
         let attempt = ledger.begin(kb().id()).unwrap();
         let _effects = ledger.launched(&attempt, ProgramId::new(9, 9)).unwrap();
         let effects = ledger.program_exited(&attempt, 3010).unwrap();
@@ -228,7 +228,7 @@ fn a_policy_changed_by_the_server_applies_to_a_held_restart_at_once() {
     let (mut ledger, effects) = exited(&held, 3010, UserPresence::LoggedOn, &MemoryStore::new());
     assert_eq!(restarts(&effects), []);
     ledger
-        .advertise(
+        .offer(
             held.clone()
                 .with_restart_policy(Some(RestartPolicy::Immediately)),
         )

@@ -3,8 +3,8 @@
 //! at open and at compaction; what invariant 1 needs (id, final state, mandatory) never goes.
 
 use jobstate::{
-    Advertisement, Change, Event, EventKind, FileStore, FileStoreOptions, JobSpec, JobState,
-    Ledger, ProgramId, Record, Replay, ReplayError, Retention, StateKind, Store,
+    Change, Event, EventKind, FileStore, FileStoreOptions, JobSpec, JobState, Ledger, Offer,
+    ProgramId, Record, Replay, ReplayError, Retention, StateKind, Store,
 };
 
 use crate::common::*;
@@ -31,7 +31,7 @@ fn a_job_rerun_for_years_holds_a_few_runs() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = open(dir.path(), "b1");
     let spec = msi_job(job("daily-scan")).with_mandatory(false);
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let mut longest = 0;
     for n in 0..300 {
         if n > 0 {
@@ -74,7 +74,7 @@ fn a_completed_mandatory_tombstone_never_runs_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = open(dir.path(), "b1");
     let spec = msi_job(job("kb-upgrade")).with_mandatory(true);
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     run_once(&mut ledger, &spec, 42);
     let seq = ledger.job(spec.id()).unwrap().seq();
     let mut store = ledger.into_store();
@@ -91,18 +91,16 @@ fn a_completed_mandatory_tombstone_never_runs_again() {
     assert!(record.is_tombstone());
     assert_eq!(record.state().kind(), StateKind::Completed);
     assert_eq!(
-        ledger.advertise(spec.clone()).unwrap(),
-        Advertisement::CompletedWillNotRun
+        ledger.offer(spec.clone()).unwrap(),
+        Offer::CompletedWillNotRun
     );
     assert!(ledger.rerun(spec.id()).is_err());
     assert!(ledger.begin(spec.id()).is_err());
     assert!(ledger.abandon(spec.id()).is_err());
-    // Made optional by a later advertisement: still refused, still completed.
+    // Made optional by a later offer: still refused, still completed.
     assert_eq!(
-        ledger
-            .advertise(spec.clone().with_mandatory(false))
-            .unwrap(),
-        Advertisement::CompletedWillNotRun
+        ledger.offer(spec.clone().with_mandatory(false)).unwrap(),
+        Offer::CompletedWillNotRun
     );
     assert_eq!(ledger.job(spec.id()).unwrap().seq(), seq);
     assert_eq!(ledger.next_runnable(), jobstate::NextJob::Idle);
@@ -115,7 +113,7 @@ fn an_abandoned_job_keeps_its_last_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = open(dir.path(), "b1");
     let spec = msi_job(job("stuck")).with_mandatory(false);
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(77, 1)).unwrap();
     let _effects = ledger.abandon(spec.id()).unwrap();
@@ -126,7 +124,7 @@ fn an_abandoned_job_keeps_its_last_run() {
     assert!(!ledger.job(spec.id()).unwrap().is_tombstone());
 }
 
-/// Retention never loses a spec: a job made mandatory by a later advertisement, then rerun past
+/// Retention never loses a spec: a job made mandatory by a later offer, then rerun past
 /// the bound, keeps the latest (mandatory) spec, and a compacted store replays to the same jobs.
 #[test]
 fn compacted_history_keeps_the_latest_spec_and_replays_to_the_same_jobs() {
@@ -142,17 +140,17 @@ fn compacted_history_keeps_the_latest_spec_and_replays_to_the_same_jobs() {
     let store = FileStore::open_with(dir.path(), options).unwrap();
     let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
     let optional = msi_job(job("agent-update")).with_mandatory(false);
-    ledger.advertise(optional.clone()).unwrap();
+    ledger.offer(optional.clone()).unwrap();
     run_once(&mut ledger, &optional, 1);
     let _effects = ledger.rerun(optional.id()).unwrap();
     let mandatory = optional.clone().with_mandatory(true);
     assert!(matches!(
-        ledger.advertise(mandatory.clone()).unwrap(),
-        Advertisement::SpecChanged { .. }
+        ledger.offer(mandatory.clone()).unwrap(),
+        Offer::SpecChanged { .. }
     ));
     let _effects = ledger.rerun(optional.id()).ok();
     let other = msi_job(job("queued-one"));
-    ledger.advertise(other.clone()).unwrap();
+    ledger.offer(other.clone()).unwrap();
     let jobs: Vec<_> = ledger.jobs().cloned().collect();
     let mut store = ledger.into_store();
     store.compact().unwrap();
@@ -185,7 +183,7 @@ fn compacted(seq: u64, spec: Option<JobSpec>) -> Record {
             at: t0(),
             boot: boot("b1"),
             since_boot: std::time::Duration::ZERO,
-            kind: EventKind::Advertised,
+            kind: EventKind::Offered,
         },
         state: JobState::initial(),
     }))
@@ -206,7 +204,7 @@ fn a_compacted_record_is_refused_where_it_cannot_be() {
         Err(ReplayError::NotATransition { .. })
     ));
     // Change 1 is a job's creation: never compacted (the stores would write it back as a
-    // creating change, which a replay refuses unless it is an advertisement).
+    // creating change, which a replay refuses unless it is an offer).
     assert!(matches!(
         replay.apply(compacted(1, Some(spec.clone()))),
         Err(ReplayError::NotATransition { .. })
@@ -253,7 +251,7 @@ fn the_sqlite_store_holds_tombstones_in_memory_and_every_row_on_disk() {
     let store = jobstate::SqliteStore::open(&path).unwrap();
     let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
     let spec = msi_job(job("kb-1")).with_mandatory(true);
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(5, 1)).unwrap();
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
@@ -297,7 +295,7 @@ fn third_run_launched(
 ) -> (FileLedger, JobSpec, jobstate::AttemptId) {
     let mut ledger = tight_open(dir, service_session("b1"));
     let spec = msi_job(job(name)).with_mandatory(false);
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     run_once(&mut ledger, &spec, 1);
     let _effects = ledger.rerun(spec.id()).unwrap();
     run_once(&mut ledger, &spec, 2);
@@ -308,7 +306,7 @@ fn third_run_launched(
 }
 
 /// The spec an attempt under way started with survives compactions at every commit and a
-/// reopen in the same boot, though a later advertisement (during that attempt of a third run)
+/// reopen in the same boot, though a later offer (during that attempt of a third run)
 /// changed it; completed, the job is a tombstone that never runs again. (From a review.)
 #[test]
 fn the_spec_of_an_attempt_under_way_survives_compaction() {
@@ -318,7 +316,7 @@ fn the_spec_of_an_attempt_under_way_survives_compaction() {
         .clone()
         .with_mandatory(true)
         .with_max_run_time(std::time::Duration::from_secs(7));
-    ledger.advertise(changed.clone()).unwrap();
+    ledger.offer(changed.clone()).unwrap();
     let in_force = ledger.job(spec.id()).unwrap().spec().clone();
     assert_ne!(in_force, changed);
     assert!(in_force.is_mandatory());
@@ -343,14 +341,14 @@ fn the_spec_of_an_attempt_under_way_survives_compaction() {
     assert!(record.latest_spec().is_mandatory());
     assert!(ledger.rerun(spec.id()).is_err());
     assert_eq!(
-        ledger.advertise(spec.clone()).unwrap(),
-        Advertisement::CompletedWillNotRun
+        ledger.offer(spec.clone()).unwrap(),
+        Offer::CompletedWillNotRun
     );
     assert_eq!(ledger.next_runnable(), jobstate::NextJob::Idle);
 }
 
 /// An abandoned program still alive in this boot blocks a rerun after compactions at every
-/// commit, a re-advertisement with a changed spec and a reopen in the same boot: its launch,
+/// commit, a new offer with a changed spec and a reopen in the same boot: its launch,
 /// in the last run, is kept. (From a review.)
 #[test]
 fn an_abandoned_program_alive_blocks_a_rerun_after_compaction() {
@@ -358,7 +356,7 @@ fn an_abandoned_program_alive_blocks_a_rerun_after_compaction() {
     let (mut ledger, spec, attempt) = third_run_launched(dir.path(), "stuck");
     let _effects = ledger.abandon(spec.id()).unwrap();
     ledger
-        .advertise(
+        .offer(
             spec.clone()
                 .with_max_run_time(std::time::Duration::from_secs(9)),
         )

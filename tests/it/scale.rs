@@ -32,7 +32,7 @@ fn the_reconciliation_of_many_jobs_is_split_into_bounded_commits() {
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     for n in 0..jobs {
         let spec = msi_job(job(&format!("patch-{n}")));
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = ledger.begin(spec.id()).unwrap();
         let _effects = ledger
             .launched(&attempt, ProgramId::new(1000 + n, 1))

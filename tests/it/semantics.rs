@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use jobstate::{
-    Advertisement, AttemptId, Effect, Error, ExitCodePolicy, ExitOutcome, FailureReason, JobSpec,
-    JobState, Ledger, MemoryStore, NextJob, ProgramId, RebootAttribution, RebootBehaviour,
-    RebootKind, RetryPolicy, RunCondition, StateKind, Store, StoreError, TransitionError,
-    UserPresence, WaitReason,
+    AttemptId, Effect, Error, ExitCodePolicy, ExitOutcome, FailureReason, JobSpec, JobState,
+    Ledger, MemoryStore, NextJob, Offer, ProgramId, RebootAttribution, RebootBehaviour, RebootKind,
+    RetryPolicy, RunCondition, StateKind, Store, StoreError, TransitionError, UserPresence,
+    WaitReason,
 };
 
 use crate::common::*;
@@ -43,7 +43,7 @@ fn exit_codes_follow_the_windows_installer_conventions() {
         let store = MemoryStore::new();
         let mut ledger = open(&store, "a");
         let spec = msi_job(job("msi")).with_reboot(RebootBehaviour::MayRequest);
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
         let effects = ledger.program_exited(&attempt, code).unwrap();
         assert_eq!(state(&ledger, &spec).kind(), expected, "exit code {code}");
@@ -65,7 +65,7 @@ fn custom_exit_code_table() {
         .with_exit_codes(policy)
         .with_retry(RetryPolicy::none());
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
     assert!(matches!(
@@ -82,7 +82,7 @@ fn soft_restart_is_owed_until_a_new_boot_is_seen() {
     let store = MemoryStore::new();
     let spec = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 3010).unwrap();
     assert_eq!(
@@ -120,7 +120,7 @@ fn soft_restart_is_owed_until_a_new_boot_is_seen() {
 fn a_job_that_never_reboots_suppresses_a_requested_restart() {
     let spec = msi_job(job("tool")).with_reboot(RebootBehaviour::Never);
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let effects = ledger.program_exited(&attempt, 3010).unwrap();
     assert!(
@@ -145,7 +145,7 @@ fn retry_later_backs_off_then_runs_then_exhausts_attempts() {
         ..RetryPolicy::default()
     });
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     assert!(
         ledger.program_exited(&attempt, 1618).unwrap().is_empty(),
@@ -186,7 +186,7 @@ fn retry_later_backs_off_then_runs_then_exhausts_attempts() {
 fn a_clock_reset_backwards_does_not_extend_back_off() {
     let spec = msi_job(job("busy"));
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 1618).unwrap();
     // The clock is reset a year back: the recorded back-off lies further ahead than any
@@ -200,7 +200,7 @@ fn maximum_run_time_is_measured_on_the_boot_clock_never_the_wall_clock() {
     let spec = msi_job(job("hang")).with_max_run_time(Duration::from_secs(600));
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let started = ledger.session().since_boot;
 
@@ -257,8 +257,8 @@ fn run_conditions_wait_and_say_why() {
     let with_user = msi_job(job("needs-user")).with_run_condition(RunCondition::OnlyWithUser);
     let without = msi_job(job("needs-no-user")).with_run_condition(RunCondition::OnlyWithoutUser);
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(with_user.clone()).unwrap();
-    ledger.advertise(without.clone()).unwrap();
+    ledger.offer(with_user.clone()).unwrap();
+    ledger.offer(without.clone()).unwrap();
 
     // Nobody logged on: the first job waits, the second runs.
     assert_eq!(ledger.next_runnable(), NextJob::Run(without.id().clone()));
@@ -294,7 +294,7 @@ fn rerun_and_cancel() {
     let optional = msi_job(job("optional")).with_mandatory(false);
     let mut ledger = open(&MemoryStore::new(), "a");
     for spec in [&mandatory, &optional] {
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = start(&mut ledger, spec);
         let _effects = ledger.program_exited(&attempt, 0).unwrap();
     }
@@ -305,8 +305,8 @@ fn rerun_and_cancel() {
         ))
     ));
     assert_eq!(
-        ledger.advertise(optional.clone()).unwrap(),
-        Advertisement::AlreadyKnown {
+        ledger.offer(optional.clone()).unwrap(),
+        Offer::AlreadyKnown {
             state: StateKind::Completed
         }
     );
@@ -351,7 +351,7 @@ fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
         .with_verify_after_reboot(true)
         .with_max_reboots(2);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
 
@@ -380,7 +380,7 @@ fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
     // never re-run after a reboot (SEMANTICS.md); a rerun request may start a new run.
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();
@@ -403,7 +403,7 @@ fn same_boot_agent_restart_concludes_nothing_about_a_running_job() {
     let store = MemoryStore::new();
     let spec = msi_job(job("upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     start(&mut ledger, &spec);
     let before = state(&ledger, &spec);
     drop(ledger);
@@ -420,7 +420,7 @@ fn a_shutdown_notice_is_recorded_but_decides_nothing() {
     let store = MemoryStore::new();
     let spec = msi_job(job("upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     start(&mut ledger, &spec);
     assert!(ledger.shutdown_notice().unwrap().is_empty());
     assert!(matches!(
@@ -441,7 +441,7 @@ fn a_stale_writer_is_refused_and_changes_nothing() {
     let store = MemoryStore::new();
     let spec = msi_job(job("upgrade"));
     let mut first = open(&store, "a");
-    first.advertise(spec.clone()).unwrap();
+    first.offer(spec.clone()).unwrap();
     let mut second = open(&store, "a"); // a second agent process
     let attempt = start(&mut second, &spec);
 
@@ -464,7 +464,7 @@ fn a_failed_commit_changes_nothing_and_hands_out_no_effect() {
     let store = MemoryStore::new();
     let spec = msi_job(job("upgrade"));
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     store.fail_next_commits(1);
     assert!(matches!(
         ledger.begin(spec.id()),
@@ -487,7 +487,7 @@ fn history_is_ordered_by_sequence_and_tells_the_story() {
     let store = MemoryStore::new();
     let spec = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 3010).unwrap();
     drop(ledger);
@@ -518,7 +518,7 @@ fn history_is_ordered_by_sequence_and_tells_the_story() {
 fn a_check_that_finds_nothing_releases_the_retry() {
     let spec = msi_job(job("agent-upgrade")).with_verify_after_reboot(true);
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert!(matches!(
@@ -538,7 +538,7 @@ fn a_status_message_is_committed_with_its_transition_before_any_effect() {
     let store = MemoryStore::new();
     let spec = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let effects = ledger.program_exited(&attempt, 3010).unwrap();
     assert!(matches!(
@@ -560,7 +560,7 @@ fn a_wrapper_that_reports_failure_after_the_restart_began_does_not_rerun_the_upg
     let store = MemoryStore::new();
     let spec = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     // No restart may be expected before the exit is recorded.
     assert!(ledger.expect_reboot(&attempt, RebootKind::Hard).is_err());
@@ -583,7 +583,7 @@ fn a_wrapper_that_reports_failure_after_the_restart_began_does_not_rerun_the_upg
 fn cancel_after_a_failed_attempt_reports_that_attempt() {
     let spec = msi_job(job("tool"));
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     let _effects = ledger.cancel(spec.id()).unwrap();
@@ -608,7 +608,7 @@ fn an_exit_replayed_after_a_reboot_is_refused_even_after_a_new_restart_request()
         .with_reboot(RebootBehaviour::RestartsMachine)
         .with_verify_after_reboot(true);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();

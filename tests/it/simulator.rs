@@ -62,12 +62,12 @@ fn seed_000_background_upgrade_with_nobody_logged_on_runs_once_and_is_reported()
     assert_eq!(outcome.launches(&id), 1);
     assert_eq!(outcome.reported(&id), [StateKind::Completed]);
     assert_eq!(outcome.reboots(), 1);
-    // The server advertised it again after the reboot: the ledger refused to run it.
+    // The server offered it again after the reboot: the ledger refused to run it.
     assert_eq!(
         count(&outcome, |h| matches!(
             h,
-            Happened::Advertised {
-                answer: jobstate::Advertisement::CompletedWillNotRun,
+            Happened::Offered {
+                answer: jobstate::Offer::CompletedWillNotRun,
                 ..
             }
         )),

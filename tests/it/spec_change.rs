@@ -1,12 +1,12 @@
-//! Specs change (SEMANTICS.md): re-advertising a known job with a changed spec says so; mandatory
+//! Specs change (SEMANTICS.md): offering again a known job with a changed spec says so; mandatory
 //! may be added, never removed; an attempt under way finishes under the spec it started with;
 //! a retry or rerun takes the latest spec; a completed mandatory job stays completed.
 
 use std::time::Duration;
 
 use jobstate::{
-    Advertisement, Change, Event, EventKind, JobSpec, JobState, JobTable, Ledger, MemoryStore,
-    ProgramId, RebootBehaviour, ReplayError, RetryPolicy, SpecEffect, StateKind,
+    Change, Event, EventKind, JobSpec, JobState, JobTable, Ledger, MemoryStore, Offer, ProgramId,
+    RebootBehaviour, ReplayError, RetryPolicy, SpecEffect, StateKind,
 };
 
 use crate::common::*;
@@ -30,11 +30,11 @@ fn a_queued_job_takes_a_changed_spec_at_once_and_says_so() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "b1");
     let first = msi_job(job("patch"));
-    ledger.advertise(first.clone()).unwrap();
+    ledger.offer(first.clone()).unwrap();
     let second = first.clone().with_max_run_time(Duration::from_secs(60));
     assert_eq!(
-        ledger.advertise(second.clone()).unwrap(),
-        Advertisement::SpecChanged {
+        ledger.offer(second.clone()).unwrap(),
+        Offer::SpecChanged {
             state: StateKind::Queued,
             effect: SpecEffect::Now,
             kept_mandatory: false,
@@ -51,8 +51,8 @@ fn a_queued_job_takes_a_changed_spec_at_once_and_says_so() {
     // The same spec again changes nothing, and says so.
     let seq = record.seq();
     assert_eq!(
-        ledger.advertise(second.clone()).unwrap(),
-        Advertisement::AlreadyKnown {
+        ledger.offer(second.clone()).unwrap(),
+        Offer::AlreadyKnown {
             state: StateKind::Queued
         }
     );
@@ -68,7 +68,7 @@ fn a_running_attempt_finishes_under_its_spec_and_the_retry_takes_the_latest() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "b1");
     let old = msi_job(job("tool"));
-    ledger.advertise(old.clone()).unwrap();
+    ledger.offer(old.clone()).unwrap();
     let attempt = start(&mut ledger, &old);
     // The server now says the tool restarts the machine, and gives it one attempt.
     let new = old
@@ -76,8 +76,8 @@ fn a_running_attempt_finishes_under_its_spec_and_the_retry_takes_the_latest() {
         .with_reboot(RebootBehaviour::RestartsMachine)
         .with_retry(RetryPolicy::none());
     assert_eq!(
-        ledger.advertise(new.clone()).unwrap(),
-        Advertisement::SpecChanged {
+        ledger.offer(new.clone()).unwrap(),
+        Offer::SpecChanged {
             state: StateKind::Running,
             effect: SpecEffect::NextAttempt,
             kept_mandatory: false,
@@ -103,14 +103,14 @@ fn a_reboot_while_waiting_still_completes_a_job_whose_new_spec_says_it_never_reb
     let store = MemoryStore::new();
     let mut ledger = open(&store, "b1");
     let upgrade = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
-    ledger.advertise(upgrade.clone()).unwrap();
+    ledger.offer(upgrade.clone()).unwrap();
     start(&mut ledger, &upgrade);
     let answer = ledger
-        .advertise(upgrade.clone().with_reboot(RebootBehaviour::Never))
+        .offer(upgrade.clone().with_reboot(RebootBehaviour::Never))
         .unwrap();
     assert!(matches!(
         answer,
-        Advertisement::SpecChanged {
+        Offer::SpecChanged {
             effect: SpecEffect::NextAttempt,
             ..
         }
@@ -128,13 +128,13 @@ fn mandatory_may_be_added_and_never_removed() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "b1");
     let optional = msi_job(job("tool")).with_mandatory(false);
-    ledger.advertise(optional.clone()).unwrap();
+    ledger.offer(optional.clone()).unwrap();
     let attempt = start(&mut ledger, &optional);
     // Made mandatory while it runs: mandatory at once, even for the attempt under way.
     let mandatory = optional.clone().with_mandatory(true);
     assert_eq!(
-        ledger.advertise(mandatory.clone()).unwrap(),
-        Advertisement::SpecChanged {
+        ledger.offer(mandatory.clone()).unwrap(),
+        Offer::SpecChanged {
             state: StateKind::Running,
             effect: SpecEffect::NextAttempt,
             kept_mandatory: false,
@@ -142,25 +142,20 @@ fn mandatory_may_be_added_and_never_removed() {
     );
     assert!(ledger.job(optional.id()).unwrap().spec().is_mandatory());
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
-    // Completed and mandatory: no rerun, whatever a later advertisement says.
+    // Completed and mandatory: no rerun, whatever a later offer says.
     assert!(ledger.rerun(optional.id()).is_err());
     let seq = ledger.job(optional.id()).unwrap().seq();
     for spec in [optional.clone(), optional.clone().with_max_reboots(9)] {
-        assert_eq!(
-            ledger.advertise(spec).unwrap(),
-            Advertisement::CompletedWillNotRun
-        );
+        assert_eq!(ledger.offer(spec).unwrap(), Offer::CompletedWillNotRun);
     }
     assert_eq!(ledger.job(optional.id()).unwrap().seq(), seq);
 
-    // A queued mandatory job re-advertised as optional stays mandatory, and the answer says so.
+    // A queued mandatory job offered again as optional stays mandatory, and the answer says so.
     let patch = msi_job(job("patch"));
-    ledger.advertise(patch.clone()).unwrap();
+    ledger.offer(patch.clone()).unwrap();
     assert_eq!(
-        ledger
-            .advertise(patch.clone().with_mandatory(false))
-            .unwrap(),
-        Advertisement::SpecChanged {
+        ledger.offer(patch.clone().with_mandatory(false)).unwrap(),
+        Offer::SpecChanged {
             state: StateKind::Queued,
             effect: SpecEffect::Now,
             kept_mandatory: true,
@@ -168,8 +163,8 @@ fn mandatory_may_be_added_and_never_removed() {
     );
     let changed = patch.clone().with_mandatory(false).with_max_reboots(7);
     assert_eq!(
-        ledger.advertise(changed).unwrap(),
-        Advertisement::SpecChanged {
+        ledger.offer(changed).unwrap(),
+        Offer::SpecChanged {
             state: StateKind::Queued,
             effect: SpecEffect::Now,
             kept_mandatory: true,
@@ -185,13 +180,13 @@ fn a_rerun_of_a_finished_optional_job_runs_under_the_latest_spec() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "b1");
     let tool = msi_job(job("tool")).with_mandatory(false);
-    ledger.advertise(tool.clone()).unwrap();
+    ledger.offer(tool.clone()).unwrap();
     let attempt = start(&mut ledger, &tool);
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
     let newer = tool.clone().with_max_run_time(Duration::from_secs(30));
     assert_eq!(
-        ledger.advertise(newer.clone()).unwrap(),
-        Advertisement::SpecChanged {
+        ledger.offer(newer.clone()).unwrap(),
+        Offer::SpecChanged {
             state: StateKind::Completed,
             effect: SpecEffect::Now,
             kept_mandatory: false,
@@ -232,7 +227,7 @@ fn stored_spec_changes_that_break_the_rules_are_refused() {
     let create = change(
         1,
         Some(spec.clone()),
-        EventKind::Advertised,
+        EventKind::Offered,
         JobState::initial(),
     );
     let table = || {
@@ -251,7 +246,7 @@ fn stored_spec_changes_that_break_the_rules_are_refused() {
         refused(change(
             2,
             Some(spec.clone()),
-            EventKind::Advertised,
+            EventKind::Offered,
             JobState::initial()
         )),
         ReplayError::Spec { .. }
@@ -323,12 +318,12 @@ fn spec_changes_survive_a_file_store_compaction() {
     {
         let store = jobstate::FileStore::open(dir.path()).unwrap();
         let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
-        ledger.advertise(old.clone()).unwrap();
+        ledger.offer(old.clone()).unwrap();
         let attempt = ledger.begin(old.id()).unwrap();
         let _effects = ledger.launched(&attempt, ProgramId::new(4242, 7)).unwrap();
-        ledger.advertise(new.clone()).unwrap();
-        ledger.advertise(queued.clone()).unwrap();
-        ledger.advertise(queued_new.clone()).unwrap();
+        ledger.offer(new.clone()).unwrap();
+        ledger.offer(queued.clone()).unwrap();
+        ledger.offer(queued_new.clone()).unwrap();
         let mut store = ledger.into_store();
         store.compact().unwrap();
     }

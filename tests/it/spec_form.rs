@@ -179,7 +179,7 @@ fn a_spec_survives_the_binary_journal_encoding() {
             at: t0(),
             boot: boot("b1"),
             since_boot: Duration::ZERO,
-            kind: jobstate::EventKind::Advertised,
+            kind: jobstate::EventKind::Offered,
         },
         state: JobState::initial(),
     }));
@@ -198,7 +198,7 @@ fn a_signal_fails_the_attempt_with_its_own_reason_and_the_retry_policy_applies()
     });
     let (mut ledger, _) =
         jobstate::Ledger::open(jobstate::MemoryStore::new(), service_session("b1")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     let _effects = ledger
         .program_exited(&attempt, ProgramExit::Signal(9))
@@ -226,7 +226,7 @@ fn a_signal_fails_the_attempt_with_its_own_reason_and_the_retry_policy_applies()
     // A signal is never looked up in the table, even one that calls every code a success.
     let lenient =
         JobSpec::new(job("lenient")).with_exit_codes(ExitCodePolicy::new(ExitOutcome::Success));
-    ledger.advertise(lenient.clone()).unwrap();
+    ledger.offer(lenient.clone()).unwrap();
     let attempt = ledger.begin(lenient.id()).unwrap();
     let _effects = ledger
         .program_exited(&attempt, ProgramExit::Signal(6))
