@@ -49,9 +49,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use jobstate::chrono::TimeDelta;
+use jobstate::store::{Change, Commit, Record, Replay, Revision, Store};
 use jobstate::{
-    AttemptRef, BootId, Change, Commit, Event, EventKind, FileStore, FileStoreOptions, JobId,
-    JobSpec, JobState, Record, Replay, Revision, StateKind, Store, Timestamp, codec, transition,
+    AttemptRef, BootId, Event, EventKind, FileStore, FileStoreOptions, JobId, JobSpec, JobState,
+    StateKind, Timestamp, codec, transition,
 };
 
 const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
@@ -96,7 +97,7 @@ fn probe_layout(dir: &Path) -> Layout {
     let options = FileStoreOptions {
         compact_after: u64::MAX,
         per_job: 0,
-        retention: jobstate::Retention::keep_all(),
+        retention: jobstate::store::Retention::keep_all(),
     };
     let mut store = FileStore::open_with(dir, options).expect("open the probe store");
     let header = len();
@@ -251,7 +252,7 @@ fn build(dir: &Path, records: usize, per_frame: usize) {
         let options = FileStoreOptions {
             compact_after: u64::MAX,
             per_job: 0,
-            retention: jobstate::Retention::keep_all(),
+            retention: jobstate::store::Retention::keep_all(),
         };
         let mut store = FileStore::open_with(&staging, options).expect("open the staging store");
         let mut changes = Changes::new();
@@ -282,7 +283,7 @@ fn build(dir: &Path, records: usize, per_frame: usize) {
 fn count(dir: &Path) -> Result<usize, String> {
     // Every history kept: the default retention would count finished jobs as tombstones.
     let options = FileStoreOptions {
-        retention: jobstate::Retention::keep_all(),
+        retention: jobstate::store::Retention::keep_all(),
         ..FileStoreOptions::default()
     };
     let mut store = FileStore::open_with(dir, options).map_err(|e| e.to_string())?;

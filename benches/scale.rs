@@ -22,10 +22,9 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use jobstate::chrono::{TimeZone, Utc};
-use jobstate::{
-    Answers, BootId, ExecutionContext, FileStore, JobId, JobSpec, Ledger, NoticeDelivery,
-    ProgramId, SessionFacts, StatusMessage, StatusSink, UserPresence,
-};
+use jobstate::report::{Answers, StatusSink};
+use jobstate::session::{ExecutionContext, NoticeDelivery, SessionFacts};
+use jobstate::{BootId, FileStore, JobId, JobSpec, Ledger, ProgramId, StatusMessage, UserPresence};
 
 /// Counts the bytes allocated and not yet freed.
 struct Counting;
@@ -86,7 +85,7 @@ fn session() -> SessionFacts {
             .expect("a time"),
         since_boot: Duration::from_secs(60),
         programs: Default::default(),
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
     }
 }
 

@@ -6,9 +6,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use jobstate::session::{NoticeDelivery, SessionFacts};
 use jobstate::{
     Attempt, AttemptRef, BootId, Event, EventKind, JobId, JobSpec, JobState, Ledger, MemoryStore,
-    NoticeDelivery, SessionFacts, UserPresence, transition,
+    UserPresence, transition,
 };
 
 /// One pure `transition` call: `Running` + `ProgramExited { code: 0 }` -> `Completed` (with its
@@ -124,12 +125,12 @@ fn service_session() -> SessionFacts {
     SessionFacts {
         boot: BootId::new("boot-1").expect("valid boot id"),
         user: UserPresence::NoneLoggedOn,
-        context: jobstate::ExecutionContext::Service,
+        context: jobstate::session::ExecutionContext::Service,
         notices: NoticeDelivery::NotDelivered,
         now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
         since_boot: std::time::Duration::from_secs(60),
         programs: Default::default(),
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
     }
 }
 

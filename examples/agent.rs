@@ -48,10 +48,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
 use std::time::Duration;
 
+use jobstate::report::{Answers, JsonLinesSink, StatusSink};
+use jobstate::session::{ATTEMPT_ENV, SessionContext};
 use jobstate::{
-    ATTEMPT_ENV, Answers, AttemptId, CheckResult, Effect, Effects, FileStore, JobId, JobSpec,
-    JobState, JsonLinesSink, Ledger, LedgerOptions, LinuxSession, NextJob, ProgramExit,
-    RestartPolicy, RestartRelease, SessionContext, StatusMessage, StatusSink, WaitReason,
+    AttemptId, CheckResult, Effect, Effects, FileStore, JobId, JobSpec, JobState, Ledger,
+    LedgerOptions, LinuxSession, NextJob, ProgramExit, RestartPolicy, RestartRelease,
+    StatusMessage, WaitReason,
 };
 use serde::Deserialize;
 

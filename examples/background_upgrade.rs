@@ -17,10 +17,11 @@
 //! Run with `cargo run --example background_upgrade`.
 
 use chrono::TimeDelta;
+use jobstate::report::{Answers, JsonLinesSink, StatusSink};
+use jobstate::session::{ExecutionContext, LivePrograms, NoticeDelivery, SessionFacts};
 use jobstate::{
-    Answers, BootId, ExecutionContext, FileStore, JobId, JobSpec, JobState, JsonLinesSink, Ledger,
-    LivePrograms, NextJob, NoticeDelivery, Offer, ProgramId, RebootBehaviour, RunCondition,
-    SessionFacts, StatusMessage, StatusSink, UserPresence,
+    BootId, FileStore, JobId, JobSpec, JobState, Ledger, NextJob, Offer, ProgramId,
+    RebootBehaviour, RunCondition, StatusMessage, UserPresence,
 };
 
 type Agent = Ledger<FileStore, SessionFacts>;
@@ -54,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         now: "1997-11-21T02:00:00Z".parse()?,
         since_boot: std::time::Duration::from_secs(95),
         programs: LivePrograms::Unknown, // whether programs are alive: not asked in this story
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
     };
     let (mut ledger, recovered) = Ledger::open(FileStore::open(&store_dir)?, session_a.clone())?;
     log!(ledger, "agent started, {} effect(s)", recovered.len());

@@ -78,9 +78,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use jobstate::session::{
+    ExecutionContext, LivePrograms, NoticeDelivery, RestartPending, SessionFacts,
+};
 use jobstate::{
-    BootId, ExecutionContext, JobId, JobSpec, Ledger, LivePrograms, MemoryStore, NextJob,
-    NoticeDelivery, ProgramId, RestartPending, RetryPolicy, SessionFacts, StatusMessage,
+    BootId, JobId, JobSpec, Ledger, MemoryStore, NextJob, ProgramId, RetryPolicy, StatusMessage,
     UserPresence, chrono,
 };
 use serde::Deserialize;

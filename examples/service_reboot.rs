@@ -16,10 +16,11 @@
 //! Run with `cargo run --example service_reboot`.
 
 use chrono::TimeDelta;
+use jobstate::report::{Answers, JsonLinesSink, StatusSink};
+use jobstate::session::{ExecutionContext, LivePrograms, NoticeDelivery, SessionFacts};
 use jobstate::{
-    Answers, BootId, Effect, ExecutionContext, FileStore, JobId, JobSpec, JobState, JsonLinesSink,
-    Ledger, LivePrograms, NextJob, NoticeDelivery, Offer, ProgramId, RebootBehaviour, SessionFacts,
-    StateKind, StatusMessage, StatusSink, UserPresence,
+    BootId, Effect, FileStore, JobId, JobSpec, JobState, Ledger, NextJob, Offer, ProgramId,
+    RebootBehaviour, StateKind, StatusMessage, UserPresence,
 };
 
 type Agent = Ledger<FileStore, SessionFacts>;
@@ -54,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         now: "1997-03-04T22:00:00Z".parse()?,
         since_boot: std::time::Duration::from_secs(120),
         programs: LivePrograms::Unknown,
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
     };
     let (mut ledger, _) = Ledger::open(FileStore::open(dir)?, session_a.clone())?;
     let ad = ledger.offer(upgrade.clone())?;

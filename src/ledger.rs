@@ -183,6 +183,7 @@ pub struct JobWait {
 ///
 /// ```
 /// use chrono::{TimeZone, Utc};
+/// use jobstate::session::{ExecutionContext, LivePrograms, NoticeDelivery, SessionFacts};
 /// use jobstate::*;
 ///
 /// let session = SessionFacts {
@@ -193,7 +194,7 @@ pub struct JobWait {
 ///     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
 ///     since_boot: std::time::Duration::from_secs(60),
 ///     programs: LivePrograms::Unknown,
-///     restart_pending: jobstate::RestartPending::Unknown,
+///     restart_pending: jobstate::session::RestartPending::Unknown,
 /// };
 /// let (mut ledger, recovered) = Ledger::open(MemoryStore::new(), session)?;
 /// assert!(recovered.is_empty());               // a new store: nothing to carry out first
@@ -256,12 +257,13 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// at open (a restart owed before the agent restarted, for one) already follow them.
     ///
     /// ```
-    /// use jobstate::{Ledger, LedgerOptions, MemoryStore, RestartPolicy, SessionFacts};
+    /// use jobstate::{Ledger, LedgerOptions, MemoryStore, RestartPolicy};
+    /// use jobstate::session::SessionFacts;
     /// # fn session() -> SessionFacts { SessionFacts {
     /// #     boot: jobstate::BootId::new("b").unwrap(), user: jobstate::UserPresence::Unknown,
-    /// #     context: jobstate::ExecutionContext::Service, notices: jobstate::NoticeDelivery::NotDelivered,
+    /// #     context: jobstate::session::ExecutionContext::Service, notices: jobstate::session::NoticeDelivery::NotDelivered,
     /// #     now: chrono::DateTime::UNIX_EPOCH, since_boot: std::time::Duration::ZERO,
-    /// #     programs: jobstate::LivePrograms::Unknown, restart_pending: jobstate::RestartPending::Unknown } }
+    /// #     programs: jobstate::session::LivePrograms::Unknown, restart_pending: jobstate::session::RestartPending::Unknown } }
     /// let options = LedgerOptions::default().with_restart_policy(RestartPolicy::NextNaturalBoot);
     /// let (ledger, effects) = Ledger::open_with(MemoryStore::new(), session(), options)?;
     /// # Ok::<(), jobstate::Error>(())
@@ -278,7 +280,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         let boot = session.boot_id()?;
         let mut state =
             Replay::from_snapshot(snapshot.jobs, snapshot.outbox, snapshot.dead_letters)
-                .map_err(crate::StoreError::from)?;
+                .map_err(crate::store::StoreError::from)?;
         state.compact_history(&options.retention);
         let mut ledger = Self {
             store,
@@ -403,7 +405,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
 
     /// Starts the queued attempt of `job`: commits `Running` (with the current boot) and returns
     /// the attempt. Launch the program only after this returns `Ok`, with
-    /// [`ATTEMPT_ENV`](crate::ATTEMPT_ENV) set to [`AttemptId::env_value`] if your session
+    /// [`ATTEMPT_ENV`](crate::session::ATTEMPT_ENV) set to [`AttemptId::env_value`] if your session
     /// looks for it, then record the launch with [`launched`](Ledger::launched).
     #[must_use = "the attempt is the launch to carry out: start its program now, then record it with `launched`"]
     pub fn begin(&mut self, job: &JobId) -> Result<AttemptId, Error> {
@@ -445,7 +447,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             .jobs()
             .get(&attempt.job)
             .is_some_and(|r| r.spec().restart_when_pending())
-            && self.session.restart_pending() == crate::RestartPending::Pending;
+            && self.session.restart_pending() == crate::session::RestartPending::Pending;
         let kind = EventKind::ProgramExited {
             attempt: attempt.attempt_ref(),
             exit: exit.into(),
@@ -665,7 +667,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
 
     /// What the store cut off or removed when it was opened (a torn last write, leftovers of an
     /// interrupted compaction): never silent. Log it at start.
-    pub fn open_report(&self) -> crate::OpenReport {
+    pub fn open_report(&self) -> crate::store::OpenReport {
         self.store.open_report()
     }
 
@@ -732,8 +734,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 _ => {}
             }
         }
-        busy.system_restart_pending =
-            asks_pending && self.session.restart_pending() == crate::RestartPending::Pending;
+        busy.system_restart_pending = asks_pending
+            && self.session.restart_pending() == crate::session::RestartPending::Pending;
         busy
     }
 
@@ -1076,12 +1078,14 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// store did not acknowledge. The commit is checked first, so that a store that would accept
     /// a commit the ledger cannot apply is never asked to.
     fn commit(&mut self, commit: Commit) -> Result<(), Error> {
-        self.state.check(&commit).map_err(crate::StoreError::from)?;
+        self.state
+            .check(&commit)
+            .map_err(crate::store::StoreError::from)?;
         let observed = crate::observe::before_commit(&self.state, &commit);
         self.revision = self.store.commit(&commit)?;
         self.state
             .apply_checked(&commit)
-            .map_err(crate::StoreError::from)?;
+            .map_err(crate::store::StoreError::from)?;
         self.state.bound_runs(&commit, &self.retention);
         crate::observe::committed(observed, &commit, self.revision);
         Ok(())

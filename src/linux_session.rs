@@ -60,7 +60,7 @@ const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
 /// - **Programs:** a recorded program is alive while `/proc/<pid>/stat` exists with the start
 ///   time recorded at launch ([`LinuxSession::program_id`]); a reused pid is not it, and a zombie
 ///   (exited, not yet reaped) is alive until reaped. For a launch that was never recorded, any
-///   process whose `/proc/<pid>/environ` holds [`ATTEMPT_ENV`](crate::ATTEMPT_ENV)`=<value>`
+///   process whose `/proc/<pid>/environ` holds [`ATTEMPT_ENV`](crate::session::ATTEMPT_ENV)`=<value>`
 ///   ([`AttemptId::env_value`]) is the attempt's: set it on the child you spawn. `environ` is
 ///   the environment a process was started with, inherited by the program's children (a daemon
 ///   it starts keeps the attempt "alive"); a program that starts its work under a cleared
@@ -87,10 +87,11 @@ const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
 /// and the users' source and the helpers can be overridden, for tests.
 ///
 /// ```no_run
-/// use jobstate::{LinuxSession, SessionContext};
+/// use jobstate::LinuxSession;
+/// use jobstate::session::SessionContext;
 /// let session = LinuxSession::new()?;
 /// println!("boot {}", session.boot_id()?);
-/// # Ok::<(), jobstate::SessionError>(())
+/// # Ok::<(), jobstate::session::SessionError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct LinuxSession {

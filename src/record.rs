@@ -11,7 +11,7 @@ use crate::core::id::JobId;
 use crate::core::spec::JobSpec;
 use crate::core::state::JobState;
 
-/// One durable transition of one job: the unit a [`Commit`](crate::Commit) carries and a store
+/// One durable transition of one job: the unit a [`Commit`](crate::store::Commit) carries and a store
 /// keeps. A job's changes, in order, are its history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
@@ -46,7 +46,7 @@ pub enum Record {
     /// A dead letter discarded by an explicit call: it is gone.
     Discarded(crate::core::effect::StatusKey),
     /// The first kept change of a job whose earlier history was compacted away (see
-    /// [`Retention`](crate::Retention)): the job begins here, at this sequence number, with the
+    /// [`Retention`](crate::store::Retention)): the job begins here, at this sequence number, with the
     /// spec in force at this change (its `spec`, always present). Only snapshots hold it; it is
     /// refused for a job already known.
     Compacted(Box<Change>),
@@ -65,7 +65,7 @@ pub struct HistoryEntry {
 }
 
 /// A job as the ledger knows it: its spec and its history (whole, or from the first change
-/// kept by a [`Retention`](crate::Retention)). The current state is the last entry's.
+/// kept by a [`Retention`](crate::store::Retention)). The current state is the last entry's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
     /// The spec in force at the first kept change: the one the job was created with (carried by
@@ -195,7 +195,7 @@ impl JobRecord {
     }
 
     /// Every kept transition, oldest first: the whole history, or its end when a
-    /// [`Retention`](crate::Retention) compacted earlier runs or made the job a tombstone.
+    /// [`Retention`](crate::store::Retention) compacted earlier runs or made the job a tombstone.
     pub fn history(&self) -> &[HistoryEntry] {
         &self.history
     }
@@ -212,7 +212,7 @@ impl JobRecord {
     }
 
     /// Whether `self` is `whole`, or `whole` with earlier history compacted away by a
-    /// [`Retention`](crate::Retention): the same job, sequence number, state and specs, and a
+    /// [`Retention`](crate::store::Retention): the same job, sequence number, state and specs, and a
     /// history that is the end of `whole`'s. (How a test compares a store's jobs with what was
     /// committed to it, whatever the store's retention.)
     pub fn is_compaction_of(&self, whole: &JobRecord) -> bool {
@@ -384,7 +384,7 @@ pub enum ReplayError {
 
 /// Job records rebuilt from changes, in the order the jobs were first offered.
 ///
-/// Stores use it to turn the changes they keep into the records [`Store::load`](crate::Store::load)
+/// Stores use it to turn the changes they keep into the records [`Store::load`](crate::store::Store::load)
 /// returns; it refuses changes that do not follow on from what it holds: a gap or a repeat in a
 /// job's sequence numbers, a job not created `Queued` by an offer with its spec, any
 /// change after a completed mandatory job, a finished run followed by anything but a new run,
@@ -392,7 +392,8 @@ pub enum ReplayError {
 ///
 /// ```
 /// # use chrono::{TimeZone, Utc};
-/// use jobstate::{BootId, Change, Event, EventKind, JobId, JobSpec, JobState, JobTable};
+/// use jobstate::{BootId, Event, EventKind, JobId, JobSpec, JobState};
+/// use jobstate::store::{Change, JobTable};
 /// # let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
 /// let id = JobId::new("patch").unwrap();
 /// let create = Change {
@@ -426,7 +427,7 @@ pub struct JobTable {
 }
 
 impl JobTable {
-    /// A table of records loaded as a whole (a [`Snapshot`](crate::Snapshot)'s). Records are
+    /// A table of records loaded as a whole (a [`Snapshot`](crate::store::Snapshot)'s). Records are
     /// valid by construction; two records of one job are refused.
     pub fn from_records(records: Vec<JobRecord>) -> Result<Self, ReplayError> {
         let mut table = Self::default();

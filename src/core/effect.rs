@@ -64,7 +64,7 @@ impl AttemptId {
         }
     }
 
-    /// The value of [`ATTEMPT_ENV`](crate::ATTEMPT_ENV) for this attempt's program: the job id,
+    /// The value of [`ATTEMPT_ENV`](crate::session::ATTEMPT_ENV) for this attempt's program: the job id,
     /// the run and the attempt number, unambiguous whatever the job id holds.
     ///
     /// ```
@@ -175,6 +175,7 @@ pub enum Effect {
 ///
 /// ```
 /// # use jobstate::*;
+/// # use jobstate::session::*;
 /// # fn session() -> SessionFacts { SessionFacts {
 /// #     boot: BootId::new("b").unwrap(), user: UserPresence::Unknown,
 /// #     context: ExecutionContext::Service, notices: NoticeDelivery::NotDelivered,
@@ -196,6 +197,7 @@ pub enum Effect {
 /// ```compile_fail
 /// #![deny(unused_must_use)]
 /// # use jobstate::*;
+/// # use jobstate::session::*;
 /// # fn session() -> SessionFacts { SessionFacts {
 /// #     boot: BootId::new("b").unwrap(), user: UserPresence::Unknown,
 /// #     context: ExecutionContext::Service, notices: NoticeDelivery::NotDelivered,

@@ -457,7 +457,7 @@ impl JobSpec {
     }
 
     /// Whether a successful exit after which the operating system says a restart is pending
-    /// ([`SessionContext::restart_pending`](crate::SessionContext::restart_pending)) means
+    /// ([`SessionContext::restart_pending`](crate::session::SessionContext::restart_pending)) means
     /// "success, restart required": on Unix a program cannot say 3010, but a package that
     /// updates the kernel leaves `/run/reboot-required` behind. Off by default (a flag left by
     /// another update would make this job ask for the restart too).
@@ -470,7 +470,7 @@ impl JobSpec {
     /// Whether the job must not start while the operating system says a restart is pending
     /// (Windows Update's "a restart is required before installation"): it waits, with
     /// [`WaitReason::SystemRestartPending`](crate::WaitReason::SystemRestartPending), while the
-    /// session says [`RestartPending::Pending`](crate::RestartPending::Pending); `NotPending` and
+    /// session says [`RestartPending::Pending`](crate::session::RestartPending::Pending); `NotPending` and
     /// `Unknown` let it start (a fact that cannot be read never holds a job back for ever).
     /// Restarts the ledger owes hold every job back whatever this says.
     #[must_use]

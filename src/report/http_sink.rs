@@ -24,7 +24,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 ///
 /// ```
 /// use std::time::Duration;
-/// use jobstate::HttpSinkOptions;
+/// use jobstate::report::HttpSinkOptions;
 /// let options = HttpSinkOptions::default()
 ///     .with_connect_timeout(Duration::from_secs(5))
 ///     .with_header("Authorization", "Bearer 0123456789abcdef");
@@ -236,9 +236,9 @@ struct Envelope<'a> {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use jobstate::{HttpSink, HttpSinkOptions};
+/// use jobstate::report::{HttpSink, HttpSinkOptions};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let mut ledger: jobstate::Ledger<jobstate::MemoryStore, jobstate::SessionFacts> = todo!();
+/// # let mut ledger: jobstate::Ledger<jobstate::MemoryStore, jobstate::session::SessionFacts> = todo!();
 /// let options = HttpSinkOptions::default()
 ///     .with_request_timeout(Duration::from_secs(15))
 ///     .with_header("Authorization", "Bearer 0123456789abcdef");

@@ -6,7 +6,8 @@
 //!
 //! ```
 //! use jobstate::testkit::conformance::{self, Damage, Harness};
-//! use jobstate::{MemoryStore, StoreError};
+//! use jobstate::MemoryStore;
+//! use jobstate::store::StoreError;
 //!
 //! struct Memory;
 //!

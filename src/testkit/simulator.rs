@@ -588,7 +588,7 @@ impl<S: Store> Scenario<S> {
     }
 
     /// The session cannot tell whether programs are alive
-    /// ([`LivePrograms::Unknown`](crate::LivePrograms::Unknown)); by default it can.
+    /// ([`LivePrograms::Unknown`](crate::session::LivePrograms::Unknown)); by default it can.
     #[must_use]
     pub fn program_status_unknown(mut self) -> Self {
         self.programs_unknown = true;

@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use jobstate::store::{Change, Record, ReplayError, Store, StoreError};
 use jobstate::{
-    Attempt, AttemptRef, BootId, Change, CheckResult, Error, Event, EventKind, EventName,
-    FailureReason, IdError, JobId, JobSpec, JobState, Launch, Ledger, MemoryStore, ProgramId,
-    ProgramStatus, ProvisionalFailure, RebootAttribution, RebootBehaviour, RebootKind, Record,
-    ReplayError, StateKind, Store, StoreError, Termination, TransitionError, codec, transition,
+    Attempt, AttemptRef, BootId, CheckResult, Error, Event, EventKind, EventName, FailureReason,
+    IdError, JobId, JobSpec, JobState, Launch, Ledger, MemoryStore, ProgramId, ProgramStatus,
+    ProvisionalFailure, RebootAttribution, RebootBehaviour, RebootKind, StateKind, Termination,
+    TransitionError, codec, transition,
 };
 
 use crate::common::*;
@@ -208,7 +209,8 @@ fn changes_that_do_not_follow_on_are_refused() {
 
     // A commit that does not follow on is refused whole.
     let mut store = MemoryStore::new();
-    let commit = jobstate::Commit::new(jobstate::Revision(0), vec![create.clone(), later]);
+    let commit =
+        jobstate::store::Commit::new(jobstate::store::Revision(0), vec![create.clone(), later]);
     assert!(store.commit(&commit).is_err());
     assert!(
         store.records().is_empty(),
@@ -518,7 +520,7 @@ fn ledger_calls_on_unknown_jobs_are_typed_errors() {
     ));
     assert_eq!(
         ledger.revision(),
-        jobstate::Revision(0),
+        jobstate::store::Revision(0),
         "nothing was committed"
     );
 }
@@ -653,7 +655,7 @@ fn a_store_given_records_checks_a_commit_against_them_before_any_load() {
     let mut store = MemoryStore::from_records(vec![
         codec::encode(&Record::Change(Box::new(create.clone()))).unwrap(),
     ]);
-    let again = jobstate::Commit::new(jobstate::Revision(1), vec![create]);
+    let again = jobstate::store::Commit::new(jobstate::store::Revision(1), vec![create]);
     assert!(matches!(store.commit(&again), Err(StoreError::Replay(_))));
     assert_eq!(store.load().unwrap().jobs.len(), 1, "the store still loads");
 }

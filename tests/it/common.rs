@@ -3,9 +3,11 @@
 use chrono::{TimeDelta, TimeZone, Utc};
 use std::time::Duration;
 
+use jobstate::report::{Answers, StatusSink};
+use jobstate::session::{ExecutionContext, NoticeDelivery, SessionFacts};
 use jobstate::{
-    Answers, BootId, Effect, ExecutionContext, ExitCodePolicy, JobId, JobSpec, Ledger, MemoryStore,
-    NoticeDelivery, SessionFacts, StatusKey, StatusMessage, StatusSink, Timestamp, UserPresence,
+    BootId, Effect, ExitCodePolicy, JobId, JobSpec, Ledger, MemoryStore, StatusKey, StatusMessage,
+    Timestamp, UserPresence,
 };
 
 /// A job under the Windows Installer exit-code conventions (3010 "restart required", 1641
@@ -43,7 +45,7 @@ pub fn service_session(boot_name: &str) -> SessionFacts {
         now: t0(),
         since_boot: Duration::from_secs(60),
         programs: Default::default(),
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
     }
 }
 
@@ -81,7 +83,7 @@ impl StatusSink for Collect {
 
 /// Delivers the outbox and returns what was reported since the last call: the messages the
 /// ledger's transitions committed, through the real delivery path.
-pub fn take_reports<S: jobstate::Store>(
+pub fn take_reports<S: jobstate::store::Store>(
     ledger: &mut Ledger<S, SessionFacts>,
 ) -> Vec<StatusMessage> {
     let mut sink = Collect::default();
@@ -136,7 +138,7 @@ pub fn completion_has_evidence(
 /// recorded or observed, or its exit recorded, earlier in the history.
 pub fn completion_evidenced_in_history(
     spec: &jobstate::JobSpec,
-    history: &[jobstate::HistoryEntry],
+    history: &[jobstate::store::HistoryEntry],
     index: usize,
 ) -> bool {
     use jobstate::{EventKind, JobState};
@@ -190,8 +192,8 @@ impl Counting {
     }
 }
 
-impl jobstate::SessionContext for Counting {
-    fn boot_id(&self) -> Result<BootId, jobstate::SessionError> {
+impl jobstate::session::SessionContext for Counting {
+    fn boot_id(&self) -> Result<BootId, jobstate::session::SessionError> {
         self.facts.boot_id()
     }
     fn user_presence(&self) -> UserPresence {
@@ -217,7 +219,7 @@ impl jobstate::SessionContext for Counting {
         self.programs_asked.set(self.programs_asked.get() + 1);
         self.facts.program_status(attempt, program)
     }
-    fn restart_pending(&self) -> jobstate::RestartPending {
+    fn restart_pending(&self) -> jobstate::session::RestartPending {
         self.pending_asked.set(self.pending_asked.get() + 1);
         self.facts.restart_pending()
     }
@@ -290,7 +292,7 @@ pub fn answering(reply: Reply) -> Scripted<impl FnMut(&StatusMessage) -> Reply> 
 }
 
 /// `names` offered and cancelled: one pending status message each, in this order.
-pub fn with_messages<S: jobstate::Store>(
+pub fn with_messages<S: jobstate::store::Store>(
     ledger: &mut Ledger<S, SessionFacts>,
     names: &[impl AsRef<str>],
 ) {
@@ -301,6 +303,9 @@ pub fn with_messages<S: jobstate::Store>(
 }
 
 /// Seconds from the session's now until `at`.
-pub fn seconds_until<S: jobstate::Store>(ledger: &Ledger<S, SessionFacts>, at: Timestamp) -> i64 {
+pub fn seconds_until<S: jobstate::store::Store>(
+    ledger: &Ledger<S, SessionFacts>,
+    at: Timestamp,
+) -> i64 {
     (at - ledger.session().now).num_seconds()
 }

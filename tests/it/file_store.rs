@@ -4,10 +4,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use jobstate::session::SessionFacts;
+use jobstate::store::{JobRecord, OpenReport, Snapshot, Store, StoreError, UnsafePath};
 use jobstate::{
-    AttemptId, Effect, FileStore, FileStoreOptions, JobId, JobRecord, JobSpec, JobState, Launch,
-    Ledger, NextJob, Offer, OpenReport, ProgramId, RebootBehaviour, SessionFacts, Snapshot,
-    StateKind, StatusKey, Store, StoreError, UnsafePath,
+    AttemptId, Effect, FileStore, FileStoreOptions, JobId, JobSpec, JobState, Launch, Ledger,
+    NextJob, Offer, ProgramId, RebootBehaviour, StateKind, StatusKey,
 };
 
 use crate::common::*;
@@ -853,7 +854,7 @@ fn kill_options() -> FileStoreOptions {
     FileStoreOptions {
         compact_after: 48,
         per_job: 0,
-        retention: jobstate::Retention::keep_all(),
+        retention: jobstate::store::Retention::keep_all(),
     }
 }
 
@@ -1393,13 +1394,13 @@ fn a_large_store_compacts_into_a_snapshot_of_many_frames() {
     let dir = TempDir::new("large-snapshot");
     let mut store = FileStore::open(&dir.0).unwrap();
     let at: jobstate::Timestamp = "2026-11-21T02:00:00Z".parse().unwrap();
-    let mut revision = jobstate::Revision(0);
+    let mut revision = jobstate::store::Revision(0);
     let jobs = 24_000; // about 1.8 MB of records: two frames of 1 MiB
     for batch in 0..jobs / 1000 {
         let changes = (0..1000)
             .map(|i| {
                 let id = job(&format!("job-{batch:02}-{i:04}"));
-                jobstate::Change {
+                jobstate::store::Change {
                     job: id.clone(),
                     seq: 1,
                     spec: Some(msi_job(id)),
@@ -1414,7 +1415,7 @@ fn a_large_store_compacts_into_a_snapshot_of_many_frames() {
             })
             .collect();
         revision = store
-            .commit(&jobstate::Commit::new(revision, changes))
+            .commit(&jobstate::store::Commit::new(revision, changes))
             .unwrap();
     }
     store.compact().unwrap();
@@ -1776,7 +1777,7 @@ fn enospc_during_compaction_leaves_a_leftover_that_the_next_start_removes() {
     let options = FileStoreOptions {
         compact_after: 1_000_000,
         per_job: 0,
-        retention: jobstate::Retention::keep_all(),
+        retention: jobstate::store::Retention::keep_all(),
     };
     let (mut ledger, _) = Ledger::open(
         FileStore::open_with(&dir, options).unwrap(),

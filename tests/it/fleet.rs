@@ -8,8 +8,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use jobstate::report::DeliveryPolicy;
 use jobstate::testkit::simulator::{Chaos, Fleet, Network, Program, Scenario};
-use jobstate::{DeliveryPolicy, RebootBehaviour, RetryPolicy, StatusKey};
+use jobstate::{RebootBehaviour, RetryPolicy, StatusKey};
 
 use crate::common::*;
 

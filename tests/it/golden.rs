@@ -10,11 +10,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use jobstate::report::DeliveryPolicy;
+use jobstate::session::SessionFacts;
+use jobstate::store::{Commit, Record, Replay, Revision, Snapshot, Store, StoreError};
 use jobstate::{
-    Commit, DeliveryPolicy, ExitCodePolicy, ExitOutcome, FileStore, FileStoreOptions, JobSpec,
-    Ledger, MaintenanceWindow, ProgramExit, ProgramId, RebootBehaviour, Record, Replay,
-    RestartPolicy, RetryPolicy, Revision, RunCondition, SessionFacts, Snapshot, StatusMessage,
-    Store, StoreError, codec,
+    ExitCodePolicy, ExitOutcome, FileStore, FileStoreOptions, JobSpec, Ledger, MaintenanceWindow,
+    ProgramExit, ProgramId, RebootBehaviour, RestartPolicy, RetryPolicy, RunCondition,
+    StatusMessage, codec,
 };
 
 use crate::common::*;
@@ -238,7 +240,7 @@ fn replayed(records: &[Record]) -> Replay {
 }
 
 /// `loaded` holds what `expected` (the records replayed whole) holds, except history a
-/// [`Retention`](jobstate::Retention) let go: each job's kept history is the end of its whole
+/// [`Retention`](jobstate::store::Retention) let go: each job's kept history is the end of its whole
 /// one, and its number, state and specs are the same.
 fn same_content(loaded: &Snapshot, expected: &Replay, what: &str) {
     let expected = expected.snapshot(loaded.revision);
@@ -279,7 +281,7 @@ fn this_build_writes_format_2_byte_for_byte() {
     let options = FileStoreOptions {
         compact_after: u64::MAX,
         per_job: 0,
-        retention: jobstate::Retention::default(),
+        retention: jobstate::store::Retention::default(),
     };
     let store = FileStore::open_with(dir.path(), options).unwrap();
     let recorded = story(store, |store| store.compact().unwrap());
@@ -327,7 +329,7 @@ fn this_build_writes_format_2_byte_for_byte() {
 fn write_sqlite_golden(golden: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    let store = jobstate::SqliteStore::open(&path).unwrap();
+    let store = jobstate::store::SqliteStore::open(&path).unwrap();
     drop(story(store, |_| {}));
     // One file: fold the write-ahead log into the database.
     let db = rusqlite::Connection::open(&path).unwrap();
@@ -360,7 +362,7 @@ fn the_golden_story_holds_every_record_kind_and_state() {
             Record::Report(_) => "report",
             Record::Delivered(_) => "delivered",
             Record::DeadLettered(note) => match note.reason {
-                jobstate::DeadLetterReason::Rejected { .. } => "dead-lettered (rejected)",
+                jobstate::report::DeadLetterReason::Rejected { .. } => "dead-lettered (rejected)",
                 _ => "dead-lettered (gave up)",
             },
             Record::Requeued(_) => "requeued",
@@ -489,7 +491,7 @@ fn the_format_2_sqlite_store_reads() {
             );
         }
     }
-    let mut store = jobstate::SqliteStore::open(&path).unwrap();
+    let mut store = jobstate::store::SqliteStore::open(&path).unwrap();
     let loaded = store.load().unwrap();
     same_content(&loaded, &replayed(&records), "format 2's SQLite store");
 }

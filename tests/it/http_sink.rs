@@ -15,9 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use jobstate::{
-    DeadLetterReason, HttpSink, HttpSinkError, HttpSinkOptions, Ledger, MemoryStore, StatusMessage,
-};
+use jobstate::report::{DeadLetterReason, HttpSink, HttpSinkError, HttpSinkOptions};
+use jobstate::{Ledger, MemoryStore, StatusMessage};
 
 use crate::common::*;
 

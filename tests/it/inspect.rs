@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use jobstate::{FileStore, Ledger, RebootBehaviour, StatusMessage, Store};
+use jobstate::store::Store;
+use jobstate::{FileStore, Ledger, RebootBehaviour, StatusMessage};
 
 use crate::common::*;
 
@@ -49,7 +50,7 @@ fn server() -> Scripted<impl FnMut(&StatusMessage) -> Reply> {
 
 /// An upgrade completed across a reboot, a job running, a dead letter, a pending message; the
 /// ledger (and its lock) stays open.
-fn agent<S: Store>(open: impl Fn() -> S) -> Ledger<S, jobstate::SessionFacts> {
+fn agent<S: Store>(open: impl Fn() -> S) -> Ledger<S, jobstate::session::SessionFacts> {
     let upgrade = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let (mut ledger, _) = Ledger::open(open(), service_session("boot-a")).unwrap();
     ledger.offer(upgrade.clone()).unwrap();
@@ -185,9 +186,9 @@ fn bad_arguments_and_missing_stores_are_refused_with_a_reason() {
 fn the_tool_reads_a_sqlite_store_an_agent_holds_exclusively() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.db");
-    let ledger = agent(|| jobstate::SqliteStore::open(&path).unwrap());
+    let ledger = agent(|| jobstate::store::SqliteStore::open(&path).unwrap());
     // The agent holds SQLite's exclusive lock: a second connection cannot read.
-    assert!(jobstate::SqliteStore::open(&path).is_err());
+    assert!(jobstate::store::SqliteStore::open(&path).is_err());
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&tool(&[path.as_os_str(), "--json".as_ref()]))).unwrap();
     assert_eq!(json["kind"], "SQLite store");

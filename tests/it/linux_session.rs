@@ -5,10 +5,10 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use jobstate::{
-    ExecutionContext, LinuxSession, NoticeDelivery, RestartPending, SessionContext, SessionError,
-    UserPresence,
+use jobstate::session::{
+    ExecutionContext, NoticeDelivery, RestartPending, SessionContext, SessionError,
 };
+use jobstate::{LinuxSession, UserPresence};
 
 fn utmp_record(ut_type: i16, user: &str) -> Vec<u8> {
     let mut r = vec![0u8; 384];
@@ -165,7 +165,8 @@ fn attempt(job: &str) -> jobstate::AttemptId {
 /// start time; a launch never recorded is found by its attempt's marker in the environment.
 #[test]
 fn program_status_of_real_processes() {
-    use jobstate::{ATTEMPT_ENV, ProgramId, ProgramStatus};
+    use jobstate::session::ATTEMPT_ENV;
+    use jobstate::{ProgramId, ProgramStatus};
     // A child forked while a store test holds its lock file would hold the lock until it execs.
     let _serial = crate::file_store::SPAWNING
         .write()

@@ -18,11 +18,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use jobstate::report::{Answers, StatusSink};
+use jobstate::session::{LivePrograms, RestartPending, SessionFacts};
+use jobstate::store::{JobRecord, Store, StoreError};
 use jobstate::{
-    Answers, AttemptId, AttemptRef, CheckResult, Effect, Effects, Error, JobId, JobRecord, JobSpec,
-    JobState, Ledger, LivePrograms, MemoryStore, Offer, ProgramExit, ProgramId, RebootBehaviour,
-    RebootKind, RestartPending, RestartPolicy, RetryPolicy, RunCondition, SessionFacts, StateKind,
-    StatusKey, StatusMessage, StatusSink, Store, StoreError, TransitionError, UserPresence,
+    AttemptId, AttemptRef, CheckResult, Effect, Effects, Error, JobId, JobSpec, JobState, Ledger,
+    MemoryStore, Offer, ProgramExit, ProgramId, RebootBehaviour, RebootKind, RestartPolicy,
+    RetryPolicy, RunCondition, StateKind, StatusKey, StatusMessage, TransitionError, UserPresence,
     WaitReason,
 };
 use proptest::prelude::*;
@@ -249,7 +251,7 @@ struct World {
     /// How much history the ledger keeps: every third case keeps everything, one the default,
     /// one the least (no earlier runs; tombstones at every open), so that invariant 1 is
     /// proven over tombstones too.
-    retention: jobstate::Retention,
+    retention: jobstate::store::Retention,
 }
 
 /// The site server: refuses deliveries on demand, counts every message it accepts by key.
@@ -925,10 +927,10 @@ impl StateMachineTest for LedgerTest {
     fn init_test(_: &()) -> World {
         let case = CASES.fetch_add(1, Ordering::Relaxed);
         let retention = match case % 3 {
-            0 => jobstate::Retention::keep_all(),
-            1 => jobstate::Retention::default(),
+            0 => jobstate::store::Retention::keep_all(),
+            1 => jobstate::store::Retention::default(),
             _ => {
-                let mut least = jobstate::Retention::default();
+                let mut least = jobstate::store::Retention::default();
                 least.earlier_runs = 0;
                 least
             }
@@ -1111,7 +1113,7 @@ impl StateMachineTest for LedgerTest {
         // and pruned): count the reports the store ever committed.
         let mut committed: HashMap<StatusKey, usize> = HashMap::new();
         for bytes in world.store.records() {
-            if let jobstate::Record::Report(message) =
+            if let jobstate::store::Record::Report(message) =
                 jobstate::codec::decode(&bytes).expect("decodes")
             {
                 *committed.entry(message.key).or_default() += 1;

@@ -13,12 +13,13 @@
 
 use std::time::Duration;
 
+use jobstate::report::{Answers, StatusSink};
+use jobstate::session::{LivePrograms, SessionFacts};
+use jobstate::store::{Change, Commit, JobTable, Replay, ReplayError, Revision, Store};
 use jobstate::{
-    Answers, Attempt, AttemptId, AttemptRef, Change, Commit, Effect, Error, Event, EventKind,
-    EventName, FailureReason, JobSpec, JobState, JobTable, Launch, Ledger, LivePrograms,
-    MemoryStore, ProgramId, RebootAttribution, RebootBehaviour, RebootKind, Replay, ReplayError,
-    RetryPolicy, Revision, SessionFacts, StateKind, StatusMessage, StatusSink, Store,
-    TransitionError, WaitReason, transition,
+    Attempt, AttemptId, AttemptRef, Effect, Error, Event, EventKind, EventName, FailureReason,
+    JobSpec, JobState, Launch, Ledger, MemoryStore, ProgramId, RebootAttribution, RebootBehaviour,
+    RebootKind, RetryPolicy, StateKind, StatusMessage, TransitionError, WaitReason, transition,
 };
 
 use crate::common::*;
@@ -93,7 +94,7 @@ fn the_ledger_reports_the_revision_it_committed() {
 fn session_with(boot_name: &str, alive: &[&AttemptId]) -> SessionFacts {
     SessionFacts {
         programs: LivePrograms::Known(alive.iter().map(|a| (*a).clone()).collect()),
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
         ..service_session(boot_name)
     }
 }
@@ -556,7 +557,7 @@ fn an_orphan_stays_polled_after_a_change_that_keeps_it_running() {
     drop(ledger);
     let alive = SessionFacts {
         programs: LivePrograms::Known([attempt].into_iter().collect()),
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
         ..service_session("a")
     };
     let (mut ledger, _) = Ledger::open(store, alive).unwrap();
@@ -1050,7 +1051,7 @@ fn an_agent_restart_while_verifying_counts_no_reboot() {
 // at open is the one in force (its back-off), beside the restart policy given with it.
 #[test]
 fn the_delivery_policy_given_at_open_is_in_force() {
-    let delivery = jobstate::DeliveryPolicy {
+    let delivery = jobstate::report::DeliveryPolicy {
         initial_backoff: Duration::from_secs(7),
         ..Default::default()
     };

@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 #[cfg(feature = "json-lines")]
-use jobstate::JsonLinesSink;
+use jobstate::report::JsonLinesSink;
+use jobstate::report::{Answers, DeliveryPolicy, StatusSink};
+use jobstate::store::{Store, StoreError};
 use jobstate::{
-    Answers, DeliveryPolicy, Error, JobState, Ledger, MemoryStore, RebootBehaviour, StateKind,
-    StatusKey, StatusMessage, StatusSink, Store, StoreError, UserPresence,
+    Error, JobState, Ledger, MemoryStore, RebootBehaviour, StateKind, StatusKey, StatusMessage,
+    UserPresence,
 };
 
 use crate::common::*;

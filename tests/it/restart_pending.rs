@@ -2,10 +2,10 @@
 //! `needs-restarting -r`). A job may take a success followed by it as "success, restart
 //! required", and may refuse to start while it holds.
 
+use jobstate::session::{RestartPending, SessionFacts};
 use jobstate::{
     Effect, Effects, Error, JobSpec, JobState, Ledger, MemoryStore, NextJob, ProgramId,
-    RebootAttribution, RebootBehaviour, RebootKind, RestartPending, SessionFacts, StateKind,
-    WaitReason,
+    RebootAttribution, RebootBehaviour, RebootKind, StateKind, WaitReason,
 };
 
 use crate::common::*;

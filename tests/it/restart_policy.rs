@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use chrono::TimeZone;
+use jobstate::session::SessionFacts;
 use jobstate::{
     Effect, Effects, JobSpec, Ledger, MaintenanceWindow, MemoryStore, ProgramId, RebootBehaviour,
-    RestartHold, RestartPolicy, RestartRelease, SessionFacts, StateKind, Timestamp, UserPresence,
-    WaitReason,
+    RestartHold, RestartPolicy, RestartRelease, StateKind, Timestamp, UserPresence, WaitReason,
 };
 
 use crate::common::*;

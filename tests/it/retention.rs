@@ -2,14 +2,15 @@
 //! large. Earlier runs beyond the bound go as a job runs again; finished jobs become tombstones
 //! at open and at compaction; what invariant 1 needs (id, final state, mandatory) never goes.
 
+use jobstate::store::{Change, Record, Replay, ReplayError, Retention, Store};
 use jobstate::{
-    Change, Event, EventKind, FileStore, FileStoreOptions, JobSpec, JobState, Ledger, Offer,
-    ProgramId, Record, Replay, ReplayError, Retention, StateKind, Store,
+    Event, EventKind, FileStore, FileStoreOptions, JobSpec, JobState, Ledger, Offer, ProgramId,
+    StateKind,
 };
 
 use crate::common::*;
 
-type FileLedger = Ledger<FileStore, jobstate::SessionFacts>;
+type FileLedger = Ledger<FileStore, jobstate::session::SessionFacts>;
 
 fn open(dir: &std::path::Path, boot_name: &str) -> FileLedger {
     Ledger::open(FileStore::open(dir).unwrap(), service_session(boot_name))
@@ -248,7 +249,7 @@ fn a_compacted_record_is_refused_where_it_cannot_be() {
 fn the_sqlite_store_holds_tombstones_in_memory_and_every_row_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.sqlite");
-    let store = jobstate::SqliteStore::open(&path).unwrap();
+    let store = jobstate::store::SqliteStore::open(&path).unwrap();
     let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
     let spec = msi_job(job("kb-1")).with_mandatory(true);
     ledger.offer(spec.clone()).unwrap();
@@ -256,10 +257,10 @@ fn the_sqlite_store_holds_tombstones_in_memory_and_every_row_on_disk() {
     let _effects = ledger.launched(&attempt, ProgramId::new(5, 1)).unwrap();
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
     drop(ledger);
-    let mut store = jobstate::SqliteStore::open(&path).unwrap();
+    let mut store = jobstate::store::SqliteStore::open(&path).unwrap();
     assert!(store.load().unwrap().jobs[0].is_tombstone());
     drop(store);
-    let mut whole = jobstate::SqliteStore::open(&path)
+    let mut whole = jobstate::store::SqliteStore::open(&path)
         .unwrap()
         .with_retention(Retention::keep_all());
     let jobs = whole.load().unwrap().jobs;
@@ -269,7 +270,7 @@ fn the_sqlite_store_holds_tombstones_in_memory_and_every_row_on_disk() {
 
 /// The tightest retention (no earlier runs) and a compaction at every commit, for ledger and
 /// store alike.
-fn tight_open(dir: &std::path::Path, session: jobstate::SessionFacts) -> FileLedger {
+fn tight_open(dir: &std::path::Path, session: jobstate::session::SessionFacts) -> FileLedger {
     let mut retention = Retention::default();
     retention.earlier_runs = 0;
     let options = FileStoreOptions {
@@ -363,7 +364,8 @@ fn an_abandoned_program_alive_blocks_a_rerun_after_compaction() {
         .unwrap();
     drop(ledger);
     let mut session = service_session("b1");
-    session.programs = jobstate::LivePrograms::Known([attempt.clone()].into_iter().collect());
+    session.programs =
+        jobstate::session::LivePrograms::Known([attempt.clone()].into_iter().collect());
     let mut ledger = tight_open(dir.path(), session);
     assert!(matches!(
         ledger.rerun(spec.id()),

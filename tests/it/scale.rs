@@ -1,8 +1,7 @@
 //! Scale cliffs: no number of jobs may make a call's commit too large for a store.
 
-use jobstate::{
-    Commit, Ledger, MemoryStore, ProgramId, Revision, Snapshot, StateKind, Store, StoreError,
-};
+use jobstate::store::{Commit, Revision, Snapshot, Store, StoreError};
+use jobstate::{Ledger, MemoryStore, ProgramId, StateKind};
 
 use crate::common::*;
 

@@ -1,10 +1,10 @@
 //! The two field reports (`shared/seeds/`) and the service pack that the first one says behaves,
 //! each told step by step through the ledger, the way an agent drives it.
 
+use jobstate::session::{ExecutionContext, SessionFacts};
 use jobstate::{
-    Effect, ExecutionContext, FailureReason, JobSpec, JobState, Ledger, MemoryStore, NextJob,
-    Offer, ProgramId, RebootAttribution, RebootBehaviour, RunCondition, SessionFacts, StateKind,
-    UserPresence,
+    Effect, FailureReason, JobSpec, JobState, Ledger, MemoryStore, NextJob, Offer, ProgramId,
+    RebootAttribution, RebootBehaviour, RunCondition, StateKind, UserPresence,
 };
 
 use crate::common::*;

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
+use jobstate::store::{Store, StoreError};
 use jobstate::{
     AttemptId, Effect, Error, ExitCodePolicy, ExitOutcome, FailureReason, JobSpec, JobState,
     Ledger, MemoryStore, NextJob, Offer, ProgramId, RebootAttribution, RebootBehaviour, RebootKind,
-    RetryPolicy, RunCondition, StateKind, Store, StoreError, TransitionError, UserPresence,
-    WaitReason,
+    RetryPolicy, RunCondition, StateKind, TransitionError, UserPresence, WaitReason,
 };
 
 use crate::common::*;

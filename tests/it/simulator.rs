@@ -823,11 +823,12 @@ fn the_file_store_gives_the_same_trace_as_the_memory_store() {
     // Twice: every history kept, and the tightest retention with a compaction at every commit
     // (finished jobs tombstones at every agent start): the simulator's checks hold either way.
     let tight = {
-        let mut least = jobstate::Retention::default();
+        let mut least = jobstate::store::Retention::default();
         least.earlier_runs = 0;
         least
     };
-    for (retention, compact_after) in [(jobstate::Retention::keep_all(), 16_384), (tight, 1)] {
+    for (retention, compact_after) in [(jobstate::store::Retention::keep_all(), 16_384), (tight, 1)]
+    {
         let options = jobstate::FileStoreOptions {
             compact_after,
             per_job: 0,
@@ -1041,8 +1042,8 @@ struct Forgetful {
     forgot: bool,
 }
 
-impl jobstate::Store for Forgetful {
-    fn load(&mut self) -> Result<jobstate::Snapshot, jobstate::StoreError> {
+impl jobstate::store::Store for Forgetful {
+    fn load(&mut self) -> Result<jobstate::store::Snapshot, jobstate::store::StoreError> {
         let mut records = self.inner.records();
         if !self.forgot && self.last > 0 {
             records.truncate(records.len() - self.last);
@@ -1055,8 +1056,8 @@ impl jobstate::Store for Forgetful {
 
     fn commit(
         &mut self,
-        commit: &jobstate::Commit,
-    ) -> Result<jobstate::Revision, jobstate::StoreError> {
+        commit: &jobstate::store::Commit,
+    ) -> Result<jobstate::store::Revision, jobstate::store::StoreError> {
         let before = self.inner.records().len();
         let revision = self.inner.commit(commit)?;
         self.last = self.inner.records().len() - before;

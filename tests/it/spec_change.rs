@@ -4,14 +4,15 @@
 
 use std::time::Duration;
 
+use jobstate::store::{Change, JobTable, ReplayError};
 use jobstate::{
-    Change, Event, EventKind, JobSpec, JobState, JobTable, Ledger, MemoryStore, Offer, ProgramId,
-    RebootBehaviour, ReplayError, RetryPolicy, SpecEffect, StateKind,
+    Event, EventKind, JobSpec, JobState, Ledger, MemoryStore, Offer, ProgramId, RebootBehaviour,
+    RetryPolicy, SpecEffect, StateKind,
 };
 
 use crate::common::*;
 
-type MemLedger = Ledger<MemoryStore, jobstate::SessionFacts>;
+type MemLedger = Ledger<MemoryStore, jobstate::session::SessionFacts>;
 
 fn open(store: &MemoryStore, boot_name: &str) -> MemLedger {
     Ledger::open(store.clone(), service_session(boot_name))

@@ -171,7 +171,7 @@ fn floors_apply_to_a_spec_read_from_text_as_to_one_built_in_code() {
 #[test]
 fn a_spec_survives_the_binary_journal_encoding() {
     let spec: JobSpec = serde_json::from_str(&readme_example()).unwrap();
-    let record = jobstate::Record::Change(Box::new(jobstate::Change {
+    let record = jobstate::store::Record::Change(Box::new(jobstate::store::Change {
         job: spec.id().clone(),
         seq: 1,
         spec: Some(spec.clone()),
@@ -184,7 +184,7 @@ fn a_spec_survives_the_binary_journal_encoding() {
         state: JobState::initial(),
     }));
     let bytes = codec::encode(&record).unwrap();
-    let jobstate::Record::Change(change) = codec::decode(&bytes).unwrap() else {
+    let jobstate::store::Record::Change(change) = codec::decode(&bytes).unwrap() else {
         panic!("a change decodes as a change");
     };
     assert_eq!(change.spec, Some(spec));

@@ -413,7 +413,7 @@ fn an_open_after_a_torn_last_commit_warns_with_the_cut() {
         .unwrap();
 
     let store = FileStore::open(dir.path()).unwrap();
-    let report = jobstate::Store::open_report(&store);
+    let report = jobstate::store::Store::open_report(&store);
     assert_eq!(report.cut.len(), 1, "{report}");
     let seen = collect(|| {
         let (ledger, effects) = Ledger::open(store, service_session("boot-b")).unwrap();

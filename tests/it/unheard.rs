@@ -7,10 +7,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use jobstate::session::{LivePrograms, SessionFacts};
 use jobstate::{
     AttemptId, CheckResult, Effect, Error, FailureReason, JobSpec, JobState, Launch, Ledger,
-    LivePrograms, MemoryStore, NextJob, ProgramId, RebootAttribution, RebootBehaviour, RebootKind,
-    RetryPolicy, SessionFacts, StateKind, StatusMessage, TransitionError, WaitReason,
+    MemoryStore, NextJob, ProgramId, RebootAttribution, RebootBehaviour, RebootKind, RetryPolicy,
+    StateKind, StatusMessage, TransitionError, WaitReason,
 };
 
 use crate::common::*;
@@ -22,7 +23,7 @@ fn upgrade() -> JobSpec {
 fn session(boot_name: &str, alive: &[&AttemptId]) -> SessionFacts {
     SessionFacts {
         programs: LivePrograms::Known(alive.iter().map(|a| (*a).clone()).collect()),
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
         ..service_session(boot_name)
     }
 }

@@ -52,7 +52,7 @@ const OPTIONS: FileStoreOptions = FileStoreOptions {
     per_job: 1,
     // The tightest retention: every compaction (and every recovery) turns finished jobs into
     // tombstones and drops earlier runs, so crashes land in the middle of those rewrites too.
-    retention: crate::Retention {
+    retention: crate::store::Retention {
         earlier_runs: 0,
         tombstones: true,
     },
@@ -85,7 +85,7 @@ fn session(boot: &str, now: Timestamp) -> SessionFacts {
         now,
         since_boot: Duration::from_secs(60),
         programs: Default::default(),
-        restart_pending: crate::RestartPending::Unknown,
+        restart_pending: crate::session::RestartPending::Unknown,
     }
 }
 
@@ -95,7 +95,7 @@ struct Expected {
     revision: u64,
     jobs: Vec<JobRecord>,
     outbox: Vec<StatusMessage>,
-    dead_letters: Vec<crate::DeadLetter>,
+    dead_letters: Vec<crate::report::DeadLetter>,
 }
 
 /// Equal, except history the retention compacted away on either side: the same revision,
@@ -348,7 +348,7 @@ impl StatusSink for Sink {
     fn deliver(
         &mut self,
         batch: &[StatusMessage],
-        answers: &mut crate::Answers,
+        answers: &mut crate::report::Answers,
     ) -> Result<(), String> {
         match (self.0, batch.first()) {
             (0, _) => answers.accept_all(),
