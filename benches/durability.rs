@@ -38,9 +38,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use jobstate::chrono::TimeDelta;
+use jobstate::store::{Change, Commit, Revision, Store};
 use jobstate::{
-    AttemptRef, BootId, Change, Commit, Event, EventKind, FileStore, FileStoreOptions, JobId,
-    JobSpec, JobState, Revision, StateKind, Store, Timestamp, transition,
+    AttemptRef, BootId, Event, EventKind, FileStore, FileStoreOptions, JobId, JobSpec, JobState,
+    StateKind, Timestamp, transition,
 };
 
 /// Jobs in the pool: a batch of 64 moves 64 different jobs.
@@ -143,7 +144,7 @@ impl Pool {
             .map(|i| {
                 let id = JobId::new(format!("deploy-{i:07}-kb5034441")).expect("valid job id");
                 Job {
-                    spec: JobSpec::new(id).mandatory(false),
+                    spec: JobSpec::new(id).with_mandatory(false),
                     state: JobState::initial(),
                     seq: 0,
                 }
@@ -171,7 +172,7 @@ impl Pool {
 
     /// The changes that create every job (`seq` 1): the untimed setup commit.
     fn creations(&mut self) -> Vec<Change> {
-        let event = self.event(EventKind::Advertised);
+        let event = self.event(EventKind::Offered);
         self.jobs
             .iter_mut()
             .map(|job| {
@@ -241,7 +242,7 @@ impl Durable {
         let options = FileStoreOptions {
             compact_after: u64::MAX,
             per_job: 0,
-            retention: jobstate::Retention::keep_all(),
+            retention: jobstate::store::Retention::keep_all(),
         };
         let store = FileStore::open_with(dir, options).expect("open the file store");
         Self::with(Box::new(store), vec![dir.join("journal")])
@@ -250,7 +251,7 @@ impl Durable {
     /// The SQLite store, in a database file in the same directory as the others.
     #[cfg(feature = "sqlite")]
     fn sqlite(path: &Path) -> Self {
-        let store = jobstate::SqliteStore::open(path).expect("open the SQLite store");
+        let store = jobstate::store::SqliteStore::open(path).expect("open the SQLite store");
         let wal = PathBuf::from(format!("{}-wal", path.display()));
         Self::with(Box::new(store), vec![path.to_path_buf(), wal])
     }

@@ -18,10 +18,9 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use jobstate::{
-    Answers, BootId, ExecutionContext, JobId, JobSpec, JsonLinesSink, Ledger, MemoryStore,
-    NoticeDelivery, SessionFacts, StatusMessage, StatusSink, UserPresence,
-};
+use jobstate::report::{Answers, JsonLinesSink, StatusSink};
+use jobstate::session::{ExecutionContext, NoticeDelivery, SessionFacts};
+use jobstate::{BootId, JobId, JobSpec, Ledger, MemoryStore, StatusMessage, UserPresence};
 
 const MESSAGES: usize = 256;
 
@@ -36,7 +35,7 @@ fn session() -> SessionFacts {
         now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
         since_boot: Duration::from_secs(60),
         programs: Default::default(),
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
     }
 }
 
@@ -47,9 +46,7 @@ fn queued() -> (MemLedger, Vec<JobId>) {
         .map(|i| JobId::new(format!("job-{i}")).expect("valid job id"))
         .collect();
     for id in &ids {
-        ledger
-            .advertise(JobSpec::new(id.clone()))
-            .expect("advertise");
+        ledger.offer(JobSpec::new(id.clone())).expect("offer");
     }
     (ledger, ids)
 }
@@ -210,7 +207,7 @@ fn outbox(c: &mut Criterion) {
     {
         let addr = loopback_server();
         let mut sink =
-            jobstate::HttpSink::new(&format!("http://{addr}/status")).expect("a valid URL");
+            jobstate::report::HttpSink::new(&format!("http://{addr}/status")).expect("a valid URL");
         group.bench_function("deliver/http_loopback", |b| {
             b.iter_batched(
                 pending,

@@ -5,7 +5,7 @@
 //!   commit) may hold several. The journals hold changes only (no status messages).
 //! - The changes are real transitions from the pure state machine: jobs (default specs:
 //!   mandatory, Windows Installer exit codes, 3 attempts) each with a history of 5 changes:
-//!   advertised (the change carrying the spec), started, exit 1603 (failure: queued for attempt
+//!   offered (the change carrying the spec), started, exit 1603 (failure: queued for attempt
 //!   2 with a back-off), started, exit 0 (completed). 64 jobs are in flight at once, their
 //!   changes interleaved, as in an agent's journal.
 //! - Two layouts: `1/frame`, one change per commit as the ledger writes single steps (the
@@ -49,9 +49,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use jobstate::chrono::TimeDelta;
+use jobstate::store::{Change, Commit, Record, Replay, Revision, Store};
 use jobstate::{
-    AttemptRef, BootId, Change, Commit, Event, EventKind, FileStore, FileStoreOptions, JobId,
-    JobSpec, JobState, Record, Replay, Revision, StateKind, Store, Timestamp, codec, transition,
+    AttemptRef, BootId, Event, EventKind, FileStore, FileStoreOptions, JobId, JobSpec, JobState,
+    StateKind, Timestamp, codec, transition,
 };
 
 const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
@@ -96,7 +97,7 @@ fn probe_layout(dir: &Path) -> Layout {
     let options = FileStoreOptions {
         compact_after: u64::MAX,
         per_job: 0,
-        retention: jobstate::Retention::keep_all(),
+        retention: jobstate::store::Retention::keep_all(),
     };
     let mut store = FileStore::open_with(dir, options).expect("open the probe store");
     let header = len();
@@ -172,7 +173,7 @@ impl Changes {
                 JobId::new(format!("deploy-{:07}-kb5034441", self.next_job)).expect("valid job id");
             self.next_job += 1;
             let spec = JobSpec::new(id);
-            let event = self.event(EventKind::Advertised);
+            let event = self.event(EventKind::Offered);
             let change = Change {
                 job: spec.id().clone(),
                 seq: 1,
@@ -251,7 +252,7 @@ fn build(dir: &Path, records: usize, per_frame: usize) {
         let options = FileStoreOptions {
             compact_after: u64::MAX,
             per_job: 0,
-            retention: jobstate::Retention::keep_all(),
+            retention: jobstate::store::Retention::keep_all(),
         };
         let mut store = FileStore::open_with(&staging, options).expect("open the staging store");
         let mut changes = Changes::new();
@@ -282,7 +283,7 @@ fn build(dir: &Path, records: usize, per_frame: usize) {
 fn count(dir: &Path) -> Result<usize, String> {
     // Every history kept: the default retention would count finished jobs as tombstones.
     let options = FileStoreOptions {
-        retention: jobstate::Retention::keep_all(),
+        retention: jobstate::store::Retention::keep_all(),
         ..FileStoreOptions::default()
     };
     let mut store = FileStore::open_with(dir, options).map_err(|e| e.to_string())?;

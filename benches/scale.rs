@@ -1,5 +1,5 @@
 //! A decade of jobs (issue 12, "no scale cliff"): a file store holding 100,000 finished jobs,
-//! each with its whole history (advertised, started, launched, exit 0: 4 changes), plus one
+//! each with its whole history (offered, started, launched, exit 0: 4 changes), plus one
 //! queued job. Measured, against the goals:
 //!
 //! - opening it (`FileStore::open` + `Ledger::open`): µs per record (goal ≤ 0.3);
@@ -22,10 +22,9 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use jobstate::chrono::{TimeZone, Utc};
-use jobstate::{
-    Answers, BootId, ExecutionContext, FileStore, JobId, JobSpec, Ledger, NoticeDelivery,
-    ProgramId, SessionFacts, StatusMessage, StatusSink, UserPresence,
-};
+use jobstate::report::{Answers, StatusSink};
+use jobstate::session::{ExecutionContext, NoticeDelivery, SessionFacts};
+use jobstate::{BootId, FileStore, JobId, JobSpec, Ledger, ProgramId, StatusMessage, UserPresence};
 
 /// Counts the bytes allocated and not yet freed.
 struct Counting;
@@ -86,7 +85,7 @@ fn session() -> SessionFacts {
             .expect("a time"),
         since_boot: Duration::from_secs(60),
         programs: Default::default(),
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
     }
 }
 
@@ -118,9 +117,7 @@ fn main() {
     for i in 0..jobs {
         let id = JobId::new(format!("job-{i}")).expect("an id");
         timed(&mut || {
-            ledger
-                .advertise(JobSpec::new(id.clone()))
-                .expect("advertise");
+            ledger.offer(JobSpec::new(id.clone())).expect("offer");
         });
         let attempt = ledger.begin(&id).expect("begin");
         // Jobs alone that exit 0 license nothing: only the commits are measured.
@@ -138,8 +135,8 @@ fn main() {
     }
     ledger.deliver(&mut Accept).expect("deliver");
     ledger
-        .advertise(JobSpec::new(JobId::new("the-queued-one").expect("an id")))
-        .expect("advertise");
+        .offer(JobSpec::new(JobId::new("the-queued-one").expect("an id")))
+        .expect("offer");
     let records = jobs * 4 + 1;
     let built = build.elapsed();
     let mut store = ledger.into_store();

@@ -23,10 +23,10 @@ use jobstate::{ExitCodePolicy, JobId, JobSpec, RebootBehaviour};
 
 fn two_jobs(c: &mut Criterion) {
     let upgrade = JobSpec::new(JobId::new("os-upgrade").expect("valid id"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true);
     let installer = JobSpec::new(JobId::new("msi-installer").expect("valid id"))
-        .reboot(RebootBehaviour::MayRequest);
+        .with_reboot(RebootBehaviour::MayRequest);
     // Crashes (killing the agent's programs or not) and reboots (power cuts and orderly ones).
     let chaos = Chaos::none().crashes(true).power_cuts(true).kill_mode(true);
     let seed = Cell::new(0u64);
@@ -50,11 +50,11 @@ fn two_jobs(c: &mut Criterion) {
 fn fleet(c: &mut Criterion) {
     const MACHINES: usize = 100;
     let upgrade = JobSpec::new(JobId::new("os-upgrade").expect("valid id"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true);
     let installer = JobSpec::new(JobId::new("msi-installer").expect("valid id"))
-        .exit_codes(ExitCodePolicy::windows_installer())
-        .reboot(RebootBehaviour::MayRequest);
+        .with_exit_codes(ExitCodePolicy::windows_installer())
+        .with_reboot(RebootBehaviour::MayRequest);
     let chaos = Chaos::none().crashes(true).power_cuts(true).kill_mode(true);
     let seed = Cell::new(0u64);
     let mut group = c.benchmark_group("simulator");

@@ -6,9 +6,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use jobstate::session::{NoticeDelivery, SessionFacts};
 use jobstate::{
     Attempt, AttemptRef, BootId, Event, EventKind, JobId, JobSpec, JobState, Ledger, MemoryStore,
-    NoticeDelivery, SessionFacts, UserPresence, transition,
+    UserPresence, transition,
 };
 
 /// One pure `transition` call: `Running` + `ProgramExited { code: 0 }` -> `Completed` (with its
@@ -57,8 +58,8 @@ fn ledger_commit(c: &mut Criterion) {
         let (mut ledger, _) =
             Ledger::open(MemoryStore::new(), session.clone()).expect("open an empty store");
         ledger
-            .advertise(JobSpec::new(id.clone()))
-            .expect("advertise a new job");
+            .offer(JobSpec::new(id.clone()))
+            .expect("offer a new job");
         ledger
     };
     c.bench_function("ledger_commit/begin_memory_store", |b| {
@@ -83,8 +84,8 @@ fn ledger_lookup(c: &mut Criterion) {
         .collect();
     for id in &ids {
         ledger
-            .advertise(JobSpec::new(id.clone()))
-            .expect("advertise a new job");
+            .offer(JobSpec::new(id.clone()))
+            .expect("offer a new job");
     }
     let mut n = 0;
     c.bench_function("ledger_job/10k_sequential_ids", |b| {
@@ -103,8 +104,8 @@ fn next_runnable_among_tombstones(c: &mut Criterion) {
     for n in 0..100_000 {
         let id = JobId::new(format!("done-{n}")).expect("valid job id");
         ledger
-            .advertise(JobSpec::new(id.clone()))
-            .expect("advertise a new job");
+            .offer(JobSpec::new(id.clone()))
+            .expect("offer a new job");
         let attempt = ledger.begin(&id).expect("begin");
         // A job alone with exit 0 completes and licenses nothing: only the tombstones matter.
         let _effects = ledger
@@ -112,8 +113,8 @@ fn next_runnable_among_tombstones(c: &mut Criterion) {
             .expect("exit 0 completes");
     }
     ledger
-        .advertise(JobSpec::new(JobId::new("queued").expect("valid job id")))
-        .expect("advertise");
+        .offer(JobSpec::new(JobId::new("queued").expect("valid job id")))
+        .expect("offer");
     c.bench_function("next_runnable/100k_tombstones_1_queued", |b| {
         b.iter(|| black_box(ledger.next_runnable()))
     });
@@ -124,12 +125,12 @@ fn service_session() -> SessionFacts {
     SessionFacts {
         boot: BootId::new("boot-1").expect("valid boot id"),
         user: UserPresence::NoneLoggedOn,
-        context: jobstate::ExecutionContext::Service,
+        context: jobstate::session::ExecutionContext::Service,
         notices: NoticeDelivery::NotDelivered,
         now: "2026-11-21T02:00:00Z".parse().expect("valid time"),
         since_boot: std::time::Duration::from_secs(60),
         programs: Default::default(),
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
     }
 }
 

@@ -48,10 +48,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
 use std::time::Duration;
 
+use jobstate::report::{Answers, JsonLinesSink, StatusSink};
+use jobstate::session::{ATTEMPT_ENV, SessionContext};
 use jobstate::{
-    ATTEMPT_ENV, Answers, AttemptId, CheckResult, Effect, Effects, FileStore, JobId, JobSpec,
-    JobState, JsonLinesSink, Ledger, LedgerOptions, LinuxSession, NextJob, ProgramExit,
-    RestartPolicy, RestartRelease, SessionContext, StatusMessage, StatusSink, WaitReason,
+    AttemptId, CheckResult, Effect, Effects, FileStore, JobId, JobSpec, JobState, Ledger,
+    LedgerOptions, LinuxSession, NextJob, ProgramExit, RestartPolicy, RestartRelease,
+    StatusMessage, WaitReason,
 };
 use serde::Deserialize;
 
@@ -147,7 +149,7 @@ fn load(path: &Path) -> Result<(Config, Vec<JobSpec>), Failure> {
         if specs.iter().any(|s| s.id() == id) {
             return Err(Failure::Input(format!("job {id} is listed twice")));
         }
-        if job.spec.verifies_after_reboot() != job.verify.is_some() {
+        if job.spec.verify_after_reboot() != job.verify.is_some() {
             return Err(Failure::Input(format!(
                 "job {id}: give a \"verify\" command exactly when the spec says \"verify_after_reboot\": true"
             )));
@@ -219,7 +221,7 @@ fn run(path: &Path) -> Result<(), Failure> {
     // Open the store and reconcile every unfinished job against this boot: a program that died
     // with the previous agent process ends its attempt; a launch never recorded is launched now.
     let store = FileStore::open(&config.state_dir)?;
-    let options = LedgerOptions::default().restart_policy(config.restart_policy);
+    let options = LedgerOptions::default().with_restart_policy(config.restart_policy);
     let (ledger, effects) = Ledger::open_with(store, session, options)?;
     say!("recovered effects={}", effects.len());
     let report = ledger.open_report();
@@ -238,8 +240,8 @@ fn run(path: &Path) -> Result<(), Failure> {
 
     for spec in specs {
         let id = spec.id().clone();
-        let answer = agent.ledger.advertise(spec)?;
-        say!("advertise job={id} answer={answer:?}");
+        let answer = agent.ledger.offer(spec)?;
+        say!("offer job={id} answer={answer:?}");
     }
 
     let poll = Duration::from_millis(config.poll_ms);
@@ -346,8 +348,8 @@ impl Agent<'_> {
         let job = attempt.job.clone();
         say!(
             "launch job={job} run={} attempt={}",
-            attempt.attempt.run,
-            attempt.attempt.number
+            attempt.run,
+            attempt.number
         );
         // A job no longer in the config cannot be launched: that attempt fails (not the agent).
         let spawned = match self.job(&job) {

@@ -17,10 +17,11 @@
 //! Run with `cargo run --example background_upgrade`.
 
 use chrono::TimeDelta;
+use jobstate::report::{Answers, JsonLinesSink, StatusSink};
+use jobstate::session::{ExecutionContext, LivePrograms, NoticeDelivery, SessionFacts};
 use jobstate::{
-    Advertisement, Answers, BootId, ExecutionContext, FileStore, JobId, JobSpec, JobState,
-    JsonLinesSink, Ledger, LivePrograms, NextJob, NoticeDelivery, ProgramId, RebootBehaviour,
-    RunCondition, SessionFacts, StatusMessage, StatusSink, UserPresence,
+    BootId, FileStore, JobId, JobSpec, JobState, Ledger, NextJob, Offer, ProgramId,
+    RebootBehaviour, RunCondition, StatusMessage, UserPresence,
 };
 
 type Agent = Ledger<FileStore, SessionFacts>;
@@ -33,9 +34,9 @@ macro_rules! log {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let id = JobId::new("nt40-unattended-upgrade")?;
     let upgrade = JobSpec::new(id.clone())
-        .mandatory(true)
-        .run_condition(RunCondition::Always) // "System Background task": user or not
-        .reboot(RebootBehaviour::RestartsMachine); // winnt32 restarts the machine itself
+        .with_mandatory(true)
+        .with_run_condition(RunCondition::Always) // "System Background task": user or not
+        .with_reboot(RebootBehaviour::RestartsMachine); // winnt32 restarts the machine itself
     // The agent's durable store: a directory holding a journal (one fdatasync per commit). A
     // real agent keeps it under /var/lib; the example uses a private temporary directory
     // (0700, an unpredictable name: a predictable path under /tmp is a trap another user can
@@ -54,12 +55,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         now: "1997-11-21T02:00:00Z".parse()?,
         since_boot: std::time::Duration::from_secs(95),
         programs: LivePrograms::Unknown, // whether programs are alive: not asked in this story
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
     };
     let (mut ledger, recovered) = Ledger::open(FileStore::open(&store_dir)?, session_a.clone())?;
     log!(ledger, "agent started, {} effect(s)", recovered.len());
-    let ad = ledger.advertise(upgrade.clone())?;
-    log!(ledger, "server advertised the upgrade: {ad:?}");
+    let ad = ledger.offer(upgrade.clone())?;
+    log!(ledger, "server offered the upgrade: {ad:?}");
     ledger.session_mut().now += TimeDelta::minutes(1);
     run_next(&mut ledger, &mut launches)?;
     log!(
@@ -124,13 +125,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("the completion was not reported exactly once".into());
     }
 
-    // The site server still lists the job and advertises it again, as it did every cycle.
+    // The site server still lists the job and offers it again, as it did every cycle.
     ledger.session_mut().now += TimeDelta::minutes(5);
-    let ad = ledger.advertise(upgrade)?;
-    if ad != Advertisement::CompletedWillNotRun {
+    let ad = ledger.offer(upgrade)?;
+    if ad != Offer::CompletedWillNotRun {
         return Err(format!("expected CompletedWillNotRun, got {ad:?}").into());
     }
-    log!(ledger, "server advertised it again: {ad:?}");
+    log!(ledger, "server offered it again: {ad:?}");
     let next = run_next(&mut ledger, &mut launches)?;
     log!(ledger, "run loop asked for work: {next:?}");
 

@@ -78,9 +78,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use jobstate::session::{
+    ExecutionContext, LivePrograms, NoticeDelivery, RestartPending, SessionFacts,
+};
 use jobstate::{
-    BootId, ExecutionContext, JobId, JobSpec, Ledger, LivePrograms, MemoryStore, NextJob,
-    NoticeDelivery, ProgramId, RestartPending, RetryPolicy, SessionFacts, StatusMessage,
+    BootId, JobId, JobSpec, Ledger, MemoryStore, NextJob, ProgramId, RetryPolicy, StatusMessage,
     UserPresence, chrono,
 };
 use serde::Deserialize;
@@ -1087,10 +1089,10 @@ fn ledger_messages(prefix: &str) -> Result<Vec<StatusMessage>, Box<dyn Error>> {
     };
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), session)?;
     let id = |name: &str| JobId::new(format!("{prefix}{name}"));
-    ledger.advertise(JobSpec::new(id("security-patch")?))?;
-    ledger.advertise(JobSpec::new(id("driver-update")?).retry(RetryPolicy::none()))?;
-    ledger.advertise(JobSpec::new(id("office suite")?).mandatory(false))?;
-    ledger.advertise(JobSpec::new(id("font-pack")?).mandatory(false))?;
+    ledger.offer(JobSpec::new(id("security-patch")?))?;
+    ledger.offer(JobSpec::new(id("driver-update")?).with_retry(RetryPolicy::none()))?;
+    ledger.offer(JobSpec::new(id("office suite")?).with_mandatory(false))?;
+    ledger.offer(JobSpec::new(id("font-pack")?).with_mandatory(false))?;
     // Jobs that never restart the machine and have no check license nothing: these calls only
     // fill the outbox, which is what this demonstration delivers.
     let _effects = ledger.cancel(&id("font-pack")?)?;

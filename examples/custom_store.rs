@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use jobstate::store::{Commit, Record, Replay, Revision, Snapshot, Store, StoreError};
 use jobstate::testkit::conformance::{self, Harness};
-use jobstate::{Commit, Record, Replay, Revision, Snapshot, Store, StoreError};
 
 /// The "medium": what survives the process. Here, a map from commit number to the records of
 /// that commit, shared by clones.

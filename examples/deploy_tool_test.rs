@@ -17,17 +17,17 @@ use jobstate::{ExitCodePolicy, JobId, JobSpec, RebootBehaviour, StateKind};
 /// check confirms them after the restart.
 fn os_upgrade(id: &str) -> JobSpec {
     JobSpec::new(JobId::new(id).expect("a valid id"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true)
-        .max_run_time(Duration::from_secs(4 * 3600))
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true)
+        .with_max_run_time(Duration::from_secs(4 * 3600))
 }
 
 /// The tool's policy for MSI installers: they may ask for a restart (3010), under the Windows
 /// Installer table (the default table on Unix is Unix's).
 fn msi_installer(id: &str) -> JobSpec {
     JobSpec::new(JobId::new(id).expect("a valid id"))
-        .reboot(RebootBehaviour::MayRequest)
-        .exit_codes(ExitCodePolicy::windows_installer())
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_exit_codes(ExitCodePolicy::windows_installer())
 }
 
 fn main() {

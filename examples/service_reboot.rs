@@ -16,10 +16,11 @@
 //! Run with `cargo run --example service_reboot`.
 
 use chrono::TimeDelta;
+use jobstate::report::{Answers, JsonLinesSink, StatusSink};
+use jobstate::session::{ExecutionContext, LivePrograms, NoticeDelivery, SessionFacts};
 use jobstate::{
-    Advertisement, Answers, BootId, Effect, ExecutionContext, FileStore, JobId, JobSpec, JobState,
-    JsonLinesSink, Ledger, LivePrograms, NextJob, NoticeDelivery, ProgramId, RebootBehaviour,
-    SessionFacts, StateKind, StatusMessage, StatusSink, UserPresence,
+    BootId, Effect, FileStore, JobId, JobSpec, JobState, Ledger, NextJob, Offer, ProgramId,
+    RebootBehaviour, StateKind, StatusMessage, UserPresence,
 };
 
 type Agent = Ledger<FileStore, SessionFacts>;
@@ -32,10 +33,10 @@ macro_rules! log {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let id = JobId::new("nt40-upgrade-via-ntencap")?;
     let upgrade = JobSpec::new(id.clone())
-        .mandatory(true)
-        .reboot(RebootBehaviour::RestartsMachine)
+        .with_mandatory(true)
+        .with_reboot(RebootBehaviour::RestartsMachine)
         // The restart proves the program ended, not that it worked: confirm before completing.
-        .verify_after_reboot(true);
+        .with_verify_after_reboot(true);
     // The agent's durable store, in a private temporary directory (0700, an unpredictable
     // name), removed when `tmp` is dropped (a real agent: /var/lib/...).
     let tmp = tempfile::tempdir()?;
@@ -54,11 +55,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         now: "1997-03-04T22:00:00Z".parse()?,
         since_boot: std::time::Duration::from_secs(120),
         programs: LivePrograms::Unknown,
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
     };
     let (mut ledger, _) = Ledger::open(FileStore::open(dir)?, session_a.clone())?;
-    let ad = ledger.advertise(upgrade.clone())?;
-    log!(ledger, "server advertised the upgrade: {ad:?}");
+    let ad = ledger.offer(upgrade.clone())?;
+    log!(ledger, "server offered the upgrade: {ad:?}");
     run_next(&mut ledger, &mut launches)?;
     log!(ledger, "Running committed, Ntencap launched (#{launches})");
     // The machine restarts. No shutdown message reaches the service, so `shutdown_notice` is
@@ -108,7 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Restart the agent three more times (twice in boot B, once after another reboot), and
-    // each time the server advertises the job again. A same-boot restart concludes nothing; a
+    // each time the server offers the job again. A same-boot restart concludes nothing; a
     // completed mandatory job is a tombstone either way.
     for (boot, hours) in [("boot-b-c04a", 0), ("boot-b-c04a", 2), ("boot-c-5e91", 9)] {
         drop(ledger); // the agent process exits; only the store remains
@@ -121,10 +122,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let effects;
         (ledger, effects) = Ledger::open(FileStore::open(dir)?, session)?;
         let n = effects.len();
-        let ad = ledger.advertise(upgrade.clone())?;
+        let ad = ledger.offer(upgrade.clone())?;
         let next = run_next(&mut ledger, &mut launches)?;
         log!(ledger, "agent restart: {n} effect(s), {ad:?}, {next:?}");
-        if ad != Advertisement::CompletedWillNotRun || next != NextJob::Idle {
+        if ad != Offer::CompletedWillNotRun || next != NextJob::Idle {
             return Err("a completed mandatory job was offered again".into());
         }
     }

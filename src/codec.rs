@@ -62,7 +62,8 @@ pub struct EncodeError {
 ///
 /// ```
 /// # use chrono::{TimeZone, Utc};
-/// use jobstate::{codec, BootId, Change, Event, EventKind, JobId, JobSpec, JobState, Record};
+/// use jobstate::{codec, BootId, Event, EventKind, JobId, JobSpec, JobState};
+/// use jobstate::store::{Change, Record};
 /// # let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
 /// # let id = JobId::new("patch").unwrap();
 /// let record = Record::Change(Box::new(Change {
@@ -73,7 +74,7 @@ pub struct EncodeError {
 ///         at,
 ///         boot: BootId::new("b1").unwrap(),
 ///         since_boot: std::time::Duration::ZERO,
-///         kind: EventKind::Advertised,
+///         kind: EventKind::Offered,
 ///     },
 ///     state: JobState::initial(),
 /// }));

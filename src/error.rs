@@ -43,7 +43,7 @@ pub enum WaitReason {
         job: JobId,
     },
     /// The operating system says a restart is pending, and the job must not start before it
-    /// ([`JobSpec::wait_for_pending_restart`](crate::JobSpec::wait_for_pending_restart)).
+    /// ([`JobSpec::with_wait_for_pending_restart`](crate::JobSpec::with_wait_for_pending_restart)).
     SystemRestartPending,
     /// The job's program runs, under its run-time limit.
     ProgramRunning,
@@ -161,7 +161,7 @@ impl fmt::Display for WaitReason {
 #[non_exhaustive]
 pub enum Error {
     /// No job with this id is known.
-    #[error("no job with id {0} is known: advertise it first")]
+    #[error("no job with id {0} is known: offer it first")]
     UnknownJob(JobId),
     /// The state machine refused the event.
     #[error(transparent)]

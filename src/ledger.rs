@@ -35,10 +35,11 @@ const MAX_CHANGES_PER_COMMIT: usize = 1024;
 /// agent is not its parent, so nothing tells it of the program's end.
 const ORPHAN_POLL: Duration = Duration::from_secs(10);
 
-/// What advertising a job did.
+/// What offering a job did: the answer of [`Ledger::offer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Advertisement {
+#[doc(alias = "advertisement", alias = "Advertisement")]
+pub enum Offer {
     /// The job was new: it is now queued.
     Queued,
     /// The job was already known with this very spec: nothing changed. An optional completed
@@ -58,11 +59,11 @@ pub enum Advertisement {
         kept_mandatory: bool,
     },
     /// The job is a completed mandatory job: it will never run again, whatever spec it was
-    /// advertised with (nothing is recorded).
+    /// offered with (nothing is recorded).
     CompletedWillNotRun,
 }
 
-/// When a changed spec takes effect ([`Advertisement::SpecChanged`]).
+/// When a changed spec takes effect ([`Offer::SpecChanged`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SpecEffect {
@@ -91,21 +92,21 @@ pub struct LedgerOptions {
 impl LedgerOptions {
     /// Sets the restart policy of jobs whose spec names none.
     #[must_use]
-    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
+    pub fn with_restart_policy(mut self, policy: RestartPolicy) -> Self {
         self.restart_policy = policy;
         self
     }
 
     /// Sets how status messages are batched and retried.
     #[must_use]
-    pub fn delivery(mut self, delivery: DeliveryPolicy) -> Self {
+    pub fn with_delivery(mut self, delivery: DeliveryPolicy) -> Self {
         self.delivery = delivery;
         self
     }
 
     /// Sets how much history the ledger keeps in memory.
     #[must_use]
-    pub fn retention(mut self, retention: Retention) -> Self {
+    pub fn with_retention(mut self, retention: Retention) -> Self {
         self.retention = retention;
         self
     }
@@ -158,7 +159,7 @@ pub struct JobWait {
 ///
 /// - **Open:** [`Ledger::open`] loads the store and reconciles every unfinished job against the
 ///   current boot. Carry out the effects it returns first (verifications, owed restarts).
-/// - **Inputs from the server:** [`advertise`](Ledger::advertise),
+/// - **Inputs from the server:** [`offer`](Ledger::offer),
 ///   [`rerun`](Ledger::rerun), [`cancel`](Ledger::cancel).
 /// - **The run loop:** [`next_runnable`](Ledger::next_runnable), then
 ///   [`begin`](Ledger::begin) (launch the program only after it returns), then
@@ -183,6 +184,7 @@ pub struct JobWait {
 ///
 /// ```
 /// use chrono::{TimeZone, Utc};
+/// use jobstate::session::{ExecutionContext, LivePrograms, NoticeDelivery, SessionFacts};
 /// use jobstate::*;
 ///
 /// let session = SessionFacts {
@@ -193,12 +195,12 @@ pub struct JobWait {
 ///     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
 ///     since_boot: std::time::Duration::from_secs(60),
 ///     programs: LivePrograms::Unknown,
-///     restart_pending: jobstate::RestartPending::Unknown,
+///     restart_pending: jobstate::session::RestartPending::Unknown,
 /// };
 /// let (mut ledger, recovered) = Ledger::open(MemoryStore::new(), session)?;
 /// assert!(recovered.is_empty());               // a new store: nothing to carry out first
 /// let spec = JobSpec::new(JobId::new("patch-kb123")?);
-/// assert_eq!(ledger.advertise(spec.clone())?, Advertisement::Queued);
+/// assert_eq!(ledger.offer(spec.clone())?, Offer::Queued);
 ///
 /// let NextJob::Run(job) = ledger.next_runnable() else { panic!("nothing to run") };
 /// let attempt = ledger.begin(&job)?;          // Running is durable: launch the program now
@@ -207,7 +209,7 @@ pub struct JobWait {
 /// let effects = ledger.program_exited(&attempt, 0)?;
 /// assert!(effects.is_empty());                 // nothing left to do...
 /// assert_eq!(ledger.outbox().count(), 1);     // ...but a status message to deliver
-/// assert_eq!(ledger.advertise(spec)?, Advertisement::CompletedWillNotRun);
+/// assert_eq!(ledger.offer(spec)?, Offer::CompletedWillNotRun);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -256,13 +258,14 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// at open (a restart owed before the agent restarted, for one) already follow them.
     ///
     /// ```
-    /// use jobstate::{Ledger, LedgerOptions, MemoryStore, RestartPolicy, SessionFacts};
+    /// use jobstate::{Ledger, LedgerOptions, MemoryStore, RestartPolicy};
+    /// use jobstate::session::SessionFacts;
     /// # fn session() -> SessionFacts { SessionFacts {
     /// #     boot: jobstate::BootId::new("b").unwrap(), user: jobstate::UserPresence::Unknown,
-    /// #     context: jobstate::ExecutionContext::Service, notices: jobstate::NoticeDelivery::NotDelivered,
+    /// #     context: jobstate::session::ExecutionContext::Service, notices: jobstate::session::NoticeDelivery::NotDelivered,
     /// #     now: chrono::DateTime::UNIX_EPOCH, since_boot: std::time::Duration::ZERO,
-    /// #     programs: jobstate::LivePrograms::Unknown, restart_pending: jobstate::RestartPending::Unknown } }
-    /// let options = LedgerOptions::default().restart_policy(RestartPolicy::NextNaturalBoot);
+    /// #     programs: jobstate::session::LivePrograms::Unknown, restart_pending: jobstate::session::RestartPending::Unknown } }
+    /// let options = LedgerOptions::default().with_restart_policy(RestartPolicy::NextNaturalBoot);
     /// let (ledger, effects) = Ledger::open_with(MemoryStore::new(), session(), options)?;
     /// # Ok::<(), jobstate::Error>(())
     /// ```
@@ -278,7 +281,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         let boot = session.boot_id()?;
         let mut state =
             Replay::from_snapshot(snapshot.jobs, snapshot.outbox, snapshot.dead_letters)
-                .map_err(crate::StoreError::from)?;
+                .map_err(crate::store::StoreError::from)?;
         state.compact_history(&options.retention);
         let mut ledger = Self {
             store,
@@ -317,24 +320,25 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         Ok((ledger, effects))
     }
 
-    /// Advertises a job: a new id is queued; a known id changes nothing and says what it is.
-    /// A completed mandatory job answers [`Advertisement::CompletedWillNotRun`].
-    pub fn advertise(&mut self, spec: JobSpec) -> Result<Advertisement, Error> {
-        crate::observe::call_span!("advertise", job = spec.id());
+    /// Offers a job: a new id is queued; a known id changes nothing and says what it is.
+    /// A completed mandatory job answers [`Offer::CompletedWillNotRun`].
+    #[doc(alias = "advertise")]
+    pub fn offer(&mut self, spec: JobSpec) -> Result<Offer, Error> {
+        crate::observe::call_span!("offer", job = spec.id());
         if let Some(record) = self.state.jobs().get(spec.id()) {
-            let event = self.event(EventKind::Advertised);
-            // Advertising a known job is an observation: it never changes the job's state.
+            let event = self.event(EventKind::Offered);
+            // Offering a known job is an observation: it never changes the job's state.
             let step = transition(record.spec(), record.state(), &event)?;
             debug_assert!(step.state.is_none());
             let state = record.state().kind();
             let latest = record.latest_spec();
             if state == StateKind::Completed && latest.is_mandatory() {
-                return Ok(Advertisement::CompletedWillNotRun);
+                return Ok(Offer::CompletedWillNotRun);
             }
             // Mandatory may be added, never removed.
             let kept_mandatory = latest.is_mandatory() && !spec.is_mandatory();
             let mandatory = spec.is_mandatory() || latest.is_mandatory();
-            let spec = spec.mandatory(mandatory);
+            let spec = spec.with_mandatory(mandatory);
             let effect = if record.current_attempt().is_some() {
                 SpecEffect::NextAttempt
             } else {
@@ -344,13 +348,13 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 return Ok(if kept_mandatory {
                     // Only the mandatory flag differed, and it stays: nothing to record; the
                     // spec in force is the one that stays.
-                    Advertisement::SpecChanged {
+                    Offer::SpecChanged {
                         state,
                         effect,
                         kept_mandatory,
                     }
                 } else {
-                    Advertisement::AlreadyKnown { state }
+                    Offer::AlreadyKnown { state }
                 });
             }
             let change = Change {
@@ -361,7 +365,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 state: record.state().clone(),
             };
             self.commit(Commit::new(self.revision, vec![change]))?;
-            return Ok(Advertisement::SpecChanged {
+            return Ok(Offer::SpecChanged {
                 state,
                 effect,
                 kept_mandatory,
@@ -371,14 +375,14 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             job: spec.id().clone(),
             seq: 1,
             spec: Some(Arc::new(spec)),
-            event: self.event(EventKind::Advertised),
+            event: self.event(EventKind::Offered),
             state: JobState::initial(),
         };
         self.commit(Commit::new(self.revision, vec![change]))?;
-        Ok(Advertisement::Queued)
+        Ok(Offer::Queued)
     }
 
-    /// The first queued job (in advertisement order) that may start in the current session, or
+    /// The first queued job (in offer order) that may start in the current session, or
     /// why the first queued job must wait.
     pub fn next_runnable(&self) -> NextJob {
         let busy = self.busy();
@@ -402,7 +406,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
 
     /// Starts the queued attempt of `job`: commits `Running` (with the current boot) and returns
     /// the attempt. Launch the program only after this returns `Ok`, with
-    /// [`ATTEMPT_ENV`](crate::ATTEMPT_ENV) set to [`AttemptId::env_value`] if your session
+    /// [`ATTEMPT_ENV`](crate::session::ATTEMPT_ENV) set to [`AttemptId::env_value`] if your session
     /// looks for it, then record the launch with [`launched`](Ledger::launched).
     #[must_use = "the attempt is the launch to carry out: start its program now, then record it with `launched`"]
     pub fn begin(&mut self, job: &JobId) -> Result<AttemptId, Error> {
@@ -443,10 +447,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             .state
             .jobs()
             .get(&attempt.job)
-            .is_some_and(|r| r.spec().restarts_when_pending())
-            && self.session.restart_pending() == crate::RestartPending::Pending;
+            .is_some_and(|r| r.spec().restart_when_pending())
+            && self.session.restart_pending() == crate::session::RestartPending::Pending;
         let kind = EventKind::ProgramExited {
-            attempt: attempt.attempt,
+            attempt: attempt.attempt_ref(),
             exit: exit.into(),
             restart_pending,
         };
@@ -461,7 +465,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     pub fn launched(&mut self, attempt: &AttemptId, program: ProgramId) -> Result<Effects, Error> {
         crate::observe::call_span!("launched", attempt = attempt);
         let kind = EventKind::Launched {
-            attempt: attempt.attempt,
+            attempt: attempt.attempt_ref(),
             program,
         };
         self.apply(&attempt.job, kind)
@@ -475,7 +479,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     pub fn launch_failed(&mut self, attempt: &AttemptId) -> Result<Effects, Error> {
         crate::observe::call_span!("launch_failed", attempt = attempt);
         let kind = EventKind::LaunchFailed {
-            attempt: attempt.attempt,
+            attempt: attempt.attempt_ref(),
         };
         self.apply(&attempt.job, kind)
     }
@@ -489,7 +493,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     pub fn program_lost(&mut self, attempt: &AttemptId) -> Result<Effects, Error> {
         crate::observe::call_span!("program_lost", attempt = attempt);
         let kind = EventKind::ProgramLost {
-            attempt: attempt.attempt,
+            attempt: attempt.attempt_ref(),
         };
         self.apply(&attempt.job, kind)
     }
@@ -505,7 +509,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     ) -> Result<Effects, Error> {
         crate::observe::call_span!("expect_reboot", attempt = attempt);
         let kind = EventKind::RebootExpected {
-            attempt: attempt.attempt,
+            attempt: attempt.attempt_ref(),
             kind,
         };
         self.apply(&attempt.job, kind)
@@ -522,7 +526,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     ) -> Result<Effects, Error> {
         crate::observe::call_span!("verification", attempt = attempt);
         let kind = EventKind::Verified {
-            attempt: attempt.attempt,
+            attempt: attempt.attempt_ref(),
             result: result.into(),
         };
         self.apply(&attempt.job, kind)
@@ -596,10 +600,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             JobState::Running { launch, .. } => Some(*launch),
             _ => None,
         })?;
-        let id = AttemptId {
-            job: record.id().clone(),
-            attempt: named,
-        };
+        let id = AttemptId::new(record.id().clone(), named);
         (self.session.program_status(&id, launch.program()) == ProgramStatus::Alive)
             .then_some(named)
     }
@@ -621,7 +622,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         self.apply(job, EventKind::AbandonRequested)
     }
 
-    /// What every unfinished job waits for, in advertisement order
+    /// What every unfinished job waits for, in offer order
     /// ([semantics](crate::semantics): "Every wait is named and bounded or visible"). A queued job
     /// that may start now is not listed.
     pub fn waits(&self) -> Vec<JobWait> {
@@ -637,7 +638,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// clocks now (quinn's `poll_timeout`): the earliest back-off end, run-time limit, grace
     /// window, restart deadline or delivery retry across all jobs ([`waits`](Ledger::waits)
     /// says which). `Some(Duration::ZERO)`: call [`tick`](Ledger::tick) now. `None`: nothing is
-    /// timed; wake on your own events (a new advertisement, a program's exit, a user logging
+    /// timed; wake on your own events (a new offer, a program's exit, a user logging
     /// on). A queued job that may start now is found by
     /// [`next_runnable`](Ledger::next_runnable), not here.
     pub fn next_wakeup(&self) -> Option<Duration> {
@@ -655,7 +656,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         self.state.jobs().get(job)
     }
 
-    /// Every job, in advertisement order.
+    /// Every job, in offer order.
     pub fn jobs(&self) -> impl Iterator<Item = &JobRecord> {
         self.state.jobs().iter()
     }
@@ -667,7 +668,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
 
     /// What the store cut off or removed when it was opened (a torn last write, leftovers of an
     /// interrupted compaction): never silent. Log it at start.
-    pub fn open_report(&self) -> crate::OpenReport {
+    pub fn open_report(&self) -> crate::store::OpenReport {
         self.store.open_report()
     }
 
@@ -720,11 +721,11 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         let mut asks_pending = false;
         for record in self.state.jobs().unfinished() {
             asks_pending |= record.state().kind() == StateKind::Queued
-                && record.spec().waits_for_pending_restart();
+                && record.spec().wait_for_pending_restart();
             match record.state() {
                 JobState::Running { .. } => {
                     busy.running.get_or_insert_with(|| record.id().clone());
-                    if record.spec().reboot_behaviour() != RebootBehaviour::Never {
+                    if record.spec().reboot() != RebootBehaviour::Never {
                         busy.may_restart.get_or_insert_with(|| record.id().clone());
                     }
                 }
@@ -734,8 +735,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 _ => {}
             }
         }
-        busy.system_restart_pending =
-            asks_pending && self.session.restart_pending() == crate::RestartPending::Pending;
+        busy.system_restart_pending = asks_pending
+            && self.session.restart_pending() == crate::session::RestartPending::Pending;
         busy
     }
 
@@ -755,7 +756,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         {
             // A wait longer than any back-off the policy can set means the clock jumped
             // backwards: the back-off is over, not a day longer.
-            let longest = crate::core::spec::add(now, record.spec().retry_policy().max_backoff);
+            let longest = crate::core::spec::add(now, record.spec().retry().max_backoff);
             if now < *until && *until <= longest {
                 return Err(WaitReason::BackingOff { until: *until });
             }
@@ -765,10 +766,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         if let Some(job) = &busy.restart_owed {
             return Err(WaitReason::RestartPending { job: job.clone() });
         }
-        if record.spec().waits_for_pending_restart() && busy.system_restart_pending {
+        if record.spec().wait_for_pending_restart() && busy.system_restart_pending {
             return Err(WaitReason::SystemRestartPending);
         }
-        let restarts = record.spec().reboot_behaviour() != RebootBehaviour::Never;
+        let restarts = record.spec().reboot() != RebootBehaviour::Never;
         let blocker = if restarts {
             busy.running.as_ref()
         } else {
@@ -778,7 +779,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             return Err(WaitReason::Exclusive { job: job.clone() });
         }
         let presence = self.session.user_presence();
-        let condition = record.spec().condition();
+        let condition = record.spec().run_condition();
         if condition.allows(presence) {
             return Ok(());
         }
@@ -827,7 +828,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                     Some(left(t.since_boot, spec.terminate_grace())),
                 ),
                 (None, None) => {
-                    let limit = left(attempt.started_since_boot, spec.run_time_limit());
+                    let limit = left(attempt.started_since_boot, spec.max_run_time());
                     if !launch.happened() {
                         (WaitReason::LaunchUnconfirmed, Some(limit))
                     } else if self.orphans.contains(record.id()) {
@@ -898,7 +899,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                     ..
                 } => {
                     attempt.boot != self.boot
-                        && record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine
+                        && record.spec().reboot() == RebootBehaviour::RestartsMachine
                         && (launch.happened() || provisional.is_some())
                 }
                 _ => false,
@@ -916,10 +917,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             } if attempt.boot == self.boot && (at_open || launch.happened()) => {
                 let id = AttemptId {
                     job: record.id().clone(),
-                    attempt: AttemptRef {
-                        run: attempt.run,
-                        number: attempt.number,
-                    },
+                    run: attempt.run,
+                    number: attempt.number,
                 };
                 self.session.program_status(&id, launch.program())
             }
@@ -990,7 +989,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         // means, so a server that changes it is heard at once.
         record
             .latest_spec()
-            .own_restart_policy()
+            .restart_policy()
             .unwrap_or(self.restart_policy)
             .decide(self.session.now(), self.session.user_presence(), owed_for)
     }
@@ -1080,12 +1079,14 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// store did not acknowledge. The commit is checked first, so that a store that would accept
     /// a commit the ledger cannot apply is never asked to.
     fn commit(&mut self, commit: Commit) -> Result<(), Error> {
-        self.state.check(&commit).map_err(crate::StoreError::from)?;
+        self.state
+            .check(&commit)
+            .map_err(crate::store::StoreError::from)?;
         let observed = crate::observe::before_commit(&self.state, &commit);
         self.revision = self.store.commit(&commit)?;
         self.state
             .apply_checked(&commit)
-            .map_err(crate::StoreError::from)?;
+            .map_err(crate::store::StoreError::from)?;
         self.state.bound_runs(&commit, &self.retention);
         crate::observe::committed(observed, &commit, self.revision);
         Ok(())

@@ -10,12 +10,12 @@
 //!   Completed | Failed`, driven by [`Event`]s that carry their time and boot identity, returning
 //!   the [`Effect`]s the caller must carry out. It never does IO and never reads a clock;
 //! - a [`Ledger`] that an agent drives from its loop: every transition is committed to a
-//!   [`Store`] *before* its effects are handed out, and on open every unfinished job is
+//!   [`Store`](store::Store) *before* its effects are handed out, and on open every unfinished job is
 //!   reconciled against the current [`BootId`] — reboot truth comes from boot identity, never
 //!   from messages;
 //! - a durable outbox of [`StatusMessage`]s, committed with their transitions and delivered at
-//!   least once to a [`StatusSink`] by [`Ledger::deliver`], whoever is logged on;
-//! - a [`SessionContext`] for the facts of the session (boot, user logged on, service or
+//!   least once to a [`StatusSink`](report::StatusSink) by [`Ledger::deliver`], whoever is logged on;
+//! - a [`SessionContext`](session::SessionContext) for the facts of the session (boot, user logged on, service or
 //!   interactive, whether shutdown notices arrive): facts, never requirements for bookkeeping.
 //!
 //! The promise, proven by the tests: no sequence of events, crashes, restarts or reboots moves a
@@ -27,6 +27,7 @@
 //!
 //! ```
 //! use chrono::{TimeZone, Utc};
+//! use jobstate::session::{ExecutionContext, LivePrograms, NoticeDelivery, SessionFacts};
 //! use jobstate::*;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,15 +40,15 @@
 //!     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
 //!     since_boot: std::time::Duration::from_secs(60),
 //!     programs: LivePrograms::Unknown,
-//!     restart_pending: jobstate::RestartPending::Unknown,
+//!     restart_pending: jobstate::session::RestartPending::Unknown,
 //! };
 //! let upgrade = JobSpec::new(JobId::new("os-upgrade")?)
-//!     .reboot(RebootBehaviour::RestartsMachine);
+//!     .with_reboot(RebootBehaviour::RestartsMachine);
 //!
 //! // Boot A: the agent starts, learns of the job and runs it.
 //! let (mut ledger, recovered) = Ledger::open(store.clone(), session.clone())?;
 //! assert!(recovered.is_empty()); // an agent carries these out first
-//! ledger.advertise(upgrade.clone())?;
+//! ledger.offer(upgrade.clone())?;
 //! if let NextJob::Run(job) = ledger.next_runnable() {
 //!     let attempt = ledger.begin(&job)?; // Running is durable; now launch the program,
 //!     let effects = ledger.launched(&attempt, ProgramId::new(4242, 1))?; // and record that it runs.
@@ -67,12 +68,14 @@
 //!
 //! # Recipe: a custom store
 //!
-//! Implement [`Store`]: `load` returns every job *and every pending status message*
-//! ([`Snapshot`]); `commit` applies a [`Commit`] — its changes, the status messages they produced
-//! ([`Commit::reports`]) and the acknowledgements of delivered ones ([`Commit::delivered`]) —
-//! atomically and durably, refusing it with [`StoreError::Conflict`] when its base revision is
-//! not current. [`Replay`] checks a commit before you write it and rebuilds everything from the
-//! [`Record`]s you keep ([`Commit::records`]); [`codec`] gives a versioned encoding.
+//! Implement [`store::Store`]: `load` returns every job *and every pending status message*
+//! ([`store::Snapshot`]); `commit` applies a [`store::Commit`] — its changes, the status messages
+//! they produced ([`Commit::reports`](store::Commit::reports)) and the acknowledgements of
+//! delivered ones ([`Commit::delivered`](store::Commit::delivered)) — atomically and durably,
+//! refusing it with [`StoreError::Conflict`](store::StoreError::Conflict) when its base revision
+//! is not current. [`store::Replay`] checks a commit before you write it and rebuilds everything
+//! from the [`Record`](store::Record)s you keep ([`Commit::records`](store::Commit::records));
+//! [`codec`] gives a versioned encoding.
 //!
 //! # Recipe: a deployment tool's unit test
 //!
@@ -80,18 +83,36 @@
 //! reboots, agent crashes at chosen points, absent users, lost notices, a clock that jumps, a
 //! flaky site server, scripted programs; a scenario is a few lines and replays from its seed.
 //! `testkit::conformance` proves a store of your own. Without the feature, use [`MemoryStore`]
-//! and [`SessionFacts`]: drop the ledger and open a new one on a clone of the store to simulate
+//! and [`session::SessionFacts`]: drop the ledger and open a new one on a clone of the store to simulate
 //! a crash; open it with another [`BootId`] to simulate a reboot.
 //!
 //! # Comparison with what agents do today
 //!
 //! - *Detection rules* (ConfigMgr, Intune) re-check "is it installed?" to decide whether to run
 //!   again; `jobstate` keeps the record of completion itself and uses a detection check only to
-//!   confirm a result after a reboot ([`JobSpec::verify_after_reboot`]).
+//!   confirm a result after a reboot ([`JobSpec::with_verify_after_reboot`]).
 //! - *Pending-reboot checks* loop when the flag never clears; here the reboots of one attempt
-//!   are bounded ([`JobSpec::max_reboots`]) and the job fails with a reason that says so.
+//!   are bounded ([`JobSpec::with_max_reboots`]) and the job fails with a reason that says so.
 //! - *Job queues* delete finished rows after a retention window; a completed mandatory job here
-//!   is a tombstone that is never pruned while the job can be advertised.
+//!   is a tombstone that is never pruned while the job can be offered.
+//!
+//! # Modules
+//!
+//! The crate root holds what an agent uses every day: the [`Ledger`] and its options, the
+//! [`JobSpec`] and its policies, ids, effects, states, events, errors, status messages, and the
+//! store and session most agents pick ([`FileStore`], [`MemoryStore`], [`LinuxSession`] on
+//! Linux). The rest is in modules:
+//!
+//! - [`store`] — the [`Store`](store::Store) trait for those who write a store, what a store
+//!   keeps and replays (records, changes, job records, retention), every shipped store;
+//! - [`session`] — the [`SessionContext`](session::SessionContext) trait, the plain-value
+//!   [`SessionFacts`](session::SessionFacts) and the session's facts;
+//! - [`report`] — status reporting: the outbox, sinks (the [`StatusSink`](report::StatusSink)
+//!   trait, the JSON-lines and HTTP sinks), delivery answers and policy, dead letters;
+//! - [`codec`] — the versioned encoding of a store's records;
+//! - [`observe`] — what feature `tracing` emits;
+//! - `testkit` (feature `testkit`) — the store conformance suite and the simulator;
+//! - [`semantics`] — the rules, in prose.
 //!
 //! # Features
 //!
@@ -132,7 +153,7 @@ mod ledger;
 mod linux_session;
 pub mod observe;
 mod record;
-mod report;
+pub mod report;
 mod retention;
 mod safe_fs;
 /// The semantics the crate promises, for those who embed it (`SEMANTICS.md`, shipped with the
@@ -141,12 +162,14 @@ mod safe_fs;
 #[doc = ""]
 #[doc = include_str!("../SEMANTICS.md")]
 pub mod semantics {}
-mod session;
-mod store;
+pub mod session;
+pub mod store;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
+// The crate root: what an agent uses every day. Store implementers' types are in `store`, the
+// session's facts in `session`, status reporting in `report`.
 pub use core::Timestamp;
 pub use core::effect::{AttemptId, Effect, Effects, StatusKey, StatusMessage};
 pub use core::event::{AttemptRef, CheckResult, Event, EventKind, EventName};
@@ -162,33 +185,11 @@ pub use core::state::{
 };
 pub use core::transition::{Step, TransitionError, transition};
 pub use error::{Error, WaitReason};
-pub use ledger::{Advertisement, JobWait, Ledger, LedgerOptions, NextJob, SpecEffect};
+pub use ledger::{JobWait, Ledger, LedgerOptions, NextJob, Offer, SpecEffect};
 #[cfg(target_os = "linux")]
 #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub use linux_session::LinuxSession;
-pub use record::{Change, HistoryEntry, JobRecord, JobTable, Record, ReplayError};
-pub use report::dead_letter::{DeadLetter, DeadLetterNote, DeadLetterReason, DeadLetters};
-pub use report::delivery::{Answer, Answered, Answers, Delivery, DeliveryPolicy, StatusSink};
-#[cfg(feature = "http")]
-#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
-pub use report::http_sink::{HttpSink, HttpSinkError, HttpSinkOptions};
-#[cfg(feature = "json-lines")]
-#[cfg_attr(docsrs, doc(cfg(feature = "json-lines")))]
-pub use report::json_lines_sink::{JsonLinesSink, SinkOptions};
-pub use report::outbox::Outbox;
-pub use retention::Retention;
-pub use safe_fs::UnsafePath;
-pub use session::{
-    ATTEMPT_ENV, ExecutionContext, LivePrograms, NoticeDelivery, RestartPending, SessionContext,
-    SessionError, SessionFacts,
-};
-#[cfg(feature = "sqlite")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use store::SqliteStore;
-pub use store::{
-    Commit, Cut, FileStore, FileStoreOptions, Inspection, MAX_FRAME, MemoryStore, OpenReport,
-    Replay, Revision, Snapshot, Store, StoreError,
-};
+pub use store::{FileStore, FileStoreOptions, MemoryStore};
 
 /// The `chrono` this crate's timestamps come from, so callers need not depend on it directly.
 pub use chrono;

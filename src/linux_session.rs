@@ -32,7 +32,7 @@ const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
 ///   id stays while everything the agent knew is gone, as in a reboot. Where systemd booted the
 ///   system (`/run/systemd/system` exists, the test of `sd_booted(3)`), the count is asked of
 ///   systemd (`systemctl show --property=SoftRebootsCount --value`, bounded by
-///   [`helper_timeout`](Self::helper_timeout); as root, `systemctl` talks to systemd over its
+///   [`with_helper_timeout`](Self::with_helper_timeout); as root, `systemctl` talks to systemd over its
 ///   private socket, no D-Bus daemon needed). With no soft reboot, or no systemd, or a systemd
 ///   that keeps no count (before 256), the identity is the kernel's id byte for byte, as in
 ///   every earlier release; after `n` soft reboots it is `<kernel id>+soft-reboot-<n>`. Where
@@ -55,12 +55,12 @@ const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
 ///   the process has no controlling terminal; interactive otherwise.
 /// - **Shutdown notices:** reported as not delivered, unless the agent wires a source of them
 ///   (its SIGTERM handler, which calls [`Ledger::shutdown_notice`](crate::Ledger::shutdown_notice))
-///   and says so with [`LinuxSession::notices_wired`]. The crate never claims to hear what it
+///   and says so with [`LinuxSession::set_notices_wired`]. The crate never claims to hear what it
 ///   cannot.
 /// - **Programs:** a recorded program is alive while `/proc/<pid>/stat` exists with the start
 ///   time recorded at launch ([`LinuxSession::program_id`]); a reused pid is not it, and a zombie
 ///   (exited, not yet reaped) is alive until reaped. For a launch that was never recorded, any
-///   process whose `/proc/<pid>/environ` holds [`ATTEMPT_ENV`](crate::ATTEMPT_ENV)`=<value>`
+///   process whose `/proc/<pid>/environ` holds [`ATTEMPT_ENV`](crate::session::ATTEMPT_ENV)`=<value>`
 ///   ([`AttemptId::env_value`]) is the attempt's: set it on the child you spawn. `environ` is
 ///   the environment a process was started with, inherited by the program's children (a daemon
 ///   it starts keeps the attempt "alive"); a program that starts its work under a cleared
@@ -87,10 +87,11 @@ const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
 /// and the users' source and the helpers can be overridden, for tests.
 ///
 /// ```no_run
-/// use jobstate::{LinuxSession, SessionContext};
+/// use jobstate::LinuxSession;
+/// use jobstate::session::SessionContext;
 /// let session = LinuxSession::new()?;
 /// println!("boot {}", session.boot_id()?);
-/// # Ok::<(), jobstate::SessionError>(())
+/// # Ok::<(), jobstate::session::SessionError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct LinuxSession {
@@ -149,7 +150,7 @@ impl LinuxSession {
 
     /// Reads users from the utmp file at `path`, whether or not logind runs.
     #[must_use]
-    pub fn utmp(mut self, path: impl AsRef<Path>) -> Self {
+    pub fn with_utmp(mut self, path: impl AsRef<Path>) -> Self {
         self.users = UserSource::Utmp(path.as_ref().to_path_buf());
         self
     }
@@ -157,7 +158,7 @@ impl LinuxSession {
     /// Reads users from logind's session files in the directory `dir`, whether or not systemd
     /// booted the system (a missing directory gives [`UserPresence::Unknown`]).
     #[must_use]
-    pub fn logind_sessions(mut self, dir: impl AsRef<Path>) -> Self {
+    pub fn with_logind_sessions(mut self, dir: impl AsRef<Path>) -> Self {
         self.users = UserSource::Logind(dir.as_ref().to_path_buf());
         self
     }
@@ -165,14 +166,14 @@ impl LinuxSession {
     /// Asks the program at `path` instead of `<root>/usr/bin/systemctl` (or `<root>/bin/systemctl`)
     /// for systemd's count of soft reboots.
     #[must_use]
-    pub fn systemctl(mut self, path: impl AsRef<Path>) -> Self {
+    pub fn with_systemctl(mut self, path: impl AsRef<Path>) -> Self {
         self.systemctl = Some(path.as_ref().to_path_buf());
         self
     }
 
     /// Runs the program at `path` instead of `<root>/usr/bin/needs-restarting`.
     #[must_use]
-    pub fn needs_restarting(mut self, path: impl AsRef<Path>) -> Self {
+    pub fn with_needs_restarting(mut self, path: impl AsRef<Path>) -> Self {
         self.needs_restarting = path.as_ref().to_path_buf();
         self
     }
@@ -180,14 +181,14 @@ impl LinuxSession {
     /// The longest wait for a helper program (`systemctl`, `needs-restarting`); one still
     /// running then is killed. 5 seconds unless set.
     #[must_use]
-    pub fn helper_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_helper_timeout(mut self, timeout: Duration) -> Self {
         self.helper_timeout = timeout;
         self
     }
 
     /// Overrides the detected execution context.
     #[must_use]
-    pub fn context(mut self, context: ExecutionContext) -> Self {
+    pub fn with_context(mut self, context: ExecutionContext) -> Self {
         self.context = context;
         self
     }
@@ -195,7 +196,7 @@ impl LinuxSession {
     /// Says that the agent receives shutdown notices (it handles SIGTERM and calls
     /// [`Ledger::shutdown_notice`](crate::Ledger::shutdown_notice)). Until then they are
     /// reported as not delivered.
-    pub fn notices_wired(&self, wired: bool) {
+    pub fn set_notices_wired(&self, wired: bool) {
         self.notices.store(wired, Ordering::Relaxed);
     }
 

@@ -23,7 +23,7 @@
 //! | span | fields |
 //! |---|---|
 //! | `open` ([`Ledger::open`](crate::Ledger::open), [`Ledger::open_with`](crate::Ledger::open_with)) | — |
-//! | `advertise` | `job` |
+//! | `offer` | `job` |
 //! | `begin`, `rerun`, `cancel`, `abandon` | `job` |
 //! | `launched`, `program_exited`, `launch_failed`, `program_lost`, `expect_reboot`, `verification` | `job`, `run`, `attempt` (of the attempt named) |
 //! | `shutdown_notice`, `tick` | — |
@@ -34,12 +34,12 @@
 //!
 //! | name | level | when | fields |
 //! |---|---|---|---|
-//! | `transition` | `INFO` | a change of a job was committed: emitted only after the store acknowledged the commit, one per change, in commit order | `job`, `seq` (the job's sequence number), `from` (the state's kind before: `Queued`, `Running`, `AwaitingReboot`, `Completed`, `Failed`, or `none` for a job just advertised), `to` (the state's kind after), `event` (the [`EventName`](crate::EventName): `Advertised`, `AttemptStarted`, `ProgramExited`, ...), `run`, `attempt` (the attempt of the new state; for `Queued`, the next attempt; 0 if none started), `revision` (the store's revision after the commit: it counts records, so it may grow by more than one). A spec change of a known job is a transition with `from` equal to `to` and `event` `SpecChanged`; the reconciliation at open emits one per job it changed, with `event` `AgentStarted` |
+//! | `transition` | `INFO` | a change of a job was committed: emitted only after the store acknowledged the commit, one per change, in commit order | `job`, `seq` (the job's sequence number), `from` (the state's kind before: `Queued`, `Running`, `AwaitingReboot`, `Completed`, `Failed`, or `none` for a job just offered), `to` (the state's kind after), `event` (the [`EventName`](crate::EventName): `Offered`, `AttemptStarted`, `ProgramExited`, ...), `run`, `attempt` (the attempt of the new state; for `Queued`, the next attempt; 0 if none started), `revision` (the store's revision after the commit: it counts records, so it may grow by more than one). A spec change of a known job is a transition with `from` equal to `to` and `event` `SpecChanged`; the reconciliation at open emits one per job it changed, with `event` `AgentStarted` |
 //! | `effect` | `INFO` | an effect was handed out (also the [`Effect::Launch`](crate::Effect::Launch) that [`Ledger::begin`](crate::Ledger::begin) hands out as its attempt), in the order of the call's [`Effects`](crate::Effects) | `effect` (`Launch`, `Terminate`, `ScheduleRestart`, `Verify`), `job`, `run`, `attempt` (0 for `ScheduleRestart`), `restart` (`Soft` or `Hard` for `ScheduleRestart`, empty otherwise) |
 //! | `delivery` | `DEBUG` | at the end of each [`deliver`](crate::Ledger::deliver) and [`answer`](crate::Ledger::answer) call that returns `Ok` (`deliver` calls `answer` once per batch: each batch has its own `answer` event) | `call` (`deliver` or `answer`), `delivered`, `retrying`, `dead_lettered`, `pending` (messages still in the outbox) |
-//! | `dead_letter` | `WARN` | a message was moved to the dead letters (rejected, or given up on), after the commit | `key`, `reason` (the [`DeadLetterReason`](crate::DeadLetterReason)'s `Display`), `attempts` |
-//! | `recovery_cut` | `WARN` | at [`Ledger::open`](crate::Ledger::open): the store cut a torn or damaged end off a file ([`OpenReport::cut`](crate::OpenReport::cut)) | `file`, `offset`, `bytes`, `damage` |
-//! | `recovery_removed` | `WARN` | at [`Ledger::open`](crate::Ledger::open): the store removed a leftover file ([`OpenReport::removed`](crate::OpenReport::removed)) | `file` |
+//! | `dead_letter` | `WARN` | a message was moved to the dead letters (rejected, or given up on), after the commit | `key`, `reason` (the [`DeadLetterReason`](crate::report::DeadLetterReason)'s `Display`), `attempts` |
+//! | `recovery_cut` | `WARN` | at [`Ledger::open`](crate::Ledger::open): the store cut a torn or damaged end off a file ([`OpenReport::cut`](crate::store::OpenReport::cut)) | `file`, `offset`, `bytes`, `damage` |
+//! | `recovery_removed` | `WARN` | at [`Ledger::open`](crate::Ledger::open): the store removed a leftover file ([`OpenReport::removed`](crate::store::OpenReport::removed)) | `file` |
 //! | `reconciled` | `INFO` | at the end of [`Ledger::open`](crate::Ledger::open): the unfinished jobs were reconciled against the boot | `boot`, `jobs` (unfinished jobs reconciled), `changed` (how many of them changed), `effects` (effects handed out) |
 //!
 //! Values: `job`, `key`, `boot`, `file`, `damage`, `reason` and `event` are recorded through
@@ -57,7 +57,8 @@
 //! ```
 //! # #[cfg(feature = "tracing")]
 //! # fn main() {
-//! use jobstate::{JobId, JobSpec, Ledger, MemoryStore, SessionFacts};
+//! use jobstate::{JobId, JobSpec, Ledger, MemoryStore};
+//! use jobstate::session::SessionFacts;
 //! use tracing::{Event, Metadata, span};
 //!
 //! struct Names;
@@ -77,12 +78,12 @@
 //!
 //! # let session = SessionFacts {
 //! #     boot: jobstate::BootId::new("b").unwrap(), user: jobstate::UserPresence::Unknown,
-//! #     context: jobstate::ExecutionContext::Service, notices: jobstate::NoticeDelivery::NotDelivered,
+//! #     context: jobstate::session::ExecutionContext::Service, notices: jobstate::session::NoticeDelivery::NotDelivered,
 //! #     now: chrono::DateTime::UNIX_EPOCH, since_boot: std::time::Duration::ZERO,
-//! #     programs: jobstate::LivePrograms::Unknown, restart_pending: jobstate::RestartPending::Unknown };
+//! #     programs: jobstate::session::LivePrograms::Unknown, restart_pending: jobstate::session::RestartPending::Unknown };
 //! tracing::subscriber::with_default(Names, || {
 //!     let (mut ledger, _) = Ledger::open(MemoryStore::new(), session).unwrap();
-//!     ledger.advertise(JobSpec::new(JobId::new("patch").unwrap())).unwrap(); // INFO transition
+//!     ledger.offer(JobSpec::new(JobId::new("patch").unwrap())).unwrap(); // INFO transition
 //!     let attempt = ledger.begin(&JobId::new("patch").unwrap()).unwrap(); // INFO transition, INFO effect
 //!     # let _ = attempt;
 //! });
@@ -208,8 +209,8 @@ mod on {
                 target: TARGET,
                 effect = name,
                 job = %attempt.job,
-                run = attempt.attempt.run,
-                attempt = attempt.attempt.number,
+                run = attempt.run,
+                attempt = attempt.number,
                 restart = "",
                 "effect {name} ({})",
                 attempt.job
@@ -348,8 +349,8 @@ macro_rules! call_span {
             target: $crate::observe::TARGET,
             $name,
             job = %_jobstate_attempt.job,
-            run = _jobstate_attempt.attempt.run,
-            attempt = _jobstate_attempt.attempt.number,
+            run = _jobstate_attempt.run,
+            attempt = _jobstate_attempt.number,
         )
         .entered();
     };
@@ -365,7 +366,7 @@ macro_rules! call_span {
     ($($anything:tt)*) => {};
 }
 
-/// Emits the recovery findings of `store` (its [`OpenReport`](crate::OpenReport)). Without the
+/// Emits the recovery findings of `store` (its [`OpenReport`](crate::store::OpenReport)). Without the
 /// feature it expands to nothing: the store is not asked.
 #[cfg(feature = "tracing")]
 macro_rules! recovery_findings {

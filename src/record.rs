@@ -12,7 +12,7 @@ use crate::core::id::JobId;
 use crate::core::spec::JobSpec;
 use crate::core::state::JobState;
 
-/// One durable transition of one job: the unit a [`Commit`](crate::Commit) carries and a store
+/// One durable transition of one job: the unit a [`Commit`](crate::store::Commit) carries and a store
 /// keeps. A job's changes, in order, are its history.
 ///
 /// Serialized as a struct of these five fields in this order. In a binary format (the stores'
@@ -25,7 +25,7 @@ pub struct Change {
     /// The job's sequence number: 1 for the change that creates it, then one more per change.
     pub seq: u64,
     /// The job's spec: present in the creating change (`seq == 1`), and in a change whose event
-    /// is [`EventKind::SpecChanged`] (the job was advertised again with a changed spec). Shared:
+    /// is [`EventKind::SpecChanged`] (the job was offered again with a changed spec). Shared:
     /// the ledger and the store hold the same spec.
     pub spec: Option<Arc<JobSpec>>,
     /// The event that caused the change.
@@ -182,7 +182,7 @@ pub enum Record {
     /// A dead letter discarded by an explicit call: it is gone.
     Discarded(crate::core::effect::StatusKey),
     /// The first kept change of a job whose earlier history was compacted away (see
-    /// [`Retention`](crate::Retention)): the job begins here, at this sequence number, with the
+    /// [`Retention`](crate::store::Retention)): the job begins here, at this sequence number, with the
     /// spec in force at this change (its `spec`, always present). Only snapshots hold it; it is
     /// refused for a job already known.
     Compacted(Box<Change>),
@@ -230,7 +230,7 @@ pub struct HistoryEntry {
 }
 
 /// A job as the ledger knows it: its spec and its history (whole, or from the first change
-/// kept by a [`Retention`](crate::Retention)). The current state is the last entry's.
+/// kept by a [`Retention`](crate::store::Retention)). The current state is the last entry's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
     /// The spec in force at the first kept change: the one the job was created with (carried by
@@ -239,9 +239,9 @@ pub struct JobRecord {
     /// The sequence number of the first kept change (1 unless history was compacted away).
     first_seq: u64,
     /// The specs recorded by later spec changes, with the sequence number of the change that
-    /// carried each: the last is the latest (made mandatory if any advertisement was).
+    /// carried each: the last is the latest (made mandatory if any offer was).
     changed: Vec<(u64, Arc<JobSpec>)>,
-    /// The spec the attempt under way started with, when a later advertisement changed it
+    /// The spec the attempt under way started with, when a later offer changed it
     /// (with the latest mandatory flag): it stands until that attempt's business is done.
     started_under: Option<Arc<JobSpec>>,
     /// Shared, copy on write: the store's copy of a job and the ledger's are one allocation
@@ -266,14 +266,14 @@ fn attempt_under_way(state: &JobState) -> bool {
 static NEVER_EMPTY: JobState = JobState::initial();
 
 impl JobRecord {
-    /// The job's spec in force: the one last advertised, except that an attempt under way
+    /// The job's spec in force: the one last offered, except that an attempt under way
     /// (running, waiting for its reboot, or whose check is owed) finishes under the spec it
-    /// started with — made mandatory, though, if a later advertisement made the job mandatory.
+    /// started with — made mandatory, though, if a later offer made the job mandatory.
     pub fn spec(&self) -> &JobSpec {
         self.started_under.as_deref().unwrap_or(self.latest_spec())
     }
 
-    /// The spec last advertised: the one the next attempt, retry or rerun runs under.
+    /// The spec last offered: the one the next attempt, retry or rerun runs under.
     pub fn latest_spec(&self) -> &JobSpec {
         self.latest_arc()
     }
@@ -312,8 +312,9 @@ impl JobRecord {
                     .started_under
                     .take()
                     .unwrap_or_else(|| Arc::clone(self.latest_arc()));
-                self.started_under =
-                    Some(Arc::new((*standing).clone().mandatory(spec.is_mandatory())));
+                self.started_under = Some(Arc::new(
+                    (*standing).clone().with_mandatory(spec.is_mandatory()),
+                ));
             }
             self.changed.push((entry.seq, spec));
         }
@@ -358,15 +359,13 @@ impl JobRecord {
         }
         current.attempt().map(|a| crate::core::effect::AttemptId {
             job: self.id().clone(),
-            attempt: crate::core::event::AttemptRef {
-                run: a.run,
-                number: a.number,
-            },
+            run: a.run,
+            number: a.number,
         })
     }
 
     /// Every kept transition, oldest first: the whole history, or its end when a
-    /// [`Retention`](crate::Retention) compacted earlier runs or made the job a tombstone.
+    /// [`Retention`](crate::store::Retention) compacted earlier runs or made the job a tombstone.
     pub fn history(&self) -> &[HistoryEntry] {
         &self.history
     }
@@ -383,7 +382,7 @@ impl JobRecord {
     }
 
     /// Whether `self` is `whole`, or `whole` with earlier history compacted away by a
-    /// [`Retention`](crate::Retention): the same job, sequence number, state and specs, and a
+    /// [`Retention`](crate::store::Retention): the same job, sequence number, state and specs, and a
     /// history that is the end of `whole`'s. (How a test compares a store's jobs with what was
     /// committed to it, whatever the store's retention.)
     pub fn is_compaction_of(&self, whole: &JobRecord) -> bool {
@@ -553,17 +552,18 @@ pub enum ReplayError {
     },
 }
 
-/// Job records rebuilt from changes, in the order the jobs were first advertised.
+/// Job records rebuilt from changes, in the order the jobs were first offered.
 ///
-/// Stores use it to turn the changes they keep into the records [`Store::load`](crate::Store::load)
+/// Stores use it to turn the changes they keep into the records [`Store::load`](crate::store::Store::load)
 /// returns; it refuses changes that do not follow on from what it holds: a gap or a repeat in a
-/// job's sequence numbers, a job not created `Queued` by an advertisement with its spec, any
+/// job's sequence numbers, a job not created `Queued` by an offer with its spec, any
 /// change after a completed mandatory job, a finished run followed by anything but a new run,
 /// a run number that goes backwards.
 ///
 /// ```
 /// # use chrono::{TimeZone, Utc};
-/// use jobstate::{BootId, Change, Event, EventKind, JobId, JobSpec, JobState, JobTable};
+/// use jobstate::{BootId, Event, EventKind, JobId, JobSpec, JobState};
+/// use jobstate::store::{Change, JobTable};
 /// # let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
 /// let id = JobId::new("patch").unwrap();
 /// let create = Change {
@@ -574,7 +574,7 @@ pub enum ReplayError {
 ///         at,
 ///         boot: BootId::new("b1").unwrap(),
 ///         since_boot: std::time::Duration::ZERO,
-///         kind: EventKind::Advertised,
+///         kind: EventKind::Offered,
 ///     },
 ///     state: JobState::initial(),
 /// };
@@ -597,7 +597,7 @@ pub struct JobTable {
 }
 
 impl JobTable {
-    /// A table of records loaded as a whole (a [`Snapshot`](crate::Snapshot)'s). Records are
+    /// A table of records loaded as a whole (a [`Snapshot`](crate::store::Snapshot)'s). Records are
     /// valid by construction; two records of one job are refused.
     pub fn from_records(records: Vec<JobRecord>) -> Result<Self, ReplayError> {
         let mut table = Self::default();
@@ -617,7 +617,7 @@ impl JobTable {
         Ok(table)
     }
 
-    /// The records, in the order the jobs were first advertised.
+    /// The records, in the order the jobs were first offered.
     pub fn into_records(self) -> Vec<JobRecord> {
         self.jobs
     }
@@ -690,7 +690,7 @@ impl JobTable {
                     seq,
                 })?;
                 self.index.insert(job, self.jobs.len());
-                // Room for a typical job's life (advertised, started, finished, reported) at once.
+                // Room for a typical job's life (offered, started, finished, reported) at once.
                 let mut history = Vec::with_capacity(4);
                 history.push(entry);
                 self.jobs.push(JobRecord {
@@ -811,13 +811,13 @@ impl JobTable {
         self.index.get(id).map(|&i| &self.jobs[i])
     }
 
-    /// All records, in the order the jobs were first advertised.
+    /// All records, in the order the jobs were first offered.
     pub fn iter(&self) -> impl Iterator<Item = &JobRecord> {
         self.jobs.iter()
     }
 
     /// The records whose run is not finished (neither completed nor failed), in the order the
-    /// jobs were first advertised: the cost is that of the unfinished jobs, however many
+    /// jobs were first offered: the cost is that of the unfinished jobs, however many
     /// finished ones the table holds.
     pub fn unfinished(&self) -> impl Iterator<Item = &JobRecord> {
         self.unfinished.iter().filter_map(|&i| self.jobs.get(i))
@@ -858,7 +858,7 @@ fn tail_of(record: &JobRecord) -> TailOf<'_> {
 }
 
 /// The structural rules every stored change keeps, whatever version of the state machine wrote
-/// it: sequence numbers without gaps; a job created `Queued` by an advertisement, with its spec;
+/// it: sequence numbers without gaps; a job created `Queued` by an offer, with its spec;
 /// nothing after a completed mandatory job; a finished run followed only by a new run.
 fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
     let expected = tail.map_or(1, |t| t.seq + 1);
@@ -887,10 +887,8 @@ fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
             spec_id: spec.id().clone(),
         }),
         (Some(_), None) => {
-            if change.state != JobState::initial() || change.event.kind != EventKind::Advertised {
-                return Err(not_a_transition(
-                    "a job must be created queued by an advertisement",
-                ));
+            if change.state != JobState::initial() || change.event.kind != EventKind::Offered {
+                return Err(not_a_transition("a job must be created queued by an offer"));
             }
             Ok(())
         }

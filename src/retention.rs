@@ -22,7 +22,7 @@
 /// compaction. The [`MemoryStore`](crate::MemoryStore) keeps everything (it is for tests).
 ///
 /// ```
-/// use jobstate::Retention;
+/// use jobstate::store::Retention;
 /// let default = Retention::default();
 /// assert_eq!(default.earlier_runs, 2);
 /// assert!(default.tombstones);

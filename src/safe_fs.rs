@@ -24,12 +24,13 @@ use std::path::{Path, PathBuf};
 /// Why jobstate refused a path: a trap planted in its way, or a configuration mistake. Nothing
 /// was read from or written to the path.
 ///
-/// [`StoreError::Unsafe`](crate::StoreError::Unsafe) carries it for the stores; the
+/// [`StoreError::Unsafe`](crate::store::StoreError::Unsafe) carries it for the stores; the
 /// `JsonLinesSink` (feature `json-lines`) returns it inside its `std::io::Error` (find it with
 /// `error.get_ref().and_then(|e| e.downcast_ref::<UnsafePath>())`).
 ///
 /// ```
-/// use jobstate::{FileStore, StoreError, UnsafePath};
+/// use jobstate::FileStore;
+/// use jobstate::store::{StoreError, UnsafePath};
 /// match FileStore::open("") {
 ///     Err(StoreError::Unsafe(UnsafePath::Empty)) => {}
 ///     other => panic!("{other:?}"),

@@ -1,5 +1,8 @@
 //! The facts of the session the agent runs in. Facts, never requirements: recording state and
 //! reporting status never depend on a user being logged on or a notice being delivered.
+//!
+//! A platform implements [`SessionContext`]; [`SessionFacts`] is the plain-value one (for tests
+//! and simulations), and `LinuxSession` (Linux only, also at the crate root) reads the machine.
 
 use std::time::Duration;
 
@@ -10,8 +13,11 @@ use std::collections::BTreeSet;
 use crate::core::Timestamp;
 use crate::core::effect::AttemptId;
 use crate::core::id::BootId;
-use crate::core::presence::UserPresence;
+pub use crate::core::presence::UserPresence;
 use crate::core::program::{ProgramId, ProgramStatus};
+#[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
+pub use crate::linux_session::LinuxSession;
 
 /// How the agent process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -92,7 +98,7 @@ pub enum SessionError {
 }
 
 /// The facts of the session the agent runs in. Implement it over the real machine, use
-/// [`LinuxSession`](crate::LinuxSession) on Linux, or [`SessionFacts`] in tests.
+/// [`LinuxSession`] on Linux, or [`SessionFacts`] in tests.
 ///
 /// The boot identity must differ for every running kernel instance and be equal within one:
 /// uptime and "last boot time" do not qualify.
@@ -171,7 +177,7 @@ pub trait SessionContext {
 /// The environment variable an agent sets for a job's program, with the value
 /// [`AttemptId::env_value`], so that a session can tell whether any process of an attempt is
 /// alive when its launch was never recorded
-/// ([`LinuxSession`](crate::LinuxSession) looks for it in `/proc/<pid>/environ`).
+/// ([`LinuxSession`] looks for it in `/proc/<pid>/environ`).
 pub const ATTEMPT_ENV: &str = "JOBSTATE_ATTEMPT";
 
 /// Which programs are alive, as a [`SessionFacts`] states it.
@@ -188,9 +194,9 @@ pub enum LivePrograms {
 ///
 /// ```
 /// use chrono::{TimeZone, Utc};
-/// use jobstate::{
-///     BootId, ExecutionContext, LivePrograms, NoticeDelivery, SessionContext, SessionFacts,
-///     UserPresence,
+/// use jobstate::{BootId, UserPresence};
+/// use jobstate::session::{
+///     ExecutionContext, LivePrograms, NoticeDelivery, SessionContext, SessionFacts,
 /// };
 ///
 /// let mut session = SessionFacts {
@@ -201,7 +207,7 @@ pub enum LivePrograms {
 ///     now: Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap(),
 ///     since_boot: std::time::Duration::from_secs(90),
 ///     programs: LivePrograms::Known(Default::default()), // no program alive
-///     restart_pending: jobstate::RestartPending::Unknown,
+///     restart_pending: jobstate::session::RestartPending::Unknown,
 /// };
 /// session.now += chrono::TimeDelta::minutes(5); // time passes on both clocks
 /// session.since_boot += std::time::Duration::from_secs(300);

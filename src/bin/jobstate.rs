@@ -14,7 +14,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use jobstate::{FileStore, Inspection, JobId, JobRecord, StateKind, StoreError};
+use jobstate::store::{Inspection, JobRecord, StoreError};
+use jobstate::{FileStore, JobId, StateKind};
 use serde_json::{Value, json};
 
 const USAGE: &str = "usage: jobstate STORE [--job ID] [--json]
@@ -57,7 +58,7 @@ fn inspect(path: &Path) -> Result<(&'static str, Inspection), StoreError> {
     }
     #[cfg(feature = "sqlite")]
     {
-        Ok(("SQLite store", jobstate::SqliteStore::inspect(path)?))
+        Ok(("SQLite store", jobstate::store::SqliteStore::inspect(path)?))
     }
     #[cfg(not(feature = "sqlite"))]
     Err(StoreError::Io {

@@ -9,36 +9,82 @@ use crate::core::id::{BootId, JobId};
 use crate::core::restart_policy::RestartRelease;
 use crate::core::state::{FailureReason, RebootAttribution, RebootKind, StateKind};
 
-/// Names an attempt of a specific job.
+/// Names an attempt of a specific job: the job, its run, and the attempt's number within the
+/// run (`attempt.job`, `attempt.run`, `attempt.number`). Within one job an attempt is named by
+/// an [`AttemptRef`] (the run and the number): [`AttemptId::attempt_ref`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "AttemptIdForm", into = "AttemptIdForm")]
 pub struct AttemptId {
     /// The job.
     pub job: JobId,
-    /// The run and attempt.
-    pub attempt: AttemptRef,
+    /// The run (1-based).
+    pub run: u32,
+    /// The attempt within the run (1-based).
+    pub number: u32,
+}
+
+/// The serde form of an [`AttemptId`]: the job and its [`AttemptRef`] nested, as before the
+/// fields were flattened, so that serialized effects keep their shape.
+#[derive(Clone, Serialize, Deserialize)]
+struct AttemptIdForm {
+    job: JobId,
+    attempt: AttemptRef,
+}
+
+impl From<AttemptIdForm> for AttemptId {
+    fn from(form: AttemptIdForm) -> Self {
+        AttemptId::new(form.job, form.attempt)
+    }
+}
+
+impl From<AttemptId> for AttemptIdForm {
+    fn from(id: AttemptId) -> Self {
+        AttemptIdForm {
+            attempt: id.attempt_ref(),
+            job: id.job,
+        }
+    }
 }
 
 impl AttemptId {
-    /// The value of [`ATTEMPT_ENV`](crate::ATTEMPT_ENV) for this attempt's program: the job id,
+    /// The attempt `attempt` of `job`.
+    pub fn new(job: JobId, attempt: AttemptRef) -> Self {
+        AttemptId {
+            job,
+            run: attempt.run,
+            number: attempt.number,
+        }
+    }
+
+    /// The run and the number, which name the attempt within its job (as events do).
+    pub fn attempt_ref(&self) -> AttemptRef {
+        AttemptRef {
+            run: self.run,
+            number: self.number,
+        }
+    }
+
+    /// The value of [`ATTEMPT_ENV`](crate::session::ATTEMPT_ENV) for this attempt's program: the job id,
     /// the run and the attempt number, unambiguous whatever the job id holds.
     ///
     /// ```
-    /// use jobstate::{AttemptId, AttemptRef, JobId};
+    /// use jobstate::{AttemptId, JobId};
     /// let attempt = AttemptId {
     ///     job: JobId::new("os upgrade").unwrap(),
-    ///     attempt: AttemptRef { run: 2, number: 1 },
+    ///     run: 2,
+    ///     number: 1,
     /// };
     /// assert_eq!(attempt.env_value(), "2.1:os upgrade");
     /// ```
     pub fn env_value(&self) -> String {
-        format!("{}.{}:{}", self.attempt.run, self.attempt.number, self.job)
+        format!("{}.{}:{}", self.run, self.number, self.job)
     }
 }
 
 /// Width, fill, alignment and precision apply to the whole, as to a `str`.
 impl std::fmt::Display for AttemptId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        crate::core::id::pad_fmt(f, format_args!("{} {}", self.job, self.attempt))
+        crate::core::id::pad_fmt(f, format_args!("{} {}", self.job, self.attempt_ref()))
     }
 }
 
@@ -129,6 +175,7 @@ pub enum Effect {
 ///
 /// ```
 /// # use jobstate::*;
+/// # use jobstate::session::*;
 /// # fn session() -> SessionFacts { SessionFacts {
 /// #     boot: BootId::new("b").unwrap(), user: UserPresence::Unknown,
 /// #     context: ExecutionContext::Service, notices: NoticeDelivery::NotDelivered,
@@ -150,6 +197,7 @@ pub enum Effect {
 /// ```compile_fail
 /// #![deny(unused_must_use)]
 /// # use jobstate::*;
+/// # use jobstate::session::*;
 /// # fn session() -> SessionFacts { SessionFacts {
 /// #     boot: BootId::new("b").unwrap(), user: UserPresence::Unknown,
 /// #     context: ExecutionContext::Service, notices: NoticeDelivery::NotDelivered,

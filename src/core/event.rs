@@ -71,9 +71,14 @@ impl From<bool> for CheckResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum EventKind {
-    /// The job was advertised again. (A new job's first advertisement creates it `Queued`.)
-    Advertised,
-    /// The job was advertised again with a changed spec, which the change carrying this event
+    /// The job was offered again. (A new job's first offer creates it `Queued`.)
+    ///
+    /// Stored and serialized under its former name, `Advertised`: the journal's bytes and the
+    /// JSON form are those of format 2.
+    #[doc(alias = "advertise", alias = "Advertised")]
+    #[serde(rename = "Advertised")]
+    Offered,
+    /// The job was offered again with a changed spec, which the change carrying this event
     /// records (its state is unchanged). An attempt under way finishes under the spec it
     /// started with; the next attempt, retry or rerun runs under the new one.
     SpecChanged,
@@ -99,7 +104,7 @@ pub enum EventKind {
         /// How it ended.
         exit: ProgramExit,
         /// Whether the operating system said a restart is pending when the exit was recorded
-        /// (it matters to a job that [restarts when pending](crate::JobSpec::restart_when_pending)).
+        /// (it matters to a job that [restarts when pending](crate::JobSpec::with_restart_when_pending)).
         restart_pending: bool,
     },
     /// The program of `attempt` is gone without an exit status (the agent that started it died,
@@ -154,8 +159,10 @@ pub enum EventKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum EventName {
-    /// [`EventKind::Advertised`].
-    Advertised,
+    /// [`EventKind::Offered`]. Serialized as `Advertised`, as the event is.
+    #[doc(alias = "advertise", alias = "Advertised")]
+    #[serde(rename = "Advertised")]
+    Offered,
     /// [`EventKind::SpecChanged`].
     SpecChanged,
     /// [`EventKind::AttemptStarted`].
@@ -197,7 +204,7 @@ impl EventKind {
     /// The event's name.
     pub fn name(&self) -> EventName {
         match self {
-            EventKind::Advertised => EventName::Advertised,
+            EventKind::Offered => EventName::Offered,
             EventKind::SpecChanged => EventName::SpecChanged,
             EventKind::AttemptStarted => EventName::AttemptStarted,
             EventKind::Launched { .. } => EventName::Launched,

@@ -74,7 +74,7 @@ pub enum ExitOutcome {
 /// failure), [`ExitCodePolicy::windows_installer`] on Windows (the conventions that ConfigMgr
 /// and Intune use). On Unix a program cannot say "restart required" with 3010: an exit status
 /// has 8 bits (3010 arrives as 194); the operating system says it instead
-/// ([`SessionContext::restart_pending`](crate::SessionContext::restart_pending)).
+/// ([`SessionContext::restart_pending`](crate::session::SessionContext::restart_pending)).
 ///
 /// ```
 /// use jobstate::{ExitCodePolicy, ExitOutcome};

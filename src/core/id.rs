@@ -357,7 +357,7 @@ pub(crate) fn pad_fmt(f: &mut fmt::Formatter<'_>, args: fmt::Arguments<'_>) -> f
 }
 
 validated_id!(
-    /// The identity of a job, as the site server advertises it.
+    /// The identity of a job, as the site server offers it.
     ///
     /// Non-empty, at most 256 bytes, no control characters, and none that print as nothing or
     /// reorder the text around them (bidirectional controls, zero-width characters, line and
@@ -426,11 +426,15 @@ mod tests {
         assert_eq!(format!("[{wide:<4}]"), "[升级  ]");
         let attempt = crate::core::effect::AttemptId {
             job: job.clone(),
-            attempt: crate::core::event::AttemptRef { run: 1, number: 2 },
+            run: 1,
+            number: 2,
         };
         assert_eq!(format!("{attempt}"), "patch run 1 attempt 2");
         assert_eq!(format!("[{attempt:<24}]"), "[patch run 1 attempt 2   ]");
-        assert_eq!(format!("[{:>17}]", attempt.attempt), "[  run 1 attempt 2]");
+        assert_eq!(
+            format!("[{:>17}]", attempt.attempt_ref()),
+            "[  run 1 attempt 2]"
+        );
         let program = crate::core::program::ProgramId::new(42, 7);
         assert_eq!(
             format!("[{program:-<26}]"),

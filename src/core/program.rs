@@ -54,7 +54,7 @@ impl fmt::Display for ProgramId {
 }
 
 /// Whether a job's program is alive, as the session reports it
-/// ([`SessionContext::program_status`](crate::SessionContext::program_status)).
+/// ([`SessionContext::program_status`](crate::session::SessionContext::program_status)).
 ///
 /// The ledger asks only about the current boot: after a reboot no program of an earlier boot
 /// lives. `Unknown` never lets the ledger conclude anything: a job whose program's fate is

@@ -15,7 +15,7 @@ use crate::core::presence::UserPresence;
 /// nobody to be: a logoff is not an event the ledger hears.
 pub(crate) const USER_RECHECK: Duration = Duration::from_secs(60);
 
-/// When an owed soft restart is licensed. Per job ([`JobSpec::restart_policy`](crate::JobSpec::restart_policy)),
+/// When an owed soft restart is licensed. Per job ([`JobSpec::with_restart_policy`](crate::JobSpec::with_restart_policy)),
 /// else the ledger's default ([`Ledger::set_restart_policy`](crate::Ledger::set_restart_policy),
 /// itself [`RestartPolicy::Immediately`] by default). Whatever the policy, a restart is never
 /// licensed while another job runs, and a restart deadline that passes is still reported

@@ -114,9 +114,9 @@ impl RetryPolicy {
     }
 }
 
-/// The default of [`JobSpec::max_run_time`]: 2 hours.
+/// The default of [`JobSpec::with_max_run_time`]: 2 hours.
 const DEFAULT_MAX_RUN_TIME: Duration = Duration::from_secs(2 * 3600);
-/// The default of [`JobSpec::max_reboots`].
+/// The default of [`JobSpec::with_max_reboots`].
 const DEFAULT_MAX_REBOOTS: u32 = 3;
 /// The default of [`JobSpec::with_failure_grace`]: 10 minutes.
 pub(crate) const DEFAULT_FAILURE_GRACE: Duration = Duration::from_secs(10 * 60);
@@ -160,11 +160,11 @@ impl Default for RetryPolicy {
 /// use jobstate::{JobId, JobSpec, RebootBehaviour, RunCondition};
 ///
 /// let upgrade = JobSpec::new(JobId::new("os-upgrade").unwrap())
-///     .mandatory(true)
-///     .run_condition(RunCondition::Always)
-///     .reboot(RebootBehaviour::RestartsMachine)
-///     .verify_after_reboot(true)
-///     .max_run_time(Duration::from_secs(4 * 3600));
+///     .with_mandatory(true)
+///     .with_run_condition(RunCondition::Always)
+///     .with_reboot(RebootBehaviour::RestartsMachine)
+///     .with_verify_after_reboot(true)
+///     .with_max_run_time(Duration::from_secs(4 * 3600));
 /// assert!(upgrade.is_mandatory());
 /// ```
 ///
@@ -187,8 +187,8 @@ impl Default for RetryPolicy {
 ///     "max_run_time": "4h",
 ///     "retry": { "max_attempts": 2 }
 /// }"#)?;
-/// assert_eq!(upgrade.reboot_behaviour(), RebootBehaviour::RestartsMachine);
-/// assert_eq!(upgrade.run_time_limit(), Duration::from_secs(4 * 3600));
+/// assert_eq!(upgrade.reboot(), RebootBehaviour::RestartsMachine);
+/// assert_eq!(upgrade.max_run_time(), Duration::from_secs(4 * 3600));
 /// assert!(upgrade.is_mandatory()); // the default
 ///
 /// let typo = serde_json::from_str::<JobSpec>(r#"{"id": "kb2", "mandatroy": false}"#);
@@ -280,20 +280,20 @@ impl From<SpecForm> for JobSpec {
     /// attempt, one reboot, a restart deadline of a second) as one built in code.
     fn from(form: SpecForm) -> Self {
         JobSpec::new(form.id)
-            .mandatory(form.mandatory)
-            .run_condition(form.run_condition)
-            .reboot(form.reboot)
-            .exit_codes(form.exit_codes)
-            .retry(form.retry)
-            .max_run_time(form.max_run_time)
-            .verify_after_reboot(form.verify_after_reboot)
-            .max_reboots(form.max_reboots)
+            .with_mandatory(form.mandatory)
+            .with_run_condition(form.run_condition)
+            .with_reboot(form.reboot)
+            .with_exit_codes(form.exit_codes)
+            .with_retry(form.retry)
+            .with_max_run_time(form.max_run_time)
+            .with_verify_after_reboot(form.verify_after_reboot)
+            .with_max_reboots(form.max_reboots)
             .with_failure_grace(form.failure_grace)
             .with_restart_deadline(form.restart_deadline)
             .with_terminate_grace(form.terminate_grace)
-            .restart_when_pending(form.restart_when_pending)
-            .wait_for_pending_restart(form.wait_for_pending_restart)
-            .restart_policy(form.restart_policy)
+            .with_restart_when_pending(form.restart_when_pending)
+            .with_wait_for_pending_restart(form.wait_for_pending_restart)
+            .with_restart_policy(form.restart_policy)
     }
 }
 
@@ -370,35 +370,35 @@ impl JobSpec {
 
     /// Mandatory jobs, once completed, are never run again; optional ones may be rerun on request.
     #[must_use]
-    pub fn mandatory(mut self, mandatory: bool) -> Self {
+    pub fn with_mandatory(mut self, mandatory: bool) -> Self {
         self.mandatory = mandatory;
         self
     }
 
     /// When the job may run with respect to a logged-on user.
     #[must_use]
-    pub fn run_condition(mut self, condition: RunCondition) -> Self {
+    pub fn with_run_condition(mut self, condition: RunCondition) -> Self {
         self.run_condition = condition;
         self
     }
 
     /// How the job's program relates to restarting the machine.
     #[must_use]
-    pub fn reboot(mut self, behaviour: RebootBehaviour) -> Self {
+    pub fn with_reboot(mut self, behaviour: RebootBehaviour) -> Self {
         self.reboot = behaviour;
         self
     }
 
     /// How exit codes are interpreted.
     #[must_use]
-    pub fn exit_codes(mut self, policy: ExitCodePolicy) -> Self {
+    pub fn with_exit_codes(mut self, policy: ExitCodePolicy) -> Self {
         self.exit_codes = policy;
         self
     }
 
     /// How failed attempts are retried. `max_attempts` of 0 is treated as 1.
     #[must_use]
-    pub fn retry(mut self, mut policy: RetryPolicy) -> Self {
+    pub fn with_retry(mut self, mut policy: RetryPolicy) -> Self {
         policy.max_attempts = policy.max_attempts.max(1);
         self.retry = policy;
         self
@@ -406,7 +406,7 @@ impl JobSpec {
 
     /// How long one attempt may run before it is abandoned as timed out.
     #[must_use]
-    pub fn max_run_time(mut self, limit: Duration) -> Self {
+    pub fn with_max_run_time(mut self, limit: Duration) -> Self {
         self.max_run_time = limit;
         self
     }
@@ -414,7 +414,7 @@ impl JobSpec {
     /// Whether a detection check must confirm the result after a reboot before the job is
     /// completed.
     #[must_use]
-    pub fn verify_after_reboot(mut self, verify: bool) -> Self {
+    pub fn with_verify_after_reboot(mut self, verify: bool) -> Self {
         self.verify_after_reboot = verify;
         self
     }
@@ -422,7 +422,7 @@ impl JobSpec {
     /// How many reboots one attempt may see before a further restart request fails the job
     /// instead (the reboot-loop bound). 0 is treated as 1.
     #[must_use]
-    pub fn max_reboots(mut self, max: u32) -> Self {
+    pub fn with_max_reboots(mut self, max: u32) -> Self {
         self.max_reboots = max.max(1);
         self
     }
@@ -457,12 +457,12 @@ impl JobSpec {
     }
 
     /// Whether a successful exit after which the operating system says a restart is pending
-    /// ([`SessionContext::restart_pending`](crate::SessionContext::restart_pending)) means
+    /// ([`SessionContext::restart_pending`](crate::session::SessionContext::restart_pending)) means
     /// "success, restart required": on Unix a program cannot say 3010, but a package that
     /// updates the kernel leaves `/run/reboot-required` behind. Off by default (a flag left by
     /// another update would make this job ask for the restart too).
     #[must_use]
-    pub fn restart_when_pending(mut self, on: bool) -> Self {
+    pub fn with_restart_when_pending(mut self, on: bool) -> Self {
         self.restart_when_pending = on;
         self
     }
@@ -470,11 +470,11 @@ impl JobSpec {
     /// Whether the job must not start while the operating system says a restart is pending
     /// (Windows Update's "a restart is required before installation"): it waits, with
     /// [`WaitReason::SystemRestartPending`](crate::WaitReason::SystemRestartPending), while the
-    /// session says [`RestartPending::Pending`](crate::RestartPending::Pending); `NotPending` and
+    /// session says [`RestartPending::Pending`](crate::session::RestartPending::Pending); `NotPending` and
     /// `Unknown` let it start (a fact that cannot be read never holds a job back for ever).
     /// Restarts the ledger owes hold every job back whatever this says.
     #[must_use]
-    pub fn wait_for_pending_restart(mut self, on: bool) -> Self {
+    pub fn with_wait_for_pending_restart(mut self, on: bool) -> Self {
         self.wait_for_pending_restart = on;
         self
     }
@@ -482,23 +482,23 @@ impl JobSpec {
     /// When the restart this job requires is licensed; `None` (the default): the ledger's
     /// default ([`Ledger::set_restart_policy`](crate::Ledger::set_restart_policy)).
     #[must_use]
-    pub fn restart_policy(mut self, policy: Option<RestartPolicy>) -> Self {
+    pub fn with_restart_policy(mut self, policy: Option<RestartPolicy>) -> Self {
         self.restart_policy = policy;
         self
     }
 
     /// The job's own restart policy, if it has one.
-    pub fn own_restart_policy(&self) -> Option<RestartPolicy> {
+    pub fn restart_policy(&self) -> Option<RestartPolicy> {
         self.restart_policy
     }
 
     /// Whether a success followed by a pending restart means "success, restart required".
-    pub fn restarts_when_pending(&self) -> bool {
+    pub fn restart_when_pending(&self) -> bool {
         self.restart_when_pending
     }
 
     /// Whether the job waits while the operating system says a restart is pending.
-    pub fn waits_for_pending_restart(&self) -> bool {
+    pub fn wait_for_pending_restart(&self) -> bool {
         self.wait_for_pending_restart
     }
 
@@ -535,37 +535,37 @@ impl JobSpec {
     }
 
     /// When the job may run.
-    pub fn condition(&self) -> RunCondition {
+    pub fn run_condition(&self) -> RunCondition {
         self.run_condition
     }
 
     /// How the job relates to restarts.
-    pub fn reboot_behaviour(&self) -> RebootBehaviour {
+    pub fn reboot(&self) -> RebootBehaviour {
         self.reboot
     }
 
     /// The exit-code policy.
-    pub fn exit_code_policy(&self) -> &ExitCodePolicy {
+    pub fn exit_codes(&self) -> &ExitCodePolicy {
         &self.exit_codes
     }
 
     /// The retry policy.
-    pub fn retry_policy(&self) -> &RetryPolicy {
+    pub fn retry(&self) -> &RetryPolicy {
         &self.retry
     }
 
     /// The maximum run time of one attempt.
-    pub fn run_time_limit(&self) -> Duration {
+    pub fn max_run_time(&self) -> Duration {
         self.max_run_time
     }
 
     /// Whether a verification must confirm the result after a reboot.
-    pub fn verifies_after_reboot(&self) -> bool {
+    pub fn verify_after_reboot(&self) -> bool {
         self.verify_after_reboot
     }
 
     /// The reboot-loop bound per attempt.
-    pub fn reboot_limit(&self) -> u32 {
+    pub fn max_reboots(&self) -> u32 {
         self.max_reboots
     }
 }

@@ -305,7 +305,7 @@ impl fmt::Display for StateKind {
 }
 
 impl JobState {
-    /// The first state of a newly advertised job.
+    /// The first state of a newly offered job.
     pub const fn initial() -> Self {
         JobState::Queued {
             run: 1,

@@ -121,7 +121,7 @@ pub enum TransitionError {
     },
     /// The event would start a completed mandatory job again, which is never allowed.
     #[error(
-        "job {job} is a completed mandatory job: {event} is refused, since such a job never leaves Completed and never runs again; advertise a new job id for new work"
+        "job {job} is a completed mandatory job: {event} is refused, since such a job never leaves Completed and never runs again; offer a new job id for new work"
     )]
     CompletedMandatory {
         /// The job.
@@ -166,7 +166,7 @@ pub fn transition(
     }
     match &event.kind {
         // A spec change changes no state: the change that records it carries the new spec.
-        EventKind::Advertised | EventKind::SpecChanged => Ok(Step::unchanged()),
+        EventKind::Offered | EventKind::SpecChanged => Ok(Step::unchanged()),
         EventKind::AttemptStarted => t.attempt_started(),
         EventKind::Launched { attempt, program } => t.launched(*attempt, *program),
         EventKind::LaunchFailed { attempt } => t.launch_failed(*attempt),
@@ -202,10 +202,7 @@ impl Transitioner<'_> {
     }
 
     fn attempt_id(&self, attempt: &Attempt) -> AttemptId {
-        AttemptId {
-            job: self.job(),
-            attempt: attempt_ref(attempt),
-        }
+        AttemptId::new(self.job(), attempt_ref(attempt))
     }
 
     fn invalid<T>(&self) -> Result<T, TransitionError> {
@@ -232,7 +229,7 @@ impl Transitioner<'_> {
     /// would move it are refused.
     fn completed_mandatory(&self) -> Result<Step, TransitionError> {
         match self.event.kind {
-            EventKind::Advertised
+            EventKind::Offered
             | EventKind::ShutdownNoticed
             | EventKind::AgentStarted { .. }
             | EventKind::Tick { .. } => Ok(Step::unchanged()),
@@ -364,8 +361,8 @@ impl Transitioner<'_> {
         reason: FailureReason,
         exit: Option<ProgramExit>,
     ) -> Step {
-        let retry = self.spec.retry_policy();
-        let check = self.spec.verifies_after_reboot() && may_have_succeeded(&reason);
+        let retry = self.spec.retry();
+        let check = self.spec.verify_after_reboot() && may_have_succeeded(&reason);
         let attempts_left = attempt.number < retry.max_attempts.max(1);
         let next = attempt.number.checked_add(1);
         match next {
@@ -519,18 +516,18 @@ impl Transitioner<'_> {
         // A signal is never looked up in the exit-code table: it fails the attempt with its
         // own reason, and the retry policy applies.
         let outcome = match exit {
-            ProgramExit::Code(code) => self.spec.exit_code_policy().outcome(code),
+            ProgramExit::Code(code) => self.spec.exit_codes().outcome(code),
             ProgramExit::Signal(_) => ExitOutcome::Failure,
         };
         // On Unix a program says "restart required" by leaving the system's flag behind.
         let outcome = match outcome {
-            ExitOutcome::Success if restart_pending && self.spec.restarts_when_pending() => {
+            ExitOutcome::Success if restart_pending && self.spec.restart_when_pending() => {
                 ExitOutcome::SuccessRestartRequired
             }
             other => other,
         };
         let failure = FailureReason::of_exit(exit);
-        let restarts = self.spec.reboot_behaviour() == RebootBehaviour::RestartsMachine;
+        let restarts = self.spec.reboot() == RebootBehaviour::RestartsMachine;
         match self.state {
             JobState::Running {
                 terminate,
@@ -546,7 +543,7 @@ impl Transitioner<'_> {
                 Ok(match outcome {
                     ExitOutcome::Success => self.complete(attempt, Some(exit), None, false, false),
                     ExitOutcome::SuccessRestartRequired
-                        if self.spec.reboot_behaviour() == RebootBehaviour::Never =>
+                        if self.spec.reboot() == RebootBehaviour::Never =>
                     {
                         self.complete(attempt, Some(exit), None, false, true)
                     }
@@ -641,7 +638,7 @@ impl Transitioner<'_> {
         }
         // A program that restarts the machine and is gone may be restarting it: as with a
         // failing exit, a reboot within the grace window is its expected end.
-        let restarts = self.spec.reboot_behaviour() == RebootBehaviour::RestartsMachine;
+        let restarts = self.spec.reboot() == RebootBehaviour::RestartsMachine;
         if restarts && !self.spec.failure_grace().is_zero() {
             return Step::to(self.modified(|s| {
                 if let JobState::Running { provisional, .. } = s {
@@ -711,7 +708,7 @@ impl Transitioner<'_> {
                 check_before_retry: false,
                 previous: Some(attempt),
                 ..
-            } if attempt.boot != *boot && self.spec.verifies_after_reboot() => {
+            } if attempt.boot != *boot && self.spec.verify_after_reboot() => {
                 let state = self.modified(|s| {
                     if let JobState::Queued {
                         check_before_retry, ..
@@ -750,7 +747,7 @@ impl Transitioner<'_> {
                     // Never launched: no reboot completes it. Launch it now, as the same attempt.
                     return self.relaunch(attempt);
                 }
-                match self.spec.reboot_behaviour() {
+                match self.spec.reboot() {
                     RebootBehaviour::RestartsMachine => self.reboot_observed(
                         attempt,
                         RebootAttribution::InitiatedByProgram,
@@ -856,7 +853,7 @@ impl Transitioner<'_> {
         exit: Option<ProgramExit>,
         reboots_seen: u32,
     ) -> Step {
-        if !self.spec.verifies_after_reboot() {
+        if !self.spec.verify_after_reboot() {
             return self.complete(attempt, exit, Some(cause), false, false);
         }
         let verify = Effect::Verify(self.attempt_id(attempt));
@@ -944,7 +941,7 @@ impl Transitioner<'_> {
         reboots_seen: u32,
         wait: u32,
     ) -> Step {
-        if reboots_seen >= self.spec.reboot_limit() {
+        if reboots_seen >= self.spec.max_reboots() {
             let reason = FailureReason::RebootLoop {
                 boots: reboots_seen,
             };
@@ -955,7 +952,7 @@ impl Transitioner<'_> {
 
     fn verified(&self, named: AttemptRef, result: CheckResult) -> Result<Step, TransitionError> {
         // A job that never restarts the machine waits for no restart: "not yet" is "not there".
-        let result = match (result, self.spec.reboot_behaviour()) {
+        let result = match (result, self.spec.reboot()) {
             (CheckResult::NotYet, RebootBehaviour::Never) => CheckResult::NotInstalled,
             _ => result,
         };
@@ -974,7 +971,7 @@ impl Transitioner<'_> {
                 Ok(match result {
                     CheckResult::Installed => self.complete(attempt, exit, None, true, false),
                     CheckResult::NotInstalled
-                        if attempt.number >= self.spec.retry_policy().max_attempts.max(1) =>
+                        if attempt.number >= self.spec.retry().max_attempts.max(1) =>
                     {
                         let reason = last_failure.clone().unwrap_or(FailureReason::NotDetected);
                         self.fail_run(attempt.run, Some(attempt), reason, exit)
@@ -1022,7 +1019,7 @@ impl Transitioner<'_> {
                     // An upgrade that restarts several times: wait for the next reboot. A
                     // program that restarts the machine does it itself; others ask the agent.
                     CheckResult::NotYet => {
-                        let cause = match self.spec.reboot_behaviour() {
+                        let cause = match self.spec.reboot() {
                             RebootBehaviour::RestartsMachine => {
                                 RebootAttribution::InitiatedByProgram
                             }
@@ -1078,7 +1075,7 @@ impl Transitioner<'_> {
                     }
                     Some(_) => Step::unchanged(),
                     None if self.elapsed_since(attempt.started_since_boot)
-                        >= self.spec.run_time_limit() =>
+                        >= self.spec.max_run_time() =>
                     {
                         let state = self.modified(|s| {
                             if let JobState::Running { terminate, .. } = s {

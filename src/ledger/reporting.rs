@@ -27,15 +27,17 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// receiver may have) is offered again after a pause: receivers drop duplicates by key.
     ///
     /// ```
-    /// use jobstate::{Answers, StatusMessage, StatusSink};
-    /// # use jobstate::{Ledger, MemoryStore, JobId, JobSpec, SessionFacts};
+    /// use jobstate::StatusMessage;
+    /// use jobstate::report::{Answers, StatusSink};
+    /// # use jobstate::{Ledger, MemoryStore, JobId, JobSpec};
+    /// # use jobstate::session::SessionFacts;
     /// # let session = SessionFacts {
     /// #     boot: jobstate::BootId::new("b").unwrap(), user: jobstate::UserPresence::Unknown,
-    /// #     context: jobstate::ExecutionContext::Service, notices: jobstate::NoticeDelivery::NotDelivered,
+    /// #     context: jobstate::session::ExecutionContext::Service, notices: jobstate::session::NoticeDelivery::NotDelivered,
     /// #     now: chrono::DateTime::UNIX_EPOCH, since_boot: std::time::Duration::ZERO,
-    /// #     programs: jobstate::LivePrograms::Unknown, restart_pending: jobstate::RestartPending::Unknown };
+    /// #     programs: jobstate::session::LivePrograms::Unknown, restart_pending: jobstate::session::RestartPending::Unknown };
     /// # let (mut ledger, _) = Ledger::open(MemoryStore::new(), session)?;
-    /// # ledger.advertise(JobSpec::new(JobId::new("patch")?))?;
+    /// # ledger.offer(JobSpec::new(JobId::new("patch")?))?;
     /// # let _effects = ledger.cancel(&JobId::new("patch")?)?; // a cancel licenses nothing
     /// /// A receiver that refuses messages about cancelled runs for good.
     /// struct Server(Vec<StatusMessage>);
@@ -120,7 +122,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     ///
     /// ```no_run
     /// use std::time::Duration;
-    /// use jobstate::{Answers, Ledger, SessionContext, StatusMessage, Store};
+    /// use jobstate::{Ledger, StatusMessage};
+    /// use jobstate::store::Store;
+    /// use jobstate::session::SessionContext;
+    /// use jobstate::report::Answers;
     ///
     /// /// What the agent's own HTTP client made of one POST.
     /// enum Reply { Stored, Busy(Option<Duration>), Refused(String), Failed(String), Unreachable }

@@ -20,8 +20,8 @@ pub enum DeadLetterReason {
         reason: String,
     },
     /// It kept failing until the delivery policy's give-up bound (attempts or age,
-    /// [`DeliveryPolicy::give_up_after_attempts`](crate::DeliveryPolicy::give_up_after_attempts),
-    /// [`DeliveryPolicy::give_up_after_age`](crate::DeliveryPolicy::give_up_after_age)).
+    /// [`DeliveryPolicy::give_up_after_attempts`](crate::report::DeliveryPolicy::give_up_after_attempts),
+    /// [`DeliveryPolicy::give_up_after_age`](crate::report::DeliveryPolicy::give_up_after_age)).
     GaveUp {
         /// The last failure.
         last_failure: String,
@@ -43,7 +43,7 @@ impl std::fmt::Display for DeadLetterReason {
 }
 
 /// The stored record that moves a pending status message to the dead letters
-/// ([`Record::DeadLettered`](crate::Record::DeadLettered)).
+/// ([`Record::DeadLettered`](crate::store::Record::DeadLettered)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetterNote {
     /// The message's key: it was pending.

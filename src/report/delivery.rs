@@ -23,7 +23,8 @@ use crate::report::outbox::Outbox;
 /// [`StatusMessage::key`].
 ///
 /// ```
-/// use jobstate::{Answers, StatusKey, StatusMessage, StatusSink};
+/// use jobstate::{StatusKey, StatusMessage};
+/// use jobstate::report::{Answers, StatusSink};
 ///
 /// /// A sink that keeps what it receives, dropping duplicates by key, and refuses messages
 /// /// about one job for good.
@@ -97,7 +98,7 @@ pub enum Answer {
 ///
 /// ```
 /// use std::time::Duration;
-/// use jobstate::{Answer, Answers};
+/// use jobstate::report::{Answer, Answers};
 /// # let batch: Vec<jobstate::StatusMessage> = Vec::new();
 /// let mut answers = Answers::for_batch(&batch);
 /// for message in &batch {
@@ -215,7 +216,7 @@ impl Answers {
 ///
 /// ```
 /// use std::time::Duration;
-/// use jobstate::DeliveryPolicy;
+/// use jobstate::report::DeliveryPolicy;
 /// let policy = DeliveryPolicy {
 ///     give_up_after_attempts: Some(5),
 ///     ..DeliveryPolicy::default()

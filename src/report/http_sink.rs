@@ -24,10 +24,10 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 ///
 /// ```
 /// use std::time::Duration;
-/// use jobstate::HttpSinkOptions;
+/// use jobstate::report::HttpSinkOptions;
 /// let options = HttpSinkOptions::default()
-///     .connect_timeout(Duration::from_secs(5))
-///     .header("Authorization", "Bearer 0123456789abcdef");
+///     .with_connect_timeout(Duration::from_secs(5))
+///     .with_header("Authorization", "Bearer 0123456789abcdef");
 /// assert_eq!(options.request_timeout, Duration::from_secs(30));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,25 +62,25 @@ impl Default for HttpSinkOptions {
 
 impl HttpSinkOptions {
     /// Sets [`connect_timeout`](HttpSinkOptions::connect_timeout).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
     /// Sets [`request_timeout`](HttpSinkOptions::request_timeout).
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
     /// Adds a header sent with every request.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
 
     /// Sets [`user_agent`](HttpSinkOptions::user_agent).
-    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+    pub fn with_user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.user_agent = user_agent.into();
         self
     }
@@ -236,12 +236,12 @@ struct Envelope<'a> {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use jobstate::{HttpSink, HttpSinkOptions};
+/// use jobstate::report::{HttpSink, HttpSinkOptions};
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// # let mut ledger: jobstate::Ledger<jobstate::MemoryStore, jobstate::SessionFacts> = todo!();
+/// # let mut ledger: jobstate::Ledger<jobstate::MemoryStore, jobstate::session::SessionFacts> = todo!();
 /// let options = HttpSinkOptions::default()
-///     .request_timeout(Duration::from_secs(15))
-///     .header("Authorization", "Bearer 0123456789abcdef");
+///     .with_request_timeout(Duration::from_secs(15))
+///     .with_header("Authorization", "Bearer 0123456789abcdef");
 /// let mut sink = HttpSink::with_options("https://site.example/agent/status", options)?;
 /// let delivery = ledger.deliver(&mut sink)?;
 /// if let Some(error) = &delivery.failure {

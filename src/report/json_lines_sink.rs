@@ -16,7 +16,7 @@ const TAIL: u64 = 64 * 1024;
 /// When a [`JsonLinesSink`] rotates its file.
 ///
 /// ```
-/// use jobstate::SinkOptions;
+/// use jobstate::report::SinkOptions;
 /// // Rotate past 1 MiB, keep `status.jsonl.1` to `status.jsonl.3`.
 /// let options = SinkOptions { rotate_at: Some(1024 * 1024), keep: 3 };
 /// assert_eq!(SinkOptions::default().rotate_at, Some(64 * 1024 * 1024));
@@ -65,7 +65,7 @@ impl Default for SinkOptions {
 ///   tightened to 0600), and its directory entry is synced when it is created.
 ///
 /// ```no_run
-/// use jobstate::JsonLinesSink;
+/// use jobstate::report::JsonLinesSink;
 /// let sink = JsonLinesSink::open("/var/lib/agent/status.jsonl")?;
 /// # Ok::<(), std::io::Error>(())
 /// ```

@@ -1,7 +1,7 @@
-//! The reporting side: the outbox of status messages, the dead letters, delivery to a
-//! [`StatusSink`](crate::StatusSink) with its schedule, and the shipped sinks. The ledger drives
-//! it (`src/ledger/reporting.rs`); the stores keep what it holds. The crate root re-exports the
-//! public items.
+//! Status reporting: the [`Outbox`] of status messages, the [`DeadLetters`], delivery to a
+//! [`StatusSink`] (per-message [`Answers`], the [`DeliveryPolicy`]) and the shipped sinks
+//! (`JsonLinesSink`, feature `json-lines`; `HttpSink`, feature `http`). The ledger drives it
+//! ([`Ledger::deliver`](crate::Ledger::deliver)); the stores keep what it holds.
 
 pub(crate) mod dead_letter;
 pub(crate) mod delivery;
@@ -11,3 +11,13 @@ pub(crate) mod http_sink;
 pub(crate) mod json_lines_sink;
 pub(crate) mod keyed_queue;
 pub(crate) mod outbox;
+
+pub use dead_letter::{DeadLetter, DeadLetterNote, DeadLetterReason, DeadLetters};
+pub use delivery::{Answer, Answered, Answers, Delivery, DeliveryPolicy, StatusSink};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use http_sink::{HttpSink, HttpSinkError, HttpSinkOptions};
+#[cfg(feature = "json-lines")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json-lines")))]
+pub use json_lines_sink::{JsonLinesSink, SinkOptions};
+pub use outbox::Outbox;

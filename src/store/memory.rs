@@ -17,7 +17,8 @@ use crate::codec;
 /// agent processes (the second one's commits are refused as stale).
 ///
 /// ```
-/// use jobstate::{MemoryStore, Store};
+/// use jobstate::MemoryStore;
+/// use jobstate::store::Store;
 /// let mut store = MemoryStore::new();
 /// let mut same = store.clone();
 /// assert_eq!(store.load().unwrap().jobs.len(), 0);

@@ -1,4 +1,9 @@
-//! Where job records live: the [`Store`] trait and the stores the crate ships.
+//! Where job records live: the [`Store`] trait, what a store keeps ([`Record`]s, rebuilt by
+//! [`Replay`] into [`JobRecord`]s), and the stores the crate ships.
+//!
+//! An agent picks a store ([`FileStore`], the durable default, and [`MemoryStore`] are also at
+//! the crate root) and hands it to [`Ledger::open`](crate::Ledger::open); the rest of this
+//! module is for those who implement [`Store`] or look at what a store holds.
 
 mod file;
 mod memory;
@@ -6,17 +11,19 @@ mod replay;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use crate::record::{Change, HistoryEntry, JobRecord, JobTable, Record, ReplayError};
+pub use crate::retention::Retention;
+pub use crate::safe_fs::UnsafePath;
 pub use file::{FileStore, FileStoreOptions, MAX_FRAME};
 pub use memory::MemoryStore;
 pub use replay::Replay;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteStore;
 
 use crate::codec::{DecodeError, EncodeError};
 use crate::core::effect::{StatusKey, StatusMessage};
-use crate::record::{Change, JobRecord, Record, ReplayError};
 use crate::report::dead_letter::{DeadLetter, DeadLetterNote};
-use crate::safe_fs::UnsafePath;
 
 /// A store's revision: it grows with every commit. A commit names the revision it was based on,
 /// so a writer that missed another's commit (a stale writer) is refused.
@@ -35,7 +42,7 @@ impl std::fmt::Display for Revision {
 pub struct Snapshot {
     /// The revision of the store when loaded.
     pub revision: Revision,
-    /// Every job, in the order first advertised.
+    /// Every job, in the order first offered.
     pub jobs: Vec<JobRecord>,
     /// The status messages not yet acknowledged, oldest first.
     pub outbox: Vec<StatusMessage>,
@@ -172,7 +179,8 @@ impl Commit {
 /// commit, and deserves an operator's attention. [`Store::open_report`] returns it.
 ///
 /// ```
-/// use jobstate::{MemoryStore, Store};
+/// use jobstate::MemoryStore;
+/// use jobstate::store::Store;
 /// let report = MemoryStore::new().open_report();
 /// assert!(report.is_clean());
 /// assert_eq!(report.to_string(), "nothing cut, nothing removed");

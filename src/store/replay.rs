@@ -26,7 +26,7 @@ impl Replay {
     /// The state a [`Snapshot`] describes: records valid by construction, checked for
     /// duplicates.
     pub fn from_snapshot(
-        jobs: Vec<crate::JobRecord>,
+        jobs: Vec<crate::store::JobRecord>,
         outbox: Vec<crate::StatusMessage>,
         dead_letters: Vec<DeadLetter>,
     ) -> Result<Self, ReplayError> {
@@ -160,7 +160,7 @@ impl Replay {
         let mut records = Vec::new();
         for job in self.jobs.iter() {
             for entry in job.history() {
-                let change = Box::new(crate::Change {
+                let change = Box::new(crate::store::Change {
                     job: job.id().clone(),
                     seq: entry.seq,
                     spec: job.shared_spec_carried_by(entry.seq).cloned(),
@@ -185,21 +185,21 @@ impl Replay {
     }
 
     /// Drops the history `retention` lets go, tombstones included (see
-    /// [`Retention`](crate::Retention)): what a store does when it is opened and when it
+    /// [`Retention`](crate::store::Retention)): what a store does when it is opened and when it
     /// compacts. Returns how many jobs lost history.
-    pub fn compact_history(&mut self, retention: &crate::Retention) -> usize {
+    pub fn compact_history(&mut self, retention: &crate::store::Retention) -> usize {
         self.jobs.compact(retention, true, false)
     }
 
     /// [`Replay::compact_history`], remembering the jobs changed from now on so that the next
     /// call looks only at them: for a store that compacts again and again (the file store).
-    pub(crate) fn compact_history_again(&mut self, retention: &crate::Retention) -> usize {
+    pub(crate) fn compact_history_again(&mut self, retention: &crate::store::Retention) -> usize {
         self.jobs.compact(retention, true, true)
     }
 
     /// Drops the earlier runs `retention` lets go from the jobs `commit` changed (no
     /// tombstones): after each commit, so that a job rerun for years holds a few runs.
-    pub fn bound_runs(&mut self, commit: &Commit, retention: &crate::Retention) {
+    pub fn bound_runs(&mut self, commit: &Commit, retention: &crate::store::Retention) {
         if retention.earlier_runs == u32::MAX {
             return;
         }

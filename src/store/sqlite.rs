@@ -40,7 +40,7 @@ const SCHEMA_VERSION: i64 = 2;
 ///   `-wal`) is tightened to 0600.
 ///
 /// ```
-/// use jobstate::{SqliteStore, Store};
+/// use jobstate::store::{SqliteStore, Store};
 /// let dir = tempfile::tempdir()?;
 /// let mut store = SqliteStore::open(dir.path().join("jobs.sqlite"))?;
 /// assert_eq!(store.load()?.jobs.len(), 0);
@@ -59,7 +59,7 @@ pub struct SqliteStore {
     live: Replay,
     /// How much history is kept in memory. (The database keeps every row: it is never
     /// compacted.)
-    retention: crate::Retention,
+    retention: crate::store::Retention,
 }
 
 fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -184,16 +184,16 @@ impl SqliteStore {
             last_seq: 0,
             head: 0,
             live: Replay::default(),
-            retention: crate::Retention::default(),
+            retention: crate::store::Retention::default(),
         };
         store.reload()?;
         Ok(store)
     }
 
     /// The same store, keeping as much history in memory as `retention` says (default:
-    /// [`Retention::default`](crate::Retention)). The database itself keeps every row.
+    /// [`Retention::default`](crate::store::Retention)). The database itself keeps every row.
     #[must_use]
-    pub fn with_retention(mut self, retention: crate::Retention) -> Self {
+    pub fn with_retention(mut self, retention: crate::store::Retention) -> Self {
         self.retention = retention;
         self
     }
@@ -243,7 +243,7 @@ impl SqliteStore {
                 source,
             })?;
         }
-        let mut store = Self::open(&db)?.with_retention(crate::Retention::keep_all());
+        let mut store = Self::open(&db)?.with_retention(crate::store::Retention::keep_all());
         let snapshot = store.load()?;
         drop(store);
         Ok(super::Inspection {

@@ -6,7 +6,8 @@
 //!
 //! ```
 //! use jobstate::testkit::conformance::{self, Damage, Harness};
-//! use jobstate::{MemoryStore, StoreError};
+//! use jobstate::MemoryStore;
+//! use jobstate::store::StoreError;
 //!
 //! struct Memory;
 //!
@@ -49,7 +50,7 @@ use crate::core::id::{BootId, JobId};
 use crate::core::presence::UserPresence;
 use crate::core::spec::{JobSpec, RebootBehaviour};
 use crate::core::state::{JobState, StateKind};
-use crate::ledger::{Advertisement, Ledger};
+use crate::ledger::{Ledger, Offer};
 use crate::record::Change;
 use crate::report::delivery::StatusSink;
 use crate::session::{ExecutionContext, NoticeDelivery, SessionFacts};
@@ -216,21 +217,14 @@ fn id(name: &str) -> JobId {
 /// Drives a ledger on `store`: a mandatory upgrade completed across a reboot, an optional job
 /// completed, a job failed, one left running. Returns the store and what it should hold.
 fn workload<S: Store>(store: S) -> (S, Snapshot) {
-    let upgrade = JobSpec::new(id("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let upgrade = JobSpec::new(id("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let (mut ledger, _) = ok(
         Ledger::open(store, session("boot-a")).map_err(into_store),
         "opening a ledger",
     );
     let run = |ledger: &mut Ledger<S, SessionFacts>, spec: JobSpec, code: Option<i32>| {
-        let answer = ok(
-            ledger.advertise(spec.clone()).map_err(into_store),
-            "advertising",
-        );
-        assert_eq!(
-            answer,
-            Advertisement::Queued,
-            "store conformance: a new job"
-        );
+        let answer = ok(ledger.offer(spec.clone()).map_err(into_store), "offering");
+        assert_eq!(answer, Offer::Queued, "store conformance: a new job");
         let attempt = ok(ledger.begin(spec.id()).map_err(into_store), "beginning");
         let program = crate::core::program::ProgramId::new(4242, 1);
         // The suite proves the store: what the ledger licenses is not its concern (no
@@ -248,30 +242,28 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
     };
     run(
         &mut ledger,
-        JobSpec::new(id("tool")).mandatory(false),
+        JobSpec::new(id("tool")).with_mandatory(false),
         Some(0),
     );
     run(
         &mut ledger,
-        JobSpec::new(id("broken")).retry(crate::core::spec::RetryPolicy::none()),
+        JobSpec::new(id("broken")).with_retry(crate::core::spec::RetryPolicy::none()),
         Some(1603),
     );
     // The upgrade runs alone (restarts are exclusive); another job waits in the queue.
     run(&mut ledger, upgrade.clone(), None);
     ok(
-        ledger
-            .advertise(JobSpec::new(id("long")))
-            .map_err(into_store),
-        "advertising",
+        ledger.offer(JobSpec::new(id("long"))).map_err(into_store),
+        "offering",
     );
-    // Both are advertised again with changed specs: each change carries a spec of its own.
+    // Both are offered again with changed specs: each change carries a spec of its own.
     for spec in [
-        upgrade.max_run_time(std::time::Duration::from_secs(5 * 3600)),
-        JobSpec::new(id("long")).max_reboots(7),
+        upgrade.with_max_run_time(std::time::Duration::from_secs(5 * 3600)),
+        JobSpec::new(id("long")).with_max_reboots(7),
     ] {
-        let answer = ok(ledger.advertise(spec).map_err(into_store), "advertising");
+        let answer = ok(ledger.offer(spec).map_err(into_store), "offering");
         assert!(
-            matches!(answer, Advertisement::SpecChanged { .. }),
+            matches!(answer, Offer::SpecChanged { .. }),
             "store conformance: a changed spec is recorded, not {answer:?}"
         );
     }
@@ -279,9 +271,9 @@ fn workload<S: Store>(store: S) -> (S, Snapshot) {
     // becomes a dead letter.
     ok(
         ledger
-            .advertise(JobSpec::new(id("retired")))
+            .offer(JobSpec::new(id("retired")))
             .map_err(into_store),
-        "advertising",
+        "offering",
     );
     // A queued job's cancel licenses nothing; the suite proves the store, not the ledger.
     let _effects = ok(
@@ -529,13 +521,10 @@ fn tombstones_kept<H: Harness>(h: &mut H) -> Outcome {
             .iter()
             .all(|e| !matches!(e, crate::core::effect::Effect::Launch(_)))
     );
-    let spec = JobSpec::new(id("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = JobSpec::new(id("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     assert_eq!(
-        ok(
-            ledger.advertise(spec).map_err(into_store),
-            "advertising again"
-        ),
-        Advertisement::CompletedWillNotRun
+        ok(ledger.offer(spec).map_err(into_store), "offering again"),
+        Offer::CompletedWillNotRun
     );
     Outcome::Passed
 }

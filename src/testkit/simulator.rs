@@ -3,7 +3,7 @@
 //! [`Ledger`](crate::Ledger) and any [`Store`].
 //!
 //! A [`Scenario`] says what the world is like (who is logged on, whether shutdown notices
-//! arrive, which jobs the site server advertises and what their programs do, what happens
+//! arrive, which jobs the site server offers and what their programs do, what happens
 //! when) and runs it on a simulated [`Machine`]: a boot identity that changes at every reboot,
 //! a clock the simulation controls (the wall clock may jump back after a reboot; the boot's
 //! monotonic clock restarts), programs with scripted outcomes ([`Program`]: any exit code, "the
@@ -27,13 +27,13 @@
 //! use jobstate::testkit::simulator::{Program, Scenario};
 //! use jobstate::{JobId, JobSpec, RebootBehaviour, StateKind};
 //!
-//! let upgrade = JobSpec::new(JobId::new("winnt40-upgrade")?).reboot(RebootBehaviour::RestartsMachine);
+//! let upgrade = JobSpec::new(JobId::new("winnt40-upgrade")?).with_reboot(RebootBehaviour::RestartsMachine);
 //! let outcome = Scenario::new(0x000)
 //!     .background_task() // sent as a system background task
 //!     .no_user() // nobody logged on
 //!     .job(upgrade.clone(), Program::restarts_machine())
 //!     .run_until_idle();
-//! assert_eq!(outcome.launches(upgrade.id()), 1); // once, although advertised at every start
+//! assert_eq!(outcome.launches(upgrade.id()), 1); // once, although offered at every start
 //! assert_eq!(outcome.reported(upgrade.id()), [StateKind::Completed]);
 //! outcome.assert_invariants();
 //! # Ok::<(), jobstate::IdError>(())
@@ -51,8 +51,8 @@
 //! use jobstate::{JobId, JobSpec, RebootBehaviour, StateKind};
 //!
 //! let upgrade = JobSpec::new(JobId::new("nt40-upgrade-via-ntencap")?)
-//!     .reboot(RebootBehaviour::RestartsMachine)
-//!     .verify_after_reboot(true);
+//!     .with_reboot(RebootBehaviour::RestartsMachine)
+//!     .with_verify_after_reboot(true);
 //! let outcome = Scenario::new(0x001)
 //!     .service() // run from the agent's service...
 //!     .no_notices() // ...which never receives the shutdown message
@@ -75,7 +75,7 @@
 //! use jobstate::testkit::simulator::{Program, Scenario};
 //! use jobstate::{JobId, JobSpec, RebootBehaviour, StateKind};
 //!
-//! let upgrade = JobSpec::new(JobId::new("os-upgrade")?).reboot(RebootBehaviour::RestartsMachine);
+//! let upgrade = JobSpec::new(JobId::new("os-upgrade")?).with_reboot(RebootBehaviour::RestartsMachine);
 //! let points = Scenario::new(7)
 //!     .job(upgrade.clone(), Program::restarts_machine())
 //!     .crash_everywhere(|outcome| {
@@ -273,7 +273,7 @@ type Reopen<S> = Rc<dyn Fn(S) -> Result<S, StoreError>>;
 /// A world to run a deployment tool's jobs in: a builder, then [`run_until_idle`].
 ///
 /// The defaults: the agent runs as a service, a user is logged on, shutdown notices are
-/// delivered, the wall clock does not jump, the site server accepts everything and advertises
+/// delivered, the wall clock does not jump, the site server accepts everything and offers
 /// every job again at each agent start, the agent runs one job at a time and restarts the
 /// machine 1 minute after a job asks for it, and the run stops after 30 simulated days or
 /// 100,000 steps. Time starts at
@@ -292,7 +292,7 @@ pub struct Scenario<S = MemoryStore> {
     notices: NoticeDelivery,
     clock_reset: Option<Duration>,
     chaos: Chaos,
-    readvertise: bool,
+    reoffer: bool,
     parallel: bool,
     restart_delay: Duration,
     horizon: Duration,
@@ -318,7 +318,7 @@ impl<S> Clone for Scenario<S> {
             notices: self.notices,
             clock_reset: self.clock_reset,
             chaos: self.chaos,
-            readvertise: self.readvertise,
+            reoffer: self.reoffer,
             parallel: self.parallel,
             restart_delay: self.restart_delay,
             horizon: self.horizon,
@@ -362,7 +362,7 @@ impl Scenario<MemoryStore> {
             notices: NoticeDelivery::Delivered,
             clock_reset: None,
             chaos: Chaos::none(),
-            readvertise: true,
+            reoffer: true,
             parallel: false,
             restart_delay: Duration::from_secs(60),
             horizon: Duration::from_secs(30 * 24 * 3600),
@@ -392,7 +392,7 @@ impl<S: Store> Scenario<S> {
             notices: self.notices,
             clock_reset: self.clock_reset,
             chaos: self.chaos,
-            readvertise: self.readvertise,
+            reoffer: self.reoffer,
             parallel: self.parallel,
             restart_delay: self.restart_delay,
             horizon: self.horizon,
@@ -439,13 +439,13 @@ impl<S: Store> Scenario<S> {
         self.seed
     }
 
-    /// The site server advertises `spec` from the start; its program behaves as `program`.
+    /// The site server offers `spec` from the start; its program behaves as `program`.
     #[must_use]
     pub fn job(self, spec: JobSpec, program: Program) -> Self {
         self.job_at(Duration::ZERO, spec, program)
     }
 
-    /// The site server starts advertising `spec` at `after` (simulated time from the start).
+    /// The site server starts offering `spec` at `after` (simulated time from the start).
     #[must_use]
     pub fn job_at(mut self, after: Duration, spec: JobSpec, program: Program) -> Self {
         self.jobs.push((after, spec, program));
@@ -537,11 +537,12 @@ impl<S: Store> Scenario<S> {
         self
     }
 
-    /// Whether the site server advertises every job again at each agent start (the default,
+    /// Whether the site server offers every job again at each agent start (the default,
     /// as SMS did until it heard of a completion), or only once.
     #[must_use]
-    pub fn readvertise(mut self, again: bool) -> Self {
-        self.readvertise = again;
+    #[doc(alias = "readvertise")]
+    pub fn reoffer(mut self, again: bool) -> Self {
+        self.reoffer = again;
         self
     }
 
@@ -587,7 +588,7 @@ impl<S: Store> Scenario<S> {
     }
 
     /// The session cannot tell whether programs are alive
-    /// ([`LivePrograms::Unknown`](crate::LivePrograms::Unknown)); by default it can.
+    /// ([`LivePrograms::Unknown`](crate::session::LivePrograms::Unknown)); by default it can.
     #[must_use]
     pub fn program_status_unknown(mut self) -> Self {
         self.programs_unknown = true;
@@ -686,8 +687,8 @@ impl<S: Store> Scenario<S> {
 /// use jobstate::{JobId, JobSpec, RebootBehaviour, StateKind};
 ///
 /// let upgrade = JobSpec::new(JobId::new("os-upgrade").unwrap())
-///     .reboot(RebootBehaviour::RestartsMachine)
-///     .verify_after_reboot(true);
+///     .with_reboot(RebootBehaviour::RestartsMachine)
+///     .with_verify_after_reboot(true);
 /// check(20, |scenario| {
 ///     let outcome = scenario.job(upgrade.clone(), Program::restarts_machine()).run_until_idle();
 ///     outcome.assert_invariants();

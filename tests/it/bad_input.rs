@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use jobstate::store::{Change, Record, ReplayError, Store, StoreError};
 use jobstate::{
-    Attempt, AttemptRef, BootId, Change, CheckResult, Error, Event, EventKind, EventName,
-    FailureReason, IdError, JobId, JobSpec, JobState, Launch, Ledger, MemoryStore, ProgramId,
-    ProgramStatus, ProvisionalFailure, RebootAttribution, RebootBehaviour, RebootKind, Record,
-    ReplayError, StateKind, Store, StoreError, Termination, TransitionError, codec, transition,
+    Attempt, AttemptRef, BootId, CheckResult, Error, Event, EventKind, EventName, FailureReason,
+    IdError, JobId, JobSpec, JobState, Launch, Ledger, MemoryStore, ProgramId, ProgramStatus,
+    ProvisionalFailure, RebootAttribution, RebootBehaviour, RebootKind, StateKind, Termination,
+    TransitionError, codec, transition,
 };
 
 use crate::common::*;
@@ -105,7 +106,7 @@ fn sample_change() -> Change {
             at: t0(),
             boot: boot("b1"),
             since_boot: Duration::ZERO,
-            kind: EventKind::Advertised,
+            kind: EventKind::Offered,
         },
         state: JobState::initial(),
     }
@@ -208,7 +209,8 @@ fn changes_that_do_not_follow_on_are_refused() {
 
     // A commit that does not follow on is refused whole.
     let mut store = MemoryStore::new();
-    let commit = jobstate::Commit::new(jobstate::Revision(0), vec![create.clone(), later]);
+    let commit =
+        jobstate::store::Commit::new(jobstate::store::Revision(0), vec![create.clone(), later]);
     assert!(store.commit(&commit).is_err());
     assert!(
         store.records().is_empty(),
@@ -328,7 +330,7 @@ fn sample_states() -> Vec<(&'static str, JobState)> {
 
 fn all_events(attempt: AttemptRef) -> Vec<EventKind> {
     vec![
-        EventKind::Advertised,
+        EventKind::Offered,
         EventKind::AttemptStarted,
         EventKind::Launched {
             attempt,
@@ -384,7 +386,7 @@ fn accepts(state: &str, mandatory: bool, event: &EventKind) -> bool {
     let running = state.starts_with("running");
     let unfinished = !matches!(state, "completed" | "failed" | "cancelled");
     match event.name() {
-        Advertised | ShutdownNoticed | AgentStarted | Tick => true,
+        Offered | ShutdownNoticed | AgentStarted | Tick => true,
         AttemptStarted => state == "queued",
         Launched | LaunchFailed => state == "running",
         CancelRequested => matches!(state, "queued" | "queued-check"),
@@ -410,8 +412,8 @@ fn every_invalid_transition_is_a_typed_error_naming_state_and_event() {
     let mut refused = 0;
     for mandatory in [true, false] {
         let spec = msi_job(job("j"))
-            .mandatory(mandatory)
-            .reboot(RebootBehaviour::MayRequest);
+            .with_mandatory(mandatory)
+            .with_reboot(RebootBehaviour::MayRequest);
         for (name, state) in sample_states() {
             for kind in all_events(current) {
                 let event = Event {
@@ -509,7 +511,8 @@ fn ledger_calls_on_unknown_jobs_are_typed_errors() {
     assert!(matches!(ledger.cancel(&ghost), Err(Error::UnknownJob(_))));
     let attempt = jobstate::AttemptId {
         job: ghost,
-        attempt: AttemptRef { run: 1, number: 1 },
+        run: 1,
+        number: 1,
     };
     assert!(matches!(
         ledger.program_exited(&attempt, 0),
@@ -517,7 +520,7 @@ fn ledger_calls_on_unknown_jobs_are_typed_errors() {
     ));
     assert_eq!(
         ledger.revision(),
-        jobstate::Revision(0),
+        jobstate::store::Revision(0),
         "nothing was committed"
     );
 }
@@ -537,7 +540,7 @@ fn stored(spec: &JobSpec, states: &[JobState]) -> Vec<Vec<u8>> {
                     boot: boot("b1"),
                     since_boot: Duration::ZERO,
                     kind: if i == 0 {
-                        EventKind::Advertised
+                        EventKind::Offered
                     } else {
                         EventKind::tick()
                     },
@@ -552,8 +555,8 @@ fn stored(spec: &JobSpec, states: &[JobState]) -> Vec<Vec<u8>> {
 #[test]
 fn extreme_stored_counters_do_not_overflow() {
     let spec = msi_job(job("os-upgrade"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true);
     let states = sample_states();
     let verifying = states
         .iter()
@@ -596,7 +599,7 @@ fn extreme_stored_counters_do_not_overflow() {
     ));
 
     // A run number at its maximum cannot be rerun: a typed error, not a wrap to run 0.
-    let optional = msi_job(job("tool")).mandatory(false);
+    let optional = msi_job(job("tool")).with_mandatory(false);
     let last_run = JobState::Failed {
         run: u32::MAX,
         attempt: None,
@@ -621,7 +624,7 @@ fn stored_changes_that_no_transition_makes_are_refused() {
         .1
         .clone();
     let mandatory = msi_job(job("os-upgrade"));
-    let optional = msi_job(job("tool")).mandatory(false);
+    let optional = msi_job(job("tool")).with_mandatory(false);
     let refused = |spec: &JobSpec, history: &[JobState]| {
         let records = stored(spec, history);
         match MemoryStore::from_records(records.clone()).load() {
@@ -652,7 +655,7 @@ fn a_store_given_records_checks_a_commit_against_them_before_any_load() {
     let mut store = MemoryStore::from_records(vec![
         codec::encode(&Record::Change(Box::new(create.clone()))).unwrap(),
     ]);
-    let again = jobstate::Commit::new(jobstate::Revision(1), vec![create]);
+    let again = jobstate::store::Commit::new(jobstate::store::Revision(1), vec![create]);
     assert!(matches!(store.commit(&again), Err(StoreError::Replay(_))));
     assert_eq!(store.load().unwrap().jobs.len(), 1, "the store still loads");
 }
@@ -689,7 +692,7 @@ fn store_errors_say_their_cause_once_in_a_chain() {
 /// this when it loads what it committed itself; the durable stores decode on every open).
 #[test]
 fn every_state_and_event_survives_the_record_encoding() {
-    let spec = msi_job(job("j")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("j")).with_reboot(RebootBehaviour::MayRequest);
     let mut checked = 0;
     for (name, state) in sample_states() {
         for kind in all_events(AttemptRef { run: 1, number: 1 }) {

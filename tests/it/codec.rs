@@ -7,9 +7,8 @@
 use std::time::Duration;
 
 use jobstate::chrono::DateTime;
-use jobstate::{
-    Attempt, BootId, Change, Event, EventKind, JobState, Launch, Record, Timestamp, codec,
-};
+use jobstate::store::{Change, Record};
+use jobstate::{Attempt, BootId, Event, EventKind, JobState, Launch, Timestamp, codec};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 

@@ -3,16 +3,18 @@
 use chrono::{TimeDelta, TimeZone, Utc};
 use std::time::Duration;
 
+use jobstate::report::{Answers, StatusSink};
+use jobstate::session::{ExecutionContext, NoticeDelivery, SessionFacts};
 use jobstate::{
-    Answers, BootId, Effect, ExecutionContext, ExitCodePolicy, JobId, JobSpec, Ledger, MemoryStore,
-    NoticeDelivery, SessionFacts, StatusKey, StatusMessage, StatusSink, Timestamp, UserPresence,
+    BootId, Effect, ExitCodePolicy, JobId, JobSpec, Ledger, MemoryStore, StatusKey, StatusMessage,
+    Timestamp, UserPresence,
 };
 
 /// A job under the Windows Installer exit-code conventions (3010 "restart required", 1641
 /// "restart initiated", 1618 "retry later", 1707 success), which most of these stories speak:
 /// on Unix the default table is Unix's.
 pub fn msi_job(id: JobId) -> JobSpec {
-    JobSpec::new(id).exit_codes(ExitCodePolicy::windows_installer())
+    JobSpec::new(id).with_exit_codes(ExitCodePolicy::windows_installer())
 }
 
 pub type MemLedger = Ledger<MemoryStore, SessionFacts>;
@@ -43,7 +45,7 @@ pub fn service_session(boot_name: &str) -> SessionFacts {
         now: t0(),
         since_boot: Duration::from_secs(60),
         programs: Default::default(),
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
     }
 }
 
@@ -81,7 +83,7 @@ impl StatusSink for Collect {
 
 /// Delivers the outbox and returns what was reported since the last call: the messages the
 /// ledger's transitions committed, through the real delivery path.
-pub fn take_reports<S: jobstate::Store>(
+pub fn take_reports<S: jobstate::store::Store>(
     ledger: &mut Ledger<S, SessionFacts>,
 ) -> Vec<StatusMessage> {
     let mut sink = Collect::default();
@@ -105,7 +107,7 @@ pub fn completion_has_evidence(
             exit: jobstate::ProgramExit::Code(code),
             ..
         } => matches!(
-            spec.exit_code_policy().outcome(*code),
+            spec.exit_codes().outcome(*code),
             ExitOutcome::Success | ExitOutcome::SuccessRestartRequired
         ),
         EventKind::Verified { result, .. } => *result == CheckResult::Installed,
@@ -122,7 +124,7 @@ pub fn completion_has_evidence(
                 ..
             } => {
                 attempt.boot != event.boot
-                    && spec.reboot_behaviour() == RebootBehaviour::RestartsMachine
+                    && spec.reboot() == RebootBehaviour::RestartsMachine
                     && (launch.happened() || provisional.is_some())
             }
             _ => false,
@@ -136,7 +138,7 @@ pub fn completion_has_evidence(
 /// recorded or observed, or its exit recorded, earlier in the history.
 pub fn completion_evidenced_in_history(
     spec: &jobstate::JobSpec,
-    history: &[jobstate::HistoryEntry],
+    history: &[jobstate::store::HistoryEntry],
     index: usize,
 ) -> bool {
     use jobstate::{EventKind, JobState};
@@ -190,8 +192,8 @@ impl Counting {
     }
 }
 
-impl jobstate::SessionContext for Counting {
-    fn boot_id(&self) -> Result<BootId, jobstate::SessionError> {
+impl jobstate::session::SessionContext for Counting {
+    fn boot_id(&self) -> Result<BootId, jobstate::session::SessionError> {
         self.facts.boot_id()
     }
     fn user_presence(&self) -> UserPresence {
@@ -217,7 +219,7 @@ impl jobstate::SessionContext for Counting {
         self.programs_asked.set(self.programs_asked.get() + 1);
         self.facts.program_status(attempt, program)
     }
-    fn restart_pending(&self) -> jobstate::RestartPending {
+    fn restart_pending(&self) -> jobstate::session::RestartPending {
         self.pending_asked.set(self.pending_asked.get() + 1);
         self.facts.restart_pending()
     }
@@ -289,18 +291,21 @@ pub fn answering(reply: Reply) -> Scripted<impl FnMut(&StatusMessage) -> Reply> 
     Scripted::new(move |_: &StatusMessage| reply.clone())
 }
 
-/// `names` advertised and cancelled: one pending status message each, in this order.
-pub fn with_messages<S: jobstate::Store>(
+/// `names` offered and cancelled: one pending status message each, in this order.
+pub fn with_messages<S: jobstate::store::Store>(
     ledger: &mut Ledger<S, SessionFacts>,
     names: &[impl AsRef<str>],
 ) {
     for name in names {
-        ledger.advertise(msi_job(job(name.as_ref()))).unwrap();
+        ledger.offer(msi_job(job(name.as_ref()))).unwrap();
         let _effects = ledger.cancel(&job(name.as_ref())).unwrap();
     }
 }
 
 /// Seconds from the session's now until `at`.
-pub fn seconds_until<S: jobstate::Store>(ledger: &Ledger<S, SessionFacts>, at: Timestamp) -> i64 {
+pub fn seconds_until<S: jobstate::store::Store>(
+    ledger: &Ledger<S, SessionFacts>,
+    at: Timestamp,
+) -> i64 {
     (at - ledger.session().now).num_seconds()
 }

@@ -1,7 +1,8 @@
 //! Every store the crate ships passes the public conformance suite.
 
+use jobstate::store::StoreError;
 use jobstate::testkit::conformance::{self, Damage, Harness};
-use jobstate::{FileStore, FileStoreOptions, MemoryStore, StoreError};
+use jobstate::{FileStore, FileStoreOptions, MemoryStore};
 
 struct Memory;
 
@@ -62,7 +63,7 @@ impl Harness for Files {
             FileStoreOptions {
                 compact_after: 3,
                 per_job: 0,
-                retention: jobstate::Retention::keep_all(),
+                retention: jobstate::store::Retention::keep_all(),
             },
         )
     }
@@ -191,8 +192,8 @@ fn the_file_store_conforms() {
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use super::*;
-    use jobstate::SqliteStore;
-    use jobstate::Store;
+    use jobstate::store::SqliteStore;
+    use jobstate::store::Store;
 
     /// SQLite stores in fresh database files, removed at the end.
     pub struct Databases(Files);
@@ -355,7 +356,7 @@ mod sqlite {
             jobstate::Ledger::open(store, crate::common::service_session("a")).unwrap();
         for name in ["one", "two", "three"] {
             ledger
-                .advertise(jobstate::JobSpec::new(crate::common::job(name)))
+                .offer(jobstate::JobSpec::new(crate::common::job(name)))
                 .unwrap();
         }
         let attempt = ledger.begin(&crate::common::job("one")).unwrap();
@@ -498,7 +499,7 @@ mod sqlite {
             let mut committed = 0;
             let error = loop {
                 let id = format!("{committed:06}-{}", "x".repeat(200));
-                match ledger.advertise(jobstate::JobSpec::new(crate::common::job(&id))) {
+                match ledger.offer(jobstate::JobSpec::new(crate::common::job(&id))) {
                     Ok(_) => committed += 1,
                     Err(error) => break error,
                 }

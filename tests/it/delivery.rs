@@ -5,10 +5,9 @@
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use jobstate::{
-    Answers, DeadLetterReason, DeliveryPolicy, Error, FileStore, Ledger, MemoryStore, Record,
-    Replay, StatusKey, StatusMessage,
-};
+use jobstate::report::{Answers, DeadLetterReason, DeliveryPolicy};
+use jobstate::store::{Record, Replay};
+use jobstate::{Error, FileStore, Ledger, MemoryStore, StatusKey, StatusMessage};
 
 use crate::common::*;
 
@@ -178,9 +177,9 @@ fn a_dead_letter_key_is_never_reported_again() {
     let again = Record::Report(letter.message.clone());
     assert!(matches!(
         replay.apply(again),
-        Err(jobstate::ReplayError::DuplicateReport { .. })
+        Err(jobstate::store::ReplayError::DuplicateReport { .. })
     ));
-    let commit = jobstate::Commit::new(jobstate::Revision(0), Vec::new())
+    let commit = jobstate::store::Commit::new(jobstate::store::Revision(0), Vec::new())
         .with_reports(vec![letter.message.clone()]);
     assert!(replay.check(&commit).is_err());
 }

@@ -15,10 +15,9 @@
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use jobstate::{
-    Answer, Answers, Commit, DeadLetterReason, DeliveryPolicy, Ledger, MemoryStore, Replay,
-    ReplayError, Revision, StatusKey, StatusMessage,
-};
+use jobstate::report::{Answer, Answers, DeadLetterReason, DeliveryPolicy};
+use jobstate::store::{Commit, Replay, ReplayError, Revision};
+use jobstate::{Ledger, MemoryStore, StatusKey, StatusMessage};
 
 use crate::common::*;
 

@@ -57,7 +57,7 @@ fn alphabet(state: &JobState, depth: u32) -> Vec<(Option<usize>, EventKind, i64)
     let minute = i64::from(depth);
     let now = |kind| (None, kind, minute);
     let mut events = vec![
-        now(EventKind::Advertised),
+        now(EventKind::Offered),
         now(EventKind::AttemptStarted),
         now(EventKind::Launched {
             attempt: current,
@@ -252,7 +252,7 @@ impl Explorer {
                 before.kind(),
                 StateKind::Running | StateKind::AwaitingReboot
             );
-        if spec.reboot_behaviour() == RebootBehaviour::RestartsMachine && rebooted {
+        if spec.reboot() == RebootBehaviour::RestartsMachine && rebooted {
             assert!(
                 !matches!(new.kind(), StateKind::Failed | StateKind::Queued),
                 "invariant 3: a reboot failed or re-queued a RestartsMachine job\n{}",
@@ -412,19 +412,19 @@ fn every_sequence_keeps_invariants_1_3_4_6_7_8() {
     };
     let base = |name: &str, behaviour| {
         msi_job(job(name))
-            .reboot(behaviour)
-            .max_reboots(1)
-            .retry(retry)
+            .with_reboot(behaviour)
+            .with_max_reboots(1)
+            .with_retry(retry)
     };
     let specs = [
         base("patch", RebootBehaviour::Never),
-        base("kb-patch", RebootBehaviour::MayRequest).restart_when_pending(true),
-        base("kb-patch-checked", RebootBehaviour::MayRequest).verify_after_reboot(true),
+        base("kb-patch", RebootBehaviour::MayRequest).with_restart_when_pending(true),
+        base("kb-patch-checked", RebootBehaviour::MayRequest).with_verify_after_reboot(true),
         base("upgrade", RebootBehaviour::RestartsMachine),
         base("upgrade-checked", RebootBehaviour::RestartsMachine)
-            .verify_after_reboot(true)
-            .restart_when_pending(true),
-        base("optional-upgrade", RebootBehaviour::RestartsMachine).mandatory(false),
+            .with_verify_after_reboot(true)
+            .with_restart_when_pending(true),
+        base("optional-upgrade", RebootBehaviour::RestartsMachine).with_mandatory(false),
     ];
     let mut total = (0u64, 0usize, 0u64, 0u64, 0u64, 0u64);
     let mut second = 0u64;

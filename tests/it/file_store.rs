@@ -4,10 +4,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use jobstate::session::SessionFacts;
+use jobstate::store::{JobRecord, OpenReport, Snapshot, Store, StoreError, UnsafePath};
 use jobstate::{
-    Advertisement, AttemptId, Effect, FileStore, FileStoreOptions, JobId, JobRecord, JobSpec,
-    JobState, Launch, Ledger, NextJob, OpenReport, ProgramId, RebootBehaviour, SessionFacts,
-    Snapshot, StateKind, StatusKey, Store, StoreError, UnsafePath,
+    AttemptId, Effect, FileStore, FileStoreOptions, JobId, JobSpec, JobState, Launch, Ledger,
+    NextJob, Offer, ProgramId, RebootBehaviour, StateKind, StatusKey,
 };
 
 use crate::common::*;
@@ -59,11 +60,11 @@ impl Drop for TempDir {
 fn a_completed_upgrade_survives_reopening_the_file_store() {
     let _serial = no_spawns();
     let dir = TempDir::new("reopen");
-    let spec = msi_job(job("os-upgrade")).reboot(jobstate::RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("os-upgrade")).with_reboot(jobstate::RebootBehaviour::RestartsMachine);
     {
         let store = FileStore::open(&dir.0).unwrap();
         let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = ledger.begin(spec.id()).unwrap();
         let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
     }
@@ -114,7 +115,7 @@ fn one_writer_even_when_the_files_in_the_directory_are_deleted_or_replaced() {
     let dir = TempDir::new("lock-deleted");
     let (mut ledger, _) =
         Ledger::open(FileStore::open(&dir.0).unwrap(), service_session("a")).unwrap();
-    ledger.advertise(msi_job(job("patch"))).unwrap();
+    ledger.offer(msi_job(job("patch"))).unwrap();
     // A careless cleanup: every file of the store deleted, a `lock` file planted.
     for entry in std::fs::read_dir(&dir.0).unwrap() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
@@ -181,12 +182,12 @@ fn fixture() -> Fixture {
     let dir = TempDir::new("fixture");
     let journal_len = || std::fs::metadata(dir.0.join("journal")).unwrap().len() as usize;
     let a = msi_job(job("patch-a"));
-    let b = msi_job(job("upgrade-b")).reboot(RebootBehaviour::MayRequest);
-    let c = msi_job(job("tool-c")).mandatory(false);
+    let b = msi_job(job("upgrade-b")).with_reboot(RebootBehaviour::MayRequest);
+    let c = msi_job(job("tool-c")).with_mandatory(false);
 
     let (mut ledger, _) =
         Ledger::open(FileStore::open(&dir.0).unwrap(), service_session("a")).unwrap();
-    ledger.advertise(a.clone()).unwrap();
+    ledger.offer(a.clone()).unwrap();
     let attempt = ledger.begin(a.id()).unwrap();
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
     let mut store = ledger.into_store();
@@ -203,7 +204,7 @@ fn fixture() -> Fixture {
         ends.push(journal_len());
         states.push(ledger_content(ledger));
     };
-    ledger.advertise(b.clone()).unwrap();
+    ledger.offer(b.clone()).unwrap();
     record(&ledger);
     let attempt = ledger.begin(b.id()).unwrap();
     record(&ledger);
@@ -212,7 +213,7 @@ fn fixture() -> Fixture {
     let delivered = ledger.deliver(&mut Collect::default()).unwrap();
     assert_eq!(delivered.delivered, 2);
     record(&ledger);
-    ledger.advertise(c).unwrap();
+    ledger.offer(c).unwrap();
     record(&ledger);
     drop(ledger);
 
@@ -363,7 +364,7 @@ fn a_journal_cut_at_every_byte_recovers_the_frames_before_the_cut_or_is_refused(
         let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
         let before = ledger_content(&ledger);
         let next = msi_job(job("after-the-cut"));
-        ledger.advertise(next.clone()).unwrap();
+        ledger.offer(next.clone()).unwrap();
         // (It may wait: a job that may restart the machine runs in some recovered states.)
         let runnable = ledger.next_runnable() == NextJob::Run(next.id().clone());
         if runnable {
@@ -818,7 +819,7 @@ fn store_files_are_owner_only() {
         assert_eq!(mode(created), "700", "{}", created.display());
     }
     assert_eq!(file("journal"), "600");
-    ledger.advertise(msi_job(job("patch"))).unwrap();
+    ledger.offer(msi_job(job("patch"))).unwrap();
     let mut store = ledger.into_store();
     store.compact().unwrap();
     assert_eq!(file("snapshot"), "600");
@@ -853,7 +854,7 @@ fn kill_options() -> FileStoreOptions {
     FileStoreOptions {
         compact_after: 48,
         per_job: 0,
-        retention: jobstate::Retention::keep_all(),
+        retention: jobstate::store::Retention::keep_all(),
     }
 }
 
@@ -920,7 +921,7 @@ fn kill_child() {
         let _effects = ledger.program_exited(&attempt, 0).unwrap();
         ack(&mut out, &ledger, &attempt.job);
     }
-    // The server advertises completed mandatory jobs again: they never run again.
+    // The server offers completed mandatory jobs again: they never run again.
     let completed: Vec<JobSpec> = ledger
         .jobs()
         .filter(|r| r.state().kind() == StateKind::Completed && r.spec().is_mandatory())
@@ -928,8 +929,8 @@ fn kill_child() {
         .collect();
     for spec in completed.iter().rev().take(8) {
         assert_eq!(
-            ledger.advertise(spec.clone()).unwrap(),
-            Advertisement::CompletedWillNotRun
+            ledger.offer(spec.clone()).unwrap(),
+            Offer::CompletedWillNotRun
         );
     }
     let mut sink = Collect::default();
@@ -937,12 +938,12 @@ fn kill_child() {
         let id = job(&format!("r{round}-j{n}"));
         let spec = match n % 8 {
             // Exits with 3010: restart required, AwaitingReboot.
-            3 | 7 => msi_job(id.clone()).reboot(RebootBehaviour::MayRequest),
+            3 | 7 => msi_job(id.clone()).with_reboot(RebootBehaviour::MayRequest),
             // An OS upgrade: it restarts the machine itself and never reports an exit code.
-            5 => msi_job(id.clone()).reboot(RebootBehaviour::RestartsMachine),
+            5 => msi_job(id.clone()).with_reboot(RebootBehaviour::RestartsMachine),
             _ => msi_job(id.clone()),
         };
-        assert_eq!(ledger.advertise(spec).unwrap(), Advertisement::Queued);
+        assert_eq!(ledger.offer(spec).unwrap(), Offer::Queued);
         ack(&mut out, &ledger, &id);
         while let NextJob::Run(next) = ledger.next_runnable() {
             let attempt = ledger.begin(&next).unwrap();
@@ -950,7 +951,7 @@ fn kill_child() {
             let _effects = ledger.launched(&attempt, ProgramId::new(2, n)).unwrap();
             ack(&mut out, &ledger, &next);
             // An upgrade restarts the machine when a kill comes with a new boot; here it exits.
-            let _effects = match ledger.job(&next).unwrap().spec().reboot_behaviour() {
+            let _effects = match ledger.job(&next).unwrap().spec().reboot() {
                 RebootBehaviour::MayRequest => ledger.program_exited(&attempt, 3010).unwrap(),
                 _ => ledger.program_exited(&attempt, 0).unwrap(),
             };
@@ -1191,7 +1192,7 @@ fn check_ack(
 }
 
 /// Invariant 1 in a new boot: a ledger opened on a copy of the store in a boot no child ran in
-/// launches nothing, keeps every completed mandatory job `Completed`, refuses to advertise or
+/// launches nothing, keeps every completed mandatory job `Completed`, refuses to offer or
 /// start it again, and never offers it to run.
 fn check_new_boot(
     round: u64,
@@ -1239,8 +1240,8 @@ fn check_new_boot(
         assert_eq!(record.state().kind(), StateKind::Completed, "{name}");
         let spec = record.spec().clone();
         assert_eq!(
-            ledger.advertise(spec).unwrap(),
-            Advertisement::CompletedWillNotRun,
+            ledger.offer(spec).unwrap(),
+            Offer::CompletedWillNotRun,
             "{name}"
         );
         assert!(ledger.begin(&id).is_err(), "{name} started again");
@@ -1393,13 +1394,13 @@ fn a_large_store_compacts_into_a_snapshot_of_many_frames() {
     let dir = TempDir::new("large-snapshot");
     let mut store = FileStore::open(&dir.0).unwrap();
     let at: jobstate::Timestamp = "2026-11-21T02:00:00Z".parse().unwrap();
-    let mut revision = jobstate::Revision(0);
+    let mut revision = jobstate::store::Revision(0);
     let jobs = 24_000; // about 1.8 MB of records: two frames of 1 MiB
     for batch in 0..jobs / 1000 {
         let changes = (0..1000)
             .map(|i| {
                 let id = job(&format!("job-{batch:02}-{i:04}"));
-                jobstate::Change {
+                jobstate::store::Change {
                     job: id.clone(),
                     seq: 1,
                     spec: Some(msi_job(id).into()),
@@ -1407,14 +1408,14 @@ fn a_large_store_compacts_into_a_snapshot_of_many_frames() {
                         at,
                         boot: boot("b1"),
                         since_boot: std::time::Duration::ZERO,
-                        kind: jobstate::EventKind::Advertised,
+                        kind: jobstate::EventKind::Offered,
                     },
                     state: JobState::initial(),
                 }
             })
             .collect();
         revision = store
-            .commit(&jobstate::Commit::new(revision, changes))
+            .commit(&jobstate::store::Commit::new(revision, changes))
             .unwrap();
     }
     store.compact().unwrap();
@@ -1445,7 +1446,7 @@ fn closed_store(name: &str) -> TempDir {
     let dir = TempDir::new(name);
     let (mut ledger, _) =
         Ledger::open(FileStore::open(&dir.0).unwrap(), service_session("a")).unwrap();
-    ledger.advertise(msi_job(job("patch"))).unwrap();
+    ledger.offer(msi_job(job("patch"))).unwrap();
     let mut store = ledger.into_store();
     store.compact().unwrap();
     dir
@@ -1776,7 +1777,7 @@ fn enospc_during_compaction_leaves_a_leftover_that_the_next_start_removes() {
     let options = FileStoreOptions {
         compact_after: 1_000_000,
         per_job: 0,
-        retention: jobstate::Retention::keep_all(),
+        retention: jobstate::store::Retention::keep_all(),
     };
     let (mut ledger, _) = Ledger::open(
         FileStore::open_with(&dir, options).unwrap(),
@@ -1788,7 +1789,7 @@ fn enospc_during_compaction_leaves_a_leftover_that_the_next_start_removes() {
     let mut acked = Vec::new();
     loop {
         let id = job(&format!("{:04}-{}", acked.len(), "x".repeat(200)));
-        match ledger.advertise(msi_job(id.clone())) {
+        match ledger.offer(msi_job(id.clone())) {
             Ok(_) => acked.push(id),
             Err(_) => break,
         }

@@ -8,8 +8,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use jobstate::report::DeliveryPolicy;
 use jobstate::testkit::simulator::{Chaos, Fleet, Network, Program, Scenario};
-use jobstate::{DeliveryPolicy, RebootBehaviour, RetryPolicy, StatusKey};
+use jobstate::{RebootBehaviour, RetryPolicy, StatusKey};
 
 use crate::common::*;
 
@@ -38,16 +39,16 @@ fn machine(seed: u64) -> Scenario {
         .chaos(Chaos::all().sink_failures(false))
         .job(
             msi_job(job("os-upgrade"))
-                .reboot(RebootBehaviour::RestartsMachine)
-                .verify_after_reboot(true),
+                .with_reboot(RebootBehaviour::RestartsMachine)
+                .with_verify_after_reboot(true),
             Program::restarts_machine(),
         )
         .job(
-            msi_job(job("msi-installer")).reboot(RebootBehaviour::MayRequest),
+            msi_job(job("msi-installer")).with_reboot(RebootBehaviour::MayRequest),
             Program::exits(3010),
         )
         .job(
-            msi_job(job("service-pack")).retry(quick),
+            msi_job(job("service-pack")).with_retry(quick),
             Program::exits(1603).then(Program::exits(0)),
         )
 }

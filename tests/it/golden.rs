@@ -10,11 +10,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use jobstate::report::DeliveryPolicy;
+use jobstate::session::SessionFacts;
+use jobstate::store::{Commit, Record, Replay, Revision, Snapshot, Store, StoreError};
 use jobstate::{
-    Commit, DeliveryPolicy, ExitCodePolicy, ExitOutcome, FileStore, FileStoreOptions, JobSpec,
-    Ledger, MaintenanceWindow, ProgramExit, ProgramId, RebootBehaviour, Record, Replay,
-    RestartPolicy, RetryPolicy, Revision, RunCondition, SessionFacts, Snapshot, StatusMessage,
-    Store, StoreError, codec,
+    ExitCodePolicy, ExitOutcome, FileStore, FileStoreOptions, JobSpec, Ledger, MaintenanceWindow,
+    ProgramExit, ProgramId, RebootBehaviour, RestartPolicy, RetryPolicy, RunCondition,
+    StatusMessage, codec,
 };
 
 use crate::common::*;
@@ -84,30 +86,30 @@ fn story<S: Store>(store: S, between: impl FnOnce(&mut S)) -> Recording<S> {
     };
     let window = MaintenanceWindow::new(1, 30, Duration::from_secs(7200)).unwrap();
     let specs = [
-        msi_job(job("msi-patch")).retry(RetryPolicy {
+        msi_job(job("msi-patch")).with_retry(RetryPolicy {
             max_attempts: 2,
             ..RetryPolicy::default()
         }),
         JobSpec::new(job("os-upgrade"))
-            .reboot(RebootBehaviour::RestartsMachine)
-            .verify_after_reboot(true)
-            .max_reboots(3)
-            .restart_policy(Some(RestartPolicy::Window(window))),
+            .with_reboot(RebootBehaviour::RestartsMachine)
+            .with_verify_after_reboot(true)
+            .with_max_reboots(3)
+            .with_restart_policy(Some(RestartPolicy::Window(window))),
         JobSpec::new(job("tool"))
-            .mandatory(false)
-            .run_condition(RunCondition::OnlyWithoutUser)
-            .retry(RetryPolicy::none())
-            .max_run_time(Duration::from_secs(5400)),
+            .with_mandatory(false)
+            .with_run_condition(RunCondition::OnlyWithoutUser)
+            .with_retry(RetryPolicy::none())
+            .with_max_run_time(Duration::from_secs(5400)),
         msi_job(job("asks-restart"))
-            .reboot(RebootBehaviour::MayRequest)
-            .restart_policy(Some(RestartPolicy::WhenNoUser {
+            .with_reboot(RebootBehaviour::MayRequest)
+            .with_restart_policy(Some(RestartPolicy::WhenNoUser {
                 at_most: Duration::from_secs(3600),
             }))
-            .restart_when_pending(true)
-            .wait_for_pending_restart(true),
+            .with_restart_when_pending(true)
+            .with_wait_for_pending_restart(true),
         JobSpec::new(job("custom-codes"))
-            .reboot(RebootBehaviour::RestartsMachine)
-            .exit_codes(
+            .with_reboot(RebootBehaviour::RestartsMachine)
+            .with_exit_codes(
                 ExitCodePolicy::new(ExitOutcome::Failure)
                     .with(0, ExitOutcome::Success)
                     .with(194, ExitOutcome::SuccessRestartRequired),
@@ -117,20 +119,20 @@ fn story<S: Store>(store: S, between: impl FnOnce(&mut S)) -> Recording<S> {
             .with_terminate_grace(Duration::from_secs(30)),
         JobSpec::new(job("retired")),
         JobSpec::new(job("flaky")),
-        JobSpec::new(job("optional")).mandatory(false),
+        JobSpec::new(job("optional")).with_mandatory(false),
         JobSpec::new(job("queued")),
-        JobSpec::new(job("lost")).retry(RetryPolicy::none()),
-        JobSpec::new(job("launch-fails")).retry(RetryPolicy::none()),
+        JobSpec::new(job("lost")).with_retry(RetryPolicy::none()),
+        JobSpec::new(job("launch-fails")).with_retry(RetryPolicy::none()),
         JobSpec::new(job("slow"))
-            .retry(RetryPolicy::none())
-            .max_run_time(Duration::from_secs(60)),
+            .with_retry(RetryPolicy::none())
+            .with_max_run_time(Duration::from_secs(60)),
     ];
     for spec in &specs {
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
     }
-    // A spec change: the queued job is advertised again with a longer run-time limit.
+    // A spec change: the queued job is offered again with a longer run-time limit.
     ledger
-        .advertise(JobSpec::new(job("queued")).max_run_time(Duration::from_secs(9000)))
+        .offer(JobSpec::new(job("queued")).with_max_run_time(Duration::from_secs(9000)))
         .unwrap();
     // msi-patch: 1603, a retry after its back-off, then success.
     let attempt = ledger.begin(&job("msi-patch")).unwrap();
@@ -238,7 +240,7 @@ fn replayed(records: &[Record]) -> Replay {
 }
 
 /// `loaded` holds what `expected` (the records replayed whole) holds, except history a
-/// [`Retention`](jobstate::Retention) let go: each job's kept history is the end of its whole
+/// [`Retention`](jobstate::store::Retention) let go: each job's kept history is the end of its whole
 /// one, and its number, state and specs are the same.
 fn same_content(loaded: &Snapshot, expected: &Replay, what: &str) {
     let expected = expected.snapshot(loaded.revision);
@@ -279,7 +281,7 @@ fn this_build_writes_format_2_byte_for_byte() {
     let options = FileStoreOptions {
         compact_after: u64::MAX,
         per_job: 0,
-        retention: jobstate::Retention::default(),
+        retention: jobstate::store::Retention::default(),
     };
     let store = FileStore::open_with(dir.path(), options).unwrap();
     let recorded = story(store, |store| store.compact().unwrap());
@@ -327,7 +329,7 @@ fn this_build_writes_format_2_byte_for_byte() {
 fn write_sqlite_golden(golden: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    let store = jobstate::SqliteStore::open(&path).unwrap();
+    let store = jobstate::store::SqliteStore::open(&path).unwrap();
     drop(story(store, |_| {}));
     // One file: fold the write-ahead log into the database.
     let db = rusqlite::Connection::open(&path).unwrap();
@@ -360,7 +362,7 @@ fn the_golden_story_holds_every_record_kind_and_state() {
             Record::Report(_) => "report",
             Record::Delivered(_) => "delivered",
             Record::DeadLettered(note) => match note.reason {
-                jobstate::DeadLetterReason::Rejected { .. } => "dead-lettered (rejected)",
+                jobstate::report::DeadLetterReason::Rejected { .. } => "dead-lettered (rejected)",
                 _ => "dead-lettered (gave up)",
             },
             Record::Requeued(_) => "requeued",
@@ -489,7 +491,7 @@ fn the_format_2_sqlite_store_reads() {
             );
         }
     }
-    let mut store = jobstate::SqliteStore::open(&path).unwrap();
+    let mut store = jobstate::store::SqliteStore::open(&path).unwrap();
     let loaded = store.load().unwrap();
     same_content(&loaded, &replayed(&records), "format 2's SQLite store");
 }

@@ -15,9 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use jobstate::{
-    DeadLetterReason, HttpSink, HttpSinkError, HttpSinkOptions, Ledger, MemoryStore, StatusMessage,
-};
+use jobstate::report::{DeadLetterReason, HttpSink, HttpSinkError, HttpSinkOptions};
+use jobstate::{Ledger, MemoryStore, StatusMessage};
 
 use crate::common::*;
 
@@ -399,7 +398,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
 fn ledger_with(names: &[String]) -> MemLedger {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("boot-a")).unwrap();
     for name in names {
-        ledger.advertise(msi_job(job(name))).unwrap();
+        ledger.offer(msi_job(job(name))).unwrap();
         let _effects = ledger.cancel(&job(name)).unwrap();
     }
     ledger
@@ -480,9 +479,9 @@ fn each_message_is_one_post_with_the_key_in_a_header_and_the_body() {
     let messages: Vec<StatusMessage> = ledger.outbox().cloned().collect();
     let mut server = Server::start(|_, _, _| Fault::None);
     let options = HttpSinkOptions::default()
-        .user_agent("agent-test/1")
-        .header("X-Site", "lab-7")
-        .header("Authorization", "Bearer t0ken");
+        .with_user_agent("agent-test/1")
+        .with_header("X-Site", "lab-7")
+        .with_header("Authorization", "Bearer t0ken");
     let mut sink = HttpSink::with_options(&server.url("/agent/status?site=7"), options).unwrap();
     let rounds = drain(&mut ledger, &mut sink, &mut server, |_, _| {});
     assert_eq!(rounds.len(), 1);
@@ -529,17 +528,17 @@ fn a_bad_url_or_header_is_a_typed_error_at_construction() {
             other => panic!("{url:?}: {other:?}"),
         }
     }
-    let bad_name = HttpSinkOptions::default().header("X Site", "lab");
+    let bad_name = HttpSinkOptions::default().with_header("X Site", "lab");
     assert!(matches!(
         HttpSink::with_options("http://127.0.0.1:9/", bad_name),
         Err(HttpSinkError::InvalidHeader { .. })
     ));
-    let bad_value = HttpSinkOptions::default().header("X-Site", "lab\r\nX-Evil: 1");
+    let bad_value = HttpSinkOptions::default().with_header("X-Site", "lab\r\nX-Evil: 1");
     assert!(matches!(
         HttpSink::with_options("http://127.0.0.1:9/", bad_value),
         Err(HttpSinkError::InvalidHeader { .. })
     ));
-    let bad_agent = HttpSinkOptions::default().user_agent("agent\n");
+    let bad_agent = HttpSinkOptions::default().with_user_agent("agent\n");
     assert!(matches!(
         HttpSink::with_options("http://127.0.0.1:9/", bad_agent),
         Err(HttpSinkError::InvalidHeader { .. })
@@ -625,8 +624,8 @@ fn every_message_reaches_the_server_through_faults_duplicates_only_from_them() {
         Fault::None
     });
     let options = HttpSinkOptions::default()
-        .connect_timeout(Duration::from_secs(1))
-        .request_timeout(timeout);
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_request_timeout(timeout);
     let mut sink = HttpSink::with_options(&server.url("/status"), options).unwrap();
 
     // The server is down from the 4th round to the 6th (port closed, then open again).

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use jobstate::{FileStore, Ledger, RebootBehaviour, StatusMessage, Store};
+use jobstate::store::Store;
+use jobstate::{FileStore, Ledger, RebootBehaviour, StatusMessage};
 
 use crate::common::*;
 
@@ -49,11 +50,11 @@ fn server() -> Scripted<impl FnMut(&StatusMessage) -> Reply> {
 
 /// An upgrade completed across a reboot, a job running, a dead letter, a pending message; the
 /// ledger (and its lock) stays open.
-fn agent<S: Store>(open: impl Fn() -> S) -> Ledger<S, jobstate::SessionFacts> {
-    let upgrade = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+fn agent<S: Store>(open: impl Fn() -> S) -> Ledger<S, jobstate::session::SessionFacts> {
+    let upgrade = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let (mut ledger, _) = Ledger::open(open(), service_session("boot-a")).unwrap();
-    ledger.advertise(upgrade.clone()).unwrap();
-    ledger.advertise(msi_job(job("retired"))).unwrap();
+    ledger.offer(upgrade.clone()).unwrap();
+    ledger.offer(msi_job(job("retired"))).unwrap();
     let _effects = ledger.cancel(&job("retired")).unwrap();
     ledger.deliver(&mut server()).unwrap();
     let attempt = ledger.begin(upgrade.id()).unwrap();
@@ -62,7 +63,7 @@ fn agent<S: Store>(open: impl Fn() -> S) -> Ledger<S, jobstate::SessionFacts> {
         .unwrap();
     let store = ledger.into_store();
     let (mut ledger, _) = Ledger::open(store, service_session("boot-b")).unwrap();
-    ledger.advertise(msi_job(job("patch"))).unwrap();
+    ledger.offer(msi_job(job("patch"))).unwrap();
     ledger.begin(&job("patch")).unwrap();
     ledger
 }
@@ -112,7 +113,7 @@ fn the_tool_reads_a_file_store_an_agent_holds_and_changes_nothing() {
     assert_eq!(json["outbox"][0]["key"]["state"], "Completed");
     // Nothing changed, and the agent carries on.
     assert_eq!(files(dir.path()), before, "the tool changed the store");
-    ledger.advertise(msi_job(job("later"))).unwrap();
+    ledger.offer(msi_job(job("later"))).unwrap();
     assert_eq!(
         FileStore::inspect(dir.path()).unwrap().snapshot.jobs.len(),
         4
@@ -185,9 +186,9 @@ fn bad_arguments_and_missing_stores_are_refused_with_a_reason() {
 fn the_tool_reads_a_sqlite_store_an_agent_holds_exclusively() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.db");
-    let ledger = agent(|| jobstate::SqliteStore::open(&path).unwrap());
+    let ledger = agent(|| jobstate::store::SqliteStore::open(&path).unwrap());
     // The agent holds SQLite's exclusive lock: a second connection cannot read.
-    assert!(jobstate::SqliteStore::open(&path).is_err());
+    assert!(jobstate::store::SqliteStore::open(&path).is_err());
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&tool(&[path.as_os_str(), "--json".as_ref()]))).unwrap();
     assert_eq!(json["kind"], "SQLite store");

@@ -5,10 +5,10 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use jobstate::{
-    ExecutionContext, LinuxSession, NoticeDelivery, RestartPending, SessionContext, SessionError,
-    UserPresence,
+use jobstate::session::{
+    ExecutionContext, NoticeDelivery, RestartPending, SessionContext, SessionError,
 };
+use jobstate::{LinuxSession, UserPresence};
 
 fn utmp_record(ut_type: i16, user: &str) -> Vec<u8> {
     let mut r = vec![0u8; 384];
@@ -68,7 +68,7 @@ fn facts_come_from_the_injected_root() {
     }
     // Shutdown notices: not delivered unless the agent wires them.
     assert_eq!(session.shutdown_notices(), NoticeDelivery::NotDelivered);
-    session.notices_wired(true);
+    session.set_notices_wired(true);
     assert_eq!(session.shutdown_notices(), NoticeDelivery::Delivered);
     cleanup(&root);
 }
@@ -84,7 +84,7 @@ fn nobody_logged_on_and_bad_utmp_files() {
     for (name, bytes) in [("truncated", &full[..500]), ("garbage", &[0xFFu8; 384][..])] {
         let path = root.join(name);
         std::fs::write(&path, bytes).unwrap();
-        let session = LinuxSession::with_root(&root).unwrap().utmp(&path);
+        let session = LinuxSession::with_root(&root).unwrap().with_utmp(&path);
         assert_eq!(session.user_presence(), UserPresence::Unknown, "{name}");
         assert!(
             matches!(session.logged_on_users(), Err(SessionError::Users { .. })),
@@ -93,7 +93,7 @@ fn nobody_logged_on_and_bad_utmp_files() {
     }
     let session = LinuxSession::with_root(&root)
         .unwrap()
-        .utmp(root.join("missing"));
+        .with_utmp(root.join("missing"));
     assert_eq!(session.user_presence(), UserPresence::Unknown);
     cleanup(&root);
 }
@@ -156,7 +156,8 @@ fn this_machine() {
 fn attempt(job: &str) -> jobstate::AttemptId {
     jobstate::AttemptId {
         job: jobstate::JobId::new(job).unwrap(),
-        attempt: jobstate::AttemptRef { run: 1, number: 1 },
+        run: 1,
+        number: 1,
     }
 }
 
@@ -164,7 +165,8 @@ fn attempt(job: &str) -> jobstate::AttemptId {
 /// start time; a launch never recorded is found by its attempt's marker in the environment.
 #[test]
 fn program_status_of_real_processes() {
-    use jobstate::{ATTEMPT_ENV, ProgramId, ProgramStatus};
+    use jobstate::session::ATTEMPT_ENV;
+    use jobstate::{ProgramId, ProgramStatus};
     // A child forked while a store test holds its lock file would hold the lock until it execs.
     let _serial = crate::file_store::SPAWNING
         .write()
@@ -336,10 +338,10 @@ fn logind_sessions_are_the_source_where_systemd_booted() {
     }
     assert_eq!(session.user_presence(), UserPresence::NoneLoggedOn);
 
-    // `.utmp(path)` chooses utmp even here.
+    // `.with_utmp(path)` chooses utmp even here.
     let utmp = LinuxSession::with_root(&root)
         .unwrap()
-        .utmp(root.join("run/utmp"));
+        .with_utmp(root.join("run/utmp"));
     assert_eq!(utmp.logged_on_users().unwrap(), ["mallory"]);
     cleanup(&root);
 }
@@ -407,7 +409,7 @@ fn logind_garbage_is_unknown_never_a_guess() {
     // A directory that cannot be read is unknown.
     let missing = LinuxSession::with_root(&root)
         .unwrap()
-        .logind_sessions(root.join("missing"));
+        .with_logind_sessions(root.join("missing"));
     assert_eq!(missing.user_presence(), UserPresence::Unknown);
     cleanup(&root);
 }
@@ -492,7 +494,9 @@ fn soft_reboots_change_the_boot_identity() {
     let bin = root.join("bin-fake");
     // Without systemd, systemctl is not asked (this one would say 5).
     let five = script(&bin, "five", "echo 5");
-    let session = LinuxSession::with_root(&root).unwrap().systemctl(&five);
+    let session = LinuxSession::with_root(&root)
+        .unwrap()
+        .with_systemctl(&five);
     assert_eq!(session.boot_id().unwrap().as_str(), KERNEL_ID);
     assert_eq!(session.soft_reboots().unwrap(), None);
 
@@ -510,13 +514,17 @@ fn soft_reboots_change_the_boot_identity() {
         let systemctl = script(&bin, name, body);
         let session = LinuxSession::with_root(&root)
             .unwrap()
-            .systemctl(&systemctl);
+            .with_systemctl(&systemctl);
         assert_eq!(session.boot_id().unwrap().as_str(), expected, "{name}");
     }
     // The same boot, asked twice, by two sessions: the same identity (an agent restart).
     let three = script(&bin, "three", "echo 3");
-    let a = LinuxSession::with_root(&root).unwrap().systemctl(&three);
-    let b = LinuxSession::with_root(&root).unwrap().systemctl(&three);
+    let a = LinuxSession::with_root(&root)
+        .unwrap()
+        .with_systemctl(&three);
+    let b = LinuxSession::with_root(&root)
+        .unwrap()
+        .with_systemctl(&three);
     assert_eq!(a.boot_id().unwrap(), b.boot_id().unwrap());
 
     // Found under the root where no path is given.
@@ -552,7 +560,7 @@ fn a_soft_reboot_count_that_cannot_be_read_is_an_error() {
         let systemctl = script(&bin, name, body);
         let session = LinuxSession::with_root(&root)
             .unwrap()
-            .systemctl(&systemctl);
+            .with_systemctl(&systemctl);
         assert!(
             matches!(session.boot_id(), Err(SessionError::BootId { .. })),
             "{name}"
@@ -560,7 +568,7 @@ fn a_soft_reboot_count_that_cannot_be_read_is_an_error() {
     }
     let missing = LinuxSession::with_root(&root)
         .unwrap()
-        .systemctl(bin.join("missing"));
+        .with_systemctl(bin.join("missing"));
     assert!(matches!(
         missing.boot_id(),
         Err(SessionError::BootId { .. })
@@ -569,8 +577,8 @@ fn a_soft_reboot_count_that_cannot_be_read_is_an_error() {
     let hangs = script(&bin, "hangs", "exec sleep 30");
     let session = LinuxSession::with_root(&root)
         .unwrap()
-        .systemctl(&hangs)
-        .helper_timeout(Duration::from_millis(300));
+        .with_systemctl(&hangs)
+        .with_helper_timeout(Duration::from_millis(300));
     let start = Instant::now();
     let result = session.boot_id();
     assert!(
@@ -594,9 +602,9 @@ fn restart_pending_from_hand_made_facts() {
     let session = |needs_restarting: Option<&Path>| {
         let session = LinuxSession::with_root(&root)
             .unwrap()
-            .helper_timeout(Duration::from_millis(300));
+            .with_helper_timeout(Duration::from_millis(300));
         match needs_restarting {
-            Some(path) => session.needs_restarting(path),
+            Some(path) => session.with_needs_restarting(path),
             None => session,
         }
     };

@@ -5,7 +5,7 @@
 //! until they exit, are terminated, die in a reboot or with the agent; launches recorded or not;
 //! an agent that crashes (the ledger is dropped and reopened, and the old one is kept as a stale
 //! writer), with or without killing its programs; reboots with and without a shutdown notice; a
-//! clock that jumps backwards; users logging on and off; duplicate advertisements, rerun, cancel
+//! clock that jumps backwards; users logging on and off; duplicate offers, rerun, cancel
 //! and abandon requests, checks that say "not yet", replayed and out-of-order events (an older
 //! attempt's exit while a newer attempt runs).
 //!
@@ -18,12 +18,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use jobstate::report::{Answers, StatusSink};
+use jobstate::session::{LivePrograms, RestartPending, SessionFacts};
+use jobstate::store::{JobRecord, Store, StoreError};
 use jobstate::{
-    Advertisement, Answers, AttemptId, AttemptRef, CheckResult, Effect, Effects, Error, JobId,
-    JobRecord, JobSpec, JobState, Ledger, LivePrograms, MemoryStore, ProgramExit, ProgramId,
-    RebootBehaviour, RebootKind, RestartPending, RestartPolicy, RetryPolicy, RunCondition,
-    SessionFacts, StateKind, StatusKey, StatusMessage, StatusSink, Store, StoreError,
-    TransitionError, UserPresence, WaitReason,
+    AttemptId, AttemptRef, CheckResult, Effect, Effects, Error, JobId, JobSpec, JobState, Ledger,
+    MemoryStore, Offer, ProgramExit, ProgramId, RebootBehaviour, RebootKind, RestartPolicy,
+    RetryPolicy, RunCondition, StateKind, StatusKey, StatusMessage, TransitionError, UserPresence,
+    WaitReason,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
@@ -41,22 +43,22 @@ fn catalogue() -> Vec<JobSpec> {
     };
     vec![
         msi_job(job("os-upgrade"))
-            .reboot(RebootBehaviour::RestartsMachine)
-            .verify_after_reboot(true)
-            .max_reboots(2)
-            .retry(quick),
-        msi_job(job("os-upgrade-unverified")).reboot(RebootBehaviour::RestartsMachine),
+            .with_reboot(RebootBehaviour::RestartsMachine)
+            .with_verify_after_reboot(true)
+            .with_max_reboots(2)
+            .with_retry(quick),
+        msi_job(job("os-upgrade-unverified")).with_reboot(RebootBehaviour::RestartsMachine),
         msi_job(job("msi-patch"))
-            .reboot(RebootBehaviour::MayRequest)
-            .restart_when_pending(true)
-            .run_condition(RunCondition::OnlyWithoutUser)
-            .max_run_time(Duration::from_secs(1800))
-            .retry(quick),
+            .with_reboot(RebootBehaviour::MayRequest)
+            .with_restart_when_pending(true)
+            .with_run_condition(RunCondition::OnlyWithoutUser)
+            .with_max_run_time(Duration::from_secs(1800))
+            .with_retry(quick),
         msi_job(job("optional-tool"))
-            .mandatory(false)
-            .wait_for_pending_restart(true)
-            .run_condition(RunCondition::OnlyWithUser)
-            .max_run_time(Duration::from_secs(900)),
+            .with_mandatory(false)
+            .with_wait_for_pending_restart(true)
+            .with_run_condition(RunCondition::OnlyWithUser)
+            .with_max_run_time(Duration::from_secs(900)),
     ]
 }
 
@@ -73,7 +75,7 @@ enum Launching {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Advertise(usize),
+    Offer(usize),
     /// Begin job `i`, then launch it as `Launching` says.
     Begin(usize, Launching),
     Exit(usize, i32),
@@ -116,15 +118,15 @@ enum Op {
     },
     /// The sink accepts a delivery, then the agent dies before committing the acknowledgement.
     CrashAfterDelivery,
-    /// The next step of job `i` toward success: advertise, begin, exit 0, or a positive check.
+    /// The next step of job `i` toward success: offer, begin, exit 0, or a positive check.
     Progress(usize),
     /// Job `i`'s program is killed by a signal (the shutdown's SIGTERM, an OOM kill).
     ExitSignal(usize, i32),
     /// The operating system says a restart is pending, or not (a reboot clears it).
     SetRestartPending(bool),
-    /// The server re-advertises job `i` with a changed spec: made mandatory, another run-time
+    /// The server offers again job `i` with a changed spec: made mandatory, another run-time
     /// limit.
-    Readvertise(usize),
+    Reoffer(usize),
     /// The agent's default restart policy changes (and is given at every later open).
     SetPolicy(RestartPolicy),
 }
@@ -157,7 +159,7 @@ impl ReferenceStateMachine for Reference {
             2 => Just(CheckResult::NotYet)
         ];
         prop_oneof![
-            3 => jobs.clone().prop_map(Op::Advertise),
+            3 => jobs.clone().prop_map(Op::Offer),
             4 => (
                 jobs.clone(),
                 prop_oneof![
@@ -200,7 +202,7 @@ impl ReferenceStateMachine for Reference {
             1 => (jobs.clone(), prop_oneof![Just(9), Just(15)])
                 .prop_map(|(j, s)| Op::ExitSignal(j, s)),
             1 => any::<bool>().prop_map(Op::SetRestartPending),
-            1 => jobs.clone().prop_map(Op::Readvertise),
+            1 => jobs.clone().prop_map(Op::Reoffer),
             1 => prop_oneof![
                 Just(RestartPolicy::Immediately),
                 Just(RestartPolicy::NextNaturalBoot),
@@ -249,7 +251,7 @@ struct World {
     /// How much history the ledger keeps: every third case keeps everything, one the default,
     /// one the least (no earlier runs; tombstones at every open), so that invariant 1 is
     /// proven over tombstones too.
-    retention: jobstate::Retention,
+    retention: jobstate::store::Retention,
 }
 
 /// The site server: refuses deliveries on demand, counts every message it accepts by key.
@@ -348,8 +350,8 @@ impl World {
 
     fn open(&mut self) {
         let options = jobstate::LedgerOptions::default()
-            .restart_policy(self.policy)
-            .retention(self.retention);
+            .with_restart_policy(self.policy)
+            .with_retention(self.retention);
         let (ledger, effects) = Ledger::open_with(self.store.clone(), self.facts(), options)
             .unwrap_or_else(|e| panic!("reopening a good store failed: {e}"));
         let compacted = ledger
@@ -380,7 +382,7 @@ impl World {
         let restarts = |job: &JobId| {
             self.specs
                 .iter()
-                .any(|s| s.id() == job && s.reboot_behaviour() != RebootBehaviour::Never)
+                .any(|s| s.id() == job && s.reboot() != RebootBehaviour::Never)
         };
         if let Some(other) = self
             .live
@@ -490,10 +492,8 @@ impl World {
         let a = record.state().attempt()?;
         Some(AttemptId {
             job: record.id().clone(),
-            attempt: AttemptRef {
-                run: a.run,
-                number: a.number,
-            },
+            run: a.run,
+            number: a.number,
         })
     }
 
@@ -511,15 +511,15 @@ impl World {
 
     fn step(&mut self, op: Op) {
         match op {
-            Op::Advertise(i) => {
+            Op::Offer(i) => {
                 let spec = self.specs[i].clone();
                 self.sync_session();
                 let answer = self
                     .ledger()
-                    .advertise(spec)
-                    .expect("advertising never fails here");
+                    .offer(spec)
+                    .expect("offering never fails here");
                 if self.tombstones.contains_key(&self.id(i)) {
-                    assert_eq!(answer, jobstate::Advertisement::CompletedWillNotRun);
+                    assert_eq!(answer, jobstate::Offer::CompletedWillNotRun);
                 }
             }
             Op::Begin(i, how) => {
@@ -557,7 +557,7 @@ impl World {
                 let older = self
                     .launched
                     .iter()
-                    .rfind(|a| a.job == id && a.attempt < live.attempt)
+                    .rfind(|a| a.job == id && a.attempt_ref() < live.attempt_ref())
                     .cloned();
                 if let Some(older) = older {
                     let result = self.call(|l| l.program_exited(&older, 0));
@@ -652,34 +652,31 @@ impl World {
                     RestartPending::NotPending
                 };
             }
-            Op::Readvertise(i) => {
+            Op::Reoffer(i) => {
                 let old = self.specs[i].clone();
-                let limit = if old.run_time_limit() == Duration::from_secs(3600) {
+                let limit = if old.max_run_time() == Duration::from_secs(3600) {
                     Duration::from_secs(1800)
                 } else {
                     Duration::from_secs(3600)
                 };
-                let new = old.clone().mandatory(true).max_run_time(limit);
+                let new = old.clone().with_mandatory(true).with_max_run_time(limit);
                 self.sync_session();
                 let before = self.record(i);
                 let answer = self
                     .ledger()
-                    .advertise(new.clone())
-                    .expect("advertising a valid spec");
+                    .offer(new.clone())
+                    .expect("offering a valid spec");
                 let after = self.record(i);
                 match before {
                     // A completed mandatory job stays as it is, whatever its new spec.
                     Some(b)
                         if b.spec().is_mandatory() && b.state().kind() == StateKind::Completed =>
                     {
-                        assert_eq!(answer, Advertisement::CompletedWillNotRun);
+                        assert_eq!(answer, Offer::CompletedWillNotRun);
                         assert_eq!(after.as_ref(), Some(&b));
                     }
                     Some(b) => {
-                        assert!(
-                            matches!(answer, Advertisement::SpecChanged { .. }),
-                            "{answer:?}"
-                        );
+                        assert!(matches!(answer, Offer::SpecChanged { .. }), "{answer:?}");
                         let after = after.expect("still known");
                         assert_eq!(after.state(), b.state(), "a spec change moved the state");
                         assert!(after.spec().is_mandatory(), "made mandatory at once");
@@ -688,7 +685,7 @@ impl World {
                         self.specs[i] = new;
                     }
                     None => {
-                        assert_eq!(answer, Advertisement::Queued);
+                        assert_eq!(answer, Offer::Queued);
                         self.specs[i] = new;
                     }
                 }
@@ -775,7 +772,7 @@ impl World {
                     REBOOTS_MID_JOB.fetch_add(1, Ordering::Relaxed);
                 }
                 for record in &before {
-                    if record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine
+                    if record.spec().reboot() == RebootBehaviour::RestartsMachine
                         && let JobState::Running {
                             launch,
                             provisional,
@@ -788,7 +785,7 @@ impl World {
                         // launched again, as the same attempt.
                         let expected = if !launch.happened() && provisional.is_none() {
                             StateKind::Running
-                        } else if record.spec().verifies_after_reboot() {
+                        } else if record.spec().verify_after_reboot() {
                             StateKind::AwaitingReboot
                         } else {
                             StateKind::Completed
@@ -848,7 +845,7 @@ impl World {
             Op::Progress(i) => {
                 let id = self.id(i);
                 let step = match self.record(i).map(|r| r.state().clone()) {
-                    None => Op::Advertise(i),
+                    None => Op::Offer(i),
                     Some(JobState::Queued {
                         check_before_retry: true,
                         ..
@@ -930,10 +927,10 @@ impl StateMachineTest for LedgerTest {
     fn init_test(_: &()) -> World {
         let case = CASES.fetch_add(1, Ordering::Relaxed);
         let retention = match case % 3 {
-            0 => jobstate::Retention::keep_all(),
-            1 => jobstate::Retention::default(),
+            0 => jobstate::store::Retention::keep_all(),
+            1 => jobstate::store::Retention::default(),
             _ => {
-                let mut least = jobstate::Retention::default();
+                let mut least = jobstate::store::Retention::default();
                 least.earlier_runs = 0;
                 least
             }
@@ -988,7 +985,7 @@ impl StateMachineTest for LedgerTest {
             );
         }
         for record in ledger.jobs() {
-            let restarts = record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine;
+            let restarts = record.spec().reboot() == RebootBehaviour::RestartsMachine;
             let history = record.history();
             for (at, pair) in history.windows(2).enumerate() {
                 let (before, entry) = (&pair[0].state, &pair[1]);
@@ -1024,7 +1021,7 @@ impl StateMachineTest for LedgerTest {
                 && let Some(live) = world.live.get(record.id())
             {
                 assert_eq!(
-                    live.attempt,
+                    live.attempt_ref(),
                     AttemptRef {
                         run: attempt.run,
                         number: attempt.number
@@ -1116,7 +1113,7 @@ impl StateMachineTest for LedgerTest {
         // and pruned): count the reports the store ever committed.
         let mut committed: HashMap<StatusKey, usize> = HashMap::new();
         for bytes in world.store.records() {
-            if let jobstate::Record::Report(message) =
+            if let jobstate::store::Record::Report(message) =
                 jobstate::codec::decode(&bytes).expect("decodes")
             {
                 *committed.entry(message.key).or_default() += 1;

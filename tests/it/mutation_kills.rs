@@ -13,12 +13,13 @@
 
 use std::time::Duration;
 
+use jobstate::report::{Answers, StatusSink};
+use jobstate::session::{LivePrograms, SessionFacts};
+use jobstate::store::{Change, Commit, JobTable, Replay, ReplayError, Revision, Store};
 use jobstate::{
-    Answers, Attempt, AttemptId, AttemptRef, Change, Commit, Effect, Error, Event, EventKind,
-    EventName, FailureReason, JobSpec, JobState, JobTable, Launch, Ledger, LivePrograms,
-    MemoryStore, ProgramId, RebootAttribution, RebootBehaviour, RebootKind, Replay, ReplayError,
-    RetryPolicy, Revision, SessionFacts, StateKind, StatusMessage, StatusSink, Store,
-    TransitionError, WaitReason, transition,
+    Attempt, AttemptId, AttemptRef, Effect, Error, Event, EventKind, EventName, FailureReason,
+    JobSpec, JobState, Launch, Ledger, MemoryStore, ProgramId, RebootAttribution, RebootBehaviour,
+    RebootKind, RetryPolicy, StateKind, StatusMessage, TransitionError, WaitReason, transition,
 };
 
 use crate::common::*;
@@ -60,7 +61,7 @@ fn next_wakeup_includes_the_delivery_retry_while_messages_are_pending() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     let spec = msi_job(job("patch"));
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
     assert_eq!(ledger.next_wakeup(), None, "nothing is timed yet");
@@ -82,7 +83,7 @@ fn the_ledger_reports_the_revision_it_committed() {
     let mut store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     let spec = msi_job(job("patch"));
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     start(&mut ledger, &spec);
     let revision = ledger.revision();
     assert_eq!(revision, store.load().unwrap().revision);
@@ -93,7 +94,7 @@ fn the_ledger_reports_the_revision_it_committed() {
 fn session_with(boot_name: &str, alive: &[&AttemptId]) -> SessionFacts {
     SessionFacts {
         programs: LivePrograms::Known(alive.iter().map(|a| (*a).clone()).collect()),
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
         ..service_session(boot_name)
     }
 }
@@ -105,8 +106,8 @@ fn a_reboot_nobody_asked_for_is_unrelated_for_every_job_that_never_reboots() {
     let mut ledger = open(&store, "a");
     let first = msi_job(job("first"));
     let second = msi_job(job("second"));
-    ledger.advertise(first.clone()).unwrap();
-    ledger.advertise(second.clone()).unwrap();
+    ledger.offer(first.clone()).unwrap();
+    ledger.offer(second.clone()).unwrap();
     start(&mut ledger, &first);
     start(&mut ledger, &second);
     drop(ledger); // the machine restarts, unasked
@@ -127,8 +128,8 @@ fn a_reboot_nobody_asked_for_is_unrelated_for_every_job_that_never_reboots() {
 fn a_program_found_alive_after_an_agent_restart_stays_polled_once_its_launch_is_recorded() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = msi_job(job("patch")).max_run_time(Duration::from_secs(3600));
-    ledger.advertise(spec.clone()).unwrap();
+    let spec = msi_job(job("patch")).with_max_run_time(Duration::from_secs(3600));
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     drop(ledger); // the agent dies between the spawn and the launch record
     let (mut ledger, effects) =
@@ -162,7 +163,7 @@ fn current_attempt_is_none_for_a_finished_or_idle_job() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
     let spec = msi_job(job("patch"));
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let current = |ledger: &MemLedger| ledger.job(spec.id()).unwrap().current_attempt();
     assert_eq!(current(&ledger), Some(attempt.clone()));
@@ -180,7 +181,7 @@ fn current_attempt_is_none_for_a_finished_or_idle_job() {
     assert_eq!(current(&ledger), None, "a finished job has none");
 }
 
-fn advertised(spec: &JobSpec) -> Change {
+fn offered(spec: &JobSpec) -> Change {
     Change {
         job: spec.id().clone(),
         seq: 1,
@@ -189,7 +190,7 @@ fn advertised(spec: &JobSpec) -> Change {
             at: t0(),
             boot: boot("a"),
             since_boot: Duration::ZERO,
-            kind: EventKind::Advertised,
+            kind: EventKind::Offered,
         },
         state: JobState::initial(),
     }
@@ -212,7 +213,7 @@ fn then(previous: &Change, kind: EventKind, state: JobState) -> Change {
 #[test]
 fn a_commit_is_checked_as_a_whole_before_anything_is_applied() {
     let spec = msi_job(job("patch"));
-    let create = advertised(&spec);
+    let create = offered(&spec);
     let attempt = Attempt {
         run: 1,
         number: 1,
@@ -286,7 +287,7 @@ fn a_commit_is_checked_as_a_whole_before_anything_is_applied() {
 fn a_table_with_a_job_is_not_empty() {
     let mut table = JobTable::default();
     assert!(table.is_empty());
-    table.apply(advertised(&msi_job(job("patch")))).unwrap();
+    table.apply(offered(&msi_job(job("patch")))).unwrap();
     assert!(!table.is_empty());
     assert_eq!(table.len(), 1);
 }
@@ -296,8 +297,8 @@ fn a_table_with_a_job_is_not_empty() {
 fn a_replayed_exit_of_a_finished_attempt_is_invalid_in_its_state_not_stale() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = msi_job(job("patch")).retry(RetryPolicy::none());
-    ledger.advertise(spec.clone()).unwrap();
+    let spec = msi_job(job("patch")).with_retry(RetryPolicy::none());
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert_eq!(state(&ledger, &spec).kind(), StateKind::Failed);
@@ -310,7 +311,8 @@ fn a_replayed_exit_of_a_finished_attempt_is_invalid_in_its_state_not_stale() {
     }
     // Another attempt's event is the stale one.
     let other = AttemptId {
-        attempt: AttemptRef { run: 1, number: 2 },
+        run: 1,
+        number: 2,
         ..attempt
     };
     assert!(matches!(
@@ -324,8 +326,8 @@ fn a_replayed_exit_of_a_finished_attempt_is_invalid_in_its_state_not_stale() {
 fn a_relaunched_attempt_starts_its_clocks_anew() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
-    ledger.advertise(spec.clone()).unwrap();
+    let spec = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     drop(ledger); // the agent dies before the spawn; the machine restarts
     let mut later = session_with("b", &[]);
@@ -354,8 +356,8 @@ fn a_relaunched_attempt_starts_its_clocks_anew() {
 fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_restarts() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    let spec = msi_job(job("msi")).reboot(RebootBehaviour::MayRequest);
-    ledger.advertise(spec.clone()).unwrap();
+    let spec = msi_job(job("msi")).with_reboot(RebootBehaviour::MayRequest);
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     assert!(matches!(
         ledger.expect_reboot(&attempt, RebootKind::Hard),
@@ -372,8 +374,8 @@ fn a_failure_exit_fails_a_may_request_job_and_is_provisional_only_for_one_that_r
     }
     // For a program that restarts the machine, the same exit is provisional; once the agent
     // says the restart is under way, a later exit of that attempt is a replay.
-    let spec = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
-    ledger.advertise(spec.clone()).unwrap();
+    let spec = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
+    ledger.offer(spec.clone()).unwrap();
     ledger.session_mut().now += chrono::TimeDelta::days(1);
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
@@ -436,7 +438,7 @@ fn a_shutdown_notice_from_another_boot_changes_nothing() {
 // SEMANTICS.md "Every observed reboot is attributed": ForJob names another job, never itself.
 #[test]
 fn a_job_is_never_interrupted_by_its_own_restart() {
-    let spec = msi_job(job("msi")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("msi")).with_reboot(RebootBehaviour::MayRequest);
     let running = JobState::Running {
         attempt: Attempt {
             run: 1,
@@ -479,7 +481,7 @@ fn a_job_is_never_interrupted_by_its_own_restart() {
 // SEMANTICS.md "Reboot truth comes from boot identity": run-time limits use the attempt's boot.
 #[test]
 fn a_tick_in_another_boot_never_times_an_attempt_out() {
-    let spec = msi_job(job("patch")).max_run_time(Duration::from_secs(3600));
+    let spec = msi_job(job("patch")).with_max_run_time(Duration::from_secs(3600));
     let running = JobState::Running {
         attempt: Attempt {
             run: 1,
@@ -525,7 +527,7 @@ fn the_ledger_passes_on_what_the_store_cut_at_open() {
         let store = jobstate::FileStore::open(&state).unwrap();
         let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
         assert!(ledger.open_report().is_clean());
-        ledger.advertise(msi_job(job("patch"))).unwrap();
+        ledger.offer(msi_job(job("patch"))).unwrap();
     }
     // A torn last write: a few bytes of a frame that never completed.
     let journal = state.join("journal");
@@ -550,12 +552,12 @@ fn an_orphan_stays_polled_after_a_change_that_keeps_it_running() {
     let store = MemoryStore::new();
     let spec = msi_job(job("patch"));
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let alive = SessionFacts {
         programs: LivePrograms::Known([attempt].into_iter().collect()),
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
         ..service_session("a")
     };
     let (mut ledger, _) = Ledger::open(store, alive).unwrap();
@@ -569,13 +571,13 @@ fn an_orphan_stays_polled_after_a_change_that_keeps_it_running() {
 #[test]
 fn restarts_come_after_every_other_effect_of_a_call() {
     let store = MemoryStore::new();
-    let kb = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
-    let checked = msi_job(job("checked")).verify_after_reboot(true);
+    let kb = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
+    let checked = msi_job(job("checked")).with_verify_after_reboot(true);
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
-    // "kb" is advertised first; "checked" fails (a check owed), then "kb" asks for a restart:
+    // "kb" is offered first; "checked" fails (a check owed), then "kb" asks for a restart:
     // both wait in this boot.
-    ledger.advertise(kb.clone()).unwrap();
-    ledger.advertise(checked.clone()).unwrap();
+    ledger.offer(kb.clone()).unwrap();
+    ledger.offer(checked.clone()).unwrap();
     let failed = start(&mut ledger, &checked);
     let _effects = ledger.program_exited(&failed, 1603).unwrap();
     let attempt = start(&mut ledger, &kb);
@@ -602,9 +604,9 @@ fn restarts_come_after_every_other_effect_of_a_call() {
 // never erases the identity of one that was.
 #[test]
 fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
-    let spec = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap(); // never recorded
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert!(matches!(
@@ -615,8 +617,8 @@ fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
             ..
         }
     ));
-    let recorded = msi_job(job("os-upgrade-2")).reboot(RebootBehaviour::RestartsMachine);
-    ledger.advertise(recorded.clone()).unwrap();
+    let recorded = msi_job(job("os-upgrade-2")).with_reboot(RebootBehaviour::RestartsMachine);
+    ledger.offer(recorded.clone()).unwrap();
     ledger.session_mut().now += chrono::TimeDelta::days(1);
     let _effects = ledger.abandon(spec.id()).unwrap();
     let attempt = start(&mut ledger, &recorded);
@@ -637,9 +639,9 @@ fn a_provisional_failure_keeps_the_launch_it_proves_or_knows() {
 fn an_agent_restart_in_the_same_boot_owes_no_check_again() {
     for with_check in [false, true] {
         let store = MemoryStore::new();
-        let spec = msi_job(job("kb")).verify_after_reboot(with_check);
+        let spec = msi_job(job("kb")).with_verify_after_reboot(with_check);
         let mut ledger = open(&store, "a");
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
         let _effects = ledger.program_exited(&attempt, 1603).unwrap();
         if with_check {
@@ -660,10 +662,10 @@ fn an_agent_restart_in_the_same_boot_owes_no_check_again() {
 fn a_second_reboot_while_verifying_counts_and_the_check_answers_in_the_new_boot() {
     let store = MemoryStore::new();
     let spec = msi_job(job("os-upgrade"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let (ledger, effects) = Ledger::open(store.clone(), service_session("b")).unwrap();
@@ -690,7 +692,7 @@ fn a_recorded_program_found_alive_changes_nothing() {
     let store = MemoryStore::new();
     let spec = msi_job(job("patch"));
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let before = ledger.history(spec.id()).unwrap().len();
     drop(ledger);
@@ -711,10 +713,10 @@ fn a_recorded_program_found_alive_changes_nothing() {
 #[test]
 fn a_check_that_finds_the_work_keeps_the_exit_code() {
     let spec = msi_job(job("kb"))
-        .reboot(RebootBehaviour::MayRequest)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_verify_after_reboot(true);
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     let _effects = ledger.verification(&attempt, true).unwrap();
@@ -732,7 +734,7 @@ fn a_check_that_finds_the_work_keeps_the_exit_code() {
 // the wait began in; a tick in another boot (before any reconciliation) concludes nothing.
 #[test]
 fn a_tick_in_another_boot_never_reports_a_restart_overdue() {
-    let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
     let attempt = Attempt {
         run: 1,
         number: 1,
@@ -769,9 +771,9 @@ fn a_tick_in_another_boot_never_reports_a_restart_overdue() {
 // may hide a success owes the check; a program that never started did nothing to check.
 #[test]
 fn a_launch_that_failed_owes_no_check() {
-    let spec = msi_job(job("kb")).verify_after_reboot(true);
+    let spec = msi_job(job("kb")).with_verify_after_reboot(true);
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     assert!(ledger.launch_failed(&attempt).unwrap().is_empty());
     assert!(matches!(
@@ -790,7 +792,7 @@ fn running_in_boot_a(jobs: &[(&JobSpec, Launch)]) -> MemoryStore {
     let mut store = MemoryStore::new();
     let mut changes = Vec::new();
     for (spec, launch) in jobs {
-        let create = advertised(spec);
+        let create = offered(spec);
         let running = JobState::Running {
             attempt: Attempt {
                 run: 1,
@@ -815,7 +817,7 @@ fn running_in_boot_a(jobs: &[(&JobSpec, Launch)]) -> MemoryStore {
 // was": also when that job's program restarted the machine itself (its launch recorded).
 #[test]
 fn a_reboot_by_a_running_upgrade_is_attributed_to_it() {
-    let upgrade = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let upgrade = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let patch = msi_job(job("patch"));
     let recorded = Launch::Recorded(ProgramId::new(1, 1));
     for (launch, owner) in [
@@ -878,7 +880,7 @@ fn the_job_table_refuses_what_no_ledger_writes_and_gives_back_what_it_holds() {
     // A change creating "patch" with the spec of "other".
     let mismatched = Change {
         spec: Some(other.clone().into()),
-        ..advertised(&patch)
+        ..offered(&patch)
     };
     assert!(matches!(
         table.check(&mismatched),
@@ -890,7 +892,7 @@ fn the_job_table_refuses_what_no_ledger_writes_and_gives_back_what_it_holds() {
     ));
     assert!(table.is_empty());
     // A change that does not follow on is refused by `check` as by `apply`.
-    let create = advertised(&patch);
+    let create = offered(&patch);
     let mut gap = then(&create, EventKind::AttemptStarted, JobState::initial());
     gap.seq = 3;
     table.apply(create).unwrap();
@@ -898,7 +900,7 @@ fn the_job_table_refuses_what_no_ledger_writes_and_gives_back_what_it_holds() {
         table.check(&gap),
         Err(ReplayError::OutOfSequence { .. })
     ));
-    table.apply(advertised(&other)).unwrap();
+    table.apply(offered(&other)).unwrap();
     assert_eq!(table.len(), 2);
     let records = table.into_records();
     assert_eq!(
@@ -914,9 +916,9 @@ fn the_job_table_refuses_what_no_ledger_writes_and_gives_back_what_it_holds() {
 #[test]
 fn an_interrupted_run_reports_the_reboot_that_ended_it() {
     let store = MemoryStore::new();
-    let spec = msi_job(job("patch")).retry(RetryPolicy::none());
+    let spec = msi_job(job("patch")).with_retry(RetryPolicy::none());
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     start(&mut ledger, &spec);
     drop(ledger);
     let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();
@@ -930,11 +932,11 @@ fn an_interrupted_run_reports_the_reboot_that_ended_it() {
 // not as held, even beside a running job (only a store written by something else holds both).
 #[test]
 fn a_hard_restart_beside_a_running_job_is_not_held() {
-    let upgrade = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let upgrade = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
     let patch = msi_job(job("patch"));
     let store = running_in_boot_a(&[(&patch, Launch::Recorded(ProgramId::new(1, 1)))]);
     let mut ledger = open(&store, "a");
-    ledger.advertise(upgrade.clone()).unwrap();
+    ledger.offer(upgrade.clone()).unwrap();
     // Started beside it by something else than this ledger: written to the store directly.
     let attempt = Attempt {
         run: 1,
@@ -986,14 +988,14 @@ fn a_hard_restart_beside_a_running_job_is_not_held() {
 #[test]
 fn a_restart_held_twice_is_released_once() {
     let checked = msi_job(job("kb"))
-        .reboot(RebootBehaviour::MayRequest)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_verify_after_reboot(true);
     let patch = msi_job(job("patch"));
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(checked.clone()).unwrap();
+    ledger.offer(checked.clone()).unwrap();
     let failed = start(&mut ledger, &checked);
     let _effects = ledger.program_exited(&failed, 1603).unwrap();
-    ledger.advertise(patch.clone()).unwrap();
+    ledger.offer(patch.clone()).unwrap();
     let running = start(&mut ledger, &patch);
     ledger.session_mut().programs = LivePrograms::Known([running.clone()].into_iter().collect());
     assert!(
@@ -1022,10 +1024,10 @@ fn a_restart_held_twice_is_released_once() {
 fn an_agent_restart_while_verifying_counts_no_reboot() {
     let store = MemoryStore::new();
     let spec = msi_job(job("os-upgrade"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let (ledger, _) = Ledger::open(store.clone(), service_session("b")).unwrap();
@@ -1049,13 +1051,13 @@ fn an_agent_restart_while_verifying_counts_no_reboot() {
 // at open is the one in force (its back-off), beside the restart policy given with it.
 #[test]
 fn the_delivery_policy_given_at_open_is_in_force() {
-    let delivery = jobstate::DeliveryPolicy {
+    let delivery = jobstate::report::DeliveryPolicy {
         initial_backoff: Duration::from_secs(7),
         ..Default::default()
     };
     let options = jobstate::LedgerOptions::default()
-        .restart_policy(jobstate::RestartPolicy::NextNaturalBoot)
-        .delivery(delivery);
+        .with_restart_policy(jobstate::RestartPolicy::NextNaturalBoot)
+        .with_delivery(delivery);
     assert_eq!(options.delivery, delivery);
     assert_eq!(
         options.restart_policy,
@@ -1064,7 +1066,7 @@ fn the_delivery_policy_given_at_open_is_in_force() {
     let (mut ledger, _) =
         Ledger::open_with(MemoryStore::new(), service_session("a"), options).unwrap();
     let spec = msi_job(job("patch"));
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
     let failed = ledger.deliver(&mut Down).unwrap();
@@ -1082,11 +1084,11 @@ fn a_check_after_a_signal_keeps_the_signal_in_the_state_and_its_report() {
     let signal = Some(jobstate::ProgramExit::Signal(9));
     for (found, retry) in [(true, RetryPolicy::default()), (false, RetryPolicy::none())] {
         let spec = msi_job(job("kb"))
-            .reboot(RebootBehaviour::MayRequest)
-            .verify_after_reboot(true)
-            .retry(retry);
+            .with_reboot(RebootBehaviour::MayRequest)
+            .with_verify_after_reboot(true)
+            .with_retry(retry);
         let mut ledger = open(&MemoryStore::new(), "a");
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
         let _effects = ledger
             .program_exited(&attempt, jobstate::ProgramExit::Signal(9))

@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 #[cfg(feature = "json-lines")]
-use jobstate::JsonLinesSink;
+use jobstate::report::JsonLinesSink;
+use jobstate::report::{Answers, DeliveryPolicy, StatusSink};
+use jobstate::store::{Store, StoreError};
 use jobstate::{
-    Answers, DeliveryPolicy, Error, JobState, Ledger, MemoryStore, RebootBehaviour, StateKind,
-    StatusKey, StatusMessage, StatusSink, Store, StoreError, UserPresence,
+    Error, JobState, Ledger, MemoryStore, RebootBehaviour, StateKind, StatusKey, StatusMessage,
+    UserPresence,
 };
 
 use crate::common::*;
@@ -47,9 +49,9 @@ fn busy_ledger(store: &MemoryStore) -> MemLedger {
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     for (name, code) in [("ok", 0), ("fails", 1603), ("reboots", 3010)] {
         let spec = msi_job(job(name))
-            .reboot(RebootBehaviour::MayRequest)
-            .retry(jobstate::RetryPolicy::none());
-        ledger.advertise(spec.clone()).unwrap();
+            .with_reboot(RebootBehaviour::MayRequest)
+            .with_retry(jobstate::RetryPolicy::none());
+        ledger.offer(spec.clone()).unwrap();
         let attempt = ledger.begin(spec.id()).unwrap();
         let _effects = ledger.program_exited(&attempt, code).unwrap();
     }

@@ -2,10 +2,10 @@
 //! `needs-restarting -r`). A job may take a success followed by it as "success, restart
 //! required", and may refuse to start while it holds.
 
+use jobstate::session::{RestartPending, SessionFacts};
 use jobstate::{
     Effect, Effects, Error, JobSpec, JobState, Ledger, MemoryStore, NextJob, ProgramId,
-    RebootAttribution, RebootBehaviour, RebootKind, RestartPending, SessionFacts, StateKind,
-    WaitReason,
+    RebootAttribution, RebootBehaviour, RebootKind, StateKind, WaitReason,
 };
 
 use crate::common::*;
@@ -21,7 +21,7 @@ fn session(boot_name: &str, pending: RestartPending) -> SessionFacts {
 /// and the effects of the exit.
 fn run_to_success(spec: &JobSpec, pending: RestartPending) -> (JobState, Effects) {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), session("b1", pending)).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(7, 7)).unwrap();
     let effects = ledger.program_exited(&attempt, 0).unwrap();
@@ -32,8 +32,8 @@ fn run_to_success(spec: &JobSpec, pending: RestartPending) -> (JobState, Effects
 fn a_success_followed_by_a_pending_restart_is_success_restart_required_when_the_job_asks() {
     // A kernel package on Debian: exit 0, and /run/reboot-required appears.
     let kernel = JobSpec::new(job("linux-image"))
-        .reboot(RebootBehaviour::MayRequest)
-        .restart_when_pending(true);
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_restart_when_pending(true);
     let (state, effects) = run_to_success(&kernel, RestartPending::Pending);
     assert!(
         matches!(
@@ -62,11 +62,11 @@ fn a_success_followed_by_a_pending_restart_is_success_restart_required_when_the_
         );
     }
     // A job that does not ask ignores the flag: another update may have left it.
-    let plain = JobSpec::new(job("tool")).reboot(RebootBehaviour::MayRequest);
+    let plain = JobSpec::new(job("tool")).with_reboot(RebootBehaviour::MayRequest);
     let (state, _) = run_to_success(&plain, RestartPending::Pending);
     assert_eq!(state.kind(), StateKind::Completed);
     // A job that never reboots completes, the restart suppressed, as for an exit code 3010.
-    let never = JobSpec::new(job("agent-update")).restart_when_pending(true);
+    let never = JobSpec::new(job("agent-update")).with_restart_when_pending(true);
     let (state, effects) = run_to_success(&never, RestartPending::Pending);
     assert!(
         matches!(
@@ -89,11 +89,11 @@ fn a_success_followed_by_a_pending_restart_is_success_restart_required_when_the_
 fn the_restart_asked_for_by_a_pending_flag_completes_the_job_after_the_new_boot() {
     let store = MemoryStore::new();
     let kernel = JobSpec::new(job("linux-image"))
-        .reboot(RebootBehaviour::MayRequest)
-        .restart_when_pending(true);
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_restart_when_pending(true);
     let (mut ledger, _) =
         Ledger::open(store.clone(), session("b1", RestartPending::Pending)).unwrap();
-    ledger.advertise(kernel.clone()).unwrap();
+    ledger.offer(kernel.clone()).unwrap();
     let attempt = ledger.begin(kernel.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(7, 7)).unwrap();
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
@@ -116,12 +116,12 @@ fn the_restart_asked_for_by_a_pending_flag_completes_the_job_after_the_new_boot(
 #[test]
 fn a_job_that_waits_for_a_pending_restart_does_not_start_until_it_came() {
     let store = MemoryStore::new();
-    let feature = JobSpec::new(job("feature-update")).wait_for_pending_restart(true);
+    let feature = JobSpec::new(job("feature-update")).with_wait_for_pending_restart(true);
     let other = JobSpec::new(job("tool"));
     let (mut ledger, _) =
         Ledger::open(store.clone(), session("b1", RestartPending::Pending)).unwrap();
-    ledger.advertise(feature.clone()).unwrap();
-    ledger.advertise(other.clone()).unwrap();
+    ledger.offer(feature.clone()).unwrap();
+    ledger.offer(other.clone()).unwrap();
     // The job that does not care runs; the one that waits says why.
     assert_eq!(ledger.next_runnable(), NextJob::Run(other.id().clone()));
     let wait = ledger
@@ -159,11 +159,11 @@ fn the_flags_are_part_of_the_config_form() {
         r#"{"id":"linux-image","reboot":"may_request","restart_when_pending":true,"wait_for_pending_restart":true}"#,
     )
     .unwrap();
-    assert!(spec.restarts_when_pending());
-    assert!(spec.waits_for_pending_restart());
+    assert!(spec.restart_when_pending());
+    assert!(spec.wait_for_pending_restart());
     let plain: JobSpec = serde_json::from_str(r#"{"id":"x"}"#).unwrap();
-    assert!(!plain.restarts_when_pending());
-    assert!(!plain.waits_for_pending_restart());
+    assert!(!plain.restart_when_pending());
+    assert!(!plain.wait_for_pending_restart());
 }
 
 #[test]
@@ -172,7 +172,7 @@ fn the_system_is_asked_once_per_query_and_asked_again_later() {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), counting).unwrap();
     for n in 0..10 {
         ledger
-            .advertise(JobSpec::new(job(&format!("feature-{n}"))).wait_for_pending_restart(true))
+            .offer(JobSpec::new(job(&format!("feature-{n}"))).with_wait_for_pending_restart(true))
             .unwrap();
     }
     ledger.session().pending_asked.set(0);
@@ -199,7 +199,7 @@ fn the_system_is_asked_once_per_query_and_asked_again_later() {
         Counting::new(session("b1", RestartPending::Pending)),
     )
     .unwrap();
-    plain.advertise(JobSpec::new(job("tool"))).unwrap();
+    plain.offer(JobSpec::new(job("tool"))).unwrap();
     let attempt = plain.begin(&job("tool")).unwrap();
     let _effects = plain.program_exited(&attempt, 0).unwrap();
     assert_eq!(plain.session().pending_asked.get(), 0);

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use chrono::TimeZone;
+use jobstate::session::SessionFacts;
 use jobstate::{
     Effect, Effects, JobSpec, Ledger, MaintenanceWindow, MemoryStore, ProgramId, RebootBehaviour,
-    RestartHold, RestartPolicy, RestartRelease, SessionFacts, StateKind, Timestamp, UserPresence,
-    WaitReason,
+    RestartHold, RestartPolicy, RestartRelease, StateKind, Timestamp, UserPresence, WaitReason,
 };
 
 use crate::common::*;
@@ -22,7 +22,7 @@ fn noon() -> Timestamp {
 }
 
 fn kb() -> JobSpec {
-    msi_job(job("kb-patch")).reboot(RebootBehaviour::MayRequest)
+    msi_job(job("kb-patch")).with_reboot(RebootBehaviour::MayRequest)
 }
 
 /// A ledger at noon whose job `spec` just exited with `code`; returns the exit's effects.
@@ -38,7 +38,7 @@ fn exited(
         ..service_session("b1")
     };
     let (mut ledger, _) = Ledger::open(store.clone(), session).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(9, 9)).unwrap();
     let effects = ledger.program_exited(&attempt, code).unwrap();
@@ -79,7 +79,7 @@ fn immediately_is_the_default_and_says_so() {
 #[test]
 fn a_restart_waits_for_the_maintenance_window_and_goes_when_it_opens() {
     let window = MaintenanceWindow::new(2, 0, 2 * HOUR).unwrap();
-    let spec = kb().restart_policy(Some(RestartPolicy::Window(window)));
+    let spec = kb().with_restart_policy(Some(RestartPolicy::Window(window)));
     let (mut ledger, effects) =
         exited(&spec, 3010, UserPresence::NoneLoggedOn, &MemoryStore::new());
     assert_eq!(restarts(&effects), []);
@@ -119,7 +119,7 @@ fn a_restart_waits_for_the_maintenance_window_and_goes_when_it_opens() {
 
 #[test]
 fn a_restart_is_postponed_while_a_user_is_logged_on_up_to_its_limit() {
-    let spec = kb().restart_policy(Some(RestartPolicy::WhenNoUser { at_most: 8 * HOUR }));
+    let spec = kb().with_restart_policy(Some(RestartPolicy::WhenNoUser { at_most: 8 * HOUR }));
     // The user logs off after 2 hours.
     let (mut ledger, effects) = exited(&spec, 3010, UserPresence::LoggedOn, &MemoryStore::new());
     assert_eq!(restarts(&effects), []);
@@ -158,7 +158,7 @@ fn next_natural_boot_never_restarts_and_the_boot_completes_the_job() {
         let (mut ledger, _) = Ledger::open(store.clone(), session).unwrap();
         // The ledger's default, for every job that names none.
         ledger.set_restart_policy(RestartPolicy::NextNaturalBoot);
-        ledger.advertise(kb()).unwrap();
+        ledger.offer(kb()).unwrap();
         let attempt = ledger.begin(kb().id()).unwrap();
         let _effects = ledger.launched(&attempt, ProgramId::new(9, 9)).unwrap();
         let effects = ledger.program_exited(&attempt, 3010).unwrap();
@@ -177,8 +177,8 @@ fn next_natural_boot_never_restarts_and_the_boot_completes_the_job() {
     }
     // A job with its own policy is not held by the default.
     let own = msi_job(job("own"))
-        .reboot(RebootBehaviour::MayRequest)
-        .restart_policy(Some(RestartPolicy::Immediately));
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_restart_policy(Some(RestartPolicy::Immediately));
     drop(ledger);
     let (ledger, _) = Ledger::open(store.clone(), service_session("b2")).unwrap();
     assert_eq!(
@@ -194,7 +194,7 @@ fn next_natural_boot_never_restarts_and_the_boot_completes_the_job() {
 fn a_restart_already_under_way_is_never_deferred() {
     // 1641: the program initiated the restart. When it does not come by the deadline, the agent
     // is licensed to make sure it happens, whatever the policy says.
-    let spec = kb().restart_policy(Some(RestartPolicy::NextNaturalBoot));
+    let spec = kb().with_restart_policy(Some(RestartPolicy::NextNaturalBoot));
     let (mut ledger, effects) = exited(&spec, 1641, UserPresence::LoggedOn, &MemoryStore::new());
     assert_eq!(restarts(&effects), []);
     later(&mut ledger, HOUR);
@@ -204,7 +204,7 @@ fn a_restart_already_under_way_is_never_deferred() {
 #[test]
 fn an_agent_restart_keeps_the_hold() {
     let store = MemoryStore::new();
-    let spec = kb().restart_policy(Some(RestartPolicy::WhenNoUser { at_most: 8 * HOUR }));
+    let spec = kb().with_restart_policy(Some(RestartPolicy::WhenNoUser { at_most: 8 * HOUR }));
     let (ledger, _) = exited(&spec, 3010, UserPresence::LoggedOn, &store);
     drop(ledger);
     let session = SessionFacts {
@@ -224,13 +224,13 @@ fn an_agent_restart_keeps_the_hold() {
 fn a_policy_changed_by_the_server_applies_to_a_held_restart_at_once() {
     // The policy says when the agent may restart, not what the attempt means: a server that
     // lifts "next natural boot" is heard at the next tick, not after a boot that may not come.
-    let held = kb().restart_policy(Some(RestartPolicy::NextNaturalBoot));
+    let held = kb().with_restart_policy(Some(RestartPolicy::NextNaturalBoot));
     let (mut ledger, effects) = exited(&held, 3010, UserPresence::LoggedOn, &MemoryStore::new());
     assert_eq!(restarts(&effects), []);
     ledger
-        .advertise(
+        .offer(
             held.clone()
-                .restart_policy(Some(RestartPolicy::Immediately)),
+                .with_restart_policy(Some(RestartPolicy::Immediately)),
         )
         .unwrap();
     assert_eq!(restarts(&ledger.tick().unwrap()), [RestartRelease::AtOnce]);
@@ -248,7 +248,8 @@ fn the_ledgers_default_policy_holds_the_restart_owed_at_open() {
         now: noon(),
         ..service_session("b1")
     };
-    let options = jobstate::LedgerOptions::default().restart_policy(RestartPolicy::NextNaturalBoot);
+    let options =
+        jobstate::LedgerOptions::default().with_restart_policy(RestartPolicy::NextNaturalBoot);
     let (ledger, effects) = Ledger::open_with(store.clone(), session.clone(), options).unwrap();
     assert_eq!(restarts(&effects), []);
     assert!(matches!(
@@ -278,7 +279,7 @@ fn the_policy_is_part_of_the_config_form() {
     ] {
         let spec: JobSpec =
             serde_json::from_str(&format!(r#"{{"id":"j","restart_policy":{text}}}"#)).unwrap();
-        assert_eq!(spec.own_restart_policy(), Some(policy), "{text}");
+        assert_eq!(spec.restart_policy(), Some(policy), "{text}");
         let back: JobSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
         assert_eq!(back, spec);
     }

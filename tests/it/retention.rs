@@ -2,14 +2,15 @@
 //! large. Earlier runs beyond the bound go as a job runs again; finished jobs become tombstones
 //! at open and at compaction; what invariant 1 needs (id, final state, mandatory) never goes.
 
+use jobstate::store::{Change, Record, Replay, ReplayError, Retention, Store};
 use jobstate::{
-    Advertisement, Change, Event, EventKind, FileStore, FileStoreOptions, JobSpec, JobState,
-    Ledger, ProgramId, Record, Replay, ReplayError, Retention, StateKind, Store,
+    Event, EventKind, FileStore, FileStoreOptions, JobSpec, JobState, Ledger, Offer, ProgramId,
+    StateKind,
 };
 
 use crate::common::*;
 
-type FileLedger = Ledger<FileStore, jobstate::SessionFacts>;
+type FileLedger = Ledger<FileStore, jobstate::session::SessionFacts>;
 
 fn open(dir: &std::path::Path, boot_name: &str) -> FileLedger {
     Ledger::open(FileStore::open(dir).unwrap(), service_session(boot_name))
@@ -30,8 +31,8 @@ fn run_once(ledger: &mut FileLedger, spec: &JobSpec, pid: u32) {
 fn a_job_rerun_for_years_holds_a_few_runs() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = open(dir.path(), "b1");
-    let spec = msi_job(job("daily-scan")).mandatory(false);
-    ledger.advertise(spec.clone()).unwrap();
+    let spec = msi_job(job("daily-scan")).with_mandatory(false);
+    ledger.offer(spec.clone()).unwrap();
     let mut longest = 0;
     for n in 0..300 {
         if n > 0 {
@@ -73,8 +74,8 @@ fn a_job_rerun_for_years_holds_a_few_runs() {
 fn a_completed_mandatory_tombstone_never_runs_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = open(dir.path(), "b1");
-    let spec = msi_job(job("kb-upgrade")).mandatory(true);
-    ledger.advertise(spec.clone()).unwrap();
+    let spec = msi_job(job("kb-upgrade")).with_mandatory(true);
+    ledger.offer(spec.clone()).unwrap();
     run_once(&mut ledger, &spec, 42);
     let seq = ledger.job(spec.id()).unwrap().seq();
     let mut store = ledger.into_store();
@@ -91,16 +92,16 @@ fn a_completed_mandatory_tombstone_never_runs_again() {
     assert!(record.is_tombstone());
     assert_eq!(record.state().kind(), StateKind::Completed);
     assert_eq!(
-        ledger.advertise(spec.clone()).unwrap(),
-        Advertisement::CompletedWillNotRun
+        ledger.offer(spec.clone()).unwrap(),
+        Offer::CompletedWillNotRun
     );
     assert!(ledger.rerun(spec.id()).is_err());
     assert!(ledger.begin(spec.id()).is_err());
     assert!(ledger.abandon(spec.id()).is_err());
-    // Made optional by a later advertisement: still refused, still completed.
+    // Made optional by a later offer: still refused, still completed.
     assert_eq!(
-        ledger.advertise(spec.clone().mandatory(false)).unwrap(),
-        Advertisement::CompletedWillNotRun
+        ledger.offer(spec.clone().with_mandatory(false)).unwrap(),
+        Offer::CompletedWillNotRun
     );
     assert_eq!(ledger.job(spec.id()).unwrap().seq(), seq);
     assert_eq!(ledger.next_runnable(), jobstate::NextJob::Idle);
@@ -112,8 +113,8 @@ fn a_completed_mandatory_tombstone_never_runs_again() {
 fn an_abandoned_job_keeps_its_last_run() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = open(dir.path(), "b1");
-    let spec = msi_job(job("stuck")).mandatory(false);
-    ledger.advertise(spec.clone()).unwrap();
+    let spec = msi_job(job("stuck")).with_mandatory(false);
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(77, 1)).unwrap();
     let _effects = ledger.abandon(spec.id()).unwrap();
@@ -124,7 +125,7 @@ fn an_abandoned_job_keeps_its_last_run() {
     assert!(!ledger.job(spec.id()).unwrap().is_tombstone());
 }
 
-/// Retention never loses a spec: a job made mandatory by a later advertisement, then rerun past
+/// Retention never loses a spec: a job made mandatory by a later offer, then rerun past
 /// the bound, keeps the latest (mandatory) spec, and a compacted store replays to the same jobs.
 #[test]
 fn compacted_history_keeps_the_latest_spec_and_replays_to_the_same_jobs() {
@@ -139,18 +140,18 @@ fn compacted_history_keeps_the_latest_spec_and_replays_to_the_same_jobs() {
     };
     let store = FileStore::open_with(dir.path(), options).unwrap();
     let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
-    let optional = msi_job(job("agent-update")).mandatory(false);
-    ledger.advertise(optional.clone()).unwrap();
+    let optional = msi_job(job("agent-update")).with_mandatory(false);
+    ledger.offer(optional.clone()).unwrap();
     run_once(&mut ledger, &optional, 1);
     let _effects = ledger.rerun(optional.id()).unwrap();
-    let mandatory = optional.clone().mandatory(true);
+    let mandatory = optional.clone().with_mandatory(true);
     assert!(matches!(
-        ledger.advertise(mandatory.clone()).unwrap(),
-        Advertisement::SpecChanged { .. }
+        ledger.offer(mandatory.clone()).unwrap(),
+        Offer::SpecChanged { .. }
     ));
     let _effects = ledger.rerun(optional.id()).ok();
     let other = msi_job(job("queued-one"));
-    ledger.advertise(other.clone()).unwrap();
+    ledger.offer(other.clone()).unwrap();
     let jobs: Vec<_> = ledger.jobs().cloned().collect();
     let mut store = ledger.into_store();
     store.compact().unwrap();
@@ -183,7 +184,7 @@ fn compacted(seq: u64, spec: Option<JobSpec>) -> Record {
             at: t0(),
             boot: boot("b1"),
             since_boot: std::time::Duration::ZERO,
-            kind: EventKind::Advertised,
+            kind: EventKind::Offered,
         },
         state: JobState::initial(),
     }))
@@ -204,7 +205,7 @@ fn a_compacted_record_is_refused_where_it_cannot_be() {
         Err(ReplayError::NotATransition { .. })
     ));
     // Change 1 is a job's creation: never compacted (the stores would write it back as a
-    // creating change, which a replay refuses unless it is an advertisement).
+    // creating change, which a replay refuses unless it is an offer).
     assert!(matches!(
         replay.apply(compacted(1, Some(spec.clone()))),
         Err(ReplayError::NotATransition { .. })
@@ -248,18 +249,18 @@ fn a_compacted_record_is_refused_where_it_cannot_be() {
 fn the_sqlite_store_holds_tombstones_in_memory_and_every_row_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.sqlite");
-    let store = jobstate::SqliteStore::open(&path).unwrap();
+    let store = jobstate::store::SqliteStore::open(&path).unwrap();
     let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
-    let spec = msi_job(job("kb-1")).mandatory(true);
-    ledger.advertise(spec.clone()).unwrap();
+    let spec = msi_job(job("kb-1")).with_mandatory(true);
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(5, 1)).unwrap();
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
     drop(ledger);
-    let mut store = jobstate::SqliteStore::open(&path).unwrap();
+    let mut store = jobstate::store::SqliteStore::open(&path).unwrap();
     assert!(store.load().unwrap().jobs[0].is_tombstone());
     drop(store);
-    let mut whole = jobstate::SqliteStore::open(&path)
+    let mut whole = jobstate::store::SqliteStore::open(&path)
         .unwrap()
         .with_retention(Retention::keep_all());
     let jobs = whole.load().unwrap().jobs;
@@ -269,7 +270,7 @@ fn the_sqlite_store_holds_tombstones_in_memory_and_every_row_on_disk() {
 
 /// The tightest retention (no earlier runs) and a compaction at every commit, for ledger and
 /// store alike.
-fn tight_open(dir: &std::path::Path, session: jobstate::SessionFacts) -> FileLedger {
+fn tight_open(dir: &std::path::Path, session: jobstate::session::SessionFacts) -> FileLedger {
     let mut retention = Retention::default();
     retention.earlier_runs = 0;
     let options = FileStoreOptions {
@@ -277,7 +278,7 @@ fn tight_open(dir: &std::path::Path, session: jobstate::SessionFacts) -> FileLed
         per_job: 0,
         retention,
     };
-    let ledger_options = jobstate::LedgerOptions::default().retention(retention);
+    let ledger_options = jobstate::LedgerOptions::default().with_retention(retention);
     Ledger::open_with(
         FileStore::open_with(dir, options).unwrap(),
         session,
@@ -294,8 +295,8 @@ fn third_run_launched(
     name: &str,
 ) -> (FileLedger, JobSpec, jobstate::AttemptId) {
     let mut ledger = tight_open(dir, service_session("b1"));
-    let spec = msi_job(job(name)).mandatory(false);
-    ledger.advertise(spec.clone()).unwrap();
+    let spec = msi_job(job(name)).with_mandatory(false);
+    ledger.offer(spec.clone()).unwrap();
     run_once(&mut ledger, &spec, 1);
     let _effects = ledger.rerun(spec.id()).unwrap();
     run_once(&mut ledger, &spec, 2);
@@ -306,7 +307,7 @@ fn third_run_launched(
 }
 
 /// The spec an attempt under way started with survives compactions at every commit and a
-/// reopen in the same boot, though a later advertisement (during that attempt of a third run)
+/// reopen in the same boot, though a later offer (during that attempt of a third run)
 /// changed it; completed, the job is a tombstone that never runs again. (From a review.)
 #[test]
 fn the_spec_of_an_attempt_under_way_survives_compaction() {
@@ -314,9 +315,9 @@ fn the_spec_of_an_attempt_under_way_survives_compaction() {
     let (mut ledger, spec, _attempt) = third_run_launched(dir.path(), "agent");
     let changed = spec
         .clone()
-        .mandatory(true)
-        .max_run_time(std::time::Duration::from_secs(7));
-    ledger.advertise(changed.clone()).unwrap();
+        .with_mandatory(true)
+        .with_max_run_time(std::time::Duration::from_secs(7));
+    ledger.offer(changed.clone()).unwrap();
     let in_force = ledger.job(spec.id()).unwrap().spec().clone();
     assert_ne!(in_force, changed);
     assert!(in_force.is_mandatory());
@@ -341,14 +342,14 @@ fn the_spec_of_an_attempt_under_way_survives_compaction() {
     assert!(record.latest_spec().is_mandatory());
     assert!(ledger.rerun(spec.id()).is_err());
     assert_eq!(
-        ledger.advertise(spec.clone()).unwrap(),
-        Advertisement::CompletedWillNotRun
+        ledger.offer(spec.clone()).unwrap(),
+        Offer::CompletedWillNotRun
     );
     assert_eq!(ledger.next_runnable(), jobstate::NextJob::Idle);
 }
 
 /// An abandoned program still alive in this boot blocks a rerun after compactions at every
-/// commit, a re-advertisement with a changed spec and a reopen in the same boot: its launch,
+/// commit, a new offer with a changed spec and a reopen in the same boot: its launch,
 /// in the last run, is kept. (From a review.)
 #[test]
 fn an_abandoned_program_alive_blocks_a_rerun_after_compaction() {
@@ -356,11 +357,15 @@ fn an_abandoned_program_alive_blocks_a_rerun_after_compaction() {
     let (mut ledger, spec, attempt) = third_run_launched(dir.path(), "stuck");
     let _effects = ledger.abandon(spec.id()).unwrap();
     ledger
-        .advertise(spec.clone().max_run_time(std::time::Duration::from_secs(9)))
+        .offer(
+            spec.clone()
+                .with_max_run_time(std::time::Duration::from_secs(9)),
+        )
         .unwrap();
     drop(ledger);
     let mut session = service_session("b1");
-    session.programs = jobstate::LivePrograms::Known([attempt.clone()].into_iter().collect());
+    session.programs =
+        jobstate::session::LivePrograms::Known([attempt.clone()].into_iter().collect());
     let mut ledger = tight_open(dir.path(), session);
     assert!(matches!(
         ledger.rerun(spec.id()),

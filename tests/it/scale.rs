@@ -1,8 +1,7 @@
 //! Scale cliffs: no number of jobs may make a call's commit too large for a store.
 
-use jobstate::{
-    Commit, Ledger, MemoryStore, ProgramId, Revision, Snapshot, StateKind, Store, StoreError,
-};
+use jobstate::store::{Commit, Revision, Snapshot, Store, StoreError};
+use jobstate::{Ledger, MemoryStore, ProgramId, StateKind};
 
 use crate::common::*;
 
@@ -32,7 +31,7 @@ fn the_reconciliation_of_many_jobs_is_split_into_bounded_commits() {
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
     for n in 0..jobs {
         let spec = msi_job(job(&format!("patch-{n}")));
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = ledger.begin(spec.id()).unwrap();
         let _effects = ledger
             .launched(&attempt, ProgramId::new(1000 + n, 1))

@@ -1,17 +1,17 @@
 //! The two field reports (`shared/seeds/`) and the service pack that the first one says behaves,
 //! each told step by step through the ledger, the way an agent drives it.
 
+use jobstate::session::{ExecutionContext, SessionFacts};
 use jobstate::{
-    Advertisement, Effect, ExecutionContext, FailureReason, JobSpec, JobState, Ledger, MemoryStore,
-    NextJob, ProgramId, RebootAttribution, RebootBehaviour, RunCondition, SessionFacts, StateKind,
-    UserPresence,
+    Effect, FailureReason, JobSpec, JobState, Ledger, MemoryStore, NextJob, Offer, ProgramId,
+    RebootAttribution, RebootBehaviour, RunCondition, StateKind, UserPresence,
 };
 
 use crate::common::*;
 
-/// Three more agent restarts (one of them in a new boot) with the server re-advertising the job
+/// Three more agent restarts (one of them in a new boot) with the server offering again the job
 /// each time: nothing is launched, the job stays completed. Returns launches seen.
-fn restart_and_readvertise_three_times(
+fn restart_and_reoffer_three_times(
     store: &MemoryStore,
     session: &SessionFacts,
     spec: &JobSpec,
@@ -34,8 +34,8 @@ fn restart_and_readvertise_three_times(
             "a completed job is reported once, not on every start"
         );
         assert_eq!(
-            ledger.advertise(spec.clone()).unwrap(),
-            Advertisement::CompletedWillNotRun
+            ledger.offer(spec.clone()).unwrap(),
+            Offer::CompletedWillNotRun
         );
         assert_eq!(ledger.next_runnable(), NextJob::Idle);
         assert!(ledger.begin(spec.id()).is_err());
@@ -54,20 +54,17 @@ fn restart_and_readvertise_three_times(
 fn seed_000_background_upgrade_with_no_user_completes_once() {
     let store = MemoryStore::new();
     let upgrade = msi_job(job("winnt40-upgrade"))
-        .mandatory(true)
-        .run_condition(RunCondition::Always) // a system background task
-        .reboot(RebootBehaviour::RestartsMachine);
+        .with_mandatory(true)
+        .with_run_condition(RunCondition::Always) // a system background task
+        .with_reboot(RebootBehaviour::RestartsMachine);
     let mut session = service_session("boot-a");
     session.context = ExecutionContext::BackgroundTask;
     assert_eq!(session.user, UserPresence::NoneLoggedOn);
 
-    // Boot A: the agent starts, the server advertises the upgrade.
+    // Boot A: the agent starts, the server offers the upgrade.
     let (mut ledger, effects) = Ledger::open(store.clone(), session.clone()).unwrap();
     assert!(effects.is_empty());
-    assert_eq!(
-        ledger.advertise(upgrade.clone()).unwrap(),
-        Advertisement::Queued
-    );
+    assert_eq!(ledger.offer(upgrade.clone()).unwrap(), Offer::Queued);
 
     // Nobody is logged on, and the job runs whether or not a user is: it is runnable.
     assert_eq!(ledger.next_runnable(), NextJob::Run(upgrade.id().clone()));
@@ -111,17 +108,17 @@ fn seed_000_background_upgrade_with_no_user_completes_once() {
     assert_eq!(sent[0].key.job, *upgrade.id());
     assert_eq!(sent[0].boot, boot("boot-b"));
     assert_eq!(ledger.session().user, UserPresence::NoneLoggedOn);
-    assert_eq!(attempt.attempt.number, 1);
+    assert_eq!(attempt.number, 1);
 
-    // The server advertises it again: it will not run.
+    // The server offers it again: it will not run.
     assert_eq!(
-        ledger.advertise(upgrade.clone()).unwrap(),
-        Advertisement::CompletedWillNotRun
+        ledger.offer(upgrade.clone()).unwrap(),
+        Offer::CompletedWillNotRun
     );
     assert_eq!(ledger.next_runnable(), NextJob::Idle);
     drop(ledger);
 
-    launched += restart_and_readvertise_three_times(&store, &session, &upgrade);
+    launched += restart_and_reoffer_three_times(&store, &session, &upgrade);
     assert_eq!(launched, 1, "the upgrade's program started exactly once");
 }
 
@@ -133,14 +130,14 @@ fn seed_000_background_upgrade_with_no_user_completes_once() {
 fn seed_001_service_never_hears_the_shutdown_and_still_completes_once() {
     let store = MemoryStore::new();
     let upgrade = msi_job(job("winnt40-upgrade-ntencap"))
-        .mandatory(true)
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true);
+        .with_mandatory(true)
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true);
     let session = service_session("boot-a");
     assert_eq!(session.context, ExecutionContext::Service);
 
     let (mut ledger, _) = Ledger::open(store.clone(), session.clone()).unwrap();
-    ledger.advertise(upgrade.clone()).unwrap();
+    ledger.offer(upgrade.clone()).unwrap();
     let attempt = ledger.begin(upgrade.id()).unwrap();
     let mut launched = 1;
     let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
@@ -183,7 +180,7 @@ fn seed_001_service_never_hears_the_shutdown_and_still_completes_once() {
     ));
     drop(ledger);
 
-    launched += restart_and_readvertise_three_times(&store, &after, &upgrade);
+    launched += restart_and_reoffer_three_times(&store, &after, &upgrade);
     assert_eq!(launched, 1, "the upgrade's program started exactly once");
 }
 
@@ -205,11 +202,11 @@ fn seed_001_wrapper_reports_failure_yet_the_upgrade_is_not_run_again() {
     {
         let store = MemoryStore::new();
         let upgrade = msi_job(job("winnt40-upgrade-ntencap"))
-            .reboot(RebootBehaviour::RestartsMachine)
-            .verify_after_reboot(with_check);
+            .with_reboot(RebootBehaviour::RestartsMachine)
+            .with_verify_after_reboot(with_check);
         let session = service_session("boot-a");
         let (mut ledger, _) = Ledger::open(store.clone(), session.clone()).unwrap();
-        ledger.advertise(upgrade.clone()).unwrap();
+        ledger.offer(upgrade.clone()).unwrap();
         let attempt = ledger.begin(upgrade.id()).unwrap();
         let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
         let mut launched = 1;
@@ -273,7 +270,7 @@ fn seed_001_wrapper_reports_failure_yet_the_upgrade_is_not_run_again() {
         );
         drop(ledger);
 
-        launched += restart_and_readvertise_three_times(&store, &after, &upgrade);
+        launched += restart_and_reoffer_three_times(&store, &after, &upgrade);
         assert_eq!(launched, 1, "the upgrade's program started exactly once");
     }
 }
@@ -285,10 +282,10 @@ fn a_failure_with_no_restart_within_the_grace_window_stands() {
     for with_check in [false, true] {
         let store = MemoryStore::new();
         let upgrade = msi_job(job("os-upgrade"))
-            .reboot(RebootBehaviour::RestartsMachine)
-            .verify_after_reboot(with_check);
+            .with_reboot(RebootBehaviour::RestartsMachine)
+            .with_verify_after_reboot(with_check);
         let (mut ledger, _) = Ledger::open(store, service_session("boot-a")).unwrap();
-        ledger.advertise(upgrade.clone()).unwrap();
+        ledger.offer(upgrade.clone()).unwrap();
         let attempt = ledger.begin(upgrade.id()).unwrap();
         let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
         let _effects = ledger.program_exited(&attempt, 1603).unwrap();
@@ -322,12 +319,12 @@ fn a_failure_with_no_restart_within_the_grace_window_stands() {
 fn service_pack_without_restart_completes_once() {
     let store = MemoryStore::new();
     let sp = msi_job(job("winnt40-sp3"))
-        .mandatory(true)
-        .reboot(RebootBehaviour::Never);
+        .with_mandatory(true)
+        .with_reboot(RebootBehaviour::Never);
     let session = service_session("boot-a");
 
     let (mut ledger, _) = Ledger::open(store.clone(), session.clone()).unwrap();
-    ledger.advertise(sp.clone()).unwrap();
+    ledger.offer(sp.clone()).unwrap();
     let attempt = ledger.begin(sp.id()).unwrap();
     assert!(ledger.program_exited(&attempt, 0).unwrap().is_empty());
     let sent = take_reports(&mut ledger);
@@ -343,10 +340,7 @@ fn service_pack_without_restart_completes_once() {
     ));
     drop(ledger);
 
-    assert_eq!(
-        restart_and_readvertise_three_times(&store, &session, &sp),
-        0
-    );
+    assert_eq!(restart_and_reoffer_three_times(&store, &session, &sp), 0);
 }
 
 /// The same service pack, interrupted by a reboot nobody asked for: the attempt is retried, not
@@ -354,9 +348,9 @@ fn service_pack_without_restart_completes_once() {
 #[test]
 fn service_pack_interrupted_by_unrelated_reboot_is_retried() {
     let store = MemoryStore::new();
-    let sp = msi_job(job("winnt40-sp3")).reboot(RebootBehaviour::Never);
+    let sp = msi_job(job("winnt40-sp3")).with_reboot(RebootBehaviour::Never);
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
-    ledger.advertise(sp.clone()).unwrap();
+    ledger.offer(sp.clone()).unwrap();
     let attempt = ledger.begin(sp.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
     drop(ledger);
@@ -379,10 +373,10 @@ fn service_pack_interrupted_by_unrelated_reboot_is_retried() {
 fn seed_001_check_made_before_the_restart_is_made_again_after_it() {
     let store = MemoryStore::new();
     let upgrade = msi_job(job("winnt40-upgrade-ntencap"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true);
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
-    ledger.advertise(upgrade.clone()).unwrap();
+    ledger.offer(upgrade.clone()).unwrap();
     let attempt = ledger.begin(upgrade.id()).unwrap();
     let _effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
     assert!(ledger.program_exited(&attempt, 1).unwrap().is_empty());

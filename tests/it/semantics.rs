@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
+use jobstate::store::{Store, StoreError};
 use jobstate::{
-    Advertisement, AttemptId, Effect, Error, ExitCodePolicy, ExitOutcome, FailureReason, JobSpec,
-    JobState, Ledger, MemoryStore, NextJob, ProgramId, RebootAttribution, RebootBehaviour,
-    RebootKind, RetryPolicy, RunCondition, StateKind, Store, StoreError, TransitionError,
-    UserPresence, WaitReason,
+    AttemptId, Effect, Error, ExitCodePolicy, ExitOutcome, FailureReason, JobSpec, JobState,
+    Ledger, MemoryStore, NextJob, Offer, ProgramId, RebootAttribution, RebootBehaviour, RebootKind,
+    RetryPolicy, RunCondition, StateKind, TransitionError, UserPresence, WaitReason,
 };
 
 use crate::common::*;
@@ -21,10 +21,7 @@ fn open(store: &MemoryStore, boot_name: &str) -> MemLedger {
 fn start(ledger: &mut MemLedger, spec: &JobSpec) -> AttemptId {
     let attempt = ledger.begin(spec.id()).unwrap();
     let _effects = ledger
-        .launched(
-            &attempt,
-            ProgramId::new(4242, u64::from(attempt.attempt.number)),
-        )
+        .launched(&attempt, ProgramId::new(4242, u64::from(attempt.number)))
         .unwrap();
     attempt
 }
@@ -45,8 +42,8 @@ fn exit_codes_follow_the_windows_installer_conventions() {
     ] {
         let store = MemoryStore::new();
         let mut ledger = open(&store, "a");
-        let spec = msi_job(job("msi")).reboot(RebootBehaviour::MayRequest);
-        ledger.advertise(spec.clone()).unwrap();
+        let spec = msi_job(job("msi")).with_reboot(RebootBehaviour::MayRequest);
+        ledger.offer(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
         let effects = ledger.program_exited(&attempt, code).unwrap();
         assert_eq!(state(&ledger, &spec).kind(), expected, "exit code {code}");
@@ -65,10 +62,10 @@ fn exit_codes_follow_the_windows_installer_conventions() {
 fn custom_exit_code_table() {
     let policy = ExitCodePolicy::new(ExitOutcome::Failure).with(2, ExitOutcome::Success);
     let spec = msi_job(job("tool"))
-        .exit_codes(policy)
-        .retry(RetryPolicy::none());
+        .with_exit_codes(policy)
+        .with_retry(RetryPolicy::none());
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
     assert!(matches!(
@@ -83,9 +80,9 @@ fn custom_exit_code_table() {
 #[test]
 fn soft_restart_is_owed_until_a_new_boot_is_seen() {
     let store = MemoryStore::new();
-    let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 3010).unwrap();
     assert_eq!(
@@ -121,9 +118,9 @@ fn soft_restart_is_owed_until_a_new_boot_is_seen() {
 
 #[test]
 fn a_job_that_never_reboots_suppresses_a_requested_restart() {
-    let spec = msi_job(job("tool")).reboot(RebootBehaviour::Never);
+    let spec = msi_job(job("tool")).with_reboot(RebootBehaviour::Never);
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let effects = ledger.program_exited(&attempt, 3010).unwrap();
     assert!(
@@ -142,13 +139,13 @@ fn a_job_that_never_reboots_suppresses_a_requested_restart() {
 
 #[test]
 fn retry_later_backs_off_then_runs_then_exhausts_attempts() {
-    let spec = msi_job(job("busy")).retry(RetryPolicy {
+    let spec = msi_job(job("busy")).with_retry(RetryPolicy {
         max_attempts: 2,
         initial_backoff: Duration::from_secs(300),
         ..RetryPolicy::default()
     });
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     assert!(
         ledger.program_exited(&attempt, 1618).unwrap().is_empty(),
@@ -170,7 +167,7 @@ fn retry_later_backs_off_then_runs_then_exhausts_attempts() {
     ledger.session_mut().now = until;
     assert_eq!(ledger.next_runnable(), NextJob::Run(spec.id().clone()));
     let second = start(&mut ledger, &spec);
-    assert_eq!(second.attempt.number, 2);
+    assert_eq!(second.number, 2);
     let _effects = ledger.program_exited(&second, 1603).unwrap();
     assert_eq!(
         take_reports(&mut ledger)[0].reason,
@@ -189,7 +186,7 @@ fn retry_later_backs_off_then_runs_then_exhausts_attempts() {
 fn a_clock_reset_backwards_does_not_extend_back_off() {
     let spec = msi_job(job("busy"));
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 1618).unwrap();
     // The clock is reset a year back: the recorded back-off lies further ahead than any
@@ -200,10 +197,10 @@ fn a_clock_reset_backwards_does_not_extend_back_off() {
 
 #[test]
 fn maximum_run_time_is_measured_on_the_boot_clock_never_the_wall_clock() {
-    let spec = msi_job(job("hang")).max_run_time(Duration::from_secs(600));
+    let spec = msi_job(job("hang")).with_max_run_time(Duration::from_secs(600));
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let started = ledger.session().since_boot;
 
@@ -257,11 +254,11 @@ fn maximum_run_time_is_measured_on_the_boot_clock_never_the_wall_clock() {
 
 #[test]
 fn run_conditions_wait_and_say_why() {
-    let with_user = msi_job(job("needs-user")).run_condition(RunCondition::OnlyWithUser);
-    let without = msi_job(job("needs-no-user")).run_condition(RunCondition::OnlyWithoutUser);
+    let with_user = msi_job(job("needs-user")).with_run_condition(RunCondition::OnlyWithUser);
+    let without = msi_job(job("needs-no-user")).with_run_condition(RunCondition::OnlyWithoutUser);
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(with_user.clone()).unwrap();
-    ledger.advertise(without.clone()).unwrap();
+    ledger.offer(with_user.clone()).unwrap();
+    ledger.offer(without.clone()).unwrap();
 
     // Nobody logged on: the first job waits, the second runs.
     assert_eq!(ledger.next_runnable(), NextJob::Run(without.id().clone()));
@@ -294,10 +291,10 @@ fn run_conditions_wait_and_say_why() {
 #[test]
 fn rerun_and_cancel() {
     let mandatory = msi_job(job("mandatory"));
-    let optional = msi_job(job("optional")).mandatory(false);
+    let optional = msi_job(job("optional")).with_mandatory(false);
     let mut ledger = open(&MemoryStore::new(), "a");
     for spec in [&mandatory, &optional] {
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = start(&mut ledger, spec);
         let _effects = ledger.program_exited(&attempt, 0).unwrap();
     }
@@ -308,8 +305,8 @@ fn rerun_and_cancel() {
         ))
     ));
     assert_eq!(
-        ledger.advertise(optional.clone()).unwrap(),
-        Advertisement::AlreadyKnown {
+        ledger.offer(optional.clone()).unwrap(),
+        Offer::AlreadyKnown {
             state: StateKind::Completed
         }
     );
@@ -350,11 +347,11 @@ fn rerun_and_cancel() {
 fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
     let store = MemoryStore::new();
     let spec = msi_job(job("feature-update"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true)
-        .max_reboots(2);
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true)
+        .with_max_reboots(2);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
 
@@ -383,7 +380,7 @@ fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
     // never re-run after a reboot (SEMANTICS.md); a rerun request may start a new run.
     let store = MemoryStore::new();
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();
@@ -404,9 +401,9 @@ fn verification_that_fails_retries_and_the_reboot_loop_is_bounded() {
 #[test]
 fn same_boot_agent_restart_concludes_nothing_about_a_running_job() {
     let store = MemoryStore::new();
-    let spec = msi_job(job("upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     start(&mut ledger, &spec);
     let before = state(&ledger, &spec);
     drop(ledger);
@@ -421,9 +418,9 @@ fn same_boot_agent_restart_concludes_nothing_about_a_running_job() {
 #[test]
 fn a_shutdown_notice_is_recorded_but_decides_nothing() {
     let store = MemoryStore::new();
-    let spec = msi_job(job("upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     start(&mut ledger, &spec);
     assert!(ledger.shutdown_notice().unwrap().is_empty());
     assert!(matches!(
@@ -444,7 +441,7 @@ fn a_stale_writer_is_refused_and_changes_nothing() {
     let store = MemoryStore::new();
     let spec = msi_job(job("upgrade"));
     let mut first = open(&store, "a");
-    first.advertise(spec.clone()).unwrap();
+    first.offer(spec.clone()).unwrap();
     let mut second = open(&store, "a"); // a second agent process
     let attempt = start(&mut second, &spec);
 
@@ -467,7 +464,7 @@ fn a_failed_commit_changes_nothing_and_hands_out_no_effect() {
     let store = MemoryStore::new();
     let spec = msi_job(job("upgrade"));
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     store.fail_next_commits(1);
     assert!(matches!(
         ledger.begin(spec.id()),
@@ -475,7 +472,7 @@ fn a_failed_commit_changes_nothing_and_hands_out_no_effect() {
     ));
     assert_eq!(state(&ledger, &spec).kind(), StateKind::Queued);
     let attempt = start(&mut ledger, &spec);
-    assert_eq!(attempt.attempt.number, 1);
+    assert_eq!(attempt.number, 1);
     // And what was acknowledged is what a fresh load sees.
     let mut reader = store.clone();
     let loaded = reader.load().unwrap();
@@ -488,9 +485,9 @@ fn a_failed_commit_changes_nothing_and_hands_out_no_effect() {
 #[test]
 fn history_is_ordered_by_sequence_and_tells_the_story() {
     let store = MemoryStore::new();
-    let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 3010).unwrap();
     drop(ledger);
@@ -519,9 +516,9 @@ fn history_is_ordered_by_sequence_and_tells_the_story() {
 
 #[test]
 fn a_check_that_finds_nothing_releases_the_retry() {
-    let spec = msi_job(job("agent-upgrade")).verify_after_reboot(true);
+    let spec = msi_job(job("agent-upgrade")).with_verify_after_reboot(true);
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert!(matches!(
@@ -533,15 +530,15 @@ fn a_check_that_finds_nothing_releases_the_retry() {
     ));
     assert!(ledger.verification(&attempt, false).unwrap().is_empty());
     ledger.session_mut().now = t0() + minutes(60); // past the back-off
-    assert_eq!(ledger.begin(spec.id()).unwrap().attempt.number, 2);
+    assert_eq!(ledger.begin(spec.id()).unwrap().number, 2);
 }
 
 #[test]
 fn a_status_message_is_committed_with_its_transition_before_any_effect() {
     let store = MemoryStore::new();
-    let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let effects = ledger.program_exited(&attempt, 3010).unwrap();
     assert!(matches!(
@@ -561,9 +558,9 @@ fn a_wrapper_that_reports_failure_after_the_restart_began_does_not_rerun_the_upg
     // Review finding: a RestartsMachine job with no detection check whose wrapper exits with a
     // failure (seed 001); the agent knows the restart is under way and commits the wait.
     let store = MemoryStore::new();
-    let spec = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let spec = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     // No restart may be expected before the exit is recorded.
     assert!(ledger.expect_reboot(&attempt, RebootKind::Hard).is_err());
@@ -586,7 +583,7 @@ fn a_wrapper_that_reports_failure_after_the_restart_began_does_not_rerun_the_upg
 fn cancel_after_a_failed_attempt_reports_that_attempt() {
     let spec = msi_job(job("tool"));
     let mut ledger = open(&MemoryStore::new(), "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     let _effects = ledger.cancel(spec.id()).unwrap();
@@ -608,10 +605,10 @@ fn cancel_after_a_failed_attempt_reports_that_attempt() {
 fn an_exit_replayed_after_a_reboot_is_refused_even_after_a_new_restart_request() {
     let store = MemoryStore::new();
     let spec = msi_job(job("os-upgrade"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true);
     let mut ledger = open(&store, "a");
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let (mut ledger, _) = Ledger::open(store, service_session("b")).unwrap();

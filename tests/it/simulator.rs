@@ -23,15 +23,15 @@ fn minutes_d(m: u64) -> Duration {
 }
 
 fn upgrade() -> JobSpec {
-    msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine)
+    msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine)
 }
 
 fn verified_upgrade() -> JobSpec {
-    upgrade().verify_after_reboot(true)
+    upgrade().with_verify_after_reboot(true)
 }
 
 fn installer() -> JobSpec {
-    msi_job(job("msi-installer")).reboot(RebootBehaviour::MayRequest)
+    msi_job(job("msi-installer")).with_reboot(RebootBehaviour::MayRequest)
 }
 
 fn service_pack() -> JobSpec {
@@ -62,12 +62,12 @@ fn seed_000_background_upgrade_with_nobody_logged_on_runs_once_and_is_reported()
     assert_eq!(outcome.launches(&id), 1);
     assert_eq!(outcome.reported(&id), [StateKind::Completed]);
     assert_eq!(outcome.reboots(), 1);
-    // The server advertised it again after the reboot: the ledger refused to run it.
+    // The server offered it again after the reboot: the ledger refused to run it.
     assert_eq!(
         count(&outcome, |h| matches!(
             h,
-            Happened::Advertised {
-                answer: jobstate::Advertisement::CompletedWillNotRun,
+            Happened::Offered {
+                answer: jobstate::Offer::CompletedWillNotRun,
                 ..
             }
         )),
@@ -157,10 +157,13 @@ fn catalogue(scenario: Scenario) -> Scenario {
         max_backoff: Duration::from_secs(600),
     };
     scenario
-        .job(verified_upgrade().retry(quick), Program::restarts_machine())
+        .job(
+            verified_upgrade().with_retry(quick),
+            Program::restarts_machine(),
+        )
         .job(installer(), Program::exits(3010))
         .job(
-            service_pack().max_run_time(minutes_d(30)),
+            service_pack().with_max_run_time(minutes_d(30)),
             Program::exits(1603)
                 .then(Program::hangs())
                 .then(Program::exits(0)),
@@ -168,30 +171,30 @@ fn catalogue(scenario: Scenario) -> Scenario {
         .job_at(
             minutes_d(90),
             msi_job(job("user-tool"))
-                .mandatory(false)
-                .run_condition(RunCondition::OnlyWithUser),
+                .with_mandatory(false)
+                .with_run_condition(RunCondition::OnlyWithUser),
             Program::exits_then_restarts(1641),
         )
         .job_at(
             minutes_d(30),
             msi_job(job("feature-update"))
-                .reboot(RebootBehaviour::RestartsMachine)
-                .verify_after_reboot(true)
-                .max_reboots(4),
+                .with_reboot(RebootBehaviour::RestartsMachine)
+                .with_verify_after_reboot(true)
+                .with_max_reboots(4),
             Program::restarts_machine_times(3),
         )
         // A kernel package: exit 0, and the system's pending-restart flag says the rest.
         .job_at(
             minutes_d(45),
             JobSpec::new(job("linux-image"))
-                .reboot(RebootBehaviour::MayRequest)
-                .restart_when_pending(true),
+                .with_reboot(RebootBehaviour::MayRequest)
+                .with_restart_when_pending(true),
             Program::exits(0).leaves_restart_pending(),
         )
         // An installer killed by a signal on its first try (an OOM kill), fine on its second.
         .job_at(
             minutes_d(60),
-            msi_job(job("oom-killed")).retry(quick),
+            msi_job(job("oom-killed")).with_retry(quick),
             Program::exits(ProgramExit::Signal(9)).then(Program::exits(0)),
         )
 }
@@ -327,7 +330,7 @@ fn restart_initiated_1641_completes_across_the_programs_restart() {
 
 #[test]
 fn a_hang_is_terminated_at_the_maximum_run_time_and_retried() {
-    let spec = service_pack().max_run_time(minutes_d(30));
+    let spec = service_pack().with_max_run_time(minutes_d(30));
     let outcome = Scenario::new(7)
         .job(spec.clone(), Program::hangs().then(Program::exits(0)))
         .run_until_idle();
@@ -370,7 +373,7 @@ fn a_hang_is_terminated_at_the_maximum_run_time_and_retried() {
 
 #[test]
 fn exit_codes_follow_the_script_launch_by_launch() {
-    let spec = service_pack().retry(RetryPolicy {
+    let spec = service_pack().with_retry(RetryPolicy {
         max_attempts: 4,
         ..RetryPolicy::default()
     });
@@ -430,7 +433,7 @@ fn the_wall_clock_jumps_back_after_a_reboot_and_the_boot_clock_restarts() {
 
 #[test]
 fn a_job_for_users_waits_for_a_log_on() {
-    let spec = msi_job(job("user-tool")).run_condition(RunCondition::OnlyWithUser);
+    let spec = msi_job(job("user-tool")).with_run_condition(RunCondition::OnlyWithUser);
     let outcome = Scenario::new(10)
         .no_user()
         .at(Duration::from_secs(3 * 3600), Happening::LogOn)
@@ -563,7 +566,7 @@ fn a_failing_site_server_gets_every_report_later() {
 
 #[test]
 fn reruns_and_cancels_from_the_server() {
-    let optional = msi_job(job("optional-tool")).mandatory(false);
+    let optional = msi_job(job("optional-tool")).with_mandatory(false);
     let outcome = Scenario::new(14)
         .job(optional.clone(), Program::exits(0))
         .job(service_pack(), Program::exits(0))
@@ -596,7 +599,9 @@ fn reruns_and_cancels_from_the_server() {
     let outcome = Scenario::new(14)
         .no_user()
         .job(
-            optional.clone().run_condition(RunCondition::OnlyWithUser),
+            optional
+                .clone()
+                .with_run_condition(RunCondition::OnlyWithUser),
             Program::exits(0),
         )
         .at(
@@ -675,7 +680,9 @@ fn at_every_crash_point_each_job_runs_its_program_once() {
         (installer(), Program::exits_then_restarts(1641), 1),
         (service_pack(), Program::exits(0), 1),
         (
-            service_pack().max_run_time(minutes_d(30)).retry(four),
+            service_pack()
+                .with_max_run_time(minutes_d(30))
+                .with_retry(four),
             Program::hangs().then(Program::exits(0)),
             2,
         ),
@@ -734,7 +741,7 @@ fn crash_points_cover_every_commit_three_ways() {
 /// waited for).
 #[test]
 fn a_crash_between_begin_and_launch_relaunches_the_same_attempt_at_once() {
-    let spec = service_pack().max_run_time(minutes_d(45));
+    let spec = service_pack().with_max_run_time(minutes_d(45));
     let scenario = Scenario::new(23).job(spec.clone(), Program::exits(0));
     let (begin, _) = scenario
         .crash_points()
@@ -816,11 +823,12 @@ fn the_file_store_gives_the_same_trace_as_the_memory_store() {
     // Twice: every history kept, and the tightest retention with a compaction at every commit
     // (finished jobs tombstones at every agent start): the simulator's checks hold either way.
     let tight = {
-        let mut least = jobstate::Retention::default();
+        let mut least = jobstate::store::Retention::default();
         least.earlier_runs = 0;
         least
     };
-    for (retention, compact_after) in [(jobstate::Retention::keep_all(), 16_384), (tight, 1)] {
+    for (retention, compact_after) in [(jobstate::store::Retention::keep_all(), 16_384), (tight, 1)]
+    {
         let options = jobstate::FileStoreOptions {
             compact_after,
             per_job: 0,
@@ -1034,8 +1042,8 @@ struct Forgetful {
     forgot: bool,
 }
 
-impl jobstate::Store for Forgetful {
-    fn load(&mut self) -> Result<jobstate::Snapshot, jobstate::StoreError> {
+impl jobstate::store::Store for Forgetful {
+    fn load(&mut self) -> Result<jobstate::store::Snapshot, jobstate::store::StoreError> {
         let mut records = self.inner.records();
         if !self.forgot && self.last > 0 {
             records.truncate(records.len() - self.last);
@@ -1048,8 +1056,8 @@ impl jobstate::Store for Forgetful {
 
     fn commit(
         &mut self,
-        commit: &jobstate::Commit,
-    ) -> Result<jobstate::Revision, jobstate::StoreError> {
+        commit: &jobstate::store::Commit,
+    ) -> Result<jobstate::store::Revision, jobstate::store::StoreError> {
         let before = self.inner.records().len();
         let revision = self.inner.commit(commit)?;
         self.last = self.inner.records().len() - before;
@@ -1094,33 +1102,33 @@ fn randomized_worlds_without_power_cuts_run_each_job_once() {
         (upgrade(), Program::restarts_machine()),
         (
             msi_job(job("verified-upgrade"))
-                .reboot(RebootBehaviour::RestartsMachine)
-                .verify_after_reboot(true),
+                .with_reboot(RebootBehaviour::RestartsMachine)
+                .with_verify_after_reboot(true),
             Program::restarts_machine(),
         ),
         (installer(), Program::exits(3010)),
         (
             msi_job(job("verified-3010"))
-                .reboot(RebootBehaviour::MayRequest)
-                .verify_after_reboot(true),
+                .with_reboot(RebootBehaviour::MayRequest)
+                .with_verify_after_reboot(true),
             Program::exits(3010),
         ),
         (
-            msi_job(job("hard-restart")).reboot(RebootBehaviour::MayRequest),
+            msi_job(job("hard-restart")).with_reboot(RebootBehaviour::MayRequest),
             Program::exits_then_restarts(1641),
         ),
         (
             msi_job(job("verified-hard-restart"))
-                .reboot(RebootBehaviour::MayRequest)
-                .verify_after_reboot(true),
+                .with_reboot(RebootBehaviour::MayRequest)
+                .with_verify_after_reboot(true),
             Program::exits_then_restarts(1641),
         ),
         (service_pack(), Program::exits(0)),
         (msi_job(job("sp-1707")), Program::exits(1707)),
         (
             JobSpec::new(job("linux-image"))
-                .reboot(RebootBehaviour::MayRequest)
-                .restart_when_pending(true),
+                .with_reboot(RebootBehaviour::MayRequest)
+                .with_restart_when_pending(true),
             Program::exits(0).leaves_restart_pending(),
         ),
     ];
@@ -1226,7 +1234,7 @@ fn a_crash_between_spawn_and_launch_record_is_an_observed_launch() {
 /// first two restarts; the job waits for each, within its bound, and completes once.
 #[test]
 fn an_upgrade_that_restarts_three_times_runs_once_and_completes() {
-    let spec = verified_upgrade().max_reboots(3);
+    let spec = verified_upgrade().with_max_reboots(3);
     let outcome = Scenario::new(40)
         .job(spec.clone(), Program::restarts_machine_times(3))
         .run_until_idle();
@@ -1248,7 +1256,7 @@ fn an_upgrade_that_restarts_three_times_runs_once_and_completes() {
         ]
     );
     // With a bound of two reboots, the third "not yet" stops the loop.
-    let bounded = verified_upgrade().max_reboots(2);
+    let bounded = verified_upgrade().with_max_reboots(2);
     let outcome = Scenario::new(41)
         .job(bounded.clone(), Program::restarts_machine_times(3))
         .run_until_idle();
@@ -1267,7 +1275,7 @@ fn an_upgrade_that_restarts_three_times_runs_once_and_completes() {
 /// the agent restarts the machine for the installer, the next says "installed".
 #[test]
 fn scripted_checks_drive_another_restart() {
-    let spec = installer().verify_after_reboot(true);
+    let spec = installer().with_verify_after_reboot(true);
     let outcome = Scenario::new(42)
         .job(
             spec.clone(),
@@ -1344,7 +1352,7 @@ fn programs_that_die_with_the_agent_end_their_attempts_and_nothing_sticks() {
         }
     ));
     // With a check that finds the work done, nothing runs again.
-    let spec = service_pack().verify_after_reboot(true);
+    let spec = service_pack().with_verify_after_reboot(true);
     let outcome = Scenario::new(45)
         .programs_die_with_agent()
         .job(
@@ -1384,7 +1392,7 @@ fn an_unknown_program_status_concludes_nothing() {
 fn an_operator_abandons_a_hanging_job() {
     let outcome = Scenario::new(47)
         .job(
-            service_pack().max_run_time(minutes_d(600)),
+            service_pack().with_max_run_time(minutes_d(600)),
             Program::hangs(),
         )
         .at(
@@ -1430,8 +1438,8 @@ fn restart_times(outcome: &jobstate::testkit::simulator::Outcome) -> Vec<Duratio
 #[test]
 fn a_success_that_leaves_a_pending_restart_restarts_the_machine_when_the_job_asks() {
     let kernel = JobSpec::new(job("linux-image"))
-        .reboot(RebootBehaviour::MayRequest)
-        .restart_when_pending(true);
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_restart_when_pending(true);
     let outcome = Scenario::new(41)
         .job(kernel.clone(), Program::exits(0).leaves_restart_pending())
         .run_until_idle();
@@ -1447,7 +1455,7 @@ fn a_success_that_leaves_a_pending_restart_restarts_the_machine_when_the_job_ask
             ..
         }
     ));
-    let plain = JobSpec::new(job("tool")).reboot(RebootBehaviour::MayRequest);
+    let plain = JobSpec::new(job("tool")).with_reboot(RebootBehaviour::MayRequest);
     let outcome = Scenario::new(41)
         .job(plain.clone(), Program::exits(0).leaves_restart_pending())
         .run_until_idle();

@@ -1,17 +1,18 @@
-//! Specs change (SEMANTICS.md): re-advertising a known job with a changed spec says so; mandatory
+//! Specs change (SEMANTICS.md): offering again a known job with a changed spec says so; mandatory
 //! may be added, never removed; an attempt under way finishes under the spec it started with;
 //! a retry or rerun takes the latest spec; a completed mandatory job stays completed.
 
 use std::time::Duration;
 
+use jobstate::store::{Change, JobTable, ReplayError};
 use jobstate::{
-    Advertisement, Change, Event, EventKind, JobSpec, JobState, JobTable, Ledger, MemoryStore,
-    ProgramId, RebootBehaviour, ReplayError, RetryPolicy, SpecEffect, StateKind,
+    Event, EventKind, JobSpec, JobState, Ledger, MemoryStore, Offer, ProgramId, RebootBehaviour,
+    RetryPolicy, SpecEffect, StateKind,
 };
 
 use crate::common::*;
 
-type MemLedger = Ledger<MemoryStore, jobstate::SessionFacts>;
+type MemLedger = Ledger<MemoryStore, jobstate::session::SessionFacts>;
 
 fn open(store: &MemoryStore, boot_name: &str) -> MemLedger {
     Ledger::open(store.clone(), service_session(boot_name))
@@ -30,11 +31,11 @@ fn a_queued_job_takes_a_changed_spec_at_once_and_says_so() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "b1");
     let first = msi_job(job("patch"));
-    ledger.advertise(first.clone()).unwrap();
-    let second = first.clone().max_run_time(Duration::from_secs(60));
+    ledger.offer(first.clone()).unwrap();
+    let second = first.clone().with_max_run_time(Duration::from_secs(60));
     assert_eq!(
-        ledger.advertise(second.clone()).unwrap(),
-        Advertisement::SpecChanged {
+        ledger.offer(second.clone()).unwrap(),
+        Offer::SpecChanged {
             state: StateKind::Queued,
             effect: SpecEffect::Now,
             kept_mandatory: false,
@@ -51,8 +52,8 @@ fn a_queued_job_takes_a_changed_spec_at_once_and_says_so() {
     // The same spec again changes nothing, and says so.
     let seq = record.seq();
     assert_eq!(
-        ledger.advertise(second.clone()).unwrap(),
-        Advertisement::AlreadyKnown {
+        ledger.offer(second.clone()).unwrap(),
+        Offer::AlreadyKnown {
             state: StateKind::Queued
         }
     );
@@ -68,16 +69,16 @@ fn a_running_attempt_finishes_under_its_spec_and_the_retry_takes_the_latest() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "b1");
     let old = msi_job(job("tool"));
-    ledger.advertise(old.clone()).unwrap();
+    ledger.offer(old.clone()).unwrap();
     let attempt = start(&mut ledger, &old);
     // The server now says the tool restarts the machine, and gives it one attempt.
     let new = old
         .clone()
-        .reboot(RebootBehaviour::RestartsMachine)
-        .retry(RetryPolicy::none());
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_retry(RetryPolicy::none());
     assert_eq!(
-        ledger.advertise(new.clone()).unwrap(),
-        Advertisement::SpecChanged {
+        ledger.offer(new.clone()).unwrap(),
+        Offer::SpecChanged {
             state: StateKind::Running,
             effect: SpecEffect::NextAttempt,
             kept_mandatory: false,
@@ -102,15 +103,15 @@ fn a_reboot_while_waiting_still_completes_a_job_whose_new_spec_says_it_never_reb
     // turn the restart it asked for into an interruption.
     let store = MemoryStore::new();
     let mut ledger = open(&store, "b1");
-    let upgrade = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
-    ledger.advertise(upgrade.clone()).unwrap();
+    let upgrade = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
+    ledger.offer(upgrade.clone()).unwrap();
     start(&mut ledger, &upgrade);
     let answer = ledger
-        .advertise(upgrade.clone().reboot(RebootBehaviour::Never))
+        .offer(upgrade.clone().with_reboot(RebootBehaviour::Never))
         .unwrap();
     assert!(matches!(
         answer,
-        Advertisement::SpecChanged {
+        Offer::SpecChanged {
             effect: SpecEffect::NextAttempt,
             ..
         }
@@ -127,14 +128,14 @@ fn a_reboot_while_waiting_still_completes_a_job_whose_new_spec_says_it_never_reb
 fn mandatory_may_be_added_and_never_removed() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "b1");
-    let optional = msi_job(job("tool")).mandatory(false);
-    ledger.advertise(optional.clone()).unwrap();
+    let optional = msi_job(job("tool")).with_mandatory(false);
+    ledger.offer(optional.clone()).unwrap();
     let attempt = start(&mut ledger, &optional);
     // Made mandatory while it runs: mandatory at once, even for the attempt under way.
-    let mandatory = optional.clone().mandatory(true);
+    let mandatory = optional.clone().with_mandatory(true);
     assert_eq!(
-        ledger.advertise(mandatory.clone()).unwrap(),
-        Advertisement::SpecChanged {
+        ledger.offer(mandatory.clone()).unwrap(),
+        Offer::SpecChanged {
             state: StateKind::Running,
             effect: SpecEffect::NextAttempt,
             kept_mandatory: false,
@@ -142,32 +143,29 @@ fn mandatory_may_be_added_and_never_removed() {
     );
     assert!(ledger.job(optional.id()).unwrap().spec().is_mandatory());
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
-    // Completed and mandatory: no rerun, whatever a later advertisement says.
+    // Completed and mandatory: no rerun, whatever a later offer says.
     assert!(ledger.rerun(optional.id()).is_err());
     let seq = ledger.job(optional.id()).unwrap().seq();
-    for spec in [optional.clone(), optional.clone().max_reboots(9)] {
-        assert_eq!(
-            ledger.advertise(spec).unwrap(),
-            Advertisement::CompletedWillNotRun
-        );
+    for spec in [optional.clone(), optional.clone().with_max_reboots(9)] {
+        assert_eq!(ledger.offer(spec).unwrap(), Offer::CompletedWillNotRun);
     }
     assert_eq!(ledger.job(optional.id()).unwrap().seq(), seq);
 
-    // A queued mandatory job re-advertised as optional stays mandatory, and the answer says so.
+    // A queued mandatory job offered again as optional stays mandatory, and the answer says so.
     let patch = msi_job(job("patch"));
-    ledger.advertise(patch.clone()).unwrap();
+    ledger.offer(patch.clone()).unwrap();
     assert_eq!(
-        ledger.advertise(patch.clone().mandatory(false)).unwrap(),
-        Advertisement::SpecChanged {
+        ledger.offer(patch.clone().with_mandatory(false)).unwrap(),
+        Offer::SpecChanged {
             state: StateKind::Queued,
             effect: SpecEffect::Now,
             kept_mandatory: true,
         }
     );
-    let changed = patch.clone().mandatory(false).max_reboots(7);
+    let changed = patch.clone().with_mandatory(false).with_max_reboots(7);
     assert_eq!(
-        ledger.advertise(changed).unwrap(),
-        Advertisement::SpecChanged {
+        ledger.offer(changed).unwrap(),
+        Offer::SpecChanged {
             state: StateKind::Queued,
             effect: SpecEffect::Now,
             kept_mandatory: true,
@@ -175,21 +173,21 @@ fn mandatory_may_be_added_and_never_removed() {
     );
     let record = ledger.job(patch.id()).unwrap();
     assert!(record.spec().is_mandatory());
-    assert_eq!(record.spec().reboot_limit(), 7);
+    assert_eq!(record.spec().max_reboots(), 7);
 }
 
 #[test]
 fn a_rerun_of_a_finished_optional_job_runs_under_the_latest_spec() {
     let store = MemoryStore::new();
     let mut ledger = open(&store, "b1");
-    let tool = msi_job(job("tool")).mandatory(false);
-    ledger.advertise(tool.clone()).unwrap();
+    let tool = msi_job(job("tool")).with_mandatory(false);
+    ledger.offer(tool.clone()).unwrap();
     let attempt = start(&mut ledger, &tool);
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
-    let newer = tool.clone().max_run_time(Duration::from_secs(30));
+    let newer = tool.clone().with_max_run_time(Duration::from_secs(30));
     assert_eq!(
-        ledger.advertise(newer.clone()).unwrap(),
-        Advertisement::SpecChanged {
+        ledger.offer(newer.clone()).unwrap(),
+        Offer::SpecChanged {
             state: StateKind::Completed,
             effect: SpecEffect::Now,
             kept_mandatory: false,
@@ -230,7 +228,7 @@ fn stored_spec_changes_that_break_the_rules_are_refused() {
     let create = change(
         1,
         Some(spec.clone()),
-        EventKind::Advertised,
+        EventKind::Offered,
         JobState::initial(),
     );
     let table = || {
@@ -249,7 +247,7 @@ fn stored_spec_changes_that_break_the_rules_are_refused() {
         refused(change(
             2,
             Some(spec.clone()),
-            EventKind::Advertised,
+            EventKind::Offered,
             JobState::initial()
         )),
         ReplayError::Spec { .. }
@@ -273,7 +271,7 @@ fn stored_spec_changes_that_break_the_rules_are_refused() {
     assert!(matches!(
         refused(change(
             2,
-            Some(spec.clone().mandatory(false)),
+            Some(spec.clone().with_mandatory(false)),
             EventKind::SpecChanged,
             JobState::initial()
         )),
@@ -289,7 +287,7 @@ fn stored_spec_changes_that_break_the_rules_are_refused() {
     assert!(matches!(
         refused(change(
             2,
-            Some(spec.clone().max_reboots(5)),
+            Some(spec.clone().with_max_reboots(5)),
             EventKind::SpecChanged,
             failed
         )),
@@ -297,7 +295,7 @@ fn stored_spec_changes_that_break_the_rules_are_refused() {
     ));
     // A valid one applies, and the record's spec follows it.
     let mut t = table();
-    let newer = spec.clone().max_reboots(5);
+    let newer = spec.clone().with_max_reboots(5);
     t.apply(change(
         2,
         Some(newer.clone()),
@@ -314,19 +312,19 @@ fn stored_spec_changes_that_break_the_rules_are_refused() {
 #[test]
 fn spec_changes_survive_a_file_store_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    let old = msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine);
-    let new = old.clone().max_run_time(Duration::from_secs(5 * 3600));
+    let old = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
+    let new = old.clone().with_max_run_time(Duration::from_secs(5 * 3600));
     let queued = msi_job(job("patch"));
-    let queued_new = queued.clone().max_reboots(7);
+    let queued_new = queued.clone().with_max_reboots(7);
     {
         let store = jobstate::FileStore::open(dir.path()).unwrap();
         let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
-        ledger.advertise(old.clone()).unwrap();
+        ledger.offer(old.clone()).unwrap();
         let attempt = ledger.begin(old.id()).unwrap();
         let _effects = ledger.launched(&attempt, ProgramId::new(4242, 7)).unwrap();
-        ledger.advertise(new.clone()).unwrap();
-        ledger.advertise(queued.clone()).unwrap();
-        ledger.advertise(queued_new.clone()).unwrap();
+        ledger.offer(new.clone()).unwrap();
+        ledger.offer(queued.clone()).unwrap();
+        ledger.offer(queued_new.clone()).unwrap();
         let mut store = ledger.into_store();
         store.compact().unwrap();
     }

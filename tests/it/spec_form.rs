@@ -29,15 +29,15 @@ fn readme_example() -> String {
 fn the_readme_example_parses_to_the_spec_it_describes() {
     let spec: JobSpec = serde_json::from_str(&readme_example()).unwrap();
     let built = JobSpec::new(job("os-upgrade-24h2"))
-        .reboot(RebootBehaviour::RestartsMachine)
-        .exit_codes(
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_exit_codes(
             ExitCodePolicy::new(ExitOutcome::Failure)
                 .with(0, ExitOutcome::Success)
                 .with(194, ExitOutcome::SuccessRestartRequired),
         )
-        .max_run_time(Duration::from_secs(4 * 3600))
-        .verify_after_reboot(true)
-        .restart_policy(Some(jobstate::RestartPolicy::Window(
+        .with_max_run_time(Duration::from_secs(4 * 3600))
+        .with_verify_after_reboot(true)
+        .with_restart_policy(Some(jobstate::RestartPolicy::Window(
             jobstate::MaintenanceWindow::new(2, 0, Duration::from_secs(2 * 3600)).unwrap(),
         )));
     assert_eq!(spec, built);
@@ -48,16 +48,16 @@ fn only_the_id_is_required_and_the_defaults_are_the_builders() {
     let spec: JobSpec = serde_json::from_str(r#"{"id":"kb2"}"#).unwrap();
     assert_eq!(spec, JobSpec::new(job("kb2")));
     assert!(spec.is_mandatory());
-    assert_eq!(spec.condition(), RunCondition::Always);
-    assert_eq!(spec.reboot_behaviour(), RebootBehaviour::Never);
-    assert_eq!(spec.run_time_limit(), Duration::from_secs(7200));
+    assert_eq!(spec.run_condition(), RunCondition::Always);
+    assert_eq!(spec.reboot(), RebootBehaviour::Never);
+    assert_eq!(spec.max_run_time(), Duration::from_secs(7200));
     // On Unix the default table is Unix's: 3010 & 0xff = 194 and apt's 100 are failures.
     if cfg!(unix) {
-        assert_eq!(spec.exit_code_policy(), &ExitCodePolicy::unix());
+        assert_eq!(spec.exit_codes(), &ExitCodePolicy::unix());
         for code in [194, 105, 82, 100, 1, 255] {
-            assert_eq!(spec.exit_code_policy().outcome(code), ExitOutcome::Failure);
+            assert_eq!(spec.exit_codes().outcome(code), ExitOutcome::Failure);
         }
-        assert_eq!(spec.exit_code_policy().outcome(0), ExitOutcome::Success);
+        assert_eq!(spec.exit_codes().outcome(0), ExitOutcome::Success);
     }
 }
 
@@ -66,18 +66,18 @@ fn every_spec_is_written_with_every_field_and_read_back_equal() {
     let specs = [
         JobSpec::new(job("a")),
         JobSpec::new(job("b"))
-            .mandatory(false)
-            .run_condition(RunCondition::OnlyWithoutUser)
-            .reboot(RebootBehaviour::MayRequest)
-            .exit_codes(ExitCodePolicy::windows_installer())
-            .retry(RetryPolicy {
+            .with_mandatory(false)
+            .with_run_condition(RunCondition::OnlyWithoutUser)
+            .with_reboot(RebootBehaviour::MayRequest)
+            .with_exit_codes(ExitCodePolicy::windows_installer())
+            .with_retry(RetryPolicy {
                 max_attempts: 5,
                 initial_backoff: Duration::from_millis(1500),
                 multiplier: 3,
                 max_backoff: Duration::from_secs(86_400 + 1),
             })
-            .max_run_time(Duration::new(3, 7))
-            .max_reboots(9)
+            .with_max_run_time(Duration::new(3, 7))
+            .with_max_reboots(9)
             .with_failure_grace(Duration::ZERO)
             .with_restart_deadline(Duration::from_secs(90))
             .with_terminate_grace(Duration::from_secs(1)),
@@ -163,15 +163,15 @@ fn floors_apply_to_a_spec_read_from_text_as_to_one_built_in_code() {
         r#"{"id":"a","retry":{"max_attempts":0},"max_reboots":0,"restart_deadline":"0s"}"#,
     )
     .unwrap();
-    assert_eq!(spec.retry_policy().max_attempts, 1);
-    assert_eq!(spec.reboot_limit(), 1);
+    assert_eq!(spec.retry().max_attempts, 1);
+    assert_eq!(spec.max_reboots(), 1);
     assert_eq!(spec.restart_deadline(), Duration::from_secs(1));
 }
 
 #[test]
 fn a_spec_survives_the_binary_journal_encoding() {
     let spec: JobSpec = serde_json::from_str(&readme_example()).unwrap();
-    let record = jobstate::Record::Change(Box::new(jobstate::Change {
+    let record = jobstate::store::Record::Change(Box::new(jobstate::store::Change {
         job: spec.id().clone(),
         seq: 1,
         spec: Some(spec.clone().into()),
@@ -179,12 +179,12 @@ fn a_spec_survives_the_binary_journal_encoding() {
             at: t0(),
             boot: boot("b1"),
             since_boot: Duration::ZERO,
-            kind: jobstate::EventKind::Advertised,
+            kind: jobstate::EventKind::Offered,
         },
         state: JobState::initial(),
     }));
     let bytes = codec::encode(&record).unwrap();
-    let jobstate::Record::Change(change) = codec::decode(&bytes).unwrap() else {
+    let jobstate::store::Record::Change(change) = codec::decode(&bytes).unwrap() else {
         panic!("a change decodes as a change");
     };
     assert_eq!(change.spec.as_deref(), Some(&spec));
@@ -192,13 +192,13 @@ fn a_spec_survives_the_binary_journal_encoding() {
 
 #[test]
 fn a_signal_fails_the_attempt_with_its_own_reason_and_the_retry_policy_applies() {
-    let spec = JobSpec::new(job("tool")).retry(RetryPolicy {
+    let spec = JobSpec::new(job("tool")).with_retry(RetryPolicy {
         max_attempts: 2,
         ..RetryPolicy::default()
     });
     let (mut ledger, _) =
         jobstate::Ledger::open(jobstate::MemoryStore::new(), service_session("b1")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     let _effects = ledger
         .program_exited(&attempt, ProgramExit::Signal(9))
@@ -225,8 +225,8 @@ fn a_signal_fails_the_attempt_with_its_own_reason_and_the_retry_policy_applies()
     assert_eq!(failed.exit, Some(ProgramExit::Signal(15)));
     // A signal is never looked up in the table, even one that calls every code a success.
     let lenient =
-        JobSpec::new(job("lenient")).exit_codes(ExitCodePolicy::new(ExitOutcome::Success));
-    ledger.advertise(lenient.clone()).unwrap();
+        JobSpec::new(job("lenient")).with_exit_codes(ExitCodePolicy::new(ExitOutcome::Success));
+    ledger.offer(lenient.clone()).unwrap();
     let attempt = ledger.begin(lenient.id()).unwrap();
     let _effects = ledger
         .program_exited(&attempt, ProgramExit::Signal(6))

@@ -206,7 +206,7 @@ fn a_story_emits_the_documented_events_with_their_fields_in_order() {
     let seen = collect(|| {
         let (mut ledger, _effects) =
             Ledger::open(MemoryStore::new(), service_session("boot-a")).unwrap();
-        ledger.advertise(msi_job(patch.clone())).unwrap();
+        ledger.offer(msi_job(patch.clone())).unwrap();
         let attempt = ledger.begin(&patch).unwrap();
         let effects = ledger.launched(&attempt, ProgramId::new(4242, 1)).unwrap();
         assert!(effects.is_empty());
@@ -244,7 +244,7 @@ fn a_story_emits_the_documented_events_with_their_fields_in_order() {
                 "seq=1",
                 "from=none",
                 "to=Queued",
-                "event=Advertised",
+                "event=Offered",
                 "run=1",
                 "attempt=1",
                 "revision=1",
@@ -343,7 +343,7 @@ fn a_story_emits_the_documented_events_with_their_fields_in_order() {
         spans,
         [
             ("open", None),
-            ("advertise", Some("patch")),
+            ("offer", Some("patch")),
             ("begin", Some("patch")),
             ("begin", Some("patch")),
             ("launched", Some("patch")),
@@ -399,8 +399,8 @@ fn an_open_after_a_torn_last_commit_warns_with_the_cut() {
     {
         let store = FileStore::open(dir.path()).unwrap();
         let (mut ledger, _effects) = Ledger::open(store, service_session("boot-a")).unwrap();
-        ledger.advertise(msi_job(job("first"))).unwrap();
-        ledger.advertise(msi_job(job("second"))).unwrap();
+        ledger.offer(msi_job(job("first"))).unwrap();
+        ledger.offer(msi_job(job("second"))).unwrap();
     }
     // The last commit torn: its frame cut short by 3 bytes, as by a crash while it was written.
     let journal = dir.path().join("journal");
@@ -413,7 +413,7 @@ fn an_open_after_a_torn_last_commit_warns_with_the_cut() {
         .unwrap();
 
     let store = FileStore::open(dir.path()).unwrap();
-    let report = jobstate::Store::open_report(&store);
+    let report = jobstate::store::Store::open_report(&store);
     assert_eq!(report.cut.len(), 1, "{report}");
     let seen = collect(|| {
         let (ledger, effects) = Ledger::open(store, service_session("boot-b")).unwrap();
@@ -421,7 +421,7 @@ fn an_open_after_a_torn_last_commit_warns_with_the_cut() {
         assert_eq!(
             ledger.jobs().count(),
             1,
-            "the torn advertisement was never acknowledged"
+            "the torn offer was never acknowledged"
         );
     });
     let names: Vec<&str> = seen.iter().map(|s| s.name.as_str()).collect();
@@ -450,7 +450,7 @@ fn a_subscriber_that_enables_only_transition_events_gets_them_all() {
     let seen = collect_only(Some("transition"), || {
         let (mut ledger, _effects) =
             Ledger::open(MemoryStore::new(), service_session("boot-a")).unwrap();
-        ledger.advertise(msi_job(patch.clone())).unwrap();
+        ledger.offer(msi_job(patch.clone())).unwrap();
         let _effects = ledger.cancel(&patch).unwrap();
     });
     let got: Vec<(&str, &str, &str)> = seen

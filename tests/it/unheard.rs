@@ -7,22 +7,23 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use jobstate::session::{LivePrograms, SessionFacts};
 use jobstate::{
     AttemptId, CheckResult, Effect, Error, FailureReason, JobSpec, JobState, Launch, Ledger,
-    LivePrograms, MemoryStore, NextJob, ProgramId, RebootAttribution, RebootBehaviour, RebootKind,
-    RetryPolicy, SessionFacts, StateKind, StatusMessage, TransitionError, WaitReason,
+    MemoryStore, NextJob, ProgramId, RebootAttribution, RebootBehaviour, RebootKind, RetryPolicy,
+    StateKind, StatusMessage, TransitionError, WaitReason,
 };
 
 use crate::common::*;
 
 fn upgrade() -> JobSpec {
-    msi_job(job("os-upgrade")).reboot(RebootBehaviour::RestartsMachine)
+    msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine)
 }
 
 fn session(boot_name: &str, alive: &[&AttemptId]) -> SessionFacts {
     SessionFacts {
         programs: LivePrograms::Known(alive.iter().map(|a| (*a).clone()).collect()),
-        restart_pending: jobstate::RestartPending::Unknown,
+        restart_pending: jobstate::session::RestartPending::Unknown,
         ..service_session(boot_name)
     }
 }
@@ -52,7 +53,7 @@ fn a_launch_never_recorded_is_never_completed_by_a_reboot_and_runs_once() {
     let store = MemoryStore::new();
     let spec = upgrade();
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap();
     // The agent dies before it spawns the program. Then the machine restarts.
     drop(ledger);
@@ -103,7 +104,7 @@ fn in_the_same_boot_a_launch_never_recorded_is_relaunched_only_when_nothing_of_i
     ] {
         let store = MemoryStore::new();
         let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = ledger.begin(spec.id()).unwrap();
         drop(ledger); // the agent dies around the spawn
         let facts = match alive {
@@ -144,21 +145,21 @@ fn in_the_same_boot_a_launch_never_recorded_is_relaunched_only_when_nothing_of_i
 fn a_launch_is_recorded_once_and_only_for_the_current_attempt_in_its_boot() {
     let spec = upgrade();
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     assert!(matches!(
         ledger.launched(&attempt, ProgramId::new(1, 1)),
         Err(Error::Transition(TransitionError::Invalid { .. }))
     ));
     let mut stale = attempt.clone();
-    stale.attempt.number = 2;
+    stale.number = 2;
     assert!(matches!(
         ledger.launch_failed(&stale),
         Err(Error::Transition(TransitionError::StaleAttempt { .. }))
     ));
     // A failed spawn fails the attempt under the retry policy, and never waits for a reboot.
     let spec2 = msi_job(job("patch"));
-    ledger.advertise(spec2.clone()).unwrap();
+    ledger.offer(spec2.clone()).unwrap();
     let mut ledger = {
         let _effects = ledger.program_exited(&attempt, 0).unwrap();
         ledger
@@ -183,10 +184,10 @@ fn a_program_that_died_with_the_agent_ends_its_attempt_instead_of_sticking() {
     for with_check in [false, true] {
         let store = MemoryStore::new();
         let spec = msi_job(job("kb-patch"))
-            .reboot(RebootBehaviour::MayRequest)
-            .verify_after_reboot(with_check);
+            .with_reboot(RebootBehaviour::MayRequest)
+            .with_verify_after_reboot(with_check);
         let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
         // systemd's KillMode=control-group: the agent and its program die together.
         drop(ledger);
@@ -223,7 +224,7 @@ fn a_program_that_died_with_the_agent_ends_its_attempt_instead_of_sticking() {
 fn a_tick_notices_a_program_that_is_gone_and_an_agent_can_say_so() {
     let spec = msi_job(job("patch"));
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), session("a", &[])).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     // Alive: nothing happens.
     ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
@@ -241,9 +242,9 @@ fn a_tick_notices_a_program_that_is_gone_and_an_agent_can_say_so() {
     ));
 
     // The explicit call, for an agent that knows its program is gone.
-    let spec = msi_job(job("tool")).retry(RetryPolicy::none());
+    let spec = msi_job(job("tool")).with_retry(RetryPolicy::none());
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_lost(&attempt).unwrap();
     assert!(matches!(
@@ -259,9 +260,9 @@ fn a_tick_notices_a_program_that_is_gone_and_an_agent_can_say_so() {
 
 #[test]
 fn a_terminated_program_that_will_not_go_is_reported_and_an_operator_can_abandon_the_job() {
-    let spec = msi_job(job("hang")).max_run_time(Duration::from_secs(600));
+    let spec = msi_job(job("hang")).with_max_run_time(Duration::from_secs(600));
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
     let t = ledger.session().since_boot;
@@ -311,8 +312,8 @@ fn a_terminated_program_that_will_not_go_is_reported_and_an_operator_can_abandon
     );
     assert!(wait_of(&ledger, &spec).is_none());
     // And once gone after a termination, a program's attempt ends as timed out.
-    let spec = msi_job(job("slow")).max_run_time(Duration::from_secs(60));
-    ledger.advertise(spec.clone()).unwrap();
+    let spec = msi_job(job("slow")).with_max_run_time(Duration::from_secs(60));
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
     ledger.session_mut().since_boot += Duration::from_secs(61);
@@ -336,7 +337,7 @@ fn abandon_ends_any_unfinished_job_but_never_a_completed_one() {
     let store = MemoryStore::new();
     let (mut ledger, _) = Ledger::open(store, service_session("a")).unwrap();
     let done = msi_job(job("done"));
-    ledger.advertise(done.clone()).unwrap();
+    ledger.offer(done.clone()).unwrap();
     let attempt = start(&mut ledger, &done);
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
     assert!(matches!(
@@ -345,17 +346,17 @@ fn abandon_ends_any_unfinished_job_but_never_a_completed_one() {
             TransitionError::CompletedMandatory { .. }
         ))
     ));
-    let optional = msi_job(job("optional")).mandatory(false);
-    ledger.advertise(optional.clone()).unwrap();
+    let optional = msi_job(job("optional")).with_mandatory(false);
+    ledger.offer(optional.clone()).unwrap();
     let attempt = start(&mut ledger, &optional);
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
     assert!(ledger.abandon(optional.id()).is_err());
     let queued = msi_job(job("queued"));
-    ledger.advertise(queued.clone()).unwrap();
+    ledger.offer(queued.clone()).unwrap();
     assert!(ledger.abandon(queued.id()).unwrap().is_empty());
     assert!(ledger.abandon(queued.id()).is_err(), "already ended");
-    let waiting = msi_job(job("waiting")).reboot(RebootBehaviour::MayRequest);
-    ledger.advertise(waiting.clone()).unwrap();
+    let waiting = msi_job(job("waiting")).with_reboot(RebootBehaviour::MayRequest);
+    ledger.offer(waiting.clone()).unwrap();
     let attempt = start(&mut ledger, &waiting);
     let _effects = ledger.program_exited(&attempt, 3010).unwrap();
     assert!(ledger.abandon(waiting.id()).unwrap().is_empty());
@@ -374,9 +375,9 @@ fn abandon_ends_any_unfinished_job_but_never_a_completed_one() {
 #[test]
 fn a_restart_that_never_comes_is_licensed_again_and_reported_overdue() {
     for (code, kind) in [(3010, RebootKind::Soft), (1641, RebootKind::Hard)] {
-        let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
+        let spec = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
         let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
         let attempt = start(&mut ledger, &spec);
         let effects = ledger.program_exited(&attempt, code).unwrap();
         assert_eq!(effects.len(), usize::from(kind == RebootKind::Soft));
@@ -431,11 +432,11 @@ fn a_restart_that_never_comes_is_licensed_again_and_reported_overdue() {
 #[test]
 fn a_job_that_may_restart_the_machine_runs_alone() {
     let first = upgrade();
-    let second = msi_job(job("second-upgrade")).reboot(RebootBehaviour::RestartsMachine);
+    let second = msi_job(job("second-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
     let patch = msi_job(job("patch"));
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     for spec in [&first, &second, &patch] {
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
     }
     assert_eq!(ledger.next_runnable(), NextJob::Run(first.id().clone()));
     let attempt = start(&mut ledger, &first);
@@ -463,7 +464,7 @@ fn a_job_that_may_restart_the_machine_runs_alone() {
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
     let other = msi_job(job("other-patch"));
     for spec in [&patch, &other, &second] {
-        ledger.advertise(spec.clone()).unwrap();
+        ledger.offer(spec.clone()).unwrap();
     }
     start(&mut ledger, &patch);
     assert_eq!(ledger.next_runnable(), NextJob::Run(other.id().clone()));
@@ -480,18 +481,18 @@ fn a_job_that_may_restart_the_machine_runs_alone() {
 fn a_restart_is_held_while_another_job_runs_and_a_reboot_is_attributed_to_its_owner() {
     let store = MemoryStore::new();
     let checked = msi_job(job("kb-checked"))
-        .reboot(RebootBehaviour::MayRequest)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_verify_after_reboot(true);
     let patch = msi_job(job("patch"));
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
-    ledger.advertise(checked.clone()).unwrap();
+    ledger.offer(checked.clone()).unwrap();
     let failed = start(&mut ledger, &checked);
     assert_eq!(
         ledger.program_exited(&failed, 1603).unwrap(),
         vec![Effect::Verify(failed.clone())]
     );
     // The check is owed; meanwhile another job starts (it never restarts the machine).
-    ledger.advertise(patch.clone()).unwrap();
+    ledger.offer(patch.clone()).unwrap();
     let running = start(&mut ledger, &patch);
     // The check says the failed attempt's work needs a restart: the restart is held.
     let effects = ledger.verification(&failed, CheckResult::NotYet).unwrap();
@@ -525,10 +526,10 @@ fn a_restart_is_held_while_another_job_runs_and_a_reboot_is_attributed_to_its_ow
     // whose restart it was.
     let store = MemoryStore::new();
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
-    ledger.advertise(checked.clone()).unwrap();
+    ledger.offer(checked.clone()).unwrap();
     let failed = start(&mut ledger, &checked);
     let _effects = ledger.program_exited(&failed, 1603).unwrap();
-    ledger.advertise(patch.clone()).unwrap();
+    ledger.offer(patch.clone()).unwrap();
     start(&mut ledger, &patch);
     let _effects = ledger.verification(&failed, CheckResult::NotYet).unwrap();
     drop(ledger);
@@ -545,9 +546,9 @@ fn a_restart_is_held_while_another_job_runs_and_a_reboot_is_attributed_to_its_ow
 
 #[test]
 fn a_restart_is_never_expected_before_the_exit_is_recorded() {
-    let spec = msi_job(job("kb")).reboot(RebootBehaviour::MayRequest);
+    let spec = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let before = state(&ledger, &spec);
     let error = ledger
@@ -567,7 +568,7 @@ fn a_restart_is_never_expected_before_the_exit_is_recorded() {
     // Before the launch was recorded, even less (a job that never ran is never completed).
     let upgrade = upgrade();
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
-    ledger.advertise(upgrade.clone()).unwrap();
+    ledger.offer(upgrade.clone()).unwrap();
     let never_ran = ledger.begin(upgrade.id()).unwrap();
     assert!(ledger.expect_reboot(&never_ran, RebootKind::Hard).is_err());
     // After a provisional failure of a program that restarts the machine, the agent may say the
@@ -587,10 +588,10 @@ fn a_restart_is_never_expected_before_the_exit_is_recorded() {
 
 #[test]
 fn an_upgrade_that_restarts_several_times_waits_for_each_restart_within_its_bound() {
-    let spec = upgrade().verify_after_reboot(true).max_reboots(3);
+    let spec = upgrade().with_verify_after_reboot(true).with_max_reboots(3);
     let store = MemoryStore::new();
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("b0")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
     let mut reported = Vec::new();
@@ -618,10 +619,10 @@ fn an_upgrade_that_restarts_several_times_waits_for_each_restart_within_its_boun
     );
 
     // One more "not yet" than the bound allows: the reboot loop is stopped.
-    let spec = upgrade().verify_after_reboot(true).max_reboots(2);
+    let spec = upgrade().with_verify_after_reboot(true).with_max_reboots(2);
     let store = MemoryStore::new();
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("b0")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger);
     for n in 1..=2 {
@@ -641,11 +642,11 @@ fn an_upgrade_that_restarts_several_times_waits_for_each_restart_within_its_boun
 
     // A job whose program asks the agent for its restarts: "not yet" licenses another one.
     let spec = msi_job(job("kb"))
-        .reboot(RebootBehaviour::MayRequest)
-        .verify_after_reboot(true);
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_verify_after_reboot(true);
     let store = MemoryStore::new();
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("b0")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 3010).unwrap();
     drop(ledger);
@@ -663,10 +664,10 @@ fn an_upgrade_that_restarts_several_times_waits_for_each_restart_within_its_boun
 #[test]
 fn a_failed_last_attempt_with_a_check_is_checked_before_the_run_fails() {
     let spec = msi_job(job("kb"))
-        .verify_after_reboot(true)
-        .retry(RetryPolicy::none());
+        .with_verify_after_reboot(true)
+        .with_retry(RetryPolicy::none());
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     assert_eq!(
         ledger.program_exited(&attempt, 1603).unwrap(),
@@ -694,12 +695,12 @@ fn next_wakeup_is_the_earliest_deadline_across_all_jobs() {
     assert_eq!(ledger.next_wakeup(), None, "nothing timed");
     // A running program under a 2-hour limit.
     let long = msi_job(job("long"));
-    ledger.advertise(long.clone()).unwrap();
+    ledger.offer(long.clone()).unwrap();
     start(&mut ledger, &long);
     assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(7200)));
     // A queued job backing off for a minute (it failed: its retry comes first).
     let flaky = msi_job(job("flaky"));
-    ledger.advertise(flaky.clone()).unwrap();
+    ledger.offer(flaky.clone()).unwrap();
     let attempt = start(&mut ledger, &flaky);
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(60)));
@@ -723,7 +724,7 @@ fn an_orphaned_upgrade_that_vanishes_and_restarts_the_machine_runs_once() {
     let store = MemoryStore::new();
     let spec = upgrade();
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     drop(ledger); // the agent crashes; the program lives on
     let (mut ledger, effects) = Ledger::open(store.clone(), session("a", &[&attempt])).unwrap();
@@ -750,7 +751,7 @@ fn an_orphaned_upgrade_that_vanishes_and_restarts_the_machine_runs_once() {
     // No reboot within the window: the attempt ends as lost, under the retry policy.
     let store = MemoryStore::new();
     let (mut ledger, _) = Ledger::open(store, session("a", &[])).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_lost(&attempt).unwrap();
     ledger.session_mut().since_boot += spec.failure_grace();
@@ -770,9 +771,9 @@ fn an_orphaned_upgrade_that_vanishes_and_restarts_the_machine_runs_once() {
 #[test]
 fn a_terminated_attempt_is_never_launched_again() {
     let store = MemoryStore::new();
-    let spec = msi_job(job("patch")).max_run_time(Duration::from_secs(60));
+    let spec = msi_job(job("patch")).with_max_run_time(Duration::from_secs(60));
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = ledger.begin(spec.id()).unwrap(); // the launch is never recorded
     ledger.session_mut().since_boot += Duration::from_secs(61);
     assert_eq!(
@@ -802,9 +803,9 @@ fn a_terminated_attempt_is_never_launched_again() {
 /// that program runs (never a second attempt beside it), accepted once it is gone.
 #[test]
 fn a_rerun_waits_for_the_abandoned_program_to_go() {
-    let spec = msi_job(job("tool")).mandatory(false);
+    let spec = msi_job(job("tool")).with_mandatory(false);
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.abandon(spec.id()).unwrap();
     ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
@@ -821,9 +822,9 @@ fn a_rerun_waits_for_the_abandoned_program_to_go() {
 /// "not there", and no restart is licensed.
 #[test]
 fn not_yet_means_not_there_for_a_job_that_never_restarts() {
-    let spec = msi_job(job("patch")).verify_after_reboot(true);
+    let spec = msi_job(job("patch")).with_verify_after_reboot(true);
     let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
-    ledger.advertise(spec.clone()).unwrap();
+    ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 1603).unwrap();
     assert!(

@@ -40,7 +40,7 @@ use crate::core::presence::UserPresence;
 use crate::core::spec::{JobSpec, RebootBehaviour, RetryPolicy, RunCondition};
 use crate::core::state::{RebootKind, StateKind};
 use crate::error::Error;
-use crate::ledger::{Advertisement, Ledger, NextJob};
+use crate::ledger::{Ledger, NextJob, Offer};
 use crate::record::JobRecord;
 use crate::report::delivery::StatusSink;
 use crate::session::{ExecutionContext, NoticeDelivery, SessionFacts};
@@ -52,7 +52,7 @@ const OPTIONS: FileStoreOptions = FileStoreOptions {
     per_job: 1,
     // The tightest retention: every compaction (and every recovery) turns finished jobs into
     // tombstones and drops earlier runs, so crashes land in the middle of those rewrites too.
-    retention: crate::Retention {
+    retention: crate::store::Retention {
         earlier_runs: 0,
         tombstones: true,
     },
@@ -85,7 +85,7 @@ fn session(boot: &str, now: Timestamp) -> SessionFacts {
         now,
         since_boot: Duration::from_secs(60),
         programs: Default::default(),
-        restart_pending: crate::RestartPending::Unknown,
+        restart_pending: crate::session::RestartPending::Unknown,
     }
 }
 
@@ -95,7 +95,7 @@ struct Expected {
     revision: u64,
     jobs: Vec<JobRecord>,
     outbox: Vec<StatusMessage>,
-    dead_letters: Vec<crate::DeadLetter>,
+    dead_letters: Vec<crate::report::DeadLetter>,
 }
 
 /// Equal, except history the retention compacted away on either side: the same revision,
@@ -348,7 +348,7 @@ impl StatusSink for Sink {
     fn deliver(
         &mut self,
         batch: &[StatusMessage],
-        answers: &mut crate::Answers,
+        answers: &mut crate::report::Answers,
     ) -> Result<(), String> {
         match (self.0, batch.first()) {
             (0, _) => answers.accept_all(),
@@ -384,12 +384,12 @@ fn job_specs(seed: u64) -> Vec<JobSpec> {
                 RunCondition::Always
             };
             JobSpec::new(id)
-                .mandatory(rng.chance(3, 4))
-                .reboot(reboot)
-                .verify_after_reboot(rng.chance(1, 2))
-                .run_condition(condition)
-                .max_reboots(1 + rng.below(3) as u32)
-                .retry(RetryPolicy {
+                .with_mandatory(rng.chance(3, 4))
+                .with_reboot(reboot)
+                .with_verify_after_reboot(rng.chance(1, 2))
+                .with_run_condition(condition)
+                .with_max_reboots(1 + rng.below(3) as u32)
+                .with_retry(RetryPolicy {
                     max_attempts: 1 + rng.below(3) as u32,
                     initial_backoff: Duration::from_secs(60 * rng.below(3)),
                     multiplier: 2,
@@ -475,11 +475,11 @@ fn run_workload(
         match choice {
             0..=14 => {
                 let was_done = is_completed_mandatory(ledger.job(spec.id()));
-                let answer = tolerate(ledger.advertise(spec.clone()))?;
-                note(format!("advertise {} -> {answer:?}", spec.id()));
-                if was_done && answer != Some(Advertisement::CompletedWillNotRun) {
+                let answer = tolerate(ledger.offer(spec.clone()))?;
+                note(format!("offer {} -> {answer:?}", spec.id()));
+                if was_done && answer != Some(Offer::CompletedWillNotRun) {
                     return Err(Halt::Violation(format!(
-                        "invariant 1: advertising completed mandatory {} answered {answer:?}",
+                        "invariant 1: offering completed mandatory {} answered {answer:?}",
                         spec.id()
                     )));
                 }
@@ -729,11 +729,11 @@ fn recover(
             }
             Err(_) => {}
         }
-        match ledger.advertise(spec.clone()) {
-            Ok(Advertisement::CompletedWillNotRun) => {}
+        match ledger.offer(spec.clone()) {
+            Ok(Offer::CompletedWillNotRun) => {}
             other => {
                 return Err(failed(
-                    "invariant 1: advertising a completed mandatory job after recovery",
+                    "invariant 1: offering a completed mandatory job after recovery",
                     format!("{} answered {other:?}", spec.id()),
                 ));
             }
@@ -1259,13 +1259,13 @@ fn a_failed_sync_is_cut_back_so_a_power_cut_loses_nothing_acknowledged() {
     };
     let (mut ledger, _) = open(&disk, "b1");
     ledger
-        .advertise(JobSpec::new(JobId::new("acked-before").unwrap()))
+        .offer(JobSpec::new(JobId::new("acked-before").unwrap()))
         .unwrap();
     let journal_path = dir().join(JOURNAL);
     let before = disk.files()[&journal_path].clone();
     // The next sync point is the failing commit's fdatasync.
     disk.fail_sync_point(disk.sync_points() + 1);
-    let failed = ledger.advertise(JobSpec::new(JobId::new("failed").unwrap()));
+    let failed = ledger.offer(JobSpec::new(JobId::new("failed").unwrap()));
     assert!(
         matches!(failed, Err(Error::Store(StoreError::Io { .. }))),
         "{failed:?}"
@@ -1295,7 +1295,7 @@ fn a_failed_sync_is_cut_back_so_a_power_cut_loses_nothing_acknowledged() {
         ["acked-before"]
     );
     ledger
-        .advertise(JobSpec::new(JobId::new("acked-after").unwrap()))
+        .offer(JobSpec::new(JobId::new("acked-after").unwrap()))
         .unwrap();
     drop(ledger);
 

@@ -43,16 +43,16 @@ pub struct FileStoreOptions {
     pub per_job: u64,
     /// How much history the store keeps in memory and writes at compaction (default: two
     /// earlier runs per job, finished jobs as tombstones). What a snapshot dropped is gone.
-    pub retention: crate::Retention,
+    pub retention: crate::store::Retention,
 }
 
 impl Default for FileStoreOptions {
-    /// Compact after 16 384 commits plus 4 per job; the default [`Retention`](crate::Retention).
+    /// Compact after 16 384 commits plus 4 per job; the default [`Retention`](crate::store::Retention).
     fn default() -> Self {
         Self {
             compact_after: 16_384,
             per_job: 4,
-            retention: crate::Retention::default(),
+            retention: crate::store::Retention::default(),
         }
     }
 }
@@ -93,7 +93,8 @@ impl Default for FileStoreOptions {
 ///   so that nothing is reported done that may not be on disk.
 ///
 /// ```
-/// use jobstate::{FileStore, Store};
+/// use jobstate::FileStore;
+/// use jobstate::store::Store;
 /// let dir = tempfile::tempdir()?;
 /// let mut store = FileStore::open(dir.path().join("store"))?;
 /// assert_eq!(store.load()?.jobs.len(), 0);
@@ -169,7 +170,8 @@ impl FileStore {
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
-    /// use jobstate::{FileStore, Store};
+    /// use jobstate::FileStore;
+    /// use jobstate::store::Store;
     /// let store = FileStore::open(dir.path())?; // an agent holds it
     /// let inspection = FileStore::inspect(dir.path())?;
     /// assert_eq!(inspection.snapshot.jobs.len(), 0);
@@ -182,7 +184,7 @@ impl FileStore {
         loop {
             // Everything stored is shown: nothing is compacted away in memory either.
             let options = FileStoreOptions {
-                retention: crate::Retention::keep_all(),
+                retention: crate::store::Retention::keep_all(),
                 ..FileStoreOptions::default()
             };
             let attempt =
@@ -217,7 +219,7 @@ impl Store for FileStore {
     }
 }
 
-/// An IO error as a store error: an [`UnsafePath`](crate::UnsafePath) refusal as
+/// An IO error as a store error: an [`UnsafePath`](crate::store::UnsafePath) refusal as
 /// [`StoreError::Unsafe`], anything else as [`StoreError::Io`] with `context`.
 pub(crate) fn io(context: &'static str) -> impl Fn(std::io::Error) -> StoreError {
     move |source| match crate::safe_fs::take_unsafe(source) {
@@ -257,7 +259,7 @@ fn lock(dir: &Path) -> Result<File, StoreError> {
         .map_err(io("looking at the locked store directory"))?;
     let now = std::fs::metadata(dir).map_err(io("looking at the store directory"))?;
     if (locked.dev(), locked.ino()) != (now.dev(), now.ino()) {
-        return Err(StoreError::Unsafe(crate::UnsafePath::Replaced {
+        return Err(StoreError::Unsafe(crate::store::UnsafePath::Replaced {
             path: dir.to_path_buf(),
         }));
     }

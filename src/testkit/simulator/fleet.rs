@@ -328,11 +328,11 @@ impl Link {
 /// use jobstate::{ExitCodePolicy, JobId, JobSpec, RebootBehaviour};
 ///
 /// let upgrade = JobSpec::new(JobId::new("os-upgrade")?)
-///     .reboot(RebootBehaviour::RestartsMachine)
-///     .verify_after_reboot(true);
+///     .with_reboot(RebootBehaviour::RestartsMachine)
+///     .with_verify_after_reboot(true);
 /// let installer = JobSpec::new(JobId::new("msi-installer")?)
-///     .exit_codes(ExitCodePolicy::windows_installer()) // 3010: restart required
-///     .reboot(RebootBehaviour::MayRequest);
+///     .with_exit_codes(ExitCodePolicy::windows_installer()) // 3010: restart required
+///     .with_reboot(RebootBehaviour::MayRequest);
 /// let machine = Scenario::new(42)
 ///     .chaos(Chaos::all().sink_failures(false)) // the network fails instead
 ///     .job(upgrade, Program::restarts_machine())

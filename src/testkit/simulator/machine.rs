@@ -40,8 +40,8 @@ type SimLedger<S> = Ledger<SimStore<S>, SessionFacts>;
 /// What the queue of the world holds.
 #[derive(Debug, Clone)]
 enum Scheduled {
-    /// The server starts advertising job `i` of the scenario.
-    Advertise(usize),
+    /// The server starts offering job `i` of the scenario.
+    Offer(usize),
     /// Happening `i` (the scenario's, then the chaos's).
     Happening(usize),
     /// The program with this pid reaches the end of its run.
@@ -122,8 +122,8 @@ impl StatusSink for SimSink {
 /// way an agent drives it.
 ///
 /// The agent: at start it opens the ledger (recovery) and carries out the effects; the site
-/// server advertises its jobs (again, at every start, unless
-/// [`Scenario::readvertise`] says otherwise); then on every turn it delivers pending status
+/// server offers its jobs (again, at every start, unless
+/// [`Scenario::reoffer`] says otherwise); then on every turn it delivers pending status
 /// messages, ticks, and begins the next job that may run, launching its program: one job at a
 /// time, and none while a restart is scheduled (unless [`Scenario::parallel`]). A program's exit
 /// is handed to the ledger; an [`Effect::Terminate`] kills the program; an
@@ -173,9 +173,9 @@ pub struct Machine<S: Store> {
     launches: BTreeMap<JobId, usize>,
     launch_times: BTreeMap<JobId, Vec<Duration>>,
     programs: BTreeMap<JobId, Program>,
-    /// The jobs the server advertises (so far), in order.
+    /// The jobs the server offers (so far), in order.
     catalogue: Vec<JobSpec>,
-    advertised: BTreeSet<JobId>,
+    offered: BTreeSet<JobId>,
     sink: SimSink,
     delivery_retry: Option<Duration>,
     notice_rng: Rng,
@@ -304,7 +304,7 @@ impl<S: Store> Machine<S> {
             launch_times: BTreeMap::new(),
             programs: BTreeMap::new(),
             catalogue: Vec::new(),
-            advertised: BTreeSet::new(),
+            offered: BTreeSet::new(),
             sink: SimSink {
                 fail_percent: if chaos.sink_failures { 25 } else { 0 },
                 rng: sink_rng,
@@ -327,7 +327,7 @@ impl<S: Store> Machine<S> {
         machine.note(Happened::Booted { boot });
         for i in 0..machine.scenario.jobs.len() {
             let at = machine.scenario.jobs[i].0;
-            machine.schedule(at, Scheduled::Advertise(i));
+            machine.schedule(at, Scheduled::Offer(i));
         }
         for (i, (at, what)) in happenings.into_iter().enumerate() {
             machine.happenings.push(what);
@@ -560,12 +560,12 @@ impl<S: Store> Machine<S> {
 
     fn handle(&mut self, what: Scheduled) {
         match what {
-            Scheduled::Advertise(i) => {
+            Scheduled::Offer(i) => {
                 let (_, spec, program) = self.scenario.jobs[i].clone();
                 self.programs.insert(spec.id().clone(), program);
                 self.catalogue.push(spec.clone());
                 if self.agent_up() {
-                    self.advertise(spec);
+                    self.offer(spec);
                 }
             }
             Scheduled::Happening(i) => {
@@ -668,9 +668,9 @@ impl<S: Store> Machine<S> {
         // Everything kept: the simulator's checks read whole histories (invariants 2, 3, 5
         // and 7 over every transition ever acknowledged).
         let options = crate::ledger::LedgerOptions::default()
-            .restart_policy(self.scenario.restart_policy)
-            .delivery(self.scenario.delivery)
-            .retention(crate::retention::Retention::keep_all());
+            .with_restart_policy(self.scenario.restart_policy)
+            .with_delivery(self.scenario.delivery)
+            .with_retention(crate::retention::Retention::keep_all());
         let opened = Ledger::open_with(self.store.clone(), self.facts(), options);
         let effects = match opened {
             Ok((ledger, effects)) => {
@@ -695,8 +695,8 @@ impl<S: Store> Machine<S> {
             self.deliver_exit(attempt, exit);
         }
         for spec in self.catalogue.clone() {
-            if self.scenario.readvertise || !self.advertised.contains(spec.id()) {
-                self.advertise(spec);
+            if self.scenario.reoffer || !self.offered.contains(spec.id()) {
+                self.offer(spec);
             }
         }
     }
@@ -720,11 +720,11 @@ impl<S: Store> Machine<S> {
         }
     }
 
-    fn advertise(&mut self, spec: JobSpec) {
+    fn offer(&mut self, spec: JobSpec) {
         let job = spec.id().clone();
-        if let Answer::Ok(answer) = self.call(Call::Advertise(job.clone()), |l| l.advertise(spec)) {
-            self.advertised.insert(job.clone());
-            self.note(Happened::Advertised { job, answer });
+        if let Answer::Ok(answer) = self.call(Call::Offer(job.clone()), |l| l.offer(spec)) {
+            self.offered.insert(job.clone());
+            self.note(Happened::Offered { job, answer });
         }
     }
 
@@ -925,7 +925,7 @@ impl<S: Store> Machine<S> {
         self.catalogue
             .iter()
             .find(|s| s.id() == job)
-            .is_some_and(|s| s.reboot_behaviour() != RebootBehaviour::Never)
+            .is_some_and(|s| s.reboot() != RebootBehaviour::Never)
     }
 
     fn program_ends(&mut self, job: JobId, pid: u64) {
@@ -980,7 +980,7 @@ impl<S: Store> Machine<S> {
         };
         self.catalogue.iter().find(|s| s.id() == job).map_or_else(
             || crate::core::exit_code::ExitCodePolicy::default().outcome(code),
-            |s| s.exit_code_policy().outcome(code),
+            |s| s.exit_codes().outcome(code),
         )
     }
 

@@ -114,7 +114,7 @@ impl Program {
 
     /// The last step's exit leaves the operating system saying a restart is pending until the
     /// next boot, as a kernel package leaves `/run/reboot-required` on Debian: the session
-    /// reports [`RestartPending::Pending`](crate::RestartPending::Pending) (before it, and after
+    /// reports [`RestartPending::Pending`](crate::session::RestartPending::Pending) (before it, and after
     /// the next boot, `NotPending`).
     #[must_use]
     pub fn leaves_restart_pending(mut self) -> Self {

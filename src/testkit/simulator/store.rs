@@ -99,12 +99,13 @@ impl fmt::Display for CrashPoint {
 ///
 /// ```
 /// use jobstate::testkit::simulator::{CrashPoint, SimStore};
-/// use jobstate::{Store, MemoryStore};
+/// use jobstate::MemoryStore;
+/// use jobstate::store::Store;
 ///
 /// let store = SimStore::new(MemoryStore::new());
 /// store.crash_at(CrashPoint::before_commit(0));
 /// let mut handle = store.clone();
-/// let commit = jobstate::Commit::new(jobstate::Revision(0), Vec::new());
+/// let commit = jobstate::store::Commit::new(jobstate::store::Revision(0), Vec::new());
 /// assert!(handle.commit(&commit).is_err()); // the agent "died" while committing
 /// assert_eq!(store.take_crash(), Some(CrashPoint::before_commit(0)));
 /// ```

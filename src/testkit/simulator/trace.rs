@@ -9,7 +9,7 @@ use crate::core::effect::{AttemptId, StatusKey, StatusMessage};
 use crate::core::id::{BootId, JobId};
 use crate::core::spec::RebootBehaviour;
 use crate::core::state::{JobState, StateKind};
-use crate::ledger::Advertisement;
+use crate::ledger::Offer;
 use crate::record::JobRecord;
 
 /// The ledger call the agent was making: what a commit (and so a crash point) belongs to.
@@ -18,8 +18,9 @@ use crate::record::JobRecord;
 pub enum Call {
     /// [`Ledger::open`](crate::Ledger::open): recovery at agent start.
     Open,
-    /// [`Ledger::advertise`](crate::Ledger::advertise).
-    Advertise(JobId),
+    /// [`Ledger::offer`](crate::Ledger::offer).
+    #[doc(alias = "advertise")]
+    Offer(JobId),
     /// [`Ledger::begin`](crate::Ledger::begin).
     Begin(JobId),
     /// [`Ledger::program_exited`](crate::Ledger::program_exited).
@@ -48,7 +49,7 @@ impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Call::Open => f.write_str("open (recovery)"),
-            Call::Advertise(job) => write!(f, "advertise {job}"),
+            Call::Offer(job) => write!(f, "offer {job}"),
             Call::Begin(job) => write!(f, "begin {job}"),
             Call::ProgramExited(attempt) => write!(f, "program_exited {attempt}"),
             Call::Verification(attempt) => write!(f, "verification {attempt}"),
@@ -106,12 +107,12 @@ pub enum Happened {
         /// The crash point, or `None` for a crash at a chosen time.
         point: Option<CrashPoint>,
     },
-    /// The server advertised a job to the agent.
-    Advertised {
+    /// The server offered a job to the agent.
+    Offered {
         /// The job.
         job: JobId,
         /// The ledger's answer.
-        answer: Advertisement,
+        answer: Offer,
     },
     /// A commit reached the store.
     Committed {
@@ -229,7 +230,7 @@ impl fmt::Display for Happened {
             Happened::AgentStarted => f.write_str("agent started"),
             Happened::AgentCrashed { point: Some(p) } => write!(f, "AGENT CRASHED {p}"),
             Happened::AgentCrashed { point: None } => f.write_str("AGENT CRASHED"),
-            Happened::Advertised { job, answer } => write!(f, "advertised {job}: {answer:?}"),
+            Happened::Offered { job, answer } => write!(f, "offered {job}: {answer:?}"),
             Happened::Committed { commit, call } => write!(f, "commit #{commit} ({call})"),
             Happened::StateChanged { job, from, to } => match from {
                 Some(from) => write!(f, "{job}: {from} -> {to}"),
@@ -451,7 +452,7 @@ impl Outcome {
         self.jobs.iter().find(|r| r.id() == job)
     }
 
-    /// Every job's final record, in advertisement order.
+    /// Every job's final record, in offer order.
     pub fn jobs(&self) -> &[JobRecord] {
         &self.jobs
     }
@@ -594,7 +595,7 @@ pub(super) fn final_violations(
 ) -> Vec<String> {
     let mut violations = Vec::new();
     for record in jobs {
-        let restarts = record.spec().reboot_behaviour() == RebootBehaviour::RestartsMachine;
+        let restarts = record.spec().reboot() == RebootBehaviour::RestartsMachine;
         let mut before: Option<&JobState> = None;
         for entry in record.history() {
             if let Some(before) = before {
@@ -697,7 +698,7 @@ pub(crate) fn completion_has_evidence(
             exit: crate::core::exit_code::ProgramExit::Code(code),
             ..
         } => matches!(
-            spec.exit_code_policy().outcome(*code),
+            spec.exit_codes().outcome(*code),
             ExitOutcome::Success | ExitOutcome::SuccessRestartRequired
         ),
         EventKind::Verified { result, .. } => *result == CheckResult::Installed,
@@ -714,7 +715,7 @@ pub(crate) fn completion_has_evidence(
                 ..
             } => {
                 attempt.boot != entry.event.boot
-                    && spec.reboot_behaviour() == RebootBehaviour::RestartsMachine
+                    && spec.reboot() == RebootBehaviour::RestartsMachine
                     && (launch.happened() || provisional.is_some())
             }
             _ => false,
