@@ -127,8 +127,8 @@
 //! | `cli` | off | the `jobstate` binary, which inspects a store read-only while an agent holds it (a SQLite store with `sqlite`) | `serde_json`; the library is unchanged |
 //!
 //! [`LinuxSession`] is there on Linux whatever the features. Without any feature the crate
-//! depends on `chrono`, `serde`, `postcard`, `thiserror` and `rustc-hash` (15 crates with their
-//! own dependencies, build-time macros included) and does all its IO with `std`. The crate
+//! depends on `chrono`, `serde`, `postcard`, `thiserror`, `rustc-hash` and `crc32c` (18 crates
+//! with their own dependencies, build-time macros and build scripts included) and does all its IO with `std`. The crate
 //! counts above are what a feature adds to that, from `cargo tree`.
 //!
 //! On a machine without SQLite's development files, `--features sqlite` builds the library but a
