@@ -8,8 +8,6 @@ mod restart;
 mod users;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::core::Timestamp;
@@ -55,7 +53,7 @@ const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
 ///   the process has no controlling terminal; interactive otherwise.
 /// - **Shutdown notices:** reported as not delivered, unless the agent wires a source of them
 ///   (its SIGTERM handler, which calls [`Ledger::shutdown_notice`](crate::Ledger::shutdown_notice))
-///   and says so with [`LinuxSession::set_notices_wired`]. The crate never claims to hear what it
+///   and says so with [`LinuxSession::with_notices_wired`]. The crate never claims to hear what it
 ///   cannot.
 /// - **Programs:** a recorded program is alive while `/proc/<pid>/stat` exists with the start
 ///   time recorded at launch ([`LinuxSession::program_id`]); a reused pid is not it, and a zombie
@@ -83,7 +81,7 @@ const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
 ///   unknown. (`/run` survives a soft reboot, and so does the flag: a kernel update still waits
 ///   for a full reboot.)
 ///
-/// Every path is read under the root (`/`, or the one given to [`with_root`](Self::with_root)),
+/// Every path is read under the root (`/`, or the one given to [`at_root`](Self::at_root)),
 /// and the users' source and the helpers can be overridden, for tests.
 ///
 /// ```no_run
@@ -101,7 +99,7 @@ pub struct LinuxSession {
     needs_restarting: PathBuf,
     helper_timeout: Duration,
     context: ExecutionContext,
-    notices: Arc<AtomicBool>,
+    notices: bool,
     clock: clock::BootClock,
 }
 
@@ -127,12 +125,12 @@ enum Users {
 impl LinuxSession {
     /// The session of this process on this machine.
     pub fn new() -> Result<Self, SessionError> {
-        Self::with_root("/")
+        Self::at_root("/")
     }
 
     /// The session as seen under `root` instead of `/` (its `proc/...`, `run/...`, `usr/bin/...`
     /// and `var/lib/dpkg/status`), for tests. Helper programs found under it are run.
-    pub fn with_root(root: impl AsRef<Path>) -> Result<Self, SessionError> {
+    pub fn at_root(root: impl AsRef<Path>) -> Result<Self, SessionError> {
         let root = root.as_ref().to_path_buf();
         let clock = clock::BootClock::new(root.join("proc/uptime"))?;
         let context = detect_context(&root);
@@ -143,7 +141,7 @@ impl LinuxSession {
             systemctl: None,
             helper_timeout: HELPER_TIMEOUT,
             context,
-            notices: Arc::new(AtomicBool::new(false)),
+            notices: false,
             clock,
         })
     }
@@ -193,11 +191,20 @@ impl LinuxSession {
         self
     }
 
-    /// Says that the agent receives shutdown notices (it handles SIGTERM and calls
-    /// [`Ledger::shutdown_notice`](crate::Ledger::shutdown_notice)). Until then they are
+    /// Says whether the agent receives shutdown notices (it handles SIGTERM and calls
+    /// [`Ledger::shutdown_notice`](crate::Ledger::shutdown_notice)). Until it says so they are
     /// reported as not delivered.
-    pub fn set_notices_wired(&self, wired: bool) {
-        self.notices.store(wired, Ordering::Relaxed);
+    #[must_use]
+    pub fn with_notices_wired(mut self, wired: bool) -> Self {
+        self.notices = wired;
+        self
+    }
+
+    /// [`LinuxSession::with_notices_wired`], later: for a session the ledger holds already,
+    /// through [`Ledger::session_mut`](crate::Ledger::session_mut). (Each clone of a session
+    /// has its own setting.)
+    pub fn set_notices_wired(&mut self, wired: bool) {
+        self.notices = wired;
     }
 
     /// The users logged on now, one entry per session (logind) or login record (utmp). An
@@ -352,7 +359,7 @@ impl SessionContext for LinuxSession {
     }
 
     fn shutdown_notices(&self) -> NoticeDelivery {
-        if self.notices.load(Ordering::Relaxed) {
+        if self.notices {
             NoticeDelivery::Delivered
         } else {
             NoticeDelivery::NotDelivered

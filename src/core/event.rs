@@ -159,9 +159,9 @@ pub enum EventKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum EventName {
-    /// [`EventKind::Offered`]. Serialized as `Advertised`, as the event is.
+    /// [`EventKind::Offered`]. (Never stored, so serialized as `Offered`, as it is displayed;
+    /// the stored event keeps its name `Advertised`.)
     #[doc(alias = "advertise", alias = "Advertised")]
-    #[serde(rename = "Advertised")]
     Offered,
     /// [`EventKind::SpecChanged`].
     SpecChanged,

@@ -286,7 +286,7 @@ macro_rules! validated_id {
 
         impl Serialize for $name {
             /// The id as a string; in a binary format, inside a stored change's state, the
-            /// empty string for the id its [`Scope`] stands for.
+            /// empty string for the id its scope stands for (`core/boot_scope.rs`).
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 if !s.is_human_readable() && $scope::holds(&self.0) {
                     return s.serialize_str("");

@@ -62,24 +62,28 @@ impl Default for HttpSinkOptions {
 
 impl HttpSinkOptions {
     /// Sets [`connect_timeout`](HttpSinkOptions::connect_timeout).
+    #[must_use]
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
     /// Sets [`request_timeout`](HttpSinkOptions::request_timeout).
+    #[must_use]
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
     /// Adds a header sent with every request.
+    #[must_use]
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
 
     /// Sets [`user_agent`](HttpSinkOptions::user_agent).
+    #[must_use]
     pub fn with_user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.user_agent = user_agent.into();
         self
@@ -242,7 +246,7 @@ struct Envelope<'a> {
 /// let options = HttpSinkOptions::default()
 ///     .with_request_timeout(Duration::from_secs(15))
 ///     .with_header("Authorization", "Bearer 0123456789abcdef");
-/// let mut sink = HttpSink::with_options("https://site.example/agent/status", options)?;
+/// let mut sink = HttpSink::new_with("https://site.example/agent/status", options)?;
 /// let delivery = ledger.deliver(&mut sink)?;
 /// if let Some(error) = &delivery.failure {
 ///     eprintln!("status server unreachable, retrying later: {error}");
@@ -272,7 +276,7 @@ impl HttpSink {
     /// [`HttpSinkError::InvalidUrl`] if `url` is not an absolute `http://` or `https://` URL
     /// with a host.
     pub fn new(url: &str) -> Result<Self, HttpSinkError> {
-        Self::with_options(url, HttpSinkOptions::default())
+        Self::new_with(url, HttpSinkOptions::default())
     }
 
     /// A sink that posts to `url` with `options`.
@@ -282,7 +286,7 @@ impl HttpSink {
     /// [`HttpSinkError::InvalidUrl`] if `url` is not an absolute `http://` or `https://` URL
     /// with a host; [`HttpSinkError::InvalidHeader`] if an extra header or the user agent is
     /// not a valid HTTP header.
-    pub fn with_options(url: &str, options: HttpSinkOptions) -> Result<Self, HttpSinkError> {
+    pub fn new_with(url: &str, options: HttpSinkOptions) -> Result<Self, HttpSinkError> {
         check_url(url)?;
         let mut headers = HeaderMap::new();
         for (name, value) in &options.headers {

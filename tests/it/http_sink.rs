@@ -482,7 +482,7 @@ fn each_message_is_one_post_with_the_key_in_a_header_and_the_body() {
         .with_user_agent("agent-test/1")
         .with_header("X-Site", "lab-7")
         .with_header("Authorization", "Bearer t0ken");
-    let mut sink = HttpSink::with_options(&server.url("/agent/status?site=7"), options).unwrap();
+    let mut sink = HttpSink::new_with(&server.url("/agent/status?site=7"), options).unwrap();
     let rounds = drain(&mut ledger, &mut sink, &mut server, |_, _| {});
     assert_eq!(rounds.len(), 1);
     assert_eq!(rounds[0].delivered, names.len());
@@ -530,17 +530,17 @@ fn a_bad_url_or_header_is_a_typed_error_at_construction() {
     }
     let bad_name = HttpSinkOptions::default().with_header("X Site", "lab");
     assert!(matches!(
-        HttpSink::with_options("http://127.0.0.1:9/", bad_name),
+        HttpSink::new_with("http://127.0.0.1:9/", bad_name),
         Err(HttpSinkError::InvalidHeader { .. })
     ));
     let bad_value = HttpSinkOptions::default().with_header("X-Site", "lab\r\nX-Evil: 1");
     assert!(matches!(
-        HttpSink::with_options("http://127.0.0.1:9/", bad_value),
+        HttpSink::new_with("http://127.0.0.1:9/", bad_value),
         Err(HttpSinkError::InvalidHeader { .. })
     ));
     let bad_agent = HttpSinkOptions::default().with_user_agent("agent\n");
     assert!(matches!(
-        HttpSink::with_options("http://127.0.0.1:9/", bad_agent),
+        HttpSink::new_with("http://127.0.0.1:9/", bad_agent),
         Err(HttpSinkError::InvalidHeader { .. })
     ));
 }
@@ -626,7 +626,7 @@ fn every_message_reaches_the_server_through_faults_duplicates_only_from_them() {
     let options = HttpSinkOptions::default()
         .with_connect_timeout(Duration::from_secs(1))
         .with_request_timeout(timeout);
-    let mut sink = HttpSink::with_options(&server.url("/status"), options).unwrap();
+    let mut sink = HttpSink::new_with(&server.url("/status"), options).unwrap();
 
     // The server is down from the 4th round to the 6th (port closed, then open again).
     let started = Instant::now();

@@ -51,7 +51,7 @@ fn facts_come_from_the_injected_root() {
     let mut utmp = utmp_record(2, "reboot");
     utmp.extend(utmp_record(7, "alice"));
     let root = fake_root("facts", "6f9619ff-8b86-d011-b42d-00cf4fc964ff", Some(&utmp));
-    let session = LinuxSession::with_root(&root).unwrap();
+    let session = LinuxSession::at_root(&root).unwrap();
     assert_eq!(
         session.boot_id().unwrap().as_str(),
         "6f9619ff-8b86-d011-b42d-00cf4fc964ff"
@@ -68,15 +68,17 @@ fn facts_come_from_the_injected_root() {
     }
     // Shutdown notices: not delivered unless the agent wires them.
     assert_eq!(session.shutdown_notices(), NoticeDelivery::NotDelivered);
-    session.set_notices_wired(true);
+    let mut session = session.with_notices_wired(true);
     assert_eq!(session.shutdown_notices(), NoticeDelivery::Delivered);
+    session.set_notices_wired(false);
+    assert_eq!(session.shutdown_notices(), NoticeDelivery::NotDelivered);
     cleanup(&root);
 }
 
 #[test]
 fn nobody_logged_on_and_bad_utmp_files() {
     let root = fake_root("nobody", "b1", Some(&utmp_record(8, "bob")));
-    let session = LinuxSession::with_root(&root).unwrap();
+    let session = LinuxSession::at_root(&root).unwrap();
     assert_eq!(session.user_presence(), UserPresence::NoneLoggedOn);
 
     // Truncated, garbage, or missing: Unknown, and a typed error says why.
@@ -84,14 +86,14 @@ fn nobody_logged_on_and_bad_utmp_files() {
     for (name, bytes) in [("truncated", &full[..500]), ("garbage", &[0xFFu8; 384][..])] {
         let path = root.join(name);
         std::fs::write(&path, bytes).unwrap();
-        let session = LinuxSession::with_root(&root).unwrap().with_utmp(&path);
+        let session = LinuxSession::at_root(&root).unwrap().with_utmp(&path);
         assert_eq!(session.user_presence(), UserPresence::Unknown, "{name}");
         assert!(
             matches!(session.logged_on_users(), Err(SessionError::Users { .. })),
             "{name}"
         );
     }
-    let session = LinuxSession::with_root(&root)
+    let session = LinuxSession::at_root(&root)
         .unwrap()
         .with_utmp(root.join("missing"));
     assert_eq!(session.user_presence(), UserPresence::Unknown);
@@ -101,7 +103,7 @@ fn nobody_logged_on_and_bad_utmp_files() {
 #[test]
 fn a_bad_boot_id_or_uptime_is_a_typed_error() {
     let root = fake_root("badboot", "", None);
-    let session = LinuxSession::with_root(&root).unwrap();
+    let session = LinuxSession::at_root(&root).unwrap();
     assert!(matches!(
         session.boot_id(),
         Err(SessionError::BootId { .. })
@@ -115,7 +117,7 @@ fn a_bad_boot_id_or_uptime_is_a_typed_error() {
     ));
     std::fs::write(root.join("proc/uptime"), "soon").unwrap();
     assert!(matches!(
-        LinuxSession::with_root(&root),
+        LinuxSession::at_root(&root),
         Err(SessionError::Clock { .. })
     ));
     cleanup(&root);
@@ -252,7 +254,7 @@ fn program_status_from_hand_made_proc_files() {
         103,
         &format!("103 (mine) {}", fields("Z", std::process::id(), 7000)),
     );
-    let session = LinuxSession::with_root(&root).unwrap();
+    let session = LinuxSession::at_root(&root).unwrap();
     let a = attempt("j");
     assert_eq!(session.program_id(100).unwrap(), ProgramId::new(100, 5000));
     let status = |pid, start| session.program_status(&a, Some(&ProgramId::new(pid, start)));
@@ -317,7 +319,7 @@ fn logind_sessions_are_the_source_where_systemd_booted() {
     logind_session(&sessions, "c1", "gdm", "greeter", "online");
     logind_session(&sessions, "5", "root", "background", "active");
     logind_session(&sessions, "7", "carol", "user", "online"); // remote, not in the foreground
-    let session = LinuxSession::with_root(&root).unwrap();
+    let session = LinuxSession::at_root(&root).unwrap();
     assert_eq!(session.user_presence(), UserPresence::LoggedOn);
     assert_eq!(session.logged_on_users().unwrap(), ["alice", "carol"]);
 
@@ -339,7 +341,7 @@ fn logind_sessions_are_the_source_where_systemd_booted() {
     assert_eq!(session.user_presence(), UserPresence::NoneLoggedOn);
 
     // `.with_utmp(path)` chooses utmp even here.
-    let utmp = LinuxSession::with_root(&root)
+    let utmp = LinuxSession::at_root(&root)
         .unwrap()
         .with_utmp(root.join("run/utmp"));
     assert_eq!(utmp.logged_on_users().unwrap(), ["mallory"]);
@@ -353,7 +355,7 @@ fn logind_garbage_is_unknown_never_a_guess() {
     let root = fake_root("logind-garbage", "b1", None);
     let sessions = systemd(&root);
     logind_session(&sessions, "4", "gdm", "greeter", "active");
-    let session = LinuxSession::with_root(&root).unwrap();
+    let session = LinuxSession::at_root(&root).unwrap();
     // logind's temporary file (hidden) and a FIFO (logind before v258): not sessions, and
     // opening the FIFO would block.
     std::fs::write(sessions.join(".#4abcdef"), "\u{0}garbage").unwrap();
@@ -407,7 +409,7 @@ fn logind_garbage_is_unknown_never_a_guess() {
         std::fs::remove_file(sessions.join("10")).unwrap();
     }
     // A directory that cannot be read is unknown.
-    let missing = LinuxSession::with_root(&root)
+    let missing = LinuxSession::at_root(&root)
         .unwrap()
         .with_logind_sessions(root.join("missing"));
     assert_eq!(missing.user_presence(), UserPresence::Unknown);
@@ -420,7 +422,7 @@ fn logind_garbage_is_unknown_never_a_guess() {
 fn a_stale_sessions_directory_without_systemd_is_not_the_source() {
     let root = fake_root("stale-logind", "b1", Some(&utmp_record(7, "alice")));
     std::fs::create_dir_all(root.join("run/systemd/sessions")).unwrap();
-    let session = LinuxSession::with_root(&root).unwrap();
+    let session = LinuxSession::at_root(&root).unwrap();
     assert_eq!(session.user_presence(), UserPresence::LoggedOn);
     assert_eq!(session.logged_on_users().unwrap(), ["alice"]);
     // Neither logind nor utmp: unknown.
@@ -434,7 +436,7 @@ fn a_stale_sessions_directory_without_systemd_is_not_the_source() {
 #[test]
 fn the_boot_clock_follows_uptime_and_never_goes_back() {
     let root = fake_root("clock", "b1", None);
-    let session = LinuxSession::with_root(&root).unwrap();
+    let session = LinuxSession::at_root(&root).unwrap();
     let clone = session.clone();
     assert_eq!(session.since_boot(), Duration::from_millis(1_234_560));
     // A night suspended: the file jumps forward, and the clock with it (Instant would not).
@@ -494,9 +496,7 @@ fn soft_reboots_change_the_boot_identity() {
     let bin = root.join("bin-fake");
     // Without systemd, systemctl is not asked (this one would say 5).
     let five = script(&bin, "five", "echo 5");
-    let session = LinuxSession::with_root(&root)
-        .unwrap()
-        .with_systemctl(&five);
+    let session = LinuxSession::at_root(&root).unwrap().with_systemctl(&five);
     assert_eq!(session.boot_id().unwrap().as_str(), KERNEL_ID);
     assert_eq!(session.soft_reboots().unwrap(), None);
 
@@ -512,24 +512,20 @@ fn soft_reboots_change_the_boot_identity() {
         ),
     ] {
         let systemctl = script(&bin, name, body);
-        let session = LinuxSession::with_root(&root)
+        let session = LinuxSession::at_root(&root)
             .unwrap()
             .with_systemctl(&systemctl);
         assert_eq!(session.boot_id().unwrap().as_str(), expected, "{name}");
     }
     // The same boot, asked twice, by two sessions: the same identity (an agent restart).
     let three = script(&bin, "three", "echo 3");
-    let a = LinuxSession::with_root(&root)
-        .unwrap()
-        .with_systemctl(&three);
-    let b = LinuxSession::with_root(&root)
-        .unwrap()
-        .with_systemctl(&three);
+    let a = LinuxSession::at_root(&root).unwrap().with_systemctl(&three);
+    let b = LinuxSession::at_root(&root).unwrap().with_systemctl(&three);
     assert_eq!(a.boot_id().unwrap(), b.boot_id().unwrap());
 
     // Found under the root where no path is given.
     script(&root.join("usr/bin"), "systemctl", "echo 2");
-    let found = LinuxSession::with_root(&root).unwrap();
+    let found = LinuxSession::at_root(&root).unwrap();
     assert_eq!(found.soft_reboots().unwrap(), Some(2));
     assert_eq!(
         found.boot_id().unwrap().as_str(),
@@ -546,7 +542,7 @@ fn a_soft_reboot_count_that_cannot_be_read_is_an_error() {
     systemd(&root);
     let bin = root.join("bin-fake");
     // No systemctl anywhere under the root.
-    let none = LinuxSession::with_root(&root).unwrap();
+    let none = LinuxSession::at_root(&root).unwrap();
     assert!(matches!(none.boot_id(), Err(SessionError::BootId { .. })));
     for (name, body) in [
         ("fails", "echo 'Failed to connect to bus' >&2; exit 1"),
@@ -558,7 +554,7 @@ fn a_soft_reboot_count_that_cannot_be_read_is_an_error() {
         ("killed", "kill -9 $$"),
     ] {
         let systemctl = script(&bin, name, body);
-        let session = LinuxSession::with_root(&root)
+        let session = LinuxSession::at_root(&root)
             .unwrap()
             .with_systemctl(&systemctl);
         assert!(
@@ -566,7 +562,7 @@ fn a_soft_reboot_count_that_cannot_be_read_is_an_error() {
             "{name}"
         );
     }
-    let missing = LinuxSession::with_root(&root)
+    let missing = LinuxSession::at_root(&root)
         .unwrap()
         .with_systemctl(bin.join("missing"));
     assert!(matches!(
@@ -575,7 +571,7 @@ fn a_soft_reboot_count_that_cannot_be_read_is_an_error() {
     ));
     // A systemctl that hangs is killed after the helper timeout.
     let hangs = script(&bin, "hangs", "exec sleep 30");
-    let session = LinuxSession::with_root(&root)
+    let session = LinuxSession::at_root(&root)
         .unwrap()
         .with_systemctl(&hangs)
         .with_helper_timeout(Duration::from_millis(300));
@@ -600,7 +596,7 @@ fn restart_pending_from_hand_made_facts() {
     let root = fake_root("restart", "b1", None);
     let bin = root.join("bin-fake");
     let session = |needs_restarting: Option<&Path>| {
-        let session = LinuxSession::with_root(&root)
+        let session = LinuxSession::at_root(&root)
             .unwrap()
             .with_helper_timeout(Duration::from_millis(300));
         match needs_restarting {
