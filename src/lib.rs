@@ -99,9 +99,10 @@
 //! # Modules
 //!
 //! The crate root holds what an agent uses every day: the [`Ledger`] and its options, the
-//! [`JobSpec`] and its policies, ids, effects, states, events, errors, status messages, and the
-//! store and session most agents pick ([`FileStore`], [`MemoryStore`], [`LinuxSession`] on
-//! Linux). The rest is in modules:
+//! [`JobSpec`] and its policies, ids, effects, states, events, errors, status messages, the
+//! [`JobRecord`] the ledger answers with, and the store, session and sink most agents pick
+//! ([`FileStore`], [`MemoryStore`], [`LinuxSession`] on Linux, `JsonLinesSink` with the
+//! default feature `json-lines`). The rest is in modules:
 //!
 //! - [`store`] — the [`Store`](store::Store) trait for those who write a store, what a store
 //!   keeps and replays (records, changes, job records, retention), every shipped store;
@@ -118,10 +119,10 @@
 //!
 //! | feature | default | adds | costs |
 //! |---|---|---|---|
-//! | `json-lines` | on | `JsonLinesSink` and `SinkOptions`: status messages appended to a local file as JSON lines, synced before they are accepted | `serde_json` (4 crates) |
-//! | `sqlite` | off | `SqliteStore`: the store in one SQLite database file | `rusqlite` (11 crates); links the system's `libsqlite3`: a binary needs its development files to link (Debian: `libsqlite3-dev`) and the library to run |
+//! | `json-lines` | on | `JsonLinesSink` and `report::SinkOptions`: status messages appended to a local file as JSON lines, synced before they are accepted | `serde_json` (4 crates) |
+//! | `sqlite` | off | `store::SqliteStore`: the store in one SQLite database file | `rusqlite` (11 crates); links the system's `libsqlite3`: a binary needs its development files to link (Debian: `libsqlite3-dev`) and the library to run |
 //! | `sqlite-bundled` | off | `sqlite`, with SQLite compiled into the binary instead: nothing to install | SQLite's C source compiled with the C compiler Rust links with (14 crates in all with `sqlite`) |
-//! | `http` | off | `HttpSink`: each status message `POST`ed to a site server over HTTP(S), TLS by rustls with the Mozilla roots compiled in | `ureq`, `rustls`, `ring` (C and assembly compiled), `webpki-roots`, `serde_json` (28 crates) |
+//! | `http` | off | `report::HttpSink`: each status message `POST`ed to a site server over HTTP(S), TLS by rustls with the Mozilla roots compiled in | `ureq`, `rustls`, `ring` (C and assembly compiled), `webpki-roots`, `serde_json` (28 crates) |
 //! | `testkit` | off | `testkit::conformance` (the suite that proves a store of yours) and `testkit::simulator` (a simulated machine for a deployment tool's tests) | no dependencies; more code to compile |
 //! | `tracing` | off | a `DEBUG` span per ledger call and events for every committed transition and effect handed out (`INFO`), delivery and dead letters, and what recovery repaired at open (`WARN`), with stable names and fields ([`observe`]) | `tracing` without default features (4 crates: `tracing`, `tracing-core`, `pin-project-lite`, `once_cell`; no proc-macro); without the feature the calls compile to nothing |
 //! | `cli` | off | the `jobstate` binary, which inspects a store read-only while an agent holds it (a SQLite store with `sqlite`) | `serde_json`; the library is unchanged |
@@ -189,7 +190,10 @@ pub use ledger::{JobWait, Ledger, LedgerOptions, NextJob, Offer, SpecEffect};
 #[cfg(target_os = "linux")]
 #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub use linux_session::LinuxSession;
-pub use store::{FileStore, FileStoreOptions, MemoryStore};
+#[cfg(feature = "json-lines")]
+#[cfg_attr(docsrs, doc(cfg(feature = "json-lines")))]
+pub use report::JsonLinesSink;
+pub use store::{FileStore, FileStoreOptions, JobRecord, MemoryStore};
 
 /// The `chrono` this crate's timestamps come from, so callers need not depend on it directly.
 pub use chrono;

@@ -89,8 +89,8 @@ pub enum ExitOutcome {
 ///
 /// // A tool whose exit code 2 means "nothing to do": a custom table.
 /// let custom = ExitCodePolicy::new(ExitOutcome::Failure)
-///     .with(0, ExitOutcome::Success)
-///     .with(2, ExitOutcome::Success);
+///     .with_code(0, ExitOutcome::Success)
+///     .with_code(2, ExitOutcome::Success);
 /// assert_eq!(custom.outcome(2), ExitOutcome::Success);
 /// assert_eq!(custom.outcome(1), ExitOutcome::Failure);
 /// ```
@@ -218,23 +218,23 @@ impl ExitCodePolicy {
 
     /// Unix's convention: 0 success, anything else failure.
     pub fn unix() -> Self {
-        Self::new(ExitOutcome::Failure).with(0, ExitOutcome::Success)
+        Self::new(ExitOutcome::Failure).with_code(0, ExitOutcome::Success)
     }
 
     /// The Windows Installer conventions: 0 and 1707 success, 3010 success with a restart
     /// required, 1641 success with a restart initiated, 1618 retry later, anything else failure.
     pub fn windows_installer() -> Self {
         Self::new(ExitOutcome::Failure)
-            .with(0, ExitOutcome::Success)
-            .with(1707, ExitOutcome::Success)
-            .with(3010, ExitOutcome::SuccessRestartRequired)
-            .with(1641, ExitOutcome::SuccessRestartInitiated)
-            .with(1618, ExitOutcome::RetryLater)
+            .with_code(0, ExitOutcome::Success)
+            .with_code(1707, ExitOutcome::Success)
+            .with_code(3010, ExitOutcome::SuccessRestartRequired)
+            .with_code(1641, ExitOutcome::SuccessRestartInitiated)
+            .with_code(1618, ExitOutcome::RetryLater)
     }
 
     /// Maps `code` to `outcome`, replacing any earlier mapping of `code`.
     #[must_use]
-    pub fn with(mut self, code: i32, outcome: ExitOutcome) -> Self {
+    pub fn with_code(mut self, code: i32, outcome: ExitOutcome) -> Self {
         self.table.insert(code, outcome);
         self
     }

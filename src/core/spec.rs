@@ -404,7 +404,8 @@ impl JobSpec {
         self
     }
 
-    /// How long one attempt may run before it is abandoned as timed out.
+    /// How long one attempt may run before its program is terminated and the attempt ends as
+    /// timed out.
     #[must_use]
     pub fn with_max_run_time(mut self, limit: Duration) -> Self {
         self.max_run_time = limit;
@@ -482,8 +483,8 @@ impl JobSpec {
     /// When the restart this job requires is licensed; `None` (the default): the ledger's
     /// default ([`Ledger::set_restart_policy`](crate::Ledger::set_restart_policy)).
     #[must_use]
-    pub fn with_restart_policy(mut self, policy: Option<RestartPolicy>) -> Self {
-        self.restart_policy = policy;
+    pub fn with_restart_policy(mut self, policy: impl Into<Option<RestartPolicy>>) -> Self {
+        self.restart_policy = policy.into();
         self
     }
 

@@ -111,8 +111,8 @@ fn story<S: Store>(store: S, between: impl FnOnce(&mut S)) -> Recording<S> {
             .with_reboot(RebootBehaviour::RestartsMachine)
             .with_exit_codes(
                 ExitCodePolicy::new(ExitOutcome::Failure)
-                    .with(0, ExitOutcome::Success)
-                    .with(194, ExitOutcome::SuccessRestartRequired),
+                    .with_code(0, ExitOutcome::Success)
+                    .with_code(194, ExitOutcome::SuccessRestartRequired),
             )
             .with_failure_grace(Duration::from_secs(120))
             .with_restart_deadline(Duration::from_secs(1800))

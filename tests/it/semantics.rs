@@ -60,7 +60,7 @@ fn exit_codes_follow_the_windows_installer_conventions() {
 
 #[test]
 fn custom_exit_code_table() {
-    let policy = ExitCodePolicy::new(ExitOutcome::Failure).with(2, ExitOutcome::Success);
+    let policy = ExitCodePolicy::new(ExitOutcome::Failure).with_code(2, ExitOutcome::Success);
     let spec = msi_job(job("tool"))
         .with_exit_codes(policy)
         .with_retry(RetryPolicy::none());

@@ -32,8 +32,8 @@ fn the_readme_example_parses_to_the_spec_it_describes() {
         .with_reboot(RebootBehaviour::RestartsMachine)
         .with_exit_codes(
             ExitCodePolicy::new(ExitOutcome::Failure)
-                .with(0, ExitOutcome::Success)
-                .with(194, ExitOutcome::SuccessRestartRequired),
+                .with_code(0, ExitOutcome::Success)
+                .with_code(194, ExitOutcome::SuccessRestartRequired),
         )
         .with_max_run_time(Duration::from_secs(4 * 3600))
         .with_verify_after_reboot(true)
