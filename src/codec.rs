@@ -21,6 +21,20 @@ enum RecordRef<'a> {
     Compacted(ChangeRef<'a>),
 }
 
+impl<'a> From<&'a Record> for RecordRef<'a> {
+    fn from(record: &'a Record) -> Self {
+        match record {
+            Record::Change(change) => RecordRef::Change(ChangeRef::from(&**change)),
+            Record::Report(message) => RecordRef::Report(message),
+            Record::Delivered(key) => RecordRef::Delivered(key),
+            Record::DeadLettered(note) => RecordRef::DeadLettered(note),
+            Record::Requeued(key) => RecordRef::Requeued(key),
+            Record::Discarded(key) => RecordRef::Discarded(key),
+            Record::Compacted(change) => RecordRef::Compacted(ChangeRef::from(&**change)),
+        }
+    }
+}
+
 /// The format version this build writes and reads: 2, the first released one (1 was a
 /// pre-release). Golden stores of it are committed under `tests/golden/format-2/`; every later
 /// version reads them.
@@ -91,8 +105,10 @@ pub fn encode(record: &Record) -> Result<Vec<u8>, EncodeError> {
 /// Appends the encoding of `record`, without the version byte, to `out`: for stores that write
 /// the version once, in a file header.
 pub fn encode_into(record: &Record, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    *out = postcard::to_extend(record, std::mem::take(out)).map_err(|e| EncodeError {
-        detail: e.to_string(),
+    *out = postcard::to_extend(&RecordRef::from(record), std::mem::take(out)).map_err(|e| {
+        EncodeError {
+            detail: e.to_string(),
+        }
     })?;
     Ok(())
 }
@@ -190,10 +206,10 @@ pub fn decode_all(mut bytes: &[u8]) -> Result<Vec<Record>, DecodeError> {
     let mut records = Vec::new();
     while !bytes.is_empty() {
         let (record, rest) =
-            postcard::take_from_bytes::<Record>(bytes).map_err(|e| DecodeError::Malformed {
+            postcard::take_from_bytes::<Unboxed>(bytes).map_err(|e| DecodeError::Malformed {
                 detail: e.to_string(),
             })?;
-        records.push(record);
+        records.push(Record::from(record));
         bytes = rest;
     }
     Ok(records)
@@ -220,7 +236,7 @@ pub(crate) fn decode_each<E: From<DecodeError>>(
 /// Decodes one record written by [`encode_into`]: all of `bytes`, nothing left over.
 pub fn decode_body(body: &[u8]) -> Result<Record, DecodeError> {
     let (record, rest) =
-        postcard::take_from_bytes::<Record>(body).map_err(|e| DecodeError::Malformed {
+        postcard::take_from_bytes::<Unboxed>(body).map_err(|e| DecodeError::Malformed {
             detail: e.to_string(),
         })?;
     if !rest.is_empty() {
@@ -228,5 +244,5 @@ pub fn decode_body(body: &[u8]) -> Result<Record, DecodeError> {
             detail: format!("{} bytes after the record", rest.len()),
         });
     }
-    Ok(record)
+    Ok(Record::from(record))
 }

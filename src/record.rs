@@ -15,10 +15,10 @@ use crate::core::state::JobState;
 /// One durable transition of one job: the unit a [`Commit`](crate::store::Commit) carries and a store
 /// keeps. A job's changes, in order, are its history.
 ///
-/// Serialized as a struct of these five fields in this order. In a binary format (the stores'
-/// records) a boot id in `state` that is `event`'s boot is written as the empty string and read
-/// back as `event.boot` (`core/boot_scope.rs`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialized (by serde, in any format) as a struct of these five fields in this order. The
+/// stores' own encoding ([`codec`](crate::codec)) writes it leaner: a boot id in `state` that
+/// is `event`'s boot is written there as the empty string and read back as `event.boot`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// The job.
     pub job: JobId,
@@ -27,6 +27,7 @@ pub struct Change {
     /// The job's spec: present in the creating change (`seq == 1`), and in a change whose event
     /// is [`EventKind::SpecChanged`] (the job was offered again with a changed spec). Shared:
     /// the ledger and the store hold the same spec.
+    #[serde(with = "shared_spec")]
     pub spec: Option<Arc<JobSpec>>,
     /// The event that caused the change.
     pub event: Event,
@@ -34,8 +35,9 @@ pub struct Change {
     pub state: JobState,
 }
 
-/// [`Change`] by reference, as it is serialized: what `Change`'s `Serialize` and the codec's
-/// writers (which encode a store's state without cloning it) both write.
+/// [`Change`] by reference, as the codec writes it: its fields in order, a boot id in the state
+/// that is the event's boot as the empty string (`core/boot_scope.rs`). Without cloning a
+/// change or a store's state.
 #[derive(Serialize)]
 #[serde(rename = "Change")]
 pub(crate) struct ChangeRef<'a> {
@@ -87,51 +89,40 @@ impl Serialize for StateOfEvent<'_> {
     }
 }
 
-impl Serialize for Change {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        ChangeRef::from(self).serialize(s)
-    }
-}
-
-/// A [`Change`]'s fields by name, for human-readable formats (where the state is written
-/// whole).
-#[derive(Deserialize)]
-#[serde(rename = "Change")]
-struct ChangeFields {
-    job: JobId,
-    seq: u64,
-    spec: Option<JobSpec>,
-    event: Event,
-    state: JobState,
-}
-
 /// The names of [`Change`]'s fields, in order.
 const CHANGE_FIELDS: &[&str] = &["job", "seq", "spec", "event", "state"];
 
-impl<'de> Deserialize<'de> for Change {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        if d.is_human_readable() {
-            let ChangeFields {
-                job,
-                seq,
-                spec,
-                event,
-                state,
-            } = ChangeFields::deserialize(d)?;
-            return Ok(Change {
-                job,
-                seq,
-                spec: spec.map(Arc::new),
-                event,
-                state,
-            });
-        }
-        d.deserialize_struct("Change", CHANGE_FIELDS, BinaryChange)
+/// `#[serde(with = "shared_spec")]`: an `Option<Arc<JobSpec>>` as the `Option<JobSpec>` it
+/// holds (serde's own `Arc` support needs its `rc` feature, for this one field).
+mod shared_spec {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::core::spec::JobSpec;
+
+    pub(super) fn serialize<S: Serializer>(
+        spec: &Option<Arc<JobSpec>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        spec.as_deref().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Arc<JobSpec>>, D::Error> {
+        Ok(Option::<JobSpec>::deserialize(d)?.map(Arc::new))
     }
 }
 
-/// Reads a [`Change`] from a binary format: its fields in order, the state against the boot of
-/// the event read before it.
+/// Reads a [`Change`] as the codec writes it (a [`ChangeRef`]): for `#[serde(deserialize_with)]`
+/// in the codec's record types only; `Change`'s own serde form stays plain.
+fn stored_change<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Change, D::Error> {
+    d.deserialize_struct("Change", CHANGE_FIELDS, BinaryChange)
+}
+
+/// Reads a [`Change`] as the codec writes it: its fields in order (the codec's format is not
+/// self-describing), the state against the boot of the event read before it.
 struct BinaryChange;
 
 impl<'de> serde::de::Visitor<'de> for BinaryChange {
@@ -188,19 +179,33 @@ pub enum Record {
     Compacted(Box<Change>),
 }
 
-/// A [`Record`] as recovery decodes it: the same encoding (the same variants in the same
-/// order), the change not boxed, so that replaying a journal costs no allocation, copy and free
-/// of a box per change.
+/// A [`Record`] as the codec decodes it: the same variants in the same order, each change as
+/// the codec writes it ([`ChangeRef`]) and not boxed, so that replaying a journal costs no
+/// allocation, copy and free of a box per change.
 #[derive(Deserialize)]
 #[serde(rename = "Record")]
 pub(crate) enum Unboxed {
-    Change(Change),
+    Change(#[serde(deserialize_with = "stored_change")] Change),
     Report(crate::core::effect::StatusMessage),
     Delivered(crate::core::effect::StatusKey),
     DeadLettered(crate::report::dead_letter::DeadLetterNote),
     Requeued(crate::core::effect::StatusKey),
     Discarded(crate::core::effect::StatusKey),
-    Compacted(Change),
+    Compacted(#[serde(deserialize_with = "stored_change")] Change),
+}
+
+impl From<Unboxed> for Record {
+    fn from(record: Unboxed) -> Self {
+        match record {
+            Unboxed::Change(change) => Record::Change(Box::new(change)),
+            Unboxed::Report(message) => Record::Report(message),
+            Unboxed::Delivered(key) => Record::Delivered(key),
+            Unboxed::DeadLettered(note) => Record::DeadLettered(note),
+            Unboxed::Requeued(key) => Record::Requeued(key),
+            Unboxed::Discarded(key) => Record::Discarded(key),
+            Unboxed::Compacted(change) => Record::Compacted(Box::new(change)),
+        }
+    }
 }
 
 impl From<Record> for Unboxed {

@@ -91,12 +91,35 @@ fn a_state_boot_that_is_the_events_is_written_once() {
     find_once(&bytes, b"earlier-boot");
     assert_eq!(decoded(&bytes).expect("decodes"), other);
 
-    // Human-readable forms write every boot id whole.
+    // `Change`'s own serde form, in any format, writes every boot id whole: the leaner form is
+    // the codec's alone. Human-readable (JSON) and binary (postcard itself, outside the codec).
     let json = serde_json::to_string(&same).expect("to JSON");
     assert_eq!(json.matches(boot_id).count(), 2, "{json}");
     assert_eq!(
         serde_json::from_str::<Change>(&json).expect("from JSON"),
         same
+    );
+    let plain = postcard::to_stdvec(&same).expect("to postcard");
+    assert_eq!(
+        plain
+            .windows(boot_id.len())
+            .filter(|w| *w == boot_id.as_bytes())
+            .count(),
+        2
+    );
+    assert_eq!(
+        postcard::from_bytes::<Change>(&plain).expect("from postcard"),
+        same
+    );
+    let record = Record::Change(Box::new(same.clone()));
+    let plain = postcard::to_stdvec(&record).expect("a record to postcard");
+    assert_eq!(
+        postcard::from_bytes::<Record>(&plain).expect("from postcard"),
+        record
+    );
+    assert!(
+        plain.len() > encoded(&same).len(),
+        "the codec's form is the leaner"
     );
 }
 
