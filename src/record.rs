@@ -73,7 +73,8 @@ impl<'a> From<&'a Change> for ChangeRef<'a> {
     }
 }
 
-/// A change's state, encoded against its event's boot in a binary format.
+/// A change's state, encoded against its event's boot. (A boot id writes itself whole in a
+/// human-readable format, scope or not: `core/id.rs`.)
 struct StateOfEvent<'a> {
     event: &'a Event,
     state: &'a JobState,
@@ -81,9 +82,6 @@ struct StateOfEvent<'a> {
 
 impl Serialize for StateOfEvent<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            return self.state.serialize(s);
-        }
         let _scope = BootScope::enter(&self.event.boot);
         self.state.serialize(s)
     }
