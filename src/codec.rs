@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::change_decoder;
 use crate::core::effect::{StatusKey, StatusMessage};
 use crate::record::{ChangeRef, Record, Unboxed};
 use crate::report::dead_letter::DeadLetterNote;
@@ -202,17 +203,26 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 }
 
 /// Decodes records written by [`encode_into`] back to back, until `bytes` is used up.
-pub fn decode_all(mut bytes: &[u8]) -> Result<Vec<Record>, DecodeError> {
+pub fn decode_all(bytes: &[u8]) -> Result<Vec<Record>, DecodeError> {
     let mut records = Vec::new();
-    while !bytes.is_empty() {
-        let (record, rest) =
-            postcard::take_from_bytes::<Unboxed>(bytes).map_err(|e| DecodeError::Malformed {
-                detail: e.to_string(),
-            })?;
-        records.push(Record::from(record));
-        bytes = rest;
-    }
+    decode_each(bytes, |record| {
+        records.push(record.into_record()?);
+        Ok::<_, DecodeError>(())
+    })?;
     Ok(records)
+}
+
+/// Decodes the record at the start of `bytes`: the record and the bytes after it. A change of a
+/// common shape is read by the hand-written decoder (`change_decoder.rs`), anything else by
+/// serde; both read the same bytes the same way.
+#[inline(always)]
+fn take_record(bytes: &[u8]) -> Result<(Unboxed<'_>, &[u8]), DecodeError> {
+    if let Some(taken) = change_decoder::decode(bytes) {
+        return Ok(taken);
+    }
+    postcard::take_from_bytes::<Unboxed>(bytes).map_err(|e| DecodeError::Malformed {
+        detail: e.to_string(),
+    })
 }
 
 /// Decodes records written by [`encode_into`] back to back, until `bytes` is used up, handing
@@ -220,13 +230,10 @@ pub fn decode_all(mut bytes: &[u8]) -> Result<Vec<Record>, DecodeError> {
 /// stops at the first error, a record that does not decode or an error of `f`.
 pub(crate) fn decode_each<E: From<DecodeError>>(
     mut bytes: &[u8],
-    mut f: impl FnMut(Unboxed) -> Result<(), E>,
+    mut f: impl FnMut(Unboxed<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
     while !bytes.is_empty() {
-        let (record, rest) =
-            postcard::take_from_bytes::<Unboxed>(bytes).map_err(|e| DecodeError::Malformed {
-                detail: e.to_string(),
-            })?;
+        let (record, rest) = take_record(bytes)?;
         f(record)?;
         bytes = rest;
     }
@@ -235,14 +242,11 @@ pub(crate) fn decode_each<E: From<DecodeError>>(
 
 /// Decodes one record written by [`encode_into`]: all of `bytes`, nothing left over.
 pub fn decode_body(body: &[u8]) -> Result<Record, DecodeError> {
-    let (record, rest) =
-        postcard::take_from_bytes::<Unboxed>(body).map_err(|e| DecodeError::Malformed {
-            detail: e.to_string(),
-        })?;
+    let (record, rest) = take_record(body)?;
     if !rest.is_empty() {
         return Err(DecodeError::Malformed {
             detail: format!("{} bytes after the record", rest.len()),
         });
     }
-    Ok(Record::from(record))
+    record.into_record()
 }

@@ -145,6 +145,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod change_decoder;
 pub mod codec;
 mod core;
 mod error;

@@ -113,27 +113,99 @@ mod shared_spec {
     }
 }
 
-/// Reads a [`Change`] as the codec writes it (a [`ChangeRef`]): for `#[serde(deserialize_with)]`
-/// in the codec's record types only; `Change`'s own serde form stays plain.
-fn stored_change<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Change, D::Error> {
-    d.deserialize_struct("Change", CHANGE_FIELDS, BinaryChange)
+/// A change as the codec decodes it: the job still the bytes it was stored as, resolved when
+/// the change is applied ([`JobTable::apply_stored`]): a known job's id is shared from the
+/// table, not looked up in the decoder's id cache, allocated or validated again.
+#[cfg_attr(test, derive(Debug, PartialEq))]
+pub(crate) struct StoredChange<'a> {
+    job: &'a str,
+    seq: u64,
+    spec: Option<Arc<JobSpec>>,
+    event: Event,
+    state: JobState,
 }
 
-/// Reads a [`Change`] as the codec writes it: its fields in order (the codec's format is not
-/// self-describing), the state against the boot of the event read before it.
-struct BinaryChange;
+impl<'a> StoredChange<'a> {
+    /// A change of the job whose id is stored as `job`.
+    pub(crate) fn new(
+        job: &'a str,
+        seq: u64,
+        spec: Option<Arc<JobSpec>>,
+        event: Event,
+        state: JobState,
+    ) -> Self {
+        Self {
+            job,
+            seq,
+            spec,
+            event,
+            state,
+        }
+    }
 
-impl<'de> serde::de::Visitor<'de> for BinaryChange {
-    type Value = Change;
+    /// The change, for the job `job` (the id its bytes name).
+    #[inline(always)]
+    fn with_job(self, job: JobId) -> Change {
+        Change {
+            job,
+            seq: self.seq,
+            spec: self.spec,
+            event: self.event,
+            state: self.state,
+        }
+    }
+
+    /// The id the stored bytes name, known to no table: the spec's the change carries when it is
+    /// the same (decoded and validated already), else validated here.
+    fn new_job_id(&self) -> Result<JobId, crate::core::id::IdError> {
+        match &self.spec {
+            Some(spec) if spec.id().as_str() == self.job => Ok(spec.id().clone()),
+            _ => JobId::new(self.job),
+        }
+    }
+
+    /// The change standing alone (a record decoded by itself): its job id validated.
+    pub(crate) fn into_change(self) -> Result<Change, crate::codec::DecodeError> {
+        let job = self
+            .new_job_id()
+            .map_err(|e| crate::codec::DecodeError::Malformed {
+                detail: e.to_string(),
+            })?;
+        Ok(self.with_job(job))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for StoredChange<'a> {
+    /// Reads a change as the codec writes it (a [`ChangeRef`]); `Change`'s own serde form
+    /// stays plain.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_struct(
+            "Change",
+            CHANGE_FIELDS,
+            BinaryChange(std::marker::PhantomData),
+        )
+    }
+}
+
+/// Reads a change as the codec writes it: its fields in order (the codec's format is not
+/// self-describing), the job id borrowed from the bytes, the state against the boot of the
+/// event read before it.
+struct BinaryChange<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for BinaryChange<'a> {
+    type Value = StoredChange<'a>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a change (job, seq, spec, event, state)")
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Change, A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> Result<StoredChange<'a>, A::Error> {
         use serde::de::Error;
         let missing = |i: usize| A::Error::invalid_length(i, &"a change of five fields");
-        let job = seq.next_element::<JobId>()?.ok_or_else(|| missing(0))?;
+        let job = seq.next_element::<&'de str>()?.ok_or_else(|| missing(0))?;
         let number = seq.next_element::<u64>()?.ok_or_else(|| missing(1))?;
         let spec = seq
             .next_element::<Option<JobSpec>>()?
@@ -143,7 +215,7 @@ impl<'de> serde::de::Visitor<'de> for BinaryChange {
             let _scope = BootScope::enter(&event.boot);
             seq.next_element::<JobState>()?.ok_or_else(|| missing(4))?
         };
-        Ok(Change {
+        Ok(StoredChange {
             job,
             seq: number,
             spec: spec.map(Arc::new),
@@ -178,45 +250,33 @@ pub enum Record {
 }
 
 /// A [`Record`] as the codec decodes it: the same variants in the same order, each change as
-/// the codec writes it ([`ChangeRef`]) and not boxed, so that replaying a journal costs no
-/// allocation, copy and free of a box per change.
+/// the codec writes it ([`ChangeRef`]), its job id still the stored bytes, and not boxed, so
+/// that replaying a journal costs no allocation, copy and free of a box per change.
 #[derive(Deserialize)]
 #[serde(rename = "Record")]
-pub(crate) enum Unboxed {
-    Change(#[serde(deserialize_with = "stored_change")] Change),
+#[cfg_attr(test, derive(Debug, PartialEq))]
+pub(crate) enum Unboxed<'a> {
+    Change(#[serde(borrow)] StoredChange<'a>),
     Report(crate::core::effect::StatusMessage),
     Delivered(crate::core::effect::StatusKey),
     DeadLettered(crate::report::dead_letter::DeadLetterNote),
     Requeued(crate::core::effect::StatusKey),
     Discarded(crate::core::effect::StatusKey),
-    Compacted(#[serde(deserialize_with = "stored_change")] Change),
+    Compacted(#[serde(borrow)] StoredChange<'a>),
 }
 
-impl From<Unboxed> for Record {
-    fn from(record: Unboxed) -> Self {
-        match record {
-            Unboxed::Change(change) => Record::Change(Box::new(change)),
+impl Unboxed<'_> {
+    /// The record standing alone (decoded by itself): a change's job id validated.
+    pub(crate) fn into_record(self) -> Result<Record, crate::codec::DecodeError> {
+        Ok(match self {
+            Unboxed::Change(change) => Record::Change(Box::new(change.into_change()?)),
             Unboxed::Report(message) => Record::Report(message),
             Unboxed::Delivered(key) => Record::Delivered(key),
             Unboxed::DeadLettered(note) => Record::DeadLettered(note),
             Unboxed::Requeued(key) => Record::Requeued(key),
             Unboxed::Discarded(key) => Record::Discarded(key),
-            Unboxed::Compacted(change) => Record::Compacted(Box::new(change)),
-        }
-    }
-}
-
-impl From<Record> for Unboxed {
-    fn from(record: Record) -> Self {
-        match record {
-            Record::Change(change) => Unboxed::Change(*change),
-            Record::Report(message) => Unboxed::Report(message),
-            Record::Delivered(key) => Unboxed::Delivered(key),
-            Record::DeadLettered(note) => Unboxed::DeadLettered(note),
-            Record::Requeued(key) => Unboxed::Requeued(key),
-            Record::Discarded(key) => Unboxed::Discarded(key),
-            Record::Compacted(change) => Unboxed::Compacted(*change),
-        }
+            Unboxed::Compacted(change) => Record::Compacted(Box::new(change.into_change()?)),
+        })
     }
 }
 
@@ -470,6 +530,16 @@ impl JobRecord {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReplayError {
+    /// A change names its job by an id that is not valid: damaged bytes.
+    #[error(
+        "a change names the job {id:?}, which is not a valid job id ({why}); the store is damaged, restore it from a backup"
+    )]
+    InvalidJobId {
+        /// The id as stored.
+        id: String,
+        /// Why it is not valid.
+        why: String,
+    },
     /// A change for a job that was never created.
     #[error(
         "change {seq} of job {job} comes before the job was created; the store is damaged, restore it from a backup"
@@ -665,11 +735,18 @@ impl JobTable {
         self.apply_change(change)
     }
 
-    /// [`JobTable::apply`] of a decoded change, moved out of its box field by field (a change
-    /// is large: recovery applies millions of them).
+    /// [`JobTable::apply`], inlined into its callers (a change is large: recovery applies
+    /// millions of them, and each copy of one costs).
     #[inline(always)]
     pub(crate) fn apply_change(&mut self, change: Change) -> Result<(), ReplayError> {
         let slot = self.index.get(&change.job).copied();
+        self.apply_change_at(change, slot)
+    }
+
+    /// [`JobTable::apply_change`] of a change whose job's position, if the job is known, is
+    /// `slot` (looked up by the caller).
+    #[inline(always)]
+    fn apply_change_at(&mut self, change: Change, slot: Option<usize>) -> Result<(), ReplayError> {
         let tail = slot.and_then(|i| self.jobs.get(i)).map(tail_of);
         // Whether the job was in `unfinished` before: a job is there unless its state is
         // terminal (a new job is not there yet).
@@ -715,6 +792,32 @@ impl JobTable {
             self.unfinished.insert(position);
         }
         Ok(())
+    }
+
+    /// Applies a change as the codec decodes it (a [`Record::Compacted`]'s if `compacted`): its
+    /// job resolved first, a known one's id shared from the index.
+    #[inline(always)]
+    pub(crate) fn apply_stored(
+        &mut self,
+        stored: StoredChange<'_>,
+        compacted: bool,
+    ) -> Result<(), ReplayError> {
+        let (job, slot) = match self.index.get_key_value(stored.job) {
+            Some((id, &slot)) => (id.clone(), Some(slot)),
+            None => {
+                let id = stored.new_job_id().map_err(|e| ReplayError::InvalidJobId {
+                    id: stored.job.to_owned(),
+                    why: e.to_string(),
+                })?;
+                (id, None)
+            }
+        };
+        let change = stored.with_job(job);
+        if compacted {
+            self.apply_compacted(change)
+        } else {
+            self.apply_change_at(change, slot)
+        }
     }
 
     /// Applies a [`Record::Compacted`]: creates `change.job`, unknown so far, with its kept

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -113,14 +114,24 @@ pub enum ExitOutcome {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExitCodePolicy {
-    table: BTreeMap<i32, ExitOutcome>,
+    /// Shared: the jobs of a fleet mostly use one of a few tables, and a store keeps a spec for
+    /// every job it ever ran.
+    table: Arc<BTreeMap<i32, ExitOutcome>>,
     otherwise: ExitOutcome,
 }
 
 /// The binary (journal) form of an [`ExitCodePolicy`].
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct PolicyParts {
     table: BTreeMap<i32, ExitOutcome>,
+    otherwise: ExitOutcome,
+}
+
+/// [`PolicyParts`] by reference, for writing.
+#[derive(Serialize)]
+#[serde(rename = "PolicyParts")]
+struct PolicyPartsRef<'a> {
+    table: &'a BTreeMap<i32, ExitOutcome>,
     otherwise: ExitOutcome,
 }
 
@@ -131,14 +142,14 @@ impl Serialize for ExitCodePolicy {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         if !s.is_human_readable() {
-            return PolicyParts {
-                table: self.table.clone(),
+            return PolicyPartsRef {
+                table: &self.table,
                 otherwise: self.otherwise,
             }
             .serialize(s);
         }
         let mut map = s.serialize_map(Some(self.table.len() + 1))?;
-        for (code, outcome) in &self.table {
+        for (code, outcome) in self.table.iter() {
             map.serialize_entry(&code.to_string(), outcome)?;
         }
         map.serialize_entry(OTHERWISE, &self.otherwise)?;
@@ -151,7 +162,7 @@ impl<'de> Deserialize<'de> for ExitCodePolicy {
         if !d.is_human_readable() {
             let parts = PolicyParts::deserialize(d)?;
             return Ok(Self {
-                table: parts.table,
+                table: Arc::new(parts.table),
                 otherwise: parts.otherwise,
             });
         }
@@ -198,7 +209,10 @@ impl<'de> serde::de::Visitor<'de> for PolicyVisitor {
                     "{key:?} is not an exit code: the keys of an exit-code map are codes such as \"3010\", or \"otherwise\""
                 ))
             })?;
-            if policy.table.insert(code, outcome).is_some() {
+            if Arc::make_mut(&mut policy.table)
+                .insert(code, outcome)
+                .is_some()
+            {
                 return Err(A::Error::custom(format!("exit code {code} is given twice")));
             }
         }
@@ -211,7 +225,7 @@ impl ExitCodePolicy {
     /// An empty table in which every code means `otherwise`.
     pub fn new(otherwise: ExitOutcome) -> Self {
         Self {
-            table: BTreeMap::new(),
+            table: Arc::new(BTreeMap::new()),
             otherwise,
         }
     }
@@ -235,7 +249,7 @@ impl ExitCodePolicy {
     /// Maps `code` to `outcome`, replacing any earlier mapping of `code`.
     #[must_use]
     pub fn with_code(mut self, code: i32, outcome: ExitOutcome) -> Self {
-        self.table.insert(code, outcome);
+        Arc::make_mut(&mut self.table).insert(code, outcome);
         self
     }
 

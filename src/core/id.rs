@@ -329,6 +329,13 @@ macro_rules! validated_id {
             }
         }
 
+        /// Hashes and compares as its string: a map keyed by ids is searched by a `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
@@ -405,6 +412,26 @@ validated_id!(
     RECENT_BOOT_IDS,
     EventBootScope
 );
+
+/// The boot id a binary record stores as `bytes` (its length-prefixed string), read as its
+/// serde form reads it outside a change's state: through this thread's cache of recent ids,
+/// validated when it enters it. `None` if it is not a valid boot id.
+pub(crate) fn decode_boot_id(bytes: &[u8]) -> Option<BootId> {
+    decoded::<postcard::Error>(&RECENT_BOOT_IDS, bytes, |s| {
+        validate("boot id", s, BootId::MAX_LEN)
+    })
+    .ok()
+    .map(BootId)
+}
+
+/// [`decode_boot_id`] for a job id.
+pub(crate) fn decode_job_id(bytes: &[u8]) -> Option<JobId> {
+    decoded::<postcard::Error>(&RECENT_JOB_IDS, bytes, |s| {
+        validate("job id", s, JobId::MAX_LEN)
+    })
+    .ok()
+    .map(JobId)
+}
 
 #[cfg(test)]
 mod tests {

@@ -275,6 +275,13 @@ fn default_terminate_grace() -> Duration {
     DEFAULT_TERMINATE_GRACE
 }
 
+impl JobSpec {
+    /// This spec for the job `id`: what decoding the same settings with another id gives.
+    pub(crate) fn with_id(&self, id: JobId) -> JobSpec {
+        JobSpec { id, ..self.clone() }
+    }
+}
+
 impl From<SpecForm> for JobSpec {
     /// Through the builder, so that a spec read from text obeys the same floors (at least one
     /// attempt, one reboot, a restart deadline of a second) as one built in code.

@@ -30,7 +30,7 @@ thread_local! {
 /// [`chrono::DateTime::from_timestamp`], with the day's date taken from [`LAST_DAY`] when the
 /// day is the one decoded last: the same result (the same checks of the day and of the time of
 /// day, leap seconds included), for a fraction of the cost.
-fn from_parts_cached(secs: i64, nanos: u32) -> Option<Timestamp> {
+pub(crate) fn from_parts_cached(secs: i64, nanos: u32) -> Option<Timestamp> {
     let day = secs.div_euclid(DAY);
     let second_of_day = u32::try_from(secs.rem_euclid(DAY)).ok()?;
     let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(second_of_day, nanos)?;

@@ -1,0 +1,904 @@
+//! The hand-written decoder of a stored change's common shapes: what recovery spends its time
+//! on.
+//!
+//! Decoding a change through serde and postcard costs about 2,000 instructions, a field at a
+//! time through visitors, nested results and postcard's general varint loop; recovery decodes
+//! millions of changes. This module reads the same bytes directly for the shapes nearly every
+//! change has (a job offered, started, launched, exited, queued for a retry, completed or
+//! failed) and leaves everything else to serde: on any shape it does not handle, or any byte it
+//! does not accept, it answers `None` and the caller decodes the record with serde, which then
+//! reads it (or refuses it) as it always would. So it can only be faster, never different:
+//! whenever it answers, its answer and the bytes it used are serde's own, which the tests below
+//! check on every shape and on damaged bytes.
+//!
+//! The format is postcard's, of the codec's types ([`Unboxed`], [`StoredChange`]): a varint
+//! for an enum's variant index, an unsigned integer and a length; zigzag varints for signed
+//! integers; one byte, 0 or 1, for a bool and for an option's tag; fields in declaration
+//! order. Format 2 is frozen: these shapes never change within it.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::Timestamp;
+use crate::core::event::{AttemptRef, Event, EventKind};
+use crate::core::exit_code::ProgramExit;
+use crate::core::id::{BootId, decode_boot_id, decode_job_id};
+use crate::core::program::ProgramId;
+use crate::core::spec::JobSpec;
+use crate::core::state::{Attempt, FailureReason, JobState, Launch, RebootAttribution, RebootKind};
+use crate::core::time_serde::from_parts_cached;
+use crate::record::{StoredChange, Unboxed};
+
+/// The variant indices of [`Unboxed`] that hold a change.
+const CHANGE: u32 = 0;
+const COMPACTED: u32 = 6;
+
+/// Decodes the record at the start of `bytes` if it is a change of a handled shape: the record
+/// and the bytes after it, exactly as serde would decode them. `None`: decode it with serde.
+pub(crate) fn decode(bytes: &[u8]) -> Option<(Unboxed<'_>, &[u8])> {
+    let mut r = Reader { bytes };
+    let variant = r.u32()?;
+    if variant != CHANGE && variant != COMPACTED {
+        return None;
+    }
+    let job = r.str()?;
+    let seq = r.u64()?;
+    let spec = if r.tag()? {
+        Some(Arc::new(r.spec()?))
+    } else {
+        None
+    };
+    let event = r.event()?;
+    let state = r.state(&event.boot)?;
+    let change = StoredChange::new(job, seq, spec, event, state);
+    let record = if variant == CHANGE {
+        Unboxed::Change(change)
+    } else {
+        Unboxed::Compacted(change)
+    };
+    Some((record, r.bytes))
+}
+
+thread_local! {
+    /// The spec decoded last, with the bytes that followed its id. A fleet's jobs mostly share
+    /// their settings and differ by id: a spec whose bytes after its id are these is that spec
+    /// with its own id (decoding is a function of the bytes read, and a spec's fields after its
+    /// id do not depend on it), without serde's 2,000-odd instructions.
+    static LAST_SPEC: RefCell<Option<(Vec<u8>, Arc<JobSpec>)>> = const { RefCell::new(None) };
+}
+
+/// A cursor over a record's bytes. Each read answers `None` where postcard would fail, or
+/// where the shape is one this module leaves to serde.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&byte, rest) = self.bytes.split_first()?;
+        self.bytes = rest;
+        Some(byte)
+    }
+
+    /// A varint of at most `max_bytes` bytes whose last byte is at most `last_max`: postcard's
+    /// reading (which accepts a longer encoding than needed, and refuses overflow).
+    #[inline(always)]
+    fn varint(&mut self, max_bytes: u32, last_max: u8) -> Option<u64> {
+        // Most varints are one byte (small numbers, lengths, variant indices).
+        if let Some((&byte, rest)) = self.bytes.split_first()
+            && byte & 0x80 == 0
+        {
+            self.bytes = rest;
+            return Some(u64::from(byte));
+        }
+        // Up to 8 bytes (a timestamp's seconds and nanoseconds take 5), read as one word.
+        if let Some(word) = self
+            .bytes
+            .first_chunk::<8>()
+            .map(|w| u64::from_le_bytes(*w))
+        {
+            let ends = !word & 0x8080_8080_8080_8080;
+            if ends != 0 {
+                let len = ends.trailing_zeros() / 8 + 1;
+                if len > max_bytes
+                    || (len == max_bytes && (word >> (8 * (len - 1))) as u8 > last_max)
+                {
+                    return None;
+                }
+                let x = if len == 8 {
+                    word
+                } else {
+                    word & ((1u64 << (8 * len)) - 1)
+                };
+                // The 7-bit groups, packed.
+                let x = (x & 0x007F_007F_007F_007F) | ((x & 0x7F00_7F00_7F00_7F00) >> 1);
+                let x = (x & 0x0000_3FFF_0000_3FFF) | ((x & 0x3FFF_0000_3FFF_0000) >> 2);
+                let x = (x & 0x0000_0000_0FFF_FFFF) | ((x & 0x0FFF_FFFF_0000_0000) >> 4);
+                self.bytes = self.bytes.get(len as usize..)?;
+                return Some(x);
+            }
+        }
+        let mut out = 0u64;
+        for i in 0..max_bytes {
+            let byte = self.byte()?;
+            out |= u64::from(byte & 0x7F) << (7 * i);
+            if byte & 0x80 == 0 {
+                return (i < max_bytes - 1 || byte <= last_max).then_some(out);
+            }
+        }
+        None
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.varint(10, 0x01)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        // The last (fifth) byte holds 4 bits; what is read fits in a u32.
+        u32::try_from(self.varint(5, 0x0F)?).ok()
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        let n = self.u64()?;
+        Some(((n >> 1) as i64) ^ -((n & 1) as i64))
+    }
+
+    fn i32(&mut self) -> Option<i32> {
+        let n = self.u32()?;
+        Some(((n >> 1) as i32) ^ -((n & 1) as i32))
+    }
+
+    /// A bool, or an option's tag (`true`: `Some`): one byte, 0 or 1.
+    fn tag(&mut self) -> Option<bool> {
+        match self.byte()? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+
+    /// A length-prefixed byte string.
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.u64()?).ok()?;
+        let (taken, rest) = self.bytes.split_at_checked(len)?;
+        self.bytes = rest;
+        Some(taken)
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
+    }
+
+    /// A job spec: its id, then its settings, which are the last spec's ([`LAST_SPEC`]) if
+    /// their bytes are; else read by serde, and remembered.
+    fn spec(&mut self) -> Option<JobSpec> {
+        let start = self.bytes;
+        let id = decode_job_id(self.bytes()?)?;
+        let settings = self.bytes;
+        let known = LAST_SPEC
+            .try_with(|last| {
+                let last = last.try_borrow().ok()?;
+                let (bytes, spec) = last.as_ref()?;
+                (!bytes.is_empty() && settings.starts_with(bytes))
+                    .then(|| (bytes.len(), spec.with_id(id)))
+            })
+            .ok()
+            .flatten();
+        if let Some((len, spec)) = known {
+            self.bytes = settings.get(len..)?;
+            return Some(spec);
+        }
+        let (spec, rest) = postcard::take_from_bytes::<JobSpec>(start).ok()?;
+        let used = settings.get(..settings.len() - rest.len())?;
+        let _ = LAST_SPEC.try_with(|last| {
+            if let Ok(mut last) = last.try_borrow_mut() {
+                *last = Some((used.to_vec(), Arc::new(spec.clone())));
+            }
+        });
+        self.bytes = rest;
+        Some(spec)
+    }
+
+    /// `time_serde`'s binary form: seconds (i64), nanoseconds (u32).
+    fn timestamp(&mut self) -> Option<Timestamp> {
+        let secs = self.i64()?;
+        let nanos = self.u32()?;
+        from_parts_cached(secs, nanos)
+    }
+
+    fn option_timestamp(&mut self) -> Option<Option<Timestamp>> {
+        Some(if self.tag()? {
+            Some(self.timestamp()?)
+        } else {
+            None
+        })
+    }
+
+    /// serde's binary form of a `Duration`: seconds (u64), nanoseconds (u32). (serde carries
+    /// nanoseconds of a second or more into the seconds: left to serde.)
+    fn duration(&mut self) -> Option<Duration> {
+        let secs = self.u64()?;
+        let nanos = self.u32()?;
+        (nanos < 1_000_000_000).then(|| Duration::new(secs, nanos))
+    }
+
+    fn attempt_ref(&mut self) -> Option<AttemptRef> {
+        let run = self.u32()?;
+        let number = self.u32()?;
+        Some(AttemptRef { run, number })
+    }
+
+    fn program_id(&mut self) -> Option<ProgramId> {
+        let pid = self.u32()?;
+        let start = self.u64()?;
+        Some(ProgramId::new(pid, start))
+    }
+
+    fn program_exit(&mut self) -> Option<ProgramExit> {
+        match self.u32()? {
+            0 => Some(ProgramExit::Code(self.i32()?)),
+            1 => Some(ProgramExit::Signal(self.i32()?)),
+            _ => None,
+        }
+    }
+
+    fn option_program_exit(&mut self) -> Option<Option<ProgramExit>> {
+        Some(if self.tag()? {
+            Some(self.program_exit()?)
+        } else {
+            None
+        })
+    }
+
+    fn event(&mut self) -> Option<Event> {
+        let at = self.timestamp()?;
+        let boot = decode_boot_id(self.bytes()?)?;
+        let since_boot = self.duration()?;
+        let kind = match self.u32()? {
+            0 => EventKind::Offered,
+            1 => EventKind::SpecChanged,
+            2 => EventKind::AttemptStarted,
+            3 => {
+                let attempt = self.attempt_ref()?;
+                let program = self.program_id()?;
+                EventKind::Launched { attempt, program }
+            }
+            4 => EventKind::LaunchFailed {
+                attempt: self.attempt_ref()?,
+            },
+            5 => {
+                let attempt = self.attempt_ref()?;
+                let exit = self.program_exit()?;
+                let restart_pending = self.tag()?;
+                EventKind::ProgramExited {
+                    attempt,
+                    exit,
+                    restart_pending,
+                }
+            }
+            6 => EventKind::ProgramLost {
+                attempt: self.attempt_ref()?,
+            },
+            7 => EventKind::ShutdownNoticed,
+            12 => EventKind::CancelRequested,
+            13 => EventKind::RerunRequested,
+            14 => EventKind::AbandonRequested,
+            _ => return None,
+        };
+        Some(Event {
+            at,
+            boot,
+            since_boot,
+            kind,
+        })
+    }
+
+    /// A boot id in a change's state: the empty string stands for the event's boot
+    /// (`core/boot_scope.rs`).
+    fn state_boot(&mut self, event_boot: &BootId) -> Option<BootId> {
+        let bytes = self.bytes()?;
+        if bytes.is_empty() {
+            Some(event_boot.clone())
+        } else {
+            decode_boot_id(bytes)
+        }
+    }
+
+    fn attempt(&mut self, event_boot: &BootId) -> Option<Attempt> {
+        let run = self.u32()?;
+        let number = self.u32()?;
+        let boot = self.state_boot(event_boot)?;
+        let started_at = self.timestamp()?;
+        let started_since_boot = self.duration()?;
+        Some(Attempt {
+            run,
+            number,
+            boot,
+            started_at,
+            started_since_boot,
+        })
+    }
+
+    fn option_attempt(&mut self, event_boot: &BootId) -> Option<Option<Attempt>> {
+        Some(if self.tag()? {
+            Some(self.attempt(event_boot)?)
+        } else {
+            None
+        })
+    }
+
+    /// A reboot's attribution; one naming another job is left to serde.
+    fn attribution(&mut self) -> Option<RebootAttribution> {
+        match self.u32()? {
+            0 => Some(RebootAttribution::RequestedByJob(match self.u32()? {
+                0 => RebootKind::Soft,
+                1 => RebootKind::Hard,
+                _ => return None,
+            })),
+            1 => Some(RebootAttribution::InitiatedByProgram),
+            3 => Some(RebootAttribution::Unrelated),
+            _ => None,
+        }
+    }
+
+    fn failure(&mut self) -> Option<FailureReason> {
+        Some(match self.u32()? {
+            0 => FailureReason::ExitCode(self.i32()?),
+            1 => FailureReason::Signal(self.i32()?),
+            2 => FailureReason::TimedOut,
+            3 => FailureReason::Interrupted(self.attribution()?),
+            4 => FailureReason::NotDetected,
+            5 => FailureReason::RebootLoop { boots: self.u32()? },
+            6 => FailureReason::Cancelled,
+            7 => FailureReason::ProgramLost,
+            8 => FailureReason::LaunchFailed,
+            9 => FailureReason::Abandoned,
+            _ => return None,
+        })
+    }
+
+    /// A change's state; `AwaitingReboot`, a termination and a provisional failure are left
+    /// to serde.
+    fn state(&mut self, event_boot: &BootId) -> Option<JobState> {
+        match self.u32()? {
+            0 => {
+                let run = self.u32()?;
+                let attempt = self.u32()?;
+                let not_before = self.option_timestamp()?;
+                let last_failure = if self.tag()? {
+                    Some(self.failure()?)
+                } else {
+                    None
+                };
+                let previous = self.option_attempt(event_boot)?;
+                let check_before_retry = self.tag()?;
+                Some(JobState::Queued {
+                    run,
+                    attempt,
+                    not_before,
+                    last_failure,
+                    previous,
+                    check_before_retry,
+                })
+            }
+            1 => {
+                let attempt = self.attempt(event_boot)?;
+                let launch = match self.u32()? {
+                    0 => Launch::Pending,
+                    1 => Launch::Recorded(self.program_id()?),
+                    2 => Launch::Observed,
+                    _ => return None,
+                };
+                let shutdown_notice_at = self.option_timestamp()?;
+                // A termination or a provisional failure: left to serde.
+                if self.tag()? || self.tag()? {
+                    return None;
+                }
+                Some(JobState::Running {
+                    attempt,
+                    launch,
+                    shutdown_notice_at,
+                    terminate: None,
+                    provisional: None,
+                })
+            }
+            3 => {
+                let attempt = self.attempt(event_boot)?;
+                let at = self.timestamp()?;
+                let exit = self.option_program_exit()?;
+                let reboot = if self.tag()? {
+                    Some(self.attribution()?)
+                } else {
+                    None
+                };
+                let verified = self.tag()?;
+                let restart_suppressed = self.tag()?;
+                Some(JobState::Completed {
+                    attempt,
+                    at,
+                    exit,
+                    reboot,
+                    verified,
+                    restart_suppressed,
+                })
+            }
+            4 => {
+                let run = self.u32()?;
+                let attempt = self.option_attempt(event_boot)?;
+                let at = self.timestamp()?;
+                let reason = self.failure()?;
+                Some(JobState::Failed {
+                    run,
+                    attempt,
+                    at,
+                    reason,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The decoder against serde: on every shape of a change (those it reads and those it
+    //! leaves to serde) and on damaged bytes, whenever it answers, its answer and the bytes it
+    //! used are serde's. Random changes: 512 cases (each also damaged 16 ways);
+    //! `JOBSTATE_PROPTEST_MULTIPLIER=100` runs 100 times more.
+
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+    use super::*;
+    use crate::core::event::CheckResult;
+    use crate::core::id::JobId;
+    use crate::core::program::ProgramStatus;
+    use crate::core::state::{ProvisionalFailure, Termination};
+    use crate::record::{Change, Record};
+
+    fn serde_decode(bytes: &[u8]) -> Option<(Unboxed<'_>, &[u8])> {
+        postcard::take_from_bytes::<Unboxed>(bytes).ok()
+    }
+
+    fn boot() -> impl Strategy<Value = BootId> {
+        prop_oneof![Just("E"), Just("S"), Just("T")].prop_map(|b| BootId::new(b).unwrap())
+    }
+
+    fn time() -> impl Strategy<Value = Timestamp> {
+        let min = chrono::DateTime::<chrono::Utc>::MIN_UTC.timestamp();
+        let max = chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp();
+        (
+            prop_oneof![min..=max, 1_700_000_000i64..1_900_000_000],
+            prop_oneof![
+                Just(0u32),
+                0..1_000_000_000u32,
+                1_000_000_000..2_000_000_000u32
+            ],
+        )
+            .prop_filter_map("a timestamp in range", |(s, n)| {
+                chrono::DateTime::from_timestamp(s, n)
+            })
+    }
+
+    fn duration() -> impl Strategy<Value = Duration> {
+        (
+            prop_oneof![Just(0u64), 0..100_000u64, Just(u64::MAX)],
+            0..1_000_000_000u32,
+        )
+            .prop_map(|(s, n)| Duration::new(s, n))
+    }
+
+    fn exit() -> impl Strategy<Value = ProgramExit> {
+        prop_oneof![
+            any::<i32>().prop_map(ProgramExit::Code),
+            any::<i32>().prop_map(ProgramExit::Signal)
+        ]
+    }
+
+    fn attempt_ref() -> impl Strategy<Value = AttemptRef> {
+        (any::<u32>(), 0..5u32).prop_map(|(run, number)| AttemptRef { run, number })
+    }
+
+    fn attempt() -> impl Strategy<Value = Attempt> {
+        (0..3u32, any::<u32>(), boot(), time(), duration()).prop_map(
+            |(run, number, boot, started_at, started_since_boot)| Attempt {
+                run,
+                number,
+                boot,
+                started_at,
+                started_since_boot,
+            },
+        )
+    }
+
+    fn attribution() -> impl Strategy<Value = RebootAttribution> {
+        prop_oneof![
+            Just(RebootAttribution::RequestedByJob(RebootKind::Soft)),
+            Just(RebootAttribution::RequestedByJob(RebootKind::Hard)),
+            Just(RebootAttribution::InitiatedByProgram),
+            Just(RebootAttribution::ForJob(JobId::new("other").unwrap())),
+            Just(RebootAttribution::Unrelated),
+        ]
+    }
+
+    fn failure() -> impl Strategy<Value = FailureReason> {
+        prop_oneof![
+            any::<i32>().prop_map(FailureReason::ExitCode),
+            any::<i32>().prop_map(FailureReason::Signal),
+            Just(FailureReason::TimedOut),
+            attribution().prop_map(FailureReason::Interrupted),
+            Just(FailureReason::NotDetected),
+            any::<u32>().prop_map(|boots| FailureReason::RebootLoop { boots }),
+            Just(FailureReason::Cancelled),
+            Just(FailureReason::ProgramLost),
+            Just(FailureReason::LaunchFailed),
+            Just(FailureReason::Abandoned),
+        ]
+    }
+
+    fn program() -> impl Strategy<Value = ProgramId> {
+        (any::<u32>(), any::<u64>()).prop_map(|(pid, start)| ProgramId::new(pid, start))
+    }
+
+    fn state() -> BoxedStrategy<JobState> {
+        let queued = (
+            any::<u32>(),
+            any::<u32>(),
+            proptest::option::of(time()),
+            proptest::option::of(failure()),
+            proptest::option::of(attempt()),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(run, attempt, not_before, last_failure, previous, check_before_retry)| {
+                    JobState::Queued {
+                        run,
+                        attempt,
+                        not_before,
+                        last_failure,
+                        previous,
+                        check_before_retry,
+                    }
+                },
+            );
+        let launch = prop_oneof![
+            Just(Launch::Pending),
+            program().prop_map(Launch::Recorded),
+            Just(Launch::Observed)
+        ];
+        let termination =
+            (time(), duration(), any::<bool>()).prop_map(|(at, since_boot, unresponsive)| {
+                Termination {
+                    at,
+                    since_boot,
+                    unresponsive,
+                }
+            });
+        let provisional = (proptest::option::of(exit()), duration())
+            .prop_map(|(exit, since_boot)| ProvisionalFailure { exit, since_boot });
+        let running = (
+            attempt(),
+            launch,
+            proptest::option::of(time()),
+            proptest::option::weighted(0.2, termination),
+            proptest::option::weighted(0.2, provisional),
+        )
+            .prop_map(
+                |(attempt, launch, shutdown_notice_at, terminate, provisional)| JobState::Running {
+                    attempt,
+                    launch,
+                    shutdown_notice_at,
+                    terminate,
+                    provisional,
+                },
+            );
+        let awaiting = (
+            attempt(),
+            attribution(),
+            boot(),
+            time(),
+            duration(),
+            1..3u32,
+        )
+            .prop_map(|(attempt, cause, requested_in, since, since_boot, wait)| {
+                JobState::AwaitingReboot {
+                    attempt,
+                    cause,
+                    requested_in,
+                    since,
+                    since_boot,
+                    wait,
+                    overdue: 0,
+                    exit: None,
+                    reboots_seen: 0,
+                    verifying_in: None,
+                }
+            });
+        let completed = (
+            attempt(),
+            time(),
+            proptest::option::of(exit()),
+            proptest::option::of(attribution()),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(attempt, at, exit, reboot, verified, restart_suppressed)| JobState::Completed {
+                    attempt,
+                    at,
+                    exit,
+                    reboot,
+                    verified,
+                    restart_suppressed,
+                },
+            );
+        let failed = (
+            any::<u32>(),
+            proptest::option::of(attempt()),
+            time(),
+            failure(),
+        )
+            .prop_map(|(run, attempt, at, reason)| JobState::Failed {
+                run,
+                attempt,
+                at,
+                reason,
+            });
+        prop_oneof![
+            queued.boxed(),
+            running.boxed(),
+            awaiting.boxed(),
+            completed.boxed(),
+            failed.boxed()
+        ]
+        .boxed()
+    }
+
+    fn kind() -> BoxedStrategy<EventKind> {
+        prop_oneof![
+            Just(EventKind::Offered),
+            Just(EventKind::SpecChanged),
+            Just(EventKind::AttemptStarted),
+            (attempt_ref(), program())
+                .prop_map(|(attempt, program)| EventKind::Launched { attempt, program }),
+            attempt_ref().prop_map(|attempt| EventKind::LaunchFailed { attempt }),
+            (attempt_ref(), exit(), any::<bool>()).prop_map(|(attempt, exit, restart_pending)| {
+                EventKind::ProgramExited {
+                    attempt,
+                    exit,
+                    restart_pending,
+                }
+            }),
+            attempt_ref().prop_map(|attempt| EventKind::ProgramLost { attempt }),
+            Just(EventKind::ShutdownNoticed),
+            Just(EventKind::AgentStarted {
+                program: ProgramStatus::Alive,
+                restart_of: None,
+            }),
+            attempt_ref().prop_map(|attempt| EventKind::RebootExpected {
+                attempt,
+                kind: RebootKind::Soft,
+            }),
+            attempt_ref().prop_map(|attempt| EventKind::Verified {
+                attempt,
+                result: CheckResult::Installed,
+            }),
+            Just(EventKind::Tick {
+                program: ProgramStatus::Unknown
+            }),
+            Just(EventKind::CancelRequested),
+            Just(EventKind::RerunRequested),
+            Just(EventKind::AbandonRequested),
+        ]
+        .boxed()
+    }
+
+    fn change() -> BoxedStrategy<(bool, Change)> {
+        (
+            any::<bool>(),
+            prop_oneof![Just("patch"), Just("kb-5034441"), Just("ü-job")],
+            prop_oneof![Just(1u64), any::<u64>()],
+            proptest::option::of((any::<bool>(), 0..3u32, any::<bool>())),
+            (time(), boot(), duration(), kind()),
+            state(),
+        )
+            .prop_map(
+                |(compacted, job, seq, spec, (at, boot, since_boot, kind), state)| {
+                    let job = JobId::new(job).unwrap();
+                    // Specs that differ by id and by settings: the decoder's last spec is reused
+                    // for some and not for others.
+                    let spec = spec.map(|(mandatory, reboots, unix)| {
+                        let codes = if unix {
+                            crate::core::exit_code::ExitCodePolicy::unix()
+                        } else {
+                            crate::core::exit_code::ExitCodePolicy::windows_installer()
+                        };
+                        Arc::new(
+                            JobSpec::new(job.clone())
+                                .with_mandatory(mandatory)
+                                .with_max_reboots(reboots)
+                                .with_exit_codes(codes),
+                        )
+                    });
+                    let event = Event {
+                        at,
+                        boot,
+                        since_boot,
+                        kind,
+                    };
+                    (
+                        compacted,
+                        Change {
+                            job,
+                            seq,
+                            spec,
+                            event,
+                            state,
+                        },
+                    )
+                },
+            )
+            .boxed()
+    }
+
+    /// Whether the decoder must read `change` itself: every shape it claims to.
+    fn handled(change: &Change) -> bool {
+        let attribution_ok = |a: &RebootAttribution| !matches!(a, RebootAttribution::ForJob(_));
+        let failure_ok = |f: &FailureReason| match f {
+            FailureReason::Interrupted(a) => attribution_ok(a),
+            _ => true,
+        };
+        let event_ok = !matches!(
+            change.event.kind,
+            EventKind::AgentStarted { .. }
+                | EventKind::RebootExpected { .. }
+                | EventKind::Verified { .. }
+                | EventKind::Tick { .. }
+        );
+        let state_ok = match &change.state {
+            JobState::Queued { last_failure, .. } => last_failure.as_ref().is_none_or(failure_ok),
+            JobState::Running {
+                terminate,
+                provisional,
+                ..
+            } => terminate.is_none() && provisional.is_none(),
+            JobState::AwaitingReboot { .. } => false,
+            JobState::Completed { reboot, .. } => reboot.as_ref().is_none_or(attribution_ok),
+            JobState::Failed { reason, .. } => failure_ok(reason),
+        };
+        event_ok && state_ok
+    }
+
+    fn encoded(compacted: bool, change: &Change) -> Vec<u8> {
+        let change = Box::new(change.clone());
+        let record = if compacted {
+            Record::Compacted(change)
+        } else {
+            Record::Change(change)
+        };
+        let mut bytes = Vec::new();
+        crate::codec::encode_into(&record, &mut bytes).unwrap();
+        bytes
+    }
+
+    /// Whatever the decoder answers for `bytes` is serde's answer.
+    fn agrees(bytes: &[u8]) -> Result<bool, TestCaseError> {
+        let Some((fast, fast_rest)) = decode(bytes) else {
+            return Ok(false);
+        };
+        let Some((slow, slow_rest)) = serde_decode(bytes) else {
+            return Err(TestCaseError::fail(format!(
+                "the decoder read bytes serde refuses: {bytes:?}"
+            )));
+        };
+        prop_assert_eq!(fast, slow);
+        prop_assert_eq!(fast_rest.len(), slow_rest.len());
+        Ok(true)
+    }
+
+    fn cases() -> u32 {
+        let multiplier: u32 = std::env::var("JOBSTATE_PROPTEST_MULTIPLIER")
+            .ok()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(1);
+        512 * multiplier
+    }
+
+    /// The integers as postcard reads them, on random bytes: every length, a continuation bit
+    /// or not on each byte, encodings longer than needed, overflow.
+    #[test]
+    fn integers_are_read_as_postcard_reads_them() {
+        fn same<T: PartialEq + std::fmt::Debug + for<'a> serde::Deserialize<'a>>(
+            bytes: &[u8],
+            read: impl Fn(&mut Reader<'_>) -> Option<T>,
+        ) -> Result<(), TestCaseError> {
+            let mut r = Reader { bytes };
+            let ours = read(&mut r).map(|v| (v, r.bytes.len()));
+            let theirs = postcard::take_from_bytes::<T>(bytes)
+                .ok()
+                .map(|(v, rest)| (v, rest.len()));
+            prop_assert_eq!(ours, theirs, "{:?}", bytes);
+            Ok(())
+        }
+        let byte = prop_oneof![
+            0x80..=0xFFu8,
+            0..0x80u8,
+            Just(0x80u8),
+            Just(0u8),
+            Just(1u8),
+            Just(0x0Fu8),
+            Just(0x10u8)
+        ];
+        let mut runner = TestRunner::new(Config {
+            failure_persistence: None,
+            ..Config::with_cases(cases() * 16)
+        });
+        runner
+            .run(&proptest::collection::vec(byte, 0..14), |bytes| {
+                same::<u64>(&bytes, |r| r.u64())?;
+                same::<u32>(&bytes, |r| r.u32())?;
+                same::<i64>(&bytes, |r| r.i64())?;
+                same::<i32>(&bytes, |r| r.i32())?;
+                same::<bool>(&bytes, |r| r.tag())?;
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "change decoder: {} byte strings read as postcard reads them",
+            cases() * 16
+        );
+    }
+
+    #[test]
+    fn the_decoder_reads_what_serde_reads() {
+        let mut runner = TestRunner::new(Config {
+            failure_persistence: None,
+            ..Config::with_cases(cases())
+        });
+        let counts = std::cell::Cell::new((0u32, 0u32, 0u32, 0u32));
+        let strategy = (
+            change(),
+            proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 16),
+        );
+        runner
+            .run(&strategy, |((compacted, change), damage)| {
+                let mut bytes = encoded(compacted, &change);
+                // Another record after it: the decoder stops where the record ends.
+                bytes.extend(encoded(false, &change));
+                let read = agrees(&bytes)?;
+                prop_assert_eq!(read, handled(&change), "{:?}", change);
+                let (mut fast, mut slow, mut damaged, mut damaged_read) = counts.get();
+                if read {
+                    fast += 1;
+                } else {
+                    slow += 1;
+                }
+                // Damaged: a byte replaced, or the bytes cut short there.
+                for (i, (at, byte)) in damage.iter().enumerate() {
+                    let at = at.index(bytes.len());
+                    let mut bad = bytes.clone();
+                    if i % 4 == 3 {
+                        bad.truncate(at);
+                    } else {
+                        bad[at] = *byte;
+                    }
+                    damaged += 1;
+                    if agrees(&bad)? {
+                        damaged_read += 1;
+                    }
+                }
+                counts.set((fast, slow, damaged, damaged_read));
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (fast, slow, damaged, damaged_read) = counts.get();
+        eprintln!(
+            "change decoder: {} cases, {fast} read by the decoder and {slow} left to serde, all as serde reads them; {damaged} damaged, {damaged_read} of them read (as serde reads them)",
+            cases()
+        );
+        assert!(fast > 0 && slow > 0 && damaged_read > 0);
+    }
+}
