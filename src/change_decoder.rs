@@ -42,7 +42,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(Unboxed<'_>, &[u8])> {
     if variant != CHANGE && variant != COMPACTED {
         return None;
     }
-    let job = r.str()?;
+    let job = r.bytes()?;
     let seq = r.u64()?;
     let spec = if r.tag()? {
         Some(Arc::new(r.spec()?))
@@ -75,6 +75,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline(always)]
     fn byte(&mut self) -> Option<u8> {
         let (&byte, rest) = self.bytes.split_first()?;
         self.bytes = rest;
@@ -130,26 +131,31 @@ impl<'a> Reader<'a> {
         None
     }
 
+    #[inline(always)]
     fn u64(&mut self) -> Option<u64> {
         self.varint(10, 0x01)
     }
 
+    #[inline(always)]
     fn u32(&mut self) -> Option<u32> {
         // The last (fifth) byte holds 4 bits; what is read fits in a u32.
         u32::try_from(self.varint(5, 0x0F)?).ok()
     }
 
+    #[inline(always)]
     fn i64(&mut self) -> Option<i64> {
         let n = self.u64()?;
         Some(((n >> 1) as i64) ^ -((n & 1) as i64))
     }
 
+    #[inline(always)]
     fn i32(&mut self) -> Option<i32> {
         let n = self.u32()?;
         Some(((n >> 1) as i32) ^ -((n & 1) as i32))
     }
 
     /// A bool, or an option's tag (`true`: `Some`): one byte, 0 or 1.
+    #[inline(always)]
     fn tag(&mut self) -> Option<bool> {
         match self.byte()? {
             0 => Some(false),
@@ -164,10 +170,6 @@ impl<'a> Reader<'a> {
         let (taken, rest) = self.bytes.split_at_checked(len)?;
         self.bytes = rest;
         Some(taken)
-    }
-
-    fn str(&mut self) -> Option<&'a str> {
-        std::str::from_utf8(self.bytes()?).ok()
     }
 
     /// A job spec: its id, then its settings, which are the last spec's ([`LAST_SPEC`]) if

@@ -118,7 +118,7 @@ mod shared_spec {
 /// table, not looked up in the decoder's id cache, allocated or validated again.
 #[cfg_attr(test, derive(Debug, PartialEq))]
 pub(crate) struct StoredChange<'a> {
-    job: &'a str,
+    job: &'a [u8],
     seq: u64,
     spec: Option<Arc<JobSpec>>,
     event: Event,
@@ -128,7 +128,7 @@ pub(crate) struct StoredChange<'a> {
 impl<'a> StoredChange<'a> {
     /// A change of the job whose id is stored as `job`.
     pub(crate) fn new(
-        job: &'a str,
+        job: &'a [u8],
         seq: u64,
         spec: Option<Arc<JobSpec>>,
         event: Event,
@@ -157,10 +157,13 @@ impl<'a> StoredChange<'a> {
 
     /// The id the stored bytes name, known to no table: the spec's the change carries when it is
     /// the same (decoded and validated already), else validated here.
-    fn new_job_id(&self) -> Result<JobId, crate::core::id::IdError> {
+    fn new_job_id(&self) -> Result<JobId, String> {
         match &self.spec {
-            Some(spec) if spec.id().as_str() == self.job => Ok(spec.id().clone()),
-            _ => JobId::new(self.job),
+            Some(spec) if spec.id().as_str().as_bytes() == self.job => Ok(spec.id().clone()),
+            _ => {
+                let id = std::str::from_utf8(self.job).map_err(|e| format!("not UTF-8: {e}"))?;
+                JobId::new(id).map_err(|e| e.to_string())
+            }
         }
     }
 
@@ -168,9 +171,7 @@ impl<'a> StoredChange<'a> {
     pub(crate) fn into_change(self) -> Result<Change, crate::codec::DecodeError> {
         let job = self
             .new_job_id()
-            .map_err(|e| crate::codec::DecodeError::Malformed {
-                detail: e.to_string(),
-            })?;
+            .map_err(|detail| crate::codec::DecodeError::Malformed { detail })?;
         Ok(self.with_job(job))
     }
 }
@@ -205,7 +206,7 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for BinaryChange<'a> {
     ) -> Result<StoredChange<'a>, A::Error> {
         use serde::de::Error;
         let missing = |i: usize| A::Error::invalid_length(i, &"a change of five fields");
-        let job = seq.next_element::<&'de str>()?.ok_or_else(|| missing(0))?;
+        let job = seq.next_element::<&'de [u8]>()?.ok_or_else(|| missing(0))?;
         let number = seq.next_element::<u64>()?.ok_or_else(|| missing(1))?;
         let spec = seq
             .next_element::<Option<JobSpec>>()?
@@ -518,8 +519,15 @@ impl JobRecord {
         self.created = Arc::clone(self.spec_at(first_seq));
         self.changed.retain(|(at, _)| *at > first_seq);
         self.changed.shrink_to_fit();
-        // A new allocation of the kept entries: the old one may be shared with another copy.
-        self.history = Arc::new(self.history[cut..].to_vec());
+        match Arc::get_mut(&mut self.history) {
+            // Ours alone (as after an open): cut in place, and give the rest back.
+            Some(history) => {
+                history.drain(..cut);
+                history.shrink_to_fit();
+            }
+            // Shared with another copy (the ledger's and the store's): a new allocation.
+            None => self.history = Arc::new(self.history[cut..].to_vec()),
+        }
         self.first_seq = first_seq;
         true
     }
@@ -805,10 +813,12 @@ impl JobTable {
         let (job, slot) = match self.index.get_key_value(stored.job) {
             Some((id, &slot)) => (id.clone(), Some(slot)),
             None => {
-                let id = stored.new_job_id().map_err(|e| ReplayError::InvalidJobId {
-                    id: stored.job.to_owned(),
-                    why: e.to_string(),
-                })?;
+                let id = stored
+                    .new_job_id()
+                    .map_err(|why| ReplayError::InvalidJobId {
+                        id: String::from_utf8_lossy(stored.job).into_owned(),
+                        why,
+                    })?;
                 (id, None)
             }
         };

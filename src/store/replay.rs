@@ -341,6 +341,15 @@ mod tests {
         let err = replay(&bad[1..]).err().unwrap_or_default();
         assert!(err.contains("not a valid job id"), "{err}");
 
+        // Not UTF-8 at all: refused the same ways.
+        let bad = replaced(&one, b"patch", b"pa\xffch");
+        assert!(matches!(
+            codec::decode(&bad),
+            Err(DecodeError::Malformed { .. })
+        ));
+        let err = replay(&bad[1..]).err().unwrap_or_default();
+        assert!(err.contains("not UTF-8"), "{err}");
+
         // A later change naming an unknown job with a valid id: the replay says so.
         let mut bytes = Vec::new();
         codec::encode_into(&change("patch", 1, EventKind::Offered), &mut bytes).unwrap();
