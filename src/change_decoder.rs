@@ -164,9 +164,17 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A length-prefixed byte string.
+    /// A length-prefixed byte string. postcard reads a length as a `usize` varint: at most 10
+    /// bytes where a pointer is 64 bits, 5 where it is 32 (a longer encoding of a short length
+    /// is refused there).
     fn bytes(&mut self) -> Option<&'a [u8]> {
-        let len = usize::try_from(self.u64()?).ok()?;
+        let len = if cfg!(target_pointer_width = "64") {
+            usize::try_from(self.u64()?).ok()?
+        } else if cfg!(target_pointer_width = "32") {
+            usize::try_from(self.u32()?).ok()?
+        } else {
+            return None;
+        };
         let (taken, rest) = self.bytes.split_at_checked(len)?;
         self.bytes = rest;
         Some(taken)
@@ -845,6 +853,7 @@ mod tests {
                 same::<i64>(&bytes, |r| r.i64())?;
                 same::<i32>(&bytes, |r| r.i32())?;
                 same::<bool>(&bytes, |r| r.tag())?;
+                same::<Vec<u8>>(&bytes, |r| r.bytes().map(<[u8]>::to_vec))?;
                 Ok(())
             })
             .unwrap_or_else(|e| panic!("{e}"));

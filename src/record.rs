@@ -633,6 +633,24 @@ pub enum ReplayError {
     },
 }
 
+/// A job's key in a [`JobTable`]'s index: its id, hashed and compared as its bytes, so that
+/// recovery looks up the bytes a store holds before checking them as an id (a known job's are
+/// never checked again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IdKey(JobId);
+
+impl std::hash::Hash for IdKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.as_str().as_bytes().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for IdKey {
+    fn borrow(&self) -> &[u8] {
+        self.0.as_str().as_bytes()
+    }
+}
+
 /// Job records rebuilt from changes, in the order the jobs were first offered.
 ///
 /// Stores use it to turn the changes they keep into the records [`Store::load`](crate::store::Store::load)
@@ -667,7 +685,7 @@ pub enum ReplayError {
 #[derive(Debug, Clone, Default)]
 pub struct JobTable {
     jobs: Vec<JobRecord>,
-    index: FxHashMap<JobId, usize>,
+    index: FxHashMap<IdKey, usize>,
     /// The positions of the jobs whose run is not finished: the ledger's every-call questions
     /// (what may run, what runs, what waits) cost O(unfinished jobs), not O(all jobs ever).
     unfinished: std::collections::BTreeSet<usize>,
@@ -684,12 +702,14 @@ impl JobTable {
         let mut table = Self::default();
         table.index.reserve(records.len());
         for record in records {
-            if table.index.contains_key(record.id()) {
+            if table.index.contains_key(record.id().as_str().as_bytes()) {
                 return Err(ReplayError::Duplicate {
                     job: record.id().clone(),
                 });
             }
-            table.index.insert(record.id().clone(), table.jobs.len());
+            table
+                .index
+                .insert(IdKey(record.id().clone()), table.jobs.len());
             if !record.state().is_terminal() {
                 table.unfinished.insert(table.jobs.len());
             }
@@ -747,7 +767,7 @@ impl JobTable {
     /// millions of them, and each copy of one costs).
     #[inline(always)]
     pub(crate) fn apply_change(&mut self, change: Change) -> Result<(), ReplayError> {
-        let slot = self.index.get(&change.job).copied();
+        let slot = self.index.get(change.job.as_str().as_bytes()).copied();
         self.apply_change_at(change, slot)
     }
 
@@ -777,7 +797,7 @@ impl JobTable {
                     job: job.clone(),
                     seq,
                 })?;
-                self.index.insert(job, self.jobs.len());
+                self.index.insert(IdKey(job), self.jobs.len());
                 // Room for a typical job's life (offered, started, finished, reported) at once.
                 let mut history = Vec::with_capacity(4);
                 history.push(entry);
@@ -811,7 +831,7 @@ impl JobTable {
         compacted: bool,
     ) -> Result<(), ReplayError> {
         let (job, slot) = match self.index.get_key_value(stored.job) {
-            Some((id, &slot)) => (id.clone(), Some(slot)),
+            Some((key, &slot)) => (key.0.clone(), Some(slot)),
             None => {
                 let id = stored
                     .new_job_id()
@@ -840,7 +860,7 @@ impl JobTable {
             event,
             state,
         } = change;
-        if self.index.contains_key(&job) {
+        if self.index.contains_key(job.as_str().as_bytes()) {
             return Err(ReplayError::Duplicate { job });
         }
         let Some(spec) = spec else {
@@ -868,7 +888,7 @@ impl JobTable {
         if let Some(touched) = &mut self.touched {
             touched.insert(self.jobs.len());
         }
-        self.index.insert(job, self.jobs.len());
+        self.index.insert(IdKey(job), self.jobs.len());
         self.jobs.push(JobRecord {
             created: spec,
             first_seq: seq,
@@ -915,7 +935,7 @@ impl JobTable {
     /// Drops the earlier runs `retention` lets go from `id`'s history (no tombstone): after a
     /// change that may have started a new run.
     pub(crate) fn compact_job(&mut self, id: &JobId, retention: &crate::retention::Retention) {
-        if let Some(&i) = self.index.get(id)
+        if let Some(&i) = self.index.get(id.as_str().as_bytes())
             && let Some(job) = self.jobs.get_mut(i)
         {
             job.compact(retention, false);
@@ -924,7 +944,9 @@ impl JobTable {
 
     /// The record of `id`, if known.
     pub fn get(&self, id: &JobId) -> Option<&JobRecord> {
-        self.index.get(id).map(|&i| &self.jobs[i])
+        self.index
+            .get(id.as_str().as_bytes())
+            .map(|&i| &self.jobs[i])
     }
 
     /// All records, in the order the jobs were first offered.

@@ -236,16 +236,8 @@ macro_rules! validated_id {
         /// Cheap to clone: the string is shared (reference-counted), and decoding a stored id
         /// seen recently shares the string already decoded rather than allocating and
         /// validating it again.
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(Arc<str>);
-
-        /// Hashed as its bytes (as a `[u8]` is), so that a map keyed by ids is searched by the
-        /// bytes a store holds, before they are checked for UTF-8.
-        impl std::hash::Hash for $name {
-            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-                self.0.as_bytes().hash(state);
-            }
-        }
 
         impl $name {
             /// The longest identifier accepted, in bytes.
@@ -334,14 +326,6 @@ macro_rules! validated_id {
                 } else {
                     d.deserialize_bytes(Visitor(true))
                 }
-            }
-        }
-
-        /// Hashes, compares and orders as its bytes: a map keyed by ids is searched by the
-        /// bytes a store holds.
-        impl std::borrow::Borrow<[u8]> for $name {
-            fn borrow(&self) -> &[u8] {
-                self.0.as_bytes()
             }
         }
 

@@ -285,6 +285,10 @@ impl JobSpec {
 impl From<SpecForm> for JobSpec {
     /// Through the builder, so that a spec read from text obeys the same floors (at least one
     /// attempt, one reboot, a restart deadline of a second) as one built in code.
+    ///
+    /// No setting may depend on the id (a default derived from it, a check against it): the
+    /// recovery decoder reuses the settings of the spec it decoded last for a spec whose bytes
+    /// after its id are the same (`change_decoder.rs`, `LAST_SPEC`).
     fn from(form: SpecForm) -> Self {
         JobSpec::new(form.id)
             .with_mandatory(form.mandatory)
