@@ -200,7 +200,7 @@ impl<'a> Reader<'a> {
             return Some(spec);
         }
         let (spec, rest) = postcard::take_from_bytes::<JobSpec>(start).ok()?;
-        let used = settings.get(..settings.len() - rest.len())?;
+        let used = settings.get(..settings.len().checked_sub(rest.len())?)?;
         let _ = LAST_SPEC.try_with(|last| {
             if let Ok(mut last) = last.try_borrow_mut() {
                 *last = Some((used.to_vec(), Arc::new(spec.clone())));

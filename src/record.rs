@@ -161,7 +161,8 @@ impl<'a> StoredChange<'a> {
         match &self.spec {
             Some(spec) if spec.id().as_str().as_bytes() == self.job => Ok(spec.id().clone()),
             _ => {
-                let id = std::str::from_utf8(self.job).map_err(|e| format!("not UTF-8: {e}"))?;
+                let id = std::str::from_utf8(self.job)
+                    .map_err(|e| format!("the id is not UTF-8: {e}"))?;
                 JobId::new(id).map_err(|e| e.to_string())
             }
         }
@@ -633,6 +634,18 @@ pub enum ReplayError {
     },
 }
 
+/// A stored job id that is not valid, as an error shows it: at most its first 64 bytes (a
+/// damaged length can make it megabytes long), invalid UTF-8 replaced.
+pub(crate) fn shown_id(bytes: &[u8]) -> String {
+    const SHOWN: usize = 64;
+    let shown = String::from_utf8_lossy(bytes.get(..SHOWN).unwrap_or(bytes)).into_owned();
+    if bytes.len() > SHOWN {
+        format!("{shown}… ({} bytes)", bytes.len())
+    } else {
+        shown
+    }
+}
+
 /// A job's key in a [`JobTable`]'s index: its id, hashed and compared as its bytes, so that
 /// recovery looks up the bytes a store holds before checking them as an id (a known job's are
 /// never checked again).
@@ -836,7 +849,7 @@ impl JobTable {
                 let id = stored
                     .new_job_id()
                     .map_err(|why| ReplayError::InvalidJobId {
-                        id: String::from_utf8_lossy(stored.job).into_owned(),
+                        id: shown_id(stored.job),
                         why,
                     })?;
                 (id, None)

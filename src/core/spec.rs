@@ -1,5 +1,6 @@
 //! What a job is: its identity and the policies that decide its transitions.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -195,10 +196,18 @@ impl Default for RetryPolicy {
 /// assert!(typo.unwrap_err().to_string().contains("unknown field `mandatroy`"));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(from = "SpecForm")]
 pub struct JobSpec {
     id: JobId,
+    /// Everything but the id, shared (copy on write): a fleet's jobs mostly differ by id, and
+    /// a store keeps a spec for every job it ever ran.
+    settings: Arc<Settings>,
+}
+
+/// A [`JobSpec`]'s settings: everything but its id. (Shown by `JobSpec`'s `Debug`.)
+#[derive(Clone, PartialEq, Eq)]
+struct Settings {
     mandatory: bool,
     run_condition: RunCondition,
     reboot: RebootBehaviour,
@@ -213,6 +222,30 @@ pub struct JobSpec {
     restart_when_pending: bool,
     wait_for_pending_restart: bool,
     restart_policy: Option<RestartPolicy>,
+}
+
+/// As a struct of its id and its settings side by side (how it read when they were one).
+impl std::fmt::Debug for JobSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &*self.settings;
+        f.debug_struct("JobSpec")
+            .field("id", &self.id)
+            .field("mandatory", &s.mandatory)
+            .field("run_condition", &s.run_condition)
+            .field("reboot", &s.reboot)
+            .field("exit_codes", &s.exit_codes)
+            .field("retry", &s.retry)
+            .field("max_run_time", &s.max_run_time)
+            .field("verify_after_reboot", &s.verify_after_reboot)
+            .field("max_reboots", &s.max_reboots)
+            .field("failure_grace", &s.failure_grace)
+            .field("restart_deadline", &s.restart_deadline)
+            .field("terminate_grace", &s.terminate_grace)
+            .field("restart_when_pending", &s.restart_when_pending)
+            .field("wait_for_pending_restart", &s.wait_for_pending_restart)
+            .field("restart_policy", &s.restart_policy)
+            .finish()
+    }
 }
 
 /// The serde form of a [`JobSpec`]: every field but the id optional, unknown fields refused.
@@ -338,20 +371,20 @@ impl Serialize for JobSpec {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         SpecFormRef {
             id: &self.id,
-            mandatory: self.mandatory,
-            run_condition: self.run_condition,
-            reboot: self.reboot,
-            exit_codes: &self.exit_codes,
-            retry: self.retry,
-            max_run_time: self.max_run_time,
-            verify_after_reboot: self.verify_after_reboot,
-            max_reboots: self.max_reboots,
-            failure_grace: self.failure_grace,
-            restart_deadline: self.restart_deadline,
-            terminate_grace: self.terminate_grace,
-            restart_when_pending: self.restart_when_pending,
-            wait_for_pending_restart: self.wait_for_pending_restart,
-            restart_policy: self.restart_policy,
+            mandatory: self.settings.mandatory,
+            run_condition: self.settings.run_condition,
+            reboot: self.settings.reboot,
+            exit_codes: &self.settings.exit_codes,
+            retry: self.settings.retry,
+            max_run_time: self.settings.max_run_time,
+            verify_after_reboot: self.settings.verify_after_reboot,
+            max_reboots: self.settings.max_reboots,
+            failure_grace: self.settings.failure_grace,
+            restart_deadline: self.settings.restart_deadline,
+            terminate_grace: self.settings.terminate_grace,
+            restart_when_pending: self.settings.restart_when_pending,
+            wait_for_pending_restart: self.settings.wait_for_pending_restart,
+            restart_policy: self.settings.restart_policy,
         }
         .serialize(serializer)
     }
@@ -362,48 +395,50 @@ impl JobSpec {
     pub fn new(id: JobId) -> Self {
         Self {
             id,
-            mandatory: true,
-            run_condition: RunCondition::Always,
-            reboot: RebootBehaviour::Never,
-            exit_codes: ExitCodePolicy::default(),
-            retry: RetryPolicy::default(),
-            max_run_time: DEFAULT_MAX_RUN_TIME,
-            verify_after_reboot: false,
-            max_reboots: DEFAULT_MAX_REBOOTS,
-            failure_grace: DEFAULT_FAILURE_GRACE,
-            restart_deadline: DEFAULT_RESTART_DEADLINE,
-            terminate_grace: DEFAULT_TERMINATE_GRACE,
-            restart_when_pending: false,
-            wait_for_pending_restart: false,
-            restart_policy: None,
+            settings: Arc::new(Settings {
+                mandatory: true,
+                run_condition: RunCondition::Always,
+                reboot: RebootBehaviour::Never,
+                exit_codes: ExitCodePolicy::default(),
+                retry: RetryPolicy::default(),
+                max_run_time: DEFAULT_MAX_RUN_TIME,
+                verify_after_reboot: false,
+                max_reboots: DEFAULT_MAX_REBOOTS,
+                failure_grace: DEFAULT_FAILURE_GRACE,
+                restart_deadline: DEFAULT_RESTART_DEADLINE,
+                terminate_grace: DEFAULT_TERMINATE_GRACE,
+                restart_when_pending: false,
+                wait_for_pending_restart: false,
+                restart_policy: None,
+            }),
         }
     }
 
     /// Mandatory jobs, once completed, are never run again; optional ones may be rerun on request.
     #[must_use]
     pub fn with_mandatory(mut self, mandatory: bool) -> Self {
-        self.mandatory = mandatory;
+        Arc::make_mut(&mut self.settings).mandatory = mandatory;
         self
     }
 
     /// When the job may run with respect to a logged-on user.
     #[must_use]
     pub fn with_run_condition(mut self, condition: RunCondition) -> Self {
-        self.run_condition = condition;
+        Arc::make_mut(&mut self.settings).run_condition = condition;
         self
     }
 
     /// How the job's program relates to restarting the machine.
     #[must_use]
     pub fn with_reboot(mut self, behaviour: RebootBehaviour) -> Self {
-        self.reboot = behaviour;
+        Arc::make_mut(&mut self.settings).reboot = behaviour;
         self
     }
 
     /// How exit codes are interpreted.
     #[must_use]
     pub fn with_exit_codes(mut self, policy: ExitCodePolicy) -> Self {
-        self.exit_codes = policy;
+        Arc::make_mut(&mut self.settings).exit_codes = policy;
         self
     }
 
@@ -411,7 +446,7 @@ impl JobSpec {
     #[must_use]
     pub fn with_retry(mut self, mut policy: RetryPolicy) -> Self {
         policy.max_attempts = policy.max_attempts.max(1);
-        self.retry = policy;
+        Arc::make_mut(&mut self.settings).retry = policy;
         self
     }
 
@@ -419,7 +454,7 @@ impl JobSpec {
     /// timed out.
     #[must_use]
     pub fn with_max_run_time(mut self, limit: Duration) -> Self {
-        self.max_run_time = limit;
+        Arc::make_mut(&mut self.settings).max_run_time = limit;
         self
     }
 
@@ -427,7 +462,7 @@ impl JobSpec {
     /// completed.
     #[must_use]
     pub fn with_verify_after_reboot(mut self, verify: bool) -> Self {
-        self.verify_after_reboot = verify;
+        Arc::make_mut(&mut self.settings).verify_after_reboot = verify;
         self
     }
 
@@ -435,7 +470,7 @@ impl JobSpec {
     /// instead (the reboot-loop bound). 0 is treated as 1.
     #[must_use]
     pub fn with_max_reboots(mut self, max: u32) -> Self {
-        self.max_reboots = max.max(1);
+        Arc::make_mut(&mut self.settings).max_reboots = max.max(1);
         self
     }
 
@@ -446,7 +481,7 @@ impl JobSpec {
     /// Zero makes every failing exit final at once.
     #[must_use]
     pub fn with_failure_grace(mut self, window: Duration) -> Self {
-        self.failure_grace = window;
+        Arc::make_mut(&mut self.settings).failure_grace = window;
         self
     }
 
@@ -455,7 +490,7 @@ impl JobSpec {
     /// again after 3, 7, 15, ... times this (the interval doubles). At least 1 second.
     #[must_use]
     pub fn with_restart_deadline(mut self, deadline: Duration) -> Self {
-        self.restart_deadline = deadline.max(Duration::from_secs(1));
+        Arc::make_mut(&mut self.settings).restart_deadline = deadline.max(Duration::from_secs(1));
         self
     }
 
@@ -464,7 +499,7 @@ impl JobSpec {
     /// operator abandons the job.
     #[must_use]
     pub fn with_terminate_grace(mut self, grace: Duration) -> Self {
-        self.terminate_grace = grace;
+        Arc::make_mut(&mut self.settings).terminate_grace = grace;
         self
     }
 
@@ -475,7 +510,7 @@ impl JobSpec {
     /// another update would make this job ask for the restart too).
     #[must_use]
     pub fn with_restart_when_pending(mut self, on: bool) -> Self {
-        self.restart_when_pending = on;
+        Arc::make_mut(&mut self.settings).restart_when_pending = on;
         self
     }
 
@@ -487,7 +522,7 @@ impl JobSpec {
     /// Restarts the ledger owes hold every job back whatever this says.
     #[must_use]
     pub fn with_wait_for_pending_restart(mut self, on: bool) -> Self {
-        self.wait_for_pending_restart = on;
+        Arc::make_mut(&mut self.settings).wait_for_pending_restart = on;
         self
     }
 
@@ -495,45 +530,45 @@ impl JobSpec {
     /// default ([`Ledger::set_restart_policy`](crate::Ledger::set_restart_policy)).
     #[must_use]
     pub fn with_restart_policy(mut self, policy: impl Into<Option<RestartPolicy>>) -> Self {
-        self.restart_policy = policy.into();
+        Arc::make_mut(&mut self.settings).restart_policy = policy.into();
         self
     }
 
     /// The job's own restart policy, if it has one.
     pub fn restart_policy(&self) -> Option<RestartPolicy> {
-        self.restart_policy
+        self.settings.restart_policy
     }
 
     /// Whether a success followed by a pending restart means "success, restart required".
     pub fn restart_when_pending(&self) -> bool {
-        self.restart_when_pending
+        self.settings.restart_when_pending
     }
 
     /// Whether the job waits while the operating system says a restart is pending.
     pub fn wait_for_pending_restart(&self) -> bool {
-        self.wait_for_pending_restart
+        self.settings.wait_for_pending_restart
     }
 
     /// The grace window of a failing exit of a program that restarts the machine.
     pub fn failure_grace(&self) -> Duration {
-        self.failure_grace
+        self.settings.failure_grace
     }
 
     /// How long a restart may take to come before it is overdue.
     pub fn restart_deadline(&self) -> Duration {
-        self.restart_deadline
+        self.settings.restart_deadline
     }
 
     /// How long a terminated program may take to go before it is reported unresponsive.
     pub fn terminate_grace(&self) -> Duration {
-        self.terminate_grace
+        self.settings.terminate_grace
     }
 
     /// How long after the start of a wait for a reboot, already reported overdue `overdue`
     /// times, it is overdue again: 1, 3, 7, 15, ... times the restart deadline.
     pub(crate) fn overdue_after(&self, overdue: u32) -> Duration {
         let factor = 2u32.saturating_pow(overdue.saturating_add(1).min(31)) - 1;
-        self.restart_deadline.saturating_mul(factor)
+        self.settings.restart_deadline.saturating_mul(factor)
     }
 
     /// The job's identity.
@@ -543,41 +578,85 @@ impl JobSpec {
 
     /// Whether the job is mandatory.
     pub fn is_mandatory(&self) -> bool {
-        self.mandatory
+        self.settings.mandatory
     }
 
     /// When the job may run.
     pub fn run_condition(&self) -> RunCondition {
-        self.run_condition
+        self.settings.run_condition
     }
 
     /// How the job relates to restarts.
     pub fn reboot(&self) -> RebootBehaviour {
-        self.reboot
+        self.settings.reboot
     }
 
     /// The exit-code policy.
     pub fn exit_codes(&self) -> &ExitCodePolicy {
-        &self.exit_codes
+        &self.settings.exit_codes
     }
 
     /// The retry policy.
     pub fn retry(&self) -> &RetryPolicy {
-        &self.retry
+        &self.settings.retry
     }
 
     /// The maximum run time of one attempt.
     pub fn max_run_time(&self) -> Duration {
-        self.max_run_time
+        self.settings.max_run_time
     }
 
     /// Whether a verification must confirm the result after a reboot.
     pub fn verify_after_reboot(&self) -> bool {
-        self.verify_after_reboot
+        self.settings.verify_after_reboot
     }
 
     /// The reboot-loop bound per attempt.
     pub fn max_reboots(&self) -> u32 {
-        self.max_reboots
+        self.settings.max_reboots
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> JobId {
+        JobId::new(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn shared_settings_are_copied_before_a_builder_changes_them() {
+        let a = JobSpec::new(id("a")).with_max_reboots(3);
+        let b = a.with_id(id("b"));
+        assert!(
+            Arc::ptr_eq(&a.settings, &b.settings),
+            "shared until changed"
+        );
+        assert_eq!(b.id(), &id("b"));
+        assert_eq!(b.max_reboots(), 3);
+
+        let b = b.with_mandatory(false).with_exit_codes(ExitCodePolicy::new(
+            crate::core::exit_code::ExitOutcome::Success,
+        ));
+        assert!(!Arc::ptr_eq(&a.settings, &b.settings));
+        assert!(a.is_mandatory() && !b.is_mandatory());
+        assert_ne!(a.exit_codes(), b.exit_codes());
+        assert_eq!(
+            a,
+            JobSpec::new(id("a")).with_max_reboots(3),
+            "a is untouched"
+        );
+
+        // Equality is by value, shared or not; Debug reads as one flat struct.
+        let c = JobSpec::new(id("a")).with_max_reboots(3);
+        assert!(!Arc::ptr_eq(&a.settings, &c.settings));
+        assert_eq!(a, c);
+        let debug = format!("{a:?}");
+        assert!(
+            debug.starts_with("JobSpec { id: JobId(\"a\"), mandatory: true,"),
+            "{debug}"
+        );
+        assert!(!debug.contains("settings"), "{debug}");
     }
 }

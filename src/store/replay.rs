@@ -348,7 +348,16 @@ mod tests {
             Err(DecodeError::Malformed { .. })
         ));
         let err = replay(&bad[1..]).err().unwrap_or_default();
-        assert!(err.contains("not UTF-8"), "{err}");
+        assert!(err.contains("the id is not UTF-8"), "{err}");
+
+        // A long invalid id is shown cut, with its length.
+        let long = format!("{}\u{7}", "x".repeat(300));
+        let err = crate::record::ReplayError::InvalidJobId {
+            id: crate::record::shown_id(long.as_bytes()),
+            why: String::new(),
+        }
+        .to_string();
+        assert!(err.contains("… (301 bytes)") && err.len() < 300, "{err}");
 
         // A later change naming an unknown job with a valid id: the replay says so.
         let mut bytes = Vec::new();
