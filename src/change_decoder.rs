@@ -44,11 +44,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<(Unboxed<'_>, &[u8])> {
     }
     let job = r.bytes()?;
     let seq = r.u64()?;
-    let spec = if r.tag()? {
-        Some(Arc::new(r.spec()?))
-    } else {
-        None
-    };
+    let spec = r.option(Reader::spec)?.map(Arc::new);
     let event = r.event()?;
     let state = r.state(&event.boot)?;
     let change = StoredChange::new(job, seq, spec, event, state);
@@ -164,6 +160,12 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// An option: its tag, then the value `read` reads if it is `Some`.
+    #[inline(always)]
+    fn option<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        Some(if self.tag()? { Some(read(self)?) } else { None })
+    }
+
     /// A length-prefixed byte string. postcard reads a length as a `usize` varint: at most 10
     /// bytes where a pointer is 64 bits, 5 where it is 32 (a longer encoding of a short length
     /// is refused there).
@@ -217,14 +219,6 @@ impl<'a> Reader<'a> {
         from_parts_cached(secs, nanos)
     }
 
-    fn option_timestamp(&mut self) -> Option<Option<Timestamp>> {
-        Some(if self.tag()? {
-            Some(self.timestamp()?)
-        } else {
-            None
-        })
-    }
-
     /// serde's binary form of a `Duration`: seconds (u64), nanoseconds (u32). (serde carries
     /// nanoseconds of a second or more into the seconds: left to serde.)
     fn duration(&mut self) -> Option<Duration> {
@@ -251,14 +245,6 @@ impl<'a> Reader<'a> {
             1 => Some(ProgramExit::Signal(self.i32()?)),
             _ => None,
         }
-    }
-
-    fn option_program_exit(&mut self) -> Option<Option<ProgramExit>> {
-        Some(if self.tag()? {
-            Some(self.program_exit()?)
-        } else {
-            None
-        })
     }
 
     fn event(&mut self) -> Option<Event> {
@@ -330,14 +316,6 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn option_attempt(&mut self, event_boot: &BootId) -> Option<Option<Attempt>> {
-        Some(if self.tag()? {
-            Some(self.attempt(event_boot)?)
-        } else {
-            None
-        })
-    }
-
     /// A reboot's attribution; one naming another job is left to serde.
     fn attribution(&mut self) -> Option<RebootAttribution> {
         match self.u32()? {
@@ -375,13 +353,9 @@ impl<'a> Reader<'a> {
             0 => {
                 let run = self.u32()?;
                 let attempt = self.u32()?;
-                let not_before = self.option_timestamp()?;
-                let last_failure = if self.tag()? {
-                    Some(self.failure()?)
-                } else {
-                    None
-                };
-                let previous = self.option_attempt(event_boot)?;
+                let not_before = self.option(Self::timestamp)?;
+                let last_failure = self.option(Self::failure)?;
+                let previous = self.option(|r| r.attempt(event_boot))?;
                 let check_before_retry = self.tag()?;
                 Some(JobState::Queued {
                     run,
@@ -400,7 +374,7 @@ impl<'a> Reader<'a> {
                     2 => Launch::Observed,
                     _ => return None,
                 };
-                let shutdown_notice_at = self.option_timestamp()?;
+                let shutdown_notice_at = self.option(Self::timestamp)?;
                 // A termination or a provisional failure: left to serde.
                 if self.tag()? || self.tag()? {
                     return None;
@@ -416,12 +390,8 @@ impl<'a> Reader<'a> {
             3 => {
                 let attempt = self.attempt(event_boot)?;
                 let at = self.timestamp()?;
-                let exit = self.option_program_exit()?;
-                let reboot = if self.tag()? {
-                    Some(self.attribution()?)
-                } else {
-                    None
-                };
+                let exit = self.option(Self::program_exit)?;
+                let reboot = self.option(Self::attribution)?;
                 let verified = self.tag()?;
                 let restart_suppressed = self.tag()?;
                 Some(JobState::Completed {
@@ -435,7 +405,7 @@ impl<'a> Reader<'a> {
             }
             4 => {
                 let run = self.u32()?;
-                let attempt = self.option_attempt(event_boot)?;
+                let attempt = self.option(|r| r.attempt(event_boot))?;
                 let at = self.timestamp()?;
                 let reason = self.failure()?;
                 Some(JobState::Failed {
