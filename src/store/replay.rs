@@ -365,5 +365,24 @@ mod tests {
         codec::encode_into(&change("other", 2, EventKind::Offered), &mut bytes).unwrap();
         let err = replay(&bytes).err().unwrap_or_default();
         assert!(err.contains("before the job was created"), "{err}");
+
+        // A compacted job's first kept change (a snapshot's record) is resolved the same way.
+        let Record::Change(first) = change("patch", 3, EventKind::Offered) else {
+            panic!("a change")
+        };
+        let mut first = *first;
+        first.spec = Some(Arc::new(JobSpec::new(first.job.clone())));
+        let compacted = codec::encode(&Record::Compacted(Box::new(first))).unwrap();
+        let read = replay(&compacted[1..]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read.jobs().get(&id).map(|j| j.history().len()), Some(1));
+        let bad = replaced(&compacted, b"patch", b"pa\x07ch");
+        let err = replay(&bad[1..]).err().unwrap_or_default();
+        assert!(err.contains("not a valid job id"), "{err}");
+        let twice = [&compacted[1..], &compacted[1..]].concat();
+        let err = replay(&twice).err().unwrap_or_default();
+        assert!(
+            err.contains("patch"),
+            "a second record of the job is refused: {err}"
+        );
     }
 }
