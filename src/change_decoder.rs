@@ -27,7 +27,7 @@ use std::time::Duration;
 use crate::core::Timestamp;
 use crate::core::event::{AttemptRef, CheckResult, Event, EventKind};
 use crate::core::exit_code::ProgramExit;
-use crate::core::id::{BootId, JobId, decode_boot_id, decode_job_id};
+use crate::core::id::{BootId, JobId};
 use crate::core::program::{ProgramId, ProgramStatus};
 use crate::core::spec::JobSpec;
 use crate::core::state::{
@@ -73,7 +73,7 @@ thread_local! {
 }
 
 /// A cursor over a record's bytes. Each read answers `None` where postcard would fail, or
-/// where the shape is one this module leaves to serde.
+/// where this module accepts less than serde (then serde reads the record).
 struct Reader<'a> {
     bytes: &'a [u8],
 }
@@ -194,7 +194,7 @@ impl<'a> Reader<'a> {
     /// their bytes are; else read by serde, and remembered.
     fn spec(&mut self) -> Option<JobSpec> {
         let start = self.bytes;
-        let id = decode_job_id(self.bytes()?)?;
+        let id = self.job_id()?;
         let settings = self.bytes;
         let known = LAST_SPEC
             .try_with(|last| {
@@ -257,7 +257,7 @@ impl<'a> Reader<'a> {
 
     fn event(&mut self) -> Option<Event> {
         let at = self.timestamp()?;
-        let boot = decode_boot_id(self.bytes()?)?;
+        let boot = BootId::from_stored::<postcard::Error>(self.bytes()?).ok()?;
         let since_boot = self.duration()?;
         let kind = match self.u32()? {
             0 => EventKind::Offered,
@@ -331,7 +331,7 @@ impl<'a> Reader<'a> {
         if bytes.is_empty() {
             Some(event_boot.clone())
         } else {
-            decode_boot_id(bytes)
+            BootId::from_stored::<postcard::Error>(bytes).ok()
         }
     }
 
@@ -352,7 +352,7 @@ impl<'a> Reader<'a> {
 
     /// A job id, as its serde form reads it (through the per-thread cache of recent ids).
     fn job_id(&mut self) -> Option<JobId> {
-        decode_job_id(self.bytes()?)
+        JobId::from_stored::<postcard::Error>(self.bytes()?).ok()
     }
 
     fn program_status(&mut self) -> Option<ProgramStatus> {

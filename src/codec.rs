@@ -212,9 +212,9 @@ pub fn decode_all(bytes: &[u8]) -> Result<Vec<Record>, DecodeError> {
     Ok(records)
 }
 
-/// Decodes the record at the start of `bytes`: the record and the bytes after it. A change of a
-/// common shape is read by the hand-written decoder (`change_decoder.rs`), anything else by
-/// serde; both read the same bytes the same way.
+/// Decodes the record at the start of `bytes`: the record and the bytes after it. A change is
+/// read by the hand-written decoder (`change_decoder.rs`), anything else (and any change whose
+/// bytes it does not accept) by serde; both read the same bytes the same way.
 #[inline(always)]
 fn take_record(bytes: &[u8]) -> Result<(Unboxed<'_>, &[u8]), DecodeError> {
     if let Some(taken) = change_decoder::decode(bytes) {

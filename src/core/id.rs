@@ -255,6 +255,14 @@ macro_rules! validated_id {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// The id a binary record stores as `bytes` (its string's bytes), as its serde form
+            /// reads it (outside a change's state): through this thread's cache of recent ids,
+            /// checked for UTF-8 and validated when it enters it. What the recovery decoder
+            /// (`change_decoder.rs`) calls too.
+            pub(crate) fn from_stored<E: serde::de::Error>(bytes: &[u8]) -> Result<Self, E> {
+                decoded(&$recent, bytes, |s| validate($kind, s, $max)).map($name)
+            }
         }
 
         impl TryFrom<String> for $name {
@@ -315,7 +323,7 @@ macro_rules! validated_id {
                                 return Ok($name(id));
                             }
                         }
-                        decoded(&$recent, b, |s| validate($kind, s, $max)).map($name)
+                        $name::from_stored(b)
                     }
                 }
                 // A binary format writes a string as its bytes: read them as bytes, so that
@@ -405,26 +413,6 @@ validated_id!(
     RECENT_BOOT_IDS,
     EventBootScope
 );
-
-/// The boot id a binary record stores as `bytes` (its length-prefixed string), read as its
-/// serde form reads it outside a change's state: through this thread's cache of recent ids,
-/// validated when it enters it. `None` if it is not a valid boot id.
-pub(crate) fn decode_boot_id(bytes: &[u8]) -> Option<BootId> {
-    decoded::<postcard::Error>(&RECENT_BOOT_IDS, bytes, |s| {
-        validate("boot id", s, BootId::MAX_LEN)
-    })
-    .ok()
-    .map(BootId)
-}
-
-/// [`decode_boot_id`] for a job id.
-pub(crate) fn decode_job_id(bytes: &[u8]) -> Option<JobId> {
-    decoded::<postcard::Error>(&RECENT_JOB_IDS, bytes, |s| {
-        validate("job id", s, JobId::MAX_LEN)
-    })
-    .ok()
-    .map(JobId)
-}
 
 #[cfg(test)]
 mod tests {
