@@ -390,88 +390,99 @@ impl Serialize for JobSpec {
     }
 }
 
+/// The settings of [`JobSpec::new`], shared by every spec that keeps them: a store of
+/// 100,000 default jobs holds one copy of them (and of the exit-code table), not 100,000
+/// scattered ones that a compaction must walk.
+static DEFAULT_SETTINGS: std::sync::LazyLock<Arc<Settings>> = std::sync::LazyLock::new(|| {
+    Arc::new(Settings {
+        mandatory: true,
+        run_condition: RunCondition::Always,
+        reboot: RebootBehaviour::Never,
+        exit_codes: ExitCodePolicy::default(),
+        retry: RetryPolicy::default(),
+        max_run_time: DEFAULT_MAX_RUN_TIME,
+        verify_after_reboot: false,
+        max_reboots: DEFAULT_MAX_REBOOTS,
+        failure_grace: DEFAULT_FAILURE_GRACE,
+        restart_deadline: DEFAULT_RESTART_DEADLINE,
+        terminate_grace: DEFAULT_TERMINATE_GRACE,
+        restart_when_pending: false,
+        wait_for_pending_restart: false,
+        restart_policy: None,
+    })
+});
+
+/// `$spec` with one setting set to `$value`; the settings are copied only when the value is
+/// new (a builder that repeats a default keeps sharing them).
+macro_rules! set {
+    ($spec:ident . $field:ident = $value:expr) => {{
+        let value = $value;
+        if $spec.settings.$field != value {
+            Arc::make_mut(&mut $spec.settings).$field = value;
+        }
+        $spec
+    }};
+}
+
 impl JobSpec {
     /// A job with the defaults listed on [`JobSpec`].
     pub fn new(id: JobId) -> Self {
         Self {
             id,
-            settings: Arc::new(Settings {
-                mandatory: true,
-                run_condition: RunCondition::Always,
-                reboot: RebootBehaviour::Never,
-                exit_codes: ExitCodePolicy::default(),
-                retry: RetryPolicy::default(),
-                max_run_time: DEFAULT_MAX_RUN_TIME,
-                verify_after_reboot: false,
-                max_reboots: DEFAULT_MAX_REBOOTS,
-                failure_grace: DEFAULT_FAILURE_GRACE,
-                restart_deadline: DEFAULT_RESTART_DEADLINE,
-                terminate_grace: DEFAULT_TERMINATE_GRACE,
-                restart_when_pending: false,
-                wait_for_pending_restart: false,
-                restart_policy: None,
-            }),
+            settings: Arc::clone(&DEFAULT_SETTINGS),
         }
     }
 
     /// Mandatory jobs, once completed, are never run again; optional ones may be rerun on request.
     #[must_use]
     pub fn with_mandatory(mut self, mandatory: bool) -> Self {
-        Arc::make_mut(&mut self.settings).mandatory = mandatory;
-        self
+        set!(self.mandatory = mandatory)
     }
 
     /// When the job may run with respect to a logged-on user.
     #[must_use]
     pub fn with_run_condition(mut self, condition: RunCondition) -> Self {
-        Arc::make_mut(&mut self.settings).run_condition = condition;
-        self
+        set!(self.run_condition = condition)
     }
 
     /// How the job's program relates to restarting the machine.
     #[must_use]
     pub fn with_reboot(mut self, behaviour: RebootBehaviour) -> Self {
-        Arc::make_mut(&mut self.settings).reboot = behaviour;
-        self
+        set!(self.reboot = behaviour)
     }
 
     /// How exit codes are interpreted.
     #[must_use]
     pub fn with_exit_codes(mut self, policy: ExitCodePolicy) -> Self {
-        Arc::make_mut(&mut self.settings).exit_codes = policy;
-        self
+        set!(self.exit_codes = policy)
     }
 
     /// How failed attempts are retried. `max_attempts` of 0 is treated as 1.
     #[must_use]
     pub fn with_retry(mut self, mut policy: RetryPolicy) -> Self {
         policy.max_attempts = policy.max_attempts.max(1);
-        Arc::make_mut(&mut self.settings).retry = policy;
-        self
+        set!(self.retry = policy)
     }
 
     /// How long one attempt may run before its program is terminated and the attempt ends as
     /// timed out.
     #[must_use]
     pub fn with_max_run_time(mut self, limit: Duration) -> Self {
-        Arc::make_mut(&mut self.settings).max_run_time = limit;
-        self
+        set!(self.max_run_time = limit)
     }
 
     /// Whether a detection check must confirm the result after a reboot before the job is
     /// completed.
     #[must_use]
     pub fn with_verify_after_reboot(mut self, verify: bool) -> Self {
-        Arc::make_mut(&mut self.settings).verify_after_reboot = verify;
-        self
+        set!(self.verify_after_reboot = verify)
     }
 
     /// How many reboots one attempt may see before a further restart request fails the job
     /// instead (the reboot-loop bound). 0 is treated as 1.
     #[must_use]
     pub fn with_max_reboots(mut self, max: u32) -> Self {
-        Arc::make_mut(&mut self.settings).max_reboots = max.max(1);
-        self
+        set!(self.max_reboots = max.max(1))
     }
 
     /// For a job declared [`RebootBehaviour::RestartsMachine`]: how long a failing exit stays
@@ -481,8 +492,7 @@ impl JobSpec {
     /// Zero makes every failing exit final at once.
     #[must_use]
     pub fn with_failure_grace(mut self, window: Duration) -> Self {
-        Arc::make_mut(&mut self.settings).failure_grace = window;
-        self
+        set!(self.failure_grace = window)
     }
 
     /// How long a restart may take to come (measured on the boot's monotonic clock from the
@@ -490,8 +500,7 @@ impl JobSpec {
     /// again after 3, 7, 15, ... times this (the interval doubles). At least 1 second.
     #[must_use]
     pub fn with_restart_deadline(mut self, deadline: Duration) -> Self {
-        Arc::make_mut(&mut self.settings).restart_deadline = deadline.max(Duration::from_secs(1));
-        self
+        set!(self.restart_deadline = deadline.max(Duration::from_secs(1)))
     }
 
     /// How long a program may take to go after its termination was licensed: past it, a program
@@ -499,8 +508,7 @@ impl JobSpec {
     /// operator abandons the job.
     #[must_use]
     pub fn with_terminate_grace(mut self, grace: Duration) -> Self {
-        Arc::make_mut(&mut self.settings).terminate_grace = grace;
-        self
+        set!(self.terminate_grace = grace)
     }
 
     /// Whether a successful exit after which the operating system says a restart is pending
@@ -510,8 +518,7 @@ impl JobSpec {
     /// another update would make this job ask for the restart too).
     #[must_use]
     pub fn with_restart_when_pending(mut self, on: bool) -> Self {
-        Arc::make_mut(&mut self.settings).restart_when_pending = on;
-        self
+        set!(self.restart_when_pending = on)
     }
 
     /// Whether the job must not start while the operating system says a restart is pending
@@ -522,16 +529,14 @@ impl JobSpec {
     /// Restarts the ledger owes hold every job back whatever this says.
     #[must_use]
     pub fn with_wait_for_pending_restart(mut self, on: bool) -> Self {
-        Arc::make_mut(&mut self.settings).wait_for_pending_restart = on;
-        self
+        set!(self.wait_for_pending_restart = on)
     }
 
     /// When the restart this job requires is licensed; `None` (the default): the ledger's
     /// default ([`Ledger::set_restart_policy`](crate::Ledger::set_restart_policy)).
     #[must_use]
     pub fn with_restart_policy(mut self, policy: impl Into<Option<RestartPolicy>>) -> Self {
-        Arc::make_mut(&mut self.settings).restart_policy = policy.into();
-        self
+        set!(self.restart_policy = policy.into())
     }
 
     /// The job's own restart policy, if it has one.
@@ -650,7 +655,6 @@ mod tests {
 
         // Equality is by value, shared or not; Debug reads as one flat struct.
         let c = JobSpec::new(id("a")).with_max_reboots(3);
-        assert!(!Arc::ptr_eq(&a.settings, &c.settings));
         assert_eq!(a, c);
         let debug = format!("{a:?}");
         assert!(
@@ -658,5 +662,29 @@ mod tests {
             "{debug}"
         );
         assert!(!debug.contains("settings"), "{debug}");
+    }
+
+    #[test]
+    fn default_specs_share_one_copy_of_their_settings_until_a_builder_changes_one() {
+        let a = JobSpec::new(id("a"));
+        let b = JobSpec::new(id("b"));
+        assert!(Arc::ptr_eq(&a.settings, &b.settings), "JobSpec::new shares");
+        // A builder that repeats a default keeps sharing (as decoding a default spec does).
+        let c = JobSpec::new(id("c"))
+            .with_mandatory(true)
+            .with_max_reboots(a.max_reboots())
+            .with_exit_codes(a.exit_codes().clone());
+        assert!(Arc::ptr_eq(&a.settings, &c.settings), "a repeated default");
+        let d = JobSpec::new(id("d")).with_max_reboots(a.max_reboots() + 1);
+        assert!(!Arc::ptr_eq(&a.settings, &d.settings), "a new value copies");
+        assert_eq!(d.max_reboots(), a.max_reboots() + 1);
+        assert_eq!(
+            a.max_reboots(),
+            JobSpec::new(id("e")).max_reboots(),
+            "the default is untouched"
+        );
+        let e = d.with_max_reboots(a.max_reboots());
+        assert_eq!(e.max_reboots(), a.max_reboots(), "set back by value");
+        assert_eq!(e.with_id(id("a")), a);
     }
 }
