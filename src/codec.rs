@@ -5,8 +5,9 @@ use serde::Serialize;
 
 use crate::change_decoder;
 use crate::core::effect::{StatusKey, StatusMessage};
-use crate::record::{ChangeRef, Record, Unboxed};
+use crate::record::{ChangeRef, HistoryEntry, JobRecord, Record, Unboxed};
 use crate::report::dead_letter::DeadLetterNote;
+use crate::store::TombstoneBytes;
 use crate::store::{Commit, Replay};
 
 /// [`Record`] by reference: the same encoding (the same variants in the same order), without
@@ -142,39 +143,61 @@ pub fn encode_commit(commit: &Commit, out: &mut Vec<u8>) -> Result<(), EncodeErr
 
 /// Encodes everything `replay` holds as the records [`Replay::records`] lists, without version
 /// bytes, in chunks of at least `chunk` bytes (the last may be shorter): what a snapshot holds,
-/// encoded without cloning any of it.
-pub(crate) fn encode_state(replay: &Replay, chunk: usize) -> Result<Vec<Vec<u8>>, EncodeError> {
+/// encoded without cloning any of it. A tombstone's record is copied from `tombstones` where
+/// its bytes are there, and encoded otherwise; `tombstones` is left holding the bytes of every
+/// tombstone written, and nothing else.
+pub(crate) fn encode_state(
+    replay: &Replay,
+    chunk: usize,
+    tombstones: &mut TombstoneBytes,
+) -> Result<Vec<Vec<u8>>, EncodeError> {
     let mut chunks = Vec::new();
     let mut out = Vec::with_capacity(chunk + chunk / 4);
-    let mut put = |record: RecordRef<'_>, out: &mut Vec<u8>| -> Result<(), EncodeError> {
-        *out = postcard::to_extend(&record, std::mem::take(out)).map_err(|e| EncodeError {
-            detail: e.to_string(),
-        })?;
+    let jobs = replay.jobs();
+    let mut kept = TombstoneBytes::with_capacity(jobs.len(), tombstones.len());
+    let mut full = |out: &mut Vec<u8>| {
         if out.len() >= chunk {
             chunks.push(std::mem::replace(
                 out,
                 Vec::with_capacity(chunk + chunk / 4),
             ));
         }
+    };
+    for (position, job) in jobs.iter().enumerate() {
+        let start = out.len();
+        if let Some(bytes) = tombstones.get(position, job.seq()) {
+            // The crate's own tests (crash tests, property tests) check every copy against a
+            // fresh encoding: bytes kept for a job that changed would write a wrong snapshot.
+            #[cfg(test)]
+            {
+                let mut fresh = Vec::new();
+                encode_job(job, &mut fresh)?;
+                assert!(
+                    job.is_tombstone(),
+                    "bytes kept for {}, no tombstone",
+                    job.id()
+                );
+                assert_eq!(bytes, &fresh[..], "stale bytes kept for {}", job.id());
+            }
+            out.extend_from_slice(bytes);
+            kept.put(position, job.seq(), &out[start..]);
+        } else if job.is_tombstone() {
+            encode_job(job, &mut out)?;
+            kept.put(position, job.seq(), &out[start..]);
+        } else {
+            for entry in job.history() {
+                encode_entry(job, entry, &mut out)?;
+                full(&mut out);
+            }
+        }
+        full(&mut out);
+    }
+    *tombstones = kept;
+    let mut put = |record: RecordRef<'_>, out: &mut Vec<u8>| -> Result<(), EncodeError> {
+        extend(&record, out)?;
+        full(out);
         Ok(())
     };
-    for job in replay.jobs().iter() {
-        for entry in job.history() {
-            let change = ChangeRef::new(
-                job.id(),
-                entry.seq,
-                job.spec_carried_by(entry.seq),
-                &entry.event,
-                &entry.state,
-            );
-            let record = if job.starts_compacted(entry.seq) {
-                RecordRef::Compacted(change)
-            } else {
-                RecordRef::Change(change)
-            };
-            put(record, &mut out)?;
-        }
-    }
     for message in replay.outbox().iter() {
         put(RecordRef::Report(message), &mut out)?;
     }
@@ -186,6 +209,44 @@ pub(crate) fn encode_state(replay: &Replay, chunk: usize) -> Result<Vec<Vec<u8>>
         chunks.push(out);
     }
     Ok(chunks)
+}
+
+/// Appends the records of `job`'s kept history, as a snapshot holds them, to `out`.
+pub(crate) fn encode_job(job: &JobRecord, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    for entry in job.history() {
+        encode_entry(job, entry, out)?;
+    }
+    Ok(())
+}
+
+/// Appends the record of one kept change of `job`: a [`Record::Compacted`] for the first kept
+/// change of a job whose earlier history is gone, a [`Record::Change`] otherwise.
+fn encode_entry(
+    job: &JobRecord,
+    entry: &HistoryEntry,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let change = ChangeRef::new(
+        job.id(),
+        entry.seq,
+        job.spec_carried_by(entry.seq),
+        &entry.event,
+        &entry.state,
+    );
+    let record = if job.starts_compacted(entry.seq) {
+        RecordRef::Compacted(change)
+    } else {
+        RecordRef::Change(change)
+    };
+    extend(&record, out)
+}
+
+/// Appends `record`'s encoding to `out`.
+fn extend(record: &RecordRef<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    *out = postcard::to_extend(record, std::mem::take(out)).map_err(|e| EncodeError {
+        detail: e.to_string(),
+    })?;
+    Ok(())
 }
 
 /// Decodes a record, refusing an unknown format version before reading anything else.
@@ -229,12 +290,20 @@ fn take_record(bytes: &[u8]) -> Result<(Unboxed<'_>, &[u8]), DecodeError> {
 /// each to `f` as soon as it is decoded (what [`decode_all`] does without collecting them):
 /// stops at the first error, a record that does not decode or an error of `f`.
 pub(crate) fn decode_each<E: From<DecodeError>>(
-    mut bytes: &[u8],
+    bytes: &[u8],
     mut f: impl FnMut(Unboxed<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    decode_each_raw(bytes, |record, _| f(record))
+}
+
+/// [`decode_each`], handing `f` each record's bytes too.
+pub(crate) fn decode_each_raw<E: From<DecodeError>>(
+    mut bytes: &[u8],
+    mut f: impl FnMut(Unboxed<'_>, &[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
     while !bytes.is_empty() {
         let (record, rest) = take_record(bytes)?;
-        f(record)?;
+        f(record, &bytes[..bytes.len() - rest.len()])?;
         bytes = rest;
     }
     Ok(())

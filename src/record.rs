@@ -303,6 +303,10 @@ pub struct JobRecord {
     created: Arc<JobSpec>,
     /// The sequence number of the first kept change (1 unless history was compacted away).
     first_seq: u64,
+    /// The sequence number of the last change (kept here, not read from the history, so that a
+    /// compaction tells a tombstone unchanged since its bytes were taken without walking to
+    /// its history: `store/file/tombstone_bytes.rs`).
+    seq: u64,
     /// The specs recorded by later spec changes, with the sequence number of the change that
     /// carried each: the last is the latest (made mandatory if any offer was).
     changed: Vec<(u64, Arc<JobSpec>)>,
@@ -390,6 +394,7 @@ impl JobRecord {
         // jobs stop a few entries past their first four (a retry, a reboot), where doubling
         // would leave nearly half of it unused (an entry is a few hundred bytes). Still
         // geometric, so a long history costs amortized O(1) per entry.
+        self.seq = entry.seq;
         let history = Arc::make_mut(&mut self.history);
         if history.len() == history.capacity() {
             history.reserve_exact((history.len() / 2).max(1));
@@ -437,7 +442,7 @@ impl JobRecord {
 
     /// The sequence number of the last change.
     pub fn seq(&self) -> u64 {
-        (self.first_seq + self.history.len() as u64).saturating_sub(1)
+        self.seq
     }
 
     /// The sequence number of the first kept change: 1, unless earlier history was compacted
@@ -702,10 +707,6 @@ pub struct JobTable {
     /// The positions of the jobs whose run is not finished: the ledger's every-call questions
     /// (what may run, what runs, what waits) cost O(unfinished jobs), not O(all jobs ever).
     unfinished: std::collections::BTreeSet<usize>,
-    /// The positions of the jobs changed since the table was last compacted whole (`None`:
-    /// every job, as after a load): a compaction of a store of 100,000 tombstones then looks
-    /// at the few jobs that changed, not at all of them.
-    touched: Option<rustc_hash::FxHashSet<usize>>,
 }
 
 impl JobTable {
@@ -817,14 +818,12 @@ impl JobTable {
                 self.jobs.push(JobRecord {
                     created: spec,
                     first_seq: 1,
+                    seq,
                     changed: Vec::new(),
                     started_under: None,
                     history: Arc::new(history),
                 });
             }
-        }
-        if let Some(touched) = &mut self.touched {
-            touched.insert(position);
         }
         // Most changes keep a job unfinished: the set is touched only when that changes.
         if terminal && listed {
@@ -898,13 +897,11 @@ impl JobTable {
         if !state.is_terminal() {
             self.unfinished.insert(self.jobs.len());
         }
-        if let Some(touched) = &mut self.touched {
-            touched.insert(self.jobs.len());
-        }
         self.index.insert(IdKey(job), self.jobs.len());
         self.jobs.push(JobRecord {
             created: spec,
             first_seq: seq,
+            seq,
             changed: Vec::new(),
             started_under: None,
             history: Arc::new(vec![HistoryEntry { seq, event, state }]),
@@ -913,46 +910,41 @@ impl JobTable {
     }
 
     /// Drops the history `retention` lets go from every job; tombstones only if `tombstones` is
-    /// set too (at open and at compaction, never during a call). Returns how many jobs lost
-    /// history. Only the jobs changed since the last call are looked at: the others were
-    /// compacted then (a table is compacted with one retention for its life: its store's, or
-    /// its ledger's). With `track`, the jobs changed from now on are remembered for the next
-    /// call (a file store compacts again and again); without, nothing is kept (a ledger or a
-    /// SQLite store compacts once, at load).
+    /// set too. Returns how many jobs lost history.
     pub(crate) fn compact(
         &mut self,
         retention: &crate::retention::Retention,
         tombstones: bool,
-        track: bool,
     ) -> usize {
-        let dropped = match self.touched.take() {
-            None => self
-                .jobs
-                .iter_mut()
-                .map(|job| usize::from(job.compact(retention, tombstones)))
-                .sum(),
-            Some(touched) => {
-                let mut dropped = 0;
-                for i in touched {
-                    if let Some(job) = self.jobs.get_mut(i) {
-                        dropped += usize::from(job.compact(retention, tombstones));
-                    }
-                }
-                dropped
-            }
-        };
-        self.touched = track.then(rustc_hash::FxHashSet::default);
-        dropped
+        self.jobs
+            .iter_mut()
+            .map(|job| usize::from(job.compact(retention, tombstones)))
+            .sum()
     }
 
-    /// Drops the earlier runs `retention` lets go from `id`'s history (no tombstone): after a
-    /// change that may have started a new run.
-    pub(crate) fn compact_job(&mut self, id: &JobId, retention: &crate::retention::Retention) {
+    /// Drops the history `retention` lets go from `id`'s (tombstones only if `tombstone` is
+    /// set): after a change that may have started a new run, or finished one.
+    pub(crate) fn compact_job(
+        &mut self,
+        id: &JobId,
+        retention: &crate::retention::Retention,
+        tombstone: bool,
+    ) {
         if let Some(&i) = self.index.get(id.as_str().as_bytes())
             && let Some(job) = self.jobs.get_mut(i)
         {
-            job.compact(retention, false);
+            job.compact(retention, tombstone);
         }
+    }
+
+    /// Where `id`'s record is: its position in [`JobTable::iter`]'s order, which never changes.
+    pub(crate) fn position(&self, id: &JobId) -> Option<usize> {
+        self.index.get(id.as_str().as_bytes()).copied()
+    }
+
+    /// The record at `position`.
+    pub(crate) fn at(&self, position: usize) -> Option<&JobRecord> {
+        self.jobs.get(position)
     }
 
     /// The record of `id`, if known.

@@ -10,11 +10,14 @@
 ///   [`earlier_runs`](Retention::earlier_runs) runs before it. An optional job rerun every day
 ///   for ten years holds a few runs, not 3,650.
 /// - **Tombstones.** With [`tombstones`](Retention::tombstones) on, a finished job (completed or
-///   failed) is compacted to a tombstone: its final entry and its latest spec. This happens
-///   when the store is opened and when the file store compacts, never during a call: the
-///   history of a job that finished since the agent started stays readable until then. A job
-///   abandoned by an operator keeps its last run (its program may still run in this boot, and
-///   its launch is in that run).
+///   failed) is compacted to a tombstone: its final entry and its latest spec. The ledger does
+///   this when it is opened, never during a call: the history of a job that finished since the
+///   agent started stays readable until then. The [`FileStore`](crate::FileStore) does it to
+///   its own copy in the commit that finishes the job (so that a compaction writes tombstones
+///   and never has to make 100,000 of them at once): a job rerun after that continues from its
+///   tombstone, its finished run's history gone from the store. A job abandoned by an operator
+///   keeps its last run (its program may still run in this boot, and its launch is in that
+///   run).
 ///
 /// The ledger applies its retention ([`LedgerOptions::retention`](crate::LedgerOptions)) to
 /// what it holds in memory; the [`FileStore`](crate::FileStore) applies its own

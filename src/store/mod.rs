@@ -6,6 +6,7 @@
 //! module is for those who implement [`Store`] or look at what a store holds.
 
 mod file;
+pub(crate) use self::file::TombstoneBytes;
 mod memory;
 mod replay;
 #[cfg(feature = "sqlite")]

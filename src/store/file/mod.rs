@@ -9,16 +9,18 @@ mod frame;
 mod read_only;
 #[cfg(test)]
 mod sim;
+mod tombstone_bytes;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 pub use frame::MAX_FRAME;
+pub(crate) use tombstone_bytes::TombstoneBytes;
 
 use self::disk::{AppendFile, Disk, RealDisk};
 use self::frame::{
-    FILE_FORMAT, HEADER_LEN, Header, HeaderError, JOURNAL_MAGIC, Next, SNAPSHOT_MAGIC, header,
-    next_frame, push_frame, read_header,
+    FILE_FORMAT, FRAME_HEADER_LEN, HEADER_LEN, Header, HeaderError, JOURNAL_MAGIC, Next,
+    SNAPSHOT_MAGIC, header, next_frame, push_frame, read_header,
 };
 use super::{Commit, Cut, Inspection, OpenReport, Replay, Revision, Snapshot, Store, StoreError};
 use crate::codec;
@@ -290,6 +292,8 @@ pub(crate) struct Journal<D: Disk> {
     frames: u64,
     /// What the store holds.
     live: Replay,
+    /// The snapshot records of its tombstones, encoded: what a compaction copies.
+    tombstones: TombstoneBytes,
     /// The journal's length when it was last synced: what a failed write or sync is cut
     /// back to.
     synced_len: u64,
@@ -319,18 +323,19 @@ impl<D: Disk> Journal<D> {
         let snapshot_path = dir.join(SNAPSHOT);
         let journal_path = dir.join(JOURNAL);
         let mut live = Replay::default();
+        let mut tombstones = TombstoneBytes::default();
         let snapshot = disk
             .read(&snapshot_path)
             .map_err(io("reading the snapshot"))?;
         let snapshot_revision = match &snapshot {
-            Some(bytes) => load_snapshot(bytes, &snapshot_path, &mut live)?,
+            Some(bytes) => load_snapshot(bytes, &snapshot_path, &mut live, &mut tombstones)?,
             None => 0,
         };
         let Some(bytes) = disk
             .read(&journal_path)
             .map_err(io("reading the journal"))?
         else {
-            live.compact_history_again(&options.retention);
+            live.compact_history(&options.retention);
             if snapshot.is_some() {
                 return Err(corrupt(
                     &journal_path,
@@ -350,6 +355,7 @@ impl<D: Disk> Journal<D> {
                 revision: 0,
                 frames: 0,
                 live,
+                tombstones,
                 synced_len: HEADER_LEN as u64,
                 report,
                 failed: None,
@@ -422,7 +428,7 @@ impl<D: Disk> Journal<D> {
             frames = 0;
             synced_len = HEADER_LEN as u64;
         }
-        live.compact_history_again(&options.retention);
+        live.compact_history(&options.retention);
         let file = disk
             .open_append(&journal_path)
             .map_err(io("opening the journal"))?;
@@ -434,6 +440,7 @@ impl<D: Disk> Journal<D> {
             revision,
             frames,
             live,
+            tombstones,
             synced_len,
             report,
             failed: None,
@@ -508,7 +515,8 @@ impl<D: Disk> Journal<D> {
         }
         self.synced_len += frame.len() as u64;
         self.live.apply_checked(commit)?;
-        self.live.bound_runs(commit, &self.options.retention);
+        self.live.settle(commit, &self.options.retention);
+        self.keep_tombstones(commit);
         self.revision = revision;
         self.frames += 1;
         let bound = self.options.compact_after.saturating_add(
@@ -525,6 +533,25 @@ impl<D: Disk> Journal<D> {
         Ok(Revision(self.revision))
     }
 
+    /// Keeps the snapshot records of the jobs `commit` made tombstones (`Replay::settle`), encoded
+    /// now, while they are at hand.
+    fn keep_tombstones(&mut self, commit: &Commit) {
+        let jobs = self.live.jobs();
+        let mut record = Vec::new();
+        for change in commit.changes.iter().filter(|c| c.state.is_terminal()) {
+            if let Some(position) = jobs.position(&change.job)
+                && let Some(job) = jobs.at(position)
+                && job.is_tombstone()
+            {
+                record.clear();
+                // A job that does not encode now fails the compaction that writes it, as before.
+                if codec::encode_job(job, &mut record).is_ok() {
+                    self.tombstones.put(position, job.seq(), &record);
+                }
+            }
+        }
+    }
+
     /// Writes a snapshot of everything, then starts an empty journal after it. Each file is
     /// written to a temporary name, synced, renamed into place, and the directory synced.
     pub(crate) fn compact(&mut self) -> Result<(), StoreError> {
@@ -533,12 +560,18 @@ impl<D: Disk> Journal<D> {
                 cause: cause.clone(),
             });
         }
-        self.live.compact_history_again(&self.options.retention);
+        // Nothing to drop: each commit settled the jobs it changed (`Replay::settle`).
         // Records in frames of about SNAPSHOT_CHUNK bytes each (no size limit on the store),
         // after a first frame that counts them, so that a snapshot cut at a frame boundary is
         // seen as cut.
-        let chunks = codec::encode_state(&self.live, SNAPSHOT_CHUNK)?;
-        let mut bytes = header(SNAPSHOT_MAGIC, self.revision).to_vec();
+        let chunks = codec::encode_state(&self.live, SNAPSHOT_CHUNK, &mut self.tombstones)?;
+        let mut bytes = Vec::with_capacity(
+            HEADER_LEN
+                + (chunks.len() + 1) * FRAME_HEADER_LEN
+                + 8
+                + chunks.iter().map(Vec::len).sum::<usize>(),
+        );
+        bytes.extend_from_slice(&header(SNAPSHOT_MAGIC, self.revision));
         push_frame(&mut bytes, &(chunks.len() as u64).to_le_bytes(), 0);
         for (index, chunk) in (1u64..).zip(&chunks) {
             if chunk.len() > MAX_FRAME as usize {
@@ -598,7 +631,12 @@ fn checked_header(bytes: &[u8], magic: &[u8; 8], path: &Path) -> Result<Header, 
     Ok(header)
 }
 
-fn load_snapshot(bytes: &[u8], path: &Path, live: &mut Replay) -> Result<u64, StoreError> {
+fn load_snapshot(
+    bytes: &[u8],
+    path: &Path,
+    live: &mut Replay,
+    tombstones: &mut TombstoneBytes,
+) -> Result<u64, StoreError> {
     let revision = checked_header(bytes, SNAPSHOT_MAGIC, path)?.revision;
     // A snapshot is written whole, synced and renamed into place: no crash leaves it torn, so
     // any damage is corruption (a flipped bit in its last frame too), and so is a frame more or
@@ -626,7 +664,8 @@ fn load_snapshot(bytes: &[u8], path: &Path, live: &mut Replay) -> Result<u64, St
     })?;
     for index in 1..=u64::from_le_bytes(count) {
         let (payload, end) = frame_at(at, index)?;
-        apply_payload(payload, live).map_err(|d| corrupt(path, at as u64, d))?;
+        apply_snapshot_payload(payload, live, tombstones)
+            .map_err(|d| corrupt(path, at as u64, d))?;
         at = end;
     }
     if at != bytes.len() {
@@ -643,6 +682,31 @@ fn apply_payload(payload: &[u8], live: &mut Replay) -> Result<(), String> {
             .map_err(|e| PayloadError(e.to_string()))
     })
     .map_err(|e| e.0)
+}
+
+/// [`apply_payload`] of a snapshot's payload, keeping the bytes of each tombstone's record (a
+/// [`Record::Compacted`](crate::store::Record::Compacted) of a finished job), which the next
+/// compaction copies unless a later change (in the snapshot or the journal) raised the job's
+/// sequence number.
+fn apply_snapshot_payload(
+    payload: &[u8],
+    live: &mut Replay,
+    tombstones: &mut TombstoneBytes,
+) -> Result<(), String> {
+    codec::decode_each_raw(payload, |record, bytes| {
+        let compacted = matches!(record, crate::record::Unboxed::Compacted(_));
+        let position = live.jobs().len();
+        live.apply_unboxed(record)
+            .map_err(|e| PayloadError(e.to_string()))?;
+        if compacted
+            && let Some(job) = live.jobs().at(position)
+            && job.is_tombstone()
+        {
+            tombstones.put(position, job.seq(), bytes);
+        }
+        Ok(())
+    })
+    .map_err(|e: PayloadError| e.0)
 }
 
 /// Why a payload could not be applied, as the corruption report says it.
