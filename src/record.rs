@@ -707,6 +707,10 @@ pub struct JobTable {
     /// The positions of the jobs whose run is not finished: the ledger's every-call questions
     /// (what may run, what runs, what waits) cost O(unfinished jobs), not O(all jobs ever).
     unfinished: std::collections::BTreeSet<usize>,
+    /// While a file store replays its journal: the retention with which a job is compacted in
+    /// the change that finishes it, as its commits did (`Replay::settle`), so that a replay of a
+    /// million changes does not hold every finished job's whole history until its end.
+    settle_on_finish: Option<crate::retention::Retention>,
 }
 
 impl JobTable {
@@ -831,7 +835,19 @@ impl JobTable {
         } else if !terminal && !listed {
             self.unfinished.insert(position);
         }
+        if terminal
+            && let Some(retention) = &self.settle_on_finish
+            && let Some(record) = self.jobs.get_mut(position)
+        {
+            record.compact(retention, true);
+        }
         Ok(())
+    }
+
+    /// Compacts each job with `retention` (tombstones included) in the change that finishes
+    /// it, from now on; `None` stops it.
+    pub(crate) fn settle_on_finish(&mut self, retention: Option<crate::retention::Retention>) {
+        self.settle_on_finish = retention.filter(|r| r.tombstones);
     }
 
     /// Applies a change as the codec decodes it (a [`Record::Compacted`]'s if `compacted`): its

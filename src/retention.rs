@@ -13,9 +13,10 @@
 ///   failed) is compacted to a tombstone: its final entry and its latest spec. The ledger does
 ///   this when it is opened, never during a call: the history of a job that finished since the
 ///   agent started stays readable until then. The [`FileStore`](crate::FileStore) does it to
-///   its own copy in the commit that finishes the job (so that a compaction writes tombstones
-///   and never has to make 100,000 of them at once): a job rerun after that continues from its
-///   tombstone, its finished run's history gone from the store. A job abandoned by an operator
+///   its own copy in the commit that finishes the job, and again when a replay at open reaches
+///   that commit (so that a compaction writes tombstones and never has to make 100,000 of them
+///   at once, and a replay does not hold every finished job's history to its end): a job rerun
+///   after that continues from its tombstone, its finished run's history gone from the store. A job abandoned by an operator
 ///   keeps its last run (its program may still run in this boot, and its launch is in that
 ///   run).
 ///

@@ -231,6 +231,12 @@ impl Replay {
         }
     }
 
+    /// While replaying: compacts each job with `retention` in the change that finishes it, as
+    /// [`Replay::settle`] does after a commit; `None` stops it.
+    pub(crate) fn settle_as_replayed(&mut self, retention: Option<crate::store::Retention>) {
+        self.jobs.settle_on_finish(retention);
+    }
+
     /// The jobs.
     pub fn jobs(&self) -> &JobTable {
         &self.jobs

@@ -323,6 +323,8 @@ impl<D: Disk> Journal<D> {
         let snapshot_path = dir.join(SNAPSHOT);
         let journal_path = dir.join(JOURNAL);
         let mut live = Replay::default();
+        // Finished jobs become tombstones as they finish, as the commits that finished them did.
+        live.settle_as_replayed(Some(options.retention));
         let mut tombstones = TombstoneBytes::default();
         let snapshot = disk
             .read(&snapshot_path)
@@ -336,6 +338,7 @@ impl<D: Disk> Journal<D> {
             .map_err(io("reading the journal"))?
         else {
             live.compact_history(&options.retention);
+            live.settle_as_replayed(None);
             if snapshot.is_some() {
                 return Err(corrupt(
                     &journal_path,
@@ -429,6 +432,7 @@ impl<D: Disk> Journal<D> {
             synced_len = HEADER_LEN as u64;
         }
         live.compact_history(&options.retention);
+        live.settle_as_replayed(None);
         let file = disk
             .open_append(&journal_path)
             .map_err(io("opening the journal"))?;
