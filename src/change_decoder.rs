@@ -194,7 +194,7 @@ impl<'a> Reader<'a> {
     /// their bytes are; else read by serde, and remembered.
     fn spec(&mut self) -> Option<JobSpec> {
         let start = self.bytes;
-        let id = self.job_id()?;
+        let id = JobId::from_stored_once(self.bytes()?)?;
         let settings = self.bytes;
         let known = LAST_SPEC
             .try_with(|last| {

@@ -310,7 +310,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         ledger.orphans = ledger
             .state
             .jobs()
-            .iter()
+            .unfinished()
             .filter(|r| {
                 matches!(r.state(), JobState::Running { attempt, launch, .. }
                     if attempt.boot == boot && launch.happened())

@@ -394,6 +394,16 @@ validated_id!(
     NoScope
 );
 
+impl JobId {
+    /// [`JobId::from_stored`] without the cache of recent ids: for the id of a spec, which comes
+    /// with its job's creation (or a spec change) and would only churn the cache.
+    pub(crate) fn from_stored_once(bytes: &[u8]) -> Option<Self> {
+        let s = std::str::from_utf8(bytes).ok()?;
+        validate("job id", s, Self::MAX_LEN).ok()?;
+        Some(Self(Arc::from(s)))
+    }
+}
+
 validated_id!(
     /// The identity of one boot: a value that differs for every running kernel instance.
     ///

@@ -658,6 +658,7 @@ fn load_snapshot(
             format!("{why} (a snapshot is never torn: it is damaged)"),
         )),
     };
+    tombstones.reserve_for_snapshot(bytes.len());
     let (count, mut at) = frame_at(HEADER_LEN, 0)?;
     let count: [u8; 8] = count.try_into().map_err(|_| {
         corrupt(

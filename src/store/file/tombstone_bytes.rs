@@ -36,6 +36,14 @@ impl TombstoneBytes {
         }
     }
 
+    /// Makes room for the tombstones of a snapshot of `bytes` bytes: at most that many bytes of
+    /// records, and about one job per 100 bytes (a tombstone's record is about that long), so
+    /// that taking 100,000 of them at open copies nothing twice.
+    pub(crate) fn reserve_for_snapshot(&mut self, bytes: usize) {
+        self.bytes.reserve(bytes);
+        self.spans.reserve(bytes / 100);
+    }
+
     /// The record of the job at `position` if it is a tombstone whose bytes were taken at its
     /// sequence number `seq`, its current one: every change raises it, and nothing else changes
     /// a tombstone, so the bytes are still its record. (The job's record itself is not read:
