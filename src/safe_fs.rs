@@ -491,6 +491,19 @@ pub(crate) fn create_new(path: &Path, options: &mut OpenOptions) -> io::Result<F
 /// The whole content of the regular file `path`, or `None` if it does not exist. Reads stop at
 /// the size the file had when opened.
 pub(crate) fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let Some((file, len)) = open_read(path)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(len)
+        .read_to_end(&mut bytes)
+        .map_err(|e| context(e, "reading", path))?;
+    Ok(Some(bytes))
+}
+
+/// `path` opened for reading as [`read`] opens it, with its length then (what a reader must
+/// not read past), or `None` if it does not exist.
+pub(crate) fn open_read(path: &Path) -> io::Result<Option<(File, u64)>> {
     if look(path)?.is_none() {
         return Ok(None);
     }
@@ -499,11 +512,7 @@ pub(crate) fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
         .metadata()
         .map_err(|e| context(e, "looking at", path))?
         .len();
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    file.take(len)
-        .read_to_end(&mut bytes)
-        .map_err(|e| context(e, "reading", path))?;
-    Ok(Some(bytes))
+    Ok(Some((file, len)))
 }
 
 /// Checks the directory `dir` (following a link to it: the directory's own path is the

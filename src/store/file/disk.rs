@@ -2,7 +2,7 @@
 //! so that tests can run the store over a simulated disk that loses unsynced writes.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::safe_fs::{self, UnsafePath};
@@ -27,6 +27,17 @@ pub(crate) trait Disk: Send {
     fn create_dir(&self, dir: &Path) -> io::Result<()>;
     /// The whole content of `path`, or `None` if it does not exist.
     fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
+    /// `path` opened to be read in pieces, with its length then (nothing past it is read), or
+    /// `None` if it does not exist. (By default, its whole content, read at once.)
+    fn open_read(&self, path: &Path) -> io::Result<Option<(Box<dyn io::Read + Send>, u64)>> {
+        Ok(self.read(path)?.map(|bytes| {
+            let len = bytes.len() as u64;
+            (
+                Box::new(io::Cursor::new(bytes)) as Box<dyn io::Read + Send>,
+                len,
+            )
+        }))
+    }
     /// Cuts `path` to `len` bytes and makes that durable.
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
     /// Opens `path`, which exists, for appending.
@@ -106,6 +117,11 @@ impl Disk for RealDisk {
 
     fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
         safe_fs::read(path)
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Option<(Box<dyn io::Read + Send>, u64)>> {
+        Ok(safe_fs::open_read(path)?
+            .map(|(file, len)| (Box::new(file.take(len)) as Box<dyn io::Read + Send>, len)))
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {

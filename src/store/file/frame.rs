@@ -191,6 +191,15 @@ pub(crate) fn next_frame(bytes: &[u8], at: usize, salt: u64) -> Next<'_> {
     torn(PAYLOAD_CHECKSUM)
 }
 
+/// The length of the frame at the start of `rest`, header included, if its header holds (a
+/// length in bounds with its valid checksum): how much to read before asking [`next_frame`].
+pub(crate) fn checked_frame_len(rest: &[u8]) -> Option<usize> {
+    let header = rest.get(..FRAME_HEADER_LEN)?;
+    let len = word(header);
+    (len != 0 && len <= MAX_FRAME && crc32c(&header[..4]) == word(&header[4..8]))
+        .then(|| FRAME_HEADER_LEN + len as usize)
+}
+
 const DAMAGED_LENGTH: &str = "a damaged frame length";
 const RUNS_PAST_END: &str = "a frame cut short by the end of the file";
 const PAYLOAD_CHECKSUM: &str = "a payload checksum mismatch";

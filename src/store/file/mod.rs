@@ -6,6 +6,7 @@ mod crash_tests;
 pub(crate) mod crc32c;
 mod disk;
 mod frame;
+mod journal_reader;
 mod read_only;
 #[cfg(test)]
 mod sim;
@@ -22,6 +23,7 @@ use self::frame::{
     FILE_FORMAT, FRAME_HEADER_LEN, HEADER_LEN, Header, HeaderError, JOURNAL_MAGIC, Next,
     SNAPSHOT_MAGIC, header, next_frame, push_frame, read_header,
 };
+use self::journal_reader::JournalReader;
 use super::{Commit, Cut, Inspection, OpenReport, Replay, Revision, Snapshot, Store, StoreError};
 use crate::codec;
 
@@ -34,6 +36,13 @@ const LOCK: &str = "lock";
 const LEFTOVERS: [&str; 2] = ["snapshot.tmp", "journal.tmp"];
 /// The size of a snapshot's frames: a store of any size compacts.
 const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+/// How much of the journal recovery reads at a time (more for a longer frame, or to look past
+/// a damaged one). The crate's own tests read in pieces of a few bytes, so that every frame,
+/// torn or damaged, is met across a piece's edge.
+#[cfg(not(test))]
+const READ_PIECE: usize = 1024 * 1024;
+#[cfg(test)]
+const READ_PIECE: usize = 61;
 
 /// When the file store compacts its journal into a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,8 +342,8 @@ impl<D: Disk> Journal<D> {
             Some(bytes) => load_snapshot(bytes, &snapshot_path, &mut live, &mut tombstones)?,
             None => 0,
         };
-        let Some(bytes) = disk
-            .read(&journal_path)
+        let Some((source, len)) = disk
+            .open_read(&journal_path)
             .map_err(io("reading the journal"))?
         else {
             live.compact_history(&options.retention);
@@ -364,7 +373,15 @@ impl<D: Disk> Journal<D> {
                 failed: None,
             });
         };
-        let start = checked_header(&bytes, JOURNAL_MAGIC, &journal_path)?.revision;
+        let mut journal = JournalReader::new(source, len, READ_PIECE);
+        let reading =
+            |e| io("reading the journal")(crate::safe_fs::context(e, "reading", &journal_path));
+        let start = checked_header(
+            journal.start(HEADER_LEN).map_err(reading)?,
+            JOURNAL_MAGIC,
+            &journal_path,
+        )?
+        .revision;
         if start > snapshot_revision {
             return Err(corrupt(
                 &journal_path,
@@ -385,7 +402,7 @@ impl<D: Disk> Journal<D> {
                     "a revision past the largest".into(),
                 )
             })?;
-            match next_frame(&bytes, at, salt) {
+            match journal.next(at, salt).map_err(reading)? {
                 Next::Frame { payload, end } => {
                     revision = salt;
                     frames += 1;
@@ -403,7 +420,7 @@ impl<D: Disk> Journal<D> {
                     report.cut.push(Cut {
                         file: journal_path.clone(),
                         offset: at as u64,
-                        bytes: (bytes.len() - at) as u64,
+                        bytes: journal.len().saturating_sub(at as u64),
                         damage: why.to_string(),
                     });
                     break;

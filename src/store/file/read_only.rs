@@ -46,6 +46,10 @@ impl Disk for ReadOnlyDisk {
         RealDisk.read(path)
     }
 
+    fn open_read(&self, path: &Path) -> io::Result<Option<(Box<dyn io::Read + Send>, u64)>> {
+        RealDisk.open_read(path)
+    }
+
     fn truncate(&self, _path: &Path, _len: u64) -> io::Result<()> {
         // A torn tail is reported by the caller's open report, and left for the writer: it may
         // be a commit being written right now.

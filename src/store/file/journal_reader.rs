@@ -1,0 +1,257 @@
+//! Reading the journal at open in pieces, not whole: a journal of a million commits is 122 MB,
+//! and holding it all while the replay builds the jobs doubled what recovery took from the
+//! machine (and the page faults it paid for that memory).
+//!
+//! The reader keeps a window of the file from the frame being read on, and gives
+//! [`next_frame`] the window. A valid frame depends on its own bytes only, so a frame found
+//! whole in the window is the frame the whole file holds there. Anything else (the end, a torn
+//! or damaged frame, a frame longer than the window) may depend on what follows, up to the end
+//! of the file (whether a frame header follows a damaged frame): the window then grows, and
+//! only an answer given with the window reaching the end of the file is taken. So the answers
+//! are those `next_frame` gives over the whole file, which `tests` check for every way of
+//! cutting a damaged journal into pieces.
+
+use std::io::{self, Read};
+
+use super::frame::{Next, checked_frame_len, next_frame};
+
+/// A journal being read, from its start, in pieces of at least `piece` bytes.
+pub(crate) struct JournalReader<R> {
+    source: R,
+    /// The file's length when it was opened: nothing past it is read (a writer may be
+    /// appending, under a read-only inspection).
+    len: u64,
+    /// Bytes read from `source` so far.
+    read: u64,
+    /// The file from offset `base` on, as far as it was read.
+    window: Vec<u8>,
+    base: usize,
+    piece: usize,
+}
+
+impl<R: Read> JournalReader<R> {
+    /// A reader of `source`, a file of `len` bytes.
+    pub(crate) fn new(source: R, len: u64, piece: usize) -> Self {
+        Self {
+            source,
+            len,
+            read: 0,
+            window: Vec::new(),
+            base: 0,
+            piece: piece.max(1),
+        }
+    }
+
+    /// The file's length when it was opened.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the window reaches the end of the file.
+    fn at_end(&self) -> bool {
+        self.read >= self.len
+    }
+
+    /// The file's first `n` bytes (fewer if the file is shorter).
+    pub(crate) fn start(&mut self, n: usize) -> io::Result<&[u8]> {
+        self.fill(0, n)?;
+        let end = n.min(self.window.len());
+        Ok(&self.window[..end])
+    }
+
+    /// Makes the window hold at least `need` bytes from offset `at` (`at` ≥ the window's
+    /// start), or everything to the end of the file; drops what lies before `at` first.
+    fn fill(&mut self, at: usize, need: usize) -> io::Result<()> {
+        let have = (self.base + self.window.len()).saturating_sub(at);
+        if have >= need || self.at_end() {
+            return Ok(());
+        }
+        let consumed = at.saturating_sub(self.base).min(self.window.len());
+        self.window.drain(..consumed);
+        self.base += consumed;
+        let more = (need - have).max(self.piece) as u64;
+        let more = more.min(self.len - self.read);
+        self.window
+            .reserve(usize::try_from(more).unwrap_or(usize::MAX));
+        let got = (&mut self.source)
+            .take(more)
+            .read_to_end(&mut self.window)?;
+        self.read += got as u64;
+        if (got as u64) < more {
+            // The file is shorter than it was at open (cut by a writer): it ends here.
+            self.len = self.read;
+        }
+        Ok(())
+    }
+
+    /// What the file holds at offset `at` (the end of the previous frame, or of the header),
+    /// as [`next_frame`] would say over the whole file; a frame's `end` is an offset in the file.
+    pub(crate) fn next(&mut self, at: usize, salt: u64) -> io::Result<Next<'_>> {
+        let mut need = self.piece;
+        loop {
+            self.fill(at, need)?;
+            let relative = at.saturating_sub(self.base);
+            // A frame whose header holds is read whole before it is asked about: a frame longer
+            // than the window would otherwise be scanned for headers as if it were damaged.
+            let have = (self.base + self.window.len()).saturating_sub(at);
+            if let Some(whole) = self.window.get(relative..).and_then(checked_frame_len)
+                && whole > have
+                && !self.at_end()
+            {
+                need = whole;
+                continue;
+            }
+            // Told apart first, the window borrowed only for the answer that is taken.
+            let found = match next_frame(&self.window, relative, salt) {
+                Next::Frame { payload, end } => Some((end - payload.len(), end)),
+                _ => None,
+            };
+            if let Some((start, end)) = found {
+                return Ok(Next::Frame {
+                    payload: &self.window[start..end],
+                    end: self.base + end,
+                });
+            }
+            if self.at_end() {
+                return Ok(next_frame(&self.window, relative, salt));
+            }
+            // Not a whole frame in the window, and the file goes on: the answer may depend on
+            // what follows. A larger window (doubling: a frame of up to 64 MiB is read in a
+            // few steps, damage to the end of the file in a few more).
+            need = have.saturating_mul(2).max(self.piece);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::super::frame::{HEADER_LEN, JOURNAL_MAGIC, Next, header, next_frame, push_frame};
+    use super::super::sim::Rng;
+    use super::JournalReader;
+
+    /// What reading `bytes` from the header on yields, frame by frame, as `Journal::open` reads:
+    /// each frame's payload and end, then how it ended.
+    fn outcomes(next: &mut dyn FnMut(usize, u64) -> (String, Option<usize>)) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut at = HEADER_LEN;
+        for salt in 1.. {
+            let (what, end) = next(at, salt);
+            seen.push(what);
+            match end {
+                Some(end) => at = end,
+                None => break,
+            }
+        }
+        seen
+    }
+
+    fn describe(next: Next<'_>) -> (String, Option<usize>) {
+        match next {
+            Next::Frame { payload, end } => (format!("frame {payload:?} to {end}"), Some(end)),
+            other => (format!("{other:?}"), None),
+        }
+    }
+
+    fn whole(bytes: &[u8]) -> Vec<String> {
+        outcomes(&mut |at, salt| describe(next_frame(bytes, at, salt)))
+    }
+
+    fn in_pieces(bytes: &[u8], piece: usize) -> Vec<String> {
+        let mut reader = JournalReader::new(bytes, bytes.len() as u64, piece);
+        let start = reader.start(HEADER_LEN).unwrap().to_vec();
+        assert_eq!(start, bytes[..HEADER_LEN.min(bytes.len())]);
+        outcomes(&mut |at, salt| describe(reader.next(at, salt).unwrap()))
+    }
+
+    /// A journal of `frames` frames of random sizes (some larger than the pieces).
+    fn journal(rng: &mut Rng, frames: u64) -> Vec<u8> {
+        let mut bytes = header(JOURNAL_MAGIC, 0).to_vec();
+        for salt in 1..=frames {
+            let longest = if rng.chance(1, 8) { 300 } else { 40 };
+            let len = 1 + rng.below(longest) as usize;
+            let payload: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+            push_frame(&mut bytes, &payload, salt);
+        }
+        bytes
+    }
+
+    /// Damage as the file store's tests and a crash leave it: a cut, a flipped bit, zeros,
+    /// garbage appended, a frame's bytes copied elsewhere.
+    fn damage(rng: &mut Rng, bytes: &mut Vec<u8>) {
+        let len = bytes.len() as u64;
+        match rng.below(5) {
+            0 => bytes.truncate(HEADER_LEN + rng.below(len - HEADER_LEN as u64 + 1) as usize),
+            1 => {
+                let at = HEADER_LEN + rng.below(len - HEADER_LEN as u64) as usize;
+                bytes[at] ^= 1 << rng.below(8);
+            }
+            2 => {
+                let at = HEADER_LEN + rng.below(len - HEADER_LEN as u64) as usize;
+                let n = (1 + rng.below(64) as usize).min(bytes.len() - at);
+                bytes[at..at + n].fill(0);
+            }
+            3 => bytes.extend((0..1 + rng.below(40)).map(|_| rng.below(256) as u8)),
+            _ => {
+                let from = HEADER_LEN + rng.below(len - HEADER_LEN as u64) as usize;
+                let n = (1 + rng.below(80) as usize).min(bytes.len() - from);
+                let chunk = bytes[from..from + n].to_vec();
+                let to = HEADER_LEN + rng.below(len - HEADER_LEN as u64 - n as u64 + 1) as usize;
+                bytes[to..to + n].copy_from_slice(&chunk);
+            }
+        }
+    }
+
+    #[test]
+    fn a_journal_read_in_pieces_reads_as_the_whole_file_does() {
+        // `JOBSTATE_PROPTEST_MULTIPLIER=100` runs 100 times more.
+        let multiplier: u64 = std::env::var("JOBSTATE_PROPTEST_MULTIPLIER")
+            .ok()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(1);
+        let cases = 400 * multiplier;
+        let pieces = [1, 2, 3, 11, 12, 13, 50, 257, 4096];
+        let (mut intact, mut damaged) = (0, 0);
+        for case in 0..cases {
+            let mut rng = Rng::new(0x6a6f_7572 ^ case);
+            let frames = rng.below(12);
+            let mut bytes = journal(&mut rng, frames);
+            if case % 4 != 0 && bytes.len() > HEADER_LEN {
+                for _ in 0..1 + rng.below(2) {
+                    if bytes.len() > HEADER_LEN + 1 {
+                        damage(&mut rng, &mut bytes);
+                    }
+                }
+                damaged += 1;
+            } else {
+                intact += 1;
+            }
+            let expected = whole(&bytes);
+            for piece in pieces {
+                assert_eq!(
+                    in_pieces(&bytes, piece),
+                    expected,
+                    "case {case}, pieces of {piece} bytes"
+                );
+            }
+        }
+        // To stderr itself, past the test harness's capture: the figure shows in a plain run.
+        let _ = writeln!(
+            std::io::stderr(),
+            "journal reader: {cases} journals ({intact} intact, {damaged} damaged) read in pieces of {pieces:?} bytes, each as the whole file reads"
+        );
+    }
+
+    #[test]
+    fn a_file_shorter_than_at_open_ends_where_it_ends() {
+        let mut rng = Rng::new(7);
+        let bytes = journal(&mut rng, 6);
+        let cut = bytes.len() - 5;
+        // Opened at its full length, then cut by a writer: the reader sees the cut file end.
+        let mut reader = JournalReader::new(&bytes[..cut], bytes.len() as u64, 16);
+        let read = outcomes(&mut |at, salt| describe(reader.next(at, salt).unwrap()));
+        assert_eq!(read, whole(&bytes[..cut]));
+        assert_eq!(reader.len(), cut as u64);
+    }
+}
