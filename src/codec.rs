@@ -192,6 +192,7 @@ pub(crate) fn encode_state(
         }
         full(&mut out);
     }
+    kept.fit();
     *tombstones = kept;
     let mut put = |record: RecordRef<'_>, out: &mut Vec<u8>| -> Result<(), EncodeError> {
         extend(&record, out)?;

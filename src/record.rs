@@ -712,9 +712,8 @@ pub struct JobTable {
     /// The positions of the jobs whose run is not finished: the ledger's every-call questions
     /// (what may run, what runs, what waits) cost O(unfinished jobs), not O(all jobs ever).
     unfinished: std::collections::BTreeSet<usize>,
-    /// While a file store replays its journal: the retention with which a job is compacted in
-    /// the change that finishes it, as its commits did (`Replay::settle`), so that a replay of a
-    /// million changes does not hold every finished job's whole history until its end.
+    /// In a file store's own table: the retention with which a job is compacted (to its
+    /// tombstone) in the change that finishes it, replayed or committed.
     settle_on_finish: Option<crate::retention::Retention>,
 }
 

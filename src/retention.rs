@@ -12,13 +12,14 @@
 /// - **Tombstones.** With [`tombstones`](Retention::tombstones) on, a finished job (completed or
 ///   failed) is compacted to a tombstone: its final entry and its latest spec. The ledger does
 ///   this when it is opened, never during a call: the history of a job that finished since the
-///   agent started stays readable until then. The [`FileStore`](crate::FileStore) does it to
-///   its own copy in the commit that finishes the job, and again when a replay at open reaches
-///   that commit (so that a compaction writes tombstones and never has to make 100,000 of them
-///   at once, and a replay does not hold every finished job's history to its end): a job rerun
-///   after that continues from its tombstone, its finished run's history gone from the store. A job abandoned by an operator
-///   keeps its last run (its program may still run in this boot, and its launch is in that
-///   run).
+///   agent started stays readable until then. The [`FileStore`](crate::FileStore) does it to its
+///   own copy in the change that finishes the job, whether committed or replayed at open (so
+///   that a compaction only writes tombstones and never has to make 100,000 of them at once,
+///   and a replay does not hold every finished job's history to its end). A job rerun after
+///   that continues from its tombstone there: with tombstones on, the file store holds a rerun
+///   job's previous run as that tombstone, whatever `earlier_runs` says, and so does a ledger
+///   opened on it. A job abandoned by an operator keeps its last run (its program may still run
+///   in this boot, and its launch is in that run).
 ///
 /// The ledger applies its retention ([`LedgerOptions::retention`](crate::LedgerOptions)) to
 /// what it holds in memory; the [`FileStore`](crate::FileStore) applies its own
@@ -40,7 +41,8 @@
 pub struct Retention {
     /// How many runs before its last one a job keeps the history of (default 2).
     pub earlier_runs: u32,
-    /// Whether finished jobs are compacted to tombstones at open and compaction (default on).
+    /// Whether finished jobs are compacted to tombstones (default on): by the ledger at open, by
+    /// the file store in the change that finishes them.
     pub tombstones: bool,
 }
 

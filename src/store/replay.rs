@@ -215,25 +215,11 @@ impl Replay {
         }
     }
 
-    /// Drops from the jobs `commit` changed all that [`Replay::compact_history`] would: earlier
-    /// runs out of bounds, and a job the commit finished down to its tombstone. The file store
-    /// does this after each commit, while the job is at hand, so that what it holds is always
-    /// what its next snapshot writes: a compaction encodes, and never has to make 100,000
-    /// tombstones at once (a pause of a quarter of a second measured, most of it the
-    /// allocator taking back their histories).
-    pub(crate) fn settle(&mut self, commit: &Commit, retention: &crate::store::Retention) {
-        for change in &commit.changes {
-            let starts_run = matches!(change.state, crate::JobState::Queued { attempt: 1, .. });
-            let finishes = retention.tombstones && change.state.is_terminal();
-            if finishes || (starts_run && retention.earlier_runs != u32::MAX) {
-                self.jobs.compact_job(&change.job, retention, true);
-            }
-        }
-    }
-
-    /// While replaying: compacts each job with `retention` in the change that finishes it, as
-    /// [`Replay::settle`] does after a commit; `None` stops it.
-    pub(crate) fn settle_as_replayed(&mut self, retention: Option<crate::store::Retention>) {
+    /// From now on, compacts each job with `retention` (to its tombstone) in the change that
+    /// finishes it, whether replayed or committed: the file store's own copy, so that a
+    /// compaction only writes tombstones (and never has to make 100,000 of them at once) and a
+    /// replay does not hold every finished job's whole history to its end. `None` stops it.
+    pub(crate) fn settle_on_finish(&mut self, retention: Option<crate::store::Retention>) {
         self.jobs.settle_on_finish(retention);
     }
 

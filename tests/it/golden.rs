@@ -6,6 +6,12 @@
 //!
 //! `JOBSTATE_WRITE_GOLDEN=1 cargo test --all-features --test it golden` writes them again;
 //! do that only for a new format, never to make a failing test pass.
+//!
+//! Once, before format 2 was released, the story's snapshot was written again without a change
+//! of encoding: the file store began making a job a tombstone in the change that finishes it,
+//! so the rerun job's first run is a tombstone in the snapshot. The snapshot written before
+//! that (`file/snapshot.earlier`, with the same journal) is kept and read as well: a store that
+//! an earlier build left must open.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -408,6 +414,27 @@ fn the_format_2_file_store_reads() {
     let loaded = store.load().unwrap();
     same_content(&loaded, &replayed(&records), "format 2's file store");
     // And an agent carries on from it: a new boot, a ledger, a delivery.
+    let (mut ledger, _) = Ledger::open(store, session("golden-boot-3", 200)).unwrap();
+    let delivery = ledger.deliver(&mut server()).unwrap();
+    assert_eq!(delivery.pending, 0, "{delivery:?}");
+}
+
+/// The snapshot an earlier build of format 2 wrote for the same story (before the file store
+/// made a job a tombstone in the change that finishes it: the rerun job's first run whole)
+/// reads to the same jobs, and an agent carries on from it.
+#[test]
+fn the_format_2_snapshot_an_earlier_build_wrote_reads() {
+    let records = records_json();
+    let dir = tempfile::tempdir().unwrap();
+    copy_file_store(dir.path());
+    let earlier = golden_dir().join("file").join("snapshot.earlier");
+    std::fs::copy(&earlier, dir.path().join("snapshot")).unwrap();
+    let current = std::fs::read(golden_dir().join("file").join("snapshot")).unwrap();
+    assert_ne!(std::fs::read(&earlier).unwrap(), current, "two snapshots");
+    let mut store = FileStore::open(dir.path()).unwrap();
+    assert!(store.open_report().is_clean(), "{}", store.open_report());
+    let loaded = store.load().unwrap();
+    same_content(&loaded, &replayed(&records), "the earlier build's snapshot");
     let (mut ledger, _) = Ledger::open(store, session("golden-boot-3", 200)).unwrap();
     let delivery = ledger.deliver(&mut server()).unwrap();
     assert_eq!(delivery.pending, 0, "{delivery:?}");

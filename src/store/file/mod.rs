@@ -332,14 +332,22 @@ impl<D: Disk> Journal<D> {
         let snapshot_path = dir.join(SNAPSHOT);
         let journal_path = dir.join(JOURNAL);
         let mut live = Replay::default();
-        // Finished jobs become tombstones as they finish, as the commits that finished them did.
-        live.settle_as_replayed(Some(options.retention));
+        // Finished jobs become tombstones in the change that finishes them, in the replay as in
+        // every commit after it: what the store holds never depends on when it was reopened.
+        live.settle_on_finish(Some(options.retention));
         let mut tombstones = TombstoneBytes::default();
         let snapshot = disk
             .read(&snapshot_path)
             .map_err(io("reading the snapshot"))?;
         let snapshot_revision = match &snapshot {
-            Some(bytes) => load_snapshot(bytes, &snapshot_path, &mut live, &mut tombstones)?,
+            Some(bytes) => {
+                if options.retention.tombstones {
+                    tombstones.reserve_for_snapshot(bytes.len());
+                }
+                let revision = load_snapshot(bytes, &snapshot_path, &mut live, &mut tombstones)?;
+                tombstones.fit();
+                revision
+            }
             None => 0,
         };
         let Some((source, len)) = disk
@@ -347,7 +355,6 @@ impl<D: Disk> Journal<D> {
             .map_err(io("reading the journal"))?
         else {
             live.compact_history(&options.retention);
-            live.settle_as_replayed(None);
             if snapshot.is_some() {
                 return Err(corrupt(
                     &journal_path,
@@ -449,7 +456,6 @@ impl<D: Disk> Journal<D> {
             synced_len = HEADER_LEN as u64;
         }
         live.compact_history(&options.retention);
-        live.settle_as_replayed(None);
         let file = disk
             .open_append(&journal_path)
             .map_err(io("opening the journal"))?;
@@ -536,7 +542,9 @@ impl<D: Disk> Journal<D> {
         }
         self.synced_len += frame.len() as u64;
         self.live.apply_checked(commit)?;
-        self.live.settle(commit, &self.options.retention);
+        // A job this commit finished is a tombstone already (`settle_on_finish`); a run this
+        // commit started may push the oldest out of bounds.
+        self.live.bound_runs(commit, &self.options.retention);
         self.keep_tombstones(commit);
         self.revision = revision;
         self.frames += 1;
@@ -554,8 +562,8 @@ impl<D: Disk> Journal<D> {
         Ok(Revision(self.revision))
     }
 
-    /// Keeps the snapshot records of the jobs `commit` made tombstones (`Replay::settle`), encoded
-    /// now, while they are at hand.
+    /// Keeps the snapshot records of the jobs `commit` made tombstones, encoded now, while they
+    /// are at hand.
     fn keep_tombstones(&mut self, commit: &Commit) {
         let jobs = self.live.jobs();
         let mut record = Vec::new();
@@ -581,7 +589,8 @@ impl<D: Disk> Journal<D> {
                 cause: cause.clone(),
             });
         }
-        // Nothing to drop: each commit settled the jobs it changed (`Replay::settle`).
+        // Nothing to drop: a job is a tombstone from the change that finished it, and a run
+        // pushed out of bounds went in the commit that started the next.
         // Records in frames of about SNAPSHOT_CHUNK bytes each (no size limit on the store),
         // after a first frame that counts them, so that a snapshot cut at a frame boundary is
         // seen as cut.
@@ -675,7 +684,6 @@ fn load_snapshot(
             format!("{why} (a snapshot is never torn: it is damaged)"),
         )),
     };
-    tombstones.reserve_for_snapshot(bytes.len());
     let (count, mut at) = frame_at(HEADER_LEN, 0)?;
     let count: [u8; 8] = count.try_into().map_err(|_| {
         corrupt(

@@ -38,10 +38,18 @@ impl TombstoneBytes {
 
     /// Makes room for the tombstones of a snapshot of `bytes` bytes: at most that many bytes of
     /// records, and about one job per 100 bytes (a tombstone's record is about that long), so
-    /// that taking 100,000 of them at open copies nothing twice.
+    /// that taking 100,000 of them at open copies nothing twice. [`TombstoneBytes::fit`] gives
+    /// back what was not used.
     pub(crate) fn reserve_for_snapshot(&mut self, bytes: usize) {
         self.bytes.reserve(bytes);
         self.spans.reserve(bytes / 100);
+    }
+
+    /// Gives back the room not used (after a snapshot of few tombstones, or a compaction that
+    /// dropped stale bytes).
+    pub(crate) fn fit(&mut self) {
+        self.bytes.shrink_to_fit();
+        self.spans.shrink_to_fit();
     }
 
     /// The record of the job at `position` if it is a tombstone whose bytes were taken at its
@@ -62,7 +70,8 @@ impl TombstoneBytes {
     }
 
     /// Keeps `record` as the record of the job at `position`, a tombstone at sequence number
-    /// `seq`.
+    /// `seq`. (Bytes a job's later change made stale stay until the next compaction: at most
+    /// one record per commit the journal's bound lets in.)
     pub(crate) fn put(&mut self, position: usize, seq: u64, record: &[u8]) {
         let Ok(len) = u32::try_from(record.len()) else {
             return; // never for a tombstone; without its bytes it is encoded again
@@ -197,6 +206,69 @@ mod tests {
         let after: Vec<_> = store.journal.live.jobs().iter().cloned().collect();
         assert_eq!(after, before);
         assert!(after.iter().all(|job| job.is_tombstone()));
+    }
+
+    #[test]
+    fn a_commit_that_finishes_a_job_and_reruns_it_leaves_what_its_replay_leaves() {
+        use crate::core::event::{Event, EventKind};
+        use crate::core::transition::transition;
+        use crate::store::{Change, Commit, Revision, Store};
+
+        let dir = tempfile::tempdir().unwrap();
+        let options = FileStoreOptions::default();
+        let store = FileStore::open_with(dir.path(), options).unwrap();
+        let (mut ledger, _) = Ledger::open(store, session("boot-1")).unwrap();
+        ledger
+            .offer(JobSpec::new(id("tool")).with_mandatory(false))
+            .unwrap();
+        let attempt = ledger.begin(&id("tool")).unwrap();
+        let _ = ledger.launched(&attempt, ProgramId::new(100, 1)).unwrap();
+        let record = ledger.job(&id("tool")).unwrap().clone();
+        let mut store = ledger.into_store();
+        // One commit of two changes (a store's user may write such commits; the ledger does
+        // not): the exit that completes the job, and its rerun.
+        let event = |kind| Event {
+            at: Utc.with_ymd_and_hms(2026, 12, 2, 12, 1, 0).unwrap(),
+            boot: BootId::new("boot-1").unwrap(),
+            since_boot: Duration::from_secs(120),
+            kind,
+        };
+        let exited = event(EventKind::ProgramExited {
+            attempt: attempt.attempt_ref(),
+            exit: 0.into(),
+            restart_pending: false,
+        });
+        let completed = transition(record.spec(), record.state(), &exited)
+            .unwrap()
+            .state
+            .unwrap();
+        assert!(completed.is_terminal());
+        let rerun = event(EventKind::RerunRequested);
+        let queued = transition(record.spec(), &completed, &rerun)
+            .unwrap()
+            .state
+            .unwrap();
+        let change = |seq, event, state| Change {
+            job: id("tool"),
+            seq,
+            spec: None,
+            event,
+            state,
+        };
+        let commit = Commit::new(
+            Revision(store.journal.revision),
+            vec![
+                change(record.seq() + 1, exited, completed),
+                change(record.seq() + 2, rerun, queued),
+            ],
+        );
+        store.commit(&commit).unwrap();
+        let live = store.journal.live.jobs().get(&id("tool")).unwrap().clone();
+        assert_eq!(live.history().len(), 2, "its tombstone, then the rerun");
+        drop(store);
+        let store = FileStore::open_with(dir.path(), options).unwrap();
+        let replayed = store.journal.live.jobs().get(&id("tool")).unwrap().clone();
+        assert_eq!(replayed, live, "the replay leaves what the commit left");
     }
 
     #[test]
