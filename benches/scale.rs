@@ -7,10 +7,11 @@
 //!   a tombstone ≤ 1 KiB): with the default retention every finished job is a tombstone (its
 //!   final change and its spec), in the store's memory and in the ledger's;
 //! - `Ledger::next_runnable` with 100,000 finished jobs (goal ≤ 1 µs);
-//! - the compaction pause: `FileStore::compact` of the whole store (the first, which makes
-//!   100,000 tombstones, and one of a store of tombstones, what every later compaction costs),
-//!   and the slowest single ledger call while the store was built (compactions triggered by the
-//!   journal's bound included) (goal ≤ 50 ms).
+//! - the compaction pause (goal ≤ 50 ms): the slowest single ledger call while the store was
+//!   built, the journal's bound set so that the store compacts once, inside a ledger call near
+//!   the end, when nearly all 100,000 jobs finished since the last compaction (the store made
+//!   each a tombstone in the commit that finished it); and `FileStore::compact` of the store
+//!   reopened, a store of tombstones (what every later compaction costs).
 //!
 //! The store is built on tmpfs (`/dev/shm`) where there is one, so that `fdatasync` costs
 //! nothing and the figures are the store's CPU cost. `JOBSTATE_SCALE_JOBS` sets the number of
@@ -24,7 +25,10 @@ use std::time::{Duration, Instant};
 use jobstate::chrono::{TimeZone, Utc};
 use jobstate::report::{Answers, StatusSink};
 use jobstate::session::{ExecutionContext, NoticeDelivery, SessionFacts};
-use jobstate::{BootId, FileStore, JobId, JobSpec, Ledger, ProgramId, StatusMessage, UserPresence};
+use jobstate::{
+    BootId, FileStore, FileStoreOptions, JobId, JobSpec, Ledger, ProgramId, StatusMessage,
+    UserPresence,
+};
 
 /// Counts the bytes allocated and not yet freed.
 struct Counting;
@@ -106,7 +110,14 @@ fn main() {
     let dir = dir();
     let _ = std::fs::remove_dir_all(&dir);
     let build = Instant::now();
-    let store = FileStore::open(&dir).expect("open the store");
+    // The journal's bound set so that the store compacts once, inside a ledger call near the
+    // end of the build, with nearly every job finished since: the pause an agent pays.
+    let options = FileStoreOptions {
+        compact_after: 4 * jobs as u64,
+        per_job: 0,
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open_with(&dir, options).expect("open the store");
     let (mut ledger, _) = Ledger::open(store, session()).expect("open the ledger");
     let mut slowest = Duration::ZERO;
     let mut timed = |f: &mut dyn FnMut()| {
@@ -119,7 +130,9 @@ fn main() {
         timed(&mut || {
             ledger.offer(JobSpec::new(id.clone())).expect("offer");
         });
-        let attempt = ledger.begin(&id).expect("begin");
+        let mut attempt = None;
+        timed(&mut || attempt = Some(ledger.begin(&id).expect("begin")));
+        let attempt = attempt.expect("an attempt");
         // Jobs alone that exit 0 license nothing: only the commits are measured.
         timed(&mut || {
             let _effects = ledger
@@ -130,7 +143,9 @@ fn main() {
             let _effects = ledger.program_exited(&attempt, 0).expect("exit");
         });
         if i % 64 == 63 {
-            ledger.deliver(&mut Accept).expect("deliver");
+            timed(&mut || {
+                ledger.deliver(&mut Accept).expect("deliver");
+            });
         }
     }
     ledger.deliver(&mut Accept).expect("deliver");
@@ -139,10 +154,12 @@ fn main() {
         .expect("offer");
     let records = jobs * 4 + 1;
     let built = build.elapsed();
+    // What the compaction inside a ledger call wrote.
+    let in_ledger = std::fs::metadata(dir.join("snapshot")).map_or(0, |m| m.len()) as f64 / 1e6;
+    // Compacted again (untimed: the allocator is busy taking back the ledger just dropped), so
+    // that the opens read a snapshot alone.
     let mut store = ledger.into_store();
-    let compact = Instant::now();
     store.compact().expect("compact");
-    let compaction = compact.elapsed();
     drop(store);
 
     // Open, three times; the median.
@@ -203,10 +220,9 @@ fn main() {
         held as f64 / 1e6
     );
     println!(
-        "  compaction: {:.1} ms the first (100,000 jobs made tombstones), {:.1} ms a later one (goal ≤ 50); the slowest ledger call while building (compactions included): {:.1} ms",
-        compaction.as_secs_f64() * 1e3,
+        "  compaction (goal ≤ 50 ms): the slowest ledger call while building, the one compaction inside one (a snapshot of {in_ledger:.1} MB): {:.1} ms; a later compaction of the reopened store: {:.1} ms",
+        slowest.as_secs_f64() * 1e3,
         steady.as_secs_f64() * 1e3,
-        slowest.as_secs_f64() * 1e3
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
