@@ -139,6 +139,23 @@ mod tests {
         Some(bytes.to_vec())
     }
 
+    /// A ledger on a new file store that compacts only when told to, in `boot-1`.
+    fn opened() -> (
+        tempfile::TempDir,
+        FileStoreOptions,
+        Ledger<FileStore, SessionFacts>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = FileStoreOptions {
+            compact_after: u64::MAX,
+            per_job: 0,
+            ..FileStoreOptions::default()
+        };
+        let store = FileStore::open_with(dir.path(), options).unwrap();
+        let (ledger, _) = Ledger::open(store, session("boot-1")).unwrap();
+        (dir, options, ledger)
+    }
+
     /// What a compaction of `store` writes, from kept bytes and without them: the same.
     fn same_snapshot_either_way(store: &mut FileStore) -> usize {
         let live = &store.journal.live;
@@ -150,14 +167,7 @@ mod tests {
 
     #[test]
     fn a_finished_job_is_a_tombstone_with_its_bytes_from_the_commit_that_finished_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = FileStoreOptions {
-            compact_after: u64::MAX,
-            per_job: 0,
-            ..FileStoreOptions::default()
-        };
-        let store = FileStore::open_with(dir.path(), options).unwrap();
-        let (mut ledger, _) = Ledger::open(store, session("boot-1")).unwrap();
+        let (dir, options, mut ledger) = opened();
         ledger.offer(JobSpec::new(id("patch"))).unwrap();
         ledger
             .offer(JobSpec::new(id("tool")).with_mandatory(false))
@@ -273,14 +283,7 @@ mod tests {
 
     #[test]
     fn a_change_from_the_journal_makes_a_snapshot_tombstones_bytes_stale() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = FileStoreOptions {
-            compact_after: u64::MAX,
-            per_job: 0,
-            ..FileStoreOptions::default()
-        };
-        let store = FileStore::open_with(dir.path(), options).unwrap();
-        let (mut ledger, _) = Ledger::open(store, session("boot-1")).unwrap();
+        let (dir, options, mut ledger) = opened();
         ledger
             .offer(JobSpec::new(id("tool")).with_mandatory(false))
             .unwrap();
