@@ -944,18 +944,13 @@ impl JobTable {
             .sum()
     }
 
-    /// Drops the history `retention` lets go from `id`'s (tombstones only if `tombstone` is
-    /// set): after a change that may have started a new run, or finished one.
-    pub(crate) fn compact_job(
-        &mut self,
-        id: &JobId,
-        retention: &crate::retention::Retention,
-        tombstone: bool,
-    ) {
+    /// Drops the earlier runs `retention` lets go from `id`'s history (no tombstone): after a
+    /// change that may have started a new run.
+    pub(crate) fn compact_job(&mut self, id: &JobId, retention: &crate::retention::Retention) {
         if let Some(&i) = self.index.get(id.as_str().as_bytes())
             && let Some(job) = self.jobs.get_mut(i)
         {
-            job.compact(retention, tombstone);
+            job.compact(retention, false);
         }
     }
 

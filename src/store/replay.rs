@@ -210,7 +210,7 @@ impl Replay {
             // Only a change that starts a run (its first, queued attempt) can push the oldest
             // run out of bounds.
             if matches!(change.state, crate::JobState::Queued { attempt: 1, .. }) {
-                self.jobs.compact_job(&change.job, retention, false);
+                self.jobs.compact_job(&change.job, retention);
             }
         }
     }

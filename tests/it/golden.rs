@@ -406,14 +406,18 @@ fn the_golden_story_holds_every_record_kind_and_state() {
 /// Format 2's file store, as committed, opens and loads to what its records say.
 #[test]
 fn the_format_2_file_store_reads() {
-    let records = records_json();
     let dir = tempfile::tempdir().unwrap();
     copy_file_store(dir.path());
-    let mut store = FileStore::open(dir.path()).unwrap();
+    opens_to_its_records_and_carries_on(dir.path(), "format 2's file store");
+}
+
+/// The file store in `dir` opens cleanly to what the golden records say, and an agent carries
+/// on from it: a new boot, a ledger, a delivery.
+fn opens_to_its_records_and_carries_on(dir: &Path, what: &str) {
+    let mut store = FileStore::open(dir).unwrap();
     assert!(store.open_report().is_clean(), "{}", store.open_report());
     let loaded = store.load().unwrap();
-    same_content(&loaded, &replayed(&records), "format 2's file store");
-    // And an agent carries on from it: a new boot, a ledger, a delivery.
+    same_content(&loaded, &replayed(&records_json()), what);
     let (mut ledger, _) = Ledger::open(store, session("golden-boot-3", 200)).unwrap();
     let delivery = ledger.deliver(&mut server()).unwrap();
     assert_eq!(delivery.pending, 0, "{delivery:?}");
@@ -424,20 +428,13 @@ fn the_format_2_file_store_reads() {
 /// reads to the same jobs, and an agent carries on from it.
 #[test]
 fn the_format_2_snapshot_an_earlier_build_wrote_reads() {
-    let records = records_json();
     let dir = tempfile::tempdir().unwrap();
     copy_file_store(dir.path());
     let earlier = golden_dir().join("file").join("snapshot.earlier");
     std::fs::copy(&earlier, dir.path().join("snapshot")).unwrap();
     let current = std::fs::read(golden_dir().join("file").join("snapshot")).unwrap();
     assert_ne!(std::fs::read(&earlier).unwrap(), current, "two snapshots");
-    let mut store = FileStore::open(dir.path()).unwrap();
-    assert!(store.open_report().is_clean(), "{}", store.open_report());
-    let loaded = store.load().unwrap();
-    same_content(&loaded, &replayed(&records), "the earlier build's snapshot");
-    let (mut ledger, _) = Ledger::open(store, session("golden-boot-3", 200)).unwrap();
-    let delivery = ledger.deliver(&mut server()).unwrap();
-    assert_eq!(delivery.pending, 0, "{delivery:?}");
+    opens_to_its_records_and_carries_on(dir.path(), "the earlier build's snapshot");
 }
 
 /// Format 2's snapshot holds compacted records: tombstones of the jobs finished before the

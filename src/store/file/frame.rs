@@ -252,7 +252,8 @@ fn next_frame_ends_the_file(bytes: &[u8], at: usize, salt: u64) -> bool {
     })
 }
 
-fn word(bytes: &[u8]) -> u32 {
+/// The little-endian word at the start of `bytes` (a frame's length or checksum).
+pub(crate) fn word(bytes: &[u8]) -> u32 {
     let mut w = [0u8; 4];
     w.copy_from_slice(&bytes[..4]);
     u32::from_le_bytes(w)

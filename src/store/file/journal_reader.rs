@@ -13,7 +13,7 @@
 
 use std::io::{self, Read};
 
-use super::frame::{FRAME_HEADER_LEN, Next, checked_frame_len, next_frame};
+use super::frame::{FRAME_HEADER_LEN, Next, checked_frame_len, next_frame, word};
 
 /// A journal being read, from its start, in pieces of at least `piece` bytes.
 pub(crate) struct JournalReader<R> {
@@ -87,14 +87,11 @@ impl<R: Read> JournalReader<R> {
     /// What the file holds at offset `at` (the end of the previous frame, or of the header),
     /// as [`next_frame`] would say over the whole file; a frame's `end` is an offset in the file.
     pub(crate) fn next(&mut self, at: usize, salt: u64) -> io::Result<Next<'_>> {
-        // A frame header first; then its whole frame (the window is refilled, a piece at a
-        // time, only when the next frame is not in it: what is moved to its front then is less
-        // than a frame).
         // The common case first: the next frame is whole in the window, and valid.
         let relative = at.saturating_sub(self.base);
         if let Some(rest) = self.window.get(relative..)
             && let Some(header) = rest.get(..FRAME_HEADER_LEN)
-            && FRAME_HEADER_LEN.saturating_add(word(header)) <= rest.len()
+            && FRAME_HEADER_LEN.saturating_add(word(header) as usize) <= rest.len()
             && let Next::Frame { payload, end } = next_frame(&self.window, relative, salt)
         {
             let start = end - payload.len();
@@ -103,6 +100,9 @@ impl<R: Read> JournalReader<R> {
                 end: self.base + end,
             });
         }
+        // Else a frame header first; then its whole frame (the window is refilled, a piece at a
+        // time, only when the next frame is not in it: what is moved to its front then is less
+        // than a frame).
         let mut need = FRAME_HEADER_LEN;
         loop {
             self.fill(at, need)?;
@@ -112,7 +112,7 @@ impl<R: Read> JournalReader<R> {
             // A frame whose header holds is read whole before it is asked about: a frame longer
             // than the window would otherwise be scanned for headers as if it were damaged.
             // (Its length is checked only when it reaches past the window.)
-            let claimed = rest.get(..4).map_or(0, word);
+            let claimed = rest.get(..4).map_or(0, |w| word(w) as usize);
             if FRAME_HEADER_LEN.saturating_add(claimed) > have
                 && !self.at_end()
                 && let Some(whole) = checked_frame_len(rest)
@@ -140,13 +140,6 @@ impl<R: Read> JournalReader<R> {
             need = have.saturating_mul(2).max(self.piece);
         }
     }
-}
-
-/// The frame length a header claims (its first word), unchecked.
-fn word(header: &[u8]) -> usize {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&header[..4]);
-    u32::from_le_bytes(w) as usize
 }
 
 #[cfg(test)]
