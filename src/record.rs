@@ -402,6 +402,28 @@ impl JobRecord {
         history.push(entry);
     }
 
+    /// [`push`](Self::push) of the change that finishes the job, then
+    /// [`compact`](Self::compact) to its tombstone, in one step: the history becomes that one
+    /// entry without first growing to hold it and then being cut back (a replay finishes every
+    /// job this way). `entry` must [end as a tombstone](ends_as_tombstone).
+    fn push_tombstone(&mut self, spec: Option<Arc<JobSpec>>, entry: HistoryEntry) {
+        if let Some(spec) = spec {
+            self.changed.push((entry.seq, spec));
+        }
+        // The spec in force at the final change: the latest.
+        self.created = Arc::clone(self.latest_arc());
+        self.changed = Vec::new();
+        self.started_under = None;
+        self.first_seq = entry.seq;
+        self.seq = entry.seq;
+        match Arc::get_mut(&mut self.history) {
+            // A new block, not the old one cut back in place: the old one is then free whole,
+            // for the next job's history, where its cut-off rest would be too small for one.
+            Some(history) => *history = vec![entry],
+            None => self.history = Arc::new(vec![entry]),
+        }
+    }
+
     /// The latest spec, shared.
     fn latest_arc(&self) -> &Arc<JobSpec> {
         self.changed.last().map_or(&self.created, |(_, spec)| spec)
@@ -503,14 +525,7 @@ impl JobRecord {
             return false;
         }
         let state = self.state();
-        let abandoned = matches!(
-            state,
-            JobState::Failed {
-                reason: crate::core::state::FailureReason::Abandoned,
-                ..
-            }
-        );
-        let cut = if tombstone && retention.tombstones && state.is_terminal() && !abandoned {
+        let cut = if tombstone && retention.tombstones && ends_as_tombstone(state) {
             self.history.len() - 1
         } else {
             let oldest_kept = state.run().saturating_sub(retention.earlier_runs);
@@ -542,6 +557,20 @@ impl JobRecord {
         self.first_seq = first_seq;
         true
     }
+}
+
+/// Whether a job in `state` becomes a tombstone when tombstones are made: it is finished, and
+/// not abandoned (an abandoned job keeps its last run: its program may still run in this boot,
+/// and the launch that names it is in that run).
+fn ends_as_tombstone(state: &JobState) -> bool {
+    state.is_terminal()
+        && !matches!(
+            state,
+            JobState::Failed {
+                reason: crate::core::state::FailureReason::Abandoned,
+                ..
+            }
+        )
 }
 
 /// Why a sequence of changes does not add up to valid job records: the store holding them is
@@ -814,7 +843,9 @@ impl JobTable {
         let entry = HistoryEntry { seq, event, state };
         let position = slot.unwrap_or(self.jobs.len());
         let terminal = entry.state.is_terminal();
+        let tombstone = self.settle_on_finish.is_some() && ends_as_tombstone(&entry.state);
         match slot.and_then(|i| self.jobs.get_mut(i)) {
+            Some(record) if tombstone => record.push_tombstone(spec, entry),
             Some(record) => record.push(spec, entry),
             None => {
                 let spec = spec.ok_or(ReplayError::Spec {
@@ -841,7 +872,10 @@ impl JobTable {
         } else if !terminal && !listed {
             self.unfinished.insert(position);
         }
+        // A finished job not made a tombstone above (an abandoned one, which keeps its last
+        // run) keeps what the retention keeps.
         if terminal
+            && !tombstone
             && let Some(retention) = &self.settle_on_finish
             && let Some(record) = self.jobs.get_mut(position)
         {
@@ -1109,5 +1143,100 @@ fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
             job: change.job.clone(),
             seq: change.seq,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::{TimeZone, Utc};
+
+    use super::JobTable;
+    use crate::codec;
+    use crate::core::id::{BootId, JobId};
+    use crate::core::presence::UserPresence;
+    use crate::core::program::ProgramId;
+    use crate::core::spec::JobSpec;
+    use crate::ledger::Ledger;
+    use crate::retention::Retention;
+    use crate::session::{ExecutionContext, NoticeDelivery, SessionFacts};
+    use crate::store::{Change, MemoryStore, Record};
+
+    fn id(s: &str) -> JobId {
+        JobId::new(s).unwrap()
+    }
+
+    /// The changes a ledger commits for two jobs run to completion: `plain`, and `changed`,
+    /// whose spec changes (made mandatory) while its attempt is under way.
+    fn changes() -> Vec<Change> {
+        let store = MemoryStore::new();
+        let session = SessionFacts {
+            boot: BootId::new("boot-1").unwrap(),
+            user: UserPresence::NoneLoggedOn,
+            context: ExecutionContext::Service,
+            notices: NoticeDelivery::NotDelivered,
+            now: Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap(),
+            since_boot: Duration::from_secs(60),
+            programs: Default::default(),
+            restart_pending: crate::session::RestartPending::Unknown,
+        };
+        let (mut ledger, _) = Ledger::open(store.clone(), session).unwrap();
+        for job in ["plain", "changed"] {
+            ledger
+                .offer(JobSpec::new(id(job)).with_mandatory(false))
+                .unwrap();
+        }
+        for (pid, job) in [(7, "plain"), (8, "changed")] {
+            let attempt = ledger.begin(&id(job)).unwrap();
+            let _ = ledger.launched(&attempt, ProgramId::new(pid, 1)).unwrap();
+            if job == "changed" {
+                ledger
+                    .offer(JobSpec::new(id(job)).with_mandatory(true))
+                    .unwrap();
+            }
+            let _ = ledger.program_exited(&attempt, 0).unwrap();
+        }
+        let mut changes = Vec::new();
+        for bytes in store.records() {
+            if let Record::Change(change) = codec::decode(&bytes).unwrap() {
+                changes.push(*change);
+            }
+        }
+        changes
+    }
+
+    /// A finished job made a tombstone in the change that finishes it (`push_tombstone`) is
+    /// what the change followed by a compaction left before: the same spec, history and
+    /// sequence numbers, whether its history is the table's alone or shared with a copy.
+    #[test]
+    fn a_tombstone_made_in_the_finishing_change_is_the_compaction_of_the_whole_job() {
+        let changes = changes();
+        let retention = Retention::default();
+        let mut whole = JobTable::default();
+        for change in &changes {
+            whole.apply(change.clone()).unwrap();
+        }
+        assert!(whole.iter().all(|job| job.history().len() > 2));
+        let mut compacted = whole.clone();
+        compacted.compact(&retention, true);
+
+        let mut settled = JobTable::default();
+        settled.settle_on_finish(Some(retention));
+        let (last, before) = changes.split_last().unwrap();
+        for change in before {
+            settled.apply(change.clone()).unwrap();
+        }
+        let copy = settled.clone();
+        settled.apply(last.clone()).unwrap();
+        assert_eq!(last.job, id("changed"));
+        for job in whole.iter() {
+            let made = settled.get(job.id()).unwrap();
+            assert!(made.is_tombstone(), "{}", job.id());
+            assert_eq!(made, compacted.get(job.id()).unwrap(), "{}", job.id());
+            assert!(made.latest_spec().is_mandatory() == (job.id() == &id("changed")));
+        }
+        // The copy taken before the last change still holds the job unfinished.
+        assert!(!copy.get(&id("changed")).unwrap().state().is_terminal());
     }
 }
