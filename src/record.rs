@@ -1148,19 +1148,14 @@ fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use chrono::{TimeZone, Utc};
-
     use super::JobTable;
     use crate::codec;
-    use crate::core::id::{BootId, JobId};
-    use crate::core::presence::UserPresence;
+    use crate::core::id::JobId;
     use crate::core::program::ProgramId;
     use crate::core::spec::JobSpec;
     use crate::ledger::Ledger;
     use crate::retention::Retention;
-    use crate::session::{ExecutionContext, NoticeDelivery, SessionFacts};
+    use crate::session::test_facts;
     use crate::store::{Change, MemoryStore, Record};
 
     fn id(s: &str) -> JobId {
@@ -1171,16 +1166,7 @@ mod tests {
     /// whose spec changes (made mandatory) while its attempt is under way.
     fn changes() -> Vec<Change> {
         let store = MemoryStore::new();
-        let session = SessionFacts {
-            boot: BootId::new("boot-1").unwrap(),
-            user: UserPresence::NoneLoggedOn,
-            context: ExecutionContext::Service,
-            notices: NoticeDelivery::NotDelivered,
-            now: Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap(),
-            since_boot: Duration::from_secs(60),
-            programs: Default::default(),
-            restart_pending: crate::session::RestartPending::Unknown,
-        };
+        let session = test_facts("boot-1");
         let (mut ledger, _) = Ledger::open(store.clone(), session).unwrap();
         for job in ["plain", "changed"] {
             ledger

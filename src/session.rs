@@ -290,3 +290,20 @@ impl<T: SessionContext + ?Sized> SessionContext for &T {
         (**self).restart_pending()
     }
 }
+
+/// The facts of the crate's unit tests: boot `boot`, a service with no user logged on and no
+/// shutdown notices, at a fixed instant.
+#[cfg(test)]
+pub(crate) fn test_facts(boot: &str) -> SessionFacts {
+    use chrono::TimeZone;
+    SessionFacts {
+        boot: BootId::new(boot).unwrap(),
+        user: UserPresence::NoneLoggedOn,
+        context: ExecutionContext::Service,
+        notices: NoticeDelivery::NotDelivered,
+        now: chrono::Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap(),
+        since_boot: Duration::from_secs(60),
+        programs: Default::default(),
+        restart_pending: RestartPending::Unknown,
+    }
+}

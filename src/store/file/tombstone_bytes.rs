@@ -97,25 +97,11 @@ mod tests {
     use super::TombstoneBytes;
     use crate::codec;
     use crate::core::id::{BootId, JobId};
-    use crate::core::presence::UserPresence;
     use crate::core::program::ProgramId;
     use crate::core::spec::JobSpec;
     use crate::ledger::Ledger;
-    use crate::session::{ExecutionContext, NoticeDelivery, SessionFacts};
+    use crate::session::{SessionFacts, test_facts};
     use crate::store::file::{FileStore, FileStoreOptions};
-
-    fn session(boot: &str) -> SessionFacts {
-        SessionFacts {
-            boot: BootId::new(boot).unwrap(),
-            user: UserPresence::NoneLoggedOn,
-            context: ExecutionContext::Service,
-            notices: NoticeDelivery::NotDelivered,
-            now: Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap(),
-            since_boot: Duration::from_secs(60),
-            programs: Default::default(),
-            restart_pending: crate::session::RestartPending::Unknown,
-        }
-    }
 
     fn id(s: &str) -> JobId {
         JobId::new(s).unwrap()
@@ -152,7 +138,7 @@ mod tests {
             ..FileStoreOptions::default()
         };
         let store = FileStore::open_with(dir.path(), options).unwrap();
-        let (ledger, _) = Ledger::open(store, session("boot-1")).unwrap();
+        let (ledger, _) = Ledger::open(store, test_facts("boot-1")).unwrap();
         (dir, options, ledger)
     }
 
@@ -186,7 +172,7 @@ mod tests {
         same_snapshot_either_way(&mut store);
 
         // A rerun changes the job: its bytes are no longer its record.
-        let (mut ledger, _) = Ledger::open(store, session("boot-1")).unwrap();
+        let (mut ledger, _) = Ledger::open(store, test_facts("boot-1")).unwrap();
         let _ = ledger.rerun(&id("tool")).unwrap();
         let mut store = ledger.into_store();
         assert_eq!(kept(&store, "tool"), None, "a rerun job's bytes went stale");
@@ -202,7 +188,7 @@ mod tests {
         assert_eq!(after, before, "the snapshot reads back as written");
         assert!(kept(&store, "patch").is_some());
         assert_eq!(kept(&store, "tool"), None);
-        let (mut ledger, _) = Ledger::open(store, session("boot-2")).unwrap();
+        let (mut ledger, _) = Ledger::open(store, test_facts("boot-2")).unwrap();
         run(&mut ledger, "tool", 200);
         run(&mut ledger, "queued", 201);
         let mut store = ledger.into_store();
@@ -227,7 +213,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let options = FileStoreOptions::default();
         let store = FileStore::open_with(dir.path(), options).unwrap();
-        let (mut ledger, _) = Ledger::open(store, session("boot-1")).unwrap();
+        let (mut ledger, _) = Ledger::open(store, test_facts("boot-1")).unwrap();
         ledger
             .offer(JobSpec::new(id("tool")).with_mandatory(false))
             .unwrap();
@@ -291,7 +277,7 @@ mod tests {
         let mut store = ledger.into_store();
         store.compact().unwrap();
         // The rerun lands in the journal after the snapshot that holds the tombstone.
-        let (mut ledger, _) = Ledger::open(store, session("boot-1")).unwrap();
+        let (mut ledger, _) = Ledger::open(store, test_facts("boot-1")).unwrap();
         let _ = ledger.rerun(&id("tool")).unwrap();
         drop(ledger);
         let mut store = FileStore::open_with(dir.path(), options).unwrap();
