@@ -1053,7 +1053,8 @@ fn tail_of(record: &JobRecord) -> TailOf<'_> {
 
 /// The structural rules every stored change keeps, whatever version of the state machine wrote
 /// it: sequence numbers without gaps; a job created `Queued` by an offer, with its spec;
-/// nothing after a completed mandatory job; a finished run followed only by a new run.
+/// nothing after a completed mandatory job; a finished run followed only by a new run, and the
+/// run number unchanged otherwise.
 fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
     let expected = tail.map_or(1, |t| t.seq + 1);
     if change.seq != expected {
@@ -1125,9 +1126,6 @@ fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
                     "nothing follows a completed mandatory job",
                 ));
             }
-            if change.state.run() < before.run() {
-                return Err(not_a_transition("the run number went backwards"));
-            }
             let new_run = matches!(
                 change.state,
                 JobState::Queued { run, attempt: 1, .. } if Some(run) == before.run().checked_add(1)
@@ -1135,6 +1133,13 @@ fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
             if before.is_terminal() && !new_run {
                 return Err(not_a_transition(
                     "a finished run is followed only by a new run",
+                ));
+            }
+            // A run number changes only there: a jump would let a store's copy and its replay
+            // keep different histories (the retention counts runs).
+            if !before.is_terminal() && change.state.run() != before.run() {
+                return Err(not_a_transition(
+                    "the run number changes only when a finished run is followed by a new one",
                 ));
             }
             Ok(())
@@ -1148,11 +1153,12 @@ fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
 
 #[cfg(test)]
 mod tests {
-    use super::JobTable;
+    use super::{JobTable, ReplayError};
     use crate::codec;
     use crate::core::id::JobId;
     use crate::core::program::ProgramId;
     use crate::core::spec::JobSpec;
+    use crate::core::state::JobState;
     use crate::ledger::Ledger;
     use crate::retention::Retention;
     use crate::session::test_facts;
@@ -1224,5 +1230,34 @@ mod tests {
         }
         // The copy taken before the last change still holds the job unfinished.
         assert!(!copy.get(&id("changed")).unwrap().state().is_terminal());
+    }
+
+    /// A run number changes only when a finished run is followed by a new one: a change that
+    /// starts an attempt in another run (ahead or behind) is refused, and the table is left as
+    /// it was.
+    #[test]
+    fn a_change_that_jumps_to_another_run_is_refused() {
+        let changes = changes();
+        let started = changes
+            .iter()
+            .position(|c| matches!(c.state, JobState::Running { .. }))
+            .unwrap();
+        let mut table = JobTable::default();
+        for change in &changes[..started] {
+            table.apply(change.clone()).unwrap();
+        }
+        for run in [0, 2, 5] {
+            let mut jump = changes[started].clone();
+            let JobState::Running { attempt, .. } = &mut jump.state else {
+                unreachable!()
+            };
+            attempt.run = run;
+            let err = table.apply(jump).unwrap_err();
+            assert!(
+                matches!(err, ReplayError::NotATransition { .. }),
+                "run {run}: {err}"
+            );
+        }
+        table.apply(changes[started].clone()).unwrap();
     }
 }

@@ -606,7 +606,23 @@ fn extreme_stored_counters_do_not_overflow() {
         at: t0(),
         reason: FailureReason::Cancelled,
     };
-    let store = MemoryStore::from_records(stored(&optional, &[JobState::initial(), last_run]));
+    // Held as a job whose earlier runs were compacted away (a run never jumps within a job's
+    // kept history: see `stored_changes_that_no_transition_makes_are_refused`).
+    let tombstone = Change {
+        job: optional.id().clone(),
+        seq: 2,
+        spec: Some(optional.clone().into()),
+        event: Event {
+            at: t0(),
+            boot: boot("b1"),
+            since_boot: Duration::ZERO,
+            kind: EventKind::tick(),
+        },
+        state: last_run,
+    };
+    let store = MemoryStore::from_records(vec![
+        codec::encode(&Record::Compacted(Box::new(tombstone))).unwrap(),
+    ]);
     let (mut ledger, _) = Ledger::open(store, service_session("b1")).unwrap();
     assert!(matches!(
         ledger.rerun(optional.id()),
@@ -644,6 +660,17 @@ fn stored_changes_that_no_transition_makes_are_refused() {
         &[JobState::initial(), completed.clone(), JobState::initial()],
     );
     assert!(why.contains("new run"), "{why}");
+    // A run number that changes within a run, ahead or back (review finding): refused.
+    for run in [0, 2, u32::MAX] {
+        let jumped = JobState::Failed {
+            run,
+            attempt: None,
+            at: t0(),
+            reason: FailureReason::Cancelled,
+        };
+        let why = refused(&optional, &[JobState::initial(), jumped]);
+        assert!(why.contains("run number changes"), "run {run}: {why}");
+    }
     // A job created in any state but Queued: refused.
     let why = refused(&mandatory, &[completed]);
     assert!(why.contains("created queued"), "{why}");
