@@ -608,17 +608,14 @@ fn extreme_stored_counters_do_not_overflow() {
     };
     // Held as a job whose earlier runs were compacted away (a run never jumps within a job's
     // kept history: see `stored_changes_that_no_transition_makes_are_refused`).
+    let Record::Change(tombstone) =
+        codec::decode(&stored(&optional, &[JobState::initial(), last_run])[1]).unwrap()
+    else {
+        unreachable!()
+    };
     let tombstone = Change {
-        job: optional.id().clone(),
-        seq: 2,
         spec: Some(optional.clone().into()),
-        event: Event {
-            at: t0(),
-            boot: boot("b1"),
-            since_boot: Duration::ZERO,
-            kind: EventKind::tick(),
-        },
-        state: last_run,
+        ..*tombstone
     };
     let store = MemoryStore::from_records(vec![
         codec::encode(&Record::Compacted(Box::new(tombstone))).unwrap(),
