@@ -541,12 +541,37 @@ fn first_open(dir: &Path, reps: usize) -> f64 {
     median(times)
 }
 
+/// Set alone: the store directory to open warm (once untimed, then 5 timed opens in this
+/// process, each store dropped untimed), printing the median seconds. Run by hand, with the
+/// same journal built by two builds of the crate, and alternated between them: the ratio of
+/// their medians holds on a host whose speed drifts (README, Performance).
+const WARM: &str = "JOBSTATE_BENCH_RECOVERY_WARM";
+
+/// The median seconds of `reps` opens of the store at `dir` after one untimed open.
+fn warm_opens(dir: &Path, reps: usize) -> f64 {
+    drop(FileStore::open(dir).expect("open the store"));
+    let times = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            let store = FileStore::open(dir).expect("open the store");
+            let took = t.elapsed().as_secs_f64();
+            drop(store);
+            took
+        })
+        .collect();
+    median(times)
+}
+
 fn main() {
     if let Some(dir) = std::env::var_os(CHILD) {
         let t = Instant::now();
         let store = FileStore::open(&dir).expect("open the store");
         println!("{}", t.elapsed().as_secs_f64());
         drop(store);
+        return;
+    }
+    if let Some(dir) = std::env::var_os(WARM) {
+        println!("{}", warm_opens(Path::new(&dir), 5));
         return;
     }
     let root = std::env::current_dir()
