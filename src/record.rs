@@ -115,14 +115,14 @@ mod shared_spec {
 
 /// A change as the codec decodes it: the job still the bytes it was stored as, resolved when
 /// the change is applied ([`JobTable::apply_stored`]): a known job's id is shared from the
-/// table, not looked up in the decoder's id cache, allocated or validated again.
+/// table, not looked up in the decoder's id cache, allocated or validated again. Its event and
+/// state are held as the history entry they become, so that a replay moves them into the
+/// job's history as they are (an entry is a few hundred bytes: each reshaping was a copy).
 #[cfg_attr(test, derive(Debug, PartialEq))]
 pub(crate) struct StoredChange<'a> {
     job: &'a [u8],
-    seq: u64,
     spec: Option<Arc<JobSpec>>,
-    event: Event,
-    state: JobState,
+    entry: HistoryEntry,
 }
 
 impl<'a> StoredChange<'a> {
@@ -136,22 +136,20 @@ impl<'a> StoredChange<'a> {
     ) -> Self {
         Self {
             job,
-            seq,
             spec,
-            event,
-            state,
+            entry: HistoryEntry { seq, event, state },
         }
     }
 
     /// The change, for the job `job` (the id its bytes name).
-    #[inline(always)]
     fn with_job(self, job: JobId) -> Change {
+        let HistoryEntry { seq, event, state } = self.entry;
         Change {
             job,
-            seq: self.seq,
+            seq,
             spec: self.spec,
-            event: self.event,
-            state: self.state,
+            event,
+            state,
         }
     }
 
@@ -217,13 +215,13 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for BinaryChange<'a> {
             let _scope = BootScope::enter(&event.boot);
             seq.next_element::<JobState>()?.ok_or_else(|| missing(4))?
         };
-        Ok(StoredChange {
+        Ok(StoredChange::new(
             job,
-            seq: number,
-            spec: spec.map(Arc::new),
+            number,
+            spec.map(Arc::new),
             event,
             state,
-        })
+        ))
     }
 }
 
@@ -778,7 +776,7 @@ impl JobTable {
 
     /// Checks that `change` follows on from the table's contents, without applying it.
     pub fn check(&self, change: &Change) -> Result<(), ReplayError> {
-        check_follows(change, self.tail(&change.job))
+        check_follows(Proposed::of(change), self.tail(&change.job))
     }
 
     /// Checks that `changes`, in order, follow on from the table's contents (a commit's changes
@@ -790,7 +788,7 @@ impl JobTable {
                 Some(tail) => *tail,
                 None => self.tail(&change.job),
             };
-            check_follows(change, tail)?;
+            check_follows(Proposed::of(change), tail)?;
             let mandatory = change
                 .spec
                 .as_deref()
@@ -828,11 +826,6 @@ impl JobTable {
     /// `slot` (looked up by the caller).
     #[inline(always)]
     fn apply_change_at(&mut self, change: Change, slot: Option<usize>) -> Result<(), ReplayError> {
-        let tail = slot.and_then(|i| self.jobs.get(i)).map(tail_of);
-        // Whether the job was in `unfinished` before: a job is there unless its state is
-        // terminal (a new job is not there yet).
-        let listed = tail.is_some_and(|t| !t.state.is_terminal());
-        check_follows(&change, tail)?;
         let Change {
             job,
             seq,
@@ -840,7 +833,34 @@ impl JobTable {
             event,
             state,
         } = change;
-        let entry = HistoryEntry { seq, event, state };
+        self.apply_entry(job, spec, HistoryEntry { seq, event, state }, slot)
+    }
+
+    /// [`JobTable::apply_change_at`] of a change held as its parts: the job, the spec it
+    /// carries, and the entry it adds to the job's history.
+    #[inline(always)]
+    fn apply_entry(
+        &mut self,
+        job: JobId,
+        spec: Option<Arc<JobSpec>>,
+        entry: HistoryEntry,
+        slot: Option<usize>,
+    ) -> Result<(), ReplayError> {
+        let tail = slot.and_then(|i| self.jobs.get(i)).map(tail_of);
+        // Whether the job was in `unfinished` before: a job is there unless its state is
+        // terminal (a new job is not there yet).
+        let listed = tail.is_some_and(|t| !t.state.is_terminal());
+        check_follows(
+            Proposed {
+                job: &job,
+                seq: entry.seq,
+                spec: spec.as_deref(),
+                event: &entry.event,
+                state: &entry.state,
+            },
+            tail,
+        )?;
+        let seq = entry.seq;
         let position = slot.unwrap_or(self.jobs.len());
         let terminal = entry.state.is_terminal();
         let tombstone = self.settle_on_finish.is_some() && ends_as_tombstone(&entry.state);
@@ -910,11 +930,11 @@ impl JobTable {
                 (id, None)
             }
         };
-        let change = stored.with_job(job);
+        let StoredChange { spec, entry, .. } = stored;
         if compacted {
-            self.apply_compacted(change)
+            self.apply_compacted_entry(job, spec, entry)
         } else {
-            self.apply_change_at(change, slot)
+            self.apply_entry(job, spec, entry, slot)
         }
     }
 
@@ -928,6 +948,17 @@ impl JobTable {
             event,
             state,
         } = change;
+        self.apply_compacted_entry(job, spec, HistoryEntry { seq, event, state })
+    }
+
+    /// [`JobTable::apply_compacted`] of a change held as its parts.
+    fn apply_compacted_entry(
+        &mut self,
+        job: JobId,
+        spec: Option<Arc<JobSpec>>,
+        entry: HistoryEntry,
+    ) -> Result<(), ReplayError> {
+        let seq = entry.seq;
         if self.index.contains_key(job.as_str().as_bytes()) {
             return Err(ReplayError::Duplicate { job });
         }
@@ -950,7 +981,7 @@ impl JobTable {
                 why: "a compacted job's first kept change has an impossible sequence number",
             });
         }
-        if !state.is_terminal() {
+        if !entry.state.is_terminal() {
             self.unfinished.insert(self.jobs.len());
         }
         self.index.insert(IdKey(job), self.jobs.len());
@@ -960,7 +991,7 @@ impl JobTable {
             seq,
             changed: Vec::new(),
             started_under: None,
-            history: Arc::new(vec![HistoryEntry { seq, event, state }]),
+            history: Arc::new(vec![entry]),
         });
         Ok(())
     }
@@ -1032,6 +1063,29 @@ impl JobTable {
 /// second for nine million years).
 const MAX_COMPACTED_SEQ: u64 = 1 << 48;
 
+/// A change as [`check_follows`] reads it, wherever its parts are held (a [`Change`], or a
+/// job, a spec and a [`HistoryEntry`]).
+#[derive(Clone, Copy)]
+struct Proposed<'a> {
+    job: &'a JobId,
+    seq: u64,
+    spec: Option<&'a JobSpec>,
+    event: &'a Event,
+    state: &'a JobState,
+}
+
+impl<'a> Proposed<'a> {
+    fn of(change: &'a Change) -> Self {
+        Self {
+            job: &change.job,
+            seq: change.seq,
+            spec: change.spec.as_deref(),
+            event: &change.event,
+            state: &change.state,
+        }
+    }
+}
+
 /// The last change of a job, as the next change must follow on from it.
 #[derive(Clone, Copy)]
 struct TailOf<'a> {
@@ -1055,7 +1109,7 @@ fn tail_of(record: &JobRecord) -> TailOf<'_> {
 /// it: sequence numbers without gaps; a job created `Queued` by an offer, with its spec;
 /// nothing after a completed mandatory job; a finished run followed only by a new run, and the
 /// run number unchanged otherwise.
-fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
+fn check_follows(change: Proposed<'_>, tail: Tail<'_>) -> Result<(), ReplayError> {
     let expected = tail.map_or(1, |t| t.seq + 1);
     if change.seq != expected {
         return Err(if expected == 1 {
@@ -1076,13 +1130,13 @@ fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
         seq: change.seq,
         why,
     };
-    match (&change.spec, tail) {
-        (Some(spec), None) if spec.id() != &change.job => Err(ReplayError::SpecMismatch {
+    match (change.spec, tail) {
+        (Some(spec), None) if spec.id() != change.job => Err(ReplayError::SpecMismatch {
             job: change.job.clone(),
             spec_id: spec.id().clone(),
         }),
         (Some(_), None) => {
-            if change.state != JobState::initial() || change.event.kind != EventKind::Offered {
+            if *change.state != JobState::initial() || change.event.kind != EventKind::Offered {
                 return Err(not_a_transition("a job must be created queued by an offer"));
             }
             Ok(())
@@ -1094,7 +1148,7 @@ fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
                     seq: change.seq,
                 });
             }
-            if spec.id() != &change.job {
+            if spec.id() != change.job {
                 return Err(ReplayError::SpecMismatch {
                     job: change.job.clone(),
                     spec_id: spec.id().clone(),
@@ -1110,7 +1164,7 @@ fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
                     "a mandatory job never becomes optional again",
                 ));
             }
-            if change.state != *tail.state {
+            if change.state != tail.state {
                 return Err(not_a_transition("a spec change changes no state"));
             }
             Ok(())
@@ -1127,7 +1181,7 @@ fn check_follows(change: &Change, tail: Tail<'_>) -> Result<(), ReplayError> {
                 ));
             }
             let new_run = matches!(
-                change.state,
+                *change.state,
                 JobState::Queued { run, attempt: 1, .. } if Some(run) == before.run().checked_add(1)
             );
             if before.is_terminal() && !new_run {
