@@ -150,6 +150,7 @@ pub mod codec;
 mod core;
 mod error;
 mod exit_status;
+mod few_keys;
 mod ledger;
 #[cfg(target_os = "linux")]
 mod linux_session;

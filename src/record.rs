@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use crate::few_keys::FewKeys;
+
 use serde::{Deserialize, Serialize};
 
 use crate::core::boot_scope::BootScope;
@@ -784,10 +786,10 @@ impl JobTable {
     /// Checks that `changes`, in order, follow on from the table's contents (a commit's changes
     /// may touch one job more than once), without applying them.
     pub fn check_all(&self, changes: &[Change]) -> Result<(), ReplayError> {
-        let mut tails: FxHashMap<&JobId, Tail<'_>> = FxHashMap::default();
+        let mut tails: FewKeys<'_, JobId, Tail<'_>> = FewKeys::for_count(changes.len());
         for change in changes {
             let tail = match tails.get(&change.job) {
-                Some(tail) => *tail,
+                Some(tail) => tail,
                 None => self.tail(&change.job),
             };
             check_follows(Proposed::of(change), tail)?;
@@ -795,7 +797,7 @@ impl JobTable {
                 .spec
                 .as_deref()
                 .map_or_else(|| tail.is_some_and(|t| t.mandatory), JobSpec::is_mandatory);
-            tails.insert(
+            let _ = tails.insert(
                 &change.job,
                 Some(TailOf {
                     seq: change.seq,

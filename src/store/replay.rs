@@ -2,9 +2,9 @@
 //! checked record by record.
 
 use super::{Commit, Revision, Snapshot};
-use std::collections::HashSet;
 
 use crate::core::effect::StatusKey;
+use crate::few_keys::FewKeys;
 use crate::record::{JobTable, Record, ReplayError, Unboxed};
 use crate::report::dead_letter::{DeadLetter, DeadLetters};
 use crate::report::outbox::Outbox;
@@ -99,27 +99,27 @@ impl Replay {
     /// key once.
     pub fn check(&self, commit: &Commit) -> Result<(), ReplayError> {
         self.jobs.check_all(&commit.changes)?;
-        let mut seen = HashSet::new();
+        let mut seen = FewKeys::for_count(commit.reports.len());
         for message in &commit.reports {
             self.check_new_key(&message.key)?;
-            if !seen.insert(&message.key) {
+            if !seen.add(&message.key) {
                 return Err(ReplayError::DuplicateReport {
                     key: message.key.clone(),
                 });
             }
         }
-        let mut leaving = HashSet::new();
+        let mut leaving = FewKeys::for_count(commit.delivered.len() + commit.dead_lettered.len());
         let dead = commit.dead_lettered.iter().map(|n| &n.key);
         for key in commit.delivered.iter().chain(dead) {
             self.outbox.check_remove(key)?;
-            if !leaving.insert(key) {
+            if !leaving.add(key) {
                 return Err(ReplayError::UnknownReport { key: key.clone() });
             }
         }
-        let mut returning = HashSet::new();
+        let mut returning = FewKeys::for_count(commit.requeued.len() + commit.discarded.len());
         for key in commit.requeued.iter().chain(&commit.discarded) {
             self.dead.check_remove(key)?;
-            if !returning.insert(key) {
+            if !returning.add(key) {
                 return Err(ReplayError::UnknownDeadLetter { key: key.clone() });
             }
         }
