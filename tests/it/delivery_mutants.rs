@@ -301,3 +301,98 @@ fn apply_commit_applies_a_commit_whole_or_refuses_it_changing_nothing() {
     let left: Vec<&StatusKey> = replay.outbox().iter().map(|m| &m.key).collect();
     assert_eq!(left, [&keys[1]]);
 }
+
+// Invariant 6, and the rule that a key is reported once: a commit that names one status key
+// twice, or gives one job's change twice, is refused, in a commit of a few keys (compared one by
+// one) and of many (more than 16: through a map), with the repeat first, in the middle or last.
+#[test]
+fn a_commit_that_names_a_key_or_a_change_twice_is_refused_whatever_its_size() {
+    for n in [2, 16, 17, 40] {
+        let store = MemoryStore::new();
+        let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+        let names: Vec<String> = (0..n).map(|i| format!("job-{i}")).collect();
+        with_messages(&mut ledger, &names);
+        let messages: Vec<StatusMessage> = ledger.outbox().cloned().collect();
+        let records: Vec<jobstate::store::Record> = store
+            .records()
+            .iter()
+            .map(|r| jobstate::codec::decode(r).unwrap())
+            .collect();
+        // Every job's changes, in commit order: offered (seq 1), cancelled (seq 2).
+        let changes: Vec<jobstate::store::Change> = records
+            .iter()
+            .filter_map(|r| match r {
+                jobstate::store::Record::Change(c) => Some((**c).clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(changes.len(), 2 * n);
+        let (created, cancelled): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.seq == 1);
+        let empty = Replay::default();
+        // All jobs created, then each cancelled, in one commit: each job's second change
+        // follows on from its first in the same commit.
+        let both: Vec<_> = created.iter().chain(&cancelled).cloned().collect();
+        empty
+            .check(&Commit::new(Revision(0), both).with_reports(messages.clone()))
+            .unwrap_or_else(|e| panic!("{n} jobs created and cancelled in one commit: {e}"));
+        for repeat in [0, n / 2, n - 1] {
+            let mut twice = created.clone();
+            twice.push(created[repeat].clone());
+            assert!(
+                matches!(
+                    empty.check(&Commit::new(Revision(0), twice)),
+                    Err(ReplayError::OutOfSequence { .. })
+                ),
+                "job {repeat} of {n} created twice in one commit"
+            );
+            let mut cancelled_twice: Vec<_> = created.iter().chain(&cancelled).cloned().collect();
+            cancelled_twice.push(cancelled[repeat].clone());
+            assert!(
+                matches!(
+                    empty.check(&Commit::new(Revision(0), cancelled_twice)),
+                    Err(ReplayError::OutOfSequence { .. })
+                ),
+                "job {repeat} of {n} cancelled twice in one commit"
+            );
+        }
+        // The ledger's own state: every message pending.
+        let mut replay = Replay::default();
+        for record in records {
+            replay.apply(record).unwrap();
+        }
+        let pending = keys(&messages);
+        for repeat in [0, n / 2, n - 1] {
+            let mut reports: Vec<StatusMessage> = messages
+                .iter()
+                .map(|m| {
+                    let mut fresh = m.clone();
+                    fresh.key.run += 1;
+                    fresh
+                })
+                .collect();
+            replay
+                .check(&Commit::new(Revision(0), Vec::new()).with_reports(reports.clone()))
+                .unwrap_or_else(|e| panic!("{n} new reports: {e}"));
+            reports.push(reports[repeat].clone());
+            assert!(
+                matches!(
+                    replay.check(&Commit::new(Revision(0), Vec::new()).with_reports(reports)),
+                    Err(ReplayError::DuplicateReport { .. })
+                ),
+                "report {repeat} of {n} given twice"
+            );
+            let mut delivered = pending.clone();
+            delivered.push(pending[repeat].clone());
+            assert!(
+                matches!(
+                    replay.check(&Commit::new(Revision(0), Vec::new()).with_delivered(delivered)),
+                    Err(ReplayError::UnknownReport { .. })
+                ),
+                "key {repeat} of {n} acknowledged twice"
+            );
+        }
+        replay
+            .check(&Commit::new(Revision(0), Vec::new()).with_delivered(pending))
+            .unwrap_or_else(|e| panic!("all {n} pending keys acknowledged at once: {e}"));
+    }
+}
