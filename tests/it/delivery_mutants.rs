@@ -333,27 +333,23 @@ fn a_commit_that_names_a_key_or_a_change_twice_is_refused_whatever_its_size() {
         // follows on from its first in the same commit.
         let both: Vec<_> = created.iter().chain(&cancelled).cloned().collect();
         empty
-            .check(&Commit::new(Revision(0), both).with_reports(messages.clone()))
+            .check(&Commit::new(Revision(0), both.clone()).with_reports(messages.clone()))
             .unwrap_or_else(|e| panic!("{n} jobs created and cancelled in one commit: {e}"));
         for repeat in [0, n / 2, n - 1] {
-            let mut twice = created.clone();
-            twice.push(created[repeat].clone());
-            assert!(
-                matches!(
-                    empty.check(&Commit::new(Revision(0), twice)),
-                    Err(ReplayError::OutOfSequence { .. })
-                ),
-                "job {repeat} of {n} created twice in one commit"
-            );
-            let mut cancelled_twice: Vec<_> = created.iter().chain(&cancelled).cloned().collect();
-            cancelled_twice.push(cancelled[repeat].clone());
-            assert!(
-                matches!(
-                    empty.check(&Commit::new(Revision(0), cancelled_twice)),
-                    Err(ReplayError::OutOfSequence { .. })
-                ),
-                "job {repeat} of {n} cancelled twice in one commit"
-            );
+            // The job's creation given again after all of them, or its cancellation after all.
+            for (what, mut changes, again) in [
+                ("created", created.clone(), &created[repeat]),
+                ("cancelled", both.clone(), &cancelled[repeat]),
+            ] {
+                changes.push(again.clone());
+                assert!(
+                    matches!(
+                        empty.check(&Commit::new(Revision(0), changes)),
+                        Err(ReplayError::OutOfSequence { .. })
+                    ),
+                    "job {repeat} of {n} {what} twice in one commit"
+                );
+            }
         }
         // The ledger's own state: every message pending.
         let mut replay = Replay::default();
