@@ -752,8 +752,11 @@ impl JobTable {
     pub fn from_records(records: Vec<JobRecord>) -> Result<Self, ReplayError> {
         let mut table = Self::default();
         table.index.reserve(records.len());
-        // At once: grown by doubling, 100,000 records were copied about twice over.
-        table.jobs.reserve_exact(records.len());
+        // At once (grown by doubling, 100,000 records were copied about twice over), with an
+        // eighth more: room for the jobs offered next, without doubling at the first one.
+        table
+            .jobs
+            .reserve_exact(records.len() + records.len() / 8 + 16);
         for record in records {
             match table.index.entry(IdKey(record.id().clone())) {
                 std::collections::hash_map::Entry::Occupied(_) => {
@@ -964,7 +967,8 @@ impl JobTable {
     ) -> Result<(), ReplayError> {
         let seq = entry.seq;
         // One probe of the index for the check and the insertion (a snapshot of 100,000
-        // tombstones is all new jobs).
+        // tombstones is all new jobs). A record refused below leaves no key behind, though the
+        // probe may have grown the index's room by one: a refused record fails the open.
         let slot = match self.index.entry(IdKey(job)) {
             std::collections::hash_map::Entry::Occupied(known) => {
                 return Err(ReplayError::Duplicate {
@@ -1328,5 +1332,35 @@ mod tests {
             );
         }
         table.apply(changes[started].clone()).unwrap();
+    }
+
+    /// A table loaded whole (the ledger's copy at open) has room for the jobs offered next: the
+    /// first new job does not double it (an exact reservation did, holding twice the memory
+    /// from the first offer on).
+    #[test]
+    fn a_table_loaded_whole_takes_new_jobs_without_growing() {
+        let mut table = JobTable::default();
+        for change in changes() {
+            table.apply(change).unwrap();
+        }
+        let records: Vec<super::JobRecord> = (0..1000)
+            .map(|i| {
+                let mut record = table.get(&id("plain")).unwrap().clone();
+                record.created = std::sync::Arc::new(JobSpec::new(id(&format!("job-{i}"))));
+                record
+            })
+            .collect();
+        let mut loaded = JobTable::from_records(records).unwrap();
+        let room = loaded.jobs.capacity();
+        assert!(room >= 1000 + 100, "room for 1000 records: {room}");
+        assert!(
+            room <= 1000 * 5 / 4 + 16,
+            "no more than an eighth more: {room}"
+        );
+        let offered = changes().into_iter().next().unwrap();
+        assert_eq!(offered.seq, 1);
+        loaded.apply(offered).unwrap();
+        assert_eq!(loaded.len(), 1001);
+        assert_eq!(loaded.jobs.capacity(), room, "the first new job fits");
     }
 }
