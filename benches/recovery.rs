@@ -547,6 +547,11 @@ fn first_open(dir: &Path, reps: usize) -> f64 {
 /// their medians holds on a host whose speed drifts (README, Performance).
 const WARM: &str = "JOBSTATE_BENCH_RECOVERY_WARM";
 
+/// Set alone, to `<records>/<changes per frame>` (as `1000000/1`): builds that journal (or
+/// finds it built) and prints its directory last, for [`WARM`]. `benches/against_filing_day.sh`
+/// runs it, on this build and on the goal's own.
+const JOURNAL_ONLY: &str = "JOBSTATE_BENCH_RECOVERY_JOURNAL";
+
 /// The median seconds of `reps` opens of the store at `dir` after one untimed open.
 fn warm_opens(dir: &Path, reps: usize) -> f64 {
     drop(FileStore::open(dir).expect("open the store"));
@@ -583,6 +588,16 @@ fn main() {
     println!("journals: {} (record = one Change)", root.display());
     let probed = probe_layout(&root.join(format!("probe-{}", std::process::id())));
     LAYOUT.set(probed).expect("the layout is probed once");
+    if let Ok(which) = std::env::var(JOURNAL_ONLY) {
+        let parsed = which
+            .split_once('/')
+            .and_then(|(r, f)| Some((r.parse().ok()?, f.parse().ok()?)));
+        let Some((records, per_frame)) = parsed else {
+            panic!("{JOURNAL_ONLY}={which}: expected <records>/<changes per frame>, as 1000000/1")
+        };
+        println!("{}", journal(&root, records, per_frame, rebuild).display());
+        return;
+    }
     println!(
         "journal layout: a {}-byte file header, {}-byte frame headers",
         probed.header, probed.frame_header
