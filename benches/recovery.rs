@@ -548,8 +548,8 @@ fn first_open(dir: &Path, reps: usize) -> f64 {
 const WARM: &str = "JOBSTATE_BENCH_RECOVERY_WARM";
 
 /// Set alone, to `<records>/<changes per frame>` (as `1000000/1`): builds that journal (or
-/// finds it built) and prints its directory last, for [`WARM`]. `benches/against_filing_day.sh`
-/// runs it, on this build and on the goal's own.
+/// finds it built) and prints its directory last, for [`WARM`].
+/// `scripts/recovery-against-filing-day` runs it, on this build and on the goal's own.
 const JOURNAL_ONLY: &str = "JOBSTATE_BENCH_RECOVERY_JOURNAL";
 
 /// The median seconds of `reps` opens of the store at `dir` after one untimed open.
