@@ -37,6 +37,22 @@ pub struct Change {
     pub state: JobState,
 }
 
+impl Change {
+    /// The change as the job it is for, the spec it carries, and the entry it adds to the
+    /// job's history.
+    #[inline(always)]
+    fn into_parts(self) -> (JobId, Option<Arc<JobSpec>>, HistoryEntry) {
+        let Change {
+            job,
+            seq,
+            spec,
+            event,
+            state,
+        } = self;
+        (job, spec, HistoryEntry { seq, event, state })
+    }
+}
+
 /// [`Change`] by reference, as the codec writes it: its fields in order, a boot id in the state
 /// that is the event's boot as the empty string (`core/boot_scope.rs`). Without cloning a
 /// change or a store's state.
@@ -833,14 +849,8 @@ impl JobTable {
     /// `slot` (looked up by the caller).
     #[inline(always)]
     fn apply_change_at(&mut self, change: Change, slot: Option<usize>) -> Result<(), ReplayError> {
-        let Change {
-            job,
-            seq,
-            spec,
-            event,
-            state,
-        } = change;
-        self.apply_entry(job, spec, HistoryEntry { seq, event, state }, slot)
+        let (job, spec, entry) = change.into_parts();
+        self.apply_entry(job, spec, entry, slot)
     }
 
     /// [`JobTable::apply_change_at`] of a change held as its parts: the job, the spec it
@@ -948,14 +958,8 @@ impl JobTable {
     /// Applies a [`Record::Compacted`]: creates `change.job`, unknown so far, with its kept
     /// history beginning at `change`, which carries the spec in force there.
     pub(crate) fn apply_compacted(&mut self, change: Change) -> Result<(), ReplayError> {
-        let Change {
-            job,
-            seq,
-            spec,
-            event,
-            state,
-        } = change;
-        self.apply_compacted_entry(job, spec, HistoryEntry { seq, event, state })
+        let (job, spec, entry) = change.into_parts();
+        self.apply_compacted_entry(job, spec, entry)
     }
 
     /// [`JobTable::apply_compacted`] of a change held as its parts.
