@@ -214,6 +214,17 @@ fn a_compacted_record_is_refused_where_it_cannot_be() {
         replay.apply(compacted(u64::MAX, Some(spec.clone()))),
         Err(ReplayError::NotATransition { .. })
     ));
+    // Past 2^48 is beyond any real history (and far from overflowing the next change's
+    // number): refused just past it, kept at it (here in a replay of its own).
+    assert!(matches!(
+        replay.apply(compacted((1 << 48) + 1, Some(spec.clone()))),
+        Err(ReplayError::NotATransition { .. })
+    ));
+    let mut at_the_limit = Replay::default();
+    at_the_limit
+        .apply(compacted(1 << 48, Some(spec.clone())))
+        .unwrap();
+    assert_eq!(at_the_limit.jobs().get(spec.id()).unwrap().seq(), 1 << 48);
     assert!(matches!(
         replay.apply(compacted(7, Some(msi_job(job("other"))))),
         Err(ReplayError::SpecMismatch { .. })
