@@ -7,11 +7,13 @@
 //!   a tombstone ≤ 1 KiB): with the default retention every finished job is a tombstone (its
 //!   final change and its spec), in the store's memory and in the ledger's;
 //! - `Ledger::next_runnable` with 100,000 finished jobs (goal ≤ 1 µs);
-//! - the compaction pause (goal ≤ 50 ms): the slowest single ledger call while the store was
-//!   built, the journal's bound set so that the store compacts once, inside a ledger call near
-//!   the end, when nearly all 100,000 jobs finished since the last compaction (the store made
-//!   each a tombstone in the commit that finished it); and `FileStore::compact` of the store
-//!   reopened, a store of tombstones (what every later compaction costs).
+//! - the compaction pause (goal ≤ 50 ms): the ledger call that compacted while the store was
+//!   built (told by the snapshot's change), the journal's bound set so that the store compacts
+//!   once, inside a ledger call near the end, when nearly all 100,000 jobs finished since the
+//!   last compaction (the store made each a tombstone in the commit that finished it); and
+//!   `FileStore::compact` of the store reopened, a store of tombstones (what every later
+//!   compaction costs). The slowest other call is printed apart: a pause of the host, or of an
+//!   index growing, is not one of compaction.
 //!
 //! The store is built on tmpfs (`/dev/shm`) where there is one, so that `fdatasync` costs
 //! nothing and the figures are the store's CPU cost. `JOBSTATE_SCALE_JOBS` sets the number of
@@ -119,11 +121,23 @@ fn main() {
     };
     let store = FileStore::open_with(&dir, options).expect("open the store");
     let (mut ledger, _) = Ledger::open(store, session()).expect("open the ledger");
-    let mut slowest = Duration::ZERO;
+    // The call during which the store compacted (told by the snapshot's change, looked at
+    // outside the timed part), and the slowest of the others: a pause of the host or of a
+    // table's growth, not of compaction.
+    let snapshot = dir.join("snapshot");
+    let written = || std::fs::metadata(&snapshot).and_then(|m| m.modified()).ok();
+    let mut compacting: Option<Duration> = None;
+    let mut slowest_other = Duration::ZERO;
     let mut timed = |f: &mut dyn FnMut()| {
+        let before = written();
         let start = Instant::now();
         f();
-        slowest = slowest.max(start.elapsed());
+        let took = start.elapsed();
+        if written() != before {
+            compacting = Some(compacting.map_or(took, |c| c.max(took)));
+        } else {
+            slowest_other = slowest_other.max(took);
+        }
     };
     for i in 0..jobs {
         let id = JobId::new(format!("job-{i}")).expect("an id");
@@ -148,6 +162,7 @@ fn main() {
             });
         }
     }
+    let compacting = compacting.expect("the store compacted once while it was built");
     ledger.deliver(&mut Accept).expect("deliver");
     ledger
         .offer(JobSpec::new(JobId::new("the-queued-one").expect("an id")))
@@ -220,9 +235,13 @@ fn main() {
         held as f64 / 1e6
     );
     println!(
-        "  compaction (goal ≤ 50 ms): the slowest ledger call while building, the one compaction inside one (a snapshot of {in_ledger:.1} MB): {:.1} ms; a later compaction of the reopened store: {:.1} ms",
-        slowest.as_secs_f64() * 1e3,
+        "  compaction (goal ≤ 50 ms): the ledger call that compacted while building (a snapshot of {in_ledger:.1} MB): {:.1} ms; a later compaction of the reopened store: {:.1} ms",
+        compacting.as_secs_f64() * 1e3,
         steady.as_secs_f64() * 1e3,
+    );
+    println!(
+        "  the slowest other ledger call while building: {:.1} ms (the host, or an index growing)",
+        slowest_other.as_secs_f64() * 1e3,
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
