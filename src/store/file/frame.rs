@@ -105,11 +105,12 @@ pub(crate) fn push_frame(out: &mut Vec<u8>, payload: &[u8], salt: u64) {
     out.extend_from_slice(payload);
 }
 
-/// What was found at an offset of a framed file.
+/// What was found at an offset of a framed file: in bytes held whole (`usize` offsets), or in
+/// a file read in pieces (`u64`: longer than a 32-bit target's `usize` reaches).
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Next<'a> {
+pub(crate) enum Next<'a, At = usize> {
     /// A valid frame, and the offset after it.
-    Frame { payload: &'a [u8], end: usize },
+    Frame { payload: &'a [u8], end: At },
     /// The file ends here.
     End,
     /// The rest of the file is the last frame, damaged as a write interrupted by a crash leaves
@@ -117,6 +118,21 @@ pub(crate) enum Next<'a> {
     TornTail(&'static str),
     /// Damage that no interrupted write leaves: a damaged frame with more after it.
     Corrupt(&'static str),
+}
+
+impl<'a> Next<'a> {
+    /// The same answer about bytes that start at offset `base` of a file.
+    pub(crate) fn in_file(self, base: u64) -> Next<'a, u64> {
+        match self {
+            Next::Frame { payload, end } => Next::Frame {
+                payload,
+                end: base + end as u64,
+            },
+            Next::End => Next::End,
+            Next::TornTail(why) => Next::TornTail(why),
+            Next::Corrupt(why) => Next::Corrupt(why),
+        }
+    }
 }
 
 /// Reads the frame at `at`, salted with `salt`.

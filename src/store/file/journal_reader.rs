@@ -23,9 +23,10 @@ pub(crate) struct JournalReader<R> {
     len: u64,
     /// Bytes read from `source` so far.
     read: u64,
-    /// The file from offset `base` on, as far as it was read.
+    /// The file from offset `base` on, as far as it was read. (Offsets in the file are `u64`:
+    /// a journal may be longer than a 32-bit target's `usize` reaches; the window is not.)
     window: Vec<u8>,
-    base: usize,
+    base: u64,
     piece: usize,
 }
 
@@ -59,16 +60,27 @@ impl<R: Read> JournalReader<R> {
         Ok(&self.window[..end])
     }
 
+    /// Where offset `at` (≥ the window's start) is in the window: past its end if it is not in
+    /// it.
+    fn relative(&self, at: u64) -> usize {
+        usize::try_from(at.saturating_sub(self.base)).unwrap_or(usize::MAX)
+    }
+
+    /// How many bytes the window holds from offset `at` on.
+    fn have(&self, at: u64) -> usize {
+        self.window.len().saturating_sub(self.relative(at))
+    }
+
     /// Makes the window hold at least `need` bytes from offset `at` (`at` ≥ the window's
     /// start), or everything to the end of the file; drops what lies before `at` first.
-    fn fill(&mut self, at: usize, need: usize) -> io::Result<()> {
-        let have = (self.base + self.window.len()).saturating_sub(at);
+    fn fill(&mut self, at: u64, need: usize) -> io::Result<()> {
+        let have = self.have(at);
         if have >= need || self.at_end() {
             return Ok(());
         }
-        let consumed = at.saturating_sub(self.base).min(self.window.len());
+        let consumed = self.relative(at).min(self.window.len());
         self.window.drain(..consumed);
-        self.base += consumed;
+        self.base += consumed as u64;
         let more = (need - have).max(self.piece) as u64;
         let more = more.min(self.len - self.read);
         self.window
@@ -86,9 +98,9 @@ impl<R: Read> JournalReader<R> {
 
     /// What the file holds at offset `at` (the end of the previous frame, or of the header),
     /// as [`next_frame`] would say over the whole file; a frame's `end` is an offset in the file.
-    pub(crate) fn next(&mut self, at: usize, salt: u64) -> io::Result<Next<'_>> {
+    pub(crate) fn next(&mut self, at: u64, salt: u64) -> io::Result<Next<'_, u64>> {
         // The common case first: the next frame is whole in the window, and valid.
-        let relative = at.saturating_sub(self.base);
+        let relative = self.relative(at);
         if let Some(rest) = self.window.get(relative..)
             && let Some(header) = rest.get(..FRAME_HEADER_LEN)
             && FRAME_HEADER_LEN.saturating_add(word(header) as usize) <= rest.len()
@@ -97,7 +109,7 @@ impl<R: Read> JournalReader<R> {
             let start = end - payload.len();
             return Ok(Next::Frame {
                 payload: &self.window[start..end],
-                end: self.base + end,
+                end: self.base + end as u64,
             });
         }
         // Else a frame header first; then its whole frame (the window is refilled, a piece at a
@@ -106,8 +118,8 @@ impl<R: Read> JournalReader<R> {
         let mut need = FRAME_HEADER_LEN;
         loop {
             self.fill(at, need)?;
-            let relative = at.saturating_sub(self.base);
-            let have = (self.base + self.window.len()).saturating_sub(at);
+            let relative = self.relative(at);
+            let have = self.have(at);
             let rest = self.window.get(relative..).unwrap_or_default();
             // A frame whose header holds is read whole before it is asked about: a frame longer
             // than the window would otherwise be scanned for headers as if it were damaged.
@@ -128,11 +140,11 @@ impl<R: Read> JournalReader<R> {
             if let Some((start, end)) = found {
                 return Ok(Next::Frame {
                     payload: &self.window[start..end],
-                    end: self.base + end,
+                    end: self.base + end as u64,
                 });
             }
             if self.at_end() {
-                return Ok(next_frame(&self.window, relative, salt));
+                return Ok(next_frame(&self.window, relative, salt).in_file(self.base));
             }
             // Not a whole frame in the window, and the file goes on: the answer may depend on
             // what follows. A larger window (doubling: a frame of up to 64 MiB is read in a
@@ -177,11 +189,24 @@ mod tests {
         outcomes(&mut |at, salt| describe(next_frame(bytes, at, salt)))
     }
 
+    /// [`describe`] of the reader's answer, whose offsets are `u64`.
+    fn describe_read(next: Next<'_, u64>) -> (String, Option<usize>) {
+        describe(match next {
+            Next::Frame { payload, end } => Next::Frame {
+                payload,
+                end: usize::try_from(end).unwrap(),
+            },
+            Next::End => Next::End,
+            Next::TornTail(why) => Next::TornTail(why),
+            Next::Corrupt(why) => Next::Corrupt(why),
+        })
+    }
+
     fn in_pieces(bytes: &[u8], piece: usize) -> Vec<String> {
         let mut reader = JournalReader::new(bytes, bytes.len() as u64, piece);
         let start = reader.start(HEADER_LEN).unwrap().to_vec();
         assert_eq!(start, bytes[..HEADER_LEN.min(bytes.len())]);
-        outcomes(&mut |at, salt| describe(reader.next(at, salt).unwrap()))
+        outcomes(&mut |at, salt| describe_read(reader.next(at as u64, salt).unwrap()))
     }
 
     /// A journal of `frames` frames of random sizes (some larger than the pieces).
@@ -269,7 +294,7 @@ mod tests {
         let cut = bytes.len() - 5;
         // Opened at its full length, then cut by a writer: the reader sees the cut file end.
         let mut reader = JournalReader::new(&bytes[..cut], bytes.len() as u64, 16);
-        let read = outcomes(&mut |at, salt| describe(reader.next(at, salt).unwrap()));
+        let read = outcomes(&mut |at, salt| describe_read(reader.next(at as u64, salt).unwrap()));
         assert_eq!(read, whole(&bytes[..cut]));
         assert_eq!(reader.len(), cut as u64);
     }

@@ -400,15 +400,13 @@ impl<D: Disk> Journal<D> {
         }
         let mut revision = start;
         let mut frames = 0;
-        let mut at = HEADER_LEN;
+        // An offset in the file, not in memory: a journal may be longer than a 32-bit
+        // target's `usize` reaches.
+        let mut at = HEADER_LEN as u64;
         loop {
-            let salt = revision.checked_add(1).ok_or_else(|| {
-                corrupt(
-                    &journal_path,
-                    at as u64,
-                    "a revision past the largest".into(),
-                )
-            })?;
+            let salt = revision
+                .checked_add(1)
+                .ok_or_else(|| corrupt(&journal_path, at, "a revision past the largest".into()))?;
             match journal.next(at, salt).map_err(reading)? {
                 Next::Frame { payload, end } => {
                     revision = salt;
@@ -416,28 +414,28 @@ impl<D: Disk> Journal<D> {
                     // Frames the snapshot already holds (an interrupted compaction) are skipped.
                     if revision > snapshot_revision {
                         apply_payload(payload, &mut live)
-                            .map_err(|detail| corrupt(&journal_path, at as u64, detail))?;
+                            .map_err(|detail| corrupt(&journal_path, at, detail))?;
                     }
                     at = end;
                 }
                 Next::End => break,
                 Next::TornTail(why) => {
-                    disk.truncate(&journal_path, at as u64)
+                    disk.truncate(&journal_path, at)
                         .map_err(io("cutting the torn end off the journal"))?;
                     report.cut.push(Cut {
                         file: journal_path.clone(),
-                        offset: at as u64,
-                        bytes: journal.len().saturating_sub(at as u64),
+                        offset: at,
+                        bytes: journal.len().saturating_sub(at),
                         damage: why.to_string(),
                     });
                     break;
                 }
                 Next::Corrupt(why) => {
-                    return Err(corrupt(&journal_path, at as u64, why.to_string()));
+                    return Err(corrupt(&journal_path, at, why.to_string()));
                 }
             }
         }
-        let mut synced_len = at as u64;
+        let mut synced_len = at;
         if start < snapshot_revision {
             // Only an interrupted compaction leaves a journal that starts before the snapshot,
             // and then it ends exactly where the snapshot does. Anything else is damage: never
