@@ -383,3 +383,62 @@ fn an_abandoned_program_alive_blocks_a_rerun_after_compaction() {
         Err(jobstate::Error::ProgramStillRunning { .. })
     ));
 }
+
+/// A spec change in an earlier run that is kept survives that run's predecessor being cut away
+/// (with tombstones off, one earlier run kept): the latest spec is the changed one, in the
+/// ledger, in the store, and reopened. (cargo-mutants: `compact` keeping only the spec changes
+/// carried at the new first change, not after it, survived every other test.)
+#[test]
+fn a_kept_spec_change_survives_the_runs_before_it_being_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut retention = Retention::default();
+    retention.earlier_runs = 1;
+    retention.tombstones = false;
+    let open = |dir: &std::path::Path| {
+        let options = FileStoreOptions {
+            retention,
+            ..FileStoreOptions::default()
+        };
+        Ledger::open_with(
+            FileStore::open_with(dir, options).unwrap(),
+            service_session("b1"),
+            jobstate::LedgerOptions::default().with_retention(retention),
+        )
+        .unwrap()
+        .0
+    };
+    let mut ledger = open(dir.path());
+    let spec = msi_job(job("nightly-agent")).with_mandatory(false);
+    ledger.offer(spec.clone()).unwrap();
+    run_once(&mut ledger, &spec, 1);
+    let _effects = ledger.rerun(spec.id()).unwrap();
+    // Run 2: its attempt under way when the new spec comes; it finishes under the old one.
+    let attempt = ledger.begin(spec.id()).unwrap();
+    let changed = spec
+        .clone()
+        .with_max_run_time(std::time::Duration::from_secs(7));
+    assert!(matches!(
+        ledger.offer(changed.clone()).unwrap(),
+        Offer::SpecChanged { .. }
+    ));
+    let _effects = ledger.launched(&attempt, ProgramId::new(2, 1)).unwrap();
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
+    // Run 3 pushes run 1 out: the kept history starts at run 2, before the spec change.
+    let _effects = ledger.rerun(spec.id()).unwrap();
+    let record = ledger.job(spec.id()).unwrap().clone();
+    let runs: Vec<u32> = record.history().iter().map(|e| e.state.run()).collect();
+    assert_eq!(runs.first(), Some(&2), "runs kept: {runs:?}");
+    assert_eq!(record.latest_spec(), &changed);
+    assert_eq!(record.spec(), &changed);
+    let mut store = ledger.into_store();
+    let loaded = store.load().unwrap();
+    let stored = loaded.jobs.iter().find(|j| j.id() == spec.id()).unwrap();
+    assert_eq!(stored.first_seq(), record.first_seq());
+    assert_eq!(stored.latest_spec(), &changed);
+    store.compact().unwrap();
+    drop(store);
+    let ledger = open(dir.path());
+    let reopened = ledger.job(spec.id()).unwrap();
+    assert_eq!(reopened.latest_spec(), &changed);
+    assert_eq!(reopened.first_seq(), stored.first_seq());
+}
