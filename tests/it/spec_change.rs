@@ -207,6 +207,42 @@ fn a_rerun_of_a_finished_optional_job_runs_under_the_latest_spec() {
     );
 }
 
+/// A spec change on a finished job leaves it finished: a table replaying it (a store's at
+/// open) does not list the job among the unfinished ones (a table that put a job there on a
+/// change from a finished state to a finished one reported a completed job as unfinished).
+#[test]
+fn a_spec_change_on_a_finished_job_leaves_it_out_of_the_unfinished() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "b1");
+    let tool = msi_job(job("tool")).with_mandatory(false);
+    let queued = msi_job(job("queued"));
+    ledger.offer(tool.clone()).unwrap();
+    ledger.offer(queued.clone()).unwrap();
+    let attempt = start(&mut ledger, &tool);
+    let _effects = ledger.program_exited(&attempt, 0).unwrap();
+    let newer = tool.clone().with_max_run_time(Duration::from_secs(30));
+    assert!(matches!(
+        ledger.offer(newer).unwrap(),
+        Offer::SpecChanged {
+            state: StateKind::Completed,
+            ..
+        }
+    ));
+    let mut table = JobTable::default();
+    let mut last = None;
+    for bytes in store.records() {
+        if let jobstate::store::Record::Change(change) = jobstate::codec::decode(&bytes).unwrap() {
+            last = Some(change.clone());
+            table.apply(*change).unwrap();
+        }
+    }
+    let last = last.unwrap();
+    assert_eq!(last.event.kind, EventKind::SpecChanged);
+    assert!(last.state.is_terminal(), "{:?}", last.state);
+    let unfinished: Vec<_> = table.unfinished().map(|r| r.id().clone()).collect();
+    assert_eq!(unfinished, vec![job("queued")]);
+}
+
 fn change(seq: u64, spec: Option<JobSpec>, kind: EventKind, state: JobState) -> Change {
     Change {
         job: job("j"),
