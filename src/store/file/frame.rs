@@ -404,7 +404,15 @@ mod tests {
     /// of the file or exactly to it: corruption, not a torn tail that cuts the frames after it.
     #[test]
     fn a_crafted_length_in_the_middle_is_corruption() {
-        let (file, ends) = journal(&[40, 30, 50, 20]);
+        // The last frame of 20 bytes, and of 1 (the shortest frame, its header 13 bytes from
+        // the end: still found).
+        for last in [20, 1] {
+            crafted_lengths_in_the_middle(&[40, 30, 50, last]);
+        }
+    }
+
+    fn crafted_lengths_in_the_middle(sizes: &[usize]) {
+        let (file, ends) = journal(sizes);
         for (frame, &at) in ends.iter().enumerate().take(3) {
             for len in [
                 file.len() - at - FRAME_HEADER_LEN,     // exactly to the end
@@ -421,6 +429,14 @@ mod tests {
                     matches!(next, Next::Corrupt(_)),
                     "frame {frame} len {len}: {next:?}"
                 );
+                if len == file.len() - at - FRAME_HEADER_LEN + 1 {
+                    assert_eq!(
+                        next,
+                        Next::Corrupt(
+                            "a frame length that runs past the end, with frames after it"
+                        )
+                    );
+                }
             }
         }
     }
@@ -468,5 +484,156 @@ mod tests {
             }
         }
         assert!(cases > 1_500);
+    }
+
+    /// The frame at `at` of `bytes` garbled as `garble` says, then every frame read: how many,
+    /// and what ended the reading.
+    fn read_damaged(file: &[u8], garble: impl FnOnce(&mut Vec<u8>)) -> (usize, String) {
+        let mut bad = file.to_vec();
+        garble(&mut bad);
+        let (read, next) = read_all(&bad);
+        (read, format!("{next:?}"))
+    }
+
+    /// The last frame whole but for its length (the length's sector not written, the rest
+    /// landed): a torn write, never acknowledged. Only a payload checksum that holds with data
+    /// after it says the frame was written whole before more was (corruption).
+    #[test]
+    fn a_whole_last_frame_with_a_damaged_length_is_a_torn_tail() {
+        let (file, ends) = journal(&[40, 30, 50]);
+        for byte in ends[2]..ends[2] + 8 {
+            for garble in [0x01, 0x80, 0xFF] {
+                let (read, next) = read_damaged(&file, |f| f[byte] ^= garble);
+                assert_eq!(read, 2, "byte {byte}");
+                assert!(next.starts_with("TornTail"), "byte {byte}: {next}");
+            }
+        }
+        // The same damage to the frame before it: its payload holds, with a frame after it.
+        let (read, next) = read_damaged(&file, |f| f[ends[1]] ^= 0x01);
+        assert_eq!(read, 1);
+        assert!(next.contains("the frame whole and data after it"), "{next}");
+    }
+
+    /// A frame whose header is garbled whole (its payload checksum too), followed by a last
+    /// frame whole but for its length: no frame header follows, and the damaged frame's payload
+    /// never checks, but the last frame's payload checksum (salted with the next revision) does:
+    /// corruption, not a torn tail that would cut an acknowledged commit. The last frame is
+    /// looked for in the file's last 4,096 bytes (`SEARCHED_TAIL`), wherever that tail starts.
+    #[test]
+    fn a_whole_next_frame_after_a_damaged_one_is_corruption() {
+        // The damaged frame and the last one: 100 bytes, then 4,096 exactly (the largest tail
+        // searched), each after a long journal and a short one.
+        for sizes in [
+            &[40, 30, 50][..],
+            &[3000, 30, 50],
+            &[40, 2000, 2072],
+            &[3000, 2000, 2072],
+        ] {
+            let (file, ends) = journal(sizes);
+            assert!(file.len() - ends[1] <= SEARCHED_TAIL);
+            let (read, next) = read_damaged(&file, |f| {
+                f[ends[1]..ends[1] + FRAME_HEADER_LEN].fill(0xA5);
+                f[ends[2]] ^= 0x10;
+            });
+            assert_eq!(read, 1, "{sizes:?}");
+            assert!(
+                next.contains("with the next frame after it"),
+                "{sizes:?}: {next}"
+            );
+        }
+        // The damaged frame's length and payload checksum garbled, two intact frames after it
+        // (the next does not end the file): a frame header follows.
+        let (file, ends) = journal(&[40, 30, 50, 20]);
+        let (read, next) = read_damaged(&file, |f| {
+            f[ends[1]..ends[1] + FRAME_HEADER_LEN].fill(0xA5);
+        });
+        assert_eq!(read, 1);
+        assert!(
+            next.contains("a damaged frame length, with frames after it"),
+            "{next}"
+        );
+    }
+
+    /// A header of length 0 with its valid checksum is nothing a torn write leaves (zeros do
+    /// not checksum): corruption, even as the file's last 12 bytes.
+    #[test]
+    fn a_frame_of_length_zero_is_corruption_even_at_the_end() {
+        let (mut file, ends) = journal(&[40]);
+        let zero = 0u32.to_le_bytes();
+        file.extend_from_slice(&zero);
+        file.extend_from_slice(&crc32c(&zero).to_le_bytes());
+        file.extend_from_slice(&[0; 4]);
+        assert_eq!(file.len(), ends[1] + FRAME_HEADER_LEN);
+        let (read, next) = read_all(&file);
+        assert_eq!(read, 1);
+        assert_eq!(next, Next::Corrupt("a frame of length 0"));
+    }
+
+    /// The largest frame is 64 MiB (the documented limit, `MAX_FRAME`). A length up to it that
+    /// runs past the end is a torn last frame; one past it is corruption, refused before
+    /// anything is read. A damaged length with more than 64 MiB after it cannot be the last
+    /// frame torn; with exactly 64 MiB after it (zeros, no header in them), it can.
+    #[test]
+    fn the_frame_limit_is_64_mib() {
+        const LIMIT: usize = 64 * 1024 * 1024;
+        assert_eq!(MAX_FRAME as usize, LIMIT);
+        let (head, ends) = journal(&[40]);
+        let claiming = |len: usize| {
+            let mut file = head.clone();
+            let word = u32::try_from(len).unwrap().to_le_bytes();
+            file.extend_from_slice(&word);
+            file.extend_from_slice(&crc32c(&word).to_le_bytes());
+            file.extend_from_slice(&[7; 100]);
+            file
+        };
+        let file = claiming(LIMIT);
+        let (read, next) = read_all(&file);
+        assert_eq!((read, next), (1, Next::TornTail(RUNS_PAST_END)));
+        let file = claiming(LIMIT + 1);
+        let (read, next) = read_all(&file);
+        assert_eq!(
+            (read, next),
+            (1, Next::Corrupt("a frame longer than the maximum"))
+        );
+
+        let damaged = |after: usize| {
+            let mut file = head.clone();
+            file.extend_from_slice(&[1, 2, 3, 4, 0, 0, 0, 0, 9, 9, 9, 9]);
+            file.resize(ends[1] + FRAME_HEADER_LEN + after, 0);
+            file
+        };
+        let file = damaged(LIMIT + 1);
+        let (read, next) = read_all(&file);
+        assert_eq!(
+            (read, next),
+            (
+                1,
+                Next::Corrupt("a damaged frame length, with more data after it than a frame holds")
+            )
+        );
+        let file = damaged(LIMIT);
+        let (read, next) = read_all(&file);
+        assert_eq!((read, next), (1, Next::TornTail(DAMAGED_LENGTH)));
+    }
+
+    /// A frame found in bytes that start at an offset of the file ends at that offset plus its
+    /// end in the bytes; the other answers carry no offset.
+    #[test]
+    fn an_answer_in_a_file_is_offset_by_where_its_bytes_start() {
+        let base = 5 << 32;
+        let frame = Next::Frame {
+            payload: b"x",
+            end: 13,
+        };
+        assert_eq!(
+            frame.in_file(base),
+            Next::Frame {
+                payload: b"x",
+                end: base + 13
+            }
+        );
+        assert_eq!(Next::End.in_file(base), Next::End);
+        assert_eq!(Next::TornTail("t").in_file(base), Next::TornTail("t"));
+        assert_eq!(Next::Corrupt("c").in_file(base), Next::Corrupt("c"));
     }
 }

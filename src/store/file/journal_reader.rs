@@ -298,4 +298,28 @@ mod tests {
         assert_eq!(read, whole(&bytes[..cut]));
         assert_eq!(reader.len(), cut as u64);
     }
+
+    /// A file longer than it was at open (a writer appending under a read-only inspection):
+    /// nothing past its length at open is read, whatever the pieces.
+    #[test]
+    fn a_file_longer_than_at_open_is_read_to_its_length_at_open() {
+        let mut rng = Rng::new(11);
+        let bytes = journal(&mut rng, 8);
+        let (mut at, mut salt) = (HEADER_LEN, 1);
+        // The length at open: after the fourth frame.
+        while salt <= 4 {
+            let Next::Frame { end, .. } = next_frame(&bytes, at, salt) else {
+                panic!("frame {salt}")
+            };
+            (at, salt) = (end, salt + 1);
+        }
+        assert!(at < bytes.len());
+        for piece in [1, 7, 64, 4096] {
+            let mut reader = JournalReader::new(&bytes[..], at as u64, piece);
+            let read =
+                outcomes(&mut |at, salt| describe_read(reader.next(at as u64, salt).unwrap()));
+            assert_eq!(read, whole(&bytes[..at]), "pieces of {piece} bytes");
+            assert_eq!(read.len(), 5, "four frames, then the end: {read:?}");
+        }
+    }
 }
