@@ -926,6 +926,30 @@ mod tests {
         );
     }
 
+    /// A duration of a second of nanoseconds or more is left to serde, which carries them into
+    /// the seconds or refuses the overflow; the decoder answers nothing for it, and never
+    /// panics (a carry past `u64::MAX` seconds would, in `Duration::new`).
+    #[test]
+    fn durations_of_a_second_of_nanoseconds_or_more_are_left_to_serde() {
+        for (secs, nanos) in [
+            (5, 999_999_999),
+            (u64::MAX, 999_999_999),
+            (5, 1_000_000_000),
+            (5, u32::MAX),
+            (u64::MAX, 1_000_000_000),
+        ] {
+            let bytes = postcard::to_stdvec(&(secs, nanos)).unwrap();
+            let ours = Reader { bytes: &bytes }.duration();
+            let theirs = postcard::from_bytes::<Duration>(&bytes).ok();
+            if nanos < 1_000_000_000 {
+                assert_eq!(ours, Some(Duration::new(secs, nanos)));
+                assert_eq!(ours, theirs);
+            } else {
+                assert_eq!(ours, None, "{secs} s {nanos} ns: serde reads {theirs:?}");
+            }
+        }
+    }
+
     #[test]
     fn the_decoder_reads_what_serde_reads() {
         let mut runner = TestRunner::new(Config {

@@ -322,4 +322,38 @@ mod tests {
             assert_eq!(read.len(), 5, "four frames, then the end: {read:?}");
         }
     }
+
+    /// The reader reads a frame to its end and no further (a piece at most past it): a frame
+    /// whose header holds is read exactly, not by doubling the window nor to the end of the
+    /// file, whatever its size against the pieces.
+    #[test]
+    fn a_frame_is_read_to_its_end_and_no_further() {
+        let mut bytes = header(JOURNAL_MAGIC, 0).to_vec();
+        for (salt, len) in (1..).zip([40, 3000, 1, 700, 5]) {
+            let payload: Vec<u8> = (0..len).map(|b| (b % 251) as u8).collect();
+            push_frame(&mut bytes, &payload, salt);
+        }
+        for piece in [1, 12, 64] {
+            let mut reader = JournalReader::new(&bytes[..], bytes.len() as u64, piece);
+            let _ = reader.start(HEADER_LEN).unwrap();
+            let (mut at, mut frames) = (HEADER_LEN as u64, 0);
+            for salt in 1.. {
+                match reader.next(at, salt).unwrap() {
+                    Next::Frame { end, .. } => {
+                        assert!(
+                            reader.read < end + piece as u64,
+                            "pieces of {piece}: {} bytes read for a frame ending at {end}",
+                            reader.read
+                        );
+                        (at, frames) = (end, frames + 1);
+                    }
+                    other => {
+                        assert_eq!(other, Next::End);
+                        break;
+                    }
+                }
+            }
+            assert_eq!(frames, 5);
+        }
+    }
 }
