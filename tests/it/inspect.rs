@@ -11,7 +11,11 @@ use jobstate::{FileStore, Ledger, RebootBehaviour, StatusMessage};
 
 use crate::common::*;
 
+/// Runs the tool, as a spawning test must (`file_store::SPAWNING`): until it `exec`s, the child
+/// holds copies of this process's open files, a store's locked one among them, and a test
+/// reopening its store meanwhile found it locked.
 fn tool(args: &[&std::ffi::OsStr]) -> Output {
+    let _serial = crate::file_store::spawning();
     Command::new(env!("CARGO_BIN_EXE_jobstate"))
         .args(args)
         .output()

@@ -241,6 +241,8 @@ fn a_signal_fails_the_attempt_with_its_own_reason_and_the_retry_policy_applies()
 #[test]
 fn a_real_childs_exit_status_maps_without_loss() {
     use std::process::Command;
+    // A spawning test (`file_store::SPAWNING`): no store of another test reopens meanwhile.
+    let _serial = crate::file_store::spawning();
     let status =
         |script: &str| ProgramExit::from(Command::new("sh").args(["-c", script]).status().unwrap());
     assert_eq!(status("exit 0"), ProgramExit::Code(0));
