@@ -486,8 +486,8 @@ mod tests {
         assert!(cases > 1_500);
     }
 
-    /// The frame at `at` of `bytes` garbled as `garble` says, then every frame read: how many,
-    /// and what ended the reading.
+    /// `file` garbled by `garble`, then every frame read: how many, and what ended the reading
+    /// (as its `Debug` text: the answer borrows the garbled copy).
     fn read_damaged(file: &[u8], garble: impl FnOnce(&mut Vec<u8>)) -> (usize, String) {
         let mut bad = file.to_vec();
         garble(&mut bad);
