@@ -544,7 +544,7 @@ fn first_open(dir: &Path, reps: usize) -> f64 {
 /// Set alone: the store directory to open warm (once untimed, then 5 timed opens in this
 /// process, each store dropped untimed), printing the median seconds. Run by hand, with the
 /// same journal built by two builds of the crate, and alternated between them: the ratio of
-/// their medians holds on a host whose speed drifts (README, Performance).
+/// their medians holds on a host whose speed drifts (`benches/README.md`).
 const WARM: &str = "JOBSTATE_BENCH_RECOVERY_WARM";
 
 /// Set alone, to `<records>/<changes per frame>` (as `1000000/1`): builds that journal (or
