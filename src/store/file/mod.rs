@@ -90,7 +90,10 @@ impl Default for FileStoreOptions {
 ///   open, and reported.
 /// - One writer: the store locks its directory itself (`flock` on the directory, on Unix), so
 ///   no file deleted or replaced in it lets a second writer in. A second [`FileStore::open`] of
-///   the directory, in this process or another, fails at once with [`StoreError::Locked`].
+///   the directory, in this process or another, fails with [`StoreError::Locked`] after
+///   waiting a quarter of a second at most for the lock (a child process started by another
+///   thread holds a copy of the lock until it executes its program: a store closed and
+///   reopened meanwhile is not refused for that).
 /// - No traps followed: the directory is refused ([`StoreError::Unsafe`]) when another user
 ///   owns it or its group or others may write it; store files are opened without following
 ///   links (`O_NOFOLLOW`), only as regular files with one name owned by this user or root,
@@ -242,17 +245,40 @@ pub(crate) fn io(context: &'static str) -> impl Fn(std::io::Error) -> StoreError
     }
 }
 
-/// Locks `file` (without waiting) for as long as it stays open.
+/// How long [`try_lock`] waits, in all, for a lock held by someone else before it answers
+/// [`StoreError::Locked`]: longer than a child process takes from `fork` to `exec`, far shorter
+/// than any real writer's life.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Locks `file` for as long as it stays open, waiting [`LOCK_WAIT`] at most.
+///
+/// Why wait at all: an `flock` lock belongs to the open file, and a child process started by
+/// any thread of this process holds a copy of every open file from `fork` until its `exec`
+/// (close-on-exec takes effect only then). A store closed and at once reopened (as after a
+/// fail-stop) while another thread starts a job's program would otherwise be refused as if
+/// another writer held it.
 fn try_lock(file: File, path: &Path) -> Result<File, StoreError> {
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
-            path: path.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io {
-            context: format!("locking {}", path.display()),
-            source,
-        }),
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StoreError::Io {
+                    context: format!("locking {}", path.display()),
+                    source,
+                });
+            }
+        }
     }
 }
 
