@@ -1,5 +1,6 @@
 //! `JobSpec` as a configuration format: the README's example, the defaults, the refusals, and
-//! exit statuses (codes and signals) through the ledger.
+//! exit statuses (codes and signals) through the ledger; how an exit status and an exit-code
+//! table are written.
 
 use std::time::Duration;
 
@@ -249,4 +250,263 @@ fn a_real_childs_exit_status_maps_without_loss() {
     assert_eq!(status("exit 194"), ProgramExit::Code(194));
     assert_eq!(status("kill -TERM $$"), ProgramExit::Signal(15));
     assert_eq!(status("kill -KILL $$"), ProgramExit::Signal(9));
+}
+
+/// How an exit status reads in messages and the inspection tool (cargo-mutants: `Display`
+/// made to print nothing went unnoticed).
+#[test]
+fn an_exit_status_reads_as_its_code_or_signal() {
+    assert_eq!(ProgramExit::Code(1603).to_string(), "exit code 1603");
+    assert_eq!(ProgramExit::Code(-1).to_string(), "exit code -1");
+    assert_eq!(ProgramExit::Signal(9).to_string(), "signal 9");
+}
+
+/// The text form of an exit-code table announces its length (each listed code and
+/// `otherwise`) to a serializer, which may write it before the entries, as formats of
+/// definite-length maps do (cargo-mutants: the count made `len × 1` went unnoticed, since JSON
+/// ignores it).
+#[test]
+fn an_exit_code_table_announces_the_length_of_its_text_form() {
+    for (policy, codes) in [
+        (ExitCodePolicy::new(ExitOutcome::Failure), 0),
+        (ExitCodePolicy::unix(), 1),
+        (
+            ExitCodePolicy::new(ExitOutcome::Failure)
+                .with_code(0, ExitOutcome::Success)
+                .with_code(194, ExitOutcome::SuccessRestartRequired)
+                .with_code(3010, ExitOutcome::SuccessRestartRequired),
+            3,
+        ),
+    ] {
+        let mut counted = map_counter::Counter::default();
+        serde::Serialize::serialize(&policy, &mut counted).unwrap();
+        assert_eq!(counted.announced, Some(codes + 1), "{policy:?}");
+        assert_eq!(counted.entries, codes + 1, "{policy:?}");
+    }
+}
+
+/// A human-readable serializer of one map of strings to unit variants (an exit-code table's
+/// text form) that records the length it was announced and the entries it was given.
+mod map_counter {
+    use serde::ser::{self, Impossible, Serialize, SerializeMap};
+
+    #[derive(Debug)]
+    pub struct Refused;
+
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("not a map of strings to unit variants")
+        }
+    }
+
+    impl std::error::Error for Refused {}
+
+    impl ser::Error for Refused {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Refused
+        }
+    }
+
+    #[derive(Debug, Default)]
+    pub struct Counter {
+        pub announced: Option<usize>,
+        pub entries: usize,
+    }
+
+    /// Takes a key or a value: a string, or a unit variant.
+    struct Leaf;
+
+    macro_rules! refuse {
+        ($($name:ident($($t:ty),*);)*) => {
+            $(fn $name(self, $(_: $t),*) -> Result<(), Refused> { Err(Refused) })*
+        };
+    }
+
+    impl ser::Serializer for Leaf {
+        type Ok = ();
+        type Error = Refused;
+        type SerializeSeq = Impossible<(), Refused>;
+        type SerializeTuple = Impossible<(), Refused>;
+        type SerializeTupleStruct = Impossible<(), Refused>;
+        type SerializeTupleVariant = Impossible<(), Refused>;
+        type SerializeMap = Impossible<(), Refused>;
+        type SerializeStruct = Impossible<(), Refused>;
+        type SerializeStructVariant = Impossible<(), Refused>;
+
+        fn serialize_str(self, _: &str) -> Result<(), Refused> {
+            Ok(())
+        }
+        fn serialize_unit_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+        ) -> Result<(), Refused> {
+            Ok(())
+        }
+        refuse! {
+            serialize_bool(bool); serialize_i8(i8); serialize_i16(i16); serialize_i32(i32);
+            serialize_i64(i64); serialize_u8(u8); serialize_u16(u16); serialize_u32(u32);
+            serialize_u64(u64); serialize_f32(f32); serialize_f64(f64); serialize_char(char);
+            serialize_bytes(&[u8]); serialize_none(); serialize_unit();
+            serialize_unit_struct(&'static str);
+        }
+        fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), Refused> {
+            Err(Refused)
+        }
+        fn serialize_newtype_struct<T: ?Sized + Serialize>(
+            self,
+            _: &'static str,
+            _: &T,
+        ) -> Result<(), Refused> {
+            Err(Refused)
+        }
+        fn serialize_newtype_variant<T: ?Sized + Serialize>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: &T,
+        ) -> Result<(), Refused> {
+            Err(Refused)
+        }
+        fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Refused> {
+            Err(Refused)
+        }
+        fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Refused> {
+            Err(Refused)
+        }
+        fn serialize_tuple_struct(
+            self,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeTupleStruct, Refused> {
+            Err(Refused)
+        }
+        fn serialize_tuple_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeTupleVariant, Refused> {
+            Err(Refused)
+        }
+        fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Refused> {
+            Err(Refused)
+        }
+        fn serialize_struct(
+            self,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeStruct, Refused> {
+            Err(Refused)
+        }
+        fn serialize_struct_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeStructVariant, Refused> {
+            Err(Refused)
+        }
+    }
+
+    impl ser::Serializer for &mut Counter {
+        type Ok = ();
+        type Error = Refused;
+        type SerializeSeq = Impossible<(), Refused>;
+        type SerializeTuple = Impossible<(), Refused>;
+        type SerializeTupleStruct = Impossible<(), Refused>;
+        type SerializeTupleVariant = Impossible<(), Refused>;
+        type SerializeMap = Self;
+        type SerializeStruct = Impossible<(), Refused>;
+        type SerializeStructVariant = Impossible<(), Refused>;
+
+        fn serialize_map(self, len: Option<usize>) -> Result<Self, Refused> {
+            self.announced = len;
+            Ok(self)
+        }
+        refuse! {
+            serialize_bool(bool); serialize_i8(i8); serialize_i16(i16); serialize_i32(i32);
+            serialize_i64(i64); serialize_u8(u8); serialize_u16(u16); serialize_u32(u32);
+            serialize_u64(u64); serialize_f32(f32); serialize_f64(f64); serialize_char(char);
+            serialize_str(&str); serialize_bytes(&[u8]); serialize_none(); serialize_unit();
+            serialize_unit_struct(&'static str);
+            serialize_unit_variant(&'static str, u32, &'static str);
+        }
+        fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), Refused> {
+            Err(Refused)
+        }
+        fn serialize_newtype_struct<T: ?Sized + Serialize>(
+            self,
+            _: &'static str,
+            _: &T,
+        ) -> Result<(), Refused> {
+            Err(Refused)
+        }
+        fn serialize_newtype_variant<T: ?Sized + Serialize>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: &T,
+        ) -> Result<(), Refused> {
+            Err(Refused)
+        }
+        fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Refused> {
+            Err(Refused)
+        }
+        fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Refused> {
+            Err(Refused)
+        }
+        fn serialize_tuple_struct(
+            self,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeTupleStruct, Refused> {
+            Err(Refused)
+        }
+        fn serialize_tuple_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeTupleVariant, Refused> {
+            Err(Refused)
+        }
+        fn serialize_struct(
+            self,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeStruct, Refused> {
+            Err(Refused)
+        }
+        fn serialize_struct_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeStructVariant, Refused> {
+            Err(Refused)
+        }
+    }
+
+    impl SerializeMap for &mut Counter {
+        type Ok = ();
+        type Error = Refused;
+        fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<(), Refused> {
+            key.serialize(Leaf)
+        }
+        fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Refused> {
+            self.entries += 1;
+            value.serialize(Leaf)
+        }
+        fn end(self) -> Result<(), Refused> {
+            Ok(())
+        }
+    }
 }
