@@ -3,9 +3,10 @@
 //! queued job. Measured, against the goals:
 //!
 //! - opening it (`FileStore::open` + `Ledger::open`): µs per record (goal ≤ 0.3);
-//! - the memory it holds once open, per finished job, counted by a counting allocator (goal for
-//!   a tombstone ≤ 1 KiB): with the default retention every finished job is a tombstone (its
-//!   final change and its spec), in the store's memory and in the ledger's;
+//! - the memory it holds once open, per finished job (goal for a tombstone ≤ 1 KiB), counted
+//!   by a counting allocator over one open apart (the timed opens run with the counting off):
+//!   with the default retention every finished job is a tombstone (its final change and its
+//!   spec), in the store's memory and in the ledger's;
 //! - `Ledger::next_runnable` with 100,000 finished jobs (goal ≤ 1 µs);
 //! - the compaction pause (goal ≤ 50 ms): the ledger call that compacted while the store was
 //!   built (told by the snapshot's change), the journal's bound set so that the store compacts
@@ -21,7 +22,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use jobstate::chrono::{TimeZone, Utc};
@@ -32,27 +33,33 @@ use jobstate::{
     UserPresence,
 };
 
-/// Counts the bytes allocated and not yet freed.
+/// Counts the bytes allocated and not yet freed, while [`COUNTING`] is set: the opens that are
+/// timed run with it off (an atomic add per allocation is no part of what an agent pays), the
+/// open whose memory is measured with it on.
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+fn count(bytes: isize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        LIVE.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        count(layout.size() as isize);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        count(-(layout.size() as isize));
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
+        count(new_size as isize - layout.size() as isize);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -177,11 +184,24 @@ fn main() {
     store.compact().expect("compact");
     drop(store);
 
-    // Open, three times; the median.
-    let mut opens = Vec::new();
-    let mut held = 0;
-    for _ in 0..3 {
+    // The memory an open holds: counted over one open (timed apart, for the counting's cost),
+    // the store and the ledger kept until it is read. What it frees that was allocated before
+    // (the decoder's caches of recent ids) is a few kilobytes at most.
+    let (held, counted_open) = {
+        COUNTING.store(true, Ordering::Relaxed);
         let before = live();
+        let start = Instant::now();
+        let store = FileStore::open(&dir).expect("reopen");
+        let (ledger, _) = Ledger::open(store, session()).expect("reopen the ledger");
+        let took = start.elapsed();
+        let held = live() - before;
+        COUNTING.store(false, Ordering::Relaxed);
+        drop(ledger);
+        (held, took)
+    };
+    // Open, three times, the allocator not counting; the median.
+    let mut opens = Vec::new();
+    for _ in 0..3 {
         let start = Instant::now();
         let store = FileStore::open(&dir).expect("reopen");
         let store_opened = start.elapsed();
@@ -192,7 +212,6 @@ fn main() {
             store_opened.as_secs_f64() * 1e3,
             (start.elapsed() - store_opened).as_secs_f64() * 1e3
         );
-        held = live() - before;
         // next_runnable: finds the one queued job among all the finished ones.
         let calls = 100_000;
         let start = Instant::now();
@@ -229,6 +248,10 @@ fn main() {
     println!(
         "  open: {:.1} ms, {per_record:.3} µs per change committed, {per_stored:.3} µs per stored record (goal ≤ 0.3)",
         open.as_secs_f64() * 1e3
+    );
+    println!(
+        "  (the open that counted the memory: {:.1} ms; the counting allocator's atomic add per allocation is not in the timed opens)",
+        counted_open.as_secs_f64() * 1e3
     );
     println!(
         "  memory held once open: {:.1} MB, {per_job:.0} bytes per tombstone, store's and ledger's copies together (goal ≤ 1024)",
