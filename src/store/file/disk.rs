@@ -42,8 +42,10 @@ pub(crate) trait Disk: Send {
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
     /// Opens `path`, which exists, for appending.
     fn open_append(&self, path: &Path) -> io::Result<Self::File>;
-    /// Creates `path`, which must not exist, (owner-only) with `bytes`, and makes it durable.
-    fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// Creates `path`, which must not exist, (owner-only) with `parts` one after the other, and
+    /// makes it durable. (In parts: a snapshot's frames are written as they were encoded, not
+    /// first copied together.)
+    fn write_synced(&self, path: &Path, parts: &[&[u8]]) -> io::Result<()>;
     /// Removes `path` if it exists (a leftover temporary file); whether it existed.
     fn remove(&self, path: &Path) -> io::Result<bool>;
     /// Renames `from` to `to`, replacing `to` (durable only after [`Disk::sync_dir`]).
@@ -139,9 +141,11 @@ impl Disk for RealDisk {
         })
     }
 
-    fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    fn write_synced(&self, path: &Path, parts: &[&[u8]]) -> io::Result<()> {
         let mut file = safe_fs::create_new(path, OpenOptions::new().write(true))?;
-        file.write_all(bytes)
+        parts
+            .iter()
+            .try_for_each(|part| file.write_all(part))
             .and_then(|()| file.sync_all())
             .map_err(|e| with_path(e, "writing", path))
     }

@@ -95,14 +95,21 @@ fn payload_crc(salt: u64, payload: &[u8]) -> u32 {
 
 /// Appends a frame holding `payload`, salted with `salt`, to `out`.
 pub(crate) fn push_frame(out: &mut Vec<u8>, payload: &[u8], salt: u64) {
+    out.extend_from_slice(&frame_header(payload, salt));
+    out.extend_from_slice(payload);
+}
+
+/// The header of a frame holding `payload`, salted with `salt`: what goes before the payload.
+pub(crate) fn frame_header(payload: &[u8], salt: u64) -> [u8; FRAME_HEADER_LEN] {
     // Callers check the length against MAX_FRAME first.
     let len = u32::try_from(payload.len())
         .unwrap_or(u32::MAX)
         .to_le_bytes();
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&crc32c(&len).to_le_bytes());
-    out.extend_from_slice(&payload_crc(salt, payload).to_le_bytes());
-    out.extend_from_slice(payload);
+    let mut header = [0; FRAME_HEADER_LEN];
+    header[..4].copy_from_slice(&len);
+    header[4..8].copy_from_slice(&crc32c(&len).to_le_bytes());
+    header[8..].copy_from_slice(&payload_crc(salt, payload).to_le_bytes());
+    header
 }
 
 /// What was found at an offset of a framed file: in bytes held whole (`usize` offsets), or in

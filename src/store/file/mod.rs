@@ -20,8 +20,8 @@ pub(crate) use tombstone_bytes::TombstoneBytes;
 
 use self::disk::{AppendFile, Disk, RealDisk};
 use self::frame::{
-    FILE_FORMAT, FRAME_HEADER_LEN, HEADER_LEN, Header, HeaderError, JOURNAL_MAGIC, Next,
-    SNAPSHOT_MAGIC, header, next_frame, push_frame, read_header,
+    FILE_FORMAT, HEADER_LEN, Header, HeaderError, JOURNAL_MAGIC, Next, SNAPSHOT_MAGIC,
+    frame_header, header, next_frame, push_frame, read_header,
 };
 use self::journal_reader::JournalReader;
 use super::{Commit, Cut, Inspection, OpenReport, Replay, Revision, Snapshot, Store, StoreError};
@@ -619,14 +619,12 @@ impl<D: Disk> Journal<D> {
         // after a first frame that counts them, so that a snapshot cut at a frame boundary is
         // seen as cut.
         let chunks = codec::encode_state(&self.live, SNAPSHOT_CHUNK, &mut self.tombstones)?;
-        let mut bytes = Vec::with_capacity(
-            HEADER_LEN
-                + (chunks.len() + 1) * FRAME_HEADER_LEN
-                + 8
-                + chunks.iter().map(Vec::len).sum::<usize>(),
-        );
-        bytes.extend_from_slice(&header(SNAPSHOT_MAGIC, self.revision));
-        push_frame(&mut bytes, &(chunks.len() as u64).to_le_bytes(), 0);
+        let mut head = header(SNAPSHOT_MAGIC, self.revision).to_vec();
+        push_frame(&mut head, &(chunks.len() as u64).to_le_bytes(), 0);
+        // Each chunk written after its frame's header as it is, not first copied together with
+        // the others: a copy of the whole snapshot (10 MB for 100,000 tombstones) was a fifth
+        // of the pause of a compaction inside a ledger call.
+        let mut headers = Vec::with_capacity(chunks.len());
         for (index, chunk) in (1u64..).zip(&chunks) {
             if chunk.len() > MAX_FRAME as usize {
                 return Err(StoreError::TooLarge {
@@ -634,9 +632,15 @@ impl<D: Disk> Journal<D> {
                     max: MAX_FRAME as usize,
                 });
             }
-            push_frame(&mut bytes, chunk, index);
+            headers.push(frame_header(chunk, index));
         }
-        let result = replace(&self.disk, &self.dir, SNAPSHOT, &bytes)
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * chunks.len());
+        parts.push(&head);
+        for (frame_header, chunk) in headers.iter().zip(&chunks) {
+            parts.push(frame_header);
+            parts.push(chunk);
+        }
+        let result = replace(&self.disk, &self.dir, SNAPSHOT, &parts)
             .and_then(|()| write_journal(&self.disk, &self.dir, self.revision))
             .and_then(|()| {
                 self.disk
@@ -773,9 +777,9 @@ impl From<codec::DecodeError> for PayloadError {
 }
 
 /// Replaces `dir/name` atomically with `bytes`: temporary file, sync, rename, directory sync.
-fn replace<D: Disk>(disk: &D, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+fn replace<D: Disk>(disk: &D, dir: &Path, name: &str, parts: &[&[u8]]) -> Result<(), StoreError> {
     let tmp = dir.join(format!("{name}.tmp"));
-    disk.write_synced(&tmp, bytes)
+    disk.write_synced(&tmp, parts)
         .map_err(io("writing a temporary file"))?;
     disk.rename(&tmp, &dir.join(name))
         .map_err(io("renaming a temporary file into place"))?;
@@ -785,5 +789,5 @@ fn replace<D: Disk>(disk: &D, dir: &Path, name: &str, bytes: &[u8]) -> Result<()
 
 /// Starts an empty journal after `revision`.
 fn write_journal<D: Disk>(disk: &D, dir: &Path, revision: u64) -> Result<(), StoreError> {
-    replace(disk, dir, JOURNAL, &header(JOURNAL_MAGIC, revision))
+    replace(disk, dir, JOURNAL, &[&header(JOURNAL_MAGIC, revision)])
 }

@@ -60,7 +60,7 @@ impl Disk for ReadOnlyDisk {
         Ok(NoFile)
     }
 
-    fn write_synced(&self, path: &Path, _bytes: &[u8]) -> io::Result<()> {
+    fn write_synced(&self, path: &Path, _parts: &[&[u8]]) -> io::Result<()> {
         Err(io::Error::new(
             io::ErrorKind::NotFound,
             format!(

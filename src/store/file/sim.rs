@@ -643,7 +643,8 @@ impl Disk for SimDisk {
         })
     }
 
-    fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    fn write_synced(&self, path: &Path, parts: &[&[u8]]) -> io::Result<()> {
+        let bytes = parts.concat();
         let mut inner = self.lock();
         inner.alive()?;
         let parent = path.parent().unwrap_or(Path::new(""));
@@ -660,7 +661,7 @@ impl Disk for SimDisk {
         }
         let ino = state.inodes.len();
         state.inodes.push(Inode {
-            live: bytes.to_vec(),
+            live: bytes.clone(),
             ..Inode::default()
         });
         state.live_names.insert(path.to_path_buf(), ino);
@@ -668,10 +669,9 @@ impl Disk for SimDisk {
             name: path.to_path_buf(),
             ino,
         });
-        state.inodes[ino].pending.push(FileOp::Write {
-            at: 0,
-            bytes: bytes.to_vec(),
-        });
+        state.inodes[ino]
+            .pending
+            .push(FileOp::Write { at: 0, bytes });
         inner.sync_point()?;
         inner.state.inodes[ino].sync();
         Ok(())
@@ -747,7 +747,7 @@ mod tests {
     fn synced_appends_survive_and_unsynced_ones_may_not() {
         let disk = SimDisk::new();
         disk.create_dir(&dir()).unwrap();
-        disk.write_synced(&name("f"), b"head").unwrap();
+        disk.write_synced(&name("f"), &[b"head"]).unwrap();
         disk.sync_dir(&dir()).unwrap();
         let mut f = disk.open_append(&name("f")).unwrap();
         f.append(&[1; 700]).unwrap();
@@ -785,9 +785,9 @@ mod tests {
     fn renames_and_new_names_are_durable_only_after_sync_dir() {
         let disk = SimDisk::new();
         disk.create_dir(&dir()).unwrap();
-        disk.write_synced(&name("a"), b"old").unwrap();
+        disk.write_synced(&name("a"), &[b"old"]).unwrap();
         disk.sync_dir(&dir()).unwrap();
-        disk.write_synced(&name("a.tmp"), b"new").unwrap();
+        disk.write_synced(&name("a.tmp"), &[b"new"]).unwrap();
         disk.rename(&name("a.tmp"), &name("a")).unwrap();
         assert_eq!(disk.files()[&name("a")], b"new");
         assert!(!disk.files().contains_key(&name("a.tmp")));
@@ -811,7 +811,7 @@ mod tests {
     fn truncation_is_durable_at_once() {
         let disk = SimDisk::new();
         disk.create_dir(&dir()).unwrap();
-        disk.write_synced(&name("f"), &[7; 100]).unwrap();
+        disk.write_synced(&name("f"), &[&[7; 100]]).unwrap();
         disk.sync_dir(&dir()).unwrap();
         let mut f = disk.open_append(&name("f")).unwrap();
         f.append(&[8; 100]).unwrap();
@@ -825,7 +825,7 @@ mod tests {
     fn crashes_are_deterministic_and_seeds_differ() {
         let disk = SimDisk::new();
         disk.create_dir(&dir()).unwrap();
-        disk.write_synced(&name("f"), b"x").unwrap();
+        disk.write_synced(&name("f"), &[b"x"]).unwrap();
         let mut f = disk.open_append(&name("f")).unwrap();
         f.append(&[3; 2000]).unwrap();
         let state = disk.state();
@@ -840,7 +840,7 @@ mod tests {
         disk.record_sync_points();
         disk.crash_at_sync_point(2);
         disk.create_dir(&dir()).unwrap();
-        disk.write_synced(&name("f"), b"one").unwrap();
+        disk.write_synced(&name("f"), &[b"one"]).unwrap();
         let mut f = disk.open_append(&name("f")).unwrap();
         f.append(b"two").unwrap();
         assert!(f.sync_data().is_err());
