@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chrono::TimeZone;
+use chrono::{TimeZone, Timelike};
 use jobstate::session::SessionFacts;
 use jobstate::{
     Effect, Effects, JobSpec, Ledger, MaintenanceWindow, MemoryStore, ProgramId, RebootBehaviour,
@@ -287,6 +287,8 @@ fn the_policy_is_part_of_the_config_form() {
         (r#""sometimes""#, "unknown variant"),
         (r#"{"window":{"start":"2:00","length":"2h"}}"#, "HH:MM"),
         (r#"{"window":{"start":"24:00","length":"2h"}}"#, "HH:MM"),
+        // Not 03:00 (cargo-mutants: minutes up to 60 let it through).
+        (r#"{"window":{"start":"02:60","length":"2h"}}"#, "HH:MM"),
         (r#"{"window":{"start":"02:00"}}"#, "missing field `length`"),
         (
             r#"{"window":{"start":"02:00","length":"0s"}}"#,
@@ -311,4 +313,73 @@ fn the_policy_is_part_of_the_config_form() {
                 .to_string();
         assert!(error.contains(says), "{bad}: {error}");
     }
+}
+
+/// A window says when it opens and for how long as it was built, and refuses a time of day
+/// that is not one (cargo-mutants: `start()` made to answer (0, 0) or (1, 1), or its minutes
+/// as `start % 60` or `start * 60`, went unnoticed).
+#[test]
+fn a_window_tells_its_opening_time_and_length() {
+    for (hour, minute) in [(0, 0), (2, 30), (23, 59), (12, 1)] {
+        let window = MaintenanceWindow::new(hour, minute, 3 * HOUR).unwrap();
+        assert_eq!(window.start(), (hour, minute));
+        assert_eq!(window.length(), 3 * HOUR);
+    }
+    assert_eq!(MaintenanceWindow::new(24, 0, HOUR), None);
+    assert_eq!(MaintenanceWindow::new(23, 60, HOUR), None);
+    assert_eq!(MaintenanceWindow::new(2, 0, Duration::ZERO), None);
+    assert_eq!(MaintenanceWindow::new(2, 0, 25 * HOUR), None);
+    assert!(MaintenanceWindow::new(2, 0, 24 * HOUR).is_some());
+}
+
+/// How long until a window opens counts the fraction of a second too, a leap second's
+/// included (cargo-mutants: the nanoseconds subtracted instead of added, or divided away
+/// instead of reduced to the second's, went unnoticed).
+#[test]
+fn a_window_opens_in_to_the_nanosecond() {
+    let window = MaintenanceWindow::new(2, 0, HOUR).unwrap();
+    let at = |h, m, s, nanos| {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 12, 1, h, m, s)
+            .unwrap()
+            .with_nanosecond(nanos)
+            .unwrap()
+    };
+    assert_eq!(
+        window.opens_in(at(1, 59, 59, 250_000_000)),
+        Duration::from_millis(750)
+    );
+    assert_eq!(window.opens_in(at(2, 0, 0, 0)), Duration::ZERO);
+    assert_eq!(window.opens_in(at(2, 59, 59, 999_999_999)), Duration::ZERO);
+    assert_eq!(
+        window.opens_in(at(3, 0, 0, 500_000_000)),
+        Duration::from_secs(23 * 3600) - Duration::from_millis(500)
+    );
+    // 23:59:60.5, inside a leap second, is taken as 23:59:59.5: half a second to midnight,
+    // then two hours.
+    assert_eq!(
+        window.opens_in(at(23, 59, 59, 1_500_000_000)),
+        Duration::from_secs(2 * 3600) + Duration::from_millis(500)
+    );
+}
+
+/// What a held restart's wait says to an operator (cargo-mutants: `Display` made to print
+/// nothing went unnoticed).
+#[test]
+fn a_held_restart_says_why() {
+    assert_eq!(
+        RestartHold::OutsideWindow.to_string(),
+        "the maintenance window is closed"
+    );
+    assert_eq!(
+        RestartHold::UserLoggedOn {
+            at_most: 90 * Duration::from_secs(60)
+        }
+        .to_string(),
+        "a user is logged on (or it is unknown); postponed at most 1h30m longer"
+    );
+    assert_eq!(
+        RestartHold::NextNaturalBoot.to_string(),
+        "the agent never restarts the machine for it: the next boot will do"
+    );
 }
