@@ -42,6 +42,21 @@ fn invalid_ids_are_typed_errors() {
         Err(IdError::ControlCharacter { code: 0x7f, .. })
     ));
     assert!(JobId::new("Überweisung ✓ 升级").is_ok());
+    // Every printable ASCII character is valid, the space (0x20) and `~` (0x7E) at the edges
+    // of the range included (cargo-mutants: the space refused as a control character went
+    // unnoticed: the only ids with spaces in the tests were not ASCII).
+    let printable: String = (0x20u8..0x7F).map(char::from).collect();
+    assert!(JobId::new(&printable).is_ok());
+    assert!(JobId::new("os upgrade 24H2").is_ok());
+    assert!(BootId::new(" ").is_ok());
+    assert!(matches!(
+        JobId::new("unit\u{1f}sep"),
+        Err(IdError::ControlCharacter {
+            code: 0x1f,
+            at: 4,
+            ..
+        })
+    ));
     // Issue 12, point 11: characters that print as nothing or reorder what follows. Each is
     // refused alone, and at the end, middle and start of an id, in job and boot ids.
     let invisible = [
