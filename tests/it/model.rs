@@ -893,7 +893,8 @@ impl World {
                 ];
                 for error in attempts.into_iter() {
                     // Every write through a stale ledger is refused: by the store, or by the
-                    // state machine before it reaches the store.
+                    // state machine or the ledger before it reaches the store (a rerun of a
+                    // job abandoned in this boot while its program still runs).
                     let error =
                         error.unwrap_or_else(|| panic!("invariant 4: stale writer accepted"));
                     assert!(
@@ -903,6 +904,7 @@ impl World {
                                 | Error::Transition(_)
                                 | Error::NotRunnable { .. }
                                 | Error::UnknownJob(_)
+                                | Error::ProgramStillRunning { .. }
                         ),
                         "{error:?}"
                     );
