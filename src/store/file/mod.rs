@@ -776,7 +776,8 @@ impl From<codec::DecodeError> for PayloadError {
     }
 }
 
-/// Replaces `dir/name` atomically with `bytes`: temporary file, sync, rename, directory sync.
+/// Replaces `dir/name` atomically with `parts`, one after the other: temporary file, sync,
+/// rename, directory sync.
 fn replace<D: Disk>(disk: &D, dir: &Path, name: &str, parts: &[&[u8]]) -> Result<(), StoreError> {
     let tmp = dir.join(format!("{name}.tmp"));
     disk.write_synced(&tmp, parts)
