@@ -510,3 +510,40 @@ mod map_counter {
         }
     }
 }
+
+/// The floors that keep a job from never running or never waiting: at least one attempt, at
+/// least one reboot before the reboot-loop bound, a restart deadline of at least a second, and
+/// a back-off that never shrinks below its first wait nor grows past its longest, whatever the
+/// multiplier or the attempt number. Through the builders and through the text form. (No
+/// cargo-mutants mutant reaches `max`/`min` floors: these assertions pin them.)
+#[test]
+fn the_floors_keep_every_job_attempted_and_every_wait_bounded() {
+    let built = JobSpec::new(job("j"))
+        .with_retry(RetryPolicy {
+            max_attempts: 0,
+            ..RetryPolicy::default()
+        })
+        .with_max_reboots(0)
+        .with_restart_deadline(Duration::ZERO);
+    let read: JobSpec = serde_json::from_str(
+        r#"{"id":"j","retry":{"max_attempts":0,"initial_backoff":"1m","multiplier":2,"max_backoff":"1h"},"max_reboots":0,"restart_deadline":"0s"}"#,
+    )
+    .unwrap();
+    for spec in [&built, &read] {
+        assert_eq!(spec.retry().max_attempts, 1, "{spec:?}");
+        assert_eq!(spec.max_reboots(), 1, "{spec:?}");
+        assert_eq!(spec.restart_deadline(), Duration::from_secs(1), "{spec:?}");
+    }
+    let flat = RetryPolicy {
+        multiplier: 0,
+        ..RetryPolicy::default()
+    };
+    for attempt in [0, 1, 2, 5, u32::MAX] {
+        assert_eq!(flat.backoff(attempt), flat.initial_backoff, "{attempt}");
+    }
+    let default = RetryPolicy::default();
+    assert_eq!(default.backoff(0), default.initial_backoff);
+    assert_eq!(default.backoff(2), 2 * default.initial_backoff);
+    assert_eq!(default.backoff(40), default.max_backoff);
+    assert_eq!(default.backoff(u32::MAX), default.max_backoff);
+}
