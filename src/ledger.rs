@@ -488,7 +488,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// died, or killed it and cannot collect its status). A program that ran ended without a
     /// result: with a check, verify; without, the retry policy applies
     /// ([`FailureReason::ProgramLost`](crate::FailureReason::ProgramLost), or `TimedOut` after a
-    /// termination). A launch never recorded is launched again ([`Effect::Launch`]).
+    /// termination). A launch never recorded is launched again as the same attempt
+    /// ([`Effect::Launch`]) if the job may start now, else queued until it may.
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn program_lost(&mut self, attempt: &AttemptId) -> Result<Effects, Error> {
         crate::observe::call_span!("program_lost", attempt = attempt);
@@ -545,7 +546,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Checks the deadlines, on the boot's monotonic clock, and what the session says of running
     /// programs: the program of an attempt past its maximum run time must be terminated
     /// ([`Effect::Terminate`]; the attempt ends as timed out when its exit is recorded, or when
-    /// it is gone); a program gone without an exit status ends its attempt; a failing exit of a
+    /// it is gone: for a program that restarts the machine, when the grace window that this
+    /// opens closes in its boot, a reboot within it being its expected end); a program gone without an exit status ends its attempt; a failing exit of a
     /// program that restarts the machine stands once its grace window closed; a restart that did
     /// not come by its deadline is licensed again and reported overdue; a terminated program
     /// still alive after its grace period is reported. Call it when
@@ -1006,6 +1008,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         let record = self.record(job)?;
         let event = self.event(kind);
         let step = transition(record.spec(), record.state(), &event)?;
+        let again = step
+            .state
+            .as_ref()
+            .is_some_and(|state| queued_again(record.state(), state));
         if let Some(state) = step.state {
             let change = Change {
                 job: job.clone(),
@@ -1020,7 +1026,31 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 self.orphans.remove(job);
             }
         }
-        Ok(self.license(step.effects))
+        let mut effects = self.license(step.effects);
+        if again {
+            self.start_again(std::slice::from_ref(job), &mut effects)?;
+        }
+        Ok(effects)
+    }
+
+    /// Starts again the attempts of `jobs` that were just queued again because their launch was
+    /// never recorded ([semantics](crate::semantics): "A launch is a recorded fact"), each
+    /// one that may start now: the same judgement as [`Ledger::begin`]'s (its run condition, no
+    /// restart owed, no job in the way), so that a program is never started where a new one
+    /// could not be. Its [`Effect::Launch`] joins `effects`. One that may not start waits,
+    /// queued, for the agent to begin it when [`Ledger::next_runnable`] names it.
+    fn start_again(&mut self, jobs: &[JobId], effects: &mut Effects) -> Result<(), Error> {
+        for job in jobs {
+            let busy = self.busy();
+            let record = self.record(job)?;
+            if record.state().kind() != StateKind::Queued || self.readiness(record, &busy).is_err()
+            {
+                continue;
+            }
+            let started = self.apply(job, EventKind::AttemptStarted)?;
+            effects.extend(started.iter().cloned());
+        }
+        Ok(())
     }
 
     /// Applies an event (made for each job by `kind`) to every job whose state matches,
@@ -1032,6 +1062,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     ) -> Result<Effects, Error> {
         let mut steps = Vec::new();
         let mut effects = Vec::new();
+        let mut again = Vec::new();
         // Only unfinished jobs: every caller's `applies` excludes finished runs.
         for record in self
             .state
@@ -1042,6 +1073,9 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             let event = self.event(kind(self, record));
             let step = transition(record.spec(), record.state(), &event)?;
             if let Some(state) = step.state {
+                if queued_again(record.state(), &state) {
+                    again.push(record.id().clone());
+                }
                 let change = Change {
                     job: record.id().clone(),
                     seq: record.seq() + 1,
@@ -1072,7 +1106,9 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 self.orphans.remove(job);
             }
         }
-        Ok(self.license(effects))
+        let mut effects = self.license(effects);
+        self.start_again(&again, &mut effects)?;
+        Ok(effects)
     }
 
     /// Commits to the store, then to the ledger's own jobs and outbox: they never hold what the
@@ -1091,6 +1127,18 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         crate::observe::committed(observed, &commit, self.revision);
         Ok(())
     }
+}
+
+/// Whether a step from `before` to `after` queued an attempt again as itself: its launch was
+/// never recorded, so it never ran (a failed attempt is queued as the next one).
+fn queued_again(before: &JobState, after: &JobState) -> bool {
+    matches!(
+        (before, after),
+        (
+            JobState::Running { attempt: a, launch, .. },
+            JobState::Queued { run, attempt, .. },
+        ) if !launch.happened() && a.run == *run && a.number == *attempt
+    )
 }
 
 /// The jobs that stand in the way of a start, found once per query.

@@ -136,7 +136,8 @@ pub enum Effect {
     /// [`Ledger::begin`] hands out the attempt directly (it consumes this effect);
     /// [`Ledger::open`] returns it for an attempt whose launch was never recorded and whose
     /// program is known not to run, and [`Ledger::program_lost`] for an attempt whose launch
-    /// was never recorded (either way it is launched again as the same attempt).
+    /// was never recorded (either way it is launched again as the same attempt), when the job
+    /// may start now; else the attempt waits, queued, for [`Ledger::begin`].
     ///
     /// [`Ledger::begin`]: crate::Ledger::begin
     /// [`Ledger::open`]: crate::Ledger::open

@@ -128,7 +128,7 @@ impl fmt::Display for FailureReason {
 ///
 /// `Running` is committed *before* the program starts (the intent to launch); the launch is
 /// committed after it started. A launch never recorded is a program that never ran: no reboot
-/// completes its job, and it is launched again as the same attempt
+/// completes its job, and it is launched again as the same attempt when the job may start
 /// ([semantics](crate::semantics), "What the agent may never hear").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Launch {

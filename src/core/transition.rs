@@ -422,23 +422,19 @@ impl Transitioner<'_> {
     }
 
     /// The attempt's launch was never recorded and no process of it runs: it never ran. It is
-    /// launched again as the same attempt (no retry is spent), its clocks starting now.
+    /// queued again as the same attempt (no retry is spent), not launched here: whether it may
+    /// start now (its run condition, no restart owed, no job in the way) is the ledger's to
+    /// judge, as for any start. The ledger starts it again at once when it may, and its clocks
+    /// start anew then.
     fn relaunch(&self, attempt: &Attempt) -> Step {
-        let attempt = Attempt {
-            boot: self.event.boot.clone(),
-            started_at: self.event.at,
-            started_since_boot: self.event.since_boot,
-            ..attempt.clone()
-        };
-        let launch = Effect::Launch(self.attempt_id(&attempt));
-        Step::to(JobState::Running {
-            attempt,
-            launch: Launch::Pending,
-            shutdown_notice_at: None,
-            terminate: None,
-            provisional: None,
+        Step::to(JobState::Queued {
+            run: attempt.run,
+            attempt: attempt.number,
+            not_before: None,
+            last_failure: None,
+            previous: None,
+            check_before_retry: false,
         })
-        .effect(launch)
     }
 
     fn attempt_started(&self) -> Result<Step, TransitionError> {
@@ -537,7 +533,14 @@ impl Transitioner<'_> {
                 let attempt = self.running(named)?;
                 if terminate.is_some() {
                     // The program was terminated for exceeding its run time: whatever its code,
-                    // the attempt timed out, and only now may another one start.
+                    // the attempt timed out, and only now may another one start. But a program
+                    // that restarts the machine may be exiting because the restart is under way
+                    // (seed 001): as for any failing exit of such a program, a reboot within
+                    // the grace window is its expected end, and a window that closes in this
+                    // boot lets the timeout stand.
+                    if restarts && !self.spec.failure_grace().is_zero() {
+                        return Ok(self.provisional(Some(exit)));
+                    }
                     return Ok(self.fail_attempt(attempt, FailureReason::TimedOut, Some(exit)));
                 }
                 Ok(match outcome {
@@ -568,22 +571,7 @@ impl Transitioner<'_> {
                     ExitOutcome::RetryLater | ExitOutcome::Failure
                         if restarts && !self.spec.failure_grace().is_zero() =>
                     {
-                        Step::to(self.modified(|s| {
-                            if let JobState::Running {
-                                launch,
-                                provisional,
-                                ..
-                            } = s
-                            {
-                                if !launch.happened() {
-                                    *launch = Launch::Observed;
-                                }
-                                *provisional = Some(ProvisionalFailure {
-                                    exit: Some(exit),
-                                    since_boot: self.event.since_boot,
-                                });
-                            }
-                        }))
+                        self.provisional(Some(exit))
                     }
                     ExitOutcome::RetryLater | ExitOutcome::Failure => {
                         self.fail_attempt(attempt, failure, Some(exit))
@@ -629,33 +617,52 @@ impl Transitioner<'_> {
             // It exited: its end is the grace window's to decide.
             return Step::unchanged();
         }
-        if terminate.is_some() {
+        // A program that restarts the machine and is gone may be restarting it: as with a
+        // failing exit, a reboot within the grace window is its expected end (after a
+        // termination too; the window closing in this boot then ends the attempt timed out).
+        let restarting = launch.happened()
+            && self.spec.reboot() == RebootBehaviour::RestartsMachine
+            && !self.spec.failure_grace().is_zero();
+        if terminate.is_some() && !restarting {
             // Its termination was licensed: whether it ran or not, the attempt is over.
             return self.fail_attempt(attempt, FailureReason::TimedOut, None);
         }
         if !launch.happened() {
             return self.relaunch(attempt);
         }
-        // A program that restarts the machine and is gone may be restarting it: as with a
-        // failing exit, a reboot within the grace window is its expected end.
-        let restarts = self.spec.reboot() == RebootBehaviour::RestartsMachine;
-        if restarts && !self.spec.failure_grace().is_zero() {
-            return Step::to(self.modified(|s| {
-                if let JobState::Running { provisional, .. } = s {
-                    *provisional = Some(ProvisionalFailure {
-                        exit: None,
-                        since_boot: self.event.since_boot,
-                    });
-                }
-            }));
+        if restarting {
+            return self.provisional(None);
         }
         self.fail_attempt(attempt, FailureReason::ProgramLost, None)
+    }
+
+    /// The running attempt's program ended (with `exit`, or vanished): its failure is
+    /// provisional, a reboot within the spec's grace window its expected end. (An exit proves
+    /// that the program ran: a launch not yet recorded is then a fact.)
+    fn provisional(&self, exit: Option<ProgramExit>) -> Step {
+        Step::to(self.modified(|s| {
+            if let JobState::Running {
+                launch,
+                provisional,
+                ..
+            } = s
+            {
+                if !launch.happened() {
+                    *launch = Launch::Observed;
+                }
+                *provisional = Some(ProvisionalFailure {
+                    exit,
+                    since_boot: self.event.since_boot,
+                });
+            }
+        }))
     }
 
     /// A provisional failure whose grace window has closed in its boot: the failure stands.
     fn provisional_closed(&self) -> Option<Step> {
         let JobState::Running {
             attempt,
+            terminate,
             provisional: Some(p),
             ..
         } = self.state
@@ -665,9 +672,12 @@ impl Transitioner<'_> {
         if self.elapsed_since(p.since_boot) < self.spec.failure_grace() {
             return Some(Step::unchanged());
         }
-        let reason = p
-            .exit
-            .map_or(FailureReason::ProgramLost, FailureReason::of_exit);
+        // After a termination the attempt timed out, whatever its exit said.
+        let reason = match (terminate, p.exit) {
+            (Some(_), _) => FailureReason::TimedOut,
+            (None, Some(exit)) => FailureReason::of_exit(exit),
+            (None, None) => FailureReason::ProgramLost,
+        };
         Some(self.fail_attempt(attempt, reason, p.exit))
     }
 
@@ -730,6 +740,7 @@ impl Transitioner<'_> {
             JobState::Running {
                 attempt,
                 launch,
+                terminate,
                 provisional,
                 ..
             } => {
@@ -744,7 +755,13 @@ impl Transitioner<'_> {
                     );
                 }
                 if !launch.happened() {
-                    // Never launched: no reboot completes it. Launch it now, as the same attempt.
+                    // Never launched: no reboot completes it. After a termination the attempt
+                    // is over (as when its program is found gone in its boot): launched again,
+                    // it would be terminated again, under the same status key. Else it is
+                    // queued again, as the same attempt.
+                    if terminate.is_some() {
+                        return self.fail_attempt(attempt, FailureReason::TimedOut, None);
+                    }
                     return self.relaunch(attempt);
                 }
                 match self.spec.reboot() {

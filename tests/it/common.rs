@@ -133,6 +133,42 @@ pub fn completion_has_evidence(
     }
 }
 
+/// Invariant 3's one allowance, derived independently of the crate: an attempt whose launch was
+/// never recorded never ran (SEMANTICS.md, "A launch is a recorded fact"), so a reboot found at
+/// an agent start is no end of its program. It may be queued again as the same attempt (no
+/// re-run: it is launched again), or, when its termination had been requested before, end
+/// timed out as it would have in its own boot: the termination ended it, not the reboot.
+pub fn never_ran_and_left_alone(before: &jobstate::JobState, after: &jobstate::JobState) -> bool {
+    use jobstate::{FailureReason, JobState};
+    let JobState::Running {
+        attempt,
+        launch,
+        terminate,
+        ..
+    } = before
+    else {
+        return false;
+    };
+    if launch.happened() {
+        return false;
+    }
+    match after {
+        JobState::Queued {
+            run,
+            attempt: number,
+            last_failure,
+            ..
+        } => {
+            (*run == attempt.run && *number == attempt.number && terminate.is_none())
+                || (terminate.is_some() && *last_failure == Some(FailureReason::TimedOut))
+        }
+        JobState::Failed { reason, .. } => {
+            terminate.is_some() && *reason == FailureReason::TimedOut
+        }
+        _ => false,
+    }
+}
+
 /// Invariant 7 over a history: besides the transition's own evidence, a completion through a
 /// reboot after a wait (`AwaitingReboot`) needs the attempt's program to have run: its launch
 /// recorded or observed, or its exit recorded, earlier in the history.

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use jobstate::{
     AttemptRef, BootId, CheckResult, Effect, Event, EventKind, FailureReason, JobSpec, JobState,
-    Launch, ProgramId, ProgramStatus, RebootBehaviour, RebootKind, RetryPolicy, StateKind,
-    TransitionError, transition,
+    ProgramId, ProgramStatus, RebootBehaviour, RebootKind, RetryPolicy, StateKind, TransitionError,
+    transition,
 };
 
 use crate::common::*;
@@ -244,8 +244,8 @@ impl Explorer {
             self.tombstones += 1;
         }
         // Invariant 3: a reboot never fails a job that restarts the machine, and never queues it
-        // to run again (a launch that was never recorded is launched again as the same attempt:
-        // that is no re-run).
+        // to run again (an attempt whose launch was never recorded never ran: it is queued again
+        // as the same attempt, no re-run, or after its termination ends timed out).
         let rebooted = matches!(event.kind, EventKind::AgentStarted { .. })
             && before.attempt().is_some_and(|a| a.boot != event.boot)
             && matches!(
@@ -254,30 +254,21 @@ impl Explorer {
             );
         if spec.reboot() == RebootBehaviour::RestartsMachine && rebooted {
             assert!(
-                !matches!(new.kind(), StateKind::Failed | StateKind::Queued),
+                !matches!(new.kind(), StateKind::Failed | StateKind::Queued)
+                    || never_ran_and_left_alone(before, new),
                 "invariant 3: a reboot failed or re-queued a RestartsMachine job\n{}",
                 context()
             );
         }
-        // Invariant 4: a launch comes only from starting a queued attempt, or is the same
-        // attempt launched again because its launch was never recorded.
+        // Invariant 4: a launch comes only from starting a queued attempt (an attempt whose
+        // launch was never recorded is queued again as itself, and started again by the ledger
+        // as any queued attempt is).
         if launches(effects) > 0 {
-            let relaunch = matches!(
-                before,
-                JobState::Running {
-                    launch: Launch::Pending,
-                    ..
-                }
-            ) && matches!(
-                event.kind,
-                EventKind::AgentStarted { .. } | EventKind::ProgramLost { .. }
-            ) && new.attempt().map(|a| (a.run, a.number))
-                == before.attempt().map(|a| (a.run, a.number));
             let start =
                 event.kind == EventKind::AttemptStarted && before.kind() == StateKind::Queued;
             assert!(
-                relaunch || start,
-                "invariant 4: a launch from neither a start nor a lost launch\n{}",
+                start,
+                "invariant 4: a launch from anything but a start\n{}",
                 context()
             );
         }

@@ -1002,7 +1002,8 @@ impl StateMachineTest for LedgerTest {
                 assert!(
                     !(restarts
                         && rebooted
-                        && matches!(entry.state.kind(), StateKind::Failed | StateKind::Queued)),
+                        && matches!(entry.state.kind(), StateKind::Failed | StateKind::Queued)
+                        && !never_ran_and_left_alone(before, &entry.state)),
                     "invariant 3: {before:?} -> {entry:?}"
                 );
                 // Invariant 7: completed only on evidence (a reboot after a wait, only for a

@@ -799,6 +799,232 @@ fn a_terminated_attempt_is_never_launched_again() {
     ));
 }
 
+/// The same, found after a reboot: the attempt is over there too. (Launched again as itself in
+/// the new boot, as it once was, the attempt hung again, and its second unresponsive report had
+/// the first one's key: the store refused the commit as a duplicate, and every `tick` failed
+/// from then on, so that no other job's run-time limit was ever handled again; and a receiver
+/// that had the first report would have dropped the second as a copy.) The next attempt runs,
+/// and every report has a key of its own.
+#[test]
+fn a_terminated_launch_never_recorded_ends_at_the_next_boot_and_no_report_key_repeats() {
+    let store = MemoryStore::new();
+    let hang = msi_job(job("hang")).with_max_run_time(Duration::from_secs(60));
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+    ledger.offer(hang.clone()).unwrap();
+    let first = ledger.begin(hang.id()).unwrap(); // spawned; the launch is never recorded
+    ledger.session_mut().since_boot += Duration::from_secs(61);
+    assert_eq!(
+        ledger.tick().unwrap(),
+        vec![Effect::Terminate(first.clone())]
+    );
+    ledger.session_mut().since_boot += hang.terminate_grace();
+    let _effects = ledger.tick().unwrap();
+    let mut reported = keys(&take_reports(&mut ledger));
+    assert_eq!(reported, ["hang/run 1/attempt 1/Running/overdue 1"]);
+    drop(ledger);
+
+    // The machine restarts.
+    let (mut ledger, effects) = Ledger::open(store, session("b", &[])).unwrap();
+    assert!(effects.is_empty(), "never launched again: {effects:?}");
+    assert!(matches!(
+        state(&ledger, &hang),
+        JobState::Queued {
+            attempt: 2,
+            last_failure: Some(FailureReason::TimedOut),
+            ..
+        }
+    ));
+    // The next attempt, after its back-off, hangs too; another job runs beside it.
+    ledger.session_mut().now += chrono::TimeDelta::hours(2);
+    let second = start(&mut ledger, &hang);
+    assert_eq!(second.number, 2);
+    let other = msi_job(job("other")).with_max_run_time(Duration::from_secs(600));
+    ledger.offer(other.clone()).unwrap();
+    let beside = start(&mut ledger, &other);
+    ledger.session_mut().programs =
+        LivePrograms::Known(BTreeSet::from([second.clone(), beside.clone()]));
+    ledger.session_mut().since_boot += Duration::from_secs(61);
+    assert_eq!(
+        ledger.tick().unwrap(),
+        vec![Effect::Terminate(second.clone())]
+    );
+    ledger.session_mut().since_boot += hang.terminate_grace();
+    let _effects = ledger.tick().unwrap();
+    reported.extend(keys(&take_reports(&mut ledger)));
+    assert_eq!(
+        reported,
+        [
+            "hang/run 1/attempt 1/Running/overdue 1",
+            "hang/run 1/attempt 2/Running/overdue 1"
+        ]
+    );
+    // The ledger goes on: the other job's run-time limit is handled.
+    ledger.session_mut().since_boot += Duration::from_secs(600);
+    assert_eq!(ledger.tick().unwrap(), vec![Effect::Terminate(beside)]);
+}
+
+/// A launch never recorded is launched again only when the job may start, as any start: its run
+/// condition holds. A job that may run only while a user is logged on began while one was; the
+/// agent died between the spawn and its record; at the next boot the agent starts before anyone
+/// logs on. The attempt waits, queued as itself, and runs (the same attempt) once a user is
+/// there.
+#[test]
+fn a_launch_never_recorded_is_launched_again_only_when_the_run_condition_holds() {
+    use jobstate::{RunCondition, UserPresence};
+    let store = MemoryStore::new();
+    let spec = msi_job(job("user-app")).with_run_condition(RunCondition::OnlyWithUser);
+    let logged_on = SessionFacts {
+        user: UserPresence::LoggedOn,
+        ..service_session("a")
+    };
+    let (mut ledger, _) = Ledger::open(store.clone(), logged_on).unwrap();
+    ledger.offer(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap();
+    drop(ledger); // the agent dies before the launch is recorded; then the machine restarts
+
+    let nobody = session("b", &[]);
+    assert_eq!(nobody.user, UserPresence::NoneLoggedOn);
+    let (mut ledger, effects) = Ledger::open(store, nobody).unwrap();
+    assert!(effects.is_empty(), "nobody is logged on: {effects:?}");
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Queued {
+            attempt: 1,
+            last_failure: None,
+            ..
+        }
+    ));
+    assert_eq!(
+        ledger.next_runnable(),
+        NextJob::Wait {
+            job: spec.id().clone(),
+            reason: WaitReason::NeedsUser
+        }
+    );
+    ledger.session_mut().user = UserPresence::LoggedOn;
+    assert_eq!(ledger.next_runnable(), NextJob::Run(spec.id().clone()));
+    let again = ledger.begin(spec.id()).unwrap();
+    assert_eq!(again, attempt, "the same attempt: no retry is spent");
+    match state(&ledger, &spec) {
+        JobState::Running { attempt: a, .. } => assert_eq!(a.boot, boot("b")),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// And only when nothing stands in its way: no restart owed. A job with a check (`retry`) failed
+/// and waits for its check; meanwhile a job that never restarts (`tool`) begins, and the agent
+/// dies between its spawn and the record. The check says "not yet": `retry` now owes a restart,
+/// held while `tool` runs. The agent restarts in the same boot and nothing of `tool` runs: its
+/// attempt waits, queued, the restart is licensed, and `tool` runs (the same attempt) after it.
+#[test]
+fn a_launch_never_recorded_is_not_launched_again_while_a_restart_is_owed() {
+    let store = MemoryStore::new();
+    let retry = msi_job(job("retry"))
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_verify_after_reboot(true);
+    let tool = msi_job(job("tool"));
+    let (mut ledger, _) = Ledger::open(store.clone(), session("a", &[])).unwrap();
+    ledger.offer(retry.clone()).unwrap();
+    ledger.offer(tool.clone()).unwrap();
+    let first = start(&mut ledger, &retry);
+    let effects = ledger.program_exited(&first, 1603).unwrap();
+    assert_eq!(effects, vec![Effect::Verify(first.clone())]);
+    let tool_attempt = ledger.begin(tool.id()).unwrap(); // its launch is never recorded
+    let effects = ledger.verification(&first, CheckResult::NotYet).unwrap();
+    assert!(effects.is_empty(), "held while tool runs: {effects:?}");
+    assert_eq!(state(&ledger, &retry).kind(), StateKind::AwaitingReboot);
+    drop(ledger);
+
+    let (ledger, effects) = Ledger::open(store.clone(), session("a", &[])).unwrap();
+    assert!(
+        !effects.contains(&Effect::Launch(tool_attempt.clone())),
+        "no program starts while a restart is owed: {effects:?}"
+    );
+    assert!(
+        effects.iter().any(|e| matches!(
+            e,
+            Effect::ScheduleRestart { job, kind: RebootKind::Soft, .. } if job == retry.id()
+        )),
+        "nothing runs now: the restart is licensed: {effects:?}"
+    );
+    assert!(matches!(
+        state(&ledger, &tool),
+        JobState::Queued { attempt: 1, .. }
+    ));
+    assert_eq!(
+        ledger.next_runnable(),
+        NextJob::Wait {
+            job: tool.id().clone(),
+            reason: WaitReason::RestartPending {
+                job: retry.id().clone()
+            }
+        }
+    );
+    drop(ledger);
+    // The restart comes; the check now says installed; `tool` runs, as the same attempt.
+    let (mut ledger, effects) = Ledger::open(store, session("b", &[])).unwrap();
+    assert_eq!(effects, vec![Effect::Verify(first.clone())]);
+    let _effects = ledger.verification(&first, CheckResult::Installed).unwrap();
+    assert_eq!(state(&ledger, &retry).kind(), StateKind::Completed);
+    assert_eq!(ledger.next_runnable(), NextJob::Run(tool.id().clone()));
+    assert_eq!(ledger.begin(tool.id()).unwrap(), tool_attempt);
+}
+
+/// Seed 001 after a run-time limit: an OS upgrade runs past its maximum run time, and the
+/// ledger licenses `Terminate`. Before the agent gets to it, the upgrade reaches its restart:
+/// the wrapper, which never hears the shutdown, exits with 1603, and the machine restarts within
+/// the grace window. The failure is provisional as after any failing exit of a program that
+/// restarts the machine (SEMANTICS.md, "A failure reported as the machine goes down is
+/// provisional"): the reboot is its expected end. (It was taken as a timeout at once, and the
+/// upgrade queued to run again.) When the window closes in its boot instead, the attempt
+/// timed out: that was the termination's doing, whatever the exit said.
+#[test]
+fn an_exit_after_a_termination_is_provisional_for_a_program_that_restarts_the_machine() {
+    for reboot_in_window in [true, false] {
+        let store = MemoryStore::new();
+        let spec = upgrade().with_max_run_time(Duration::from_secs(3600));
+        let (mut ledger, _) = Ledger::open(store.clone(), session("a", &[])).unwrap();
+        ledger.offer(spec.clone()).unwrap();
+        let attempt = start(&mut ledger, &spec);
+        ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
+        ledger.session_mut().since_boot += Duration::from_secs(3600);
+        assert_eq!(
+            ledger.tick().unwrap(),
+            vec![Effect::Terminate(attempt.clone())]
+        );
+        let effects = ledger.program_exited(&attempt, 1603).unwrap();
+        assert!(effects.is_empty(), "{effects:?}");
+        assert!(matches!(
+            state(&ledger, &spec),
+            JobState::Running {
+                provisional: Some(_),
+                terminate: Some(_),
+                ..
+            }
+        ));
+        if reboot_in_window {
+            ledger.session_mut().since_boot += Duration::from_secs(30);
+            drop(ledger);
+            let (ledger, effects) = Ledger::open(store, session("b", &[])).unwrap();
+            assert!(effects.is_empty(), "{effects:?}");
+            assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
+            assert_eq!(ledger.next_runnable(), NextJob::Idle, "never run again");
+        } else {
+            ledger.session_mut().programs = LivePrograms::Known(BTreeSet::new());
+            ledger.session_mut().since_boot += spec.failure_grace();
+            let _effects = ledger.tick().unwrap();
+            assert!(matches!(
+                state(&ledger, &spec),
+                JobState::Queued {
+                    attempt: 2,
+                    last_failure: Some(FailureReason::TimedOut),
+                    ..
+                }
+            ));
+        }
+    }
+}
+
 /// An operator abandons a job whose program will not go, then asks for a rerun: refused while
 /// that program runs (never a second attempt beside it), accepted once it is gone.
 #[test]

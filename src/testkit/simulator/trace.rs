@@ -8,7 +8,7 @@ use super::CrashPoint;
 use crate::core::effect::{AttemptId, StatusKey, StatusMessage};
 use crate::core::id::{BootId, JobId};
 use crate::core::spec::RebootBehaviour;
-use crate::core::state::{JobState, StateKind};
+use crate::core::state::{FailureReason, JobState, StateKind};
 use crate::ledger::Offer;
 use crate::record::JobRecord;
 
@@ -656,8 +656,9 @@ pub(super) fn final_violations(
 }
 
 /// What a reboot observed at an agent start did wrong to a job declared to restart the
-/// machine, if anything: failed it, or queued it to run again. (A launch never recorded is
-/// launched again as the same attempt: that is no re-run.)
+/// machine, if anything: failed it, or queued it to run again. (An attempt whose launch was
+/// never recorded never ran: queued again as the same attempt, it is launched again, no re-run;
+/// after its termination it ends timed out, as in its own boot: the termination ended it.)
 pub(crate) fn reboot_undid(
     before: &JobState,
     entry: &crate::record::HistoryEntry,
@@ -675,6 +676,32 @@ pub(crate) fn reboot_undid(
         );
     if !rebooted {
         return None;
+    }
+    if let JobState::Running {
+        attempt,
+        launch: crate::core::state::Launch::Pending,
+        terminate,
+        ..
+    } = before
+    {
+        let left_alone = match &entry.state {
+            JobState::Queued {
+                run,
+                attempt: number,
+                last_failure,
+                ..
+            } => {
+                (terminate.is_none() && (*run, *number) == (attempt.run, attempt.number))
+                    || (terminate.is_some() && *last_failure == Some(FailureReason::TimedOut))
+            }
+            JobState::Failed { reason, .. } => {
+                terminate.is_some() && *reason == FailureReason::TimedOut
+            }
+            _ => false,
+        };
+        if left_alone {
+            return None;
+        }
     }
     match entry.state.kind() {
         StateKind::Failed => Some("failed"),
