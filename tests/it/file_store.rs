@@ -1407,6 +1407,135 @@ fn sigkill_at_random_moments_loses_no_acknowledged_state() {
     assert!(verified > rounds, "the children acknowledged too little");
 }
 
+/// The change that creates job `id`, offered in boot `boot_name`.
+fn offered(id: JobId, boot_name: &str) -> jobstate::store::Change {
+    jobstate::store::Change {
+        job: id.clone(),
+        seq: 1,
+        spec: Some(msi_job(id).into()),
+        event: jobstate::Event {
+            at: "2026-11-21T02:00:00Z".parse().unwrap(),
+            boot: boot(boot_name),
+            since_boot: std::time::Duration::ZERO,
+            kind: jobstate::EventKind::Offered,
+        },
+        state: JobState::initial(),
+    }
+}
+
+/// Commits the creation of job `name` to `store`, one commit.
+fn offer_one(store: &mut FileStore, name: &str) {
+    let base = store.load().unwrap().revision;
+    let commit = jobstate::store::Commit::new(base, vec![offered(job(name), "b1")]);
+    store.commit(&commit).unwrap();
+}
+
+/// The journal is compacted once it holds more commits than its bound (`compact_after`, plus
+/// `per_job` for each job): not at the bound, and counting the commits it held at open
+/// (cargo-mutants: a journal that never compacted, one that compacted a commit early, and an
+/// open that forgot the commits already in the journal passed the file store's tests).
+#[test]
+fn the_journal_is_compacted_past_its_bound_counting_the_commits_it_held_at_open() {
+    let _serial = no_spawns();
+    let dir = TempDir::new("compact-bound");
+    let options = FileStoreOptions {
+        compact_after: 3,
+        per_job: 0,
+        ..FileStoreOptions::default()
+    };
+    let journal_len = || std::fs::metadata(dir.0.join("journal")).unwrap().len();
+    let compacted = || dir.0.join("snapshot").exists();
+    let mut store = FileStore::open_with(&dir.0, options).unwrap();
+    let empty = journal_len();
+    offer_one(&mut store, "a");
+    offer_one(&mut store, "b");
+    drop(store);
+    // Reopened: the two commits in the journal count towards its bound.
+    let mut store = FileStore::open_with(&dir.0, options).unwrap();
+    offer_one(&mut store, "c");
+    assert!(
+        !compacted() && journal_len() > empty,
+        "compacted at the bound, not past it"
+    );
+    offer_one(&mut store, "d");
+    assert!(compacted(), "not compacted past the bound");
+    assert_eq!(
+        journal_len(),
+        empty,
+        "a new, empty journal after the snapshot"
+    );
+    drop(store);
+    let mut store = FileStore::open_with(&dir.0, options).unwrap();
+    assert_eq!(store.load().unwrap().jobs.len(), 4);
+}
+
+/// A compaction interrupted between its two renames leaves the new snapshot and the old
+/// journal, which ends where the snapshot does. The open starts a new journal after the
+/// snapshot, and the store carries on across commits and opens (cargo-mutants: an open that
+/// kept the old journal passed the file store's tests; its commits made the next open refuse
+/// the store).
+#[test]
+fn an_open_after_a_compaction_interrupted_between_its_renames_starts_a_new_journal() {
+    let _serial = no_spawns();
+    let dir = TempDir::new("between-renames");
+    let mut store = FileStore::open(&dir.0).unwrap();
+    let empty = std::fs::metadata(dir.0.join("journal")).unwrap().len();
+    offer_one(&mut store, "a");
+    offer_one(&mut store, "b");
+    let old_journal = std::fs::read(dir.0.join("journal")).unwrap();
+    store.compact().unwrap();
+    drop(store);
+    // The snapshot renamed into place, the journal not.
+    std::fs::write(dir.0.join("journal"), &old_journal).unwrap();
+    assert!(interrupted_compaction(&dir.0));
+    let mut store = FileStore::open(&dir.0).unwrap();
+    assert_eq!(
+        std::fs::metadata(dir.0.join("journal")).unwrap().len(),
+        empty,
+        "the old journal kept"
+    );
+    assert!(!interrupted_compaction(&dir.0));
+    offer_one(&mut store, "c");
+    drop(store);
+    let mut store = FileStore::open(&dir.0).unwrap();
+    let snapshot = store.load().unwrap();
+    assert_eq!(snapshot.revision, jobstate::store::Revision(3));
+    assert_eq!(snapshot.jobs.len(), 3);
+}
+
+/// A commit too large for a journal frame (`MAX_FRAME` bytes) is refused with `TooLarge`
+/// before anything is written, and the store takes the next commit (cargo-mutants: a limit
+/// that refused only a commit of exactly `MAX_FRAME` bytes passed the file store's tests).
+#[test]
+fn a_commit_larger_than_a_frame_is_refused_and_nothing_is_written() {
+    let _serial = no_spawns();
+    let dir = TempDir::new("too-large");
+    let mut store = FileStore::open(&dir.0).unwrap();
+    let journal = std::fs::read(dir.0.join("journal")).unwrap();
+    // Each change holds its job id and its event's boot id, 256 bytes each: more than
+    // `MAX_FRAME` bytes in all.
+    let long_boot = "b".repeat(jobstate::BootId::MAX_LEN);
+    let changes = (0..jobstate::store::MAX_FRAME as usize / 512 + 1)
+        .map(|i| {
+            let name = format!("{i:0width$}", width = JobId::MAX_LEN);
+            offered(job(&name), &long_boot)
+        })
+        .collect();
+    let commit = jobstate::store::Commit::new(jobstate::store::Revision(0), changes);
+    match store.commit(&commit) {
+        Err(StoreError::TooLarge { size, max }) => {
+            assert_eq!(max, jobstate::store::MAX_FRAME as usize);
+            assert!(size > max, "{size} bytes refused");
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(dir.0.join("journal")).unwrap(), journal);
+    offer_one(&mut store, "small");
+    drop(store);
+    let mut store = FileStore::open(&dir.0).unwrap();
+    assert_eq!(store.load().unwrap().jobs.len(), 1);
+}
+
 /// Review finding: the snapshot was one frame of at most `MAX_FRAME` bytes, so a store that
 /// outgrew it could not compact and stopped taking commits. Snapshots are now frames of about
 /// 1 MiB after a count: a store of any size compacts, and a snapshot cut at a frame boundary
@@ -1416,26 +1545,11 @@ fn a_large_store_compacts_into_a_snapshot_of_many_frames() {
     let _serial = no_spawns();
     let dir = TempDir::new("large-snapshot");
     let mut store = FileStore::open(&dir.0).unwrap();
-    let at: jobstate::Timestamp = "2026-11-21T02:00:00Z".parse().unwrap();
     let mut revision = jobstate::store::Revision(0);
-    let jobs = 24_000; // about 1.8 MB of records: two frames of 1 MiB
+    let jobs = 24_000; // a snapshot of about 2.1 MB: two frames of 1 MiB and the rest
     for batch in 0..jobs / 1000 {
         let changes = (0..1000)
-            .map(|i| {
-                let id = job(&format!("job-{batch:02}-{i:04}"));
-                jobstate::store::Change {
-                    job: id.clone(),
-                    seq: 1,
-                    spec: Some(msi_job(id).into()),
-                    event: jobstate::Event {
-                        at,
-                        boot: boot("b1"),
-                        since_boot: std::time::Duration::ZERO,
-                        kind: jobstate::EventKind::Offered,
-                    },
-                    state: JobState::initial(),
-                }
-            })
+            .map(|i| offered(job(&format!("job-{batch:02}-{i:04}")), "b1"))
             .collect();
         revision = store
             .commit(&jobstate::store::Commit::new(revision, changes))
@@ -1453,6 +1567,13 @@ fn a_large_store_compacts_into_a_snapshot_of_many_frames() {
     let bytes = std::fs::read(dir.0.join("snapshot")).unwrap();
     let first = 24 + 12 + 8; // header, then the count frame
     let len = u32::from_le_bytes(bytes[first..first + 4].try_into().unwrap()) as usize;
+    // Frames of 1 MiB at least (but the last): a few for this store, not one per few records.
+    let count = u64::from_le_bytes(bytes[first - 8..first].try_into().unwrap());
+    assert!(
+        (2..=snapshot_len / (1024 * 1024) + 1).contains(&count),
+        "a snapshot of {snapshot_len} bytes in {count} frames"
+    );
+    assert!(len >= 1024 * 1024, "a first frame of {len} bytes");
     std::fs::write(dir.0.join("snapshot"), &bytes[..first + 12 + len]).unwrap();
     assert!(matches!(
         FileStore::open(&dir.0),
@@ -1662,6 +1783,45 @@ fn leftovers_of_an_interrupted_compaction_are_removed_at_open_and_reported() {
     store.compact().unwrap();
     drop(store);
     assert!(FileStore::open(&dir.0).unwrap().open_report().is_clean());
+}
+
+/// `FileStore::inspect` reads a store an agent may be compacting: a snapshot read before a
+/// compaction and a journal read after it disagree, so a `Corrupt` answer is read again, four
+/// times 50 ms apart, before it is returned. A store that stays so is answered `Corrupt`, in
+/// time (cargo-mutants: the retries dropped, or made endless, passed the file store's tests).
+#[test]
+fn inspect_reads_a_disagreeing_store_again_four_times_then_answers_corrupt() {
+    let _serial = no_spawns();
+    let dir = closed_store("inspect-retry");
+    let old_snapshot = std::fs::read(dir.0.join("snapshot")).unwrap();
+    let (mut ledger, _) =
+        Ledger::open(FileStore::open(&dir.0).unwrap(), service_session("b")).unwrap();
+    ledger.offer(msi_job(job("later"))).unwrap();
+    let mut store = ledger.into_store();
+    store.compact().unwrap();
+    drop(store);
+    // What a reader between the two reads of a compaction sees: the old snapshot, the new
+    // journal (which starts after it).
+    std::fs::write(dir.0.join("snapshot"), &old_snapshot).unwrap();
+    let path = dir.0.clone();
+    let (answer, answered) = std::sync::mpsc::channel();
+    let started = std::time::Instant::now();
+    std::thread::spawn(move || {
+        // The receiver is gone only if this test already failed.
+        let _ = answer.send(FileStore::inspect(&path));
+    });
+    let result = answered
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("inspect gives up on a store that stays damaged");
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(StoreError::Corrupt { .. })),
+        "{result:?}"
+    );
+    assert!(
+        took >= std::time::Duration::from_millis(200),
+        "answered after {took:?}: not read again four times 50 ms apart"
+    );
 }
 
 /// A small ext4 file system with 1 KiB blocks, loop-mounted (root only), unmounted on drop:

@@ -151,6 +151,32 @@ mod tests {
         with.iter().map(Vec::len).sum()
     }
 
+    /// Room for a snapshot's tombstones is made once, before they are taken (a job per 100
+    /// bytes), and what was not used is given back (cargo-mutants: the room not made, made a
+    /// hundred times too large, or never given back; only memory and copies tell).
+    #[test]
+    fn room_is_made_for_a_snapshots_tombstones_and_what_was_not_used_is_given_back() {
+        let mut kept = TombstoneBytes::default();
+        kept.reserve_for_snapshot(100_000);
+        assert!(kept.bytes.capacity() >= 100_000);
+        let spans = kept.spans.capacity();
+        assert!((1_000..10_000).contains(&spans), "room for {spans} jobs");
+        kept.put(3, 7, b"a tombstone's record");
+        kept.fit();
+        assert!(
+            kept.bytes.capacity() < 1_000,
+            "{} bytes kept",
+            kept.bytes.capacity()
+        );
+        assert!(
+            kept.spans.capacity() < 100,
+            "{} jobs kept",
+            kept.spans.capacity()
+        );
+        assert_eq!(kept.get(3, 7), Some(&b"a tombstone's record"[..]));
+        assert_eq!(kept.len(), 20);
+    }
+
     #[test]
     fn a_finished_job_is_a_tombstone_with_its_bytes_from_the_commit_that_finished_it() {
         let (dir, options, mut ledger) = opened();
