@@ -219,7 +219,9 @@ fn run(path: &Path) -> Result<(), Failure> {
     );
 
     // Open the store and reconcile every unfinished job against this boot: a program that died
-    // with the previous agent process ends its attempt; a launch never recorded is launched now.
+    // with the previous agent process ends its attempt; a launch never recorded is launched again
+    // now if the job may start (its run condition, no restart owed), else when the loop below
+    // finds it runnable.
     let store = FileStore::open(&config.state_dir)?;
     let options = LedgerOptions::default().with_restart_policy(config.restart_policy);
     let (ledger, effects) = Ledger::open_with(store, session, options)?;
