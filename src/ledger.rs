@@ -31,8 +31,8 @@ const RESTART_PENDING_RECHECK: Duration = Duration::from_secs(5 * 60);
 /// open, a tick): about a megabyte at most, far below any store's limit for one write.
 const MAX_CHANGES_PER_COMMIT: usize = 1024;
 
-/// How often the liveness of a program that an earlier agent process started is polled: the
-/// agent is not its parent, so nothing tells it of the program's end.
+/// How often the liveness of a program that an earlier agent process started, or whose job an
+/// operator abandoned, is polled: nothing tells the agent of such a program's end.
 const ORPHAN_POLL: Duration = Duration::from_secs(10);
 
 /// What offering a job did: the answer of [`Ledger::offer`].
@@ -234,6 +234,10 @@ pub struct Ledger<S: Store, C: SessionContext> {
     /// Jobs whose programs an earlier agent process started in this boot: their liveness is
     /// polled, since nothing tells this process of their end.
     orphans: BTreeSet<JobId>,
+    /// Jobs an operator abandoned in this boot whose program may still run: while it does, it
+    /// stands in the way of a start as a running job would (SEMANTICS.md: "Restarts are
+    /// exclusive"); its liveness is polled. In memory only: found again at open.
+    abandoned: BTreeSet<JobId>,
 }
 
 impl<S: Store, C: SessionContext> Ledger<S, C> {
@@ -295,6 +299,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             restart_policy: options.restart_policy,
             retention: options.retention,
             orphans: BTreeSet::new(),
+            abandoned: BTreeSet::new(),
         };
         let restart_of = ledger.restart_owner();
         let reconciling = crate::observe::reconciling(&ledger.state);
@@ -315,6 +320,14 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 matches!(r.state(), JobState::Running { attempt, launch, .. }
                     if attempt.boot == boot && launch.happened())
             })
+            .map(|r| r.id().clone())
+            .collect();
+        // Abandoned jobs are finished: found in one walk of every job, here only.
+        ledger.abandoned = ledger
+            .state
+            .jobs()
+            .iter()
+            .filter(|r| abandoned_in(r.state(), &boot))
             .map(|r| r.id().clone())
             .collect();
         Ok((ledger, effects))
@@ -575,7 +588,9 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 attempt,
             });
         }
-        self.apply(job, EventKind::RerunRequested)
+        let effects = self.apply(job, EventKind::RerunRequested)?;
+        self.abandoned.remove(job);
+        Ok(effects)
     }
 
     /// The attempt of `record`, abandoned in this boot, whose program the session says is alive.
@@ -621,7 +636,11 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn abandon(&mut self, job: &JobId) -> Result<Effects, Error> {
         crate::observe::call_span!("abandon", job = job);
-        self.apply(job, EventKind::AbandonRequested)
+        let effects = self.apply(job, EventKind::AbandonRequested)?;
+        if abandoned_in(self.record(job)?.state(), &self.boot) {
+            self.abandoned.insert(job.clone());
+        }
+        Ok(effects)
     }
 
     /// What every unfinished job waits for, in offer order
@@ -737,6 +756,20 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 _ => {}
             }
         }
+        // The program of a job abandoned in this boot may still run: it is in the way as a
+        // running job is (a restart it makes would otherwise end, or complete, a job started
+        // beside it). The session is asked of each, and they are few.
+        for job in &self.abandoned {
+            let Some(record) = self.state.jobs().get(job) else {
+                continue;
+            };
+            if self.abandoned_program_alive(record).is_some() {
+                busy.running.get_or_insert_with(|| job.clone());
+                if record.spec().reboot() != RebootBehaviour::Never {
+                    busy.may_restart.get_or_insert_with(|| job.clone());
+                }
+            }
+        }
         busy.system_restart_pending = asks_pending
             && self.session.restart_pending() == crate::session::RestartPending::Pending;
         busy
@@ -809,6 +842,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                     }
                     // The flag clears without the ledger hearing of it (an operator, a package).
                     WaitReason::SystemRestartPending => Some(RESTART_PENDING_RECHECK),
+                    // Nothing tells the agent when an abandoned job's program ends: polled.
+                    WaitReason::Exclusive { job } if self.abandoned.contains(job) => {
+                        Some(ORPHAN_POLL)
+                    }
                     _ => None,
                 };
                 (reason, wake)
@@ -1127,6 +1164,19 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         crate::observe::committed(observed, &commit, self.revision);
         Ok(())
     }
+}
+
+/// Whether `state` is a job abandoned by an operator in `boot` whose attempt had begun (its
+/// program may still run).
+fn abandoned_in(state: &JobState, boot: &BootId) -> bool {
+    matches!(
+        state,
+        JobState::Failed {
+            reason: crate::FailureReason::Abandoned,
+            attempt: Some(attempt),
+            ..
+        } if attempt.boot == *boot
+    )
 }
 
 /// Whether a step from `before` to `after` queued an attempt again as itself: its launch was

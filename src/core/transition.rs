@@ -196,6 +196,15 @@ struct Transitioner<'a> {
     event: &'a Event,
 }
 
+/// The kind of restart the agent is licensed to make for a wait caused by `cause`: the one the
+/// job asked for, else (a restart its program initiated, that did not come) a hard one.
+fn restart_kind(cause: &RebootAttribution) -> RebootKind {
+    match cause {
+        RebootAttribution::RequestedByJob(kind) => *kind,
+        _ => RebootKind::Hard,
+    }
+}
+
 impl Transitioner<'_> {
     fn job(&self) -> JobId {
         self.spec.id().clone()
@@ -789,6 +798,7 @@ impl Transitioner<'_> {
                 exit,
                 reboots_seen,
                 verifying_in,
+                overdue,
                 ..
             } => match verifying_in {
                 // Verification still owed in this boot: license it again (it may have been lost).
@@ -809,12 +819,15 @@ impl Transitioner<'_> {
                     });
                     Step::to(state).effect(Effect::Verify(self.attempt_id(attempt)))
                 }
-                // No reboot yet: a soft restart is still owed by the agent.
+                // No reboot yet: a soft restart is still owed by the agent, and so is any
+                // restart that was reported overdue (the agent was licensed to make it itself:
+                // the licence may have been lost with the agent that held it).
                 None if requested_in == boot => {
-                    if *cause == RebootAttribution::RequestedByJob(RebootKind::Soft) {
+                    if *cause == RebootAttribution::RequestedByJob(RebootKind::Soft) || *overdue > 0
+                    {
                         Step::unchanged().effect(Effect::ScheduleRestart {
                             job: self.job(),
-                            kind: RebootKind::Soft,
+                            kind: restart_kind(cause),
                             when: RestartRelease::AtOnce,
                         })
                     } else {
@@ -1128,15 +1141,11 @@ impl Transitioner<'_> {
                     }
                 });
                 let report = self.report(&state, *exit, None, overdue);
-                let kind = match cause {
-                    RebootAttribution::RequestedByJob(kind) => *kind,
-                    _ => RebootKind::Hard,
-                };
                 Step::to(state)
                     .report(Some(report))
                     .effect(Effect::ScheduleRestart {
                         job: self.job(),
-                        kind,
+                        kind: restart_kind(cause),
                         when: RestartRelease::AtOnce,
                     })
             }

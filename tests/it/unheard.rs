@@ -1067,3 +1067,115 @@ fn not_yet_means_not_there_for_a_job_that_never_restarts() {
         }
     ));
 }
+
+/// A restart that did not come and was reported overdue was licensed to the agent, which may
+/// restart the machine itself. If the agent restarts before it does (a crash, an update), the
+/// open in the same boot licenses it again: a hard restart too, not only a soft one. (It licensed
+/// only a soft one: the machine then waited for the next overdue deadline, 16 hours later here,
+/// weeks later after a month, with every other job waiting behind the owed restart.) A hard
+/// restart not yet overdue is still the installer's own: nothing is licensed.
+#[test]
+fn an_overdue_restart_is_licensed_again_after_an_agent_restart() {
+    let spec = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
+    let store = MemoryStore::new();
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+    ledger.offer(spec.clone()).unwrap();
+    let attempt = start(&mut ledger, &spec);
+    // The installer says it initiated the restart (1641); the restart never comes.
+    assert!(ledger.program_exited(&attempt, 1641).unwrap().is_empty());
+    drop(ledger);
+    let (mut ledger, effects) = Ledger::open(store.clone(), service_session("a")).unwrap();
+    assert!(
+        effects.is_empty(),
+        "not overdue: the installer's own restart: {effects:?}"
+    );
+    let t = ledger.session().since_boot;
+    let mut licensed_at = Vec::new();
+    for hour in 1..=15u64 {
+        ledger.session_mut().since_boot = t + Duration::from_secs(hour * 3600);
+        let effects = ledger.tick().unwrap();
+        if effects.iter().any(|e| {
+            matches!(
+                e,
+                Effect::ScheduleRestart {
+                    kind: RebootKind::Hard,
+                    ..
+                }
+            )
+        }) {
+            licensed_at.push(hour);
+        }
+    }
+    assert_eq!(licensed_at, [1, 3, 7, 15]);
+    // The agent dies before it restarts the machine, and starts again in the same boot.
+    let since_boot = ledger.session().since_boot + Duration::from_secs(60);
+    drop(ledger);
+    let facts = SessionFacts {
+        since_boot,
+        ..service_session("a")
+    };
+    let (ledger, effects) = Ledger::open(store, facts).unwrap();
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::AwaitingReboot);
+    assert!(
+        effects.iter().any(|e| matches!(
+            e,
+            Effect::ScheduleRestart { job, kind: RebootKind::Hard, .. } if job == spec.id()
+        )),
+        "the overdue restart is licensed again: {effects:?}"
+    );
+}
+
+/// An operator abandons an OS upgrade whose program will not go after its termination; the
+/// program still runs. A second job that may restart the machine must not start beside it
+/// (SEMANTICS.md, "Restarts are exclusive"): the first installer's restart would complete it on
+/// a reboot that was not its own. (It started at once, and was then completed by that reboot.)
+/// It waits, named, polled, and starts once the abandoned program is gone.
+#[test]
+fn nothing_that_may_restart_starts_beside_an_abandoned_program_still_alive() {
+    let first = upgrade().with_max_run_time(Duration::from_secs(600));
+    let second = msi_job(job("feature-update")).with_reboot(RebootBehaviour::RestartsMachine);
+    let store = MemoryStore::new();
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+    ledger.offer(first.clone()).unwrap();
+    ledger.offer(second.clone()).unwrap();
+    let attempt = start(&mut ledger, &first);
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
+    ledger.session_mut().since_boot += Duration::from_secs(600);
+    let _effects = ledger.tick().unwrap();
+    ledger.session_mut().since_boot += first.terminate_grace();
+    let _effects = ledger.tick().unwrap();
+    assert_eq!(
+        wait_of(&ledger, &first).unwrap().reason,
+        WaitReason::Unresponsive
+    );
+    let _effects = ledger.abandon(first.id()).unwrap();
+    let blocked = NextJob::Wait {
+        job: second.id().clone(),
+        reason: WaitReason::Exclusive {
+            job: first.id().clone(),
+        },
+    };
+    assert_eq!(ledger.next_runnable(), blocked);
+    assert!(matches!(
+        ledger.begin(second.id()),
+        Err(Error::NotRunnable { .. })
+    ));
+    let wait = wait_of(&ledger, &second).unwrap();
+    assert!(
+        wait.wake_after
+            .is_some_and(|d| d <= Duration::from_secs(60)),
+        "polled: nothing tells the agent of the abandoned program's end: {wait:?}"
+    );
+    // The same after an agent restart in this boot.
+    let programs = ledger.session().programs.clone();
+    drop(ledger);
+    let facts = SessionFacts {
+        programs,
+        ..service_session("a")
+    };
+    let (mut ledger, _) = Ledger::open(store, facts).unwrap();
+    assert_eq!(ledger.next_runnable(), blocked);
+    // The abandoned program ends: the second upgrade may start.
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::new());
+    assert_eq!(ledger.next_runnable(), NextJob::Run(second.id().clone()));
+}
