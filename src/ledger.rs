@@ -153,7 +153,11 @@ pub struct JobWait {
 /// Every mutating call builds an [`Event`] from the session (its time, the boot read at open),
 /// runs the pure [`transition`], commits the new state to the store, and only then returns the
 /// [`Effect`]s the caller must carry out. If the commit fails, nothing changes and no effect is
-/// returned.
+/// returned. (A call that changes more jobs than one commit holds, 1,024, commits in several:
+/// if a later one fails, the earlier ones stand, and the effects they licensed are handed out
+/// by the next [`tick`](Ledger::tick), which [`next_wakeup`](Ledger::next_wakeup) then asks
+/// for at once. A call that fails at open, or a call after which the store refuses every
+/// commit, is followed by a new open, which licenses again whatever is still owed.)
 ///
 /// # Method groups and call order
 ///
@@ -238,6 +242,9 @@ pub struct Ledger<S: Store, C: SessionContext> {
     /// stands in the way of a start as a running job would (SEMANTICS.md: "Restarts are
     /// exclusive"); its liveness is polled. In memory only: found again at open.
     abandoned: BTreeSet<JobId>,
+    /// Effects licensed by commits of a call that then failed on a later commit (a call that
+    /// changes more jobs than one commit holds): handed out by the next `tick`.
+    unreturned: Vec<Effect>,
 }
 
 impl<S: Store, C: SessionContext> Ledger<S, C> {
@@ -300,6 +307,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             retention: options.retention,
             orphans: BTreeSet::new(),
             abandoned: BTreeSet::new(),
+            unreturned: Vec::new(),
         };
         let restart_of = ledger.restart_owner();
         let reconciling = crate::observe::reconciling(&ledger.state);
@@ -550,10 +558,11 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn shutdown_notice(&mut self) -> Result<Effects, Error> {
         crate::observe::call_span!("shutdown_notice");
-        self.apply_each(
+        let effects = self.apply_each(
             |s| s.kind() == StateKind::Running,
             |_, _| EventKind::ShutdownNoticed,
-        )
+        )?;
+        Ok(self.with_unreturned(effects))
     }
 
     /// Checks the deadlines, on the boot's monotonic clock, and what the session says of running
@@ -568,12 +577,13 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn tick(&mut self) -> Result<Effects, Error> {
         crate::observe::call_span!("tick");
-        self.apply_each(
+        let effects = self.apply_each(
             |s| matches!(s.kind(), StateKind::Running | StateKind::AwaitingReboot),
             |ledger, record| EventKind::Tick {
                 program: ledger.program_status(record, false),
             },
-        )
+        )?;
+        Ok(self.with_unreturned(effects))
     }
 
     /// Asks to run `job` again (a new run). Refused for a completed mandatory job, and while the
@@ -663,6 +673,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// on). A queued job that may start now is found by
     /// [`next_runnable`](Ledger::next_runnable), not here.
     pub fn next_wakeup(&self) -> Option<Duration> {
+        if !self.unreturned.is_empty() {
+            // Effects a failed call committed but could not hand out: `tick` hands them out.
+            return Some(Duration::ZERO);
+        }
         let jobs = self.waits().into_iter().filter_map(|w| w.wake_after);
         let now = self.session.now();
         let delivery = self
@@ -1057,7 +1071,11 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 event,
                 state,
             };
-            let reports = step.report.into_iter().collect();
+            let reports = step
+                .report
+                .map(|report| numbered(record, report))
+                .into_iter()
+                .collect();
             self.commit(Commit::new(self.revision, vec![change]).with_reports(reports))?;
             if !matches!(self.record(job)?.state(), JobState::Running { .. }) {
                 self.orphans.remove(job);
@@ -1097,8 +1115,9 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         applies: impl Fn(&JobState) -> bool,
         kind: impl Fn(&Self, &JobRecord) -> EventKind,
     ) -> Result<Effects, Error> {
-        let mut steps = Vec::new();
-        let mut effects = Vec::new();
+        // Each job's change (if its state changed) with its report, and the effects its step
+        // licenses, in job order.
+        let mut steps: Vec<(Option<Reported>, Vec<Effect>)> = Vec::new();
         let mut again = Vec::new();
         // Only unfinished jobs: every caller's `applies` excludes finished runs.
         for record in self
@@ -1120,25 +1139,47 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                     event,
                     state,
                 };
-                steps.push((change, step.report));
+                let report = step.report.map(|report| numbered(record, report));
+                steps.push((Some((change, report)), step.effects));
+            } else {
+                steps.push((None, step.effects));
             }
-            effects.extend(step.effects);
         }
         // Commits of bounded size, however many jobs changed: one commit of every job's change
         // could outgrow what a store accepts in one write (65,000 running upgrades at a new
         // boot), and the agent could then never start again. Each job's change goes with its
-        // report; a crash between two commits leaves the rest for the next call to redo.
+        // report; a crash between two commits leaves the rest for the next call to redo. A commit
+        // that fails after others succeeded must not lose what they licensed: their effects are
+        // kept, and the next `tick` hands them out (`next_wakeup` says to call it now).
+        let mut effects = Vec::new();
         let mut steps = steps.into_iter().peekable();
         while steps.peek().is_some() {
-            let (changes, reports): (Vec<Change>, Vec<Option<StatusMessage>>) =
-                steps.by_ref().take(MAX_CHANGES_PER_COMMIT).unzip();
+            let mut changes = Vec::new();
+            let mut reports = Vec::new();
+            let mut batch_effects = Vec::new();
+            while changes.len() < MAX_CHANGES_PER_COMMIT
+                && let Some((change, step_effects)) = steps.next()
+            {
+                if let Some((change, report)) = change {
+                    changes.push(change);
+                    reports.extend(report);
+                }
+                batch_effects.extend(step_effects);
+            }
             let ended: Vec<JobId> = changes
                 .iter()
                 .filter(|c| !matches!(c.state, JobState::Running { .. }))
                 .map(|c| c.job.clone())
                 .collect();
-            let reports = reports.into_iter().flatten().collect();
-            self.commit(Commit::new(self.revision, changes).with_reports(reports))?;
+            if !changes.is_empty()
+                && let Err(error) =
+                    self.commit(Commit::new(self.revision, changes).with_reports(reports))
+            {
+                let committed = self.license(effects);
+                self.unreturned.extend(committed.iter().cloned());
+                return Err(error);
+            }
+            effects.extend(batch_effects);
             for job in &ended {
                 self.orphans.remove(job);
             }
@@ -1146,6 +1187,17 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         let mut effects = self.license(effects);
         self.start_again(&again, &mut effects)?;
         Ok(effects)
+    }
+
+    /// `effects`, after the effects an earlier call committed but could not hand out (see
+    /// `apply_each`).
+    fn with_unreturned(&mut self, effects: Effects) -> Effects {
+        if self.unreturned.is_empty() {
+            return effects;
+        }
+        let mut all: Effects = std::mem::take(&mut self.unreturned).into();
+        all.extend(effects.iter().cloned());
+        all
     }
 
     /// Commits to the store, then to the ledger's own jobs and outbox: they never hold what the
@@ -1164,6 +1216,35 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         crate::observe::committed(observed, &commit, self.revision);
         Ok(())
     }
+}
+
+/// A change, with the status message it reports if any.
+type Reported = (Change, Option<StatusMessage>);
+
+/// `report` numbered among its attempt's reports of a program that will not go. `transition`
+/// sees only the job's state and reports each with `overdue` 1; an attempt launched again (its
+/// launch never recorded, then found after a reboot) may be terminated and reported again, and
+/// each report needs a key of its own: the outbox refuses a key it holds, and a receiver drops
+/// one it had. Counted in the history of the job's current run, which retention keeps whole.
+fn numbered(record: &JobRecord, mut report: StatusMessage) -> StatusMessage {
+    if report.key.state == StateKind::Running && report.key.overdue > 0 {
+        let (run, number) = (report.key.run, report.key.attempt);
+        let mut earlier = 0u32;
+        let mut was = false;
+        for entry in record.history() {
+            let now = matches!(
+                &entry.state,
+                JobState::Running { attempt, terminate: Some(t), .. }
+                    if t.unresponsive && attempt.run == run && attempt.number == number
+            );
+            if now && !was {
+                earlier = earlier.saturating_add(1);
+            }
+            was = now;
+        }
+        report.key.overdue = earlier.saturating_add(1);
+    }
+    report
 }
 
 /// Whether `state` is a job abandoned by an operator in `boot` whose attempt had begun (its

@@ -327,7 +327,8 @@ pub struct StatusKey {
     /// 0 for the message of a state itself; `n` for the `n`-th report that something this
     /// state waits for is overdue: a restart that did not come by its deadline
     /// (`AwaitingReboot`), a program still alive after its termination's grace period
-    /// (`Running`). Such reports are not terminal. (Absent in JSON written before it existed: 0.)
+    /// (`Running`: the `n`-th of the attempt, numbered by the ledger; an attempt whose launch
+    /// was never recorded is launched again after a reboot, and may be terminated again). Such reports are not terminal. (Absent in JSON written before it existed: 0.)
     #[serde(default)]
     pub overdue: u32,
 }

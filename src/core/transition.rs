@@ -749,7 +749,6 @@ impl Transitioner<'_> {
             JobState::Running {
                 attempt,
                 launch,
-                terminate,
                 provisional,
                 ..
             } => {
@@ -764,13 +763,10 @@ impl Transitioner<'_> {
                     );
                 }
                 if !launch.happened() {
-                    // Never launched: no reboot completes it. After a termination the attempt
-                    // is over (as when its program is found gone in its boot): launched again,
-                    // it would be terminated again, under the same status key. Else it is
-                    // queued again, as the same attempt.
-                    if terminate.is_some() {
-                        return self.fail_attempt(attempt, FailureReason::TimedOut, None);
-                    }
+                    // Never launched: no reboot completes it, and no reboot fails it or spends a
+                    // retry (invariant 3), even after a termination: it is queued again, as the
+                    // same attempt. (Terminated again, it is reported under a key of its own:
+                    // the ledger numbers an attempt's unresponsive reports.)
                     return self.relaunch(attempt);
                 }
                 match self.spec.reboot() {
@@ -1100,6 +1096,8 @@ impl Transitioner<'_> {
                                 t.unresponsive = true;
                             }
                         });
+                        // Overdue 1: the first report of this attempt's program that will not
+                        // go; the ledger numbers a later one (an attempt launched again).
                         let report = self.report(&state, None, None, 1);
                         Step::to(state).report(Some(report))
                     }

@@ -135,36 +135,21 @@ pub fn completion_has_evidence(
 
 /// Invariant 3's one allowance, derived independently of the crate: an attempt whose launch was
 /// never recorded never ran (SEMANTICS.md, "A launch is a recorded fact"), so a reboot found at
-/// an agent start is no end of its program. It may be queued again as the same attempt (no
-/// re-run: it is launched again), or, when its termination had been requested before, end
-/// timed out as it would have in its own boot: the termination ended it, not the reboot.
+/// an agent start is no end of its program: it is queued again as the same attempt (no re-run,
+/// no retry spent: it is launched again), whether or not its termination had been requested.
 pub fn never_ran_and_left_alone(before: &jobstate::JobState, after: &jobstate::JobState) -> bool {
-    use jobstate::{FailureReason, JobState};
-    let JobState::Running {
-        attempt,
-        launch,
-        terminate,
-        ..
-    } = before
-    else {
-        return false;
-    };
-    if launch.happened() {
-        return false;
-    }
-    match after {
-        JobState::Queued {
-            run,
-            attempt: number,
-            last_failure,
-            ..
-        } => {
-            (*run == attempt.run && *number == attempt.number && terminate.is_none())
-                || (terminate.is_some() && *last_failure == Some(FailureReason::TimedOut))
-        }
-        JobState::Failed { reason, .. } => {
-            terminate.is_some() && *reason == FailureReason::TimedOut
-        }
+    use jobstate::JobState;
+    match (before, after) {
+        (
+            JobState::Running {
+                attempt, launch, ..
+            },
+            JobState::Queued {
+                run,
+                attempt: number,
+                ..
+            },
+        ) => !launch.happened() && *run == attempt.run && *number == attempt.number,
         _ => false,
     }
 }

@@ -245,7 +245,7 @@ impl Explorer {
         }
         // Invariant 3: a reboot never fails a job that restarts the machine, and never queues it
         // to run again (an attempt whose launch was never recorded never ran: it is queued again
-        // as the same attempt, no re-run, or after its termination ends timed out).
+        // as the same attempt, no re-run).
         let rebooted = matches!(event.kind, EventKind::AgentStarted { .. })
             && before.attempt().is_some_and(|a| a.boot != event.boot)
             && matches!(

@@ -1226,7 +1226,18 @@ fn expected_reports(jobs: &[JobRecord]) -> Vec<StatusKey> {
                     },
                     Some(JobState::Running { terminate: was, .. }),
                 ) if now.unresponsive && !was.is_some_and(|t| t.unresponsive) => {
-                    keys.push(key(0, 1));
+                    // The n-th of its attempt (one launched again may be reported again).
+                    let first = key(0, 1);
+                    let earlier = keys
+                        .iter()
+                        .filter(|k| {
+                            StatusKey {
+                                overdue: 1,
+                                ..(*k).clone()
+                            } == first
+                        })
+                        .count();
+                    keys.push(key(0, u32::try_from(earlier).unwrap() + 1));
                 }
                 _ => {}
             }

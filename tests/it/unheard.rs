@@ -799,14 +799,15 @@ fn a_terminated_attempt_is_never_launched_again() {
     ));
 }
 
-/// The same, found after a reboot: the attempt is over there too. (Launched again as itself in
-/// the new boot, as it once was, the attempt hung again, and its second unresponsive report had
-/// the first one's key: the store refused the commit as a duplicate, and every `tick` failed
-/// from then on, so that no other job's run-time limit was ever handled again; and a receiver
-/// that had the first report would have dropped the second as a copy.) The next attempt runs,
-/// and every report has a key of its own.
+/// The same, found after a reboot: a reboot ends no attempt that never ran, and spends no retry
+/// (invariant 3; "A launch is a recorded fact"): the attempt is launched again as itself. (It
+/// once was, and when it hung again its second unresponsive report had the first one's key: the
+/// store refused the commit as a duplicate, and every `tick` failed from then on, so that no
+/// other job's run-time limit was ever handled again; a receiver that had the first report would
+/// have dropped the second as a copy.) Its reports of a program that will not go are numbered,
+/// and the ledger goes on.
 #[test]
-fn a_terminated_launch_never_recorded_ends_at_the_next_boot_and_no_report_key_repeats() {
+fn a_terminated_launch_never_recorded_is_launched_again_after_a_reboot_and_no_report_key_repeats() {
     let store = MemoryStore::new();
     let hang = msi_job(job("hang")).with_max_run_time(Duration::from_secs(60));
     let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
@@ -823,30 +824,28 @@ fn a_terminated_launch_never_recorded_ends_at_the_next_boot_and_no_report_key_re
     assert_eq!(reported, ["hang/run 1/attempt 1/Running/overdue 1"]);
     drop(ledger);
 
-    // The machine restarts.
+    // The machine restarts: the same attempt is launched again, its clocks anew.
     let (mut ledger, effects) = Ledger::open(store, session("b", &[])).unwrap();
-    assert!(effects.is_empty(), "never launched again: {effects:?}");
-    assert!(matches!(
-        state(&ledger, &hang),
-        JobState::Queued {
-            attempt: 2,
-            last_failure: Some(FailureReason::TimedOut),
+    assert_eq!(effects, vec![Effect::Launch(first.clone())]);
+    match state(&ledger, &hang) {
+        JobState::Running {
+            attempt,
+            terminate: None,
             ..
-        }
-    ));
-    // The next attempt, after its back-off, hangs too; another job runs beside it.
-    ledger.session_mut().now += chrono::TimeDelta::hours(2);
-    let second = start(&mut ledger, &hang);
-    assert_eq!(second.number, 2);
+        } => assert_eq!(attempt.boot, boot("b")),
+        other => panic!("{other:?}"),
+    }
+    let _effects = ledger.launched(&first, ProgramId::new(77, 1)).unwrap();
+    // It hangs again; another job runs beside it.
     let other = msi_job(job("other")).with_max_run_time(Duration::from_secs(600));
     ledger.offer(other.clone()).unwrap();
     let beside = start(&mut ledger, &other);
     ledger.session_mut().programs =
-        LivePrograms::Known(BTreeSet::from([second.clone(), beside.clone()]));
+        LivePrograms::Known(BTreeSet::from([first.clone(), beside.clone()]));
     ledger.session_mut().since_boot += Duration::from_secs(61);
     assert_eq!(
         ledger.tick().unwrap(),
-        vec![Effect::Terminate(second.clone())]
+        vec![Effect::Terminate(first.clone())]
     );
     ledger.session_mut().since_boot += hang.terminate_grace();
     let _effects = ledger.tick().unwrap();
@@ -855,12 +854,61 @@ fn a_terminated_launch_never_recorded_ends_at_the_next_boot_and_no_report_key_re
         reported,
         [
             "hang/run 1/attempt 1/Running/overdue 1",
-            "hang/run 1/attempt 2/Running/overdue 1"
+            "hang/run 1/attempt 1/Running/overdue 2"
         ]
     );
     // The ledger goes on: the other job's run-time limit is handled.
     ledger.session_mut().since_boot += Duration::from_secs(600);
     assert_eq!(ledger.tick().unwrap(), vec![Effect::Terminate(beside)]);
+}
+
+/// The same for an OS upgrade with no retry left (found in review): the reboot neither fails it
+/// nor spends a retry (invariant 3), and if it hangs again no status key repeats.
+#[test]
+fn a_reboot_never_fails_an_upgrade_whose_terminated_launch_was_never_recorded() {
+    let store = MemoryStore::new();
+    let spec = upgrade()
+        .with_retry(RetryPolicy::none())
+        .with_max_run_time(Duration::from_secs(60));
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+    ledger.offer(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap(); // the launch is never recorded
+    ledger.session_mut().since_boot += Duration::from_secs(61);
+    assert_eq!(
+        ledger.tick().unwrap(),
+        vec![Effect::Terminate(attempt.clone())]
+    );
+    ledger.session_mut().since_boot += spec.terminate_grace();
+    let _effects = ledger.tick().unwrap();
+    let mut reported = keys(&take_reports(&mut ledger));
+    drop(ledger);
+
+    // The machine restarts.
+    let (mut ledger, effects) = Ledger::open(store, session("b", &[])).unwrap();
+    assert_eq!(
+        effects,
+        vec![Effect::Launch(attempt.clone())],
+        "the same attempt"
+    );
+    assert_eq!(state(&ledger, &spec).kind(), StateKind::Running);
+    reported.extend(keys(&take_reports(&mut ledger)));
+    // It hangs again in the new boot (its launch never recorded either).
+    ledger.session_mut().since_boot += Duration::from_secs(61);
+    assert_eq!(
+        ledger.tick().unwrap(),
+        vec![Effect::Terminate(attempt.clone())]
+    );
+    ledger.session_mut().since_boot += spec.terminate_grace();
+    let _effects = ledger.tick().unwrap();
+    let _effects = ledger.tick().unwrap();
+    reported.extend(keys(&take_reports(&mut ledger)));
+    assert_eq!(
+        reported,
+        [
+            "os-upgrade/run 1/attempt 1/Running/overdue 1",
+            "os-upgrade/run 1/attempt 1/Running/overdue 2"
+        ]
+    );
 }
 
 /// A launch never recorded is launched again only when the job may start, as any start: its run
@@ -1178,4 +1226,70 @@ fn nothing_that_may_restart_starts_beside_an_abandoned_program_still_alive() {
     // The abandoned program ends: the second upgrade may start.
     ledger.session_mut().programs = LivePrograms::Known(BTreeSet::new());
     assert_eq!(ledger.next_runnable(), NextJob::Run(second.id().clone()));
+}
+
+/// A memory store whose commit after the next one fails, once armed.
+struct SecondCommitFails {
+    inner: MemoryStore,
+    armed: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl jobstate::store::Store for SecondCommitFails {
+    fn load(&mut self) -> Result<jobstate::store::Snapshot, jobstate::store::StoreError> {
+        self.inner.load()
+    }
+    fn commit(
+        &mut self,
+        commit: &jobstate::store::Commit,
+    ) -> Result<jobstate::store::Revision, jobstate::store::StoreError> {
+        let result = self.inner.commit(commit);
+        if self.armed.replace(false) {
+            self.inner.fail_next_commits(1);
+        }
+        result
+    }
+}
+
+/// A tick that changes more jobs than one commit holds (1,024) commits in several. When a later
+/// commit fails (a full disk for a moment), the call fails, but the earlier commits stand: the
+/// terminations they licensed are handed out by the next tick, which `next_wakeup` asks for at
+/// once. (They were lost: those jobs carried a termination no caller was told to carry out, and
+/// only an agent restart would have licensed it again; their programs ran on past their limit.)
+/// Found in review.
+#[test]
+fn a_tick_that_fails_half_way_loses_no_termination() {
+    let store = MemoryStore::new();
+    let armed = std::rc::Rc::new(std::cell::Cell::new(false));
+    let wrapped = SecondCommitFails {
+        inner: store.clone(),
+        armed: armed.clone(),
+    };
+    let (mut ledger, _) = Ledger::open(wrapped, service_session("a")).unwrap();
+    let mut attempts = Vec::new();
+    for n in 0..1025u32 {
+        let spec =
+            msi_job(job(&format!("patch-{n:04}"))).with_max_run_time(Duration::from_secs(600));
+        ledger.offer(spec.clone()).unwrap();
+        let attempt = ledger.begin(spec.id()).unwrap();
+        let _effects = ledger
+            .launched(&attempt, ProgramId::new(1000 + n, 1))
+            .unwrap();
+        attempts.push(attempt);
+    }
+    // Every program runs past its limit; the tick's second commit fails.
+    ledger.session_mut().since_boot += Duration::from_secs(600);
+    armed.set(true);
+    assert!(ledger.tick().is_err());
+    assert_eq!(ledger.next_wakeup(), Some(Duration::ZERO), "call tick now");
+    // The next tick hands out the 1,024 committed terminations and makes the last one.
+    let effects = ledger.tick().unwrap();
+    let terminated: Vec<&AttemptId> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Terminate(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(terminated, attempts.iter().collect::<Vec<_>>());
+    assert!(ledger.tick().unwrap().is_empty(), "each handed out once");
 }

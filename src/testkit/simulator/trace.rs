@@ -8,7 +8,7 @@ use super::CrashPoint;
 use crate::core::effect::{AttemptId, StatusKey, StatusMessage};
 use crate::core::id::{BootId, JobId};
 use crate::core::spec::RebootBehaviour;
-use crate::core::state::{FailureReason, JobState, StateKind};
+use crate::core::state::{JobState, StateKind};
 use crate::ledger::Offer;
 use crate::record::JobRecord;
 
@@ -576,7 +576,21 @@ pub(super) fn expected_reports(jobs: &[JobRecord]) -> Vec<StatusKey> {
                         ..
                     }),
                 ) if t.unresponsive && !before_t.is_some_and(|b| b.unresponsive) => {
-                    keys.push(key(0, 1));
+                    // The n-th of its attempt (one launched again may be reported again).
+                    let first = key(0, 1);
+                    let earlier = keys
+                        .iter()
+                        .filter(|k| {
+                            StatusKey {
+                                overdue: 1,
+                                ..(*k).clone()
+                            } == first
+                        })
+                        .count();
+                    keys.push(key(
+                        0,
+                        u32::try_from(earlier).unwrap_or(u32::MAX).saturating_add(1),
+                    ));
                 }
                 _ => {}
             }
@@ -657,8 +671,7 @@ pub(super) fn final_violations(
 
 /// What a reboot observed at an agent start did wrong to a job declared to restart the
 /// machine, if anything: failed it, or queued it to run again. (An attempt whose launch was
-/// never recorded never ran: queued again as the same attempt, it is launched again, no re-run;
-/// after its termination it ends timed out, as in its own boot: the termination ended it.)
+/// never recorded never ran: queued again as the same attempt, it is launched again, no re-run.)
 pub(crate) fn reboot_undid(
     before: &JobState,
     entry: &crate::record::HistoryEntry,
@@ -677,31 +690,21 @@ pub(crate) fn reboot_undid(
     if !rebooted {
         return None;
     }
-    if let JobState::Running {
-        attempt,
-        launch: crate::core::state::Launch::Pending,
-        terminate,
-        ..
-    } = before
+    if let (
+        JobState::Running {
+            attempt,
+            launch: crate::core::state::Launch::Pending,
+            ..
+        },
+        JobState::Queued {
+            run,
+            attempt: number,
+            ..
+        },
+    ) = (before, &entry.state)
+        && (*run, *number) == (attempt.run, attempt.number)
     {
-        let left_alone = match &entry.state {
-            JobState::Queued {
-                run,
-                attempt: number,
-                last_failure,
-                ..
-            } => {
-                (terminate.is_none() && (*run, *number) == (attempt.run, attempt.number))
-                    || (terminate.is_some() && *last_failure == Some(FailureReason::TimedOut))
-            }
-            JobState::Failed { reason, .. } => {
-                terminate.is_some() && *reason == FailureReason::TimedOut
-            }
-            _ => false,
-        };
-        if left_alone {
-            return None;
-        }
+        return None;
     }
     match entry.state.kind() {
         StateKind::Failed => Some("failed"),
