@@ -799,116 +799,76 @@ fn a_terminated_attempt_is_never_launched_again() {
     ));
 }
 
+/// Lets `attempt` of `spec`, whose program stays alive, pass its run-time limit (terminated)
+/// and its termination's grace (reported unresponsive).
+fn hang_past_termination(ledger: &mut MemLedger, spec: &JobSpec, attempt: &AttemptId) {
+    ledger.session_mut().since_boot += spec.max_run_time() + Duration::from_secs(1);
+    assert_eq!(
+        ledger.tick().unwrap(),
+        vec![Effect::Terminate(attempt.clone())]
+    );
+    ledger.session_mut().since_boot += spec.terminate_grace();
+    let _effects = ledger.tick().unwrap();
+}
+
 /// The same, found after a reboot: a reboot ends no attempt that never ran, and spends no retry
 /// (invariant 3; "A launch is a recorded fact"): the attempt is launched again as itself. (It
 /// once was, and when it hung again its second unresponsive report had the first one's key: the
 /// store refused the commit as a duplicate, and every `tick` failed from then on, so that no
 /// other job's run-time limit was ever handled again; a receiver that had the first report would
 /// have dropped the second as a copy.) Its reports of a program that will not go are numbered,
-/// and the ledger goes on.
+/// and the ledger goes on. For a job with retries and for an OS upgrade with none left (the
+/// reboot neither fails it nor spends a retry), its launch recorded in the new boot or not.
 #[test]
 fn a_terminated_launch_never_recorded_is_launched_again_after_a_reboot_and_no_report_key_repeats() {
-    let store = MemoryStore::new();
-    let hang = msi_job(job("hang")).with_max_run_time(Duration::from_secs(60));
-    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
-    ledger.offer(hang.clone()).unwrap();
-    let first = ledger.begin(hang.id()).unwrap(); // spawned; the launch is never recorded
-    ledger.session_mut().since_boot += Duration::from_secs(61);
-    assert_eq!(
-        ledger.tick().unwrap(),
-        vec![Effect::Terminate(first.clone())]
-    );
-    ledger.session_mut().since_boot += hang.terminate_grace();
-    let _effects = ledger.tick().unwrap();
-    let mut reported = keys(&take_reports(&mut ledger));
-    assert_eq!(reported, ["hang/run 1/attempt 1/Running/overdue 1"]);
-    drop(ledger);
+    let patch = msi_job(job("hang"));
+    let upgrade = upgrade().with_retry(RetryPolicy::none());
+    for (spec, record_launch) in [(patch, true), (upgrade, false)] {
+        let spec = spec.with_max_run_time(Duration::from_secs(60));
+        let store = MemoryStore::new();
+        let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+        ledger.offer(spec.clone()).unwrap();
+        let first = ledger.begin(spec.id()).unwrap(); // spawned; the launch is never recorded
+        hang_past_termination(&mut ledger, &spec, &first);
+        let mut reported = keys(&take_reports(&mut ledger));
+        let key = |n: u32| format!("{}/run 1/attempt 1/Running/overdue {n}", spec.id());
+        assert_eq!(reported, [key(1)]);
+        drop(ledger);
 
-    // The machine restarts: the same attempt is launched again, its clocks anew.
-    let (mut ledger, effects) = Ledger::open(store, session("b", &[])).unwrap();
-    assert_eq!(effects, vec![Effect::Launch(first.clone())]);
-    match state(&ledger, &hang) {
-        JobState::Running {
-            attempt,
-            terminate: None,
-            ..
-        } => assert_eq!(attempt.boot, boot("b")),
-        other => panic!("{other:?}"),
+        // The machine restarts: the same attempt is launched again, its clocks anew.
+        let (mut ledger, effects) = Ledger::open(store, session("b", &[])).unwrap();
+        assert_eq!(effects, vec![Effect::Launch(first.clone())]);
+        match state(&ledger, &spec) {
+            JobState::Running {
+                attempt,
+                terminate: None,
+                ..
+            } => assert_eq!(attempt.boot, boot("b")),
+            other => panic!("{other:?}"),
+        }
+        if record_launch {
+            let _effects = ledger.launched(&first, ProgramId::new(77, 1)).unwrap();
+        }
+        // It hangs again; another job runs beside it.
+        let other = msi_job(job("other")).with_max_run_time(Duration::from_secs(600));
+        ledger.offer(other.clone()).unwrap();
+        let beside = if record_launch {
+            let beside = start(&mut ledger, &other);
+            ledger.session_mut().programs =
+                LivePrograms::Known(BTreeSet::from([first.clone(), beside.clone()]));
+            Some(beside)
+        } else {
+            None // an upgrade runs alone
+        };
+        hang_past_termination(&mut ledger, &spec, &first);
+        reported.extend(keys(&take_reports(&mut ledger)));
+        assert_eq!(reported, [key(1), key(2)]);
+        // The ledger goes on: the other job's run-time limit is handled.
+        if let Some(beside) = beside {
+            ledger.session_mut().since_boot += Duration::from_secs(600);
+            assert_eq!(ledger.tick().unwrap(), vec![Effect::Terminate(beside)]);
+        }
     }
-    let _effects = ledger.launched(&first, ProgramId::new(77, 1)).unwrap();
-    // It hangs again; another job runs beside it.
-    let other = msi_job(job("other")).with_max_run_time(Duration::from_secs(600));
-    ledger.offer(other.clone()).unwrap();
-    let beside = start(&mut ledger, &other);
-    ledger.session_mut().programs =
-        LivePrograms::Known(BTreeSet::from([first.clone(), beside.clone()]));
-    ledger.session_mut().since_boot += Duration::from_secs(61);
-    assert_eq!(
-        ledger.tick().unwrap(),
-        vec![Effect::Terminate(first.clone())]
-    );
-    ledger.session_mut().since_boot += hang.terminate_grace();
-    let _effects = ledger.tick().unwrap();
-    reported.extend(keys(&take_reports(&mut ledger)));
-    assert_eq!(
-        reported,
-        [
-            "hang/run 1/attempt 1/Running/overdue 1",
-            "hang/run 1/attempt 1/Running/overdue 2"
-        ]
-    );
-    // The ledger goes on: the other job's run-time limit is handled.
-    ledger.session_mut().since_boot += Duration::from_secs(600);
-    assert_eq!(ledger.tick().unwrap(), vec![Effect::Terminate(beside)]);
-}
-
-/// The same for an OS upgrade with no retry left (found in review): the reboot neither fails it
-/// nor spends a retry (invariant 3), and if it hangs again no status key repeats.
-#[test]
-fn a_reboot_never_fails_an_upgrade_whose_terminated_launch_was_never_recorded() {
-    let store = MemoryStore::new();
-    let spec = upgrade()
-        .with_retry(RetryPolicy::none())
-        .with_max_run_time(Duration::from_secs(60));
-    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
-    ledger.offer(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap(); // the launch is never recorded
-    ledger.session_mut().since_boot += Duration::from_secs(61);
-    assert_eq!(
-        ledger.tick().unwrap(),
-        vec![Effect::Terminate(attempt.clone())]
-    );
-    ledger.session_mut().since_boot += spec.terminate_grace();
-    let _effects = ledger.tick().unwrap();
-    let mut reported = keys(&take_reports(&mut ledger));
-    drop(ledger);
-
-    // The machine restarts.
-    let (mut ledger, effects) = Ledger::open(store, session("b", &[])).unwrap();
-    assert_eq!(
-        effects,
-        vec![Effect::Launch(attempt.clone())],
-        "the same attempt"
-    );
-    assert_eq!(state(&ledger, &spec).kind(), StateKind::Running);
-    reported.extend(keys(&take_reports(&mut ledger)));
-    // It hangs again in the new boot (its launch never recorded either).
-    ledger.session_mut().since_boot += Duration::from_secs(61);
-    assert_eq!(
-        ledger.tick().unwrap(),
-        vec![Effect::Terminate(attempt.clone())]
-    );
-    ledger.session_mut().since_boot += spec.terminate_grace();
-    let _effects = ledger.tick().unwrap();
-    let _effects = ledger.tick().unwrap();
-    reported.extend(keys(&take_reports(&mut ledger)));
-    assert_eq!(
-        reported,
-        [
-            "os-upgrade/run 1/attempt 1/Running/overdue 1",
-            "os-upgrade/run 1/attempt 1/Running/overdue 2"
-        ]
-    );
 }
 
 /// A launch never recorded is launched again only when the job may start, as any start: its run
