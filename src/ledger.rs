@@ -309,6 +309,15 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             abandoned: BTreeSet::new(),
             unreturned: Vec::new(),
         };
+        // Abandoned jobs are finished: found in one walk of every job, here only, before the
+        // reconciliation, which may start jobs again.
+        ledger.abandoned = ledger
+            .state
+            .jobs()
+            .iter()
+            .filter(|r| abandoned_in(r.state(), &ledger.boot))
+            .map(|r| r.id().clone())
+            .collect();
         let restart_of = ledger.restart_owner();
         let reconciling = crate::observe::reconciling(&ledger.state);
         let effects = ledger.apply_each(
@@ -328,14 +337,6 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 matches!(r.state(), JobState::Running { attempt, launch, .. }
                     if attempt.boot == boot && launch.happened())
             })
-            .map(|r| r.id().clone())
-            .collect();
-        // Abandoned jobs are finished: found in one walk of every job, here only.
-        ledger.abandoned = ledger
-            .state
-            .jobs()
-            .iter()
-            .filter(|r| abandoned_in(r.state(), &boot))
             .map(|r| r.id().clone())
             .collect();
         Ok((ledger, effects))
@@ -988,11 +989,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         let mut licensed = Vec::with_capacity(effects.len());
         for effect in effects {
             match effect {
-                Effect::ScheduleRestart { job, kind, .. } => {
-                    if !self.held_restarts.iter().any(|(j, _)| *j == job) {
-                        self.held_restarts.push((job, kind));
-                    }
-                }
+                Effect::ScheduleRestart { job, kind, .. } => self.hold(job, kind),
                 other => licensed.push(other),
             }
         }
@@ -1022,6 +1019,13 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         }
         crate::observe::effects(&licensed);
         Effects::from(licensed)
+    }
+
+    /// Holds the restart of `job` (once), for `license` to decide.
+    fn hold(&mut self, job: JobId, kind: RebootKind) {
+        if !self.held_restarts.iter().any(|(j, _)| *j == job) {
+            self.held_restarts.push((job, kind));
+        }
     }
 
     /// What the restart policy of `job` says of its owed restart of `kind` now. A hard restart
@@ -1175,8 +1179,15 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 && let Err(error) =
                     self.commit(Commit::new(self.revision, changes).with_reports(reports))
             {
-                let committed = self.license(effects);
-                self.unreturned.extend(committed.iter().cloned());
+                // Restarts join the held ones, decided again by the next call that licenses
+                // (the job may be abandoned, or another started, meanwhile); the rest wait for
+                // the next tick.
+                for effect in effects {
+                    match effect {
+                        Effect::ScheduleRestart { job, kind, .. } => self.hold(job, kind),
+                        other => self.unreturned.push(other),
+                    }
+                }
                 return Err(error);
             }
             effects.extend(batch_effects);

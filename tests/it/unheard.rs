@@ -1253,3 +1253,88 @@ fn a_tick_that_fails_half_way_loses_no_termination() {
     assert_eq!(terminated, attempts.iter().collect::<Vec<_>>());
     assert!(ledger.tick().unwrap().is_empty(), "each handed out once");
 }
+
+/// A tick whose commit fails decides the held restarts again on its way out and keeps those it
+/// releases for the next tick: but what it keeps is handed out whatever happened meanwhile. A
+/// soft restart held while a user is logged on is released as the user logs off by a tick whose
+/// commit fails (a full disk for a moment); an operator then abandons the job, so no restart is
+/// owed and another job starts; the next tick hands out the abandoned job's restart while that
+/// job runs ("a restart is never licensed while another job runs"). Found in review.
+#[test]
+fn a_restart_kept_by_a_failed_tick_is_not_handed_out_after_its_job_was_abandoned() {
+    let store = MemoryStore::new();
+    let kb = msi_job(job("kb"))
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_restart_policy(Some(jobstate::RestartPolicy::WhenNoUser {
+            at_most: Duration::from_secs(8 * 3600),
+        }));
+    let patch = msi_job(job("patch"));
+    let mut facts = session("a", &[]);
+    facts.user = jobstate::UserPresence::LoggedOn;
+    let (mut ledger, _) = Ledger::open(store.clone(), facts).unwrap();
+    ledger.offer(kb.clone()).unwrap();
+    ledger.offer(patch.clone()).unwrap();
+    let attempt = start(&mut ledger, &kb);
+    let effects = ledger.program_exited(&attempt, 3010).unwrap();
+    assert!(
+        effects.is_empty(),
+        "held while a user is logged on: {effects:?}"
+    );
+    // The user logs off as the restart becomes overdue; the tick's commit fails.
+    ledger.session_mut().user = jobstate::UserPresence::NoneLoggedOn;
+    ledger.session_mut().since_boot += kb.restart_deadline() + Duration::from_secs(1);
+    store.fail_next_commits(1);
+    assert!(ledger.tick().is_err());
+    // An operator ends the job; nothing is owed any more, and the other job starts.
+    let _effects = ledger.abandon(kb.id()).unwrap();
+    assert_eq!(ledger.next_runnable(), NextJob::Run(patch.id().clone()));
+    let running = start(&mut ledger, &patch);
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([running]));
+    let effects = ledger.tick().unwrap();
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ScheduleRestart { .. })),
+        "a restart licensed for an abandoned job while another job runs: {effects:?}"
+    );
+}
+
+/// The jobs abandoned in this boot are found at open only after the reconciliation, which may
+/// start jobs again: a launch never recorded is launched again at open beside an abandoned
+/// job's live program that may restart the machine, though no call after the open would start
+/// it there. The first agent process could not tell which programs lived (its session said
+/// "unknown"); the second one can. Found in review.
+#[test]
+fn an_agent_restart_launches_nothing_beside_an_abandoned_program_still_alive() {
+    let store = MemoryStore::new();
+    let kb = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
+    let patch = msi_job(job("patch"));
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
+    ledger.offer(kb.clone()).unwrap();
+    ledger.offer(patch.clone()).unwrap();
+    let stuck = start(&mut ledger, &kb);
+    let _effects = ledger.abandon(kb.id()).unwrap();
+    // Its program lives on, but this session cannot tell: the other job begins, and the agent
+    // dies before its launch is recorded.
+    assert_eq!(ledger.next_runnable(), NextJob::Run(patch.id().clone()));
+    let _attempt = ledger.begin(patch.id()).unwrap();
+    drop(ledger);
+
+    // The agent restarts in the same boot; the abandoned program still runs, the other never
+    // started.
+    let (ledger, effects) = Ledger::open(store, session("a", &[&stuck])).unwrap();
+    assert_eq!(
+        launches(&effects),
+        0,
+        "launched beside a live program that may restart the machine: {effects:?}"
+    );
+    assert_eq!(
+        ledger.next_runnable(),
+        NextJob::Wait {
+            job: patch.id().clone(),
+            reason: WaitReason::Exclusive {
+                job: kb.id().clone()
+            }
+        }
+    );
+}
