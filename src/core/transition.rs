@@ -632,12 +632,14 @@ impl Transitioner<'_> {
         let restarting = launch.happened()
             && self.spec.reboot() == RebootBehaviour::RestartsMachine
             && !self.spec.failure_grace().is_zero();
-        if terminate.is_some() && !restarting {
-            // Its termination was licensed: whether it ran or not, the attempt is over.
-            return self.fail_attempt(attempt, FailureReason::TimedOut, None);
-        }
         if !launch.happened() {
+            // It never ran: launched again as the same attempt, no retry spent, even after a
+            // termination (terminated again, it is reported under a key of its own).
             return self.relaunch(attempt);
+        }
+        if terminate.is_some() && !restarting {
+            // Its termination was licensed: the attempt is over.
+            return self.fail_attempt(attempt, FailureReason::TimedOut, None);
         }
         if restarting {
             return self.provisional(None);

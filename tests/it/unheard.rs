@@ -765,40 +765,6 @@ fn an_orphaned_upgrade_that_vanishes_and_restarts_the_machine_runs_once() {
     ));
 }
 
-/// A launch never recorded that passed its run-time limit and was reported unresponsive: after an
-/// agent restart that finds nothing of it, the attempt is over (timed out), not launched again,
-/// and no status key is reported twice.
-#[test]
-fn a_terminated_attempt_is_never_launched_again() {
-    let store = MemoryStore::new();
-    let spec = msi_job(job("patch")).with_max_run_time(Duration::from_secs(60));
-    let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
-    ledger.offer(spec.clone()).unwrap();
-    let attempt = ledger.begin(spec.id()).unwrap(); // the launch is never recorded
-    ledger.session_mut().since_boot += Duration::from_secs(61);
-    assert_eq!(
-        ledger.tick().unwrap(),
-        vec![Effect::Terminate(attempt.clone())]
-    );
-    ledger.session_mut().since_boot += spec.terminate_grace();
-    let _effects = ledger.tick().unwrap();
-    assert_eq!(
-        keys(&take_reports(&mut ledger)),
-        ["patch/run 1/attempt 1/Running/overdue 1"]
-    );
-    drop(ledger);
-    let (ledger, effects) = Ledger::open(store, session("a", &[])).unwrap();
-    assert!(effects.is_empty(), "{effects:?}");
-    assert!(matches!(
-        state(&ledger, &spec),
-        JobState::Queued {
-            attempt: 2,
-            last_failure: Some(FailureReason::TimedOut),
-            ..
-        }
-    ));
-}
-
 /// Lets `attempt` of `spec`, whose program stays alive, pass its run-time limit (terminated)
 /// and its termination's grace (reported unresponsive).
 fn hang_past_termination(ledger: &mut MemLedger, spec: &JobSpec, attempt: &AttemptId) {
@@ -811,19 +777,27 @@ fn hang_past_termination(ledger: &mut MemLedger, spec: &JobSpec, attempt: &Attem
     let _effects = ledger.tick().unwrap();
 }
 
-/// The same, found after a reboot: a reboot ends no attempt that never ran, and spends no retry
-/// (invariant 3; "A launch is a recorded fact"): the attempt is launched again as itself. (It
-/// once was, and when it hung again its second unresponsive report had the first one's key: the
-/// store refused the commit as a duplicate, and every `tick` failed from then on, so that no
-/// other job's run-time limit was ever handled again; a receiver that had the first report would
-/// have dropped the second as a copy.) Its reports of a program that will not go are numbered,
-/// and the ledger goes on. For a job with retries and for an OS upgrade with none left (the
-/// reboot neither fails it nor spends a retry), its launch recorded in the new boot or not.
+/// A launch never recorded that passed its run-time limit and was reported unresponsive, found
+/// gone (after a reboot, or by an agent restart in its boot): it never ran ("A launch is a
+/// recorded fact"), so it is launched again as itself, no retry spent, and a reboot neither
+/// fails it nor spends a retry (invariant 3). (After a reboot it once was launched again, and
+/// when it hung again its second unresponsive report had the first one's key: the store refused
+/// the commit as a duplicate, and every `tick` failed from then on, so that no other job's
+/// run-time limit was handled again; a receiver that had the first report would have dropped
+/// the second as a copy. In its boot it spent a retry instead, or failed an upgrade with none
+/// left.) Its reports of a program that will not go are numbered, and the ledger goes on. For a
+/// job with retries and for an OS upgrade with none left, its launch recorded the second time or
+/// not.
 #[test]
-fn a_terminated_launch_never_recorded_is_launched_again_after_a_reboot_and_no_report_key_repeats() {
+fn a_terminated_launch_never_recorded_is_launched_again_and_no_report_key_repeats() {
     let patch = msi_job(job("hang"));
     let upgrade = upgrade().with_retry(RetryPolicy::none());
-    for (spec, record_launch) in [(patch, true), (upgrade, false)] {
+    for (spec, record_launch, found_in) in [
+        (patch.clone(), true, "b"),
+        (upgrade.clone(), false, "b"),
+        (patch, true, "a"),
+        (upgrade, false, "a"),
+    ] {
         let spec = spec.with_max_run_time(Duration::from_secs(60));
         let store = MemoryStore::new();
         let (mut ledger, _) = Ledger::open(store.clone(), service_session("a")).unwrap();
@@ -833,17 +807,26 @@ fn a_terminated_launch_never_recorded_is_launched_again_after_a_reboot_and_no_re
         let mut reported = keys(&take_reports(&mut ledger));
         let key = |n: u32| format!("{}/run 1/attempt 1/Running/overdue {n}", spec.id());
         assert_eq!(reported, [key(1)]);
+        let since_boot = ledger.session().since_boot;
         drop(ledger);
 
-        // The machine restarts: the same attempt is launched again, its clocks anew.
-        let (mut ledger, effects) = Ledger::open(store, session("b", &[])).unwrap();
-        assert_eq!(effects, vec![Effect::Launch(first.clone())]);
+        // The machine restarts (or only the agent, and nothing of the attempt runs): the same
+        // attempt is launched again, its clocks anew.
+        let facts = match found_in {
+            "a" => SessionFacts {
+                since_boot,
+                ..session("a", &[])
+            },
+            _ => session("b", &[]),
+        };
+        let (mut ledger, effects) = Ledger::open(store, facts).unwrap();
+        assert_eq!(effects, vec![Effect::Launch(first.clone())], "{found_in}");
         match state(&ledger, &spec) {
             JobState::Running {
                 attempt,
                 terminate: None,
                 ..
-            } => assert_eq!(attempt.boot, boot("b")),
+            } => assert_eq!(attempt.boot, boot(found_in)),
             other => panic!("{other:?}"),
         }
         if record_launch {
@@ -1337,4 +1320,31 @@ fn an_agent_restart_launches_nothing_beside_an_abandoned_program_still_alive() {
             }
         }
     );
+}
+
+/// The same through `program_lost` (found in review): a launch never recorded, terminated past
+/// its run-time limit, then said gone by the agent in its boot. It never ran: an OS upgrade with
+/// no retry left is launched again as the same attempt, not failed.
+#[test]
+fn a_terminated_launch_never_recorded_said_lost_is_launched_again_not_failed() {
+    let spec = upgrade()
+        .with_retry(RetryPolicy::none())
+        .with_max_run_time(Duration::from_secs(60));
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), session("a", &[])).unwrap();
+    ledger.offer(spec.clone()).unwrap();
+    let attempt = ledger.begin(spec.id()).unwrap(); // its launch is never recorded
+    ledger.session_mut().since_boot += Duration::from_secs(61);
+    assert_eq!(
+        ledger.tick().unwrap(),
+        vec![Effect::Terminate(attempt.clone())]
+    );
+    let effects = ledger.program_lost(&attempt).unwrap();
+    assert_eq!(effects, vec![Effect::Launch(attempt.clone())]);
+    assert!(matches!(
+        state(&ledger, &spec),
+        JobState::Running {
+            terminate: None,
+            ..
+        }
+    ));
 }
