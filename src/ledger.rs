@@ -570,8 +570,9 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// programs: the program of an attempt past its maximum run time must be terminated
     /// ([`Effect::Terminate`]; the attempt ends as timed out when its exit is recorded, or when
     /// it is gone: for a program that restarts the machine, when the grace window that this
-    /// opens closes in its boot, a reboot within it being its expected end); a program gone without an exit status ends its attempt; a failing exit of a
-    /// program that restarts the machine stands once its grace window closed; a restart that did
+    /// opens closes in its boot, a reboot within it being its expected end); a program gone
+    /// without an exit status ends its attempt; a failing exit of a program that restarts the
+    /// machine stands once its grace window closed; a restart that did
     /// not come by its deadline is licensed again and reported overdue; a terminated program
     /// still alive after its grace period is reported. Call it when
     /// [`next_wakeup`](Ledger::next_wakeup) says.
@@ -1107,7 +1108,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 continue;
             }
             let started = self.apply(job, EventKind::AttemptStarted)?;
-            effects.extend(started.iter().cloned());
+            effects.extend(Vec::from(started));
         }
         Ok(())
     }
@@ -1206,9 +1207,9 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         if self.unreturned.is_empty() {
             return effects;
         }
-        let mut all: Effects = std::mem::take(&mut self.unreturned).into();
-        all.extend(effects.iter().cloned());
-        all
+        let mut all = std::mem::take(&mut self.unreturned);
+        all.extend(Vec::from(effects));
+        all.into()
     }
 
     /// Commits to the store, then to the ledger's own jobs and outbox: they never hold what the
