@@ -15,7 +15,7 @@ use crate::core::program::{ProgramId, ProgramStatus};
 use crate::core::restart_policy::{RestartPolicy, RestartRelease, Verdict};
 use crate::core::spec::{JobSpec, RebootBehaviour};
 use crate::core::state::{JobState, RebootAttribution, RebootKind, StateKind};
-use crate::core::transition::transition;
+use crate::core::transition::{Step, transition};
 use crate::error::{Error, WaitReason};
 use crate::record::{Change, HistoryEntry, JobRecord};
 use crate::report::delivery::DeliveryPolicy;
@@ -1063,7 +1063,11 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     fn apply(&mut self, job: &JobId, kind: EventKind) -> Result<Effects, Error> {
         let record = self.record(job)?;
         let event = self.event(kind);
-        let step = transition(record.spec(), record.state(), &event)?;
+        let step = restore_queue(
+            record,
+            transition(record.spec(), record.state(), &event)?,
+            &event,
+        );
         let again = step
             .state
             .as_ref()
@@ -1132,7 +1136,11 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             .filter(|r| applies(r.state()))
         {
             let event = self.event(kind(self, record));
-            let step = transition(record.spec(), record.state(), &event)?;
+            let step = restore_queue(
+                record,
+                transition(record.spec(), record.state(), &event)?,
+                &event,
+            );
             if let Some(state) = step.state {
                 if queued_again(record.state(), &state) {
                     again.push(record.id().clone());
@@ -1270,6 +1278,30 @@ fn abandoned_in(state: &JobState, boot: &BootId) -> bool {
             ..
         } if attempt.boot == *boot
     )
+}
+
+/// `step`, or, when it queued again an attempt whose launch was never recorded
+/// ([`queued_again`]), that step with what the attempt's queue held before it began put back
+/// from the job's history, and the check a restart since then owes
+/// ([`requeued`](crate::core::transition::requeued)). The entries since the attempt began are
+/// all `Running`; the one before them is its queue (the current run's history is always kept).
+fn restore_queue(record: &JobRecord, step: Step, event: &Event) -> Step {
+    let (Some(after), JobState::Running { attempt: began, .. }) = (&step.state, record.state())
+    else {
+        return step;
+    };
+    if !queued_again(record.state(), after) {
+        return step;
+    }
+    let begun_from = record
+        .history()
+        .iter()
+        .rev()
+        .map(|entry| &entry.state)
+        .find(|state| !matches!(state, JobState::Running { .. }));
+    begun_from
+        .and_then(|from| crate::core::transition::requeued(record.spec(), began, from, event))
+        .unwrap_or(step)
 }
 
 /// Whether a step from `before` to `after` queued an attempt again as itself: its launch was

@@ -131,6 +131,54 @@ pub enum TransitionError {
     },
 }
 
+/// The step of an attempt whose launch was never recorded, which [`transition`] queued again
+/// as itself (`began`, the attempt as it was `Running`), given the `Queued` state it was begun
+/// from (`begun_from`, from the job's history): what that queue held comes back, the failed
+/// attempt before it and why it failed. A restart since the attempt began then owes that failed
+/// attempt's check before it starts again, as it does for a retry not yet begun
+/// (`agent_started`): the restart may have finished the work whose failure was reported (seed
+/// 001), and running it again is the seeds' bug. `None` if `begun_from` is not that attempt's
+/// queue.
+pub(crate) fn requeued(
+    spec: &JobSpec,
+    began: &Attempt,
+    begun_from: &JobState,
+    event: &Event,
+) -> Option<Step> {
+    let JobState::Queued {
+        run,
+        attempt,
+        last_failure,
+        previous,
+        ..
+    } = begun_from
+    else {
+        return None;
+    };
+    if (*run, *attempt) != (began.run, began.number) {
+        return None;
+    }
+    let check = match previous {
+        Some(failed) if began.boot != event.boot && spec.verify_after_reboot() => Some(failed),
+        _ => None,
+    };
+    let step = Step::to(JobState::Queued {
+        run: *run,
+        attempt: *attempt,
+        not_before: None,
+        last_failure: last_failure.clone(),
+        previous: previous.clone(),
+        check_before_retry: check.is_some(),
+    });
+    Some(match check {
+        Some(failed) => step.effect(Effect::Verify(AttemptId::new(
+            spec.id().clone(),
+            attempt_ref(failed),
+        ))),
+        None => step,
+    })
+}
+
 /// Applies `event` to a job in `state` under `spec`.
 ///
 /// Pure: the same inputs always give the same output. An event that changes nothing returns
@@ -435,6 +483,8 @@ impl Transitioner<'_> {
     /// start now (its run condition, no restart owed, no job in the way) is the ledger's to
     /// judge, as for any start. The ledger starts it again at once when it may, and its clocks
     /// start anew then.
+    /// What its queue held before it began (the failed attempt before it, and why that failed)
+    /// is not in `Running`: the ledger puts it back from the job's history ([`requeued`]).
     fn relaunch(&self, attempt: &Attempt) -> Step {
         Step::to(JobState::Queued {
             run: attempt.run,

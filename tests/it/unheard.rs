@@ -1348,3 +1348,85 @@ fn a_terminated_launch_never_recorded_said_lost_is_launched_again_not_failed() {
         }
     ));
 }
+
+/// A retry whose launch was never recorded is queued again as itself with what its queue held:
+/// the failed attempt before it and why it failed. So a restart since that attempt began owes
+/// the check first, as it does for a retry not yet begun: the restart may have finished the
+/// work that the failed attempt's report denied (seed 001), and running it again is the seeds'
+/// bug.
+#[test]
+fn a_retry_never_launched_owes_the_check_after_a_restart_as_a_queued_retry_does() {
+    let spec = msi_job(job("kb"))
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_verify_after_reboot(true);
+    for begun in [false, true] {
+        let store = MemoryStore::new();
+        let (mut ledger, _) = Ledger::open(store.clone(), session("a", &[])).unwrap();
+        ledger.offer(spec.clone()).unwrap();
+        let first = start(&mut ledger, &spec);
+        let effects = ledger.program_exited(&first, 1603).unwrap();
+        assert_eq!(effects, vec![Effect::Verify(first.clone())]);
+        let _ = ledger
+            .verification(&first, CheckResult::NotInstalled)
+            .unwrap();
+        let second = if begun {
+            // The retry begins; the agent dies before its launch is recorded.
+            ledger.session_mut().now += chrono::TimeDelta::hours(1);
+            ledger.session_mut().since_boot += Duration::from_secs(3600);
+            Some(ledger.begin(spec.id()).unwrap())
+        } else {
+            None
+        };
+        drop(ledger); // then the machine restarts
+
+        let (mut ledger, effects) = Ledger::open(store, session("b", &[])).unwrap();
+        assert_eq!(
+            effects,
+            vec![Effect::Verify(first.clone())],
+            "begun: {begun}: the check first, no launch"
+        );
+        match state(&ledger, &spec) {
+            JobState::Queued {
+                attempt: 2,
+                previous: Some(previous),
+                last_failure: Some(FailureReason::ExitCode(1603)),
+                check_before_retry: true,
+                ..
+            } => assert_eq!(previous.boot, boot("a")),
+            other => panic!("begun: {begun}: {other:?}"),
+        }
+        let _ = ledger.verification(&first, CheckResult::Installed).unwrap();
+        assert_eq!(state(&ledger, &spec).kind(), StateKind::Completed);
+        assert!(second.is_none_or(|s| s.number == 2));
+    }
+
+    // In its own boot no restart came since the retry began: it is begun again at once, its
+    // queue's failure kept.
+    let store = MemoryStore::new();
+    let (mut ledger, _) = Ledger::open(store.clone(), session("a", &[])).unwrap();
+    ledger.offer(spec.clone()).unwrap();
+    let first = start(&mut ledger, &spec);
+    let _ = ledger.program_exited(&first, 1603).unwrap();
+    let _ = ledger.verification(&first, CheckResult::NotInstalled).unwrap();
+    ledger.session_mut().now += chrono::TimeDelta::hours(1);
+    ledger.session_mut().since_boot += Duration::from_secs(3600);
+    let second = ledger.begin(spec.id()).unwrap();
+    drop(ledger);
+    let (ledger, effects) = Ledger::open(store, session("a", &[])).unwrap();
+    assert_eq!(effects, vec![Effect::Launch(second)]);
+    let history = ledger.job(spec.id()).unwrap().history();
+    let requeued = &history[history.len() - 2].state;
+    assert!(
+        matches!(
+            requeued,
+            JobState::Queued {
+                attempt: 2,
+                previous: Some(_),
+                last_failure: Some(FailureReason::ExitCode(1603)),
+                check_before_retry: false,
+                ..
+            }
+        ),
+        "{requeued:?}"
+    );
+}
