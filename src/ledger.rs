@@ -339,7 +339,16 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             })
             .map(|r| r.id().clone())
             .collect();
-        Ok((ledger, effects))
+        // A termination an abandon licensed is owed while the program runs: the agent may have
+        // died before carrying it out, and nothing else ends that program (its job is finished:
+        // no run-time limit applies any more).
+        let mut effects = Vec::from(effects);
+        for job in &ledger.abandoned {
+            if let Some(named) = ledger.abandoned_program_alive(ledger.record(job)?) {
+                effects.push(Effect::Terminate(AttemptId::new(job.clone(), named)));
+            }
+        }
+        Ok((ledger, effects.into()))
     }
 
     /// Offers a job: a new id is queued; a known id changes nothing and says what it is.
@@ -877,11 +886,21 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                     WaitReason::FailureProvisional { exit: p.exit },
                     Some(left(p.since_boot, spec.failure_grace())),
                 ),
-                (None, Some(t)) if t.unresponsive => (WaitReason::Unresponsive, None),
-                (None, Some(t)) => (
-                    WaitReason::Terminating,
-                    Some(left(t.since_boot, spec.terminate_grace())),
+                // A program left by an earlier agent process is no child of this one: nothing
+                // tells it of the program's end, so its liveness is polled.
+                (None, Some(t)) if t.unresponsive => (
+                    WaitReason::Unresponsive,
+                    self.orphans.contains(record.id()).then_some(ORPHAN_POLL),
                 ),
+                (None, Some(t)) => {
+                    let grace = left(t.since_boot, spec.terminate_grace());
+                    let wake = if self.orphans.contains(record.id()) {
+                        grace.min(ORPHAN_POLL)
+                    } else {
+                        grace
+                    };
+                    (WaitReason::Terminating, Some(wake))
+                }
                 (None, None) => {
                     let limit = left(attempt.started_since_boot, spec.max_run_time());
                     if !launch.happened() {
@@ -1211,13 +1230,46 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
 
     /// `effects`, after the effects an earlier call committed but could not hand out (see
     /// `apply_each`).
+    /// Only those the jobs' states still license: a call since may have changed them (an
+    /// attempt said lost and launched again must not be terminated by the old licence).
     fn with_unreturned(&mut self, effects: Effects) -> Effects {
         if self.unreturned.is_empty() {
             return effects;
         }
         let mut all = std::mem::take(&mut self.unreturned);
+        all.retain(|effect| self.still_licensed(effect));
         all.extend(Vec::from(effects));
         all.into()
+    }
+
+    /// Whether the state of `effect`'s job still licenses it: a launch while its attempt runs
+    /// with its launch not recorded, a termination while its attempt is being terminated, a
+    /// check while its attempt is the one under way or whose check is awaited.
+    fn still_licensed(&self, effect: &Effect) -> bool {
+        let same = |running: &crate::core::state::Attempt, id: &AttemptId| {
+            running.run == id.run && running.number == id.number
+        };
+        let (Effect::Launch(id) | Effect::Terminate(id) | Effect::Verify(id)) = effect else {
+            return true; // restarts are held again instead, and decided by the next call
+        };
+        let Ok(record) = self.record(&id.job) else {
+            return false;
+        };
+        match (effect, record.state()) {
+            (Effect::Launch(_), JobState::Running { attempt, launch, .. }) => {
+                same(attempt, id) && !launch.happened()
+            }
+            (
+                Effect::Terminate(_),
+                JobState::Running {
+                    attempt,
+                    terminate: Some(_),
+                    ..
+                },
+            ) => same(attempt, id),
+            (Effect::Verify(_), _) => record.current_attempt().as_ref() == Some(id),
+            _ => false,
+        }
     }
 
     /// Commits to the store, then to the ledger's own jobs and outbox: they never hold what the

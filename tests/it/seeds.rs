@@ -408,3 +408,56 @@ fn seed_001_check_made_before_the_restart_is_made_again_after_it() {
         .count();
     assert_eq!(launches, 1);
 }
+
+/// Seed 001 with one more step before the restart: the wrapper reports failure, the grace
+/// window closes before the (slow) shutdown, the check made then says "not there" (the
+/// upgrade is still finishing), and after the back-off the agent begins the retry, attempt 2:
+/// `Running` is committed, and the agent dies before the launch is recorded (the shutdown that
+/// the upgrade started is what kills it). The machine restarts and the upgrade is done.
+///
+/// Had attempt 2 not begun, the ledger owes the check again after the reboot before any retry
+/// (seeds.rs `seed_001_check_made_before_the_restart_is_made_again_after_it`: "a check that
+/// said 'not there' before the restart says nothing about now"). Because attempt 2's
+/// `Running` was committed, the reconciliation queues it again as itself with no earlier
+/// attempt (`previous: None`) and launches it at once: the OS upgrade runs a second time,
+/// with no check, right after the reboot that finished the first run.
+///
+/// DESIGN.md, "The problem, from the field" (seed 001): "at the next agent start the agent runs
+/// the same package again"; "What the agent may never hear": none of these rules "may leave a
+/// job wrongly completed, run twice"; invariant 3: a reboot "never queues it to run again"
+/// (its allowance, a launch never recorded, is "launched again as the same attempt" — that
+/// attempt never ran, but the job's work did, in attempt 1).
+#[test]
+fn seed_001_a_retry_begun_just_before_the_restart_is_not_launched_before_the_check() {
+    let store = MemoryStore::new();
+    let upgrade = msi_job(job("winnt40-upgrade-ntencap"))
+        .with_reboot(RebootBehaviour::RestartsMachine)
+        .with_verify_after_reboot(true);
+    let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
+    ledger.offer(upgrade.clone()).unwrap();
+    let first = ledger.begin(upgrade.id()).unwrap();
+    let _effects = ledger.launched(&first, ProgramId::new(4242, 1)).unwrap();
+    assert!(ledger.program_exited(&first, 1).unwrap().is_empty());
+    ledger.session_mut().since_boot += upgrade.failure_grace();
+    assert_eq!(ledger.tick().unwrap(), vec![Effect::Verify(first.clone())]);
+    let _effects = ledger.verification(&first, false).unwrap(); // too early: still finishing
+    // The back-off passes; the retry begins; the agent dies before it records the launch.
+    ledger.session_mut().now += chrono::TimeDelta::minutes(2);
+    ledger.session_mut().since_boot += std::time::Duration::from_secs(120);
+    assert_eq!(ledger.next_runnable(), NextJob::Run(upgrade.id().clone()));
+    let second = ledger.begin(upgrade.id()).unwrap();
+    assert_eq!(second.number, 2);
+    drop(ledger); // the upgrade's own restart
+
+    let (ledger, effects) = Ledger::open(store, service_session("boot-b")).unwrap();
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Launch(_))),
+        "the upgrade runs again right after the reboot that finished it, unchecked: {effects:?} \
+         ({:?})",
+        ledger.job(upgrade.id()).unwrap().state()
+    );
+    assert!(
+        effects.contains(&Effect::Verify(first.clone())),
+        "the check is owed again before any retry: {effects:?}"
+    );
+}

@@ -1430,3 +1430,152 @@ fn a_retry_never_launched_owes_the_check_after_a_restart_as_a_queued_retry_does(
         "{requeued:?}"
     );
 }
+
+/// An operator abandons a job whose program still runs: the call licenses its termination.
+/// The agent dies before it carries the termination out, and restarts in the same boot: the
+/// program still runs, nothing licenses its termination again, and nothing bounds it any more
+/// (its job is finished: no run-time limit applies). Every job that may restart the machine
+/// then waits behind it for good (`Exclusive`, polled, no bound, no report), and the operator
+/// has no call left that ends it (abandon is refused on a failed job, rerun while it runs).
+///
+/// DESIGN.md, "What drives it": "Outputs are the new state plus the effects the caller must
+/// carry out"; SEMANTICS.md, "Effects": "They are licensed by a commit that has already reached
+/// the store, so an agent that crashes after the commit finds the job in a state that accounts
+/// for the effect" and `Ledger::open`: "the effects recovery licenses: ... restarts and
+/// terminations still owed"; DESIGN.md invariant 8: nothing the agent fails to hear "leaves a
+/// job waiting without a bound, an overdue report, or an operator's way out".
+#[test]
+fn a_termination_licensed_by_abandon_is_licensed_again_after_an_agent_crash() {
+    let store = MemoryStore::new();
+    let kb = msi_job(job("kb"))
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_max_run_time(Duration::from_secs(600));
+    let next = msi_job(job("next")).with_reboot(RebootBehaviour::MayRequest);
+    let (mut ledger, _) = Ledger::open(store.clone(), session("a", &[])).unwrap();
+    ledger.offer(kb.clone()).unwrap();
+    ledger.offer(next.clone()).unwrap();
+    let attempt = start(&mut ledger, &kb);
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
+    assert_eq!(
+        ledger.abandon(kb.id()).unwrap(),
+        vec![Effect::Terminate(attempt.clone())]
+    );
+    // The agent dies before it terminated the program.
+    drop(ledger);
+    let (mut ledger, effects) = Ledger::open(store, session("a", &[&attempt])).unwrap();
+    assert_eq!(state(&ledger, &kb).kind(), StateKind::Failed);
+    // Long after: the program still runs, the other job still waits behind it.
+    ledger.session_mut().since_boot += Duration::from_secs(24 * 3600);
+    let later = ledger.tick().unwrap();
+    let terminations: Vec<&Effect> = effects
+        .iter()
+        .chain(later.iter())
+        .filter(|e| matches!(e, Effect::Terminate(a) if *a == attempt))
+        .collect();
+    assert!(
+        !terminations.is_empty(),
+        "the termination the abandon licensed was lost with the agent; the program runs on \
+         unbounded and `next` waits {:?} for good",
+        ledger.next_runnable()
+    );
+}
+
+/// A program past its run-time limit is terminated, will not go, and is reported unresponsive;
+/// the agent restarts in the same boot (the program is now an orphan: nothing tells this agent
+/// process of its end, which is why the ledger polls the liveness of orphans, `ORPHAN_POLL`).
+/// Later the program does go. But for an unresponsive program `waits` says `wake_after: None`
+/// and `next_wakeup` says nothing is timed: an agent that sleeps as `next_wakeup` says never
+/// calls `tick`, the attempt never ends although its program is gone, and a job that may
+/// restart the machine waits behind it for good.
+///
+/// DESIGN.md, "What the agent may never hear": "After a `Terminate`, a program that is gone
+/// ends the same way"; "Every wait is named and bounded or visible. A caller can ask what each
+/// job waits for and when the ledger next needs to be called (...), so that an agent sleeps
+/// instead of polling"; invariant 8 ("nothing the agent fails to hear (... an exit ...)
+/// leaves a job waiting without a bound").
+#[test]
+fn an_orphaned_unresponsive_program_that_goes_is_polled() {
+    let store = MemoryStore::new();
+    let hang = msi_job(job("hang")).with_max_run_time(Duration::from_secs(600));
+    let next = msi_job(job("next")).with_reboot(RebootBehaviour::MayRequest);
+    let (mut ledger, _) = Ledger::open(store.clone(), session("a", &[])).unwrap();
+    ledger.offer(hang.clone()).unwrap();
+    ledger.offer(next.clone()).unwrap();
+    let attempt = start(&mut ledger, &hang);
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
+    ledger.session_mut().since_boot += Duration::from_secs(600);
+    assert_eq!(ledger.tick().unwrap(), vec![Effect::Terminate(attempt.clone())]);
+    ledger.session_mut().since_boot += Duration::from_secs(300);
+    let _effects = ledger.tick().unwrap(); // reported unresponsive
+    let since_boot = ledger.session().since_boot;
+    drop(ledger);
+
+    // The agent restarts in the same boot; the program still runs, then goes.
+    let facts = SessionFacts {
+        since_boot,
+        ..session("a", &[&attempt])
+    };
+    let (mut ledger, _effects) = Ledger::open(store, facts).unwrap();
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::new());
+    let wake = ledger.next_wakeup();
+    assert!(
+        wake.is_some(),
+        "nothing is timed (waits: {:?}): the agent sleeps until an outside event, and `hang`, \
+         whose program is gone, stays {:?} with `next` behind it",
+        ledger.waits(),
+        state(&ledger, &hang).kind()
+    );
+    // What a tick at that time would find: the attempt ends, `next` may start.
+    ledger.session_mut().since_boot += wake.unwrap();
+    let _effects = ledger.tick().unwrap();
+    assert_ne!(state(&ledger, &hang).kind(), StateKind::Running);
+}
+
+/// A tick over more jobs than one commit holds fails on its second commit; the terminations
+/// its first commit licensed are kept and handed out by the next tick. Meanwhile one of those
+/// attempts, whose launch was never recorded, is said gone by the agent (`program_lost`): it
+/// never ran, so it is launched again as the same attempt, its termination cleared. The next
+/// tick then hands out the kept `Terminate` for that attempt id, which now names the program
+/// just launched again: the agent kills a program whose attempt no committed state says is
+/// terminating, and the attempt ends as lost (a retry spent).
+///
+/// DESIGN.md, "What drives it": outputs are "the effects the caller must carry out" of the
+/// committed new state; SEMANTICS.md, "Effects": "They are licensed by a commit that has
+/// already reached the store" (here: by a state the store has since replaced); invariant 4:
+/// "a stale writer (an older attempt ...) cannot overwrite a newer state".
+#[test]
+fn a_termination_kept_by_a_failed_tick_is_not_handed_out_after_its_attempt_was_launched_again() {
+    let store = MemoryStore::new();
+    let armed = std::rc::Rc::new(std::cell::Cell::new(false));
+    let wrapped = SecondCommitFails {
+        inner: store.clone(),
+        armed: armed.clone(),
+    };
+    let facts = SessionFacts {
+        programs: LivePrograms::Unknown,
+        ..service_session("a")
+    };
+    let (mut ledger, _) = Ledger::open(wrapped, facts).unwrap();
+    let mut attempts = Vec::new();
+    for n in 0..1025u32 {
+        let spec =
+            msi_job(job(&format!("patch-{n:04}"))).with_max_run_time(Duration::from_secs(600));
+        ledger.offer(spec.clone()).unwrap();
+        attempts.push(ledger.begin(spec.id()).unwrap()); // launches not recorded yet
+    }
+    ledger.session_mut().since_boot += Duration::from_secs(600);
+    armed.set(true);
+    assert!(ledger.tick().is_err(), "the second commit fails");
+    // The agent learns that the first one's program never started: launched again.
+    let first = attempts[0].clone();
+    let relaunch = ledger.program_lost(&first).unwrap();
+    assert_eq!(relaunch, vec![Effect::Launch(first.clone())]);
+    let _effects = ledger.launched(&first, ProgramId::new(7000, 9)).unwrap();
+    let effects = ledger.tick().unwrap();
+    let job_state = ledger.job(&first.job).unwrap().state().clone();
+    assert!(
+        !(effects.contains(&Effect::Terminate(first.clone()))
+            && matches!(job_state, JobState::Running { terminate: None, .. })),
+        "the relaunched program is terminated by a stale licence: {job_state:?}"
+    );
+}
