@@ -533,6 +533,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// Commits `AwaitingReboot` for `attempt` before a restart happens. For a soft restart the
     /// returned [`Effect::ScheduleRestart`] licenses the agent to restart the machine; a soft
     /// restart is refused while the attempt's program may still run (record its exit first).
+    /// A failure whose grace window closed before this call stands instead (as a `tick` would
+    /// have found): the attempt fails, and no restart is licensed.
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn expect_reboot(
         &mut self,
@@ -679,7 +681,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// How long the agent may sleep before it must call the ledger again, from the session's
     /// clocks now (quinn's `poll_timeout`): the earliest back-off end, run-time limit, grace
     /// window, restart deadline or delivery retry across all jobs ([`waits`](Ledger::waits)
-    /// says which). `Some(Duration::ZERO)`: call [`tick`](Ledger::tick) now. `None`: nothing is
+    /// says which). `Some(Duration::ZERO)`: call [`tick`](Ledger::tick) now, and
+    /// [`deliver`](Ledger::deliver) when a status message is due (one never offered, say). `None`: nothing is
     /// timed; wake on your own events (a new offer, a program's exit, a user logging
     /// on). A queued job that may start now is found by
     /// [`next_runnable`](Ledger::next_runnable), not here.
@@ -690,10 +693,17 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         }
         let jobs = self.waits().into_iter().filter_map(|w| w.wake_after);
         let now = self.session.now();
-        let delivery = self
+        let delivery = if self
             .schedule
-            .next_due(self.state.outbox(), now, &self.delivery)
-            .map(|until| wall_until(now, until));
+            .any_due(self.state.outbox(), now, &self.delivery)
+        {
+            // A status message due now (one never offered, say, left by a batch's limit).
+            Some(Duration::ZERO)
+        } else {
+            self.schedule
+                .next_due(self.state.outbox(), now, &self.delivery)
+                .map(|until| wall_until(now, until))
+        };
         jobs.chain(delivery).min()
     }
 
@@ -790,7 +800,8 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             };
             if self.abandoned_program_alive(record).is_some() {
                 busy.running.get_or_insert_with(|| job.clone());
-                if record.spec().reboot() != RebootBehaviour::Never {
+                // What its program was launched to do: an offer since changes later runs only.
+                if record.last_attempt_spec().reboot() != RebootBehaviour::Never {
                     busy.may_restart.get_or_insert_with(|| job.clone());
                 }
             }
@@ -933,9 +944,14 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                     overdue: *overdue,
                 };
                 match &busy.running {
+                    // Nothing tells the agent when an abandoned job's program ends: polled.
                     Some(job) if held => (
                         WaitReason::RestartHeld { job: job.clone() },
-                        Some(overdue_in),
+                        Some(if self.abandoned.contains(job) {
+                            overdue_in.min(ORPHAN_POLL)
+                        } else {
+                            overdue_in
+                        }),
                     ),
                     _ if held => match self.restart_verdict(record.id(), kind) {
                         Verdict::Hold { hold, wake_after } => (
@@ -1021,11 +1037,20 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                     ..
                 })
             );
+            // A program an operator abandoned that still runs is another job's, running.
             let another_runs = self
                 .state
                 .jobs()
                 .unfinished()
-                .any(|r| *r.id() != job && r.state().kind() == StateKind::Running);
+                .any(|r| *r.id() != job && r.state().kind() == StateKind::Running)
+                || self.abandoned.iter().any(|a| {
+                    *a != job
+                        && self
+                            .state
+                            .jobs()
+                            .get(a)
+                            .is_some_and(|r| self.abandoned_program_alive(r).is_some())
+                });
             match (owed, another_runs) {
                 (false, _) => {} // its wait ended (abandoned, or the reboot came)
                 (true, true) => self.held_restarts.push((job, kind)),
@@ -1256,9 +1281,12 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             return false;
         };
         match (effect, record.state()) {
-            (Effect::Launch(_), JobState::Running { attempt, launch, .. }) => {
-                same(attempt, id) && !launch.happened()
-            }
+            (
+                Effect::Launch(_),
+                JobState::Running {
+                    attempt, launch, ..
+                },
+            ) => same(attempt, id) && !launch.happened(),
             (
                 Effect::Terminate(_),
                 JobState::Running {

@@ -514,6 +514,28 @@ impl JobRecord {
         self.state().is_terminal() && self.history.len() == 1
     }
 
+    /// The spec the job's last attempt began under (in force at its first `Running` change):
+    /// what that attempt's program, if it still runs, was launched to do, whatever was offered
+    /// since. The spec in force if no attempt is kept.
+    pub(crate) fn last_attempt_spec(&self) -> &JobSpec {
+        let mut began = None;
+        for entry in self.history.iter().rev() {
+            match (&entry.state, began) {
+                (JobState::Running { attempt, .. }, None) => {
+                    began = Some((attempt.run, attempt.number, entry.seq));
+                }
+                (JobState::Running { attempt, .. }, Some((run, number, _)))
+                    if (attempt.run, attempt.number) == (run, number) =>
+                {
+                    began = Some((run, number, entry.seq));
+                }
+                (_, Some(_)) => break,
+                (_, None) => {}
+            }
+        }
+        began.map_or(self.spec(), |(_, _, seq)| self.spec_at(seq))
+    }
+
     /// The spec in force at change `seq` (a kept one): the last spec carried at or before it.
     fn spec_at(&self, seq: u64) -> &Arc<JobSpec> {
         self.changed

@@ -982,6 +982,13 @@ impl Transitioner<'_> {
                         attempt: named,
                     });
                 };
+                // A window that closed before this call lets the failure stand, whether or not a
+                // tick saw it close: the outcome follows the event's time, not the agent's ticks.
+                if self.elapsed_since(provisional.since_boot) >= self.spec.failure_grace()
+                    && let Some(closed) = self.provisional_closed()
+                {
+                    return Ok(closed);
+                }
                 let exit = provisional.exit;
                 Ok(self.await_reboot(attempt, RebootAttribution::RequestedByJob(kind), exit, 0, 1))
             }

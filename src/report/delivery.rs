@@ -456,6 +456,15 @@ impl Schedule {
         self.paused_until = None;
     }
 
+    /// Whether a pending message is due at `now` (the sink not paused): one never offered, or
+    /// whose lease or back-off has ended.
+    pub(crate) fn any_due(&self, outbox: &Outbox, now: Timestamp, policy: &DeliveryPolicy) -> bool {
+        self.paused_until(now, policy).is_none()
+            && outbox
+                .iter()
+                .any(|message| self.due_at(&message.key, now, policy).is_none())
+    }
+
     /// When a pending message is next due, if none is due at `now`; `None` when one is due now
     /// or nothing is pending.
     pub(crate) fn next_due(

@@ -326,3 +326,38 @@ fn a_clock_set_back_ends_every_wait() {
     ledger.session_mut().now = t0() - TimeDelta::days(365 * 5);
     assert_eq!(ledger.take_batch(10).len(), 3);
 }
+
+/// An agent that delivers with its own client follows the documented recipe of
+/// `Ledger::take_batch`: take a batch, answer it, then sleep for `next_wakeup`. Two status
+/// messages are pending; it takes a batch of one (the recipe's 64, with 65 pending, is the
+/// same), the receiver stores it. The other message is due now, yet `next_wakeup` says to sleep
+/// until the running job's run-time limit, two hours away (`Schedule::next_due` returns `None`
+/// as soon as one message is due at once, so delivery drops out of the minimum). DESIGN: "when
+/// the ledger next needs to be called (the earliest ... delivery retry), so that an agent sleeps
+/// instead of polling": never a sleep past what is due.
+#[test]
+fn next_wakeup_is_now_while_a_message_is_due_now() {
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
+    with_messages(&mut ledger, &["one", "two"]);
+    let long = msi_job(job("long")).with_max_run_time(Duration::from_secs(2 * 3600));
+    ledger.offer(long.clone()).unwrap();
+    let attempt = ledger.begin(long.id()).unwrap();
+    let _effects = ledger
+        .launched(&attempt, jobstate::ProgramId::new(4242, 7))
+        .unwrap();
+    let batch = ledger.take_batch(1);
+    assert_eq!(batch.len(), 1);
+    let mut answers = jobstate::report::Answers::for_batch(&batch);
+    answers.accept(&batch[0].key);
+    ledger.answer(answers).unwrap();
+    assert_eq!(
+        ledger.outbox().count(),
+        1,
+        "one message left, never offered: due now"
+    );
+    assert_eq!(
+        ledger.next_wakeup(),
+        Some(Duration::ZERO),
+        "a message due now, and the agent is told to sleep"
+    );
+}

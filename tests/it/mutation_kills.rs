@@ -64,7 +64,11 @@ fn next_wakeup_includes_the_delivery_retry_while_messages_are_pending() {
     ledger.offer(spec.clone()).unwrap();
     let attempt = start(&mut ledger, &spec);
     let _effects = ledger.program_exited(&attempt, 0).unwrap();
-    assert_eq!(ledger.next_wakeup(), None, "nothing is timed yet");
+    assert_eq!(
+        ledger.next_wakeup(),
+        Some(Duration::ZERO),
+        "a message never offered is due now"
+    );
     let delivery = ledger.deliver(&mut Down).unwrap();
     assert_eq!(delivery.pending, 1);
     let retry_at = delivery.retry_at.expect("a failed delivery is retried");

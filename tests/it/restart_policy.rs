@@ -92,6 +92,10 @@ fn a_restart_waits_for_the_maintenance_window_and_goes_when_it_opens() {
     );
     // The restart deadline (1 h) comes before the window (14 h): the wake-up is the sooner.
     assert_eq!(w.wake_after, Some(HOUR));
+    // Its status message (the wait for a restart) is due now until delivered: delivered here,
+    // so that the wake-up is the job's.
+    assert_eq!(ledger.next_wakeup(), Some(Duration::ZERO));
+    assert_eq!(take_reports(&mut ledger).len(), 1);
     assert_eq!(ledger.next_wakeup(), Some(HOUR));
     // The deadline passes: reported overdue, still held by the window.
     later(&mut ledger, HOUR);
@@ -109,6 +113,7 @@ fn a_restart_waits_for_the_maintenance_window_and_goes_when_it_opens() {
     for _ in 0..4 {
         assert_eq!(restarts(&ledger.tick().unwrap()), []);
     }
+    let _overdue = take_reports(&mut ledger);
     assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(60)));
     later(&mut ledger, Duration::from_secs(60));
     assert_eq!(

@@ -1407,7 +1407,9 @@ fn a_retry_never_launched_owes_the_check_after_a_restart_as_a_queued_retry_does(
     ledger.offer(spec.clone()).unwrap();
     let first = start(&mut ledger, &spec);
     let _ = ledger.program_exited(&first, 1603).unwrap();
-    let _ = ledger.verification(&first, CheckResult::NotInstalled).unwrap();
+    let _ = ledger
+        .verification(&first, CheckResult::NotInstalled)
+        .unwrap();
     ledger.session_mut().now += chrono::TimeDelta::hours(1);
     ledger.session_mut().since_boot += Duration::from_secs(3600);
     let second = ledger.begin(spec.id()).unwrap();
@@ -1504,7 +1506,10 @@ fn an_orphaned_unresponsive_program_that_goes_is_polled() {
     let attempt = start(&mut ledger, &hang);
     ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
     ledger.session_mut().since_boot += Duration::from_secs(600);
-    assert_eq!(ledger.tick().unwrap(), vec![Effect::Terminate(attempt.clone())]);
+    assert_eq!(
+        ledger.tick().unwrap(),
+        vec![Effect::Terminate(attempt.clone())]
+    );
     ledger.session_mut().since_boot += Duration::from_secs(300);
     let _effects = ledger.tick().unwrap(); // reported unresponsive
     let since_boot = ledger.session().since_boot;
@@ -1575,7 +1580,121 @@ fn a_termination_kept_by_a_failed_tick_is_not_handed_out_after_its_attempt_was_l
     let job_state = ledger.job(&first.job).unwrap().state().clone();
     assert!(
         !(effects.contains(&Effect::Terminate(first.clone()))
-            && matches!(job_state, JobState::Running { terminate: None, .. })),
+            && matches!(
+                job_state,
+                JobState::Running {
+                    terminate: None,
+                    ..
+                }
+            )),
         "the relaunched program is terminated by a stale licence: {job_state:?}"
+    );
+}
+
+/// An operator abandons a running OS upgrade whose program will not go (it restarts the machine
+/// itself, any moment). The server then re-offers the upgrade with a spec that no longer says it
+/// restarts the machine (the new spec is for a rerun, not for the program already running). The
+/// program of the abandoned attempt was launched as one that restarts the machine and still runs:
+/// nothing may start beside it (SEMANTICS: "The program of a job an operator abandoned in this
+/// boot stands in the way of a start, as a running job's does").
+#[test]
+fn abandoned_upgrade_still_blocks_after_its_spec_drops_restarts_machine() {
+    let store = MemoryStore::new();
+    let up = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
+    let patch = msi_job(job("patch"));
+    let (mut ledger, _) = Ledger::open(store, session("boot-a", &[])).unwrap();
+    ledger.offer(up.clone()).unwrap();
+    ledger.offer(patch.clone()).unwrap();
+    let attempt = start(&mut ledger, &up);
+    ledger.session_mut().programs = LivePrograms::Known([attempt.clone()].into());
+    assert!(matches!(ledger.next_runnable(), NextJob::Wait { .. }));
+    let _effects = ledger.abandon(up.id()).unwrap();
+    // The upgrade's program ignores the termination: it still runs, and blocks the patch.
+    assert!(matches!(ledger.next_runnable(), NextJob::Wait { .. }));
+    // The server's new spec: no longer restarting (for a later run).
+    let _ = ledger
+        .offer(msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::Never))
+        .unwrap();
+    // The program launched as a machine-restarting upgrade still runs: the patch must wait.
+    let next = ledger.next_runnable();
+    assert!(
+        matches!(next, NextJob::Wait { .. }),
+        "the patch may start beside the abandoned upgrade's live program: {next:?}"
+    );
+}
+
+/// A job's check is owed after a failed attempt (it may restart the machine); meanwhile an
+/// ordinary job starts, hangs, and an operator abandons it: its program ignores the termination
+/// and still runs. The check then says "not yet": the job needs a restart. DESIGN: "a restart
+/// is never licensed while another job runs"; SEMANTICS: the program of a job abandoned in this
+/// boot stands in the way "as a running job's does" (the ledger's own model asserts that no
+/// `ScheduleRestart` is ever handed out under another job's live program). Observed: the
+/// restart is licensed at once, under the abandoned job's live program.
+#[test]
+fn no_restart_is_licensed_under_an_abandoned_program_still_alive() {
+    let store = MemoryStore::new();
+    let checked = msi_job(job("kb-checked"))
+        .with_reboot(RebootBehaviour::MayRequest)
+        .with_verify_after_reboot(true);
+    let patch = msi_job(job("patch"));
+    let (mut ledger, _) = Ledger::open(store, session("a", &[])).unwrap();
+    ledger.offer(checked.clone()).unwrap();
+    let failed = start(&mut ledger, &checked);
+    assert_eq!(
+        ledger.program_exited(&failed, 1603).unwrap(),
+        vec![Effect::Verify(failed.clone())]
+    );
+    ledger.offer(patch.clone()).unwrap();
+    let hung = start(&mut ledger, &patch);
+    ledger.session_mut().programs = LivePrograms::Known([hung.clone()].into());
+    assert_eq!(
+        ledger.abandon(patch.id()).unwrap(),
+        vec![Effect::Terminate(hung.clone())]
+    );
+    // The program will not go: it still runs, and stands in the way of a start.
+    let effects = ledger
+        .verification(&failed, jobstate::CheckResult::NotYet)
+        .unwrap();
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::ScheduleRestart { .. })),
+        "a restart licensed under the abandoned job's live program: {effects:?}"
+    );
+}
+
+/// An upgrade's wrapper reports failure (1603): the failure is provisional for the spec's grace
+/// window (10 minutes). The window closes in this boot; the agent has not ticked yet. Then the
+/// restart is declared for the attempt (`expect_reboot`, hard: "a restart is already under
+/// way"), and the machine restarts. DESIGN: "a window that closes in the same boot lets the
+/// failure stand"; invariant 7 (Completed only on evidence). The same facts, with the same
+/// times, end the attempt failed when a tick came between: the outcome may not depend on when
+/// the agent happened to call `tick` (the core gets the time in every event). Observed: the
+/// upgrade is Completed, on a reboot two hours after its failure stood.
+#[test]
+fn a_restart_declared_after_the_grace_window_closed_does_not_complete_the_failed_upgrade() {
+    let store = MemoryStore::new();
+    let up = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
+    let (mut ledger, _) = Ledger::open(store.clone(), session("a", &[])).unwrap();
+    ledger.offer(up.clone()).unwrap();
+    let attempt = start(&mut ledger, &up);
+    let _effects = ledger.program_exited(&attempt, 1603).unwrap();
+    assert!(matches!(
+        state(&ledger, &up),
+        JobState::Running {
+            provisional: Some(_),
+            ..
+        }
+    ));
+    ledger.session_mut().since_boot += Duration::from_secs(2 * 3600);
+    ledger.session_mut().now += minutes(120);
+    // The window closed long ago: a tick now would let the failure stand. Without one:
+    let declared = ledger.expect_reboot(&attempt, jobstate::RebootKind::Hard);
+    drop(ledger);
+    let (ledger, _) = Ledger::open(store, session("b", &[])).unwrap();
+    assert_ne!(
+        state(&ledger, &up).kind(),
+        StateKind::Completed,
+        "completed on a reboot after its failure stood (expect_reboot answered {declared:?})"
     );
 }
