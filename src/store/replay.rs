@@ -215,6 +215,12 @@ impl Replay {
         }
     }
 
+    /// Room for about `jobs` more jobs, before a load of that many
+    /// ([`JobTable::reserve`](crate::record::JobTable)).
+    pub(crate) fn reserve_jobs(&mut self, jobs: usize) {
+        self.jobs.reserve(jobs);
+    }
+
     /// From now on, compacts each job with `retention` (to its tombstone) in the change that
     /// finishes it, whether replayed or committed: the file store's own copy, so that a
     /// compaction only writes tombstones (and never has to make 100,000 of them at once) and a

@@ -44,6 +44,13 @@ const READ_PIECE: usize = 1024 * 1024;
 #[cfg(test)]
 const READ_PIECE: usize = 61;
 
+/// About the fewest bytes a job takes in a snapshot (a tombstone's record is about 100) and in a
+/// journal (its changes, about 120 bytes each, four to six of them, and their reports): what an
+/// open reserves room for, in jobs, per byte it is about to load. An estimate too low costs a
+/// growth of the index; too high, room never used.
+const SNAPSHOT_BYTES_PER_JOB: usize = 110;
+const JOURNAL_BYTES_PER_JOB: u64 = 600;
+
 /// When the file store compacts its journal into a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStoreOptions {
@@ -370,6 +377,7 @@ impl<D: Disk> Journal<D> {
                 if options.retention.tombstones {
                     tombstones.reserve_for_snapshot(bytes.len());
                 }
+                live.reserve_jobs(bytes.len() / SNAPSHOT_BYTES_PER_JOB);
                 let revision = load_snapshot(bytes, &snapshot_path, &mut live, &mut tombstones)?;
                 tombstones.fit();
                 revision
@@ -407,6 +415,7 @@ impl<D: Disk> Journal<D> {
             });
         };
         let mut journal = JournalReader::new(source, len, READ_PIECE);
+        live.reserve_jobs(usize::try_from(len / JOURNAL_BYTES_PER_JOB).unwrap_or(0));
         let reading =
             |e| io("reading the journal")(crate::safe_fs::context(e, "reading", &journal_path));
         let start = checked_header(
