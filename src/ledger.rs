@@ -156,8 +156,11 @@ pub struct JobWait {
 /// returned. (A call that changes more jobs than one commit holds, 1,024, commits in several:
 /// if a later one fails, the earlier ones stand, and the effects they licensed are handed out
 /// by the next [`tick`](Ledger::tick), which [`next_wakeup`](Ledger::next_wakeup) then asks
-/// for at once. A call that fails at open, or a call after which the store refuses every
-/// commit, is followed by a new open, which licenses again whatever is still owed.)
+/// for at once. A call that queues again an attempt whose launch was never recorded and then
+/// begins it commits twice too: if the second fails, the attempt stays queued, and
+/// [`next_runnable`](Ledger::next_runnable) names it. A call that fails at open, or a call after
+/// which the store refuses every commit, is followed by a new open, which licenses again
+/// whatever is still owed.)
 ///
 /// # Method groups and call order
 ///
