@@ -1383,7 +1383,11 @@ fn restore_queue(record: &JobRecord, step: Step, event: &Event) -> Step {
         .map(|entry| &entry.state)
         .find(|state| !matches!(state, JobState::Running { .. }));
     begun_from
-        .and_then(|from| crate::core::transition::requeued(record.spec(), began, from, event))
+        // Queued again, the attempt runs under the latest spec, as a retry not yet begun does,
+        // and is judged by it.
+        .and_then(|from| {
+            crate::core::transition::requeued(record.latest_spec(), began, from, event)
+        })
         .unwrap_or(step)
 }
 

@@ -185,6 +185,14 @@ pub(crate) fn requeued(
 /// `Step { state: None, .. }`; an event that is not valid returns a [`TransitionError`] and the
 /// caller keeps the old state.
 ///
+/// One step needs more than the state: an attempt whose launch was never recorded is queued
+/// again as itself, and `Running` does not hold what its queue held (the failed attempt before
+/// it, why that failed), so this function queues it without them. The
+/// [`Ledger`](crate::Ledger) puts them back from the job's history, and after a restart asks for
+/// that failed attempt's check before the retry starts again (seed 001: the restart may have
+/// finished the work). Prefer the ledger; a caller that drives `transition` itself must do the
+/// same.
+///
 /// ```
 /// use chrono::{TimeZone, Utc};
 /// use jobstate::{transition, BootId, Event, EventKind, JobId, JobSpec, JobState, StateKind};

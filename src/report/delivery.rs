@@ -271,9 +271,12 @@ impl DeliveryPolicy {
     }
 
     /// The wait a receiver asked for, or the back-off for `failures`; never longer than the
-    /// longest back-off.
+    /// longest back-off. A wait of less than a second (`Retry-After: 0`, a date not after the
+    /// answer's) is no wait: the back-off applies, or the agent would offer again at once, for
+    /// ever (a sink's pauses have no give-up bound).
     fn wait(&self, after: Option<Duration>, failures: u32) -> Duration {
         after
+            .filter(|wait| *wait >= Duration::from_secs(1))
             .unwrap_or_else(|| self.backoff(failures))
             .min(self.max_backoff)
     }

@@ -361,3 +361,40 @@ fn next_wakeup_is_now_while_a_message_is_due_now() {
         "a message due now, and the agent is told to sleep"
     );
 }
+
+/// Fix 7 answers zero while a message is due "and the sink is not paused". A receiver that
+/// answers 503 with `Retry-After: 0` (or an HTTP date not after its `Date`: `HttpSink` maps both
+/// to `Answers::pause(Some(ZERO))`) pauses the sink until now: the message is due again at once,
+/// `next_wakeup` says zero, the agent (examples/agent.rs: deliver, tick, sleep
+/// `next_wakeup` clamped to at least 10 ms) offers it again, is paused for zero again, and so
+/// on: a loop offering the message about 100 times a second, for ever (pauses have no give-up
+/// bound). Before the fix `next_wakeup` left the delivery out here and the agent slept.
+///
+/// DESIGN.md, "Every wait is named and bounded or visible": "... so that an agent sleeps instead
+/// of polling"; "Status reporting": "a delivery failure is retried later".
+#[test]
+fn a_zero_pause_asked_by_the_receiver_does_not_make_next_wakeup_spin() {
+    let (mut ledger, _) = Ledger::open(MemoryStore::new(), service_session("a")).unwrap();
+    with_messages(&mut ledger, &["one"]);
+    let mut sink = answering(Reply::Pause(Some(Duration::ZERO)));
+    let mut offered = 0;
+    let start = ledger.session().now;
+    // One simulated minute of the documented agent loop.
+    while ledger.session().now - start < chrono::TimeDelta::seconds(60) {
+        let before = ledger.outbox().count();
+        let _delivery = ledger.deliver(&mut sink).unwrap();
+        offered += before.min(1);
+        let _effects = ledger.tick().unwrap();
+        let sleep = ledger
+            .next_wakeup()
+            .unwrap_or(Duration::from_secs(60))
+            .clamp(Duration::from_millis(10), Duration::from_secs(60));
+        ledger.session_mut().now += chrono::TimeDelta::from_std(sleep).unwrap();
+        ledger.session_mut().since_boot += sleep;
+    }
+    assert!(
+        offered <= 10,
+        "the paused sink was offered the message {offered} times in one minute: next_wakeup \
+         says zero after every zero pause"
+    );
+}

@@ -1698,3 +1698,46 @@ fn a_restart_declared_after_the_grace_window_closed_does_not_complete_the_failed
         "completed on a reboot after its failure stood (expect_reboot answered {declared:?})"
     );
 }
+
+/// Fix 1 judges the owed check by the spec the never-launched retry began under
+/// (`record.spec()`, the started-under spec while `Running`), but the queue it returns to runs
+/// under the latest spec, and a retry not yet begun is judged by the latest spec too
+/// (`agent_started` on `Queued`). The server adds a detection check while the retry is
+/// `Running` (its launch not yet recorded); the machine restarts. A retry still queued owes the
+/// failed attempt's check (control, passes); the retry begun is launched at once under the new
+/// spec, its check skipped: the upgrade the restart may have finished runs again. The CHANGELOG
+/// entry promises "as a queued retry does".
+///
+/// DESIGN.md, "What the agent may never hear": a launch never recorded "never ran"; none of
+/// these "may leave a job ... run twice"; "Specs change": "a rerun ... runs under the latest
+/// spec" (and the queued retry here is judged by it).
+#[test]
+fn a_retry_never_launched_owes_the_check_a_spec_changed_since_asks_for_as_a_queued_retry_does() {
+    let old = msi_job(job("kb")).with_reboot(RebootBehaviour::MayRequest);
+    let new = old.clone().with_verify_after_reboot(true);
+    for begun in [false, true] {
+        let store = MemoryStore::new();
+        let (mut ledger, _) = Ledger::open(store.clone(), session("a", &[])).unwrap();
+        ledger.offer(old.clone()).unwrap();
+        let first = start(&mut ledger, &old);
+        let effects = ledger.program_exited(&first, 1603).unwrap();
+        assert!(effects.is_empty(), "no check under the old spec");
+        ledger.session_mut().now += chrono::TimeDelta::hours(1);
+        ledger.session_mut().since_boot += Duration::from_secs(3600);
+        if begun {
+            // The retry begins under the old spec; the server then adds a check; the agent
+            // dies before the retry's launch is recorded.
+            let _second = ledger.begin(old.id()).unwrap();
+        }
+        let _offer = ledger.offer(new.clone()).unwrap();
+        drop(ledger); // the machine restarts
+
+        let (ledger, effects) = Ledger::open(store, session("b", &[])).unwrap();
+        let state = ledger.job(old.id()).unwrap().state().clone();
+        assert_eq!(
+            effects,
+            vec![Effect::Verify(first.clone())],
+            "begun: {begun}: the failed attempt's check first, no launch; state {state:?}"
+        );
+    }
+}
