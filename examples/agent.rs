@@ -434,10 +434,19 @@ impl Agent<'_> {
             let _ = child.kill();
             return Ok(()); // its exit is reaped like any other
         }
-        let recorded = match self.ledger.job(&attempt.job).map(|r| r.state()) {
-            Some(JobState::Running { launch, .. }) => launch.program().copied(),
-            _ => None,
-        };
+        // The program's identity is in the attempt's last `Running` state: the current one, or,
+        // for a job an operator abandoned, the one before its end.
+        let recorded = self.ledger.history(&attempt.job).and_then(|history| {
+            history.iter().rev().find_map(|entry| match &entry.state {
+                JobState::Running {
+                    attempt: a, launch, ..
+                } if a.run == attempt.run && a.number == attempt.number => {
+                    Some(launch.program().copied())
+                }
+                _ => None,
+            })
+        });
+        let recorded = recorded.flatten();
         let Some(program) = recorded else {
             say!(
                 "terminate job={}: its program's identity was never recorded; stop it by hand",
