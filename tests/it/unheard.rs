@@ -42,6 +42,18 @@ fn keys(reports: &[StatusMessage]) -> Vec<String> {
     reports.iter().map(|m| m.key.to_string()).collect()
 }
 
+/// Starts `spec`, whose program then will not go: an operator abandons it, and its
+/// termination is licensed while the session says the program is alive.
+fn abandoned_alive(ledger: &mut MemLedger, spec: &JobSpec) -> AttemptId {
+    let attempt = start(ledger, spec);
+    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
+    assert_eq!(
+        ledger.abandon(spec.id()).unwrap(),
+        vec![Effect::Terminate(attempt.clone())]
+    );
+    attempt
+}
+
 fn wait_of(ledger: &MemLedger, spec: &JobSpec) -> Option<jobstate::JobWait> {
     ledger.waits().into_iter().find(|w| w.job == *spec.id())
 }
@@ -1456,12 +1468,7 @@ fn a_termination_licensed_by_abandon_is_licensed_again_after_an_agent_crash() {
     let (mut ledger, _) = Ledger::open(store.clone(), session("a", &[])).unwrap();
     ledger.offer(kb.clone()).unwrap();
     ledger.offer(next.clone()).unwrap();
-    let attempt = start(&mut ledger, &kb);
-    ledger.session_mut().programs = LivePrograms::Known(BTreeSet::from([attempt.clone()]));
-    assert_eq!(
-        ledger.abandon(kb.id()).unwrap(),
-        vec![Effect::Terminate(attempt.clone())]
-    );
+    let attempt = abandoned_alive(&mut ledger, &kb);
     // The agent dies before it terminated the program.
     drop(ledger);
     let (mut ledger, effects) = Ledger::open(store, session("a", &[&attempt])).unwrap();
@@ -1645,12 +1652,7 @@ fn no_restart_is_licensed_under_an_abandoned_program_still_alive() {
         vec![Effect::Verify(failed.clone())]
     );
     ledger.offer(patch.clone()).unwrap();
-    let hung = start(&mut ledger, &patch);
-    ledger.session_mut().programs = LivePrograms::Known([hung.clone()].into());
-    assert_eq!(
-        ledger.abandon(patch.id()).unwrap(),
-        vec![Effect::Terminate(hung.clone())]
-    );
+    let _hung = abandoned_alive(&mut ledger, &patch);
     // The program will not go: it still runs, and stands in the way of a start.
     let effects = ledger
         .verification(&failed, jobstate::CheckResult::NotYet)
