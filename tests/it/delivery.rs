@@ -362,13 +362,12 @@ fn next_wakeup_is_now_while_a_message_is_due_now() {
     );
 }
 
-/// Fix 7 answers zero while a message is due "and the sink is not paused". A receiver that
+/// `next_wakeup` is zero while a message is due and the sink is not paused. A receiver that
 /// answers 503 with `Retry-After: 0` (or an HTTP date not after its `Date`: `HttpSink` maps both
-/// to `Answers::pause(Some(ZERO))`) pauses the sink until now: the message is due again at once,
-/// `next_wakeup` says zero, the agent (examples/agent.rs: deliver, tick, sleep
-/// `next_wakeup` clamped to at least 10 ms) offers it again, is paused for zero again, and so
-/// on: a loop offering the message about 100 times a second, for ever (pauses have no give-up
-/// bound). Before the fix `next_wakeup` left the delivery out here and the agent slept.
+/// to `Answers::pause(Some(ZERO))`) would pause the sink until now: the message due again at
+/// once, `next_wakeup` zero, the agent (examples/agent.rs: deliver, tick, sleep `next_wakeup`
+/// clamped to at least 10 ms) offering it again about 100 times a second, for ever (pauses have
+/// no give-up bound). A wait under a second is no wait: the policy's back-off applies.
 ///
 /// DESIGN.md, "Every wait is named and bounded or visible": "... so that an agent sleeps instead
 /// of polling"; "Status reporting": "a delivery failure is retried later".

@@ -1447,10 +1447,10 @@ fn a_retry_never_launched_owes_the_check_after_a_restart_as_a_queued_retry_does(
 
 /// An operator abandons a job whose program still runs: the call licenses its termination.
 /// The agent dies before it carries the termination out, and restarts in the same boot: the
-/// program still runs, nothing licenses its termination again, and nothing bounds it any more
-/// (its job is finished: no run-time limit applies). Every job that may restart the machine
-/// then waits behind it for good (`Exclusive`, polled, no bound, no report), and the operator
-/// has no call left that ends it (abandon is refused on a failed job, rerun while it runs).
+/// program still runs, and the open licenses its termination again. (It did not: nothing
+/// bounded the program any more, its job being finished; every job that may restart the
+/// machine waited behind it for good, and the operator had no call left that ends it: abandon
+/// is refused on a failed job, rerun while it runs.)
 ///
 /// DESIGN.md, "What drives it": "Outputs are the new state plus the effects the caller must
 /// carry out"; SEMANTICS.md, "Effects": "They are licensed by a commit that has already reached
@@ -1635,8 +1635,8 @@ fn abandoned_upgrade_still_blocks_after_its_spec_drops_restarts_machine() {
 /// and still runs. The check then says "not yet": the job needs a restart. DESIGN: "a restart
 /// is never licensed while another job runs"; SEMANTICS: the program of a job abandoned in this
 /// boot stands in the way "as a running job's does" (the ledger's own model asserts that no
-/// `ScheduleRestart` is ever handed out under another job's live program). Observed: the
-/// restart is licensed at once, under the abandoned job's live program.
+/// `ScheduleRestart` is ever handed out under another job's live program). The restart is
+/// held. (It was licensed at once, under the abandoned job's live program.)
 #[test]
 fn no_restart_is_licensed_under_an_abandoned_program_still_alive() {
     let store = MemoryStore::new();
@@ -1671,8 +1671,8 @@ fn no_restart_is_licensed_under_an_abandoned_program_still_alive() {
 /// way"), and the machine restarts. DESIGN: "a window that closes in the same boot lets the
 /// failure stand"; invariant 7 (Completed only on evidence). The same facts, with the same
 /// times, end the attempt failed when a tick came between: the outcome may not depend on when
-/// the agent happened to call `tick` (the core gets the time in every event). Observed: the
-/// upgrade is Completed, on a reboot two hours after its failure stood.
+/// the agent happened to call `tick` (the core gets the time in every event). (The upgrade was
+/// completed, on a reboot two hours after its failure stood.)
 #[test]
 fn a_restart_declared_after_the_grace_window_closed_does_not_complete_the_failed_upgrade() {
     let store = MemoryStore::new();
