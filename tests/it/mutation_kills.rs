@@ -1123,3 +1123,98 @@ fn a_check_after_a_signal_keeps_the_signal_in_the_state_and_its_report() {
         assert_eq!(reports[0].exit, signal, "found {found}");
     }
 }
+
+// ---- A second run, on the core changed since 40606a3 (2026-12-03, `--in-diff`) ----
+//
+// git diff 40606a3 HEAD -- src/core/transition.rs src/ledger.rs src/record.rs > core.diff
+// cargo mutants --test-tool nextest --all-features --jobs 1 --timeout 300 --in-diff core.diff \
+//   --file src/core/transition.rs --file src/ledger.rs --file src/record.rs \
+//   -- --test it --max-fail=1:immediate \
+//   -- --skip file_store --skip conformance --skip linux_session
+
+fn wait_of(ledger: &MemLedger, spec: &JobSpec) -> jobstate::JobWait {
+    ledger
+        .waits()
+        .into_iter()
+        .find(|w| w.job == *spec.id())
+        .unwrap_or_else(|| panic!("{} waits for nothing", spec.id()))
+}
+
+// SEMANTICS.md "Every wait is named and bounded or visible ... so an agent sleeps until then
+// instead of polling": a job kept out by a running job (not an abandoned one, whose end nobody
+// reports) waits for that job's exit, which the agent hears; nothing is polled for it, and the
+// agent's next wake-up is the running job's run-time limit. (Mutant: `wait_of`'s guard
+// `self.abandoned.contains(job)` replaced with `true`, so every exclusive wait polled.)
+#[test]
+fn a_job_kept_out_by_a_running_job_is_not_polled() {
+    let store = MemoryStore::new();
+    let mut ledger = open(&store, "a");
+    let patch = msi_job(job("patch")).with_max_run_time(Duration::from_secs(3600));
+    let upgrade = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
+    ledger.offer(patch.clone()).unwrap();
+    ledger.offer(upgrade.clone()).unwrap();
+    start(&mut ledger, &patch);
+    let wait = wait_of(&ledger, &upgrade);
+    assert_eq!(
+        wait.reason,
+        WaitReason::Exclusive {
+            job: patch.id().clone()
+        }
+    );
+    assert_eq!(wait.wake_after, None, "{wait:?}");
+    assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(3600)));
+}
+
+// The same after the agent restarts in the same boot: only a job an operator abandoned in this
+// boot is taken at open for one whose program nobody reports the end of; every other job the
+// store holds, once it runs, is waited for without polling. (Mutant: `abandoned_in` replaced
+// with `true`, so every job found at open counted as abandoned, and a job kept out by one of
+// them polled.)
+#[test]
+fn after_an_agent_restart_a_job_kept_out_by_a_running_job_is_not_polled() {
+    let store = MemoryStore::new();
+    let patch = msi_job(job("patch")).with_max_run_time(Duration::from_secs(3600));
+    let upgrade = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
+    let mut ledger = open(&store, "a");
+    ledger.offer(patch.clone()).unwrap();
+    ledger.offer(upgrade.clone()).unwrap();
+    drop(ledger); // the agent restarts; the machine does not
+    let mut ledger = open(&store, "a");
+    start(&mut ledger, &patch);
+    let wait = wait_of(&ledger, &upgrade);
+    assert_eq!(
+        wait.reason,
+        WaitReason::Exclusive {
+            job: patch.id().clone()
+        }
+    );
+    assert_eq!(wait.wake_after, None, "{wait:?}");
+    assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(3600)));
+}
+
+// `JobRecord::is_compaction_of` (public: how a store's conformance tests compare what a store
+// holds with what was committed to it) holds for the same job only: two jobs offered alike at
+// the same moment have equal histories, and neither is the other; nor is the same job before a
+// change a compaction of it after. (Mutants: the function replaced with `true`; its first and
+// last two `&&` replaced with `||`. Its callers, the store conformance and file store tests, are
+// not in this run.)
+#[test]
+fn a_record_is_a_compaction_only_of_its_own_job() {
+    let mut ledger = open(&MemoryStore::new(), "a");
+    let first = msi_job(job("first"));
+    let second = msi_job(job("second"));
+    ledger.offer(first.clone()).unwrap();
+    ledger.offer(second.clone()).unwrap();
+    let a = ledger.job(first.id()).unwrap();
+    let b = ledger.job(second.id()).unwrap();
+    assert_eq!(a.history(), b.history(), "the two histories are alike");
+    assert!(a.is_compaction_of(a));
+    assert!(!a.is_compaction_of(b));
+    assert!(!b.is_compaction_of(a));
+    // The same job earlier is not a compaction of it later: its history is a start, not an end.
+    let earlier = a.clone();
+    start(&mut ledger, &first);
+    let later = ledger.job(first.id()).unwrap();
+    assert!(later.is_compaction_of(later));
+    assert!(!earlier.is_compaction_of(later));
+}
