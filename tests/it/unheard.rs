@@ -1249,6 +1249,43 @@ fn a_tick_that_fails_half_way_loses_no_termination() {
     assert!(ledger.tick().unwrap().is_empty(), "each handed out once");
 }
 
+/// The same with checks: every program with a check is gone, so each attempt's check is owed
+/// (`Effect::Verify`); the tick's second commit fails. The next tick hands out the 1,024
+/// committed checks, each while its job still waits for it, once.
+#[test]
+fn a_tick_that_fails_half_way_loses_no_check() {
+    let store = MemoryStore::new();
+    let armed = std::rc::Rc::new(std::cell::Cell::new(false));
+    let wrapped = SecondCommitFails {
+        inner: store.clone(),
+        armed: armed.clone(),
+    };
+    let (mut ledger, _) = Ledger::open(wrapped, session("a", &[])).unwrap();
+    let mut attempts = Vec::new();
+    for n in 0..1025u32 {
+        let spec = msi_job(job(&format!("kb-{n:04}"))).with_verify_after_reboot(true);
+        ledger.offer(spec.clone()).unwrap();
+        let attempt = ledger.begin(spec.id()).unwrap();
+        let _effects = ledger
+            .launched(&attempt, ProgramId::new(1000 + n, 1))
+            .unwrap();
+        attempts.push(attempt);
+    }
+    // Every program is gone without an exit status; the tick's second commit fails.
+    armed.set(true);
+    assert!(ledger.tick().is_err());
+    let effects = ledger.tick().unwrap();
+    let checked: Vec<&AttemptId> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Verify(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checked, attempts.iter().collect::<Vec<_>>());
+    assert!(ledger.tick().unwrap().is_empty(), "each handed out once");
+}
+
 /// A tick whose commit fails decides the held restarts again on its way out and keeps those it
 /// releases for the next tick: but what it keeps is handed out whatever happened meanwhile. A
 /// soft restart held while a user is logged on is released as the user logs off by a tick whose
