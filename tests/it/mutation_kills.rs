@@ -1143,53 +1143,38 @@ fn wait_of(ledger: &MemLedger, spec: &JobSpec) -> jobstate::JobWait {
 // SEMANTICS.md "Every wait is named and bounded or visible ... so an agent sleeps until then
 // instead of polling": a job kept out by a running job (not an abandoned one, whose end nobody
 // reports) waits for that job's exit, which the agent hears; nothing is polled for it, and the
-// agent's next wake-up is the running job's run-time limit. (Mutant: `wait_of`'s guard
-// `self.abandoned.contains(job)` replaced with `true`, so every exclusive wait polled.)
+// agent's next wake-up is the running job's run-time limit. The same after the agent restarts
+// in the same boot: only a job an operator abandoned in this boot is taken at open for one whose
+// program's end nobody reports. (Mutants: `wait_of`'s guard `self.abandoned.contains(job)`
+// replaced with `true`, so every exclusive wait polled; `abandoned_in` replaced with `true`, so
+// every job found at open counted as abandoned.)
 #[test]
 fn a_job_kept_out_by_a_running_job_is_not_polled() {
-    let store = MemoryStore::new();
-    let mut ledger = open(&store, "a");
-    let patch = msi_job(job("patch")).with_max_run_time(Duration::from_secs(3600));
-    let upgrade = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
-    ledger.offer(patch.clone()).unwrap();
-    ledger.offer(upgrade.clone()).unwrap();
-    start(&mut ledger, &patch);
-    let wait = wait_of(&ledger, &upgrade);
-    assert_eq!(
-        wait.reason,
-        WaitReason::Exclusive {
-            job: patch.id().clone()
+    for agent_restarts in [false, true] {
+        let store = MemoryStore::new();
+        let patch = msi_job(job("patch")).with_max_run_time(Duration::from_secs(3600));
+        let upgrade = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
+        let mut ledger = open(&store, "a");
+        ledger.offer(patch.clone()).unwrap();
+        ledger.offer(upgrade.clone()).unwrap();
+        if agent_restarts {
+            drop(ledger); // the machine does not restart
+            ledger = open(&store, "a");
         }
-    );
-    assert_eq!(wait.wake_after, None, "{wait:?}");
-    assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(3600)));
-}
-
-// The same after the agent restarts in the same boot: only a job an operator abandoned in this
-// boot is taken at open for one whose program nobody reports the end of; every other job the
-// store holds, once it runs, is waited for without polling. (Mutant: `abandoned_in` replaced
-// with `true`, so every job found at open counted as abandoned, and a job kept out by one of
-// them polled.)
-#[test]
-fn after_an_agent_restart_a_job_kept_out_by_a_running_job_is_not_polled() {
-    let store = MemoryStore::new();
-    let patch = msi_job(job("patch")).with_max_run_time(Duration::from_secs(3600));
-    let upgrade = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
-    let mut ledger = open(&store, "a");
-    ledger.offer(patch.clone()).unwrap();
-    ledger.offer(upgrade.clone()).unwrap();
-    drop(ledger); // the agent restarts; the machine does not
-    let mut ledger = open(&store, "a");
-    start(&mut ledger, &patch);
-    let wait = wait_of(&ledger, &upgrade);
-    assert_eq!(
-        wait.reason,
-        WaitReason::Exclusive {
-            job: patch.id().clone()
-        }
-    );
-    assert_eq!(wait.wake_after, None, "{wait:?}");
-    assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(3600)));
+        start(&mut ledger, &patch);
+        let wait = wait_of(&ledger, &upgrade);
+        assert_eq!(
+            wait.reason,
+            WaitReason::Exclusive {
+                job: patch.id().clone()
+            }
+        );
+        assert_eq!(
+            wait.wake_after, None,
+            "agent restarts: {agent_restarts}: {wait:?}"
+        );
+        assert_eq!(ledger.next_wakeup(), Some(Duration::from_secs(3600)));
+    }
 }
 
 // `JobRecord::is_compaction_of` (public: how a store's conformance tests compare what a store

@@ -365,13 +365,10 @@ fn service_pack_interrupted_by_unrelated_reboot_is_retried() {
     ));
 }
 
-/// Seed 001 with slow timing (found by the simulator): the wrapper reports failure, the
-/// upgrade takes longer than the grace window to restart the machine, so the failure stands and
-/// the agent runs the owed check *before* the restart; it says "not installed". After the
-/// restart the check is owed again, says "installed", and the upgrade is not run a second time.
-#[test]
-fn seed_001_check_made_before_the_restart_is_made_again_after_it() {
-    let store = MemoryStore::new();
+/// Seed 001's upgrade, with a check, whose wrapper reports failure and whose restart is slower
+/// than the grace window: the failure stands, and the owed check, made too early (the upgrade
+/// is still finishing), says "not installed". Returns the ledger, the spec and the attempt.
+fn seed_001_checked_too_early(store: &MemoryStore) -> (MemLedger, JobSpec, jobstate::AttemptId) {
     let upgrade = msi_job(job("winnt40-upgrade-ntencap"))
         .with_reboot(RebootBehaviour::RestartsMachine)
         .with_verify_after_reboot(true);
@@ -385,7 +382,18 @@ fn seed_001_check_made_before_the_restart_is_made_again_after_it() {
         ledger.tick().unwrap(),
         vec![Effect::Verify(attempt.clone())]
     );
-    let _effects = ledger.verification(&attempt, false).unwrap(); // too early: the upgrade is still finishing
+    let _effects = ledger.verification(&attempt, false).unwrap();
+    (ledger, upgrade, attempt)
+}
+
+/// Seed 001 with slow timing (found by the simulator): the wrapper reports failure, the
+/// upgrade takes longer than the grace window to restart the machine, so the failure stands and
+/// the agent runs the owed check *before* the restart; it says "not installed". After the
+/// restart the check is owed again, says "installed", and the upgrade is not run a second time.
+#[test]
+fn seed_001_check_made_before_the_restart_is_made_again_after_it() {
+    let store = MemoryStore::new();
+    let (ledger, upgrade, attempt) = seed_001_checked_too_early(&store);
     drop(ledger); // the upgrade restarts the machine
 
     let (mut ledger, effects) = Ledger::open(store, service_session("boot-b")).unwrap();
@@ -430,17 +438,7 @@ fn seed_001_check_made_before_the_restart_is_made_again_after_it() {
 #[test]
 fn seed_001_a_retry_begun_just_before_the_restart_is_not_launched_before_the_check() {
     let store = MemoryStore::new();
-    let upgrade = msi_job(job("winnt40-upgrade-ntencap"))
-        .with_reboot(RebootBehaviour::RestartsMachine)
-        .with_verify_after_reboot(true);
-    let (mut ledger, _) = Ledger::open(store.clone(), service_session("boot-a")).unwrap();
-    ledger.offer(upgrade.clone()).unwrap();
-    let first = ledger.begin(upgrade.id()).unwrap();
-    let _effects = ledger.launched(&first, ProgramId::new(4242, 1)).unwrap();
-    assert!(ledger.program_exited(&first, 1).unwrap().is_empty());
-    ledger.session_mut().since_boot += upgrade.failure_grace();
-    assert_eq!(ledger.tick().unwrap(), vec![Effect::Verify(first.clone())]);
-    let _effects = ledger.verification(&first, false).unwrap(); // too early: still finishing
+    let (mut ledger, upgrade, first) = seed_001_checked_too_early(&store);
     // The back-off passes; the retry begins; the agent dies before it records the launch.
     ledger.session_mut().now += chrono::TimeDelta::minutes(2);
     ledger.session_mut().since_boot += std::time::Duration::from_secs(120);
