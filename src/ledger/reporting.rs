@@ -184,53 +184,70 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         let mut answered = Answered::default();
         let mut delivered = Vec::new();
         let mut dead = Vec::new();
+        self.schedule.heard(
+            answers
+                .offered()
+                .iter()
+                .filter(|k| answers.get(k).is_some())
+                .count(),
+        );
+        // The message in flight when the sink paused without naming a time (a transport error,
+        // a dropped connection): a receiver that fails on that one message each time, while it
+        // answers others, must not hold them back for ever (SEMANTICS.md: "one message that
+        // keeps failing never holds back the others").
+        let in_flight = match pause {
+            Some(None) => answers.unanswered().next().cloned(),
+            _ => None,
+        };
         for key in answers.offered() {
             let Some(message) = self.state.outbox().get(key) else {
                 answered.stale += 1;
                 continue;
             };
-            let reason = match answers.get(key) {
+            // A failure: the wait the receiver asked for, and what it said.
+            let (after, last_failure) = match answers.get(key) {
                 Some(Answer::Accepted) => {
                     delivered.push(key.clone());
                     continue;
                 }
-                Some(Answer::Rejected { reason }) => DeadLetterReason::Rejected {
-                    reason: reason.clone(),
-                },
-                Some(Answer::Retry { after, reason }) => {
-                    self.schedule.failed(key, now, &policy, *after);
-                    if !self.schedule.gives_up(message, now, &policy) {
-                        answered.retrying += 1;
+                Some(Answer::Rejected { reason }) => {
+                    dead.push(DeadLetterNote {
+                        key: key.clone(),
+                        reason: DeadLetterReason::Rejected {
+                            reason: reason.clone(),
+                        },
+                        at: now,
+                        attempts: self.schedule.failures(key) + 1,
+                    });
+                    continue;
+                }
+                Some(Answer::Retry { after, reason }) => (*after, reason.clone()),
+                None if in_flight.as_ref() == Some(key) => {
+                    if !self.schedule.suspect(key) {
                         continue;
                     }
-                    DeadLetterReason::GaveUp {
-                        last_failure: reason.clone(),
-                    }
+                    (
+                        None,
+                        "the sink failed on it each time, while the receiver answered other messages"
+                            .into(),
+                    )
                 }
                 None if pause.is_some() => {
                     self.schedule.release(key);
                     continue;
                 }
-                None => {
-                    self.schedule.failed(key, now, &policy, None);
-                    if !self.schedule.gives_up(message, now, &policy) {
-                        answered.retrying += 1;
-                        continue;
-                    }
-                    DeadLetterReason::GaveUp {
-                        last_failure: "the sink gave no answer".into(),
-                    }
-                }
+                None => (None, "the sink gave no answer".into()),
             };
-            let attempts = match reason {
-                DeadLetterReason::Rejected { .. } => self.schedule.failures(key) + 1,
-                _ => self.schedule.failures(key),
-            };
+            self.schedule.failed(key, now, &policy, after);
+            if !self.schedule.gives_up(message, now, &policy) {
+                answered.retrying += 1;
+                continue;
+            }
             dead.push(DeadLetterNote {
                 key: key.clone(),
-                reason,
+                reason: DeadLetterReason::GaveUp { last_failure },
                 at: now,
-                attempts,
+                attempts: self.schedule.failures(key),
             });
         }
         if !delivered.is_empty() || !dead.is_empty() {

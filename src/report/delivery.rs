@@ -16,7 +16,9 @@ use crate::report::outbox::Outbox;
 /// receiver's side), retry (optionally not before a time), or rejected for good. A message left
 /// unanswered is retried with a back-off, like a retry. Returning `Err` says the receiver could
 /// not be reached: the answers given so far stand, the messages not answered yet are neither
-/// failed nor counted, and nothing is offered again before a back-off for the whole sink.
+/// failed nor counted, and nothing is offered again before a back-off for the whole sink (as
+/// [`Answers::pause`] without a time, which also says how a message that fails the sink each
+/// time is kept from holding back the others).
 ///
 /// Delivery is at least once: a message may be handed over again after a crash between the
 /// receiver's acceptance and the ledger's commit of it. Receivers drop duplicates by
@@ -182,6 +184,12 @@ impl Answers {
     /// the messages not answered yet are neither failed nor counted, and nothing is offered
     /// before `after` (at most the policy's longest back-off) or, without one, the policy's
     /// back-off, which doubles while pauses follow one another.
+    ///
+    /// A pause without `after` suspects the first message not answered (the one in flight):
+    /// it is offered after the other due messages from then on, and if the sink pauses on it
+    /// again after the receiver answered another message, the failure is that message's own
+    /// (it breaks the connection, say): it backs off on its own and counts toward the give-up
+    /// bound, so that it never holds the others back.
     pub fn pause(&mut self, after: Option<Duration>) {
         self.pause.get_or_insert(after);
     }
@@ -334,6 +342,12 @@ struct MessageState {
     not_before: Option<Timestamp>,
     /// Taken, its answer awaited, until this time.
     leased_until: Option<Timestamp>,
+    /// It was the message in flight when the sink paused (a transport error, no answer), as
+    /// the receiver's [`Schedule::heard`] count stood then. It is offered after the other due
+    /// messages; if the sink fails on it again once the receiver has answered another message
+    /// since, the failure is its own (a message that breaks the receiver's connection), not the
+    /// receiver's, and counts toward the give-up bound.
+    suspect_since: Option<u64>,
 }
 
 /// When each pending message may be offered again, and when the sink may: in memory only.
@@ -342,6 +356,9 @@ pub(crate) struct Schedule {
     messages: FxHashMap<StatusKey, MessageState>,
     paused_until: Option<Timestamp>,
     pauses: u32,
+    /// Messages the receiver answered (accepted, retry, rejected) since the agent started: it
+    /// was reachable after a message became suspect if this grew since.
+    heard: u64,
 }
 
 /// Whether a wait `until` is still running at `now`. A wait longer than `longest` means the
@@ -378,8 +395,8 @@ impl Schedule {
         leased.into_iter().chain(backing_off).max()
     }
 
-    /// Takes (leases) up to `max` messages due at `now`, oldest first; none while the sink is
-    /// paused.
+    /// Takes (leases) up to `max` messages due at `now`, oldest first, suspects (messages in
+    /// flight when the sink paused) after the others; none while the sink is paused.
     pub(crate) fn take(
         &mut self,
         outbox: &Outbox,
@@ -390,9 +407,16 @@ impl Schedule {
         if self.paused_until(now, policy).is_some() {
             return Vec::new();
         }
+        let due = |m: &&StatusMessage| self.due_at(&m.key, now, policy).is_none();
+        let suspect = |m: &&StatusMessage| {
+            self.messages
+                .get(&m.key)
+                .is_some_and(|s| s.suspect_since.is_some())
+        };
         let taken: Vec<StatusMessage> = outbox
             .iter()
-            .filter(|m| self.due_at(&m.key, now, policy).is_none())
+            .filter(|m| due(m) && !suspect(m))
+            .chain(outbox.iter().filter(|m| due(m) && suspect(m)))
             .take(max)
             .cloned()
             .collect();
@@ -421,6 +445,33 @@ impl Schedule {
             policy.wait(after, state.failures),
         ));
         state.failures
+    }
+
+    /// The receiver answered `answers` messages (it was reachable).
+    pub(crate) fn heard(&mut self, answers: usize) {
+        self.heard = self
+            .heard
+            .saturating_add(u64::try_from(answers).unwrap_or(u64::MAX));
+    }
+
+    /// `key` was in flight when the sink paused: marks it a suspect, and says whether the
+    /// receiver answered another message since it was first marked (then the failure is the
+    /// message's own).
+    pub(crate) fn suspect(&mut self, key: &StatusKey) -> bool {
+        let heard = self.heard;
+        let state = self.messages.entry(key.clone()).or_default();
+        state.leased_until = None;
+        match state.suspect_since {
+            Some(since) if heard > since => {
+                state.suspect_since = Some(heard);
+                true
+            }
+            Some(_) => false,
+            None => {
+                state.suspect_since = Some(heard);
+                false
+            }
+        }
     }
 
     /// How many deliveries of `key` failed.
