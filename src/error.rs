@@ -174,10 +174,11 @@ pub enum Error {
         /// Why it waits.
         reason: WaitReason,
     },
-    /// A rerun was asked for while the program of the job's abandoned attempt still runs: a
+    /// A rerun was asked for while the program of the job's abandoned attempt still runs (or,
+    /// when the session cannot tell, outlived its termination and was never seen gone): a
     /// second attempt never starts beside it.
     #[error(
-        "job {job}: the program of its abandoned {attempt} is still running; terminate it, then ask again"
+        "job {job}: the program of its abandoned {attempt} is still running (or the session cannot tell whether the program that outlived its termination went); terminate it, then ask again, or restart the machine"
     )]
     ProgramStillRunning {
         /// The job.

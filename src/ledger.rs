@@ -285,9 +285,49 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// ```
     #[must_use = "the ledger is returned with the effects recovery licenses: carry them out first (a check after a reboot, a restart or termination still owed, a launch never made)"]
     pub fn open_with(
+        store: S,
+        session: C,
+        options: LedgerOptions,
+    ) -> Result<(Self, Effects), Error> {
+        Self::open_with_exits(store, session, options, [])
+    }
+
+    /// [`Ledger::open_with`] for an agent that holds exit statuses no store has: it reaped a
+    /// program, then [`program_exited`](Ledger::program_exited) failed on the store (a store may
+    /// refuse every commit after a failed write until it is opened again, as
+    /// [`FileStore`](crate::FileStore) does). Each exit is recorded before the reconciliation,
+    /// which would otherwise find the program gone and end its attempt without a result
+    /// ([semantics](crate::semantics): "A program can vanish"), so that a program that
+    /// succeeded is never run again for want of one commit. An exit the store already holds, or
+    /// one of an attempt that is no longer running, changes nothing.
+    ///
+    /// ```
+    /// use jobstate::{Ledger, LedgerOptions, MemoryStore, ProgramExit, ProgramId, JobSpec, JobId, StateKind};
+    /// use jobstate::session::{LivePrograms, SessionFacts};
+    /// # fn session() -> SessionFacts { SessionFacts {
+    /// #     boot: jobstate::BootId::new("b").unwrap(), user: jobstate::UserPresence::Unknown,
+    /// #     context: jobstate::session::ExecutionContext::Service, notices: jobstate::session::NoticeDelivery::NotDelivered,
+    /// #     now: chrono::DateTime::UNIX_EPOCH, since_boot: std::time::Duration::ZERO,
+    /// #     programs: LivePrograms::Known(Default::default()), restart_pending: jobstate::session::RestartPending::Unknown } }
+    /// let store = MemoryStore::new();
+    /// let (mut ledger, _) = Ledger::open(store.clone(), session())?;
+    /// let job = JobId::new("kb5034441")?;
+    /// ledger.offer(JobSpec::new(job.clone()))?;
+    /// let attempt = ledger.begin(&job)?;
+    /// let _ = ledger.launched(&attempt, ProgramId::new(4242, 7))?;
+    /// // The program exits 0; recording it fails on the store, and the agent opens it again.
+    /// drop(ledger);
+    /// let heard = [(attempt, ProgramExit::Code(0))];
+    /// let (ledger, _) = Ledger::open_with_exits(store, session(), LedgerOptions::default(), heard)?;
+    /// assert_eq!(ledger.job(&job).unwrap().state().kind(), StateKind::Completed);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use = "the ledger is returned with the effects recovery licenses: carry them out first (a check after a reboot, a restart or termination still owed, a launch never made)"]
+    pub fn open_with_exits(
         mut store: S,
         session: C,
         options: LedgerOptions,
+        exits: impl IntoIterator<Item = (AttemptId, ProgramExit)>,
     ) -> Result<(Self, Effects), Error> {
         crate::observe::call_span!("open");
         let snapshot = store.load()?;
@@ -321,6 +361,16 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             .filter(|r| abandoned_in(r.state(), &ledger.boot))
             .map(|r| r.id().clone())
             .collect();
+        let mut heard = Vec::new();
+        for (attempt, exit) in exits {
+            match ledger.program_exited(&attempt, exit) {
+                Ok(effects) => heard.extend(effects),
+                // Recorded already (the failed commit was durable after all), or not this
+                // attempt's to record any more.
+                Err(Error::Transition(_) | Error::UnknownJob(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
         let restart_of = ledger.restart_owner();
         let reconciling = crate::observe::reconciling(&ledger.state);
         let effects = ledger.apply_each(
@@ -346,6 +396,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         // died before carrying it out, and nothing else ends that program (its job is finished:
         // no run-time limit applies any more).
         let mut effects = Vec::from(effects);
+        // The reconciliation licenses again what an exit just licensed (a restart still owed,
+        // a check): each once.
+        heard.retain(|effect| !effects.contains(effect));
+        effects.splice(0..0, heard);
         for job in &ledger.abandoned {
             if let Some(named) = ledger.abandoned_program_alive(ledger.record(job)?) {
                 effects.push(Effect::Terminate(AttemptId::new(job.clone(), named)));
@@ -619,6 +673,35 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         Ok(effects)
     }
 
+    /// How long the restart that `record`'s attempt was waiting for in this boot when an
+    /// operator abandoned it stays in the way: until it would have been reported overdue next
+    /// (by the spec that attempt began under). `None` once that is past, or if no restart was
+    /// owed in this boot.
+    fn abandoned_restart_owed(&self, record: &JobRecord) -> Option<Duration> {
+        if !abandoned_in(record.state(), &self.boot) {
+            return None;
+        }
+        // An abandoned job keeps its last run: the state before the abandon is in the history.
+        let history = record.history();
+        let before = history.len().checked_sub(2).and_then(|i| history.get(i))?;
+        let JobState::AwaitingReboot {
+            requested_in,
+            verifying_in: None,
+            since_boot,
+            overdue,
+            ..
+        } = &before.state
+        else {
+            return None;
+        };
+        if *requested_in != self.boot {
+            return None;
+        }
+        let limit = record.last_attempt_spec().overdue_after(*overdue);
+        let waited = self.session.since_boot().saturating_sub(*since_boot);
+        Some(limit.saturating_sub(waited)).filter(|left| !left.is_zero())
+    }
+
     /// The attempt of `record`, abandoned in this boot, whose program the session says is alive.
     fn abandoned_program_alive(&self, record: &JobRecord) -> Option<AttemptRef> {
         let JobState::Failed {
@@ -639,13 +722,21 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         // The program's identity, if its launch was recorded, is in the last Running of the
         // history: the abandoned attempt is the last one that ran (nothing follows an abandon
         // but a rerun, and no later attempt began before it).
-        let launch = record.history().iter().rev().find_map(|e| match &e.state {
-            JobState::Running { launch, .. } => Some(*launch),
-            _ => None,
-        })?;
+        let (launch, unresponsive) =
+            record.history().iter().rev().find_map(|e| match &e.state {
+                JobState::Running {
+                    launch, terminate, ..
+                } => Some((*launch, terminate.is_some_and(|t| t.unresponsive))),
+                _ => None,
+            })?;
         let id = AttemptId::new(record.id().clone(), named);
-        (self.session.program_status(&id, launch.program()) == ProgramStatus::Alive)
-            .then_some(named)
+        match self.session.program_status(&id, launch.program()) {
+            ProgramStatus::Alive => Some(named),
+            // The ledger recorded that it outlived its termination, and nothing since said it
+            // went: still there, for all anyone knows (a second attempt never starts beside it).
+            ProgramStatus::Unknown if unresponsive => Some(named),
+            _ => None,
+        }
     }
 
     /// Cancels a queued job: it fails with [`FailureReason::Cancelled`](crate::FailureReason::Cancelled).
@@ -801,6 +892,12 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             let Some(record) = self.state.jobs().get(job) else {
                 continue;
             };
+            // A restart owed when it was abandoned may still come (its program may have begun
+            // the shutdown, or the agent ordered it): nothing starts beside it until it would
+            // have been reported overdue.
+            if self.abandoned_restart_owed(record).is_some() {
+                busy.restart_owed.get_or_insert_with(|| job.clone());
+            }
             if self.abandoned_program_alive(record).is_some() {
                 busy.running.get_or_insert_with(|| job.clone());
                 // What its program was launched to do: an offer since changes later runs only.
@@ -885,6 +982,12 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                     WaitReason::Exclusive { job } if self.abandoned.contains(job) => {
                         Some(ORPHAN_POLL)
                     }
+                    // An abandoned job's restart stays in the way until its deadline.
+                    WaitReason::RestartPending { job } if self.abandoned.contains(job) => self
+                        .state
+                        .jobs()
+                        .get(job)
+                        .and_then(|r| self.abandoned_restart_owed(r)),
                     _ => None,
                 };
                 (reason, wake)
