@@ -861,6 +861,12 @@ impl Transitioner<'_> {
                 Some(v) if v == boot => {
                     Step::unchanged().effect(Effect::Verify(self.attempt_id(attempt)))
                 }
+                // Another boot while the check was still owed: counted, and the check licensed
+                // again. Never failed here, past the bound or not: a reboot never fails a job
+                // that restarts the machine (invariant 3), and this job asked for no restart.
+                // The reboot-loop bound ends a job that asks for another one (`another_reboot`,
+                // on a check's "not yet"); a check that never answers is a named wait
+                // (`Verification`) that an operator can end.
                 Some(_) => {
                     let state = self.modified(|s| {
                         if let JobState::AwaitingReboot {
