@@ -89,10 +89,15 @@ fn poll_ms() -> u64 {
     200
 }
 
-/// Why the agent stopped: bad input (exit 2) or anything else (exit 1).
+/// Why the agent stopped: bad input (exit 2) or anything else (exit 1); or why it opens the
+/// store again: exits it heard that the store refused to record.
 enum Failure {
     Input(String),
     Other(String),
+    Unrecorded {
+        exits: Vec<(AttemptId, ProgramExit)>,
+        why: String,
+    },
 }
 
 impl<E: std::fmt::Display> From<E> for Failure {
@@ -126,7 +131,7 @@ fn main() -> ExitCode {
             eprintln!("agent: error: {message}");
             ExitCode::from(2)
         }
-        Err(Failure::Other(message)) => {
+        Err(Failure::Other(message) | Failure::Unrecorded { why: message, .. }) => {
             eprintln!("agent: error: {message}");
             ExitCode::from(1)
         }
@@ -203,6 +208,39 @@ fn abandon(path: &Path, job: &std::ffi::OsStr) -> Result<(), Failure> {
 
 fn run(path: &Path) -> Result<(), Failure> {
     let (config, specs) = load(path)?;
+    // The children this process started: kept across a reopen, so that their exits are heard.
+    let mut children = HashMap::new();
+    let mut heard = Vec::new();
+    // A store whose commit failed refuses every commit until it is opened again (a full disk, a
+    // failed sync): open it again with the exits it refused, so that none is lost to the
+    // reconciliation (which would find those programs gone and run their jobs again). A few
+    // times, a second apart; then give up (exit 1): a restarted agent finds those programs gone.
+    for _ in 0..3 {
+        match serve(&config, &specs, &mut children, std::mem::take(&mut heard)) {
+            Err(Failure::Unrecorded { exits, why }) => {
+                say!(
+                    "the store refused {} exit(s) ({why}); opening it again",
+                    exits.len()
+                );
+                heard = exits;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+    Err(Failure::Other(
+        "the store refused to record exits three times in a row; see the errors above".into(),
+    ))
+}
+
+/// Opens the store (recording `heard` first), reconciles, offers the jobs and runs them until
+/// idle.
+fn serve(
+    config: &Config,
+    specs: &[JobSpec],
+    children: &mut HashMap<JobId, (AttemptId, Child)>,
+    heard: Vec<(AttemptId, ProgramExit)>,
+) -> Result<(), Failure> {
     let jobs: HashMap<&str, &JobConfig> = config
         .jobs
         .iter()
@@ -224,7 +262,7 @@ fn run(path: &Path) -> Result<(), Failure> {
     // finds it runnable.
     let store = FileStore::open(&config.state_dir)?;
     let options = LedgerOptions::default().with_restart_policy(config.restart_policy);
-    let (ledger, effects) = Ledger::open_with(store, session, options)?;
+    let (ledger, effects) = Ledger::open_with_exits(store, session, options, heard)?;
     say!("recovered effects={}", effects.len());
     let report = ledger.open_report();
     if !report.is_clean() {
@@ -233,16 +271,16 @@ fn run(path: &Path) -> Result<(), Failure> {
     let mut agent = Agent {
         ledger,
         jobs,
-        config: &config,
+        config,
         sink: Reporter(JsonLinesSink::open(&config.status_file)?),
-        children: HashMap::new(),
+        children,
         restart_ordered: false,
     };
     agent.carry_out(effects)?;
 
     for spec in specs {
         let id = spec.id().clone();
-        let answer = agent.ledger.offer(spec)?;
+        let answer = agent.ledger.offer(spec.clone())?;
         say!("offer job={id} answer={answer:?}");
     }
 
@@ -258,14 +296,17 @@ fn run(path: &Path) -> Result<(), Failure> {
             agent.start(&job)?;
         }
         // Idle: no program of ours or of an earlier agent process runs, nothing to report, and
-        // no restart is owed but the one this process ordered (the machine is going down). A
-        // restart that was not ordered, or whose command failed, is waited for: its deadline
-        // licenses it again and reports it overdue.
+        // no restart is owed but one this process ordered that was already reported overdue. A
+        // restart that was not ordered, or whose command failed, or that does not come (a
+        // command that succeeded, and no shutdown), is waited for: its deadline licenses it
+        // again and reports it overdue; then the next start of the agent licenses it again.
         let waiting = agent.ledger.jobs().any(|r| match r.state() {
             JobState::Running { .. } => true,
             JobState::AwaitingReboot {
-                verifying_in: None, ..
-            } => !agent.restart_ordered,
+                verifying_in: None,
+                overdue,
+                ..
+            } => !agent.restart_ordered || *overdue == 0,
             _ => false,
         });
         let idle = agent.children.is_empty() && !waiting && agent.ledger.outbox().next().is_none();
@@ -322,7 +363,7 @@ struct Agent<'a> {
     jobs: HashMap<&'a str, &'a JobConfig>,
     config: &'a Config,
     sink: Reporter,
-    children: HashMap<JobId, (AttemptId, Child)>,
+    children: &'a mut HashMap<JobId, (AttemptId, Child)>,
     /// Whether this process ordered a restart that the command accepted.
     restart_ordered: bool,
 }
@@ -379,16 +420,32 @@ impl Agent<'_> {
     /// Records the exit of every child that exited.
     fn reap(&mut self) -> Result<(), Failure> {
         let mut exited = Vec::new();
-        for (job, (attempt, child)) in &mut self.children {
+        for (job, (attempt, child)) in self.children.iter_mut() {
             if let Some(status) = child.try_wait()? {
-                exited.push((job.clone(), attempt.clone(), status));
+                // An exit code or a signal, without loss (a signal is never mistaken for a code).
+                exited.push((job.clone(), attempt.clone(), ProgramExit::from(status)));
             }
         }
-        for (job, attempt, status) in exited {
-            self.children.remove(&job);
-            // An exit code or a signal, without loss (a signal is never mistaken for a code).
-            let exit = ProgramExit::from(status);
-            let effects = self.ledger.program_exited(&attempt, exit)?;
+        for job in exited.iter().map(|(job, ..)| job) {
+            self.children.remove(job);
+        }
+        let mut exited = exited.into_iter();
+        while let Some((job, attempt, exit)) = exited.next() {
+            let effects = match self.ledger.program_exited(&attempt, exit) {
+                Ok(effects) => effects,
+                // Reaped, the status exists nowhere else: it goes to the next open, with the
+                // ones not recorded yet.
+                Err(jobstate::Error::Store(e)) => {
+                    let exits = std::iter::once((attempt, exit))
+                        .chain(exited.map(|(_, attempt, exit)| (attempt, exit)))
+                        .collect();
+                    return Err(Failure::Unrecorded {
+                        exits,
+                        why: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
             say!("exit job={job} {exit} state={}", self.state(&job));
             self.carry_out(effects)?;
         }
@@ -413,12 +470,12 @@ impl Agent<'_> {
         self.ledger.deliver(&mut self.sink)?;
         say!("restart job={job} when={when:?}");
         let argv = &self.config.restart_command;
-        let status = Command::new(&argv[0]).args(&argv[1..]).status()?;
-        if status.success() {
-            self.restart_ordered = true;
-        } else {
-            // The restart deadline licenses it again, and reports it overdue.
-            say!("restart failed job={job}: {status}");
+        match Command::new(&argv[0]).args(&argv[1..]).status() {
+            Ok(status) if status.success() => self.restart_ordered = true,
+            // The restart deadline licenses it again, and reports it overdue; the agent goes on
+            // (a command that cannot run must not stop every other job).
+            Ok(status) => say!("restart failed job={job}: {status}"),
+            Err(e) => say!("restart failed job={job}: {}: {e}", argv[0]),
         }
         Ok(())
     }
@@ -457,9 +514,14 @@ impl Agent<'_> {
         let same = self.ledger.session().program_id(program.pid()).ok() == Some(program);
         if same {
             say!("terminate job={} pid={}", attempt.job, program.pid());
-            Command::new("kill")
+            // Not run, it changes nothing the ledger holds: the job waits, visibly, and the
+            // termination is licensed again.
+            if let Err(e) = Command::new("kill")
                 .args(["-KILL", &program.pid().to_string()])
-                .status()?;
+                .status()
+            {
+                say!("terminate failed job={}: kill: {e}", attempt.job);
+            }
         }
         // It was not this process's child: its exit status is lost. The next tick sees it gone
         // and ends the attempt as timed out.
@@ -478,7 +540,19 @@ impl Agent<'_> {
             );
             return Ok(());
         };
-        let status = Command::new(&argv[0]).args(&argv[1..]).status()?;
+        let status = match Command::new(&argv[0]).args(&argv[1..]).status() {
+            Ok(status) => status,
+            // A check that cannot run said nothing: it stays owed (licensed again at the next
+            // start), the job waits visibly, and the agent goes on with the others.
+            Err(e) => {
+                say!(
+                    "verify job={}: the check cannot be run: {}: {e}",
+                    attempt.job,
+                    argv[0]
+                );
+                return Ok(());
+            }
+        };
         let result = match status.code() {
             Some(0) => CheckResult::Installed,
             Some(2) => CheckResult::NotYet,
