@@ -19,6 +19,20 @@ pub fn msi_job(id: JobId) -> JobSpec {
 
 pub type MemLedger = Ledger<MemoryStore, SessionFacts>;
 
+/// The job's current state.
+pub fn state(ledger: &MemLedger, spec: &JobSpec) -> jobstate::JobState {
+    ledger.job(spec.id()).unwrap().state().clone()
+}
+
+/// Begins the job's queued attempt and records its launch (pid 4242).
+pub fn start(ledger: &mut MemLedger, spec: &JobSpec) -> jobstate::AttemptId {
+    let attempt = ledger.begin(spec.id()).unwrap();
+    let _effects = ledger
+        .launched(&attempt, jobstate::ProgramId::new(4242, 7))
+        .unwrap();
+    attempt
+}
+
 pub fn t0() -> Timestamp {
     Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap()
 }

@@ -31,6 +31,8 @@ mod outbox;
 mod restart_pending;
 mod restart_policy;
 mod retention;
+mod review_restarts;
+mod review_status;
 mod scale;
 mod seeds;
 mod semantics;

@@ -28,16 +28,6 @@ fn session(boot_name: &str, alive: &[&AttemptId]) -> SessionFacts {
     }
 }
 
-fn state(ledger: &MemLedger, spec: &JobSpec) -> JobState {
-    ledger.job(spec.id()).unwrap().state().clone()
-}
-
-fn start(ledger: &mut MemLedger, spec: &JobSpec) -> AttemptId {
-    let attempt = ledger.begin(spec.id()).unwrap();
-    let _effects = ledger.launched(&attempt, ProgramId::new(4242, 7)).unwrap();
-    attempt
-}
-
 fn keys(reports: &[StatusMessage]) -> Vec<String> {
     reports.iter().map(|m| m.key.to_string()).collect()
 }
