@@ -77,7 +77,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             let mut answers = Answers::for_batch(batch);
             let result = sink.deliver(batch, &mut answers);
             if result.is_err() {
-                answers.pause(None);
+                answers.unreachable();
             }
             let answered = match self.answer(answers) {
                 Ok(answered) => answered,
@@ -152,7 +152,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     ///                     break;
     ///                 }
     ///                 Reply::Unreachable => {
-    ///                     answers.pause(None);
+    ///                     answers.unreachable(); // a pause; the message in flight a suspect
     ///                     break;
     ///                 }
     ///             }
@@ -191,10 +191,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 .filter(|k| answers.get(k).is_some())
                 .count(),
         );
-        // The message in flight when the sink paused without naming a time (a transport error,
-        // a dropped connection): a receiver that fails on that one message each time, while it
-        // answers others, must not hold them back for ever (SEMANTICS.md: "one message that
-        // keeps failing never holds back the others").
+        // The message in flight when the sink paused without naming a time: offered after the
+        // others from then on; if the connection broke on it (a transport error) again after
+        // the receiver answered others, the failure is its own (SEMANTICS.md: "one message
+        // that keeps failing never holds back the others").
         let in_flight = match pause {
             Some(None) => answers.unanswered().next().cloned(),
             _ => None,
@@ -204,7 +204,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 answered.stale += 1;
                 continue;
             };
-            // A failure: the wait the receiver asked for, and what it said.
+            // A failure: the wait the receiver asked for, and what it said. A suspect's counts
+            // against the bound on attempts only: a message the receiver answers nothing about
+            // is not given up on for its age (a network that drops now and then would do it).
+            let mut on_attempts_only = false;
             let (after, last_failure) = match answers.get(key) {
                 Some(Answer::Accepted) => {
                     delivered.push(key.clone());
@@ -223,9 +226,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 }
                 Some(Answer::Retry { after, reason }) => (*after, reason.clone()),
                 None if in_flight.as_ref() == Some(key) => {
-                    if !self.schedule.suspect(key) {
+                    if !self.schedule.suspect(key, answers.was_unreachable()) {
                         continue;
                     }
+                    on_attempts_only = true;
                     (
                         None,
                         "the sink failed on it each time, while the receiver answered other messages"
@@ -239,7 +243,12 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
                 None => (None, "the sink gave no answer".into()),
             };
             self.schedule.failed(key, now, &policy, after);
-            if !self.schedule.gives_up(message, now, &policy) {
+            let gives_up = if on_attempts_only {
+                self.schedule.gives_up_on_attempts(message, &policy)
+            } else {
+                self.schedule.gives_up(message, now, &policy)
+            };
+            if !gives_up {
                 answered.retrying += 1;
                 continue;
             }

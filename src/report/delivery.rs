@@ -17,7 +17,7 @@ use crate::report::outbox::Outbox;
 /// unanswered is retried with a back-off, like a retry. Returning `Err` says the receiver could
 /// not be reached: the answers given so far stand, the messages not answered yet are neither
 /// failed nor counted, and nothing is offered again before a back-off for the whole sink (as
-/// [`Answers::pause`] without a time, which also says how a message that fails the sink each
+/// [`Answers::unreachable`], which also says how a message on which the connection breaks each
 /// time is kept from holding back the others).
 ///
 /// Delivery is at least once: a message may be handed over again after a crash between the
@@ -116,6 +116,9 @@ pub struct Answers {
     offered: Vec<StatusKey>,
     given: FxHashMap<StatusKey, Answer>,
     pause: Option<Option<Duration>>,
+    /// The pause came from a transport failure (the connection broke, timed out, was refused),
+    /// not from the receiver's own "busy".
+    unreachable: bool,
 }
 
 impl Answers {
@@ -125,6 +128,7 @@ impl Answers {
             offered: batch.iter().map(|m| m.key.clone()).collect(),
             given: FxHashMap::default(),
             pause: None,
+            unreachable: false,
         }
     }
 
@@ -180,18 +184,26 @@ impl Answers {
         self.answer(key, Answer::Rejected { reason });
     }
 
-    /// The receiver cannot take messages now (unreachable; overloaded, as HTTP 429 or 503 say):
-    /// the messages not answered yet are neither failed nor counted, and nothing is offered
-    /// before `after` (at most the policy's longest back-off) or, without one, the policy's
-    /// back-off, which doubles while pauses follow one another.
-    ///
-    /// A pause without `after` suspects the first message not answered (the one in flight):
-    /// it is offered after the other due messages from then on, and if the sink pauses on it
-    /// again after the receiver answered another message, the failure is that message's own
-    /// (it breaks the connection, say): it backs off on its own and counts toward the give-up
-    /// bound, so that it never holds the others back.
+    /// The receiver cannot take messages now (overloaded, as HTTP 429 or 503 say): the messages
+    /// not answered yet are neither failed nor counted, and nothing is offered before `after`
+    /// (at most the policy's longest back-off) or, without one, the policy's back-off, which
+    /// doubles while pauses follow one another. A pause without `after` also makes the first
+    /// message not answered (the one in flight) a suspect: it is offered after the other due
+    /// messages from then on.
     pub fn pause(&mut self, after: Option<Duration>) {
         self.pause.get_or_insert(after);
+    }
+
+    /// The receiver could not be reached while this batch was offered (the connection was
+    /// refused, broke or timed out): a [`pause`](Answers::pause) without a time, as a sink's
+    /// `Err` is. The message in flight becomes a suspect, offered after the others; if the
+    /// connection breaks on it again once the receiver has answered another message since, the
+    /// failure is that message's own (a collector that drops the connection on that one
+    /// message): it backs off on its own and counts toward the give-up bound on attempts, so
+    /// that it never holds the others back. A receiver that is down counts against none.
+    pub fn unreachable(&mut self) {
+        self.pause(None);
+        self.unreachable = true;
     }
 
     /// Whether [`pause`](Answers::pause) was asked for.
@@ -217,6 +229,11 @@ impl Answers {
     /// The pause asked for: `Some(after)` if one was.
     pub(crate) fn pause_asked(&self) -> Option<Option<Duration>> {
         self.pause
+    }
+
+    /// Whether the pause came from a transport failure ([`unreachable`](Answers::unreachable)).
+    pub(crate) fn was_unreachable(&self) -> bool {
+        self.unreachable
     }
 }
 
@@ -455,14 +472,14 @@ impl Schedule {
     }
 
     /// `key` was in flight when the sink paused: marks it a suspect, and says whether the
-    /// receiver answered another message since it was first marked (then the failure is the
-    /// message's own).
-    pub(crate) fn suspect(&mut self, key: &StatusKey) -> bool {
+    /// failure is the message's own: the pause came from a transport failure (`unreachable`)
+    /// and the receiver answered another message since it was marked.
+    pub(crate) fn suspect(&mut self, key: &StatusKey, unreachable: bool) -> bool {
         let heard = self.heard;
         let state = self.messages.entry(key.clone()).or_default();
         state.leased_until = None;
         match state.suspect_since {
-            Some(since) if heard > since => {
+            Some(since) if unreachable && heard > since => {
                 state.suspect_since = Some(heard);
                 true
             }
@@ -539,6 +556,17 @@ impl Schedule {
             earliest = Some(earliest.map_or(at, |e: Timestamp| e.min(at)));
         }
         earliest
+    }
+
+    /// Whether `message` is past the give-up bound on attempts after its failures so far.
+    pub(crate) fn gives_up_on_attempts(
+        &self,
+        message: &StatusMessage,
+        policy: &DeliveryPolicy,
+    ) -> bool {
+        policy
+            .give_up_after_attempts
+            .is_some_and(|n| self.failures(&message.key) >= n)
     }
 
     /// Whether `message` is past the give-up bound after its failures so far.
