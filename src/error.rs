@@ -166,7 +166,9 @@ pub enum Error {
     /// The state machine refused the event.
     #[error(transparent)]
     Transition(#[from] TransitionError),
-    /// The job is queued but may not start now.
+    /// The job is queued but may not start now; or a rerun was asked for while the restart its
+    /// abandoned attempt owed may still come (`reason`: [`WaitReason::RestartPending`] naming
+    /// the job itself).
     #[error("job {job} cannot start now: {reason}; ask again later (next_runnable says when)")]
     NotRunnable {
         /// The job.

@@ -656,16 +656,26 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         Ok(self.with_unreturned(effects))
     }
 
-    /// Asks to run `job` again (a new run). Refused for a completed mandatory job, and while the
+    /// Asks to run `job` again (a new run). Refused for a completed mandatory job, while the
     /// program of an attempt an operator abandoned in this boot still runs
-    /// ([`Error::ProgramStillRunning`]).
+    /// ([`Error::ProgramStillRunning`]), and while the restart that attempt owed may still come
+    /// ([`Error::NotRunnable`], until it would have been reported overdue).
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn rerun(&mut self, job: &JobId) -> Result<Effects, Error> {
         crate::observe::call_span!("rerun", job = job);
-        if let Some(attempt) = self.abandoned_program_alive(self.record(job)?) {
+        let record = self.record(job)?;
+        if let Some(attempt) = self.abandoned_program_alive(record) {
             return Err(Error::ProgramStillRunning {
                 job: job.clone(),
                 attempt,
+            });
+        }
+        // The restart its abandoned attempt owed may still come: a new run would start under
+        // it (and end the hold on the others, which is kept only for an abandoned job).
+        if self.abandoned_restart_owed(record).is_some() {
+            return Err(Error::NotRunnable {
+                job: job.clone(),
+                reason: WaitReason::RestartPending { job: job.clone() },
             });
         }
         let effects = self.apply(job, EventKind::RerunRequested)?;
