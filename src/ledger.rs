@@ -245,6 +245,10 @@ pub struct Ledger<S: Store, C: SessionContext> {
     /// stands in the way of a start as a running job would (SEMANTICS.md: "Restarts are
     /// exclusive"); its liveness is polled. In memory only: found again at open.
     abandoned: BTreeSet<JobId>,
+    /// Abandoned jobs whose program the agent reported ended (`program_exited`,
+    /// `program_lost`): no longer in the way, whatever the session can tell. In memory only: a
+    /// finished run records no more changes; after an agent restart the session's answer rules.
+    abandoned_gone: BTreeSet<JobId>,
     /// Effects licensed by commits of a call that then failed on a later commit (a call that
     /// changes more jobs than one commit holds): handed out by the next `tick`.
     unreturned: Vec<Effect>,
@@ -350,6 +354,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
             retention: options.retention,
             orphans: BTreeSet::new(),
             abandoned: BTreeSet::new(),
+            abandoned_gone: BTreeSet::new(),
             unreturned: Vec::new(),
         };
         // Abandoned jobs are finished: found in one walk of every job, here only, before the
@@ -522,7 +527,10 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
 
     /// Records that the program of `attempt` ended: an exit code, mapped by the job's
     /// exit-code policy, or a signal (give it a [`std::process::ExitStatus`] or a
-    /// [`ProgramExit`]; a plain `i32` is an exit code).
+    /// [`ProgramExit`]; a plain `i32` is an exit code). The end of the program of an attempt an
+    /// operator abandoned in this boot changes no state (the run is over) but is noted: the
+    /// program no longer stands in the way of a start or a rerun, whatever the session can
+    /// tell (until the agent restarts).
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn program_exited(
         &mut self,
@@ -530,6 +538,9 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         exit: impl Into<ProgramExit>,
     ) -> Result<Effects, Error> {
         crate::observe::call_span!("program_exited", attempt = attempt);
+        if self.abandoned_program_ended(attempt) {
+            return Ok(Vec::new().into());
+        }
         // Asked only for a job that cares: the session may run a helper to answer.
         let restart_pending = self
             .state
@@ -577,10 +588,15 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
     /// result: with a check, verify; without, the retry policy applies
     /// ([`FailureReason::ProgramLost`](crate::FailureReason::ProgramLost), or `TimedOut` after a
     /// termination). A launch never recorded is launched again as the same attempt
-    /// ([`Effect::Launch`]) if the job may start now, else queued until it may.
+    /// ([`Effect::Launch`]) if the job may start now, else queued until it may. For an attempt
+    /// an operator abandoned in this boot it is noted as [`program_exited`](Ledger::program_exited)
+    /// notes it.
     #[must_use = "the effects must be carried out (a launch, termination, restart or check); dropped, they are lost until recovery licenses them again"]
     pub fn program_lost(&mut self, attempt: &AttemptId) -> Result<Effects, Error> {
         crate::observe::call_span!("program_lost", attempt = attempt);
+        if self.abandoned_program_ended(attempt) {
+            return Ok(Vec::new().into());
+        }
         let kind = EventKind::ProgramLost {
             attempt: attempt.attempt_ref(),
         };
@@ -680,6 +696,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         }
         let effects = self.apply(job, EventKind::RerunRequested)?;
         self.abandoned.remove(job);
+        self.abandoned_gone.remove(job);
         Ok(effects)
     }
 
@@ -712,6 +729,26 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         Some(limit.saturating_sub(waited)).filter(|left| !left.is_zero())
     }
 
+    /// Notes that the program of `attempt`, abandoned in this boot, ended (its exit was reaped,
+    /// or the agent knows it is gone), if it is such an attempt: it no longer stands in the way
+    /// when the session cannot tell. The job's run is finished: nothing is recorded.
+    fn abandoned_program_ended(&mut self, attempt: &AttemptId) -> bool {
+        let abandoned = self.state.jobs().get(&attempt.job).is_some_and(|record| {
+            matches!(
+                record.state(),
+                JobState::Failed {
+                    reason: crate::FailureReason::Abandoned,
+                    attempt: Some(a),
+                    ..
+                } if a.boot == self.boot && a.run == attempt.run && a.number == attempt.number
+            )
+        });
+        if abandoned {
+            self.abandoned_gone.insert(attempt.job.clone());
+        }
+        abandoned
+    }
+
     /// The attempt of `record`, abandoned in this boot, whose program the session says is alive.
     fn abandoned_program_alive(&self, record: &JobRecord) -> Option<AttemptRef> {
         let JobState::Failed {
@@ -722,7 +759,7 @@ impl<S: Store, C: SessionContext> Ledger<S, C> {
         else {
             return None;
         };
-        if abandoned.boot != self.boot {
+        if abandoned.boot != self.boot || self.abandoned_gone.contains(record.id()) {
             return None;
         }
         let named = AttemptRef {
