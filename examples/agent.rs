@@ -106,6 +106,18 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// A ledger call's failure: a store that refused a commit (it refuses every commit until it is
+/// opened again) sends the agent back to reopen it; anything else stops it.
+fn store_or_other(e: jobstate::Error) -> Failure {
+    match e {
+        jobstate::Error::Store(e) => Failure::Unrecorded {
+            exits: Vec::new(),
+            why: e.to_string(),
+        },
+        e => Failure::Other(e.to_string()),
+    }
+}
+
 /// Prints one event line and flushes it (the VM test reads them off a serial console).
 macro_rules! say {
     ($($arg:tt)*) => {{
@@ -210,27 +222,42 @@ fn run(path: &Path) -> Result<(), Failure> {
     let (config, specs) = load(path)?;
     // The children this process started: kept across a reopen, so that their exits are heard.
     let mut children = HashMap::new();
-    let mut heard = Vec::new();
+    let mut heard: Vec<(AttemptId, ProgramExit)> = Vec::new();
     // A store whose commit failed refuses every commit until it is opened again (a full disk, a
-    // failed sync): open it again with the exits it refused, so that none is lost to the
-    // reconciliation (which would find those programs gone and run their jobs again). A few
-    // times, a second apart; then give up (exit 1): a restarted agent finds those programs gone.
-    for _ in 0..3 {
+    // failed sync): open it again, with the exits it refused, so that none is lost to the
+    // reconciliation (which would find those programs gone and run their jobs again). While an
+    // exit is held or a child runs, for as long as it takes (1 s, doubling to a minute: a disk
+    // is freed eventually, and an exit given up is a job run twice); otherwise five times, then
+    // exit 1 (a supervisor starts the agent again).
+    let mut tries = 0u32;
+    loop {
+        let served = std::time::Instant::now();
         match serve(&config, &specs, &mut children, std::mem::take(&mut heard)) {
             Err(Failure::Unrecorded { exits, why }) => {
-                say!(
-                    "the store refused {} exit(s) ({why}); opening it again",
-                    exits.len()
-                );
+                // The exits no open recorded: those it was given if it failed, else those
+                // reaped after it.
                 heard = exits;
-                std::thread::sleep(Duration::from_secs(1));
+                // Failures in a row: a store that worked for a minute starts the count again.
+                tries = if served.elapsed() > Duration::from_secs(60) {
+                    1
+                } else {
+                    tries + 1
+                };
+                if heard.is_empty() && children.is_empty() && tries >= 5 {
+                    return Err(Failure::Other(why));
+                }
+                let wait = Duration::from_secs(1 << tries.min(6)).min(Duration::from_secs(60));
+                say!(
+                    "the store refused a commit ({why}); {} exit(s) held, {} child(ren) running; opening it again in {} s",
+                    heard.len(),
+                    children.len(),
+                    wait.as_secs()
+                );
+                std::thread::sleep(wait);
             }
             other => return other,
         }
     }
-    Err(Failure::Other(
-        "the store refused to record exits three times in a row; see the errors above".into(),
-    ))
 }
 
 /// Opens the store (recording `heard` first), reconciles, offers the jobs and runs them until
@@ -260,9 +287,22 @@ fn serve(
     // with the previous agent process ends its attempt; a launch never recorded is launched again
     // now if the job may start (its run condition, no restart owed), else when the loop below
     // finds it runnable.
-    let store = FileStore::open(&config.state_dir)?;
     let options = LedgerOptions::default().with_restart_policy(config.restart_policy);
-    let (ledger, effects) = Ledger::open_with_exits(store, session, options, heard)?;
+    // A store that cannot be opened, or whose open cannot commit (a disk still full), keeps
+    // the exits it was given for the next try.
+    let opened = FileStore::open(&config.state_dir)
+        .map_err(jobstate::Error::from)
+        .and_then(|store| Ledger::open_with_exits(store, session, options, heard.clone()));
+    let (ledger, effects) = match opened {
+        Ok(opened) => opened,
+        Err(jobstate::Error::Store(e)) => {
+            return Err(Failure::Unrecorded {
+                exits: heard,
+                why: e.to_string(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     say!("recovered effects={}", effects.len());
     let report = ledger.open_report();
     if !report.is_clean() {
@@ -280,15 +320,18 @@ fn serve(
 
     for spec in specs {
         let id = spec.id().clone();
-        let answer = agent.ledger.offer(spec.clone())?;
+        let answer = agent.ledger.offer(spec.clone()).map_err(store_or_other)?;
         say!("offer job={id} answer={answer:?}");
     }
 
     let poll = Duration::from_millis(config.poll_ms);
     loop {
-        agent.ledger.deliver(&mut agent.sink)?;
+        agent
+            .ledger
+            .deliver(&mut agent.sink)
+            .map_err(store_or_other)?;
         agent.reap()?;
-        let effects = agent.ledger.tick()?;
+        let effects = agent.ledger.tick().map_err(store_or_other)?;
         agent.carry_out(effects)?;
         // Start what may start: the ledger hands out a job that may restart the machine only
         // when no other job runs, and nothing while a restart is owed.
@@ -381,7 +424,7 @@ impl Agent<'_> {
 
     /// Begins the job's queued attempt, then launches it.
     fn start(&mut self, job: &JobId) -> Result<(), Failure> {
-        let attempt = self.ledger.begin(job)?;
+        let attempt = self.ledger.begin(job).map_err(store_or_other)?;
         self.launch(attempt)
     }
 
@@ -407,13 +450,22 @@ impl Agent<'_> {
             Err(e) => {
                 // It never ran: the attempt fails as such (the retry policy applies).
                 say!("launch failed job={job}: {e}");
-                let effects = self.ledger.launch_failed(&attempt)?;
+                let effects = self
+                    .ledger
+                    .launch_failed(&attempt)
+                    .map_err(store_or_other)?;
                 return self.carry_out(effects);
             }
         };
-        let program = self.ledger.session().program_id(child.id())?;
-        let effects = self.ledger.launched(&attempt, program)?;
-        self.children.insert(job, (attempt, child));
+        // Kept before the launch is recorded: if the store refuses that commit, the agent
+        // reopens it still holding the child, and hears its exit.
+        let pid = child.id();
+        self.children.insert(job, (attempt.clone(), child));
+        let program = self.ledger.session().program_id(pid)?;
+        let effects = self
+            .ledger
+            .launched(&attempt, program)
+            .map_err(store_or_other)?;
         self.carry_out(effects)
     }
 
@@ -467,7 +519,9 @@ impl Agent<'_> {
 
     fn restart(&mut self, job: &JobId, when: RestartRelease) -> Result<(), Failure> {
         // Report first: the restart ends this process.
-        self.ledger.deliver(&mut self.sink)?;
+        self.ledger
+            .deliver(&mut self.sink)
+            .map_err(store_or_other)?;
         say!("restart job={job} when={when:?}");
         let argv = &self.config.restart_command;
         match Command::new(&argv[0]).args(&argv[1..]).status() {
@@ -558,7 +612,10 @@ impl Agent<'_> {
             Some(2) => CheckResult::NotYet,
             _ => CheckResult::NotInstalled,
         };
-        let effects = self.ledger.verification(attempt, result)?;
+        let effects = self
+            .ledger
+            .verification(attempt, result)
+            .map_err(store_or_other)?;
         say!(
             "verify job={} result={result:?} state={}",
             attempt.job,
