@@ -1262,7 +1262,19 @@ fn check_follows(change: Proposed<'_>, tail: Tail<'_>) -> Result<(), ReplayError
 
 #[cfg(test)]
 mod tests {
-    use super::{JobTable, ReplayError};
+    use super::{JobTable, ReplayError, shown_id};
+
+    /// An invalid stored id is shown whole up to 64 bytes, cut with its length past that
+    /// (a mutant made 64 bytes read as cut).
+    #[test]
+    fn a_shown_id_is_cut_only_past_64_bytes() {
+        assert_eq!(shown_id(&[b'x'; 64]), "x".repeat(64));
+        assert_eq!(
+            shown_id(&[b'x'; 65]),
+            format!("{}… (65 bytes)", "x".repeat(64))
+        );
+        assert_eq!(shown_id(b"a\xffb"), "a\u{fffd}b");
+    }
     use crate::codec;
     use crate::core::id::JobId;
     use crate::core::program::ProgramId;

@@ -344,3 +344,51 @@ pub fn seconds_until<S: jobstate::store::Store>(
 ) -> i64 {
     (at - ledger.session().now).num_seconds()
 }
+
+/// The example agent, built by cargo each time (`cargo test --test it` builds no example;
+/// cargo says at once when it is fresh).
+#[cfg(target_os = "linux")]
+pub fn example_agent() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let agent = profile_dir.join("examples").join("agent");
+    // Built every time (cargo says at once when it is fresh): a binary left by an older build
+    // would test old code.
+    {
+        let target_dir = profile_dir.parent().unwrap();
+        let status = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "agent",
+                "--features",
+                "json-lines",
+            ])
+            .env("CARGO_TARGET_DIR", target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "building examples/agent");
+    }
+    agent
+}
+
+/// Waits up to `limit` for `child` to exit: its status, or `None` (then it is killed).
+pub fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

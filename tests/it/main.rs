@@ -31,6 +31,7 @@ mod outbox;
 mod restart_pending;
 mod restart_policy;
 mod retention;
+mod review_fixes;
 mod review_restarts;
 mod review_status;
 mod scale;

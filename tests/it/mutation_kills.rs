@@ -1203,3 +1203,39 @@ fn a_record_is_a_compaction_only_of_its_own_job() {
     assert!(later.is_compaction_of(later));
     assert!(!earlier.is_compaction_of(later));
 }
+
+// SEMANTICS.md: the program of a job abandoned in this boot stands in the way of a start "as a
+// running job's does", judged by what it was launched to do. The spec that matters is the one
+// in force when the attempt first went `Running`, even when a spec change (recorded while it
+// ran, itself a `Running` entry) and its launch come after that. Here the upgrade is re-offered
+// as one that never restarts the machine while its program runs, then abandoned: the program,
+// launched to restart the machine, still keeps the patch out. (Mutant:
+// `JobRecord::last_attempt_spec`'s guard `(attempt.run, attempt.number) == (run, number)`
+// replaced with `false`, so the walk back stopped at the attempt's last-but-one `Running` entry
+// and took the spec offered while it ran.)
+#[test]
+fn an_abandoned_program_is_judged_by_the_spec_it_was_launched_under() {
+    let store = MemoryStore::new();
+    let up = msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::RestartsMachine);
+    let patch = msi_job(job("patch"));
+    let mut ledger = open(&store, "a");
+    ledger.offer(up.clone()).unwrap();
+    ledger.offer(patch.clone()).unwrap();
+    let attempt = start(&mut ledger, &up);
+    // Re-offered while it runs: no longer restarting (for a later run).
+    let _ = ledger
+        .offer(msi_job(job("os-upgrade")).with_reboot(RebootBehaviour::Never))
+        .unwrap();
+    assert!(matches!(state(&ledger, &up), JobState::Running { .. }));
+    ledger.session_mut().programs = LivePrograms::Known([attempt.clone()].into());
+    let _effects = ledger.abandon(up.id()).unwrap();
+    // The program ignores its termination and still runs: the patch waits for it.
+    let wait = wait_of(&ledger, &patch);
+    assert_eq!(
+        wait.reason,
+        WaitReason::Exclusive {
+            job: up.id().clone()
+        },
+        "the patch may start beside the abandoned upgrade's live program: {wait:?}"
+    );
+}

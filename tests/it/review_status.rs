@@ -1,7 +1,7 @@
 //! Review (B) of status reporting, spec changes and operator actions when the store fails in
 //! the middle of a call or the agent crashes. Each test is one finding: it fails on the code it
 //! was written against, and its comment names the sequence, what happened, and the sentence of
-//! DESIGN.md it breaks. See FINDINGS.md.
+//! DESIGN.md it breaks; the CHANGELOG (Unreleased, Fixed) says how each was fixed.
 
 use std::time::Duration;
 
@@ -229,35 +229,6 @@ fn a_rerun_after_abandoning_an_unresponsive_program_never_starts_beside_it_when_
     );
 }
 
-/// The example agent, built by cargo if it is not built yet (`cargo test --test it` builds no
-/// example).
-#[cfg(target_os = "linux")]
-fn example_agent() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let agent = profile_dir.join("examples").join("agent");
-    // Built every time (cargo says at once when it is fresh): a binary left by an older build
-    // would test old code.
-    {
-        let target_dir = profile_dir.parent().unwrap();
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "agent",
-                "--features",
-                "json-lines",
-            ])
-            .env("CARGO_TARGET_DIR", target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "building examples/agent");
-    }
-    agent
-}
-
 /// F4 (examples/agent.rs). One job's detection check that cannot be executed (a script whose
 /// interpreter is missing, a file that lost its execute bit: `load` checks only that the path
 /// is a file) stops the whole agent at every start, for good. `verify` runs the check with
@@ -453,17 +424,7 @@ fn the_example_agent_reports_a_restart_it_ordered_overdue_when_it_does_not_come(
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
-    let exited = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if started.elapsed() > Duration::from_secs(5) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exited = wait_at_most(&mut child, Duration::from_secs(5));
     let mut stdout = String::new();
     use std::io::Read;
     let _ = child.stdout.take().unwrap().read_to_string(&mut stdout);
