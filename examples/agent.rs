@@ -221,7 +221,7 @@ fn abandon(path: &Path, job: &std::ffi::OsStr) -> Result<(), Failure> {
 fn run(path: &Path) -> Result<(), Failure> {
     let (config, specs) = load(path)?;
     // The children this process started: kept across a reopen, so that their exits are heard.
-    let mut children = HashMap::new();
+    let mut children: HashMap<JobId, (AttemptId, Child)> = HashMap::new();
     let mut heard: Vec<(AttemptId, ProgramExit)> = Vec::new();
     // A store whose commit failed refuses every commit until it is opened again (a full disk, a
     // failed sync): open it again, with the exits it refused, so that none is lost to the
@@ -231,6 +231,16 @@ fn run(path: &Path) -> Result<(), Failure> {
     // exit 1 (a supervisor starts the agent again).
     let mut tries = 0u32;
     loop {
+        // Children that exited meanwhile: their exits go to the open too, before its
+        // reconciliation could find a program gone whose launch it never recorded and start
+        // it again.
+        children.retain(|_, (attempt, child)| match child.try_wait() {
+            Ok(Some(status)) => {
+                heard.push((attempt.clone(), ProgramExit::from(status)));
+                false
+            }
+            _ => true,
+        });
         let served = std::time::Instant::now();
         match serve(&config, &specs, &mut children, std::mem::take(&mut heard)) {
             Err(Failure::Unrecorded { exits, why }) => {
