@@ -51,8 +51,9 @@ impl LinuxSession {
     }
 
     /// Whether any process carries the attempt's marker in its environment. A process whose
-    /// environment this process may not read could be the attempt's: then the answer is
-    /// `Unknown`, never `Gone` (which would launch a second program beside it).
+    /// environment this process may not read could be the attempt's, and so could a zombie
+    /// child of this process (a zombie shows no environment): then the answer is `Unknown`,
+    /// never `Gone` (which would launch a second program beside it).
     pub(super) fn marked_status(&self, attempt: &AttemptId) -> ProgramStatus {
         let marker = format!("{ATTEMPT_ENV}={}", attempt.env_value()).into_bytes();
         let Ok(entries) = std::fs::read_dir(self.root.join("proc")) else {
@@ -82,12 +83,28 @@ impl LinuxSession {
             {
                 return ProgramStatus::Alive;
             }
+            // A zombie shows no environment. This process's own zombie child may be the
+            // attempt's: it ran, and its status is still ours to collect (the agent then hands
+            // it to `program_exited`); `Gone` would launch the attempt a second time.
+            if environ.is_empty() && self.own_zombie(&entry.path()) {
+                unreadable = true;
+            }
         }
         if unreadable {
             ProgramStatus::Unknown
         } else {
             ProgramStatus::Gone
         }
+    }
+}
+
+impl LinuxSession {
+    /// Whether the process at `proc_dir` is a zombie whose parent is this process.
+    fn own_zombie(&self, proc_dir: &std::path::Path) -> bool {
+        read_bounded(&proc_dir.join("stat"), STAT_MAX)
+            .ok()
+            .and_then(|stat| parse_stat(&stat))
+            .is_some_and(|stat| stat.state == 'Z' && stat.parent == std::process::id())
     }
 }
 
