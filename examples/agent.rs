@@ -442,6 +442,12 @@ impl Agent<'_> {
     /// process's identity: from then on a reboot may end it; before, it never ran.
     fn launch(&mut self, attempt: AttemptId) -> Result<(), Failure> {
         let job = attempt.job.clone();
+        // This process's child of that attempt still runs (its launch never recorded): it is
+        // the attempt's program; a second one never starts beside it.
+        if self.children.get(&job).is_some_and(|(a, _)| *a == attempt) {
+            say!("launch job={job}: its program already runs");
+            return Ok(());
+        }
         say!(
             "launch job={job} run={} attempt={}",
             attempt.run,
@@ -509,7 +515,15 @@ impl Agent<'_> {
                 Err(e) => return Err(e.into()),
             };
             say!("exit job={job} {exit} state={}", self.state(&job));
-            self.carry_out(effects)?;
+            // Its effects met a store refusal: the exits reaped with it and not recorded yet
+            // go to the next open too.
+            match self.carry_out(effects) {
+                Err(Failure::Unrecorded { mut exits, why }) => {
+                    exits.extend(exited.map(|(_, attempt, exit)| (attempt, exit)));
+                    return Err(Failure::Unrecorded { exits, why });
+                }
+                other => other?,
+            }
         }
         Ok(())
     }
