@@ -392,3 +392,33 @@ pub fn wait_at_most(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The example agent started on `config`, its output piped, with SIGXFSZ ignored (as an agent
+/// that handles a full disk would): a write past the file-size limit a test's job sets fails
+/// with EFBIG, as ENOSPC would, instead of killing it.
+#[cfg(target_os = "linux")]
+pub fn spawn_agent_ignoring_xfsz(
+    agent: &std::path::Path,
+    config: &std::path::Path,
+) -> std::process::Child {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; exec {} {}",
+            agent.display(),
+            config.display()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Lifts the file-size limit of the process `pid` ("space comes back").
+#[cfg(target_os = "linux")]
+pub fn lift_file_size_limit(pid: u32) -> std::process::Output {
+    std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--fsize=unlimited"])
+        .output()
+        .unwrap()
+}

@@ -32,6 +32,7 @@ mod restart_pending;
 mod restart_policy;
 mod retention;
 mod review_fixes;
+mod review_last;
 mod review_restarts;
 mod review_status;
 mod scale;

@@ -226,23 +226,11 @@ fn the_example_agent_keeps_an_exit_while_the_store_still_refuses_it_at_the_reope
     std::fs::write(dir.path().join("config.json"), config).unwrap();
     // SIGXFSZ ignored (as an agent that handles a full disk would): a write past the limit
     // fails with EFBIG instead of killing the process.
-    let mut first = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "trap '' XFSZ; exec {} {d}/config.json",
-            agent.display()
-        ))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_agent_ignoring_xfsz(&agent, &dir.path().join("config.json"));
     // The agent holds the exit and opens the store again and again, backing off; space comes
     // back after a few seconds (the limit lifted), and it records the exit then.
     std::thread::sleep(Duration::from_secs(4));
-    let lifted = std::process::Command::new("prlimit")
-        .args(["--pid", &first.id().to_string(), "--fsize=unlimited"])
-        .output()
-        .unwrap();
+    let lifted = lift_file_size_limit(first.id());
     if !lifted.status.success() {
         let _ = first.kill();
         let out = first.wait_with_output().unwrap();
