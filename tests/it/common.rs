@@ -414,6 +414,20 @@ pub fn spawn_agent_ignoring_xfsz(
         .unwrap()
 }
 
+/// Whether `prlimit` (util-linux), which the disk-filling tests use, is missing: then they say
+/// so and skip.
+#[cfg(target_os = "linux")]
+pub fn no_prlimit() -> bool {
+    let missing = std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err();
+    if missing {
+        eprintln!("skipped: no prlimit");
+    }
+    missing
+}
+
 /// Lifts the file-size limit of the process `pid` ("space comes back").
 #[cfg(target_os = "linux")]
 pub fn lift_file_size_limit(pid: u32) -> std::process::Output {

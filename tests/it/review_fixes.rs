@@ -193,12 +193,7 @@ fn a_rerun_of_the_abandoned_job_drops_the_hold_of_the_restart_it_still_owes() {
 #[test]
 fn the_example_agent_keeps_an_exit_while_the_store_still_refuses_it_at_the_reopen() {
     use std::os::unix::fs::PermissionsExt;
-    if std::process::Command::new("prlimit")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: no prlimit");
+    if crate::common::no_prlimit() {
         return;
     }
     let _spawning = crate::file_store::spawning();

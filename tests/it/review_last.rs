@@ -112,12 +112,7 @@ fn a_kept_child_that_exited_during_the_back_off_is_launched_again_at_the_reopen(
 #[test]
 fn the_example_agent_loses_the_exits_reaped_with_one_whose_effects_the_store_refuses() {
     use std::os::unix::fs::PermissionsExt;
-    if std::process::Command::new("prlimit")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: no prlimit");
+    if crate::common::no_prlimit() {
         return;
     }
     let _spawning = crate::file_store::spawning();
