@@ -35,6 +35,7 @@ mod review_fixes;
 mod review_last;
 mod review_restarts;
 mod review_status;
+mod review_stores;
 mod scale;
 mod seeds;
 mod semantics;

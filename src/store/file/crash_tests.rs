@@ -1312,3 +1312,62 @@ fn a_failed_sync_is_cut_back_so_a_power_cut_loses_nothing_acknowledged() {
         );
     }
 }
+
+/// Review E: a compaction whose sync fails while the machine runs on (its snapshot's, or a
+/// directory's after a rename). The store stops (fail-stop); the agent reopens it in the same
+/// boot and goes on committing; then the power fails. When the failed sync was the directory's
+/// after the journal's rename, the reopened store appends (and `fdatasync`s) to the new
+/// journal, whose name was never made durable: nothing at open syncs the directory again. After
+/// the power cut the name `journal` is the old journal again, which ends where the new snapshot
+/// does (an "interrupted compaction"), and every commit acknowledged since the reopen is gone,
+/// silently (DESIGN invariant 2; issue 12 point 4, "fail-stop that a power cut cannot undo").
+#[test]
+fn review_e_a_failed_sync_in_a_compaction_loses_nothing_acknowledged_after_the_reopen() {
+    let mut failures = Vec::new();
+    for k in 1..=4 {
+        let disk = SimDisk::new();
+        let open = |disk: &SimDisk, boot: &str| {
+            let journal = Journal::open(disk.clone(), &dir(), OPTIONS).expect("the journal opens");
+            Ledger::open(Plain(journal), session(boot, t0())).expect("a ledger opens")
+        };
+        let (mut ledger, _) = open(&disk, "b1");
+        ledger
+            .offer(JobSpec::new(JobId::new("acked-before").unwrap()))
+            .unwrap();
+        let mut store = ledger.into_store();
+        // The k-th sync point of the compaction fails; the machine runs on.
+        disk.fail_sync_point(disk.sync_points() + k);
+        let compacted = store.0.compact();
+        assert!(
+            compacted.is_err(),
+            "sync point {k}: the compaction did not fail"
+        );
+        drop(store);
+        let (mut ledger, _) = open(&disk, "b1");
+        ledger
+            .offer(JobSpec::new(JobId::new("acked-after").unwrap()))
+            .unwrap();
+        drop(ledger);
+        for seed in 0..16 {
+            let image = disk.crash(seed);
+            match Journal::open(image, &dir(), OPTIONS) {
+                Ok(journal) => {
+                    let found = ids(&journal.load().unwrap());
+                    if found != ["acked-before", "acked-after"] {
+                        failures.push(format!(
+                            "compaction's sync point {k} failed, image {seed}: recovered {found:?}"
+                        ));
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failures.push(format!(
+                        "compaction's sync point {k} failed, image {seed}: {e}"
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
