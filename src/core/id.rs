@@ -39,10 +39,12 @@ pub enum IdError {
         /// Its byte offset.
         at: usize,
     },
-    /// The identifier held a character that prints as nothing or changes how the text around
-    /// it prints: a bidirectional control (U+202E turns `gpj.exe` into `exe.jpg`), a
-    /// zero-width character, a line or paragraph separator, or another invisible format
-    /// character (Unicode category Cf). Two ids that print alike must be alike.
+    /// The identifier held a character that prints as nothing, as a space, or changes how the
+    /// text around it prints: a bidirectional control (U+202E turns `gpj.exe` into `exe.jpg`),
+    /// a zero-width character, a line or paragraph separator, another invisible format
+    /// character (Unicode category Cf), a default-ignorable code point (a combining grapheme
+    /// joiner, a variation selector, a Hangul filler) or a space other than the ASCII one
+    /// (a no-break space prints as a space). Two ids that print alike must be alike.
     #[error(
         "{kind} holds an invisible or direction-changing character (U+{code:04X}) at byte {at}: it would make the id print as another one in logs and terminals; remove it"
     )]
@@ -56,23 +58,39 @@ pub enum IdError {
     },
 }
 
-/// Whether `c` prints as nothing or changes how the text around it prints: Unicode's format
-/// characters (general category Cf, as of Unicode 16) and the line and paragraph separators.
+/// Whether `c` prints as nothing, as a space, or changes how the text around it prints:
+/// Unicode's format characters (general category Cf), its default-ignorable code points
+/// (`Default_Ignorable_Code_Point`: combining grapheme joiner, variation selectors, Hangul
+/// fillers, ...), the spaces other than U+0020 (category Zs), and the line and paragraph
+/// separators; as of Unicode 16.
 fn invisible(c: char) -> bool {
     matches!(
         u32::from(c),
-        0x00AD
+        0x00A0
+            | 0x00AD
+            | 0x034F
+            | 0x115F..=0x1160
+            | 0x1680
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x2000..=0x200A
+            | 0x202F
+            | 0x205F
+            | 0x3000
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFFA0
+            | 0xFFF0..=0xFFF8
+            | 0xE0000..=0xE0FFF
             | 0x0600..=0x0605
             | 0x061C
             | 0x06DD
             | 0x070F
             | 0x0890..=0x0891
             | 0x08E2
-            | 0x180E
             | 0x200B..=0x200F
             | 0x2028..=0x202E
-            | 0x2060..=0x2064
-            | 0x2066..=0x206F
+            | 0x2060..=0x206F
             | 0xFEFF
             | 0xFFF9..=0xFFFB
             | 0x110BD
@@ -80,8 +98,6 @@ fn invisible(c: char) -> bool {
             | 0x13430..=0x1343F
             | 0x1BCA0..=0x1BCA3
             | 0x1D173..=0x1D17A
-            | 0xE0001
-            | 0xE0020..=0xE007F
     )
 }
 
