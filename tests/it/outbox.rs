@@ -254,7 +254,8 @@ fn the_json_lines_sink_cuts_off_a_line_a_crash_left_unfinished() {
     let dir = std::env::temp_dir().join(format!("jobstate-it-sink-torn-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("status.jsonl");
-    std::fs::write(&path, b"{\"complete\":1}\n{\"key\":{\"job\":\"cut-here").unwrap();
+    let complete = r#"{"key":{"job":"complete","run":1,"attempt":1,"state":"Completed"},"exit":{"code":0},"reason":null,"reboot":null,"started_at":null,"started_in":null,"boot":"b","at":"2026-11-21T02:00:00Z"}"#;
+    std::fs::write(&path, format!("{complete}\n{{\"key\":{{\"job\":\"cut-here")).unwrap();
     let store = MemoryStore::new();
     let mut ledger = busy_ledger(&store);
     let mut sink = JsonLinesSink::open(&path).unwrap();
@@ -262,8 +263,8 @@ fn the_json_lines_sink_cuts_off_a_line_a_crash_left_unfinished() {
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
-    assert_eq!(lines[0], "{\"complete\":1}");
-    for line in &lines[1..] {
+    assert_eq!(lines[0], complete);
+    for line in &lines {
         serde_json::from_str::<StatusMessage>(line).unwrap();
     }
     std::fs::remove_dir_all(&dir).unwrap();
