@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
 
 use super::file::crc32c::{crc32c, crc32c_append};
 use super::{Commit, Replay, Revision, Snapshot, Store, StoreError};
@@ -25,10 +25,19 @@ const SCHEMA_VERSION: i64 = 2;
 ///   last commit's rows included), an extra row, or all rows deleted is
 ///   [`StoreError::Corrupt`], naming the row, never a smaller store.
 /// - A `schema` table holds the schema version; an unknown version is
-///   [`StoreError::UnknownFormat`].
+///   [`StoreError::UnknownFormat`]. What a database holds is read before anything is written
+///   to it: tables are created only in a database with none, and a database of another version
+///   or of another program ([`UnsafePath::ForeignFile`]) is refused unchanged (no tables, no
+///   switch to WAL).
 /// - One writer: the connection runs in SQLite's exclusive locking mode and takes the
 ///   database's write lock at open, holding it until the store is dropped. A second open, in
 ///   this process or another, is [`StoreError::Locked`]; no lock file exists to be deleted.
+///   The database file itself can be: before each commit is acknowledged, the store checks
+///   (one `lstat`) that the file at its path is still the one it opened (same device and
+///   inode), and if it was deleted or replaced refuses that commit and every later one
+///   ([`StoreError::FailStop`]): reopen the store. A second store at the same path in this
+///   process is refused even then; one in another process would create a new database there,
+///   and the first store stops acknowledging.
 ///   Exclusive mode also keeps WAL's index in memory instead of a memory-mapped `-shm` file:
 ///   on a full disk, SQLite's recovery of a mapped `-shm` dies of `SIGBUS`, where this store
 ///   returns a typed error.
@@ -60,6 +69,12 @@ pub struct SqliteStore {
     /// How much history is kept in memory. (The database keeps every row: it is never
     /// compacted.)
     retention: crate::store::Retention,
+    /// The database file this store opened, checked before a commit is acknowledged.
+    file: FileIdentity,
+    /// Why the store refuses every commit (the database file was deleted or replaced).
+    failed: Option<String>,
+    /// This process's claim on the path (released when the store is dropped).
+    _claim: Claim,
 }
 
 fn sql(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -108,6 +123,259 @@ fn check_files(path: &Path) -> Result<bool, StoreError> {
     Ok(exists)
 }
 
+/// The database file a store opened: its absolute path (a later `chdir` changes nothing) and,
+/// on Unix, its device and inode. SQLite keeps the file open, so its inode number cannot be
+/// reused while the store lives: the same `(dev, ino)` at the path means the same file.
+#[derive(Debug)]
+struct FileIdentity {
+    path: PathBuf,
+    #[cfg(unix)]
+    id: (u64, u64),
+}
+
+impl FileIdentity {
+    fn of(path: &Path, metadata: &std::fs::Metadata) -> Self {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Self {
+                path,
+                id: (metadata.dev(), metadata.ino()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = metadata;
+            Self { path }
+        }
+    }
+
+    fn same(&self, metadata: &std::fs::Metadata) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            self.id == (metadata.dev(), metadata.ino())
+        }
+        #[cfg(not(unix))]
+        {
+            metadata.file_type().is_file()
+        }
+    }
+
+    /// `None` if the file at the path is still the one opened, else what happened to it. One
+    /// `lstat`.
+    fn changed(&self) -> Option<String> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(metadata) if self.same(&metadata) => None,
+            Ok(_) => Some("replaced by another file".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("deleted".into()),
+            Err(e) => Some(format!("no longer found (looking at it failed: {e})")),
+        }
+    }
+}
+
+/// What identifies a database path within this process: its directory (device and inode on
+/// Unix, so that another name of the same directory is the same key) and its file name.
+#[cfg(unix)]
+type ClaimKey = ((u64, u64), std::ffi::OsString);
+#[cfg(not(unix))]
+type ClaimKey = (PathBuf, std::ffi::OsString);
+
+/// The database paths open in this process. SQLite's lock is on the database file, which a
+/// careless cleanup can delete: a second store at the same path would then create a new file
+/// and lock that. Within one process this list refuses it whatever happened to the file; for
+/// another process, the first store's check before each acknowledgment stops it (fail-stop).
+static OPEN: std::sync::Mutex<Vec<ClaimKey>> = std::sync::Mutex::new(Vec::new());
+
+/// A path claimed in [`OPEN`] for the life of a store.
+#[derive(Debug)]
+struct Claim(ClaimKey);
+
+impl Claim {
+    fn take(dir: &Path, path: &Path) -> Result<Self, StoreError> {
+        #[cfg(unix)]
+        let dir_key = {
+            use std::os::unix::fs::MetadataExt;
+            let metadata = std::fs::metadata(dir)
+                .map_err(super::file::io("looking at the database's directory"))?;
+            (metadata.dev(), metadata.ino())
+        };
+        #[cfg(not(unix))]
+        let dir_key = std::fs::canonicalize(dir)
+            .map_err(super::file::io("looking at the database's directory"))?;
+        let name = path
+            .file_name()
+            .map_or_else(|| path.as_os_str().to_owned(), std::ffi::OsStr::to_owned);
+        let key = (dir_key, name);
+        let mut open = OPEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if open.contains(&key) {
+            return Err(StoreError::Locked {
+                path: path.to_path_buf(),
+            });
+        }
+        open.push(key.clone());
+        Ok(Self(key))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut open = OPEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(at) = open.iter().position(|key| *key == self.0) {
+            open.swap_remove(at);
+        }
+    }
+}
+
+/// What [`classify`] found in a database, read before anything is written to it.
+enum Found {
+    /// No tables at all: a new store is created in it.
+    Empty,
+    /// This store's tables, all empty and without a version: a creation by an older build
+    /// that was interrupted, completed now.
+    Unfinished,
+    /// A store of this schema version.
+    Ours,
+}
+
+/// This store's tables.
+const TABLES: [&str; 3] = ["schema", "revision", "records"];
+
+/// Looks at what the database holds, reading only: what is not an empty database or a store of
+/// this version is refused before anything (a table, the switch to WAL) is written to it.
+fn classify(db: &Connection, path: &Path) -> Result<Found, StoreError> {
+    let foreign = |detail: String| {
+        StoreError::Unsafe(UnsafePath::ForeignFile {
+            path: path.to_path_buf(),
+            detail,
+        })
+    };
+    let read = |e: rusqlite::Error| {
+        if busy(&e) {
+            StoreError::Locked {
+                path: path.to_path_buf(),
+            }
+        } else if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
+            foreign(
+                "it is not an SQLite database; give the path of a jobstate database, or of one that does not exist yet".into(),
+            )
+        } else {
+            sql("reading what the database holds")(e)
+        }
+    };
+    let objects: Vec<(String, String)> = {
+        let mut statement = db
+            .prepare("SELECT type, name FROM sqlite_master ORDER BY name")
+            .map_err(read)?;
+        statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(read)?
+            .collect::<Result<_, _>>()
+            .map_err(read)?
+    };
+    // SQLite's own objects (sqlite_sequence, sqlite_stat1, automatic indexes) say nothing.
+    let objects: Vec<(String, String)> = objects
+        .into_iter()
+        .filter(|(_, name)| !name.starts_with("sqlite_"))
+        .collect();
+    if objects.is_empty() {
+        return Ok(Found::Empty);
+    }
+    let has_table = |name: &str| objects.iter().any(|(t, n)| t == "table" && n == name);
+    if !has_table("schema") {
+        let mut list: Vec<String> = objects
+            .iter()
+            .take(8)
+            .map(|(kind, name)| format!("{kind} {name:?}"))
+            .collect();
+        if objects.len() > 8 {
+            list.push(format!("{} more", objects.len() - 8));
+        }
+        return Err(foreign(format!(
+            "an SQLite database holding {} and no table \"schema\": another program's database, left unchanged; give the path of a jobstate database, or of one that does not exist yet",
+            list.join(", ")
+        )));
+    }
+    let versions: Vec<rusqlite::types::Value> = {
+        let not_ours = |e: rusqlite::Error| {
+            if busy(&e) {
+                read(e)
+            } else {
+                foreign(format!(
+                    "its table \"schema\" is not jobstate's ({e}), left unchanged; give the path of a jobstate database, or of one that does not exist yet"
+                ))
+            }
+        };
+        let mut statement = db.prepare("SELECT version FROM schema").map_err(not_ours)?;
+        statement
+            .query_map([], |r| r.get(0))
+            .map_err(not_ours)?
+            .collect::<Result<_, _>>()
+            .map_err(not_ours)?
+    };
+    let corrupt = |detail: String| StoreError::Corrupt {
+        file: path.to_path_buf(),
+        offset: 0,
+        detail,
+    };
+    match versions[..] {
+        [] => {
+            let only_ours = objects
+                .iter()
+                .all(|(kind, name)| kind == "table" && TABLES.contains(&name.as_str()));
+            if only_ours {
+                let mut all_empty = true;
+                for (_, name) in &objects {
+                    let rows: bool = db
+                        .query_row(
+                            &format!("SELECT EXISTS (SELECT 1 FROM \"{name}\")"),
+                            [],
+                            |r| r.get(0),
+                        )
+                        .map_err(read)?;
+                    all_empty &= !rows;
+                }
+                if all_empty {
+                    return Ok(Found::Unfinished);
+                }
+            }
+            Err(corrupt(
+                "table schema holds no version, and the database holds more than an unfinished creation"
+                    .into(),
+            ))
+        }
+        [rusqlite::types::Value::Integer(SCHEMA_VERSION)] => {
+            for table in TABLES {
+                if !has_table(table) {
+                    return Err(corrupt(format!("table {table} is missing")));
+                }
+            }
+            Ok(Found::Ours)
+        }
+        [rusqlite::types::Value::Integer(found)] => Err(StoreError::UnknownFormat {
+            file: path.to_path_buf(),
+            found: if found < 0 {
+                0
+            } else {
+                u32::try_from(found).unwrap_or(u32::MAX)
+            },
+            supported: SCHEMA_VERSION as u32,
+        }),
+        [ref other] => Err(corrupt(format!(
+            "the schema version is {other:?}, not an integer"
+        ))),
+        ref many => Err(corrupt(format!(
+            "table schema holds {} rows, not one",
+            many.len()
+        ))),
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, and loads and checks what it holds.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
@@ -121,12 +389,25 @@ impl SqliteStore {
         };
         safe_fs::check_dir(dir, false)
             .map_err(super::file::io("checking the database's directory"))?;
+        // Before the files are looked at: one store per path in this process, even when the
+        // database file of the first has been deleted.
+        let claim = Claim::take(dir, &path)?;
         if !check_files(&path)? {
             // Created owner-only (and never a link: O_EXCL) before SQLite opens it; SQLite
             // gives its -wal file the same mode.
             safe_fs::create_new(&path, std::fs::OpenOptions::new().write(true))
                 .map_err(super::file::io("creating the database"))?;
         }
+        let missing = || StoreError::Io {
+            context: format!("opening {}", path.display()),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the database was removed while it was being opened",
+            ),
+        };
+        let before = safe_fs::look(&path)
+            .map_err(super::file::io("looking at the database"))?
+            .ok_or_else(missing)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
@@ -138,10 +419,23 @@ impl SqliteStore {
                 sql("taking the database's write lock")(e)
             }
         };
-        // Exclusive before WAL: no memory-mapped -shm file (see the type's docs), and the
-        // lock is held from the first transaction until the connection closes.
+        // Exclusive before anything is read: no memory-mapped -shm file (see the type's docs),
+        // and the lock taken by the first read is held until the connection closes. (A setting
+        // of the connection: nothing is written.)
         db.pragma_update(None, "locking_mode", "EXCLUSIVE")
             .map_err(&locked)?;
+        // Read only, before anything is written: a database of a newer version or of another
+        // program is refused unchanged.
+        let found = classify(&db, &path)?;
+        // The file SQLite opened is the one looked at (the lock is now held: no writer of this
+        // kind replaces it), and the one checked before each commit is acknowledged.
+        let after = safe_fs::look(&path)
+            .map_err(super::file::io("looking at the database"))?
+            .ok_or_else(missing)?;
+        let file = FileIdentity::of(&path, &before);
+        if !file.same(&after) {
+            return Err(UnsafePath::Replaced { path }.into());
+        }
         db.pragma_update(None, "journal_mode", "WAL")
             .map_err(&locked)?;
         db.pragma_update(None, "synchronous", "FULL")
@@ -149,32 +443,22 @@ impl SqliteStore {
         // Takes the write lock now, so that a second writer is refused at its open.
         db.execute_batch("BEGIN EXCLUSIVE; COMMIT;")
             .map_err(&locked)?;
-        db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema (version INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS revision (value INTEGER NOT NULL, head INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS records (
-                 seq INTEGER PRIMARY KEY, rev INTEGER NOT NULL, data BLOB NOT NULL,
-                 crc INTEGER NOT NULL);",
-        )
-        .map_err(sql("creating the tables"))?;
-        let version: Option<i64> = db
-            .query_row("SELECT version FROM schema", [], |r| r.get(0))
-            .optional()
-            .map_err(sql("reading the schema version"))?;
-        match version {
-            None => {
+        match found {
+            Found::Ours => {}
+            Found::Empty | Found::Unfinished => {
+                // One transaction: a creation interrupted leaves no tables, or all of them.
                 db.execute_batch(&format!(
-                    "BEGIN; INSERT INTO schema VALUES ({SCHEMA_VERSION}); INSERT INTO revision VALUES (0, 0); COMMIT;"
+                    "BEGIN IMMEDIATE;
+                     CREATE TABLE IF NOT EXISTS schema (version INTEGER NOT NULL);
+                     CREATE TABLE IF NOT EXISTS revision (value INTEGER NOT NULL, head INTEGER NOT NULL);
+                     CREATE TABLE IF NOT EXISTS records (
+                         seq INTEGER PRIMARY KEY, rev INTEGER NOT NULL, data BLOB NOT NULL,
+                         crc INTEGER NOT NULL);
+                     INSERT INTO schema VALUES ({SCHEMA_VERSION});
+                     INSERT INTO revision VALUES (0, 0);
+                     COMMIT;"
                 ))
-                .map_err(sql("writing the schema version"))?;
-            }
-            Some(SCHEMA_VERSION) => {}
-            Some(found) => {
-                return Err(StoreError::UnknownFormat {
-                    file: path,
-                    found: u32::try_from(found).unwrap_or(u32::MAX),
-                    supported: SCHEMA_VERSION as u32,
-                });
+                .map_err(sql("creating the tables"))?;
             }
         }
         let mut store = Self {
@@ -185,6 +469,9 @@ impl SqliteStore {
             head: 0,
             live: Replay::default(),
             retention: crate::store::Retention::default(),
+            file,
+            failed: None,
+            _claim: claim,
         };
         store.reload()?;
         Ok(store)
@@ -255,6 +542,22 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Refuses (and from now on refuses every commit: fail-stop) when the file at the store's
+    /// path is no longer the database this store opened: deleted, or replaced. Its commits
+    /// would go to a file no later open finds, while a second writer may create a new database
+    /// at the path.
+    fn check_file(&mut self) -> Result<(), StoreError> {
+        if let Some(what) = self.file.changed() {
+            let cause = format!(
+                "the database file {} was {what} after this store opened it: what it would commit from now on no later open would find, so nothing more is acknowledged; stop whatever deletes or replaces files there, then reopen the store (a database created at that path since holds none of this store's earlier commits)",
+                self.file.path.display()
+            );
+            self.failed = Some(cause.clone());
+            return Err(StoreError::FailStop { cause });
+        }
+        Ok(())
     }
 
     fn corrupt(&self, seq: i64, detail: String) -> StoreError {
@@ -368,7 +671,14 @@ impl Store for SqliteStore {
         if commit.is_empty() {
             return Ok(Revision(self.revision));
         }
+        if let Some(cause) = &self.failed {
+            return Err(StoreError::FailStop {
+                cause: cause.clone(),
+            });
+        }
         self.live.check(commit)?;
+        // Nothing is written to a database file that is no longer at the store's path.
+        self.check_file()?;
         let base = i64::try_from(commit.base.0).unwrap_or(i64::MAX);
         let rev = base.saturating_add(1);
         // The rows and their chained checksums, computed before anything is written.
@@ -411,6 +721,9 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().map_err(sql("committing"))?;
+        // And nothing is acknowledged that went to a file deleted or replaced meanwhile: no
+        // later open would find it.
+        self.check_file()?;
         self.live.apply_checked(commit)?;
         self.live.bound_runs(commit, &self.retention);
         self.revision = commit.base.0.saturating_add(1);
@@ -454,5 +767,186 @@ impl PrivateDir {
 impl Drop for PrivateDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::core::event::{Event, EventKind};
+    use crate::core::id::{BootId, JobId};
+    use crate::core::spec::JobSpec;
+    use crate::core::state::JobState;
+    use crate::record::Change;
+
+    fn offer(store: &mut SqliteStore, job: &str) -> Result<Revision, StoreError> {
+        let id = JobId::new(job).unwrap_or_else(|e| panic!("{e}"));
+        let base = store.load()?.revision;
+        let change = Change {
+            spec: Some(Arc::new(JobSpec::new(id.clone()))),
+            job: id,
+            seq: 1,
+            event: Event {
+                at: chrono::Utc.timestamp_opt(1_800_000_000, 0).unwrap(),
+                boot: BootId::new("b1").unwrap_or_else(|e| panic!("{e}")),
+                since_boot: Duration::from_secs(5),
+                kind: EventKind::Offered,
+            },
+            state: JobState::initial(),
+        };
+        store.commit(&Commit::new(base, vec![change]))
+    }
+
+    fn tables(path: &Path) -> Vec<String> {
+        let db = Connection::open(path).unwrap();
+        let mut statement = db
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        statement
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn journal_mode(path: &Path) -> String {
+        let db = Connection::open(path).unwrap();
+        db.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn sqlite_commits_into_a_deleted_database_are_refused_and_the_store_fails_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        let mut store = SqliteStore::open(&path).unwrap();
+        offer(&mut store, "a").unwrap();
+        for suffix in ["", "-wal"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        let refused = offer(&mut store, "b");
+        assert!(
+            matches!(&refused, Err(StoreError::FailStop { cause }) if cause.contains("deleted")),
+            "{refused:?}"
+        );
+        // Fail-stop: refused even once a file is back at the path.
+        std::fs::write(&path, b"").unwrap();
+        assert!(matches!(
+            offer(&mut store, "c"),
+            Err(StoreError::FailStop { .. })
+        ));
+        // Still one store per path in this process.
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::Locked { .. })
+        ));
+        drop(store);
+        let mut reopened = SqliteStore::open(&path).unwrap();
+        assert_eq!(reopened.load().unwrap().jobs.len(), 0);
+    }
+
+    #[test]
+    fn sqlite_commits_into_a_replaced_database_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        let mut store = SqliteStore::open(&path).unwrap();
+        offer(&mut store, "a").unwrap();
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let refused = offer(&mut store, "b");
+        assert!(
+            matches!(&refused, Err(StoreError::FailStop { cause }) if cause.contains("replaced")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn sqlite_open_refuses_another_programs_database_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.db");
+        {
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch("CREATE TABLE hosts (name TEXT); INSERT INTO hosts VALUES ('a');")
+                .unwrap();
+        }
+        let result = SqliteStore::open(&path);
+        assert!(
+            matches!(
+                &result,
+                Err(StoreError::Unsafe(UnsafePath::ForeignFile { detail, .. })) if detail.contains("hosts")
+            ),
+            "{result:?}"
+        );
+        drop(result);
+        assert_eq!(tables(&path), ["hosts"]);
+        assert_eq!(journal_mode(&path), "delete");
+    }
+
+    #[test]
+    fn sqlite_open_refuses_a_newer_schema_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("newer.sqlite");
+        {
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(
+                "CREATE TABLE schema (version INTEGER NOT NULL); INSERT INTO schema VALUES (3);",
+            )
+            .unwrap();
+        }
+        let result = SqliteStore::open(&path);
+        assert!(
+            matches!(
+                result,
+                Err(StoreError::UnknownFormat {
+                    found: 3,
+                    supported: 2,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        assert_eq!(tables(&path), ["schema"]);
+        assert_eq!(journal_mode(&path), "delete");
+    }
+
+    #[test]
+    fn sqlite_open_refuses_a_file_that_is_not_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.txt");
+        let text = b"not a database, but long enough to have a header of one. ".repeat(4);
+        std::fs::write(&path, &text).unwrap();
+        let result = SqliteStore::open(&path);
+        assert!(
+            matches!(
+                &result,
+                Err(StoreError::Unsafe(UnsafePath::ForeignFile { .. }))
+            ),
+            "{result:?}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn sqlite_open_completes_an_unfinished_creation_and_opens_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.sqlite");
+        {
+            // What an older build's open left when interrupted after its first table.
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch("CREATE TABLE schema (version INTEGER NOT NULL);")
+                .unwrap();
+        }
+        let mut store = SqliteStore::open(&path).unwrap();
+        offer(&mut store, "a").unwrap();
+        drop(store);
+        assert_eq!(tables(&path), ["records", "revision", "schema"]);
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.load().unwrap().jobs.len(), 1);
     }
 }
