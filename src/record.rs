@@ -947,10 +947,15 @@ impl JobTable {
     /// the index does not grow while it is: each growth hashes every id again, read from
     /// wherever it lies on the heap (at a million records, the open's most frequent cache miss).
     pub(crate) fn reserve(&mut self, jobs: usize) {
-        self.index.reserve(jobs);
+        // An estimate from a file's length, which a damaged or sparse file makes anything:
+        // room that cannot be had is not taken (the table grows as jobs come instead), never
+        // an abort.
+        if self.index.try_reserve(jobs).is_err() {
+            return;
+        }
         // An eighth more in the table, which costs only address space until used: an estimate
         // a little low then does not copy the whole table to double it.
-        self.jobs.reserve(jobs + jobs / 8);
+        let _ = self.jobs.try_reserve(jobs.saturating_add(jobs / 8));
     }
 
     /// Compacts each job with `retention` (tombstones included) in the change that finishes

@@ -120,6 +120,28 @@ pub enum UnsafePath {
         /// The path.
         path: PathBuf,
     },
+    /// A file the store had open is no longer the one at its path: deleted, replaced, or its
+    /// directory moved aside (and perhaps another writer let in at the path).
+    #[error(
+        "{} is no longer the file this store has open (deleted, replaced, or its directory moved aside): another process changed jobstate's directory, and another writer may be using the path; the store refuses every commit until it is reopened: find what changed it first",
+        path.display()
+    )]
+    NoLongerAtPath {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A directory that holds other files and no store, given as a store's directory: the
+    /// store would tighten it to 0700 (locking others out of those files) and write among them.
+    #[error(
+        "{} holds other files (such as {example}) and no store: a file store keeps a directory of its own, which it makes owner-only; give it an empty or new directory, for example a subdirectory",
+        path.display()
+    )]
+    NotAStore {
+        /// The directory.
+        path: PathBuf,
+        /// One of the other files in it.
+        example: String,
+    },
     /// An existing file that is not in the format jobstate would write there.
     #[error(
         "{} is not a jobstate file of this kind ({detail}): jobstate never cuts or appends to a file that is not its own; check the configured path",
@@ -430,6 +452,12 @@ pub(crate) fn look(path: &Path) -> io::Result<Option<std::fs::Metadata>> {
 /// Opens `path` with `options` (which may create it), refusing anything but a regular file of
 /// ours, and tightens an existing file to 0600.
 pub(crate) fn open(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    open_checked(path, options, true)
+}
+
+/// [`open`], tightening the file to 0600 when `tighten` (a read-only view leaves its mode as
+/// it found it).
+fn open_checked(path: &Path, options: &mut OpenOptions, tighten: bool) -> io::Result<File> {
     let before = look(path)?;
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(options, flags::NOFOLLOW | flags::NONBLOCK);
@@ -457,13 +485,13 @@ pub(crate) fn open(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
             }
             .into_io());
         }
-        if after.mode() & 0o077 != 0 {
+        if tighten && after.mode() & 0o077 != 0 {
             file.set_permissions(std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| context(e, "making owner-only", path))?;
         }
     }
     #[cfg(not(unix))]
-    let _ = before;
+    let _ = (before, tighten);
     Ok(file)
 }
 
@@ -491,10 +519,33 @@ pub(crate) fn create_new(path: &Path, options: &mut OpenOptions) -> io::Result<F
 /// The whole content of the regular file `path`, or `None` if it does not exist. Reads stop at
 /// the size the file had when opened.
 pub(crate) fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    let Some((file, len)) = open_read(path)? else {
+    read_checked(path, true)
+}
+
+/// [`read`], leaving the file's mode as it is: for a read-only view, which changes nothing.
+pub(crate) fn read_untightened(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    read_checked(path, false)
+}
+
+fn read_checked(path: &Path, tighten: bool) -> io::Result<Option<Vec<u8>>> {
+    let Some((file, len)) = open_read_checked(path, tighten)? else {
         return Ok(None);
     };
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    // The length is the file system's word, which a damaged or sparse file makes anything: a
+    // length that cannot be had in memory is a typed error, not an abort.
+    let mut bytes = Vec::new();
+    if bytes
+        .try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX))
+        .is_err()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!(
+                "{} is {len} bytes, more than this process can hold in memory: a damaged or sparse file? move it aside, or restore it from a backup",
+                path.display()
+            ),
+        ));
+    }
     file.take(len)
         .read_to_end(&mut bytes)
         .map_err(|e| context(e, "reading", path))?;
@@ -504,10 +555,19 @@ pub(crate) fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
 /// `path` opened for reading as [`read`] opens it, with its length then (what a reader must
 /// not read past), or `None` if it does not exist.
 pub(crate) fn open_read(path: &Path) -> io::Result<Option<(File, u64)>> {
+    open_read_checked(path, true)
+}
+
+/// [`open_read`], leaving the file's mode as it is: for a read-only view, which changes nothing.
+pub(crate) fn open_read_untightened(path: &Path) -> io::Result<Option<(File, u64)>> {
+    open_read_checked(path, false)
+}
+
+fn open_read_checked(path: &Path, tighten: bool) -> io::Result<Option<(File, u64)>> {
     if look(path)?.is_none() {
         return Ok(None);
     }
-    let file = open(path, OpenOptions::new().read(true))?;
+    let file = open_checked(path, OpenOptions::new().read(true), tighten)?;
     let len = file
         .metadata()
         .map_err(|e| context(e, "looking at", path))?

@@ -16,6 +16,13 @@ pub(crate) trait AppendFile: Send {
     /// Cuts the file back to `len` bytes and makes that durable: after a failed write or sync,
     /// so that what never became durable cannot be read back from the page cache.
     fn cut_back(&mut self, len: u64) -> io::Result<()>;
+    /// Whether this file is still the one at `path`: not deleted, not replaced, its directory
+    /// not moved aside. A commit appended to a file that is no longer there is durable
+    /// nowhere anyone will read, and must not be acknowledged. (The simulated disk has no
+    /// other process to change its files: there, always.)
+    fn is_at(&self, _path: &Path) -> io::Result<bool> {
+        Ok(true)
+    }
 }
 
 /// The file-system operations of the store.
@@ -52,6 +59,10 @@ pub(crate) trait Disk: Send {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Whether this disk only reads (the inspection): then an open makes nothing durable.
+    fn read_only(&self) -> bool {
+        false
+    }
 }
 
 /// The real file system.
@@ -88,6 +99,50 @@ impl AppendFile for RealFile {
             .and_then(|()| self.file.sync_data())
             .map_err(|e| with_path(e, "cutting back", &self.path))
     }
+
+    #[cfg(unix)]
+    fn is_at(&self, path: &Path) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let held = self
+            .file
+            .metadata()
+            .map_err(|e| with_path(e, "looking at", &self.path))?;
+        let named = match std::fs::symlink_metadata(path) {
+            Ok(named) => named,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(with_path(e, "looking at", path)),
+        };
+        Ok(held.nlink() > 0 && (held.dev(), held.ino()) == (named.dev(), named.ino()))
+    }
+}
+
+/// Refuses a directory that holds files of others and no store (neither a journal nor a
+/// snapshot): a store would tighten it to 0700 and write among them.
+fn check_holds_a_store_or_nothing(dir: &Path) -> io::Result<()> {
+    let own = |name: &std::ffi::OsStr| {
+        name == super::JOURNAL
+            || name == super::SNAPSHOT
+            || name == "lock"
+            || super::LEFTOVERS.iter().any(|l| name == *l)
+    };
+    let mut other = None;
+    for entry in std::fs::read_dir(dir).map_err(|e| with_path(e, "listing", dir))? {
+        let name = entry.map_err(|e| with_path(e, "listing", dir))?.file_name();
+        if name == super::JOURNAL || name == super::SNAPSHOT {
+            return Ok(());
+        }
+        if other.is_none() && !own(&name) {
+            other = Some(name);
+        }
+    }
+    match other {
+        None => Ok(()),
+        Some(name) => Err(UnsafePath::NotAStore {
+            path: dir.to_path_buf(),
+            example: name.to_string_lossy().into_owned(),
+        }
+        .into_io()),
+    }
 }
 
 impl Disk for RealDisk {
@@ -98,6 +153,12 @@ impl Disk for RealDisk {
             return Err(UnsafePath::Empty.into_io());
         }
         match std::fs::metadata(dir) {
+            Ok(metadata) if metadata.is_dir() => {
+                // Checked before anything is tightened: a directory of other files is not
+                // the store's to make owner-only.
+                check_holds_a_store_or_nothing(dir)?;
+                return safe_fs::check_dir(dir, true);
+            }
             Ok(_) => return safe_fs::check_dir(dir, true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(with_path(e, "looking at", dir)),

@@ -7,13 +7,18 @@
 //! whole in the window is the frame the whole file holds there. Anything else (the end, a torn
 //! or damaged frame, a frame longer than the window) may depend on what follows, up to the end
 //! of the file (whether a frame header follows a damaged frame): the window then grows, and
-//! only an answer given with the window reaching the end of the file is taken. So the answers
+//! only an answer given with the window reaching the end of the file, or holding more than the
+//! largest frame (past which nothing changes the answer), is taken. So the answers
 //! are those `next_frame` gives over the whole file, which `tests` check for every way of
 //! cutting a damaged journal into pieces.
 
 use std::io::{self, Read};
 
-use super::frame::{FRAME_HEADER_LEN, Next, checked_frame_len, next_frame, word};
+use super::frame::{FRAME_HEADER_LEN, MAX_FRAME, Next, checked_frame_len, next_frame, word};
+
+/// How many bytes from a frame's start decide what [`next_frame`] says there, whatever follows
+/// them: a whole frame of the largest size and one byte after it.
+const DECIDED_AFTER: usize = FRAME_HEADER_LEN + MAX_FRAME as usize;
 
 /// A journal being read, from its start, in pieces of at least `piece` bytes.
 pub(crate) struct JournalReader<R> {
@@ -143,13 +148,19 @@ impl<R: Read> JournalReader<R> {
                     end: self.base + end as u64,
                 });
             }
-            if self.at_end() {
+            // With more than a frame's worth in the window, what follows changes nothing:
+            // whatever the header says, the frame is whole in the window or damaged with data
+            // after it (a sparse 4 TiB journal is refused after 64 MiB, not read to its end).
+            if self.at_end() || have > DECIDED_AFTER {
                 return Ok(next_frame(&self.window, relative, salt).in_file(self.base));
             }
             // Not a whole frame in the window, and the file goes on: the answer may depend on
             // what follows. A larger window (doubling: a frame of up to 64 MiB is read in a
             // few steps, damage to the end of the file in a few more).
-            need = have.saturating_mul(2).max(self.piece);
+            need = have
+                .saturating_mul(2)
+                .max(self.piece)
+                .min(DECIDED_AFTER + 1);
         }
     }
 }

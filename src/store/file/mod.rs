@@ -26,6 +26,7 @@ use self::frame::{
 use self::journal_reader::JournalReader;
 use super::{Commit, Cut, Inspection, OpenReport, Replay, Revision, Snapshot, Store, StoreError};
 use crate::codec;
+use crate::safe_fs::UnsafePath;
 
 const JOURNAL: &str = "journal";
 const SNAPSHOT: &str = "snapshot";
@@ -489,6 +490,13 @@ impl<D: Disk> Journal<D> {
             synced_len = HEADER_LEN as u64;
         }
         live.compact_history(&options.retention);
+        if !disk.read_only() {
+            // The directory's entries may not be durable: a compaction whose last directory
+            // sync failed renamed a new journal into place that a power cut would take back,
+            // with every commit appended to it from now on. Durable before any commit.
+            disk.sync_dir(dir)
+                .map_err(io("syncing the store directory"))?;
+        }
         let file = disk
             .open_append(&journal_path)
             .map_err(io("opening the journal"))?;
@@ -573,6 +581,10 @@ impl<D: Disk> Journal<D> {
                 source,
             });
         }
+        // Durable, but where? A journal deleted or replaced, or a store directory moved aside
+        // (and a second writer let in at its path), takes this commit with it: refused, and
+        // every commit after it.
+        self.check_journal_is_at_its_path()?;
         self.synced_len += frame.len() as u64;
         self.live.apply_checked(commit)?;
         // A job this commit finished is a tombstone already (`settle_on_finish`); a run this
@@ -593,6 +605,19 @@ impl<D: Disk> Journal<D> {
             }
         }
         Ok(Revision(self.revision))
+    }
+
+    /// Fails the store (refusing every later commit) unless its journal is still the file at
+    /// its path in its directory.
+    fn check_journal_is_at_its_path(&mut self) -> Result<(), StoreError> {
+        let path = self.dir.join(JOURNAL);
+        let error = match self.file.is_at(&path) {
+            Ok(true) => return Ok(()),
+            Ok(false) => StoreError::Unsafe(UnsafePath::NoLongerAtPath { path }),
+            Err(e) => io("checking that the journal is still at its path")(e),
+        };
+        self.failed = Some(error.to_string());
+        Err(error)
     }
 
     /// Keeps the snapshot records of the jobs `commit` made tombstones, encoded now, while they
@@ -622,6 +647,9 @@ impl<D: Disk> Journal<D> {
                 cause: cause.clone(),
             });
         }
+        // A compaction writes by path: into a directory put at this store's path since it was
+        // opened, it would replace another writer's files.
+        self.check_journal_is_at_its_path()?;
         // Nothing to drop: a job is a tombstone from the change that finished it, and a run
         // pushed out of bounds went in the commit that started the next.
         // Records in frames of about SNAPSHOT_CHUNK bytes each (no size limit on the store),
