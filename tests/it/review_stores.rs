@@ -154,6 +154,7 @@ fn child_opens_a_store_with_a_huge_file() {
 /// - the snapshot is read whole by `safe_fs::read`, which first reserves the file's length;
 /// - the journal is read in pieces, but `Journal::open` first reserves room for
 ///   `len / JOURNAL_BYTES_PER_JOB` jobs.
+///
 /// A damaged or sparse file of 4 TiB (one `truncate -s`, a file system bug reporting a wrong
 /// size) makes `FileStore::open` abort the whole process ("memory allocation of ... bytes
 /// failed"), not return a typed error. (`SqliteStore::inspect` copies the database through the
@@ -492,7 +493,13 @@ fn the_file_store_adopts_no_directory_that_holds_other_files() {
 /// taken for one torn frame and cut, and two acknowledged commits are gone (the open report
 /// calls it a torn write). No crash does this: the second-to-last commit was synced before the
 /// last one was written.
+///
+/// Open: the frames carry their length and checksum in front only, so once both headers are
+/// zeros, what follows is bytes no header vouches for, as a torn write of one frame leaves
+/// them. Telling the two apart needs each frame to end in its own length and checksum (a
+/// format change, with issue 12's format freeze).
 #[test]
+#[ignore = "open: needs each frame to end in its length and checksum, a format change (issue 12, review E finding 5)"]
 fn zeros_over_the_last_two_frame_headers_are_corruption_not_a_torn_tail() {
     let dir = TempDir::new("review-e-zeroed-two-frames");
     let mut store = FileStore::open(&dir.0).unwrap();
