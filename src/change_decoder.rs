@@ -259,6 +259,16 @@ impl<'a> Reader<'a> {
         let at = self.timestamp()?;
         let boot = BootId::from_stored::<postcard::Error>(self.bytes()?).ok()?;
         let since_boot = self.duration()?;
+        let kind = self.event_kind()?;
+        Some(Event {
+            at,
+            boot,
+            since_boot,
+            kind,
+        })
+    }
+
+    fn event_kind(&mut self) -> Option<EventKind> {
         let kind = match self.u32()? {
             0 => EventKind::Offered,
             1 => EventKind::SpecChanged,
@@ -316,12 +326,7 @@ impl<'a> Reader<'a> {
             14 => EventKind::AbandonRequested,
             _ => return None,
         };
-        Some(Event {
-            at,
-            boot,
-            since_boot,
-            kind,
-        })
+        Some(kind)
     }
 
     /// A boot id in a change's state: the empty string stands for the event's boot
@@ -511,8 +516,177 @@ impl<'a> Reader<'a> {
     }
 }
 
+// Journal format 3: a change written against its job's previous change (`change_delta.rs`
+// writes it, and says what each field may be written as).
+
+/// A format-3 change's job id bytes and the bytes after them.
+#[inline(always)]
+pub(crate) fn delta_head(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut r = Reader { bytes };
+    if r.u32()? != u32::from(crate::change_delta::TAG) {
+        return None;
+    }
+    let job = r.bytes()?;
+    Some((job, r.bytes))
+}
+
+/// The attempt a state carries (or, queued, the one before it): what a format-3 attempt may be
+/// written as "the previous state's".
+pub(crate) fn last_attempt(state: &JobState) -> Option<&Attempt> {
+    match state {
+        JobState::Queued { previous, .. } => previous.as_ref(),
+        JobState::Running { attempt, .. }
+        | JobState::AwaitingReboot { attempt, .. }
+        | JobState::Completed { attempt, .. } => Some(attempt),
+        JobState::Failed { attempt, .. } => attempt.as_ref(),
+    }
+}
+
+/// The rest of a format-3 change (after its job id), decoded against its job's previous change
+/// (`prev`: its event and state): the entry it adds, and the bytes after it. `None` if the bytes
+/// are not such a change.
+#[inline(always)]
+pub(crate) fn delta_body<'a>(
+    bytes: &'a [u8],
+    prev: (&Event, &JobState),
+) -> Option<(crate::record::HistoryEntry, &'a [u8])> {
+    let (prev_event, prev_state) = prev;
+    let mut r = Reader { bytes };
+    let seq = r.u64()?;
+    let at = r.timestamp()?;
+    let boot = r.bytes()?;
+    let boot = if boot.is_empty() {
+        prev_event.boot.clone()
+    } else {
+        BootId::from_stored::<postcard::Error>(boot).ok()?
+    };
+    let since_boot = r.duration()?;
+    let kind = r.event_kind()?;
+    let event = Event {
+        at,
+        boot,
+        since_boot,
+        kind,
+    };
+    let state = r.delta_state(&event, prev_state)?;
+    Some((crate::record::HistoryEntry { seq, event, state }, r.bytes))
+}
+
+impl Reader<'_> {
+    /// A timestamp: 0, the event's; 1, then the timestamp.
+    #[inline(always)]
+    fn ts_or_event(&mut self, event: &Event) -> Option<Timestamp> {
+        match self.byte()? {
+            0 => Some(event.at),
+            1 => self.timestamp(),
+            _ => None,
+        }
+    }
+
+    #[inline(always)]
+    fn dur_or_event(&mut self, event: &Event) -> Option<Duration> {
+        match self.byte()? {
+            0 => Some(event.since_boot),
+            1 => self.duration(),
+            _ => None,
+        }
+    }
+
+    /// An attempt: 0, the previous state's; 1, then run, number, boot (empty: the event's),
+    /// started at (or the event's), started since boot (or the event's).
+    fn delta_attempt(&mut self, event: &Event, prev: &JobState) -> Option<Attempt> {
+        match self.byte()? {
+            0 => last_attempt(prev).cloned(),
+            1 => {
+                let run = self.u32()?;
+                let number = self.u32()?;
+                let boot = self.state_boot(&event.boot)?;
+                let started_at = self.ts_or_event(event)?;
+                let started_since_boot = self.dur_or_event(event)?;
+                Some(Attempt {
+                    run,
+                    number,
+                    boot,
+                    started_at,
+                    started_since_boot,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn delta_state(&mut self, event: &Event, prev: &JobState) -> Option<JobState> {
+        match self.u32()? {
+            0 => {
+                let run = self.u32()?;
+                let attempt = self.u32()?;
+                let not_before = self.option(|r| r.ts_or_event(event))?;
+                let last_failure = self.option(Self::failure)?;
+                let previous = self.option(|r| r.delta_attempt(event, prev))?;
+                let check_before_retry = self.tag()?;
+                Some(JobState::Queued {
+                    run,
+                    attempt,
+                    not_before,
+                    last_failure,
+                    previous,
+                    check_before_retry,
+                })
+            }
+            1 => {
+                let attempt = self.delta_attempt(event, prev)?;
+                let launch = match self.u32()? {
+                    0 => Launch::Pending,
+                    1 => Launch::Recorded(self.program_id()?),
+                    2 => Launch::Observed,
+                    _ => return None,
+                };
+                let shutdown_notice_at = self.option(|r| r.ts_or_event(event))?;
+                let terminate = self.option(Self::termination)?;
+                let provisional = self.option(Self::provisional)?;
+                Some(JobState::Running {
+                    attempt,
+                    launch,
+                    shutdown_notice_at,
+                    terminate,
+                    provisional,
+                })
+            }
+            3 => {
+                let attempt = self.delta_attempt(event, prev)?;
+                let at = self.ts_or_event(event)?;
+                let exit = self.option(Self::program_exit)?;
+                let reboot = self.option(Self::attribution)?;
+                let verified = self.tag()?;
+                let restart_suppressed = self.tag()?;
+                Some(JobState::Completed {
+                    attempt,
+                    at,
+                    exit,
+                    reboot,
+                    verified,
+                    restart_suppressed,
+                })
+            }
+            4 => {
+                let run = self.u32()?;
+                let attempt = self.option(|r| r.delta_attempt(event, prev))?;
+                let at = self.ts_or_event(event)?;
+                let reason = self.failure()?;
+                Some(JobState::Failed {
+                    run,
+                    attempt,
+                    at,
+                    reason,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The decoder against serde: on every shape of a change (those it reads and those it
     //! leaves to serde) and on damaged bytes, whenever it answers, its answer and the bytes it
     //! used are serde's. Random changes: 512 cases (each also damaged 16 ways);
@@ -534,11 +708,11 @@ mod tests {
         postcard::take_from_bytes::<Unboxed>(bytes).ok()
     }
 
-    fn boot() -> impl Strategy<Value = BootId> {
+    pub(crate) fn boot() -> impl Strategy<Value = BootId> {
         prop_oneof![Just("E"), Just("S"), Just("T")].prop_map(|b| BootId::new(b).unwrap())
     }
 
-    fn time() -> impl Strategy<Value = Timestamp> {
+    pub(crate) fn time() -> impl Strategy<Value = Timestamp> {
         let min = chrono::DateTime::<chrono::Utc>::MIN_UTC.timestamp();
         let max = chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp();
         (
@@ -558,7 +732,7 @@ mod tests {
             })
     }
 
-    fn duration() -> impl Strategy<Value = Duration> {
+    pub(crate) fn duration() -> impl Strategy<Value = Duration> {
         (
             prop_oneof![Just(0u64), 0..100_000u64, Just(u64::MAX)],
             0..1_000_000_000u32,
@@ -618,7 +792,7 @@ mod tests {
         (any::<u32>(), any::<u64>()).prop_map(|(pid, start)| ProgramId::new(pid, start))
     }
 
-    fn state() -> BoxedStrategy<JobState> {
+    pub(crate) fn state() -> BoxedStrategy<JobState> {
         let queued = (
             any::<u32>(),
             any::<u32>(),
@@ -745,7 +919,7 @@ mod tests {
         ]
     }
 
-    fn kind() -> BoxedStrategy<EventKind> {
+    pub(crate) fn kind() -> BoxedStrategy<EventKind> {
         prop_oneof![
             Just(EventKind::Offered),
             Just(EventKind::SpecChanged),
@@ -797,7 +971,7 @@ mod tests {
         .boxed()
     }
 
-    fn change() -> BoxedStrategy<(bool, Change)> {
+    pub(crate) fn change() -> BoxedStrategy<(bool, Change)> {
         (
             any::<bool>(),
             prop_oneof![Just("patch"), Just("kb-5034441"), Just("ü-job")],
@@ -872,7 +1046,7 @@ mod tests {
         Ok(true)
     }
 
-    fn cases() -> u32 {
+    pub(crate) fn cases() -> u32 {
         let multiplier: u32 = std::env::var("JOBSTATE_PROPTEST_MULTIPLIER")
             .ok()
             .and_then(|m| m.parse().ok())

@@ -13,7 +13,7 @@ use crate::store::{Commit, Replay};
 /// [`Record`] by reference: the same encoding (the same variants in the same order), without
 /// cloning a commit or a store's state to write it.
 #[derive(Serialize)]
-enum RecordRef<'a> {
+pub(crate) enum RecordRef<'a> {
     Change(ChangeRef<'a>),
     Report(&'a StatusMessage),
     Delivered(&'a StatusKey),
@@ -39,7 +39,9 @@ impl<'a> From<&'a Record> for RecordRef<'a> {
 
 /// The format version this build writes and reads: 2, the first released one (1 was a
 /// pre-release). Golden stores of it are committed under `tests/golden/format-2/`; every later
-/// version reads them.
+/// version reads them. (The file store's journals of format 3 also hold changes written
+/// against their job's previous change, which only the store, holding the jobs, decodes; every
+/// record this module writes and reads is format 2's.)
 pub const FORMAT_VERSION: u8 = 2;
 
 /// Why bytes could not be decoded into a [`Record`].
@@ -243,7 +245,7 @@ fn encode_entry(
 }
 
 /// Appends `record`'s encoding to `out`.
-fn extend(record: &RecordRef<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub(crate) fn extend(record: &RecordRef<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     *out = postcard::to_extend(record, std::mem::take(out)).map_err(|e| EncodeError {
         detail: e.to_string(),
     })?;
@@ -278,7 +280,7 @@ pub fn decode_all(bytes: &[u8]) -> Result<Vec<Record>, DecodeError> {
 /// read by the hand-written decoder (`change_decoder.rs`), anything else (and any change whose
 /// bytes it does not accept) by serde; both read the same bytes the same way.
 #[inline(always)]
-fn take_record(bytes: &[u8]) -> Result<(Unboxed<'_>, &[u8]), DecodeError> {
+pub(crate) fn take_record(bytes: &[u8]) -> Result<(Unboxed<'_>, &[u8]), DecodeError> {
     if let Some(taken) = change_decoder::decode(bytes) {
         return Ok(taken);
     }

@@ -146,6 +146,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod change_decoder;
+mod change_delta;
 pub mod codec;
 mod core;
 mod error;

@@ -964,6 +964,34 @@ impl JobTable {
         self.settle_on_finish = retention.filter(|r| r.tombstones);
     }
 
+    /// Applies the format-3 change at the start of `bytes` (`change_delta.rs`): its job looked up
+    /// by id, the rest decoded against the job's last history entry, which is its previous
+    /// change (the writer wrote it against the same). Returns the bytes after it.
+    #[inline(always)]
+    pub(crate) fn apply_delta<'a>(&mut self, bytes: &'a [u8]) -> Result<&'a [u8], String> {
+        let (job, rest) = crate::change_decoder::delta_head(bytes)
+            .ok_or_else(|| "a format-3 change that does not decode".to_string())?;
+        let (key, slot) = match self.index.get_key_value(job) {
+            Some((key, &slot)) => (key.0.clone(), slot),
+            None => {
+                return Err(format!(
+                    "a format-3 change of an unknown job {}",
+                    shown_id(job)
+                ));
+            }
+        };
+        let prev = self
+            .jobs
+            .get(slot)
+            .and_then(|r| r.history.last())
+            .ok_or_else(|| "a format-3 change of a job without history".to_string())?;
+        let (entry, rest) = crate::change_decoder::delta_body(rest, (&prev.event, &prev.state))
+            .ok_or_else(|| "a format-3 change that does not decode".to_string())?;
+        self.apply_entry(key, None, entry, Some(slot))
+            .map_err(|e| e.to_string())?;
+        Ok(rest)
+    }
+
     /// Applies a change as the codec decodes it (a [`Record::Compacted`]'s if `compacted`): its
     /// job resolved first, a known one's id shared from the index.
     #[inline(always)]

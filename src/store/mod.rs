@@ -302,7 +302,7 @@ pub enum StoreError {
         file: std::path::PathBuf,
         /// Its format.
         found: u32,
-        /// The format this build reads.
+        /// The newest format of such a file this build reads.
         supported: u32,
     },
     /// Another writer holds the store.

@@ -60,6 +60,13 @@ impl Replay {
         }
     }
 
+    /// Applies the format-3 change at the start of `bytes` (a change written against its job's
+    /// previous one); the bytes after it.
+    #[inline(always)]
+    pub(crate) fn apply_delta<'a>(&mut self, bytes: &'a [u8]) -> Result<&'a [u8], String> {
+        self.jobs.apply_delta(bytes)
+    }
+
     /// [`Replay::apply`] of a record as recovery decodes it.
     #[inline(always)]
     pub(crate) fn apply_unboxed(&mut self, record: Unboxed<'_>) -> Result<(), ReplayError> {

@@ -1,11 +1,17 @@
-//! The on-disk format, pinned (issue 12, "a format pinned"): golden stores of format 2, written
-//! by a scripted story that produces every kind of record, committed under `tests/golden/`, and
-//! read by every later version. The rule (ARCHITECTURE.md): every released format is read by
-//! every later version; a change of the bytes written is a new format, with golden files of its
-//! own beside the old ones.
+//! The on-disk format, pinned (issue 12, "a format pinned"): golden stores, written by a
+//! scripted story that produces every kind of record, committed under `tests/golden/`, and read
+//! by every later version. The rule (ARCHITECTURE.md): every released format is read by every
+//! later version; a change of the bytes written is a new format, with golden files of its own
+//! beside the old ones.
 //!
-//! `JOBSTATE_WRITE_GOLDEN=1 cargo test --all-features --test it golden` writes them again;
-//! do that only for a new format, never to make a failing test pass.
+//! - `format-2/`: the story's records (`records.json`), a file store (journal and snapshot) and
+//!   a SQLite store. Snapshots and SQLite rows are still written in format 2.
+//! - `format-3/`: the same story's journal in format 3 (changes written against their job's
+//!   previous change), after format 2's snapshot.
+//!
+//! `JOBSTATE_WRITE_GOLDEN=1 cargo test --all-features --test it golden` writes the newest
+//! format's journal again; do that only for a new format, never to make a failing test pass.
+//! Format 2's files are never written again.
 //!
 //! Once, before format 2 was released, the story's snapshot was written again without a change
 //! of encoding: the file store began making a job a tombstone in the change that finishes it,
@@ -27,13 +33,20 @@ use jobstate::{
 
 use crate::common::*;
 
-/// The format the golden files hold.
+/// The format the golden records, snapshot and SQLite store are in (format 3 changed the
+/// journal only).
 const FORMAT: &str = "format-2";
+/// The format of the journals this build writes.
+const JOURNAL_FORMAT: &str = "format-3";
 
 fn golden_dir() -> PathBuf {
+    golden_dir_of(FORMAT)
+}
+
+fn golden_dir_of(format: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
-        .join(FORMAT)
+        .join(format)
 }
 
 /// A store that keeps every record committed to it, in order.
@@ -278,10 +291,12 @@ fn same_content(loaded: &Snapshot, expected: &Replay, what: &str) {
     );
 }
 
-/// Writes the golden files (only with `JOBSTATE_WRITE_GOLDEN=1`), then checks that this build
-/// writes exactly the same bytes: a change is a new format, not an edit of this one.
+/// Writes the golden journal of the newest format (only with `JOBSTATE_WRITE_GOLDEN=1`; format
+/// 2's files are never written again), then checks that this build writes exactly the bytes of
+/// the golden files: format 3's journal, format 2's snapshot. A change is a new format, not an
+/// edit of one.
 #[test]
-fn this_build_writes_format_2_byte_for_byte() {
+fn this_build_writes_its_formats_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     // The default retention: the snapshot written halfway holds tombstones (compacted records).
     let options = FileStoreOptions {
@@ -293,36 +308,37 @@ fn this_build_writes_format_2_byte_for_byte() {
     let recorded = story(store, |store| store.compact().unwrap());
     let json = serde_json::to_string_pretty(&recorded.records).unwrap();
     if std::env::var_os("JOBSTATE_WRITE_GOLDEN").is_some() {
-        let golden = golden_dir();
-        write_file(&golden.join("records.json"), json.as_bytes());
-        for name in ["journal", "snapshot"] {
-            let bytes = std::fs::read(dir.path().join(name)).unwrap();
-            write_file(&golden.join("file").join(name), &bytes);
-        }
-        write_sqlite_golden(&golden);
+        let bytes = std::fs::read(dir.path().join("journal")).unwrap();
+        write_file(
+            &golden_dir_of(JOURNAL_FORMAT).join("file").join("journal"),
+            &bytes,
+        );
     }
     let expected = std::fs::read_to_string(golden_dir().join("records.json")).unwrap();
     assert_eq!(
         json, expected,
         "the story's records differ from format 2's: a semantic change, or a change of the JSON form"
     );
-    for name in ["journal", "snapshot"] {
+    for (name, format) in [("journal", JOURNAL_FORMAT), ("snapshot", FORMAT)] {
         let written = std::fs::read(dir.path().join(name)).unwrap();
-        let golden = std::fs::read(golden_dir().join("file").join(name)).unwrap();
+        let golden = std::fs::read(golden_dir_of(format).join("file").join(name)).unwrap();
         assert!(
             written == golden,
-            "the file store's {name} is not format 2's, byte for byte: a change of the stored \
-             bytes is a new format (keep format 2's golden files and its reader, add the new \
-             format's beside them)"
+            "the file store's {name} is not {format}'s, byte for byte: a change of the stored \
+             bytes is a new format (keep the golden files and the reader of every released \
+             format, add the new format's beside them)"
         );
     }
+    // Format 3 writes most later changes of a job against the change before.
+    let journal = std::fs::read(dir.path().join("journal")).unwrap();
+    assert_eq!(&journal[8..12], &3u32.to_le_bytes(), "the journal's format");
     for record in &recorded.records {
         let bytes = codec::encode(record).unwrap();
         assert_eq!(bytes[0], codec::FORMAT_VERSION);
         assert_eq!(&codec::decode(&bytes).unwrap(), record);
     }
     report_figures(&format!(
-        "golden: the story writes {} records; journal {} bytes, snapshot {} bytes, all equal to {FORMAT}'s",
+        "golden: the story writes {} records; journal {} bytes ({JOURNAL_FORMAT}), snapshot {} bytes ({FORMAT}), all equal to the golden files",
         recorded.records.len(),
         std::fs::metadata(dir.path().join("journal")).unwrap().len(),
         std::fs::metadata(dir.path().join("snapshot"))
@@ -330,25 +346,6 @@ fn this_build_writes_format_2_byte_for_byte() {
             .len(),
     ));
 }
-
-#[cfg(feature = "sqlite")]
-fn write_sqlite_golden(golden: &Path) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.db");
-    let store = jobstate::store::SqliteStore::open(&path).unwrap();
-    drop(story(store, |_| {}));
-    // One file: fold the write-ahead log into the database.
-    let db = rusqlite::Connection::open(&path).unwrap();
-    db.pragma_update(None, "journal_mode", "DELETE").unwrap();
-    drop(db);
-    write_file(
-        &golden.join("sqlite/store.db"),
-        &std::fs::read(&path).unwrap(),
-    );
-}
-
-#[cfg(not(feature = "sqlite"))]
-fn write_sqlite_golden(_: &Path) {}
 
 /// Every record kind and every state appear in the golden story: a record kind missing from it
 /// would be a kind whose format nothing pins.
@@ -403,12 +400,44 @@ fn the_golden_story_holds_every_record_kind_and_state() {
     ));
 }
 
-/// Format 2's file store, as committed, opens and loads to what its records say.
+/// Format 2's file store, as committed, opens and loads to what its records say. Its journal
+/// stays format 2 (an earlier build may still need to read it back) until a compaction starts
+/// a new one, in format 3.
 #[test]
 fn the_format_2_file_store_reads() {
     let dir = tempfile::tempdir().unwrap();
     copy_file_store(dir.path());
+    let before = std::fs::read(dir.path().join("journal")).unwrap();
     opens_to_its_records_and_carries_on(dir.path(), "format 2's file store");
+    let after = std::fs::read(dir.path().join("journal")).unwrap();
+    assert!(after.len() > before.len() && after.starts_with(&before));
+    assert_eq!(&after[8..12], &2u32.to_le_bytes(), "still format 2");
+    let mut store = FileStore::open(dir.path()).unwrap();
+    let held = store.load().unwrap();
+    store.compact().unwrap();
+    let compacted = std::fs::read(dir.path().join("journal")).unwrap();
+    assert_eq!(
+        &compacted[8..12],
+        &3u32.to_le_bytes(),
+        "a new journal is format 3"
+    );
+    drop(store);
+    let reopened = FileStore::open(dir.path()).unwrap().load().unwrap();
+    assert_eq!(reopened.jobs, held.jobs);
+}
+
+/// Format 3's journal (after format 2's snapshot, as the story left them) opens and loads to
+/// what the records say, and an agent carries on from it.
+#[test]
+fn the_format_3_file_store_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_file_store(dir.path());
+    std::fs::copy(
+        golden_dir_of(JOURNAL_FORMAT).join("file").join("journal"),
+        dir.path().join("journal"),
+    )
+    .unwrap();
+    opens_to_its_records_and_carries_on(dir.path(), "format 3's file store");
 }
 
 /// The file store in `dir` opens cleanly to what the golden records say, and an agent carries
@@ -472,14 +501,24 @@ fn a_newer_format_is_refused() {
     copy_file_store(dir.path());
     let journal = dir.path().join("journal");
     let mut bytes = std::fs::read(&journal).unwrap();
-    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
     std::fs::write(&journal, bytes).unwrap();
     match FileStore::open(dir.path()) {
-        Err(error @ StoreError::UnknownFormat { found: 3, .. }) => {
+        Err(error @ StoreError::UnknownFormat { found: 4, .. }) => {
             assert!(error.to_string().contains("upgrade jobstate"), "{error}");
         }
         other => panic!("a newer format must be refused, got {other:?}"),
     }
+    // Format 3 changed journals only: a snapshot of format 3 is no snapshot this build wrote.
+    copy_file_store(dir.path());
+    let snapshot = dir.path().join("snapshot");
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+    std::fs::write(&snapshot, bytes).unwrap();
+    assert!(matches!(
+        FileStore::open(dir.path()),
+        Err(StoreError::UnknownFormat { found: 3, .. })
+    ));
     let record = codec::encode(&records_json()[0]).unwrap();
     let mut newer = record.clone();
     newer[0] = codec::FORMAT_VERSION + 1;

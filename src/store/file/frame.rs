@@ -17,14 +17,22 @@
 //! binds a frame to its place: a frame deleted from the middle of a journal leaves the next one
 //! where it does not belong, and its checksum fails.
 //!
-//! Format 1 (no salt) was never released.
+//! Format 1 (no salt) was never released. Format 3 changed what a journal's payloads hold, not
+//! the layout: a change may be written against its job's previous change (`change_delta.rs`).
+//! Snapshots are format 2.
 
 use super::crc32c::{crc32c, crc32c_append};
 
 pub(crate) const JOURNAL_MAGIC: &[u8; 8] = b"JOBSTJNL";
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 8] = b"JOBSTSNP";
-/// The file format this build writes and reads.
-pub(crate) const FILE_FORMAT: u32 = 2;
+/// The format of the journals this build writes: 3, whose records may hold changes written
+/// against their job's previous change (`change_delta.rs`). It still reads format 2's, and
+/// appends to one in format 2 until a compaction starts a new journal.
+pub(crate) const JOURNAL_FORMAT: u32 = 3;
+/// The journal formats this build reads.
+pub(crate) const JOURNAL_FORMATS: [u32; 2] = [2, 3];
+/// The format of the snapshots this build writes and reads: 2 (format 3 changed journals only).
+pub(crate) const SNAPSHOT_FORMAT: u32 = 2;
 pub(crate) const HEADER_LEN: usize = 24;
 pub(crate) const FRAME_HEADER_LEN: usize = 12;
 
@@ -38,10 +46,21 @@ pub(crate) struct Header {
     pub(crate) revision: u64,
 }
 
+/// The header of a new file with `magic`, in the format this build writes such files in.
 pub(crate) fn header(magic: &[u8; 8], revision: u64) -> [u8; HEADER_LEN] {
+    let format = if magic == JOURNAL_MAGIC {
+        JOURNAL_FORMAT
+    } else {
+        SNAPSHOT_FORMAT
+    };
+    header_of_format(magic, format, revision)
+}
+
+/// The header of a file with `magic`, in `format`.
+pub(crate) fn header_of_format(magic: &[u8; 8], format: u32, revision: u64) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(magic);
-    h[8..12].copy_from_slice(&FILE_FORMAT.to_le_bytes());
+    h[8..12].copy_from_slice(&format.to_le_bytes());
     h[16..24].copy_from_slice(&revision.to_le_bytes());
     let crc = header_crc(&h);
     h[12..16].copy_from_slice(&crc.to_le_bytes());
@@ -318,7 +337,7 @@ mod tests {
         push_frame(&mut file, b"first", 8);
         push_frame(&mut file, b"second", 9);
         let h = read_header(&file, JOURNAL_MAGIC).unwrap();
-        assert_eq!((h.format, h.revision), (FILE_FORMAT, 7));
+        assert_eq!((h.format, h.revision), (JOURNAL_FORMAT, 7));
         let Next::Frame { payload, end } = next_frame(&file, HEADER_LEN, 8) else {
             panic!()
         };

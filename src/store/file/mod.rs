@@ -20,8 +20,8 @@ pub(crate) use tombstone_bytes::TombstoneBytes;
 
 use self::disk::{AppendFile, Disk, RealDisk};
 use self::frame::{
-    FILE_FORMAT, HEADER_LEN, Header, HeaderError, JOURNAL_MAGIC, Next, SNAPSHOT_MAGIC,
-    frame_header, header, next_frame, push_frame, read_header,
+    HEADER_LEN, Header, HeaderError, JOURNAL_FORMAT, JOURNAL_FORMATS, JOURNAL_MAGIC, Next,
+    SNAPSHOT_FORMAT, SNAPSHOT_MAGIC, frame_header, header, next_frame, push_frame, read_header,
 };
 use self::journal_reader::JournalReader;
 use super::{Commit, Cut, Inspection, OpenReport, Replay, Revision, Snapshot, Store, StoreError};
@@ -333,6 +333,9 @@ pub(crate) struct Journal<D: Disk> {
     revision: u64,
     /// Commits in the journal file.
     frames: u64,
+    /// The journal file's format: what its commits are written in (format 2's journal, left by
+    /// an earlier build, stays format 2 until a compaction starts a new one).
+    format: u32,
     /// What the store holds.
     live: Replay,
     /// The snapshot records of its tombstones, encoded: what a compaction copies.
@@ -408,6 +411,7 @@ impl<D: Disk> Journal<D> {
                 file,
                 revision: 0,
                 frames: 0,
+                format: JOURNAL_FORMAT,
                 live,
                 tombstones,
                 synced_len: HEADER_LEN as u64,
@@ -419,12 +423,15 @@ impl<D: Disk> Journal<D> {
         live.reserve_jobs(usize::try_from(len / JOURNAL_BYTES_PER_JOB).unwrap_or(0));
         let reading =
             |e| io("reading the journal")(crate::safe_fs::context(e, "reading", &journal_path));
-        let start = checked_header(
+        let Header {
+            revision: start,
+            mut format,
+        } = checked_header(
             journal.start(HEADER_LEN).map_err(reading)?,
             JOURNAL_MAGIC,
+            &JOURNAL_FORMATS,
             &journal_path,
-        )?
-        .revision;
+        )?;
         if start > snapshot_revision {
             return Err(corrupt(
                 &journal_path,
@@ -449,7 +456,7 @@ impl<D: Disk> Journal<D> {
                     frames += 1;
                     // Frames the snapshot already holds (an interrupted compaction) are skipped.
                     if revision > snapshot_revision {
-                        apply_payload(payload, &mut live)
+                        apply_payload(payload, &mut live, format)
                             .map_err(|detail| corrupt(&journal_path, at, detail))?;
                     }
                     at = end;
@@ -487,6 +494,7 @@ impl<D: Disk> Journal<D> {
             }
             write_journal(&disk, dir, snapshot_revision)?;
             frames = 0;
+            format = JOURNAL_FORMAT;
             synced_len = HEADER_LEN as u64;
         }
         live.compact_history(&options.retention);
@@ -507,6 +515,7 @@ impl<D: Disk> Journal<D> {
             file,
             revision,
             frames,
+            format,
             live,
             tombstones,
             synced_len,
@@ -536,7 +545,11 @@ impl<D: Disk> Journal<D> {
         }
         self.live.check(commit)?;
         let mut payload = Vec::with_capacity(256);
-        codec::encode_commit(commit, &mut payload)?;
+        if self.format >= 3 {
+            crate::change_delta::encode_commit(commit, self.live.jobs(), &mut payload)?;
+        } else {
+            codec::encode_commit(commit, &mut payload)?;
+        }
         if payload.len() > MAX_FRAME as usize {
             return Err(StoreError::TooLarge {
                 size: payload.len(),
@@ -688,6 +701,7 @@ impl<D: Disk> Journal<D> {
             Ok(file) => {
                 self.file = file;
                 self.frames = 0;
+                self.format = JOURNAL_FORMAT;
                 self.synced_len = HEADER_LEN as u64;
                 Ok(())
             }
@@ -707,7 +721,14 @@ fn corrupt(file: &Path, offset: u64, detail: String) -> StoreError {
     }
 }
 
-fn checked_header(bytes: &[u8], magic: &[u8; 8], path: &Path) -> Result<Header, StoreError> {
+/// The header at the start of `bytes`, of a file with `magic` in one of the `formats` this
+/// build reads (the last one: the newest).
+fn checked_header(
+    bytes: &[u8],
+    magic: &[u8; 8],
+    formats: &[u32],
+    path: &Path,
+) -> Result<Header, StoreError> {
     let header = read_header(bytes, magic).map_err(|e| {
         let detail = match e {
             HeaderError::Short => "the file is shorter than its header",
@@ -716,11 +737,11 @@ fn checked_header(bytes: &[u8], magic: &[u8; 8], path: &Path) -> Result<Header, 
         };
         corrupt(path, 0, detail.into())
     })?;
-    if header.format != FILE_FORMAT {
+    if !formats.contains(&header.format) {
         return Err(StoreError::UnknownFormat {
             file: path.to_path_buf(),
             found: header.format,
-            supported: FILE_FORMAT,
+            supported: formats.iter().copied().max().unwrap_or(0),
         });
     }
     Ok(header)
@@ -732,7 +753,7 @@ fn load_snapshot(
     live: &mut Replay,
     tombstones: &mut TombstoneBytes,
 ) -> Result<u64, StoreError> {
-    let revision = checked_header(bytes, SNAPSHOT_MAGIC, path)?.revision;
+    let revision = checked_header(bytes, SNAPSHOT_MAGIC, &[SNAPSHOT_FORMAT], path)?.revision;
     // A snapshot is written whole, synced and renamed into place: no crash leaves it torn, so
     // any damage is corruption (a flipped bit in its last frame too), and so is a frame more or
     // less than its first frame counts.
@@ -769,14 +790,28 @@ fn load_snapshot(
     Ok(revision)
 }
 
-/// Decodes and applies the records of `payload`, one by one (no list of them is built). Any
-/// error leaves `live` part-applied: the caller gives up the open.
-fn apply_payload(payload: &[u8], live: &mut Replay) -> Result<(), String> {
-    codec::decode_each(payload, |record| {
-        live.apply_unboxed(record)
-            .map_err(|e| PayloadError(e.to_string()))
-    })
-    .map_err(|e| e.0)
+/// Decodes and applies the records of `payload`, a frame of a journal of `format`, one by one
+/// (no list of them is built). Any error leaves `live` part-applied: the caller gives up the
+/// open.
+fn apply_payload(mut payload: &[u8], live: &mut Replay, format: u32) -> Result<(), String> {
+    if format < 3 {
+        // Format 2 knows no change written against the one before: its tag is refused there.
+        return codec::decode_each(payload, |record| {
+            live.apply_unboxed(record)
+                .map_err(|e| PayloadError(e.to_string()))
+        })
+        .map_err(|e| e.0);
+    }
+    while let Some(&tag) = payload.first() {
+        payload = if tag == crate::change_delta::TAG {
+            live.apply_delta(payload)?
+        } else {
+            let (record, rest) = codec::take_record(payload).map_err(|e| e.to_string())?;
+            live.apply_unboxed(record).map_err(|e| e.to_string())?;
+            rest
+        };
+    }
+    Ok(())
 }
 
 /// [`apply_payload`] of a snapshot's payload, keeping the bytes of each tombstone's record (a
