@@ -29,11 +29,11 @@
 //!   kernel, page faults included), which is what an agent pays when it starts. `met` needs
 //!   both within the goal.
 //!
-//! Then a breakdown over the same journal, in four passes that each go one stage further, frame
-//! by frame as the store does: read the file; walk the frames and check their CRC-32C (by the
-//! `crc32c` crate, as the store does); `codec::decode_all`
-//! of every frame (the records dropped at once); `Replay::apply` of every record instead. Each
-//! stage's cost is its pass's time less the previous pass's.
+//! Then a breakdown over the same journal: read the file; walk the frames and check their
+//! CRC-32C (by the `crc32c` crate, as the store does), a pass each; decoding and replaying the
+//! records is the open's time less the second pass's. (Journal format 3 writes a job's later
+//! changes against its previous one: they decode only against the job table that replay
+//! builds, so the two stages are one.)
 //!
 //! And a baseline (up to 100 000 records): the same records as JSON lines, read and parsed line
 //! by line into `serde_json::Value` (and, for reference, into `Record` and replayed: a JSON
@@ -65,7 +65,7 @@ const GOAL_US: f64 = 0.3;
 /// The largest journal whose records are also measured as JSON lines.
 const JSON_MAX: usize = 100_000;
 /// What the builder writes; a cached journal with another marker is rebuilt.
-const MARKER: &str = "jobstate recovery bench journal v2";
+const MARKER: &str = "jobstate recovery bench journal v3 (journal format 3)";
 
 /// The journal's layout, learned from the store itself (the file format is private to it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +76,9 @@ struct Layout {
     /// (u32 LE), 8 bytes; or payload length | CRC-32C of the length | CRC-32C of the payload,
     /// 12 bytes.
     frame_header: usize,
+    /// The length of a frame's trailer: none, or (journal format 3) the payload length and
+    /// its CRC again, 8 bytes.
+    trailer: usize,
 }
 
 static LAYOUT: OnceLock<Layout> = OnceLock::new();
@@ -105,16 +108,21 @@ fn probe_layout(dir: &Path) -> Layout {
     let mut payload = Vec::new();
     codec::encode_commit(&commit, &mut payload).expect("encode the probe commit");
     store.commit(&commit).expect("commit the probe");
-    let frame_header = len() - header - payload.len();
+    let overhead = len() - header - payload.len();
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
-    assert!(
-        frame_header == 8 || frame_header == 12,
-        "a frame header of {frame_header} bytes: a frame layout this bench does not know"
-    );
+    let (frame_header, trailer) = match overhead {
+        8 => (8, 0),
+        12 => (12, 0),
+        20 => (12, 8),
+        _ => panic!(
+            "frames of {overhead} bytes around the payload: a layout this bench does not know"
+        ),
+    };
     Layout {
         header,
         frame_header,
+        trailer,
     }
 }
 
@@ -315,6 +323,7 @@ fn frames(bytes: &[u8]) -> Vec<&[u8]> {
     let Layout {
         header,
         frame_header,
+        trailer,
     } = layout();
     let mut payloads = Vec::new();
     let mut at = header;
@@ -350,33 +359,38 @@ fn frames(bytes: &[u8]) -> Vec<&[u8]> {
             crc32c(payload)
         };
         assert_eq!(checked, crc, "the CRC of the frame at {at}");
+        if trailer > 0 {
+            let end = at + frame_header + len;
+            assert!(
+                bytes[end..end + 4] == bytes[at..at + 4]
+                    && bytes[end + 4..end + 8] == bytes[at + 8..at + 12],
+                "the trailer of the frame at {at}"
+            );
+        }
         payloads.push(payload);
-        at += frame_header + len;
+        at += frame_header + len + trailer;
     }
     payloads
 }
 
-/// The costs of the stages of recovery, in seconds: each stage is timed as a whole pass that
-/// does it and every stage before it, interleaved frame by frame as `FileStore::open` does, and
-/// its cost is the difference from the pass before (so that caches behave as in an open).
+/// The costs of the stages of recovery, in seconds: read and CRC are timed as passes over the
+/// journal, frame by frame as `FileStore::open` does, each doing the stages before it too; the
+/// rest of an open is decoding and replaying.
 #[derive(Default, Clone, Copy)]
 struct Phases {
     /// `std::fs::read` of the journal.
     read: f64,
     /// Walking the frames and checking each one's CRC-32C.
     crc: f64,
-    /// `codec::decode_all` of every frame, the records dropped at once (their allocations
-    /// freed: replay keeps most of them instead).
-    decode: f64,
-    /// `Replay::apply` of every record, instead of dropping it.
+    /// Decoding and replaying the records: the open's fastest time less the CRC pass's.
     replay: f64,
-    /// Dropping what replay built: not part of an open (the store keeps it), shown apart.
+    /// Dropping what the open built: not part of an open (the store keeps it), shown apart.
     drop: f64,
 }
 
 impl Phases {
     fn sum(&self) -> f64 {
-        self.read + self.crc + self.decode + self.replay
+        self.read + self.crc + self.replay
     }
 }
 
@@ -385,35 +399,18 @@ impl Phases {
 enum Stage {
     Read,
     Crc,
-    Decode,
-    Replay,
 }
 
-/// One pass over `journal` up to `stage`: its time, and the time to drop the replayed state.
-fn pass(journal: &Path, stage: Stage) -> (f64, f64) {
+/// One pass over `journal` up to `stage`: its time.
+fn pass(journal: &Path, stage: Stage) -> f64 {
     let t = Instant::now();
     let bytes = std::fs::read(journal).expect("read the journal");
-    let mut replay = Replay::default();
     if stage >= Stage::Crc {
-        for payload in frames(&bytes) {
-            if stage >= Stage::Decode {
-                let records = codec::decode_all(payload).expect("decode a frame");
-                if stage >= Stage::Replay {
-                    for record in records {
-                        replay.apply(record).expect("replay a record");
-                    }
-                } else {
-                    drop(black_box(records));
-                }
-            }
-        }
+        black_box(frames(&bytes));
     }
     black_box(&bytes);
     drop(bytes);
-    let took = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    drop(black_box(replay));
-    (took, t.elapsed().as_secs_f64())
+    t.elapsed().as_secs_f64()
 }
 
 /// The timed opens and the breakdown over the store in `dir`: `reps` rounds, each one an open
@@ -421,14 +418,17 @@ fn pass(journal: &Path, stage: Stage) -> (f64, f64) {
 /// falls on all alike. Returns the open's median and minimum, and the stage costs.
 fn measure(dir: &Path, reps: usize) -> ((f64, f64), Phases) {
     let journal = dir.join("journal");
-    let stages = [Stage::Read, Stage::Crc, Stage::Decode, Stage::Replay];
+    let stages = [Stage::Read, Stage::Crc];
     let mut opens = Vec::with_capacity(reps);
-    let mut passes: Vec<Vec<(f64, f64)>> = stages.iter().map(|_| Vec::new()).collect();
+    let mut drops = Vec::with_capacity(reps);
+    let mut passes: Vec<Vec<f64>> = stages.iter().map(|_| Vec::new()).collect();
     for _ in 0..reps {
         let t = Instant::now();
         let store = black_box(FileStore::open(dir).expect("open the store"));
         opens.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
         drop(store);
+        drops.push(t.elapsed().as_secs_f64());
         for (runs, &stage) in passes.iter_mut().zip(&stages) {
             runs.push(pass(&journal, stage));
         }
@@ -438,24 +438,23 @@ fn measure(dir: &Path, reps: usize) -> ((f64, f64), Phases) {
     // that the differences between stages are not mostly noise.
     let m: Vec<f64> = passes
         .iter()
-        .map(|runs| runs.iter().map(|r| r.0).fold(f64::INFINITY, f64::min))
+        .map(|runs| runs.iter().copied().fold(f64::INFINITY, f64::min))
         .collect();
     let phases = Phases {
         read: m[0],
         crc: m[1] - m[0],
-        decode: m[2] - m[1],
-        replay: m[3] - m[2],
-        drop: median(passes[3].iter().map(|r| r.1).collect()),
+        replay: min - m[1],
+        drop: median(drops),
     };
     ((median(opens), min), phases)
 }
 
-/// Every record of the journal, decoded (untimed: the JSON baseline's input).
-fn records(journal: &Path) -> Vec<Record> {
-    let bytes = std::fs::read(journal).expect("read the journal");
-    frames(&bytes)
-        .into_iter()
-        .flat_map(|payload| codec::decode_all(payload).expect("decode a frame"))
+/// The first `records` records of the workload, as the journals hold them (untimed: the JSON
+/// baseline's input).
+fn records(records: usize) -> Vec<Record> {
+    let mut changes = Changes::new();
+    (0..records)
+        .map(|_| Record::Change(Box::new(changes.next_change())))
         .collect()
 }
 
@@ -599,8 +598,8 @@ fn main() {
         return;
     }
     println!(
-        "journal layout: a {}-byte file header, {}-byte frame headers",
-        probed.header, probed.frame_header
+        "journal layout: a {}-byte file header, {}-byte frame headers, {}-byte frame trailers",
+        probed.header, probed.frame_header, probed.trailer
     );
 
     struct Row {
@@ -632,7 +631,7 @@ fn main() {
             let json = (per_frame == LAYOUTS[0] && records <= JSON_MAX).then(|| {
                 json_baselines(
                     &root.join(format!("{records}.jsonl")),
-                    &self::records(&dir.join("journal")),
+                    &self::records(records),
                     reps.min(5),
                 )
             });
@@ -692,24 +691,23 @@ fn main() {
 
     println!();
     println!(
-        "breakdown, µs per record: each stage's cost over the stages before it, each pass \
-         interleaved frame by frame as in an open (fastest pass of each stage; open: median, \
-         min):"
+        "breakdown, µs per record: read and crc as passes over the journal, each stage's cost \
+         over the stage before it (fastest pass); decode+replay: the fastest open less the crc \
+         pass; open: median, min:"
     );
     println!(
-        "{:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>13} {:>8}",
-        "records", "layout", "read", "crc", "decode", "replay", "sum", "open", "(drop)"
+        "{:>9} {:>7} {:>7} {:>7} {:>14} {:>7} {:>13} {:>8}",
+        "records", "layout", "read", "crc", "decode+replay", "sum", "open", "(drop)"
     );
     for row in &rows {
         let us = |s: f64| s * 1e6 / row.records as f64;
         let p = &row.phases;
         println!(
-            "{:>9} {:>7} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>13} {:>8.3}",
+            "{:>9} {:>7} {:>7.3} {:>7.3} {:>14.3} {:>7.3} {:>13} {:>8.3}",
             row.records,
             format!("{}/fr", row.per_frame),
             us(p.read),
             us(p.crc),
-            us(p.decode),
             us(p.replay),
             us(p.sum()),
             format!("{:.3}, {:.3}", us(row.open.0), us(row.open.1)),

@@ -120,14 +120,19 @@ impl Harness for Files {
     }
 }
 
-/// The frames of a store file (after its 24-byte header): (start, end) of each.
+/// The frames of a store file (after its 24-byte header): (start, end) of each. A frame is a
+/// 12-byte header and its payload, and in a journal of format 3 an 8-byte trailer after it.
 fn frames(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let journal_of_format_3 = bytes.len() >= 24
+        && &bytes[..8] == b"JOBSTJNL"
+        && u32::from_le_bytes(bytes[8..12].try_into().unwrap()) >= 3;
+    let trailer = if journal_of_format_3 { 8 } else { 0 };
     let mut frames = Vec::new();
     let mut at = 24;
     while at + 12 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        frames.push((at, at + 12 + len));
-        at += 12 + len;
+        frames.push((at, at + 12 + len + trailer));
+        at += 12 + len + trailer;
     }
     frames
 }

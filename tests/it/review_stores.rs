@@ -494,12 +494,10 @@ fn the_file_store_adopts_no_directory_that_holds_other_files() {
 /// calls it a torn write). No crash does this: the second-to-last commit was synced before the
 /// last one was written.
 ///
-/// Open: the frames carry their length and checksum in front only, so once both headers are
-/// zeros, what follows is bytes no header vouches for, as a torn write of one frame leaves
-/// them. Telling the two apart needs each frame to end in its own length and checksum (a
-/// format change, with issue 12's format freeze).
+/// Fixed by journal format 3: each frame ends in its length and payload checksum again (a
+/// trailer), so the last frame is known whole from the end of the file, and damage before it
+/// is corruption at the second-to-last frame's offset.
 #[test]
-#[ignore = "open: needs each frame to end in its length and checksum, a format change (issue 12, review E finding 5)"]
 fn zeros_over_the_last_two_frame_headers_are_corruption_not_a_torn_tail() {
     let dir = TempDir::new("review-e-zeroed-two-frames");
     let mut store = FileStore::open(&dir.0).unwrap();

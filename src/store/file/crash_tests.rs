@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, TimeZone, Utc};
 
-use super::frame::{HEADER_LEN, JOURNAL_MAGIC, Next, SNAPSHOT_MAGIC, next_frame, read_header};
+use super::frame::{
+    HEADER_LEN, JOURNAL_MAGIC, Layout, Next, SNAPSHOT_MAGIC, next_frame, read_header,
+};
 use super::sim::{Rng, SimDisk, mix};
 use super::{FileStoreOptions, JOURNAL, Journal, SNAPSHOT};
 use crate::core::Timestamp;
@@ -873,10 +875,12 @@ impl Report {
 
 /// The valid frames at the start of a journal: how many, and where they end.
 fn frames(journal: &[u8]) -> (usize, usize) {
-    let start = read_header(journal, JOURNAL_MAGIC).map_or(0, |h| h.revision);
+    let header = read_header(journal, JOURNAL_MAGIC).ok();
+    let start = header.as_ref().map_or(0, |h| h.revision);
+    let layout = Layout::of_journal(header.map_or(0, |h| h.format));
     let mut at = HEADER_LEN;
     let mut count = 0;
-    while let Next::Frame { end, .. } = next_frame(journal, at, start + 1 + count as u64) {
+    while let Next::Frame { end, .. } = next_frame(journal, at, start + 1 + count as u64, layout) {
         count += 1;
         at = end;
     }
@@ -913,10 +917,12 @@ fn describe(image: &SimDisk) -> String {
         let _ = write!(out, "    {}: {} bytes", path.display(), bytes.len());
         if path == dir().join(JOURNAL) && bytes.len() >= HEADER_LEN {
             let mut at = HEADER_LEN;
-            let mut salt = read_header(&bytes, JOURNAL_MAGIC).map_or(0, |h| h.revision) + 1;
+            let header = read_header(&bytes, JOURNAL_MAGIC).ok();
+            let mut salt = header.as_ref().map_or(0, |h| h.revision) + 1;
+            let layout = Layout::of_journal(header.map_or(0, |h| h.format));
             let _ = write!(out, "; frames at");
             loop {
-                match next_frame(&bytes, at, salt) {
+                match next_frame(&bytes, at, salt, layout) {
                     Next::Frame { end, .. } => {
                         let _ = write!(out, " {at}..{end}");
                         at = end;

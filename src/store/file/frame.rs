@@ -5,6 +5,9 @@
 //!            | revision (u64 LE)
 //! frame    = payload length (u32 LE) | CRC-32C of the length (u32 LE)
 //!            | CRC-32C of (salt (u64 LE) | payload) (u32 LE) | payload
+//!            [| payload length (u32 LE) | CRC-32C of (salt | payload) (u32 LE)]
+//!            the bracketed trailer, a copy of the header's length and payload checksum, in
+//!            journals of format 3 only (`Layout::Trailed`)
 //! journal  = header (revision = the store revision the journal starts from) | frame*
 //!            one frame per commit; the payload is the commit's records, back to back;
 //!            salt = the revision the frame commits (the header's + 1 for the first frame)
@@ -17,9 +20,13 @@
 //! binds a frame to its place: a frame deleted from the middle of a journal leaves the next one
 //! where it does not belong, and its checksum fails.
 //!
-//! Format 1 (no salt) was never released. Format 3 changed what a journal's payloads hold, not
-//! the layout: a change may be written against its job's previous change (`change_delta.rs`).
-//! Snapshots are format 2.
+//! The trailer lets a frame be known whole from the end of the file: damage that ends a
+//! journal, but then a whole frame, was not left by the crash of one append (only the last frame
+//! can be torn), even where no frame header after the damage survived to say so.
+//!
+//! Format 1 (no salt) was never released. Format 3 changed a journal's frames (the trailer) and
+//! what its payloads hold: a change may be written against its job's previous change
+//! (`change_delta.rs`). Snapshots are format 2: written whole and renamed, never torn.
 
 use super::crc32c::{crc32c, crc32c_append};
 
@@ -35,6 +42,41 @@ pub(crate) const JOURNAL_FORMATS: [u32; 2] = [2, 3];
 pub(crate) const SNAPSHOT_FORMAT: u32 = 2;
 pub(crate) const HEADER_LEN: usize = 24;
 pub(crate) const FRAME_HEADER_LEN: usize = 12;
+/// The trailer of a frame in a journal of format 3: its length and payload checksum again.
+pub(crate) const TRAILER_LEN: usize = 8;
+
+/// What follows a frame's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Nothing: snapshots, and journals of format 2.
+    Plain,
+    /// A trailer ([`TRAILER_LEN`] bytes): journals of format 3.
+    Trailed,
+}
+
+impl Layout {
+    /// The layout of a journal of `format`.
+    pub(crate) fn of_journal(format: u32) -> Self {
+        if format >= 3 {
+            Layout::Trailed
+        } else {
+            Layout::Plain
+        }
+    }
+
+    /// How many bytes follow a frame's payload.
+    pub(crate) const fn trailer_len(self) -> usize {
+        match self {
+            Layout::Plain => 0,
+            Layout::Trailed => TRAILER_LEN,
+        }
+    }
+
+    /// How many bytes a frame adds to its payload.
+    pub(crate) const fn overhead(self) -> usize {
+        FRAME_HEADER_LEN + self.trailer_len()
+    }
+}
 
 /// The largest frame payload accepted (and written), checked before anything is allocated.
 pub const MAX_FRAME: u32 = 64 * 1024 * 1024;
@@ -112,10 +154,15 @@ fn payload_crc(salt: u64, payload: &[u8]) -> u32 {
     crc32c_append(crc32c(&salt.to_le_bytes()), payload)
 }
 
-/// Appends a frame holding `payload`, salted with `salt`, to `out`.
-pub(crate) fn push_frame(out: &mut Vec<u8>, payload: &[u8], salt: u64) {
-    out.extend_from_slice(&frame_header(payload, salt));
+/// Appends a frame holding `payload`, salted with `salt`, to `out`, in `layout`.
+pub(crate) fn push_frame(out: &mut Vec<u8>, payload: &[u8], salt: u64, layout: Layout) {
+    let header = frame_header(payload, salt);
+    out.extend_from_slice(&header);
     out.extend_from_slice(payload);
+    if layout == Layout::Trailed {
+        out.extend_from_slice(&header[..4]);
+        out.extend_from_slice(&header[8..]);
+    }
 }
 
 /// The header of a frame holding `payload`, salted with `salt`: what goes before the payload.
@@ -161,25 +208,29 @@ impl<'a> Next<'a> {
     }
 }
 
-/// Reads the frame at `at`, salted with `salt`.
+/// Reads the frame at `at`, salted with `salt`, of `layout`.
 ///
 /// Only the last frame can be torn: a commit is appended and synced before the next one is
 /// written. So a damaged frame is a torn tail only if it ends the file (its checked length
 /// reaches the end, or runs past it, or its length itself is damaged) *and* nothing after its
 /// start looks like a frame header (a length with its valid checksum), which no torn write
-/// leaves but a damaged frame in the middle of the journal does. Everything else is corruption.
-pub(crate) fn next_frame(bytes: &[u8], at: usize, salt: u64) -> Next<'_> {
+/// leaves but a damaged frame in the middle of the journal does, *and* (in a trailed journal)
+/// the file does not end in a whole frame that starts after it. Everything else is corruption.
+pub(crate) fn next_frame(bytes: &[u8], at: usize, salt: u64, layout: Layout) -> Next<'_> {
     let rest = bytes.get(at..).unwrap_or_default();
     if rest.is_empty() {
         return Next::End;
     }
+    let trailer = layout.trailer_len();
     let torn = |why| {
-        if header_follows(bytes, at + 1) {
+        if header_follows(bytes, at + 1, layout) {
             Next::Corrupt(match why {
                 DAMAGED_LENGTH => "a damaged frame length, with frames after it",
                 RUNS_PAST_END => "a frame length that runs past the end, with frames after it",
                 _ => "a damaged frame, with frames after it",
             })
+        } else if layout == Layout::Trailed && whole_frame_ends_the_file(bytes, at, salt) {
+            Next::Corrupt("a damaged frame, with a whole frame after it at the end of the file")
         } else {
             Next::TornTail(why)
         }
@@ -189,15 +240,15 @@ pub(crate) fn next_frame(bytes: &[u8], at: usize, salt: u64) -> Next<'_> {
         return Next::TornTail("a frame header cut short by the end of the file");
     }
     if crc32c(&rest[..4]) != word(&rest[4..8]) {
-        if rest.len() - FRAME_HEADER_LEN > MAX_FRAME as usize {
+        if rest.len() - FRAME_HEADER_LEN > MAX_FRAME as usize + trailer {
             return Next::Corrupt(
                 "a damaged frame length, with more data after it than a frame holds",
             );
         }
-        if own_payload_checks(rest, salt) {
+        if own_payload_checks(rest, salt, trailer) {
             return Next::Corrupt("a damaged frame length, with the frame whole and data after it");
         }
-        if next_frame_ends_the_file(bytes, at, salt) {
+        if next_frame_ends_the_file(bytes, at, salt, trailer) {
             return Next::Corrupt("a damaged frame length, with the next frame after it");
         }
         return torn(DAMAGED_LENGTH);
@@ -215,13 +266,25 @@ pub(crate) fn next_frame(bytes: &[u8], at: usize, salt: u64) -> Next<'_> {
         return torn(RUNS_PAST_END);
     };
     let crc = word(&rest[8..12]);
+    let end = at + FRAME_HEADER_LEN + len;
     if crc == payload_crc(salt, payload) {
-        return Next::Frame {
-            payload,
-            end: at + FRAME_HEADER_LEN + len,
+        if layout == Layout::Plain {
+            return Next::Frame { payload, end };
+        }
+        return match rest.get(FRAME_HEADER_LEN + len..FRAME_HEADER_LEN + len + TRAILER_LEN) {
+            Some(t) if t[..4] == rest[..4] && t[4..] == rest[8..12] => Next::Frame {
+                payload,
+                end: end + TRAILER_LEN,
+            },
+            Some(_) if rest.len() > FRAME_HEADER_LEN + len + TRAILER_LEN => {
+                Next::Corrupt("a damaged frame trailer, with data after the frame")
+            }
+            // The payload landed, its trailer did not (wholly): the last append, torn.
+            Some(_) => torn(DAMAGED_TRAILER),
+            None => torn(TRAILER_CUT),
         };
     }
-    if rest.len() > FRAME_HEADER_LEN + len {
+    if rest.len() > FRAME_HEADER_LEN + len + trailer {
         return Next::Corrupt("a payload checksum mismatch, with data after the frame");
     }
     if salt
@@ -233,43 +296,46 @@ pub(crate) fn next_frame(bytes: &[u8], at: usize, salt: u64) -> Next<'_> {
     torn(PAYLOAD_CHECKSUM)
 }
 
-/// The length of the frame at the start of `rest`, header included, if its header holds (a
-/// length in bounds with its valid checksum): how much to read before asking [`next_frame`].
-pub(crate) fn checked_frame_len(rest: &[u8]) -> Option<usize> {
+/// The length of the frame at the start of `rest`, header and trailer included, if its header
+/// holds (a length in bounds with its valid checksum): how much to read before asking
+/// [`next_frame`].
+pub(crate) fn checked_frame_len(rest: &[u8], layout: Layout) -> Option<usize> {
     let header = rest.get(..FRAME_HEADER_LEN)?;
     let len = word(header);
     (len != 0 && len <= MAX_FRAME && crc32c(&header[..4]) == word(&header[4..8]))
-        .then(|| FRAME_HEADER_LEN + len as usize)
+        .then(|| layout.overhead() + len as usize)
 }
 
 const DAMAGED_LENGTH: &str = "a damaged frame length";
 const RUNS_PAST_END: &str = "a frame cut short by the end of the file";
 const PAYLOAD_CHECKSUM: &str = "a payload checksum mismatch";
+const DAMAGED_TRAILER: &str = "a frame whose trailer does not match its header";
+const TRAILER_CUT: &str = "a frame's trailer cut short by the end of the file";
 
 /// Whether a frame header (a length in bounds with its valid checksum, whose frame fits in the
 /// file) starts anywhere from `from`.
-fn header_follows(bytes: &[u8], from: usize) -> bool {
+fn header_follows(bytes: &[u8], from: usize, layout: Layout) -> bool {
     (from..bytes.len().saturating_sub(FRAME_HEADER_LEN - 1)).any(|p| {
         let len = word(&bytes[p..]);
         len != 0
             && len <= MAX_FRAME
             && crc32c(&bytes[p..p + 4]) == word(&bytes[p + 4..p + 8])
-            && p + FRAME_HEADER_LEN + len as usize <= bytes.len()
+            && p + layout.overhead() + len as usize <= bytes.len()
     })
 }
 
 /// Whether the payload checksum of the frame at the start of `rest`, whose length is damaged,
-/// holds for some length that leaves data after the frame: then the frame was written whole,
-/// something follows it, and its length was damaged after the fact. (A whole payload that ends
-/// the file is what a torn write leaves when its sectors land independently and the one holding
-/// the length does not.) One pass over `rest`.
-fn own_payload_checks(rest: &[u8], salt: u64) -> bool {
+/// holds for some length that leaves data after the frame (and its `trailer` bytes): then the
+/// frame was written whole, something follows it, and its length was damaged after the fact.
+/// (A whole payload that ends the file is what a torn write leaves when its sectors land
+/// independently and the one holding the length does not.) One pass over `rest`.
+fn own_payload_checks(rest: &[u8], salt: u64, trailer: usize) -> bool {
     let stored = word(&rest[8..12]);
     let mut crc = crc32c(&salt.to_le_bytes());
     let payload = &rest[FRAME_HEADER_LEN..];
     payload.iter().enumerate().any(|(i, &byte)| {
         crc = crc32c_append(crc, &[byte]);
-        crc == stored && i + 1 < payload.len()
+        crc == stored && i + 1 + trailer < payload.len()
     })
 }
 
@@ -281,17 +347,52 @@ const SEARCHED_TAIL: usize = 4096;
 /// payload checksum, salted with the next revision, holds for the bytes from after it to the
 /// end. Searched in tails of up to [`SEARCHED_TAIL`] bytes; a torn write of one frame leaves at
 /// most a sector of arbitrary bytes, and no such frame.
-fn next_frame_ends_the_file(bytes: &[u8], at: usize, salt: u64) -> bool {
+fn next_frame_ends_the_file(bytes: &[u8], at: usize, salt: u64, trailer: usize) -> bool {
     let Some(next) = salt.checked_add(1) else {
         return false;
     };
     if bytes.len() - at > SEARCHED_TAIL {
         return false;
     }
-    (at + 1..bytes.len().saturating_sub(4)).any(|q| {
+    let payload_end = bytes.len().saturating_sub(trailer);
+    (at + 1..payload_end.saturating_sub(4)).any(|q| {
         // q: where the next frame's payload checksum would be.
-        word(&bytes[q..]) == payload_crc(next, &bytes[q + 4..])
+        word(&bytes[q..]) == payload_crc(next, &bytes[q + 4..payload_end])
     })
+}
+
+/// How many bytes of payload [`whole_frame_ends_the_file`] checksums at most, over all the
+/// revisions it tries: its cost after damage is bounded whatever the file holds.
+const TRAILER_SEARCH_BYTES: usize = 256 * 1024 * 1024;
+
+/// Whether a trailed journal ends in a whole frame that starts after `at`, where a frame of
+/// revision `salt` is damaged: the file's last [`TRAILER_LEN`] bytes are a trailer whose
+/// length puts the frame's start after `at`, and whose payload checksum holds for the payload
+/// before it with the revision of a frame after `at`'s. A crash tears only the last append, so
+/// such a file was damaged after the fact, even where the damage took every frame header after
+/// `at` with it. Revisions are tried from the next one on, as many as frames fit between (each
+/// at least a header, a byte and a trailer) and [`TRAILER_SEARCH_BYTES`] allows.
+fn whole_frame_ends_the_file(bytes: &[u8], at: usize, salt: u64) -> bool {
+    let Some(trailer) = bytes.len().checked_sub(TRAILER_LEN).map(|t| &bytes[t..]) else {
+        return false;
+    };
+    let len = word(trailer) as usize;
+    if len == 0 || len > MAX_FRAME as usize {
+        return false;
+    }
+    let Some(start) = bytes.len().checked_sub(Layout::Trailed.overhead() + len) else {
+        return false;
+    };
+    if start <= at {
+        return false;
+    }
+    let payload = &bytes[start + FRAME_HEADER_LEN..bytes.len() - TRAILER_LEN];
+    let stored = word(&trailer[4..]);
+    let frames_between = (start - at) / (Layout::Trailed.overhead() + 1);
+    let affordable = (TRAILER_SEARCH_BYTES / len).max(1);
+    (1..=frames_between.min(affordable) as u64)
+        .filter_map(|k| salt.checked_add(k))
+        .any(|revision| payload_crc(revision, payload) == stored)
 }
 
 /// The little-endian word at the start of `bytes` (a frame's length or checksum).
@@ -305,13 +406,19 @@ pub(crate) fn word(bytes: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    /// A journal starting after revision 6, with frames of the given payload sizes.
+    /// A journal starting after revision 6, with frames of the given payload sizes, in format
+    /// 2's layout (no trailers).
     fn journal(sizes: &[usize]) -> (Vec<u8>, Vec<usize>) {
+        journal_in(Layout::Plain, sizes)
+    }
+
+    /// The same, in `layout`.
+    fn journal_in(layout: Layout, sizes: &[usize]) -> (Vec<u8>, Vec<usize>) {
         let mut file = header(JOURNAL_MAGIC, 6).to_vec();
         let mut ends = vec![file.len()];
         for (i, &size) in sizes.iter().enumerate() {
             let payload: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
-            push_frame(&mut file, &payload, 7 + i as u64);
+            push_frame(&mut file, &payload, 7 + i as u64, layout);
             ends.push(file.len());
         }
         (file, ends)
@@ -319,9 +426,14 @@ mod tests {
 
     /// Reads every frame: the frames read, and what ended the reading.
     fn read_all(file: &[u8]) -> (usize, Next<'_>) {
+        read_all_in(Layout::Plain, file)
+    }
+
+    /// The same, in `layout`.
+    fn read_all_in(layout: Layout, file: &[u8]) -> (usize, Next<'_>) {
         let (mut at, mut count) = (HEADER_LEN, 0);
         loop {
-            match next_frame(file, at, 7 + count as u64) {
+            match next_frame(file, at, 7 + count as u64, layout) {
                 Next::Frame { end, .. } => {
                     at = end;
                     count += 1;
@@ -334,41 +446,50 @@ mod tests {
     #[test]
     fn frames_round_trip_and_tails_are_classified() {
         let mut file = header(JOURNAL_MAGIC, 7).to_vec();
-        push_frame(&mut file, b"first", 8);
-        push_frame(&mut file, b"second", 9);
+        push_frame(&mut file, b"first", 8, Layout::Plain);
+        push_frame(&mut file, b"second", 9, Layout::Plain);
         let h = read_header(&file, JOURNAL_MAGIC).unwrap();
         assert_eq!((h.format, h.revision), (JOURNAL_FORMAT, 7));
-        let Next::Frame { payload, end } = next_frame(&file, HEADER_LEN, 8) else {
+        let Next::Frame { payload, end } = next_frame(&file, HEADER_LEN, 8, Layout::Plain) else {
             panic!()
         };
         assert_eq!(payload, b"first");
-        let Next::Frame { payload, end } = next_frame(&file, end, 9) else {
+        let Next::Frame { payload, end } = next_frame(&file, end, 9, Layout::Plain) else {
             panic!()
         };
         assert_eq!(payload, b"second");
-        assert_eq!(next_frame(&file, end, 10), Next::End);
+        assert_eq!(next_frame(&file, end, 10, Layout::Plain), Next::End);
         // Every truncation of the last frame is a torn tail.
         for cut in end - 17..end {
             assert!(
-                matches!(next_frame(&file[..cut], end - 18, 9), Next::TornTail(_)),
+                matches!(
+                    next_frame(&file[..cut], end - 18, 9, Layout::Plain),
+                    Next::TornTail(_)
+                ),
                 "cut {cut}"
             );
         }
         // A frame read with another salt (another revision) does not pass.
         assert!(!matches!(
-            next_frame(&file, HEADER_LEN, 9),
+            next_frame(&file, HEADER_LEN, 9, Layout::Plain),
             Next::Frame { .. }
         ));
         // A flipped bit in the first frame, with a frame after it, is corruption.
         let mut bad = file.clone();
         bad[HEADER_LEN + 9] ^= 1;
-        assert!(matches!(next_frame(&bad, HEADER_LEN, 8), Next::Corrupt(_)));
+        assert!(matches!(
+            next_frame(&bad, HEADER_LEN, 8, Layout::Plain),
+            Next::Corrupt(_)
+        ));
         // A huge length is refused before anything is allocated.
         let mut huge = file.clone();
         let max = u32::MAX.to_le_bytes();
         huge[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&max);
         huge[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&crc32c(&max).to_le_bytes());
-        assert!(matches!(next_frame(&huge, HEADER_LEN, 8), Next::Corrupt(_)));
+        assert!(matches!(
+            next_frame(&huge, HEADER_LEN, 8, Layout::Plain),
+            Next::Corrupt(_)
+        ));
         // Every bit of a header but the format field is covered; a flipped format bit reads
         // as an unknown format, which the store refuses too.
         for bit in (0..HEADER_LEN * 8).filter(|b| !(64..96).contains(b)) {
@@ -392,7 +513,16 @@ mod tests {
     /// every cut of the file after damage to the second-to-last frame.
     #[test]
     fn damage_across_the_last_two_frames_is_corruption() {
-        let (file, ends) = journal(&[40, 30, 50]);
+        for layout in LAYOUTS {
+            damage_across_the_last_two_frames_is_corruption_in(layout);
+        }
+    }
+
+    /// Format 2's journals, and format 3's trailed ones.
+    const LAYOUTS: [Layout; 2] = [Layout::Plain, Layout::Trailed];
+
+    fn damage_across_the_last_two_frames_is_corruption_in(layout: Layout) {
+        let (file, ends) = journal_in(layout, &[40, 30, 50]);
         let (second, last) = (ends[1], ends[2]);
         let mut cases = 0;
         for a in second..last {
@@ -401,7 +531,7 @@ mod tests {
                     let mut bad = file.clone();
                     bad[a] ^= garble;
                     bad[b] ^= 0x10;
-                    let (read, next) = read_all(&bad);
+                    let (read, next) = read_all_in(layout, &bad);
                     assert_eq!(read, 1, "bytes {a} and {b}");
                     assert!(
                         matches!(next, Next::Corrupt(_)),
@@ -414,7 +544,7 @@ mod tests {
             for cut in last + 1..file.len() {
                 let mut bad = file[..cut].to_vec();
                 bad[a] ^= 0x04;
-                let (read, next) = read_all(&bad);
+                let (read, next) = read_all_in(layout, &bad);
                 assert_eq!(read, 1);
                 assert!(
                     matches!(next, Next::Corrupt(_)),
@@ -432,28 +562,31 @@ mod tests {
     fn a_crafted_length_in_the_middle_is_corruption() {
         // The last frame of 20 bytes, and of 1 (the shortest frame, its header 13 bytes from
         // the end: still found).
-        for last in [20, 1] {
-            crafted_lengths_in_the_middle(&[40, 30, 50, last]);
+        for layout in LAYOUTS {
+            for last in [20, 1] {
+                crafted_lengths_in_the_middle(layout, &[40, 30, 50, last]);
+            }
         }
     }
 
-    fn crafted_lengths_in_the_middle(sizes: &[usize]) {
-        let (file, ends) = journal(sizes);
+    fn crafted_lengths_in_the_middle(layout: Layout, sizes: &[usize]) {
+        let (file, ends) = journal_in(layout, sizes);
         for (frame, &at) in ends.iter().enumerate().take(3) {
             for len in [
-                file.len() - at - FRAME_HEADER_LEN,     // exactly to the end
-                file.len() - at - FRAME_HEADER_LEN + 1, // one past the end
+                file.len() - at - layout.overhead(),     // exactly to the end
+                file.len() - at - layout.overhead() + 1, // one past the end
+                file.len() - at - FRAME_HEADER_LEN + 1,  // the payload one past the end
                 file.len() * 2,
             ] {
                 let mut bad = file.clone();
                 let word = (len as u32).to_le_bytes();
                 bad[at..at + 4].copy_from_slice(&word);
                 bad[at + 4..at + 8].copy_from_slice(&crc32c(&word).to_le_bytes());
-                let (read, next) = read_all(&bad);
+                let (read, next) = read_all_in(layout, &bad);
                 assert_eq!(read, frame);
                 assert!(
                     matches!(next, Next::Corrupt(_)),
-                    "frame {frame} len {len}: {next:?}"
+                    "{layout:?} frame {frame} len {len}: {next:?}"
                 );
                 if len == file.len() - at - FRAME_HEADER_LEN + 1 {
                     assert_eq!(
@@ -471,11 +604,17 @@ mod tests {
     /// just before the last, the last is recognised as a whole frame of the next revision.
     #[test]
     fn a_deleted_frame_is_corruption() {
-        let (file, ends) = journal(&[40, 30, 50, 20]);
+        for layout in LAYOUTS {
+            a_deleted_frame_is_corruption_in(layout);
+        }
+    }
+
+    fn a_deleted_frame_is_corruption_in(layout: Layout) {
+        let (file, ends) = journal_in(layout, &[40, 30, 50, 20]);
         for frame in 0..4 {
             let mut bad = file[..ends[frame]].to_vec();
             bad.extend_from_slice(&file[ends[frame + 1]..]);
-            let (read, next) = read_all(&bad);
+            let (read, next) = read_all_in(layout, &bad);
             assert_eq!(read, frame);
             if frame == 3 {
                 // The last frame deleted whole: the journal reads as one commit shorter. Only
@@ -491,7 +630,13 @@ mod tests {
     /// zeros to its end) is a torn tail, and every earlier frame is read.
     #[test]
     fn what_a_crash_leaves_of_the_last_frame_is_a_torn_tail() {
-        let (file, ends) = journal(&[40, 30, 600]);
+        for layout in LAYOUTS {
+            what_a_crash_leaves_of_the_last_frame_is_a_torn_tail_in(layout);
+        }
+    }
+
+    fn what_a_crash_leaves_of_the_last_frame_is_a_torn_tail_in(layout: Layout) {
+        let (file, ends) = journal_in(layout, &[40, 30, 600]);
         let last = ends[2];
         let mut cases = 0;
         for cut in last + 1..file.len() {
@@ -503,9 +648,12 @@ mod tests {
             garbage.extend((cut..file.len().min(cut + 100)).map(|i| (i * 37) as u8));
             variants.push(garbage);
             for bytes in variants {
-                let (read, next) = read_all(&bytes);
+                let (read, next) = read_all_in(layout, &bytes);
                 assert_eq!(read, 2, "cut {cut}");
-                assert!(matches!(next, Next::TornTail(_)), "cut {cut}: {next:?}");
+                assert!(
+                    matches!(next, Next::TornTail(_)),
+                    "{layout:?} cut {cut}: {next:?}"
+                );
                 cases += 1;
             }
         }
@@ -515,9 +663,18 @@ mod tests {
     /// `file` garbled by `garble`, then every frame read: how many, and what ended the reading
     /// (as its `Debug` text: the answer borrows the garbled copy).
     fn read_damaged(file: &[u8], garble: impl FnOnce(&mut Vec<u8>)) -> (usize, String) {
+        read_damaged_in(Layout::Plain, file, garble)
+    }
+
+    /// The same, in `layout`.
+    fn read_damaged_in(
+        layout: Layout,
+        file: &[u8],
+        garble: impl FnOnce(&mut Vec<u8>),
+    ) -> (usize, String) {
         let mut bad = file.to_vec();
         garble(&mut bad);
-        let (read, next) = read_all(&bad);
+        let (read, next) = read_all_in(layout, &bad);
         (read, format!("{next:?}"))
     }
 
@@ -526,18 +683,98 @@ mod tests {
     /// after it says the frame was written whole before more was (corruption).
     #[test]
     fn a_whole_last_frame_with_a_damaged_length_is_a_torn_tail() {
-        let (file, ends) = journal(&[40, 30, 50]);
-        for byte in ends[2]..ends[2] + 8 {
-            for garble in [0x01, 0x80, 0xFF] {
-                let (read, next) = read_damaged(&file, |f| f[byte] ^= garble);
-                assert_eq!(read, 2, "byte {byte}");
-                assert!(next.starts_with("TornTail"), "byte {byte}: {next}");
+        for layout in LAYOUTS {
+            let (file, ends) = journal_in(layout, &[40, 30, 50]);
+            for byte in ends[2]..ends[2] + 8 {
+                for garble in [0x01, 0x80, 0xFF] {
+                    let (read, next) = read_damaged_in(layout, &file, |f| f[byte] ^= garble);
+                    assert_eq!(read, 2, "byte {byte}");
+                    assert!(next.starts_with("TornTail"), "byte {byte}: {next}");
+                }
+            }
+            // The same damage to the frame before it: its payload holds, with a frame after it.
+            let (read, next) = read_damaged_in(layout, &file, |f| f[ends[1]] ^= 0x01);
+            assert_eq!(read, 1);
+            assert!(next.contains("the frame whole and data after it"), "{next}");
+        }
+    }
+
+    /// Review E, finding 5: zeros over the second-to-last frame and the last frame's header
+    /// leave bytes no frame header vouches for, as the torn append of one frame leaves them. In
+    /// format 2's layout that is all there is to go on (a torn tail: two acknowledged commits
+    /// cut); in a trailed journal the last frame's trailer says a whole frame ends the file
+    /// after the damage, which no crash leaves: corruption. So for zeros over any number of
+    /// frames before the last, and for the last frame's header alone zeroed (its own torn
+    /// write: a torn tail in both).
+    #[test]
+    fn zeros_over_the_last_frame_headers_are_corruption_in_a_trailed_journal() {
+        const WHOLE_AFTER: &str =
+            "Corrupt(\"a damaged frame, with a whole frame after it at the end of the file\")";
+        for (sizes, zeroed_from) in [
+            (&[40, 30, 7000][..], 1),
+            (&[40, 30, 20, 10, 7000], 1),
+            (&[40, 1, 1, 1, 1, 1, 1, 7000], 1),
+            (&[40, 30, 5], 1),
+        ] {
+            let last = sizes.len() - 1;
+            let (file, ends) = journal_in(Layout::Trailed, sizes);
+            let zero =
+                |f: &mut Vec<u8>| f[ends[zeroed_from]..ends[last] + FRAME_HEADER_LEN].fill(0);
+            let (read, next) = read_damaged_in(Layout::Trailed, &file, zero);
+            assert_eq!(
+                (read, next.as_str()),
+                (zeroed_from, WHOLE_AFTER),
+                "{sizes:?}"
+            );
+            // The same damage in format 2's layout reads as a torn tail: why format 3 has
+            // trailers.
+            let (plain, plain_ends) = journal_in(Layout::Plain, sizes);
+            let (read, next) = read_damaged_in(Layout::Plain, &plain, |f| {
+                f[plain_ends[zeroed_from]..plain_ends[last] + FRAME_HEADER_LEN].fill(0)
+            });
+            assert_eq!(read, zeroed_from, "{sizes:?}");
+            assert!(next.starts_with("TornTail"), "{sizes:?}: {next}");
+            // The last frame's own header zeroed, its payload and trailer whole: its own torn
+            // write (the sector holding the header did not land).
+            let (read, next) = read_damaged_in(Layout::Trailed, &file, |f| {
+                f[ends[last]..ends[last] + FRAME_HEADER_LEN].fill(0)
+            });
+            assert_eq!(read, last, "{sizes:?}");
+            assert!(next.starts_with("TornTail"), "{sizes:?}: {next}");
+        }
+    }
+
+    /// A trailer that does not match its frame's header: corruption with a frame after it, a
+    /// torn tail in the last frame (the sector holding it did not land); a trailer cut short by
+    /// the end of the file is the last append torn.
+    #[test]
+    fn a_damaged_trailer_is_corruption_unless_it_ends_the_file() {
+        let (file, ends) = journal_in(Layout::Trailed, &[40, 30, 50]);
+        for frame in 0..3 {
+            for byte in ends[frame + 1] - TRAILER_LEN..ends[frame + 1] {
+                for garble in [0x01, 0x80] {
+                    let (read, next) =
+                        read_damaged_in(Layout::Trailed, &file, |f| f[byte] ^= garble);
+                    assert_eq!(read, frame, "byte {byte}");
+                    if frame == 2 {
+                        assert!(next.starts_with("TornTail"), "byte {byte}: {next}");
+                    } else {
+                        assert!(
+                            next.contains("a damaged frame trailer, with data after the frame"),
+                            "byte {byte}: {next}"
+                        );
+                    }
+                }
             }
         }
-        // The same damage to the frame before it: its payload holds, with a frame after it.
-        let (read, next) = read_damaged(&file, |f| f[ends[1]] ^= 0x01);
+        for cut in ends[3] - TRAILER_LEN..ends[3] {
+            let (read, next) = read_all_in(Layout::Trailed, &file[..cut]);
+            assert_eq!((read, next), (2, Next::TornTail(TRAILER_CUT)));
+        }
+        // Read as format 2's layout, a trailed journal's second frame starts at a trailer.
+        let (read, next) = read_all(&file);
         assert_eq!(read, 1);
-        assert!(next.contains("the frame whole and data after it"), "{next}");
+        assert!(matches!(next, Next::Corrupt(_)), "{next:?}");
     }
 
     /// A frame whose header is garbled whole (its payload checksum too), followed by a last

@@ -14,11 +14,13 @@
 
 use std::io::{self, Read};
 
-use super::frame::{FRAME_HEADER_LEN, MAX_FRAME, Next, checked_frame_len, next_frame, word};
+use super::frame::{
+    FRAME_HEADER_LEN, Layout, MAX_FRAME, Next, TRAILER_LEN, checked_frame_len, next_frame, word,
+};
 
 /// How many bytes from a frame's start decide what [`next_frame`] says there, whatever follows
-/// them: a whole frame of the largest size and one byte after it.
-const DECIDED_AFTER: usize = FRAME_HEADER_LEN + MAX_FRAME as usize;
+/// them: a whole frame of the largest size (with a trailer) and one byte after it.
+const DECIDED_AFTER: usize = FRAME_HEADER_LEN + MAX_FRAME as usize + TRAILER_LEN;
 
 /// A journal being read, from its start, in pieces of at least `piece` bytes.
 pub(crate) struct JournalReader<R> {
@@ -33,10 +35,13 @@ pub(crate) struct JournalReader<R> {
     window: Vec<u8>,
     base: u64,
     piece: usize,
+    /// What follows a frame's payload in this journal (its format's).
+    layout: Layout,
 }
 
 impl<R: Read> JournalReader<R> {
-    /// A reader of `source`, a file of `len` bytes.
+    /// A reader of `source`, a file of `len` bytes. Its frames are of format 2's layout until
+    /// [`JournalReader::set_layout`] says otherwise (the header, read first, says which).
     pub(crate) fn new(source: R, len: u64, piece: usize) -> Self {
         Self {
             source,
@@ -45,7 +50,13 @@ impl<R: Read> JournalReader<R> {
             window: Vec::new(),
             base: 0,
             piece: piece.max(1),
+            layout: Layout::Plain,
         }
+    }
+
+    /// Reads the frames from now on as of `layout`.
+    pub(crate) fn set_layout(&mut self, layout: Layout) {
+        self.layout = layout;
     }
 
     /// The file's length when it was opened.
@@ -106,14 +117,16 @@ impl<R: Read> JournalReader<R> {
     pub(crate) fn next(&mut self, at: u64, salt: u64) -> io::Result<Next<'_, u64>> {
         // The common case first: the next frame is whole in the window, and valid.
         let relative = self.relative(at);
+        let layout = self.layout;
+        let trailer = layout.trailer_len();
         if let Some(rest) = self.window.get(relative..)
             && let Some(header) = rest.get(..FRAME_HEADER_LEN)
-            && FRAME_HEADER_LEN.saturating_add(word(header) as usize) <= rest.len()
-            && let Next::Frame { payload, end } = next_frame(&self.window, relative, salt)
+            && layout.overhead().saturating_add(word(header) as usize) <= rest.len()
+            && let Next::Frame { payload, end } = next_frame(&self.window, relative, salt, layout)
         {
-            let start = end - payload.len();
+            let start = end - trailer - payload.len();
             return Ok(Next::Frame {
-                payload: &self.window[start..end],
+                payload: &self.window[start..end - trailer],
                 end: self.base + end as u64,
             });
         }
@@ -130,21 +143,21 @@ impl<R: Read> JournalReader<R> {
             // than the window would otherwise be scanned for headers as if it were damaged.
             // (Its length is checked only when it reaches past the window.)
             let claimed = rest.get(..4).map_or(0, |w| word(w) as usize);
-            if FRAME_HEADER_LEN.saturating_add(claimed) > have
+            if layout.overhead().saturating_add(claimed) > have
                 && !self.at_end()
-                && let Some(whole) = checked_frame_len(rest)
+                && let Some(whole) = checked_frame_len(rest, layout)
             {
                 need = whole;
                 continue;
             }
             // Told apart first, the window borrowed only for the answer that is taken.
-            let found = match next_frame(&self.window, relative, salt) {
-                Next::Frame { payload, end } => Some((end - payload.len(), end)),
+            let found = match next_frame(&self.window, relative, salt, layout) {
+                Next::Frame { payload, end } => Some((end - trailer - payload.len(), end)),
                 _ => None,
             };
             if let Some((start, end)) = found {
                 return Ok(Next::Frame {
-                    payload: &self.window[start..end],
+                    payload: &self.window[start..end - trailer],
                     end: self.base + end as u64,
                 });
             }
@@ -152,7 +165,7 @@ impl<R: Read> JournalReader<R> {
             // whatever the header says, the frame is whole in the window or damaged with data
             // after it (a sparse 4 TiB journal is refused after 64 MiB, not read to its end).
             if self.at_end() || have > DECIDED_AFTER {
-                return Ok(next_frame(&self.window, relative, salt).in_file(self.base));
+                return Ok(next_frame(&self.window, relative, salt, layout).in_file(self.base));
             }
             // Not a whole frame in the window, and the file goes on: the answer may depend on
             // what follows. A larger window (doubling: a frame of up to 64 MiB is read in a
@@ -169,7 +182,9 @@ impl<R: Read> JournalReader<R> {
 mod tests {
     use std::io::Write as _;
 
-    use super::super::frame::{HEADER_LEN, JOURNAL_MAGIC, Next, header, next_frame, push_frame};
+    use super::super::frame::{
+        HEADER_LEN, JOURNAL_MAGIC, Layout, Next, header, next_frame, push_frame,
+    };
     use super::super::sim::Rng;
     use super::JournalReader;
 
@@ -196,8 +211,11 @@ mod tests {
         }
     }
 
-    fn whole(bytes: &[u8]) -> Vec<String> {
-        outcomes(&mut |at, salt| describe(next_frame(bytes, at, salt)))
+    /// Both layouts: format 2's journals, and format 3's trailed ones.
+    const LAYOUTS: [Layout; 2] = [Layout::Plain, Layout::Trailed];
+
+    fn whole(bytes: &[u8], layout: Layout) -> Vec<String> {
+        outcomes(&mut |at, salt| describe(next_frame(bytes, at, salt, layout)))
     }
 
     /// [`describe`] of the reader's answer, whose offsets are `u64`.
@@ -213,21 +231,27 @@ mod tests {
         })
     }
 
-    fn in_pieces(bytes: &[u8], piece: usize) -> Vec<String> {
-        let mut reader = JournalReader::new(bytes, bytes.len() as u64, piece);
+    fn reader(bytes: &[u8], len: u64, piece: usize, layout: Layout) -> JournalReader<&[u8]> {
+        let mut reader = JournalReader::new(bytes, len, piece);
+        reader.set_layout(layout);
+        reader
+    }
+
+    fn in_pieces(bytes: &[u8], piece: usize, layout: Layout) -> Vec<String> {
+        let mut reader = reader(bytes, bytes.len() as u64, piece, layout);
         let start = reader.start(HEADER_LEN).unwrap().to_vec();
         assert_eq!(start, bytes[..HEADER_LEN.min(bytes.len())]);
         outcomes(&mut |at, salt| describe_read(reader.next(at as u64, salt).unwrap()))
     }
 
     /// A journal of `frames` frames of random sizes (some larger than the pieces).
-    fn journal(rng: &mut Rng, frames: u64) -> Vec<u8> {
+    fn journal(rng: &mut Rng, frames: u64, layout: Layout) -> Vec<u8> {
         let mut bytes = header(JOURNAL_MAGIC, 0).to_vec();
         for salt in 1..=frames {
             let longest = if rng.chance(1, 8) { 300 } else { 40 };
             let len = 1 + rng.below(longest) as usize;
             let payload: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
-            push_frame(&mut bytes, &payload, salt);
+            push_frame(&mut bytes, &payload, salt, layout);
         }
         bytes
     }
@@ -268,10 +292,10 @@ mod tests {
         let cases = 400 * multiplier;
         let pieces = [1, 2, 3, 11, 12, 13, 50, 257, 4096];
         let (mut intact, mut damaged) = (0, 0);
-        for case in 0..cases {
+        for (case, layout) in (0..cases).flat_map(|case| LAYOUTS.map(|layout| (case, layout))) {
             let mut rng = Rng::new(0x6a6f_7572 ^ case);
             let frames = rng.below(12);
-            let mut bytes = journal(&mut rng, frames);
+            let mut bytes = journal(&mut rng, frames, layout);
             if case % 4 != 0 && bytes.len() > HEADER_LEN {
                 for _ in 0..1 + rng.below(2) {
                     if bytes.len() > HEADER_LEN + 1 {
@@ -282,55 +306,61 @@ mod tests {
             } else {
                 intact += 1;
             }
-            let expected = whole(&bytes);
+            let expected = whole(&bytes, layout);
             for piece in pieces {
                 assert_eq!(
-                    in_pieces(&bytes, piece),
+                    in_pieces(&bytes, piece, layout),
                     expected,
-                    "case {case}, pieces of {piece} bytes"
+                    "case {case} ({layout:?}), pieces of {piece} bytes"
                 );
             }
         }
         // To stderr itself, past the test harness's capture: the figure shows in a plain run.
         let _ = writeln!(
             std::io::stderr(),
-            "journal reader: {cases} journals ({intact} intact, {damaged} damaged) read in pieces of {pieces:?} bytes, each as the whole file reads"
+            "journal reader: {cases} journals in each of {} layouts ({intact} intact, {damaged} damaged) read in pieces of {pieces:?} bytes, each as the whole file reads",
+            LAYOUTS.len()
         );
     }
 
     #[test]
     fn a_file_shorter_than_at_open_ends_where_it_ends() {
-        let mut rng = Rng::new(7);
-        let bytes = journal(&mut rng, 6);
-        let cut = bytes.len() - 5;
-        // Opened at its full length, then cut by a writer: the reader sees the cut file end.
-        let mut reader = JournalReader::new(&bytes[..cut], bytes.len() as u64, 16);
-        let read = outcomes(&mut |at, salt| describe_read(reader.next(at as u64, salt).unwrap()));
-        assert_eq!(read, whole(&bytes[..cut]));
-        assert_eq!(reader.len(), cut as u64);
+        for layout in LAYOUTS {
+            let mut rng = Rng::new(7);
+            let bytes = journal(&mut rng, 6, layout);
+            let cut = bytes.len() - 5;
+            // Opened at its full length, then cut by a writer: the reader sees the cut file end.
+            let mut reader = reader(&bytes[..cut], bytes.len() as u64, 16, layout);
+            let read =
+                outcomes(&mut |at, salt| describe_read(reader.next(at as u64, salt).unwrap()));
+            assert_eq!(read, whole(&bytes[..cut], layout));
+            assert_eq!(reader.len(), cut as u64);
+        }
     }
 
     /// A file longer than it was at open (a writer appending under a read-only inspection):
     /// nothing past its length at open is read, whatever the pieces.
     #[test]
     fn a_file_longer_than_at_open_is_read_to_its_length_at_open() {
-        let mut rng = Rng::new(11);
-        let bytes = journal(&mut rng, 8);
-        let (mut at, mut salt) = (HEADER_LEN, 1);
-        // The length at open: after the fourth frame.
-        while salt <= 4 {
-            let Next::Frame { end, .. } = next_frame(&bytes, at, salt) else {
-                panic!("frame {salt}")
-            };
-            (at, salt) = (end, salt + 1);
-        }
-        assert!(at < bytes.len());
-        for piece in [1, 7, 64, 4096] {
-            let mut reader = JournalReader::new(&bytes[..], at as u64, piece);
-            let read =
-                outcomes(&mut |at, salt| describe_read(reader.next(at as u64, salt).unwrap()));
-            assert_eq!(read, whole(&bytes[..at]), "pieces of {piece} bytes");
-            assert_eq!(read.len(), 5, "four frames, then the end: {read:?}");
+        for layout in LAYOUTS {
+            let mut rng = Rng::new(11);
+            let bytes = journal(&mut rng, 8, layout);
+            let (mut at, mut salt) = (HEADER_LEN, 1);
+            // The length at open: after the fourth frame.
+            while salt <= 4 {
+                let Next::Frame { end, .. } = next_frame(&bytes, at, salt, layout) else {
+                    panic!("frame {salt}")
+                };
+                (at, salt) = (end, salt + 1);
+            }
+            assert!(at < bytes.len());
+            for piece in [1, 7, 64, 4096] {
+                let mut reader = reader(&bytes[..], at as u64, piece, layout);
+                let read =
+                    outcomes(&mut |at, salt| describe_read(reader.next(at as u64, salt).unwrap()));
+                assert_eq!(read, whole(&bytes[..at], layout), "pieces of {piece} bytes");
+                assert_eq!(read.len(), 5, "four frames, then the end: {read:?}");
+            }
         }
     }
 
@@ -339,13 +369,19 @@ mod tests {
     /// file, whatever its size against the pieces.
     #[test]
     fn a_frame_is_read_to_its_end_and_no_further() {
+        for layout in LAYOUTS {
+            a_frame_is_read_to_its_end_and_no_further_in(layout);
+        }
+    }
+
+    fn a_frame_is_read_to_its_end_and_no_further_in(layout: Layout) {
         let mut bytes = header(JOURNAL_MAGIC, 0).to_vec();
         for (salt, len) in (1..).zip([40, 3000, 1, 700, 5]) {
             let payload: Vec<u8> = (0..len).map(|b| (b % 251) as u8).collect();
-            push_frame(&mut bytes, &payload, salt);
+            push_frame(&mut bytes, &payload, salt, layout);
         }
         for piece in [1, 12, 64] {
-            let mut reader = JournalReader::new(&bytes[..], bytes.len() as u64, piece);
+            let mut reader = reader(&bytes[..], bytes.len() as u64, piece, layout);
             let _ = reader.start(HEADER_LEN).unwrap();
             let (mut at, mut frames) = (HEADER_LEN as u64, 0);
             for salt in 1.. {

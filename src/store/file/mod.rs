@@ -20,7 +20,7 @@ pub(crate) use tombstone_bytes::TombstoneBytes;
 
 use self::disk::{AppendFile, Disk, RealDisk};
 use self::frame::{
-    HEADER_LEN, Header, HeaderError, JOURNAL_FORMAT, JOURNAL_FORMATS, JOURNAL_MAGIC, Next,
+    HEADER_LEN, Header, HeaderError, JOURNAL_FORMAT, JOURNAL_FORMATS, JOURNAL_MAGIC, Layout, Next,
     SNAPSHOT_FORMAT, SNAPSHOT_MAGIC, frame_header, header, next_frame, push_frame, read_header,
 };
 use self::journal_reader::JournalReader;
@@ -432,6 +432,7 @@ impl<D: Disk> Journal<D> {
             &JOURNAL_FORMATS,
             &journal_path,
         )?;
+        journal.set_layout(Layout::of_journal(format));
         if start > snapshot_revision {
             return Err(corrupt(
                 &journal_path,
@@ -563,8 +564,9 @@ impl<D: Disk> Journal<D> {
                 "the store's revision is the largest there is and cannot grow".into(),
             )
         })?;
-        let mut frame = Vec::with_capacity(payload.len() + frame::FRAME_HEADER_LEN);
-        push_frame(&mut frame, &payload, revision);
+        let layout = Layout::of_journal(self.format);
+        let mut frame = Vec::with_capacity(payload.len() + layout.overhead());
+        push_frame(&mut frame, &payload, revision, layout);
         // One write, one fdatasync: the commit is durable when this returns.
         if let Err(source) = self
             .file
@@ -670,7 +672,12 @@ impl<D: Disk> Journal<D> {
         // seen as cut.
         let chunks = codec::encode_state(&self.live, SNAPSHOT_CHUNK, &mut self.tombstones)?;
         let mut head = header(SNAPSHOT_MAGIC, self.revision).to_vec();
-        push_frame(&mut head, &(chunks.len() as u64).to_le_bytes(), 0);
+        push_frame(
+            &mut head,
+            &(chunks.len() as u64).to_le_bytes(),
+            0,
+            Layout::Plain,
+        );
         // Each chunk written after its frame's header as it is, not first copied together with
         // the others: a copy of the whole snapshot (10 MB for 100,000 tombstones) was a fifth
         // of the pause of a compaction inside a ledger call.
@@ -757,7 +764,7 @@ fn load_snapshot(
     // A snapshot is written whole, synced and renamed into place: no crash leaves it torn, so
     // any damage is corruption (a flipped bit in its last frame too), and so is a frame more or
     // less than its first frame counts.
-    let frame_at = |at: usize, index: u64| match next_frame(bytes, at, index) {
+    let frame_at = |at: usize, index: u64| match next_frame(bytes, at, index, Layout::Plain) {
         Next::Frame { payload, end } => Ok((payload, end)),
         Next::End => Err(corrupt(
             path,
