@@ -436,3 +436,17 @@ pub fn lift_file_size_limit(pid: u32) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// Rewrites the format field of a file store file's 24-byte header (journal or snapshot) to
+/// `format`, with the header checksum a build writing that format computes: of the magic, the
+/// format and the revision (format 2's left the format field out). What a newer build's file
+/// looks like to this one.
+pub fn set_header_format(bytes: &mut [u8], format: u32) {
+    bytes[8..12].copy_from_slice(&format.to_le_bytes());
+    let covered: Vec<u8> = if format == 2 {
+        [&bytes[..8], &bytes[16..24]].concat()
+    } else {
+        [&bytes[..12], &bytes[16..24]].concat()
+    };
+    bytes[12..16].copy_from_slice(&crc32c::crc32c(&covered).to_le_bytes());
+}

@@ -501,7 +501,7 @@ fn a_newer_format_is_refused() {
     copy_file_store(dir.path());
     let journal = dir.path().join("journal");
     let mut bytes = std::fs::read(&journal).unwrap();
-    bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
+    set_header_format(&mut bytes, 4);
     std::fs::write(&journal, bytes).unwrap();
     match FileStore::open(dir.path()) {
         Err(error @ StoreError::UnknownFormat { found: 4, .. }) => {
@@ -513,7 +513,7 @@ fn a_newer_format_is_refused() {
     copy_file_store(dir.path());
     let snapshot = dir.path().join("snapshot");
     let mut bytes = std::fs::read(&snapshot).unwrap();
-    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
+    set_header_format(&mut bytes, 3);
     std::fs::write(&snapshot, bytes).unwrap();
     assert!(matches!(
         FileStore::open(dir.path()),

@@ -1,8 +1,8 @@
 //! The on-disk layout: file headers and length- and checksum-framed payloads.
 //!
 //! ```text
-//! header   = magic (8 bytes) | format version (u32 LE) | CRC-32C of magic and revision (u32 LE)
-//!            | revision (u64 LE)
+//! header   = magic (8 bytes) | format version (u32 LE) | CRC-32C (u32 LE) | revision (u64 LE)
+//!            the CRC-32C of magic, format and revision; in format 2, of magic and revision
 //! frame    = payload length (u32 LE) | CRC-32C of the length (u32 LE)
 //!            | CRC-32C of (salt (u64 LE) | payload) (u32 LE) | payload
 //!            [| payload length (u32 LE) | CRC-32C of (salt | payload) (u32 LE)]
@@ -28,7 +28,7 @@
 //! what its payloads hold: a change may be written against its job's previous change
 //! (`change_delta.rs`). Snapshots are format 2: written whole and renamed, never torn.
 
-use super::crc32c::{crc32c, crc32c_append};
+use super::crc32c::{ZeroShift, crc32c, crc32c_append};
 
 pub(crate) const JOURNAL_MAGIC: &[u8; 8] = b"JOBSTJNL";
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 8] = b"JOBSTSNP";
@@ -104,19 +104,20 @@ pub(crate) fn header_of_format(magic: &[u8; 8], format: u32, revision: u64) -> [
     h[..8].copy_from_slice(magic);
     h[8..12].copy_from_slice(&format.to_le_bytes());
     h[16..24].copy_from_slice(&revision.to_le_bytes());
-    let crc = header_crc(&h);
+    let crc = header_crc(&h, format);
     h[12..16].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// The checksum of the magic and the revision. The format field is left out on purpose: a
-/// format this build does not know is reported as such (a typed error too), whether a newer
-/// build wrote it or a flipped bit.
-fn header_crc(h: &[u8]) -> u32 {
-    let mut covered = [0u8; 16];
-    covered[..8].copy_from_slice(&h[..8]);
-    covered[8..].copy_from_slice(&h[16..24]);
-    crc32c(&covered)
+/// The checksum of a header of `format`: of the magic, the format and the revision; in format
+/// 2, of the magic and the revision only (its format field was left out so that a format a
+/// build did not know was reported as one). Since the formats a build reads differ in layout
+/// (format 3's frames end in a trailer), a flipped bit in the format field must be damage, not
+/// another format: a format-2 journal read as format 3 would lose its last frame as a torn
+/// trailer (review F, finding 1). Every format after 2 covers its format field.
+fn header_crc(h: &[u8], format: u32) -> u32 {
+    let crc = crc32c_append(crc32c(&h[..8]), if format == 2 { &[] } else { &h[8..12] });
+    crc32c_append(crc, &h[16..24])
 }
 
 /// Why a header is not valid.
@@ -132,17 +133,14 @@ pub(crate) fn read_header(bytes: &[u8], magic: &[u8; 8]) -> Result<Header, Heade
     if &h[..8] != magic {
         return Err(HeaderError::Magic);
     }
-    let mut word = [0u8; 4];
-    word.copy_from_slice(&h[12..16]);
-    if u32::from_le_bytes(word) != header_crc(h) {
+    let format = word(&h[8..12]);
+    if word(&h[12..16]) != header_crc(h, format) {
         return Err(HeaderError::Checksum);
     }
-    let mut format = [0u8; 4];
-    format.copy_from_slice(&h[8..12]);
     let mut revision = [0u8; 8];
     revision.copy_from_slice(&h[16..24]);
     Ok(Header {
-        format: u32::from_le_bytes(format),
+        format,
         revision: u64::from_le_bytes(revision),
     })
 }
@@ -152,6 +150,46 @@ pub(crate) fn read_header(bytes: &[u8], magic: &[u8; 8]) -> Result<Header, Heade
 /// was deleted, does not pass for the one that belongs there.
 fn payload_crc(salt: u64, payload: &[u8]) -> u32 {
     crc32c_append(crc32c(&salt.to_le_bytes()), payload)
+}
+
+/// The salted checksums of one payload under many salts (the revisions a frame found after
+/// damage may commit): one pass over the payload, then a few operations a salt.
+struct SaltedCrcs {
+    salt_crc: u32,
+    crc: u32,
+    shift: ZeroShift,
+}
+
+impl SaltedCrcs {
+    fn new(payload: &[u8]) -> Self {
+        let salt_crc = crc32c(&0u64.to_le_bytes());
+        Self {
+            salt_crc,
+            crc: crc32c_append(salt_crc, payload),
+            shift: ZeroShift::new(payload.len()),
+        }
+    }
+
+    /// [`payload_crc`]`(salt, payload)`.
+    fn with(&self, salt: u64) -> u32 {
+        self.crc
+            ^ self
+                .shift
+                .apply(self.salt_crc ^ crc32c(&salt.to_le_bytes()))
+    }
+
+    /// Whether the payload's checksum is `stored` with one of the salts of `revisions`.
+    fn holds_in(&self, stored: u32, revisions: impl Iterator<Item = u64>) -> bool {
+        revisions.into_iter().any(|salt| self.with(salt) == stored)
+    }
+}
+
+/// The revisions a whole frame at `p` may commit, after a damaged frame of revision `salt` at
+/// `at`: the next one, and one more for each further frame that fits between (each at least a
+/// header, a byte and its trailer).
+fn revisions_between(at: usize, p: usize, salt: u64, layout: Layout) -> impl Iterator<Item = u64> {
+    let frames = (p - at) / (layout.overhead() + 1);
+    (1..=frames as u64).filter_map(move |k| salt.checked_add(k))
 }
 
 /// Appends a frame holding `payload`, salted with `salt`, to `out`, in `layout`.
@@ -223,7 +261,7 @@ pub(crate) fn next_frame(bytes: &[u8], at: usize, salt: u64, layout: Layout) -> 
     }
     let trailer = layout.trailer_len();
     let torn = |why| {
-        if header_follows(bytes, at + 1, layout) {
+        if frame_follows(bytes, at, salt, layout) {
             Next::Corrupt(match why {
                 DAMAGED_LENGTH => "a damaged frame length, with frames after it",
                 RUNS_PAST_END => "a frame length that runs past the end, with frames after it",
@@ -312,15 +350,44 @@ const PAYLOAD_CHECKSUM: &str = "a payload checksum mismatch";
 const DAMAGED_TRAILER: &str = "a frame whose trailer does not match its header";
 const TRAILER_CUT: &str = "a frame's trailer cut short by the end of the file";
 
-/// Whether a frame header (a length in bounds with its valid checksum, whose frame fits in the
-/// file) starts anywhere from `from`.
-fn header_follows(bytes: &[u8], from: usize, layout: Layout) -> bool {
-    (from..bytes.len().saturating_sub(FRAME_HEADER_LEN - 1)).any(|p| {
+/// How many bytes of payload [`frame_follows`] checksums at most: past them, a frame header
+/// that holds is taken for a frame without its payload checked (corruption: the side that
+/// loses nothing acknowledged).
+const FOLLOWING_SEARCH_BYTES: usize = 256 * 1024 * 1024;
+
+/// Whether a whole frame starts anywhere after the damaged frame of revision `salt` at `at`: a
+/// header that holds (a length in bounds with its valid checksum), its frame in the file, its
+/// trailer matching, and its payload checksum holding for a revision after `salt`. The payload
+/// is checked so that bytes of the torn frame's own payload that look like a header (a status
+/// message can hold any text) do not turn a crash's torn tail into corruption that stops the
+/// agent (review F, finding 3); a frame header alone was taken for a frame before.
+fn frame_follows(bytes: &[u8], at: usize, salt: u64, layout: Layout) -> bool {
+    let mut budget = FOLLOWING_SEARCH_BYTES;
+    (at + 1..bytes.len().saturating_sub(FRAME_HEADER_LEN - 1)).any(|p| {
         let len = word(&bytes[p..]);
-        len != 0
-            && len <= MAX_FRAME
-            && crc32c(&bytes[p..p + 4]) == word(&bytes[p + 4..p + 8])
-            && p + layout.overhead() + len as usize <= bytes.len()
+        if len == 0
+            || len > MAX_FRAME
+            || crc32c(&bytes[p..p + 4]) != word(&bytes[p + 4..p + 8])
+            || p + layout.overhead() + len as usize > bytes.len()
+        {
+            return false;
+        }
+        let len = len as usize;
+        let end = p + FRAME_HEADER_LEN + len;
+        if layout == Layout::Trailed
+            && (bytes[end..end + 4] != bytes[p..p + 4]
+                || bytes[end + 4..end + 8] != bytes[p + 8..p + 12])
+        {
+            return false;
+        }
+        if len > budget {
+            return true;
+        }
+        budget -= len;
+        SaltedCrcs::new(&bytes[p + FRAME_HEADER_LEN..end]).holds_in(
+            word(&bytes[p + 8..]),
+            revisions_between(at, p, salt, layout),
+        )
     })
 }
 
@@ -361,17 +428,13 @@ fn next_frame_ends_the_file(bytes: &[u8], at: usize, salt: u64, trailer: usize) 
     })
 }
 
-/// How many bytes of payload [`whole_frame_ends_the_file`] checksums at most, over all the
-/// revisions it tries: its cost after damage is bounded whatever the file holds.
-const TRAILER_SEARCH_BYTES: usize = 256 * 1024 * 1024;
-
 /// Whether a trailed journal ends in a whole frame that starts after `at`, where a frame of
 /// revision `salt` is damaged: the file's last [`TRAILER_LEN`] bytes are a trailer whose
 /// length puts the frame's start after `at`, and whose payload checksum holds for the payload
 /// before it with the revision of a frame after `at`'s. A crash tears only the last append, so
 /// such a file was damaged after the fact, even where the damage took every frame header after
-/// `at` with it. Revisions are tried from the next one on, as many as frames fit between (each
-/// at least a header, a byte and a trailer) and [`TRAILER_SEARCH_BYTES`] allows.
+/// `at` with it. Every revision of a frame that may follow `at`'s is tried: one pass over the
+/// payload, then a few operations each ([`SaltedCrcs`]).
 fn whole_frame_ends_the_file(bytes: &[u8], at: usize, salt: u64) -> bool {
     let Some(trailer) = bytes.len().checked_sub(TRAILER_LEN).map(|t| &bytes[t..]) else {
         return false;
@@ -387,12 +450,10 @@ fn whole_frame_ends_the_file(bytes: &[u8], at: usize, salt: u64) -> bool {
         return false;
     }
     let payload = &bytes[start + FRAME_HEADER_LEN..bytes.len() - TRAILER_LEN];
-    let stored = word(&trailer[4..]);
-    let frames_between = (start - at) / (Layout::Trailed.overhead() + 1);
-    let affordable = (TRAILER_SEARCH_BYTES / len).max(1);
-    (1..=frames_between.min(affordable) as u64)
-        .filter_map(|k| salt.checked_add(k))
-        .any(|revision| payload_crc(revision, payload) == stored)
+    SaltedCrcs::new(payload).holds_in(
+        word(&trailer[4..]),
+        revisions_between(at, start, salt, Layout::Trailed),
+    )
 }
 
 /// The little-endian word at the start of `bytes` (a frame's length or checksum).
@@ -490,15 +551,20 @@ mod tests {
             next_frame(&huge, HEADER_LEN, 8, Layout::Plain),
             Next::Corrupt(_)
         ));
-        // Every bit of a header but the format field is covered; a flipped format bit reads
-        // as an unknown format, which the store refuses too.
-        for bit in (0..HEADER_LEN * 8).filter(|b| !(64..96).contains(b)) {
-            let mut bad = file.clone();
-            bad[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                read_header(&bad, JOURNAL_MAGIC).is_err(),
-                "header bit {bit}"
-            );
+        // Every bit of a header is covered, the format field too: in this build's headers,
+        // and in format 2's, whose checksum leaves the field out (a flip of it reads as a
+        // format that covers its field, whose checksum does not hold).
+        for format in [JOURNAL_FORMAT, 2] {
+            let header = header_of_format(JOURNAL_MAGIC, format, 7);
+            assert_eq!(read_header(&header, JOURNAL_MAGIC).unwrap().format, format);
+            for bit in 0..HEADER_LEN * 8 {
+                let mut bad = header;
+                bad[bit / 8] ^= 1 << (bit % 8);
+                assert!(
+                    read_header(&bad, JOURNAL_MAGIC).is_err(),
+                    "format {format}, header bit {bit}"
+                );
+            }
         }
         assert_eq!(
             read_header(&file[..10], JOURNAL_MAGIC),
@@ -741,6 +807,64 @@ mod tests {
             });
             assert_eq!(read, last, "{sizes:?}");
             assert!(next.starts_with("TornTail"), "{sizes:?}: {next}");
+        }
+    }
+
+    /// Review F, finding 2: the revisions tried for a whole last frame were capped by the bytes
+    /// they cost (256 MiB over the payload's length), so zeros over 33 small frames before an
+    /// 8 MiB last one were cut as a torn tail. Every revision costs a few operations now.
+    #[test]
+    fn zeros_over_many_frames_before_a_large_last_frame_are_corruption() {
+        let mut sizes = vec![40];
+        sizes.extend([80; 40]);
+        sizes.push(8 << 20);
+        let last = sizes.len() - 1;
+        let (file, ends) = journal_in(Layout::Trailed, &sizes);
+        for zeroed_from in [1, 2, 7, 39] {
+            let (read, next) = read_damaged_in(Layout::Trailed, &file, |f| {
+                f[ends[zeroed_from]..ends[last] + FRAME_HEADER_LEN].fill(0)
+            });
+            assert_eq!(read, zeroed_from);
+            assert!(next.contains("a whole frame after it"), "{next}");
+        }
+    }
+
+    /// Review F, finding 3: bytes in the payload of the frame being appended that look like a
+    /// frame header (a length and its checksum: a status message can hold any text) made a
+    /// crash's torn append corruption, and the agent could not start again. A frame after a
+    /// damaged one counts only whole, its payload checksum holding for a later revision.
+    #[test]
+    fn a_header_inside_a_torn_payload_is_still_a_torn_tail() {
+        for layout in LAYOUTS {
+            let (mut file, ends) = journal_in(layout, &[40, 30]);
+            // The third frame's payload: 200 bytes, holding a header claiming one byte (and
+            // its trailer) at 50.
+            let mut payload: Vec<u8> = (0..200u32).map(|b| (b * 13) as u8).collect();
+            let claimed = 1u32.to_le_bytes();
+            payload[50..54].copy_from_slice(&claimed);
+            payload[54..58].copy_from_slice(&crc32c(&claimed).to_le_bytes());
+            payload[58..62].copy_from_slice(&[0xC3; 4]);
+            if layout == Layout::Trailed {
+                payload[63..67].copy_from_slice(&claimed);
+                payload[67..71].copy_from_slice(&[0xC3; 4]);
+            }
+            push_frame(&mut file, &payload, 9, layout);
+            let fake_end = ends[2] + FRAME_HEADER_LEN + 50 + layout.overhead() + 1;
+            for cut in fake_end..file.len() - 1 {
+                let (read, next) = read_all_in(layout, &file[..cut]);
+                assert_eq!(read, 2, "{layout:?} cut {cut}");
+                assert!(
+                    matches!(next, Next::TornTail(_)),
+                    "{layout:?} cut {cut}: {next:?}"
+                );
+            }
+            // A whole frame, its payload checksum holding for the revision after, is still
+            // one (where a frame may start: past the shortest frame at the damaged one).
+            let mut whole = file[..ends[2] + 40].to_vec();
+            push_frame(&mut whole, b"the next commit", 10, layout);
+            let (read, next) = read_all_in(layout, &whole);
+            assert_eq!(read, 2);
+            assert!(matches!(next, Next::Corrupt(_)), "{layout:?}: {next:?}");
         }
     }
 
