@@ -65,7 +65,7 @@ const GOAL_US: f64 = 0.3;
 /// The largest journal whose records are also measured as JSON lines.
 const JSON_MAX: usize = 100_000;
 /// What the builder writes; a cached journal with another marker is rebuilt.
-const MARKER: &str = "jobstate recovery bench journal v3 (journal format 3)";
+const MARKER: &str = "jobstate recovery bench journal v4 (journal format 3, trailed frames)";
 
 /// The journal's layout, learned from the store itself (the file format is private to it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
