@@ -251,9 +251,10 @@ impl<'a> Next<'a> {
 /// Only the last frame can be torn: a commit is appended and synced before the next one is
 /// written. So a damaged frame is a torn tail only if it ends the file (its checked length
 /// reaches the end, or runs past it, or its length itself is damaged) *and* nothing after its
-/// start looks like a frame header (a length with its valid checksum), which no torn write
-/// leaves but a damaged frame in the middle of the journal does, *and* (in a trailed journal)
-/// the file does not end in a whole frame that starts after it. Everything else is corruption.
+/// start looks like a frame (a length with its valid checksum, and in a trailed journal a
+/// matching trailer: [`frame_follows`]), which no torn write leaves but a damaged frame in the
+/// middle of the journal does, *and* (in a trailed journal) the file does not end in a whole
+/// frame that starts after it. Everything else is corruption.
 pub(crate) fn next_frame(bytes: &[u8], at: usize, salt: u64, layout: Layout) -> Next<'_> {
     let rest = bytes.get(at..).unwrap_or_default();
     if rest.is_empty() {
@@ -261,7 +262,7 @@ pub(crate) fn next_frame(bytes: &[u8], at: usize, salt: u64, layout: Layout) -> 
     }
     let trailer = layout.trailer_len();
     let torn = |why| {
-        if frame_follows(bytes, at, salt, layout) {
+        if frame_follows(bytes, at, layout) {
             Next::Corrupt(match why {
                 DAMAGED_LENGTH => "a damaged frame length, with frames after it",
                 RUNS_PAST_END => "a frame length that runs past the end, with frames after it",
@@ -350,19 +351,17 @@ const PAYLOAD_CHECKSUM: &str = "a payload checksum mismatch";
 const DAMAGED_TRAILER: &str = "a frame whose trailer does not match its header";
 const TRAILER_CUT: &str = "a frame's trailer cut short by the end of the file";
 
-/// How many bytes of payload [`frame_follows`] checksums at most: past them, a frame header
-/// that holds is taken for a frame without its payload checked (corruption: the side that
-/// loses nothing acknowledged).
-const FOLLOWING_SEARCH_BYTES: usize = 256 * 1024 * 1024;
-
-/// Whether a whole frame starts anywhere after the damaged frame of revision `salt` at `at`: a
-/// header that holds (a length in bounds with its valid checksum), its frame in the file, its
-/// trailer matching, and its payload checksum holding for a revision after `salt`. The payload
-/// is checked so that bytes of the torn frame's own payload that look like a header (a status
-/// message can hold any text) do not turn a crash's torn tail into corruption that stops the
-/// agent (review F, finding 3); a frame header alone was taken for a frame before.
-fn frame_follows(bytes: &[u8], at: usize, salt: u64, layout: Layout) -> bool {
-    let mut budget = FOLLOWING_SEARCH_BYTES;
+/// Whether a frame starts anywhere after the damaged frame at `at`: a header that holds (a
+/// length in bounds with its valid checksum), its frame in the file and, in a trailed journal,
+/// its trailer matching the header. Its payload is not checked: a frame after damage may be
+/// damaged too (two faults), or sit where bytes went missing, and it still says that more was
+/// written after the damaged frame. So bytes inside the payload of a torn append that look like
+/// a frame (a header, and in format 3 its trailer at the right place) make the torn tail
+/// corruption: the agent stops with a typed error, and nothing is lost. Checking the payload
+/// against later revisions was tried (review F, finding 3) and undone: it let such double faults
+/// cut acknowledged commits, it cost the square of a crafted tail, and a frame image with a
+/// valid checksum defeated it anyway (review G). One pass, a few operations a byte.
+fn frame_follows(bytes: &[u8], at: usize, layout: Layout) -> bool {
     (at + 1..bytes.len().saturating_sub(FRAME_HEADER_LEN - 1)).any(|p| {
         let len = word(&bytes[p..]);
         if len == 0
@@ -372,22 +371,10 @@ fn frame_follows(bytes: &[u8], at: usize, salt: u64, layout: Layout) -> bool {
         {
             return false;
         }
-        let len = len as usize;
-        let end = p + FRAME_HEADER_LEN + len;
-        if layout == Layout::Trailed
-            && (bytes[end..end + 4] != bytes[p..p + 4]
-                || bytes[end + 4..end + 8] != bytes[p + 8..p + 12])
-        {
-            return false;
-        }
-        if len > budget {
-            return true;
-        }
-        budget -= len;
-        SaltedCrcs::new(&bytes[p + FRAME_HEADER_LEN..end]).holds_in(
-            word(&bytes[p + 8..]),
-            revisions_between(at, p, salt, layout),
-        )
+        let end = p + FRAME_HEADER_LEN + len as usize;
+        layout == Layout::Plain
+            || (bytes[end..end + 4] == bytes[p..p + 4]
+                && bytes[end + 4..end + 8] == bytes[p + 8..p + 12])
     })
 }
 
@@ -410,7 +397,7 @@ fn own_payload_checks(rest: &[u8], salt: u64, trailer: usize) -> bool {
 const SEARCHED_TAIL: usize = 4096;
 
 /// Whether, after a frame at `at` whose length is damaged, a whole frame of the next revision
-/// ends the file, with its own length damaged too (so that [`header_follows`] misses it): its
+/// ends the file, with its own length damaged too (so that [`frame_follows`] misses it): its
 /// payload checksum, salted with the next revision, holds for the bytes from after it to the
 /// end. Searched in tails of up to [`SEARCHED_TAIL`] bytes; a torn write of one frame leaves at
 /// most a sector of arbitrary bytes, and no such frame.
@@ -830,12 +817,20 @@ mod tests {
     }
 
     /// Review F, finding 3: bytes in the payload of the frame being appended that look like a
-    /// frame header (a length and its checksum: a status message can hold any text) made a
-    /// crash's torn append corruption, and the agent could not start again. A frame after a
-    /// damaged one counts only whole, its payload checksum holding for a later revision.
+    /// frame header (a length and its checksum) made a crash's torn append corruption, and the
+    /// agent could not start again. In a trailed journal a frame counts only with its trailer,
+    /// so a header alone inside a torn payload leaves it a torn tail. A whole frame image
+    /// (header and trailer) there is still taken for a frame, as a header alone is in format
+    /// 2's layout: corruption, a typed error that loses nothing (checking payloads against
+    /// later revisions instead cost the square of such a tail and lost commits to two faults:
+    /// review G).
     #[test]
-    fn a_header_inside_a_torn_payload_is_still_a_torn_tail() {
-        for layout in LAYOUTS {
+    fn a_header_inside_a_torn_payload_is_a_torn_tail_in_a_trailed_journal() {
+        for (layout, with_trailer, torn) in [
+            (Layout::Trailed, false, true),
+            (Layout::Trailed, true, false),
+            (Layout::Plain, false, false),
+        ] {
             let (mut file, ends) = journal_in(layout, &[40, 30]);
             // The third frame's payload: 200 bytes, holding a header claiming one byte (and
             // its trailer) at 50.
@@ -844,7 +839,7 @@ mod tests {
             payload[50..54].copy_from_slice(&claimed);
             payload[54..58].copy_from_slice(&crc32c(&claimed).to_le_bytes());
             payload[58..62].copy_from_slice(&[0xC3; 4]);
-            if layout == Layout::Trailed {
+            if with_trailer {
                 payload[63..67].copy_from_slice(&claimed);
                 payload[67..71].copy_from_slice(&[0xC3; 4]);
             }
@@ -853,18 +848,37 @@ mod tests {
             for cut in fake_end..file.len() - 1 {
                 let (read, next) = read_all_in(layout, &file[..cut]);
                 assert_eq!(read, 2, "{layout:?} cut {cut}");
-                assert!(
+                assert_eq!(
                     matches!(next, Next::TornTail(_)),
-                    "{layout:?} cut {cut}: {next:?}"
+                    torn,
+                    "{layout:?}, trailer {with_trailer}, cut {cut}: {next:?}"
                 );
+                if !torn {
+                    assert!(matches!(next, Next::Corrupt(_)), "{next:?}");
+                }
             }
-            // A whole frame, its payload checksum holding for the revision after, is still
-            // one (where a frame may start: past the shortest frame at the damaged one).
-            let mut whole = file[..ends[2] + 40].to_vec();
-            push_frame(&mut whole, b"the next commit", 10, layout);
-            let (read, next) = read_all_in(layout, &whole);
-            assert_eq!(read, 2);
-            assert!(matches!(next, Next::Corrupt(_)), "{layout:?}: {next:?}");
+        }
+    }
+
+    /// Review G: two faults (a zeroed header, and a damaged payload in the last frame) and bytes
+    /// gone from the middle of the journal still make corruption: a frame that follows damage
+    /// counts by its header (and trailer), not its payload.
+    #[test]
+    fn damage_before_a_damaged_or_shifted_frame_is_corruption() {
+        for layout in LAYOUTS {
+            let (file, ends) = journal_in(layout, &[40, 30, 50]);
+            let (read, next) = read_damaged_in(layout, &file, |f| {
+                f[ends[1]..ends[1] + FRAME_HEADER_LEN].fill(0);
+                f[ends[2] + FRAME_HEADER_LEN + 20] ^= 0x08;
+            });
+            assert_eq!(read, 1, "{layout:?}");
+            assert!(next.starts_with("Corrupt"), "{layout:?}: {next}");
+            let (file, ends) = journal_in(layout, &[40, 1000, 5, 5, 5, 5, 5, 80]);
+            let (read, next) = read_damaged_in(layout, &file, |f| {
+                f.drain(ends[1] + 30..ends[6] + 3);
+            });
+            assert_eq!(read, 1, "{layout:?}");
+            assert!(next.starts_with("Corrupt"), "{layout:?}: {next}");
         }
     }
 

@@ -6,7 +6,7 @@
 //! [`next_frame`] the window. A valid frame depends on its own bytes only, so a frame found
 //! whole in the window is the frame the whole file holds there. Anything else (the end, a torn
 //! or damaged frame, a frame longer than the window) may depend on what follows, up to the end
-//! of the file (whether a frame header follows a damaged frame): the window then grows, and
+//! of the file (whether a frame follows a damaged frame, whether a whole one ends the file): the window then grows, and
 //! only an answer given with the window reaching the end of the file, or holding more than the
 //! largest frame (past which nothing changes the answer), is taken. So the answers
 //! are those `next_frame` gives over the whole file, which `tests` check for every way of
