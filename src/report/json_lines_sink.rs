@@ -592,6 +592,41 @@ mod tests {
         }
     }
 
+    /// The extremes of `keep`: 0 keeps one rotated file (as 1 does), `u32::MAX` keeps every
+    /// one (a rotation looks only as far as the first free number: nothing is deleted, and
+    /// nothing overflows).
+    #[test]
+    fn keep_zero_keeps_one_and_keep_max_keeps_every_rotated_file() {
+        let message: StatusMessage = serde_json::from_str(MESSAGE).unwrap();
+        let per_line = serde_json::to_string(&message).unwrap().len() as u64 + 1;
+        for (keep, kept) in [(0, 1), (u32::MAX, 5)] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("status.jsonl");
+            let options = SinkOptions {
+                rotate_at: Some(per_line),
+                keep,
+            };
+            let mut sink = JsonLinesSink::open_with(&path, options).unwrap();
+            // A line a file: six lines, five rotations.
+            for _ in 0..6 {
+                sink.deliver(
+                    std::slice::from_ref(&message),
+                    &mut crate::report::delivery::Answers::default(),
+                )
+                .unwrap();
+            }
+            for n in 1..=kept {
+                assert!(rotated(&path, n).exists(), "keep {keep}: .{n} missing");
+            }
+            assert!(
+                !rotated(&path, kept + 1).exists(),
+                "keep {keep}: .{} kept",
+                kept + 1
+            );
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), per_line);
+        }
+    }
+
     /// Review E, finding 7: a rotation that renamed the file to `<file>.1`, then failed to
     /// create the new file (no free inode, EMFILE), left the file at `<file>.1`. Each retry
     /// shifted again: two retries later the accepted messages were deleted. The state such a

@@ -512,7 +512,9 @@ impl SqliteStore {
         let db = copy.0.join("store.db");
         for (suffix, required) in [("", true), ("-wal", false)] {
             let from = PathBuf::from(format!("{}{suffix}", path.display()));
-            let bytes = safe_fs::read(&from).map_err(super::file::io("reading the database"))?;
+            // Read as they are: the read-only view tightens no mode of the agent's files.
+            let bytes = safe_fs::read_untightened(&from)
+                .map_err(super::file::io("reading the database"))?;
             let Some(bytes) = bytes else {
                 if required {
                     return Err(StoreError::Io {

@@ -98,6 +98,28 @@ fn inspect_changes_no_mode_of_the_store_it_reads() {
     }
 }
 
+/// The same for `SqliteStore::inspect`, which copies the database and its log to read them:
+/// its reads tightened the agent's database to 0600 (the database is the agent's to keep as
+/// its operator set it; the read-only view changes nothing).
+#[cfg(all(unix, feature = "sqlite"))]
+#[test]
+fn sqlite_inspect_changes_no_mode_of_the_database_it_reads() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let mut store = jobstate::store::SqliteStore::open(&path).unwrap();
+    offer_one(&mut store, "a");
+    drop(store);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let inspection = jobstate::store::SqliteStore::inspect(&path).unwrap();
+    assert_eq!(job_names(&inspection.snapshot), ["a"]);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o640,
+        "the read-only inspection tightened the database"
+    );
+}
+
 /// One writer, really (issue 12, deliver 2: "a lock that a deleted or replaced lock file cannot
 /// defeat"). The file store locks its directory *handle*, and checks the path only at open; its
 /// compaction then writes by *path*. So: store A open on `dir`; the directory is moved aside
