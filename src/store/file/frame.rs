@@ -1017,6 +1017,113 @@ mod tests {
         assert_eq!((read, next), (1, Next::TornTail(DAMAGED_LENGTH)));
     }
 
+    /// The revisions tried for a whole frame after damage: one for each frame that fits between
+    /// (each at least a header, a byte and its trailer), no more: the bound on their cost.
+    #[test]
+    fn the_revisions_after_damage_are_those_of_the_frames_that_fit() {
+        let smallest = Layout::Trailed.overhead() + 1;
+        for k in 0..30 {
+            for slack in [0, smallest - 1] {
+                let p = 1000 + k * smallest + slack;
+                let revisions: Vec<u64> = revisions_between(1000, p, 7, Layout::Trailed).collect();
+                assert_eq!(
+                    revisions,
+                    (8..8 + k as u64).collect::<Vec<_>>(),
+                    "k {k} slack {slack}"
+                );
+            }
+        }
+    }
+
+    /// A header of length 0 with its valid checksum (and, in a trailed journal, a matching
+    /// trailer) inside a torn payload is no frame: none is ever written. A torn tail.
+    #[test]
+    fn a_header_of_length_zero_inside_a_torn_payload_is_no_frame() {
+        for layout in LAYOUTS {
+            let (file, ends) = journal_in(layout, &[40, 30, 200]);
+            let (read, next) = read_damaged_in(layout, &file, |f| {
+                let zero = 0u32.to_le_bytes();
+                let p = ends[2] + FRAME_HEADER_LEN + 50;
+                f[p..p + 4].copy_from_slice(&zero);
+                f[p + 4..p + 8].copy_from_slice(&crc32c(&zero).to_le_bytes());
+                f[p + 8..p + 12].copy_from_slice(&[0xC3; 4]);
+                f[p + 12..p + 16].copy_from_slice(&zero);
+                f[p + 16..p + 20].copy_from_slice(&[0xC3; 4]);
+                f.truncate(ends[2] + FRAME_HEADER_LEN + 100);
+            });
+            assert_eq!(read, 2, "{layout:?}");
+            assert!(next.starts_with("TornTail"), "{layout:?}: {next}");
+        }
+    }
+
+    /// In a trailed journal a frame after damage counts with its whole trailer: a header image
+    /// inside a torn payload, with only the length, or only the checksum, repeated where its
+    /// trailer would be, leaves the torn append a torn tail.
+    #[test]
+    fn half_a_trailer_inside_a_torn_payload_is_no_frame() {
+        let (file, ends) = journal_in(Layout::Trailed, &[40, 30, 200]);
+        for (len_matches, crc_matches) in [(true, false), (false, true)] {
+            let (read, next) = read_damaged_in(Layout::Trailed, &file, |f| {
+                let claimed = 1u32.to_le_bytes();
+                let p = ends[2] + FRAME_HEADER_LEN + 50;
+                f[p..p + 4].copy_from_slice(&claimed);
+                f[p + 4..p + 8].copy_from_slice(&crc32c(&claimed).to_le_bytes());
+                f[p + 8..p + 12].copy_from_slice(&[0xC3; 4]);
+                let t = p + FRAME_HEADER_LEN + 1;
+                f[t..t + 4].copy_from_slice(if len_matches { &claimed } else { &[9; 4] });
+                f[t + 4..t + 8].copy_from_slice(if crc_matches { &[0xC3; 4] } else { &[9; 4] });
+                f.truncate(ends[2] + FRAME_HEADER_LEN + 100);
+            });
+            assert_eq!(read, 2);
+            assert!(
+                next.starts_with("TornTail"),
+                "{len_matches} {crc_matches}: {next}"
+            );
+        }
+    }
+
+    #[test]
+    fn journals_of_format_3_are_trailed() {
+        assert_eq!(Layout::of_journal(2), Layout::Plain);
+        assert_eq!(Layout::of_journal(3), Layout::Trailed);
+        assert_eq!(Layout::of_journal(JOURNAL_FORMAT), Layout::Trailed);
+    }
+
+    /// A "trailer" of length 0 at the end of a torn append (whose checksum holds for an empty
+    /// payload of the next revision) is no whole frame: none of length 0 is written.
+    #[test]
+    fn a_trailer_of_length_zero_at_the_end_is_no_whole_frame() {
+        let (file, ends) = journal_in(Layout::Trailed, &[40, 30, 200]);
+        let (read, next) = read_damaged_in(Layout::Trailed, &file, |f| {
+            f.truncate(ends[2] + FRAME_HEADER_LEN + 100);
+            let t = f.len() - TRAILER_LEN;
+            f[t..t + 4].copy_from_slice(&0u32.to_le_bytes());
+            f[t + 4..].copy_from_slice(&payload_crc(10, &[]).to_le_bytes());
+        });
+        assert_eq!(read, 2);
+        assert!(next.starts_with("TornTail"), "{next}");
+    }
+
+    /// In a trailed journal a damaged length may be followed by a frame of the limit and its
+    /// trailer: 8 bytes more than in format 2, still a torn tail; one byte more is corruption.
+    #[test]
+    fn a_damaged_length_before_the_largest_trailed_frame_is_a_torn_tail() {
+        let (head, ends) = journal_in(Layout::Trailed, &[40]);
+        let damaged = |after: usize| {
+            let mut file = head.clone();
+            file.extend_from_slice(&[1, 2, 3, 4, 0, 0, 0, 0, 9, 9, 9, 9]);
+            file.resize(ends[1] + FRAME_HEADER_LEN + after, 0);
+            file
+        };
+        let limit = MAX_FRAME as usize + TRAILER_LEN;
+        let file = damaged(limit);
+        let (read, next) = read_all_in(Layout::Trailed, &file);
+        assert_eq!((read, next), (1, Next::TornTail(DAMAGED_LENGTH)));
+        let file = damaged(limit + 1);
+        let (read, next) = read_all_in(Layout::Trailed, &file);
+        assert!(matches!(next, Next::Corrupt(_)) && read == 1, "{next:?}");
+    }
+
     /// A frame found in bytes that start at an offset of the file ends at that offset plus its
     /// end in the bytes; the other answers carry no offset.
     #[test]
