@@ -455,6 +455,11 @@ pub(crate) fn open(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
     open_checked(path, options, true)
 }
 
+/// [`open`], leaving the file's mode as it is (a file not yet known to be the store's).
+pub(crate) fn open_untightened(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    open_checked(path, options, false)
+}
+
 /// [`open`], tightening the file to 0600 when `tighten` (a read-only view leaves its mode as
 /// it found it).
 fn open_checked(path: &Path, options: &mut OpenOptions, tighten: bool) -> io::Result<File> {

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
 
 use super::file::crc32c::{crc32c, crc32c_append};
@@ -23,7 +24,10 @@ const SCHEMA_VERSION: i64 = 2;
 ///   data and the checksum of the row before it; the `revision` table holds the store's
 ///   revision and the checksum of the last row. So an edited row, a row deleted anywhere (the
 ///   last commit's rows included), an extra row, or all rows deleted is
-///   [`StoreError::Corrupt`], naming the row, never a smaller store.
+///   [`StoreError::Corrupt`], naming the row, never a smaller store. So is a damaged page, a
+///   column edited to another type, and anything in the database jobstate never creates (a
+///   trigger or a view could change what is written or read); a commit is read back inside
+///   its transaction before it is acknowledged.
 /// - A `schema` table holds the schema version; an unknown version is
 ///   [`StoreError::UnknownFormat`]. What a database holds is read before anything is written
 ///   to it: tables are created only in a database with none, and a database of another version
@@ -32,10 +36,14 @@ const SCHEMA_VERSION: i64 = 2;
 /// - One writer: the connection runs in SQLite's exclusive locking mode and takes the
 ///   database's write lock at open, holding it until the store is dropped. A second open, in
 ///   this process or another, is [`StoreError::Locked`]; no lock file exists to be deleted.
-///   The database file itself can be: before each commit is acknowledged, the store checks
-///   (one `lstat`) that the file at its path is still the one it opened (same device and
-///   inode), and if it was deleted or replaced refuses that commit and every later one
-///   ([`StoreError::FailStop`]): reopen the store. A second store at the same path in this
+///   SQLite's locks are POSIX locks, which a process loses when it closes any descriptor of
+///   the file (an inspection in the agent's process, a status file pointed at the database by
+///   mistake): the store also holds an `flock` on the database for its life, which only its
+///   own descriptor's closing releases.
+///   The database file itself can be deleted: before each commit is acknowledged, the store
+///   checks (one `lstat` each) that the file at its path and its write-ahead log are still
+///   the ones it opened (same device and inode), and if either was deleted or replaced
+///   refuses that commit and every later one ([`StoreError::FailStop`]): reopen the store. A second store at the same path in this
 ///   process is refused even then; one in another process would create a new database there,
 ///   and the first store stops acknowledging.
 ///   Exclusive mode also keeps WAL's index in memory instead of a memory-mapped `-shm` file:
@@ -45,8 +53,9 @@ const SCHEMA_VERSION: i64 = 2;
 ///   another user owns it or its group or others may write it; the database and its `-wal`
 ///   and `-journal` files are refused when they are links, not regular files, or have several
 ///   names; SQLite opens the database with `SQLITE_OPEN_NOFOLLOW`.
-/// - The database file is created readable by its owner only, and an existing one (and its
-///   `-wal`) is tightened to 0600.
+/// - The database file is created readable by its owner only, and an existing one of this
+///   store (and its `-wal`) is tightened to 0600; another program's database is refused with
+///   its modes, and its log, as they were.
 ///
 /// ```
 /// use jobstate::store::{SqliteStore, Store};
@@ -73,6 +82,13 @@ pub struct SqliteStore {
     file: FileIdentity,
     /// Why the store refuses every commit (the database file was deleted or replaced).
     failed: Option<String>,
+    /// The database file, open and `flock`ed for the life of the store (declared after `db`:
+    /// closed after SQLite's connection). SQLite's own locks are POSIX locks, which this
+    /// process loses when it closes *any* descriptor of the file: an inspection in the agent's
+    /// process, or a status file pointed at the database by mistake, would drop them and let a
+    /// second writer in. An `flock` belongs to this descriptor alone.
+    #[cfg(unix)]
+    _writer: std::fs::File,
     /// This process's claim on the path (released when the store is dropped).
     _claim: Claim,
 }
@@ -103,15 +119,16 @@ fn row_crc(previous: u32, seq: i64, rev: i64, data: &[u8]) -> u32 {
 }
 
 /// Checks the files SQLite will open beside `path` without opening them (opening and closing a
-/// file of a database this process has open would drop SQLite's POSIX locks on it), and
-/// tightens their modes.
-fn check_files(path: &Path) -> Result<bool, StoreError> {
+/// file of a database this process has open would drop SQLite's POSIX locks on it), and, when
+/// `tighten` (once the database is known to be a store's), tightens their modes: a database
+/// refused as another program's keeps its modes.
+fn check_files(path: &Path, tighten: bool) -> Result<bool, StoreError> {
     let mut exists = false;
     for suffix in ["", "-wal", "-journal", "-shm"] {
         let file = PathBuf::from(format!("{}{suffix}", path.display()));
         let found = safe_fs::look(&file).map_err(super::file::io("checking the database files"))?;
         #[cfg(unix)]
-        if let Some(metadata) = &found {
+        if let Some(metadata) = found.as_ref().filter(|_| tighten) {
             use std::os::unix::fs::PermissionsExt;
             if metadata.permissions().mode() & 0o077 != 0 {
                 std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
@@ -123,39 +140,53 @@ fn check_files(path: &Path) -> Result<bool, StoreError> {
     Ok(exists)
 }
 
-/// The database file a store opened: its absolute path (a later `chdir` changes nothing) and,
-/// on Unix, its device and inode. SQLite keeps the file open, so its inode number cannot be
-/// reused while the store lives: the same `(dev, ino)` at the path means the same file.
+/// The database file a store opened, and its write-ahead log: their absolute paths (a later
+/// `chdir` changes nothing) and, on Unix, their devices and inodes. SQLite keeps both open,
+/// so their inode numbers cannot be reused while the store lives: the same `(dev, ino)` at the
+/// path means the same file.
 #[derive(Debug)]
 struct FileIdentity {
     path: PathBuf,
     #[cfg(unix)]
     id: (u64, u64),
+    /// The `-wal` file, where every commit goes until SQLite folds it into the database.
+    wal_path: PathBuf,
+    /// Its identity, once seen (SQLite creates it at the first write).
+    #[cfg(unix)]
+    wal: Option<(u64, u64)>,
+}
+
+/// The device and inode of `metadata`'s file.
+#[cfg(unix)]
+fn dev_ino(metadata: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
 }
 
 impl FileIdentity {
     fn of(path: &Path, metadata: &std::fs::Metadata) -> Self {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let wal_path = PathBuf::from(format!("{}-wal", path.display()));
         #[cfg(unix)]
         {
-            use std::os::unix::fs::MetadataExt;
             Self {
                 path,
-                id: (metadata.dev(), metadata.ino()),
+                id: dev_ino(metadata),
+                wal_path,
+                wal: None,
             }
         }
         #[cfg(not(unix))]
         {
             let _ = metadata;
-            Self { path }
+            Self { path, wal_path }
         }
     }
 
     fn same(&self, metadata: &std::fs::Metadata) -> bool {
         #[cfg(unix)]
         {
-            use std::os::unix::fs::MetadataExt;
-            self.id == (metadata.dev(), metadata.ino())
+            self.id == dev_ino(metadata)
         }
         #[cfg(not(unix))]
         {
@@ -163,15 +194,43 @@ impl FileIdentity {
         }
     }
 
-    /// `None` if the file at the path is still the one opened, else what happened to it. One
-    /// `lstat`.
-    fn changed(&self) -> Option<String> {
-        match std::fs::symlink_metadata(&self.path) {
-            Ok(metadata) if self.same(&metadata) => None,
-            Ok(_) => Some("replaced by another file".into()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("deleted".into()),
-            Err(e) => Some(format!("no longer found (looking at it failed: {e})")),
+    /// `None` if the files at the paths are still the ones opened, else what happened to
+    /// them. One `lstat` of each. The log matters as much as the database: a commit is durable
+    /// in the log, and a log deleted (a careless cleanup of `*-wal`) takes every commit since
+    /// the last checkpoint with it at the next crash, while SQLite goes on writing to it.
+    fn changed(&mut self) -> Option<String> {
+        let what = |path: &Path, same: &dyn Fn(&std::fs::Metadata) -> bool| {
+            match std::fs::symlink_metadata(path) {
+                Ok(metadata) if same(&metadata) => None,
+                Ok(_) => Some("replaced by another file".to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("deleted".into()),
+                Err(e) => Some(format!("no longer found (looking at it failed: {e})")),
+            }
+        };
+        if let Some(what) = what(&self.path, &|m| self.same(m)) {
+            return Some(format!(
+                "the database file {} was {what}",
+                self.path.display()
+            ));
         }
+        #[cfg(unix)]
+        match self.wal {
+            Some(id) => {
+                if let Some(what) = what(&self.wal_path, &|m| dev_ino(m) == id) {
+                    return Some(format!(
+                        "its write-ahead log {} was {what}",
+                        self.wal_path.display()
+                    ));
+                }
+            }
+            None => {
+                self.wal = std::fs::symlink_metadata(&self.wal_path)
+                    .ok()
+                    .filter(std::fs::Metadata::is_file)
+                    .map(|m| dev_ino(&m));
+            }
+        }
+        None
     }
 }
 
@@ -246,6 +305,33 @@ enum Found {
 /// This store's tables.
 const TABLES: [&str; 3] = ["schema", "revision", "records"];
 
+/// Refuses a store's database holding anything beside its three tables (SQLite's own
+/// objects left out): a trigger or a view planted there could change what a commit writes or
+/// what an open reads (a trigger that deletes each new row leaves every open a consistent,
+/// smaller store), and jobstate creates nothing else.
+fn check_objects(objects: &[(String, String)]) -> Result<(), String> {
+    match objects
+        .iter()
+        .find(|(kind, name)| !(kind == "table" && TABLES.contains(&name.as_str())))
+    {
+        Some((kind, name)) => Err(format!(
+            "the database holds {kind} {name:?}, which jobstate never creates (a trigger or a view can change what is written and read): an edited database; remove it with the sqlite3 tool once you know who put it there, or restore the store from a backup"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether `e` says the database's bytes are damaged or a column holds what jobstate never
+/// writes there: damage to report as [`StoreError::Corrupt`], not a failure of the disk.
+fn damaged(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+    ) || e.sqlite_error_code() == Some(ErrorCode::DatabaseCorrupt)
+}
+
 /// Looks at what the database holds, reading only: what is not an empty database or a store of
 /// this version is refused before anything (a table, the switch to WAL) is written to it.
 fn classify(db: &Connection, path: &Path) -> Result<Found, StoreError> {
@@ -254,6 +340,15 @@ fn classify(db: &Connection, path: &Path) -> Result<Found, StoreError> {
             path: path.to_path_buf(),
             detail,
         })
+    };
+    // A damaged database is not another program's: advice to start a new store there would
+    // forget every finished job.
+    let damage = |e: rusqlite::Error| StoreError::Corrupt {
+        file: path.to_path_buf(),
+        offset: 0,
+        detail: format!(
+            "SQLite cannot read what the database holds ({e}): damaged pages; try the sqlite3 tool's .recover into a new file, or restore the store from a backup"
+        ),
     };
     let read = |e: rusqlite::Error| {
         if busy(&e) {
@@ -264,6 +359,8 @@ fn classify(db: &Connection, path: &Path) -> Result<Found, StoreError> {
             foreign(
                 "it is not an SQLite database; give the path of a jobstate database, or of one that does not exist yet".into(),
             )
+        } else if damaged(&e) {
+            damage(e)
         } else {
             sql("reading what the database holds")(e)
         }
@@ -303,7 +400,7 @@ fn classify(db: &Connection, path: &Path) -> Result<Found, StoreError> {
     }
     let versions: Vec<rusqlite::types::Value> = {
         let not_ours = |e: rusqlite::Error| {
-            if busy(&e) {
+            if busy(&e) || damaged(&e) {
                 read(e)
             } else {
                 foreign(format!(
@@ -355,6 +452,7 @@ fn classify(db: &Connection, path: &Path) -> Result<Found, StoreError> {
                     return Err(corrupt(format!("table {table} is missing")));
                 }
             }
+            check_objects(&objects).map_err(corrupt)?;
             Ok(Found::Ours)
         }
         [rusqlite::types::Value::Integer(found)] => Err(StoreError::UnknownFormat {
@@ -392,7 +490,7 @@ impl SqliteStore {
         // Before the files are looked at: one store per path in this process, even when the
         // database file of the first has been deleted.
         let claim = Claim::take(dir, &path)?;
-        if !check_files(&path)? {
+        if !check_files(&path, false)? {
             // Created owner-only (and never a link: O_EXCL) before SQLite opens it; SQLite
             // gives its -wal file the same mode.
             safe_fs::create_new(&path, std::fs::OpenOptions::new().write(true))
@@ -408,6 +506,20 @@ impl SqliteStore {
         let before = safe_fs::look(&path)
             .map_err(super::file::io("looking at the database"))?
             .ok_or_else(missing)?;
+        // The writer's lock, beside SQLite's own: see `writer`.
+        #[cfg(unix)]
+        let writer = {
+            let file = safe_fs::open_untightened(&path, std::fs::OpenOptions::new().read(true))
+                .map_err(super::file::io("opening the database to lock it"))?;
+            let file = super::file::try_lock(file, &path)?;
+            let locked = file
+                .metadata()
+                .map_err(super::file::io("looking at the locked database"))?;
+            if !FileIdentity::of(&path, &before).same(&locked) {
+                return Err(UnsafePath::Replaced { path }.into());
+            }
+            file
+        };
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
@@ -424,9 +536,16 @@ impl SqliteStore {
         // of the connection: nothing is written.)
         db.pragma_update(None, "locking_mode", "EXCLUSIVE")
             .map_err(&locked)?;
+        // Another program's database left with a log: SQLite would fold the log into it and
+        // delete it when this connection closes, a change to a database this open refuses.
+        db.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(sql("setting no checkpoint on close"))?;
         // Read only, before anything is written: a database of a newer version or of another
         // program is refused unchanged.
         let found = classify(&db, &path)?;
+        db.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)
+            .map_err(sql("setting checkpoints on close"))?;
+        check_files(&path, true)?;
         // The file SQLite opened is the one looked at (the lock is now held: no writer of this
         // kind replaces it), and the one checked before each commit is acknowledged.
         let after = safe_fs::look(&path)
@@ -471,9 +590,13 @@ impl SqliteStore {
             retention: crate::store::Retention::default(),
             file,
             failed: None,
+            #[cfg(unix)]
+            _writer: writer,
             _claim: claim,
         };
         store.reload()?;
+        // Notes the log's identity (created by the write lock's transaction above).
+        store.check_file()?;
         Ok(store)
     }
 
@@ -492,8 +615,10 @@ impl SqliteStore {
     /// index on a full disk), so no second connection can read it while an agent has it open:
     /// the database file and its write-ahead log are copied, as they are, into a private
     /// temporary directory, and the copy is opened and checked like any store (row checksums,
-    /// revision) and removed. A copy taken while the agent folds its log into the database may
-    /// show an older revision than the agent's, never a mix: the revision is in the snapshot.
+    /// revision) and removed. The database is read again after its log, and the copy taken
+    /// only when it did not change meanwhile: a copy taken while the agent commits may show an
+    /// older revision than the agent's (the revision is in the snapshot), never an old
+    /// database with a new log. Errors name the database at `path`, not the copy.
     pub fn inspect(path: impl AsRef<Path>) -> Result<super::Inspection, StoreError> {
         let path = path.as_ref();
         if safe_fs::look(path)
@@ -510,30 +635,60 @@ impl SqliteStore {
         }
         let copy = PrivateDir::new()?;
         let db = copy.0.join("store.db");
-        for (suffix, required) in [("", true), ("-wal", false)] {
+        let (database, wal) = read_consistent(|suffix| {
             let from = PathBuf::from(format!("{}{suffix}", path.display()));
             // Read as they are: the read-only view tightens no mode of the agent's files.
-            let bytes = safe_fs::read_untightened(&from)
-                .map_err(super::file::io("reading the database"))?;
-            let Some(bytes) = bytes else {
-                if required {
-                    return Err(StoreError::Io {
-                        context: format!("reading {}", from.display()),
-                        source: std::io::Error::from(std::io::ErrorKind::NotFound),
-                    });
-                }
-                continue;
-            };
+            safe_fs::read_untightened(&from).map_err(super::file::io("reading the database"))
+        })
+        .map_err(|e| match e {
+            StoreError::Io { source, .. } => StoreError::Io {
+                context: format!("copying {}", path.display()),
+                source,
+            },
+            other => other,
+        })?;
+        let Some(database) = database else {
+            return Err(StoreError::Io {
+                context: format!("reading {}", path.display()),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        };
+        for (suffix, bytes) in [("", Some(database)), ("-wal", wal)] {
+            let Some(bytes) = bytes else { continue };
             let to = PathBuf::from(format!("{}{suffix}", db.display()));
             let mut file = safe_fs::create_new(&to, std::fs::OpenOptions::new().write(true))
                 .map_err(super::file::io("copying the database"))?;
             std::io::Write::write_all(&mut file, &bytes).map_err(|source| StoreError::Io {
-                context: format!("copying {}", from.display()),
+                context: format!("copying {}{suffix}", path.display()),
                 source,
             })?;
         }
-        let mut store = Self::open(&db)?.with_retention(crate::store::Retention::keep_all());
-        let snapshot = store.load()?;
+        // What is said of the copy is said of the agent's database.
+        let named = |e: StoreError| match e {
+            StoreError::Corrupt { offset, detail, .. } => StoreError::Corrupt {
+                file: path.to_path_buf(),
+                offset,
+                detail,
+            },
+            StoreError::UnknownFormat {
+                found, supported, ..
+            } => StoreError::UnknownFormat {
+                file: path.to_path_buf(),
+                found,
+                supported,
+            },
+            StoreError::Unsafe(UnsafePath::ForeignFile { detail, .. }) => {
+                StoreError::Unsafe(UnsafePath::ForeignFile {
+                    path: path.to_path_buf(),
+                    detail,
+                })
+            }
+            other => other,
+        };
+        let mut store = Self::open(&db)
+            .map_err(named)?
+            .with_retention(crate::store::Retention::keep_all());
+        let snapshot = store.load().map_err(named)?;
         drop(store);
         Ok(super::Inspection {
             snapshot,
@@ -553,8 +708,7 @@ impl SqliteStore {
     fn check_file(&mut self) -> Result<(), StoreError> {
         if let Some(what) = self.file.changed() {
             let cause = format!(
-                "the database file {} was {what} after this store opened it: what it would commit from now on no later open would find, so nothing more is acknowledged; stop whatever deletes or replaces files there, then reopen the store (a database created at that path since holds none of this store's earlier commits)",
-                self.file.path.display()
+                "{what} after this store opened it: what it would commit from now on no later open would find, so nothing more is acknowledged; stop whatever deletes or replaces files there, then reopen the store (a database created at that path since holds none of this store's earlier commits)"
             );
             self.failed = Some(cause.clone());
             return Err(StoreError::FailStop { cause });
@@ -571,16 +725,53 @@ impl SqliteStore {
     }
 
     fn reload(&mut self) -> Result<(), StoreError> {
+        // What SQLite says of a damaged page, or of a column holding another type, is damage
+        // at (or after) row `seq`; anything else a failure to read.
+        let path = self.path.clone();
+        let failed = |context: &'static str, seq: i64| {
+            let path = path.clone();
+            move |e: rusqlite::Error| {
+                if damaged(&e) {
+                    StoreError::Corrupt {
+                        file: path.clone(),
+                        offset: u64::try_from(seq).unwrap_or(0),
+                        detail: format!(
+                            "{context}: {e} (a damaged page, or a column edited to another type){}",
+                            if seq > 0 {
+                                format!(", at row {seq} of table records or after it")
+                            } else {
+                                String::new()
+                            }
+                        ),
+                    }
+                } else {
+                    sql(context)(e)
+                }
+            }
+        };
+        // Planted since the open, while the lock was not held (see `check_objects`).
+        let objects: Vec<(String, String)> = {
+            let mut statement = self
+                .db
+                .prepare("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+                .map_err(failed("reading the schema", 0))?;
+            statement
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(failed("reading the schema", 0))?
+                .collect::<Result<_, _>>()
+                .map_err(failed("reading the schema", 0))?
+        };
+        check_objects(&objects).map_err(|detail| self.corrupt(0, detail))?;
         let rows: Vec<(i64, i64)> = {
             let mut statement = self
                 .db
                 .prepare("SELECT value, head FROM revision")
-                .map_err(sql("reading the revision"))?;
+                .map_err(failed("reading the revision", 0))?;
             statement
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(sql("reading the revision"))?
+                .map_err(failed("reading the revision", 0))?
                 .collect::<Result<_, _>>()
-                .map_err(sql("reading the revision"))?
+                .map_err(failed("reading the revision", 0))?
         };
         let [(revision, head)] = rows[..] else {
             return Err(self.corrupt(
@@ -595,7 +786,7 @@ impl SqliteStore {
         let mut statement = self
             .db
             .prepare("SELECT seq, rev, data, crc FROM records ORDER BY seq")
-            .map_err(sql("reading the records"))?;
+            .map_err(failed("reading the records", 1))?;
         let rows = statement
             .query_map([], |r| {
                 Ok((
@@ -605,7 +796,7 @@ impl SqliteStore {
                     r.get::<_, i64>(3)?,
                 ))
             })
-            .map_err(sql("reading the records"))?;
+            .map_err(failed("reading the records", 1))?;
         let corrupt = |seq: i64, detail: String| StoreError::Corrupt {
             file: self.path.clone(),
             offset: u64::try_from(seq).unwrap_or(0),
@@ -614,7 +805,8 @@ impl SqliteStore {
         let mut live = Replay::default();
         let (mut last_seq, mut last_rev, mut last_crc) = (0i64, 0i64, 0u32);
         for row in rows {
-            let (seq, rev, data, crc) = row.map_err(sql("reading a record"))?;
+            let (seq, rev, data, crc) =
+                row.map_err(failed("reading a record", last_seq.saturating_add(1)))?;
             let at = |what: String| corrupt(seq, format!("row {seq} of table records: {what}"));
             if Some(seq) != last_seq.checked_add(1) {
                 return Err(at(format!(
@@ -722,6 +914,23 @@ impl Store for SqliteStore {
                     .map_err(sql("inserting a record"))?;
             }
         }
+        // What the transaction wrote is what was asked (a trigger planted while the store is
+        // open could have changed it; `check_objects` refuses one at the next open).
+        let (value, written, last): (i64, i64, Option<i64>) = tx
+            .query_row(
+                "SELECT value, head, (SELECT max(seq) FROM records) FROM revision",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(sql("reading back the commit"))?;
+        if (value, written, last) != (rev, i64::from(head), Some(seq)) {
+            drop(tx);
+            let cause = format!(
+                "the commit of revision {rev} read back as revision {value}, checksum {written:08x}, last row {last:?} (expected checksum {head:08x}, last row {seq}): something in the database (a trigger?) changes what is written; nothing more is acknowledged: reopen the store, which refuses such a database and says what it holds"
+            );
+            self.failed = Some(cause.clone());
+            return Err(StoreError::FailStop { cause });
+        }
         tx.commit().map_err(sql("committing"))?;
         // And nothing is acknowledged that went to a file deleted or replaced meanwhile: no
         // later open would find it.
@@ -733,6 +942,35 @@ impl Store for SqliteStore {
         self.head = head;
         Ok(Revision(self.revision))
     }
+}
+
+/// A file's bytes, `None` when it does not exist.
+type Bytes = Option<Vec<u8>>;
+
+/// How many times [`read_consistent`] reads before it gives up.
+const COPY_TRIES: u32 = 16;
+
+/// The database and its log as `read` gives them (by suffix: `""`, `"-wal"`), read so that
+/// they belong together: the database, the log, and the database again. The agent may fold
+/// its log into the database and start the log anew between the reads, and an old database
+/// with a new log is a mix SQLite reads as damage. A database unchanged across the log's read
+/// was not folded into meanwhile.
+fn read_consistent(
+    mut read: impl FnMut(&str) -> Result<Bytes, StoreError>,
+) -> Result<(Bytes, Bytes), StoreError> {
+    for _ in 0..COPY_TRIES {
+        let database = read("")?;
+        let wal = read("-wal")?;
+        if read("")? == database {
+            return Ok((database, wal));
+        }
+    }
+    Err(StoreError::Io {
+        context: "copying the database".into(),
+        source: std::io::Error::other(format!(
+            "the database changed while its log was read, {COPY_TRIES} times in a row; try again when the agent is less busy"
+        )),
+    })
 }
 
 /// A private (0700) temporary directory, removed with what it holds when dropped.
@@ -787,8 +1025,17 @@ mod tests {
     use crate::record::Change;
 
     fn offer(store: &mut SqliteStore, job: &str) -> Result<Revision, StoreError> {
-        let id = JobId::new(job).unwrap_or_else(|e| panic!("{e}"));
         let base = store.load()?.revision;
+        offer_at(store, base, job)
+    }
+
+    /// [`offer`] on `base`, without a load first.
+    fn offer_at(
+        store: &mut SqliteStore,
+        base: Revision,
+        job: &str,
+    ) -> Result<Revision, StoreError> {
+        let id = JobId::new(job).unwrap_or_else(|e| panic!("{e}"));
         let change = Change {
             spec: Some(Arc::new(JobSpec::new(id.clone()))),
             job: id,
@@ -820,6 +1067,76 @@ mod tests {
         let db = Connection::open(path).unwrap();
         db.query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap()
+    }
+
+    /// Review H, finding 4: a checkpoint between the reads of the database and its log (the
+    /// database read changes) is read again; a database that never holds still is an error,
+    /// never a mix.
+    #[test]
+    fn sqlite_a_copy_is_read_again_when_the_database_changed_while_its_log_was_read() {
+        // The agent's files at each read: the old database, then (checkpointed, the log started
+        // anew) the new database and the new log.
+        let mut reads = vec![
+            ("", "old db"),
+            ("-wal", "new wal"),
+            ("", "new db"),
+            ("", "new db"),
+            ("-wal", "new wal"),
+            ("", "new db"),
+        ]
+        .into_iter();
+        let copied = read_consistent(|suffix| {
+            let (expected, bytes) = reads.next().expect("no more reads than needed");
+            assert_eq!(suffix, expected);
+            Ok(Some(bytes.as_bytes().to_vec()))
+        })
+        .unwrap();
+        assert_eq!(
+            copied,
+            (Some(b"new db".to_vec()), Some(b"new wal".to_vec()))
+        );
+        assert_eq!(reads.next(), None);
+        let mut version = 0u32;
+        let never_still = read_consistent(|suffix| {
+            version += u32::from(suffix.is_empty());
+            Ok(Some(version.to_le_bytes().to_vec()))
+        });
+        assert!(matches!(never_still, Err(StoreError::Io { .. })));
+        assert_eq!(version, 2 * COPY_TRIES);
+    }
+
+    /// A trigger that undoes each commit, planted through the store's own connection (what a
+    /// lock lost would allow another process): the commit is read back before it is
+    /// acknowledged, refused, and the store fails stop; the next open refuses the database.
+    #[test]
+    fn sqlite_a_trigger_planted_while_open_fails_the_commit_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        let mut store = SqliteStore::open(&path).unwrap();
+        offer(&mut store, "a").unwrap();
+        store
+            .db
+            .execute_batch(
+                "CREATE TRIGGER keep_rows AFTER INSERT ON records BEGIN
+                     DELETE FROM records WHERE seq = NEW.seq;
+                 END;",
+            )
+            .unwrap();
+        // (A load would refuse the database already: the trigger is in its schema.)
+        let refused = offer_at(&mut store, Revision(1), "b");
+        assert!(
+            matches!(&refused, Err(StoreError::FailStop { cause }) if cause.contains("trigger")),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            offer_at(&mut store, Revision(1), "c"),
+            Err(StoreError::FailStop { .. })
+        ));
+        drop(store);
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[test]

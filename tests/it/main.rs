@@ -34,6 +34,7 @@ mod retention;
 mod review_fixes;
 mod review_last;
 mod review_restarts;
+mod review_sqlite;
 mod review_status;
 mod review_stores;
 mod scale;

@@ -10,7 +10,7 @@ use crate::common::*;
 use crate::file_store::TempDir;
 
 /// The change that creates job `id`.
-fn offered(id: JobId) -> jobstate::store::Change {
+pub(crate) fn offered(id: JobId) -> jobstate::store::Change {
     jobstate::store::Change {
         job: id.clone(),
         seq: 1,
@@ -32,7 +32,7 @@ fn offer_one(store: &mut impl Store, name: &str) {
     store.commit(&commit).unwrap();
 }
 
-fn job_names(snapshot: &jobstate::store::Snapshot) -> Vec<String> {
+pub(crate) fn job_names(snapshot: &jobstate::store::Snapshot) -> Vec<String> {
     let mut names: Vec<String> = snapshot
         .jobs
         .iter()

@@ -265,7 +265,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 /// (close-on-exec takes effect only then). A store closed and at once reopened (as after a
 /// fail-stop) while another thread starts a job's program would otherwise be refused as if
 /// another writer held it.
-fn try_lock(file: File, path: &Path) -> Result<File, StoreError> {
+pub(crate) fn try_lock(file: File, path: &Path) -> Result<File, StoreError> {
     let started = std::time::Instant::now();
     let mut pause = std::time::Duration::from_millis(1);
     loop {
