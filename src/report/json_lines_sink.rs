@@ -29,7 +29,7 @@ pub struct SinkOptions {
     /// never rotate.
     pub rotate_at: Option<u64>,
     /// How many rotated files to keep (`<file>.1` is the newest); the oldest beyond it is
-    /// deleted. At least one is kept.
+    /// deleted, and so are older ones a larger `keep` left. At least one is kept.
     pub keep: u32,
 }
 
@@ -51,12 +51,13 @@ impl Default for SinkOptions {
 ///   line never glues itself to the next one. If that cut fails too, the sink refuses every
 ///   later batch until it is opened again (opening cuts the partial line off).
 /// - Opening reads only the end of an existing file (64 KiB at most, whatever its size) and
-///   cuts off a last line that a crash left unfinished — but only in a file that is its own:
-///   every complete line it reads there is a status message as this sink writes it (one
-///   [`StatusMessage`] in compact JSON, starting `{"key":{"job":`), and the unfinished line
-///   is the start of one. Any other file (a journal, a configuration, another program's JSON
-///   lines, given by mistake) is refused with [`UnsafePath::ForeignFile`] and left untouched,
-///   neither cut nor appended to.
+///   cuts off a last line that a crash left unfinished, and zeros a crash left at the end —
+///   but only in a file that is its own: every complete line it reads there is a status
+///   message as this sink writes it (one [`StatusMessage`] in compact JSON, starting
+///   `{"key":{"job":`), and the unfinished line is the start of one (never a whole JSON
+///   value). Any other file (a journal, a configuration, another program's JSON lines, given
+///   by mistake) is refused with [`UnsafePath::ForeignFile`] and left untouched, neither cut
+///   nor appended to.
 /// - Size-based rotation ([`SinkOptions`]): by default past 64 MiB, keeping 4 old files. A
 ///   rotation that fails part-way (no free inode, no file descriptor left) is finished by the
 ///   next batch without shifting or deleting the rotated files again: no accepted message is
@@ -205,6 +206,11 @@ impl JsonLinesSink {
             .take(len - from)
             .read_to_end(&mut tail)
             .map_err(|e| context(e, "reading", path))?;
+        // Zeros at the end are what a crash leaves where the file's new length reached the
+        // disk and the bytes appended did not: not looked at, cut off with the unfinished line.
+        let data = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        let zeros = data < tail.len();
+        let tail = &tail[..data];
         // Complete lines: up to and including the last line break.
         let complete = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let mut lines = tail[..complete]
@@ -237,17 +243,24 @@ impl JsonLinesSink {
                 ));
             }
         }
-        if unfinished.is_empty() {
+        if unfinished.is_empty() && !zeros {
             return Ok(len);
         }
+        let data_end = from.saturating_add(u64::try_from(data).unwrap_or(u64::MAX));
         if own_line(unfinished) {
             // A whole message whose line break a crash cut off: keep it, finish the line.
-            file.write_all(b"\n")
+            file.set_len(data_end)
+                .and_then(|()| file.write_all(b"\n"))
                 .and_then(|()| file.sync_data())
                 .map_err(|e| context(e, "repairing", path))?;
-            return Ok(len + 1);
+            return Ok(data_end + 1);
         }
-        if !own_line_start(unfinished) {
+        // What a crash leaves of a line is a start of one: never a whole JSON value, which a
+        // line of the sink is only with its own message (above). Another program's one-line
+        // JSON file that happens to start as the sink's lines do is left untouched.
+        if !own_line_start(unfinished)
+            || serde_json::from_slice::<serde::de::IgnoredAny>(unfinished).is_ok()
+        {
             return Err(foreign(
                 path,
                 "it does not end with a line break, and its last line is not the start of a status message as this sink writes them",
@@ -323,8 +336,22 @@ impl JsonLinesSink {
         let free = match free {
             Some(n) => n,
             None => {
-                safe_fs::remove_if_present(&rotated(&self.path, keep))
-                    .map_err(|e| context(e, "rotating", &self.path))?;
+                // `<file>.<keep>` goes, and any older one a larger `keep` left (oldest first:
+                // an interruption leaves the numbers contiguous).
+                let mut last = keep;
+                while let Some(next) = last.checked_add(1) {
+                    if safe_fs::look(&rotated(&self.path, next))
+                        .map_err(|e| context(e, "rotating", &self.path))?
+                        .is_none()
+                    {
+                        break;
+                    }
+                    last = next;
+                }
+                for n in (keep..=last).rev() {
+                    safe_fs::remove_if_present(&rotated(&self.path, n))
+                        .map_err(|e| context(e, "rotating", &self.path))?;
+                }
                 keep
             }
         };
@@ -590,6 +617,105 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "a rotated-in file is owner-only");
         }
+    }
+
+    /// Delivers one message of job `job`.
+    fn review_h_deliver(sink: &mut JsonLinesSink, job: &str) {
+        let message: StatusMessage =
+            serde_json::from_str(&MESSAGE.replace(r#""job":"j""#, &format!(r#""job":"{job}""#)))
+                .unwrap();
+        sink.deliver(
+            std::slice::from_ref(&message),
+            &mut crate::report::delivery::Answers::default(),
+        )
+        .unwrap();
+    }
+
+    /// Review H, finding 8: zeros at the end (a crash where the file's new length reached the
+    /// disk and its bytes did not) made the sink refuse its own file as foreign, stopping
+    /// status delivery. They are cut off, with an unfinished line before them; a whole line
+    /// before them is kept and finished.
+    #[test]
+    fn zeros_a_crash_left_at_the_end_are_cut_off() {
+        let line = format!("{MESSAGE}\n");
+        for (content, kept) in [
+            (format!("{line}{}", "\0".repeat(200)), line.clone()),
+            (
+                format!("{line}{{\"key\":{{\"jo{}", "\0".repeat(37)),
+                line.clone(),
+            ),
+            (
+                format!("{line}{MESSAGE}{}", "\0".repeat(5)),
+                format!("{line}{line}"),
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("status.jsonl");
+            std::fs::write(&path, &content).unwrap();
+            let mut sink = JsonLinesSink::open(&path).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+            review_h_deliver(&mut sink, "next");
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.lines().all(own_line_str), "{text:?}");
+        }
+        // A file of zeros alone is not known to be the sink's: refused, untouched.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.jsonl");
+        std::fs::write(&path, [0u8; 4096]).unwrap();
+        let _ = refusal(JsonLinesSink::open(&path));
+        assert_eq!(std::fs::read(&path).unwrap(), [0u8; 4096]);
+    }
+
+    /// Review H, finding 6: another program's one-line JSON file without a final line break,
+    /// starting as the sink's lines do, was taken for a line the sink left unfinished and cut
+    /// to nothing. A whole JSON value is never what a crash leaves of a line: refused.
+    #[test]
+    fn a_foreign_one_line_json_file_starting_like_the_sinks_lines_is_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in [
+            ("alone", String::new()),
+            ("after a line", format!("{MESSAGE}\n")),
+        ] {
+            let path = dir.path().join(format!("{name}.json"));
+            let content = format!(
+                r#"{content}{{"key":{{"job":"deploy-web","shard":3}},"token":"s3cr3t","retries":5}}"#
+            );
+            std::fs::write(&path, &content).unwrap();
+            let _ = refusal(JsonLinesSink::open(&path));
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), content, "{name}");
+        }
+    }
+
+    /// Review H, finding 10: after `keep` was lowered (4 to 2), each rotation deleted
+    /// `<file>.2`, the newer of the two kept, and `<file>.3` and `<file>.4` (older) stayed for
+    /// ever. The files beyond `keep` go with the oldest kept.
+    #[test]
+    fn a_lowered_keep_deletes_the_oldest_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.jsonl");
+        let per_line = MESSAGE.len() as u64 + 1;
+        let options = |keep| SinkOptions {
+            rotate_at: Some(per_line),
+            keep,
+        };
+        let mut sink = JsonLinesSink::open_with(&path, options(4)).unwrap();
+        for n in 0..5 {
+            review_h_deliver(&mut sink, &format!("old{n}"));
+        }
+        drop(sink);
+        let mut sink = JsonLinesSink::open_with(&path, options(2)).unwrap();
+        for n in 0..3 {
+            review_h_deliver(&mut sink, &format!("new{n}"));
+        }
+        let job_in = |n: u32| {
+            std::fs::read_to_string(rotated(&path, n))
+                .ok()
+                .map(|text| text.split('"').nth(5).unwrap_or_default().to_string())
+        };
+        assert_eq!(
+            (1..=5).map(job_in).collect::<Vec<_>>(),
+            [Some("new1".into()), Some("new0".into()), None, None, None]
+        );
     }
 
     /// The extremes of `keep`: 0 keeps one rotated file (as 1 does), `u32::MAX` keeps every
