@@ -117,6 +117,15 @@ fn a_commit_after_the_log_was_deleted_is_refused_and_the_store_fails_stop() {
         matches!(again, Err(StoreError::FailStop { .. })),
         "{again:?}"
     );
+    drop(store);
+    // Deleted before the first commit of an open: the log's identity is taken at the open.
+    let mut store = SqliteStore::open(&path).unwrap();
+    std::fs::remove_file(with_suffix(&path, "-wal")).unwrap();
+    let refused = offer_one(&mut store, "first");
+    assert!(
+        matches!(&refused, Err(StoreError::FailStop { .. })),
+        "{refused:?}"
+    );
 }
 
 /// H3: two triggers planted in the database (one deletes each new row, one puts the revision
