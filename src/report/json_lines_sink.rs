@@ -13,6 +13,10 @@ use crate::safe_fs::{self, UnsafePath};
 /// crash left unfinished must lie within it (a status line is a few hundred bytes).
 const TAIL: u64 = 64 * 1024;
 
+/// The most zeros at the end of a file that opening takes for what a crash left of the sink's
+/// last batch (and reads backwards through).
+const MAX_ZEROS: u64 = 64 * 1024 * 1024;
+
 /// When a [`JsonLinesSink`] rotates its file.
 ///
 /// ```
@@ -51,11 +55,12 @@ impl Default for SinkOptions {
 ///   line never glues itself to the next one. If that cut fails too, the sink refuses every
 ///   later batch until it is opened again (opening cuts the partial line off).
 /// - Opening reads only the end of an existing file (64 KiB at most, whatever its size) and
-///   cuts off a last line that a crash left unfinished, and zeros a crash left at the end —
-///   but only in a file that is its own: every complete line it reads there is a status
-///   message as this sink writes it (one [`StatusMessage`] in compact JSON, starting
-///   `{"key":{"job":`), and the unfinished line is the start of one (never a whole JSON
-///   value). Any other file (a journal, a configuration, another program's JSON lines, given
+///   cuts off a last line that a crash left unfinished, and zeros a crash left (at the end, up
+///   to 64 MiB of them, or amid the last batch, with the rest of that batch: a line of the
+///   sink never holds a zero byte) — but only in a file that is its own: every complete line
+///   it reads there is a status message as this sink writes it (one [`StatusMessage`] in
+///   compact JSON, starting `{"key":{"job":`), and the unfinished line is the start of one
+///   (JSON that ends too early: never a whole value, two values, a comment). Any other file (a journal, a configuration, another program's JSON lines, given
 ///   by mistake) is refused with [`UnsafePath::ForeignFile`] and left untouched, neither cut
 ///   nor appended to.
 /// - Size-based rotation ([`SinkOptions`]): by default past 64 MiB, keeping 4 old files. A
@@ -198,18 +203,23 @@ impl JsonLinesSink {
         if len == 0 {
             return Ok(0);
         }
-        let from = len.saturating_sub(TAIL);
+        // Zeros are what a crash leaves where the file's new length reached the disk and the
+        // bytes appended did not (at the end, or a page of the last batch amid its others); a
+        // line the sink writes never holds one (JSON escapes control characters). So the window
+        // read ends where the zeros at the end begin, and it is looked at up to its first zero:
+        // that zero's line, and everything after it, is what a crash left of the last batch,
+        // which was never acknowledged.
+        let data_end = Self::end_of_data(file, path, len)?;
+        let from = data_end.saturating_sub(TAIL);
         file.seek(SeekFrom::Start(from))
             .map_err(|e| context(e, "reading", path))?;
-        let mut tail = Vec::with_capacity(usize::try_from(len - from).unwrap_or(0));
+        let mut tail = Vec::with_capacity(usize::try_from(data_end - from).unwrap_or(0));
         Read::by_ref(file)
-            .take(len - from)
+            .take(data_end - from)
             .read_to_end(&mut tail)
             .map_err(|e| context(e, "reading", path))?;
-        // Zeros at the end are what a crash leaves where the file's new length reached the
-        // disk and the bytes appended did not: not looked at, cut off with the unfinished line.
-        let data = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        let zeros = data < tail.len();
+        let data = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        let zeros = data < tail.len() || data_end < len;
         let tail = &tail[..data];
         // Complete lines: up to and including the last line break.
         let complete = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -246,21 +256,23 @@ impl JsonLinesSink {
         if unfinished.is_empty() && !zeros {
             return Ok(len);
         }
-        let data_end = from.saturating_add(u64::try_from(data).unwrap_or(u64::MAX));
+        let line_end = from.saturating_add(u64::try_from(data).unwrap_or(u64::MAX));
         if own_line(unfinished) {
             // A whole message whose line break a crash cut off: keep it, finish the line.
-            file.set_len(data_end)
+            file.set_len(line_end)
                 .and_then(|()| file.write_all(b"\n"))
                 .and_then(|()| file.sync_data())
                 .map_err(|e| context(e, "repairing", path))?;
-            return Ok(data_end + 1);
+            return Ok(line_end + 1);
         }
-        // What a crash leaves of a line is a start of one: never a whole JSON value, which a
-        // line of the sink is only with its own message (above). Another program's one-line
-        // JSON file that happens to start as the sink's lines do is left untouched.
-        if !own_line_start(unfinished)
-            || serde_json::from_slice::<serde::de::IgnoredAny>(unfinished).is_ok()
-        {
+        // What a crash leaves of a line is a start of one, which JSON reads to its end and no
+        // further (an error "at the end of the input"): never a whole value, two values, a
+        // comment or a trailing comma. Another program's one-line JSON file that happens to
+        // start as the sink's lines do is left untouched.
+        let cut_short = serde_json::from_slice::<serde::de::IgnoredAny>(unfinished)
+            .err()
+            .is_some_and(|e| e.is_eof());
+        if !own_line_start(unfinished) || !cut_short {
             return Err(foreign(
                 path,
                 "it does not end with a line break, and its last line is not the start of a status message as this sink writes them",
@@ -271,6 +283,31 @@ impl JsonLinesSink {
             .and_then(|()| file.sync_data())
             .map_err(|e| context(e, "repairing", path))?;
         Ok(keep)
+    }
+
+    /// Where the zeros at the end of the file (`len` bytes) begin, read backwards a window at
+    /// a time; more than [`MAX_ZEROS`] of them are no crash of a batch: refused.
+    fn end_of_data(file: &mut File, path: &Path, len: u64) -> std::io::Result<u64> {
+        let mut window = vec![0u8; usize::try_from(TAIL).unwrap_or(usize::MAX)];
+        let mut end = len;
+        while end > 0 {
+            if len - end >= MAX_ZEROS {
+                return Err(foreign(
+                    path,
+                    "it ends in more than 64 MiB of zeros, more than a crash leaves of one batch",
+                ));
+            }
+            let start = end.saturating_sub(TAIL);
+            let piece = &mut window[..usize::try_from(end - start).unwrap_or(0)];
+            file.seek(SeekFrom::Start(start))
+                .and_then(|_| file.read_exact(piece))
+                .map_err(|e| context(e, "reading", path))?;
+            if let Some(last) = piece.iter().rposition(|&b| b != 0) {
+                return Ok(start + last as u64 + 1);
+            }
+            end = start;
+        }
+        Ok(0)
     }
 
     /// The file's path.
@@ -318,6 +355,34 @@ impl JsonLinesSink {
         Ok(())
     }
 
+    /// The numbers `n > keep` of the rotated files `<file>.<n>` in the file's directory.
+    fn rotated_beyond(&self, keep: u32) -> std::io::Result<Vec<u32>> {
+        let dir = match self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => dir,
+            None => Path::new("."),
+        };
+        let Some(name) = self.path.file_name() else {
+            return Ok(Vec::new());
+        };
+        let mut prefix = name.to_owned();
+        prefix.push(".");
+        let prefix = prefix.as_encoded_bytes();
+        let mut numbers = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| context(e, "rotating", &self.path))? {
+            let entry = entry.map_err(|e| context(e, "rotating", &self.path))?;
+            let entry_name = entry.file_name();
+            let number = entry_name
+                .as_encoded_bytes()
+                .strip_prefix(prefix)
+                .filter(|digits| digits.iter().all(u8::is_ascii_digit) && !digits.starts_with(b"0"))
+                .and_then(|digits| std::str::from_utf8(digits).ok()?.parse::<u32>().ok());
+            if let Some(n) = number.filter(|&n| n > keep) {
+                numbers.push(n);
+            }
+        }
+        Ok(numbers)
+    }
+
     /// Makes `<file>.1` free: shifts `<file>.1` .. up to the first free number by one, deleting
     /// `<file>.<keep>` only if every number up to it is taken. A shift interrupted by a failure
     /// leaves a free number, where the retry's shift stops: it deletes nothing more.
@@ -336,19 +401,11 @@ impl JsonLinesSink {
         let free = match free {
             Some(n) => n,
             None => {
-                // `<file>.<keep>` goes, and any older one a larger `keep` left (oldest first:
-                // an interruption leaves the numbers contiguous).
-                let mut last = keep;
-                while let Some(next) = last.checked_add(1) {
-                    if safe_fs::look(&rotated(&self.path, next))
-                        .map_err(|e| context(e, "rotating", &self.path))?
-                        .is_none()
-                    {
-                        break;
-                    }
-                    last = next;
-                }
-                for n in (keep..=last).rev() {
+                // `<file>.<keep>` goes, and every older one a larger `keep` left, gaps in their
+                // numbers or not (oldest first).
+                let mut beyond = self.rotated_beyond(keep)?;
+                beyond.sort_unstable_by(|a, b| b.cmp(a));
+                for n in beyond.into_iter().chain([keep]) {
                     safe_fs::remove_if_present(&rotated(&self.path, n))
                         .map_err(|e| context(e, "rotating", &self.path))?;
                 }
@@ -563,15 +620,18 @@ mod tests {
         file.write_all(&head).unwrap();
         file.set_len(8 << 30).unwrap();
         file.seek(SeekFrom::End(0)).unwrap();
-        // A run of zeros is no line of ours: end the hole with a line break, then lines.
+        // A run of zeros is no line of ours (inside the window read, it would be what a crash
+        // left of the last batch): end the hole with a line break, then more lines than the
+        // window holds.
         file.write_all(b"\n").unwrap();
-        file.write_all(&head).unwrap();
+        let lines = usize::try_from(TAIL).unwrap() / head.len() + 2;
+        file.write_all(&head.repeat(lines)).unwrap();
         file.write_all(b"{\"key\":{\"job\":\"torn").unwrap();
         drop(file);
         let started = std::time::Instant::now();
         let sink = JsonLinesSink::open(&path).unwrap();
         let elapsed = started.elapsed();
-        assert_eq!(sink.len, (8 << 30) + 1 + head.len() as u64);
+        assert_eq!(sink.len, (8 << 30) + 1 + (lines * head.len()) as u64);
         assert!(elapsed < std::time::Duration::from_secs(2), "{elapsed:?}");
     }
 
@@ -658,12 +718,120 @@ mod tests {
             let text = std::fs::read_to_string(&path).unwrap();
             assert!(text.lines().all(own_line_str), "{text:?}");
         }
+        // More zeros than a crash leaves of a batch (a sparse hole of 100 MiB): refused,
+        // untouched, after reading 64 MiB of them at most.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.jsonl");
+        std::fs::write(&path, &line).unwrap();
+        let holed = line.len() as u64 + (100 << 20);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(holed)
+            .unwrap();
+        assert!(matches!(
+            refusal(JsonLinesSink::open(&path)),
+            UnsafePath::ForeignFile { detail, .. } if detail.contains("64 MiB of zeros")
+        ));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), holed);
         // A file of zeros alone is not known to be the sink's: refused, untouched.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("status.jsonl");
         std::fs::write(&path, [0u8; 4096]).unwrap();
         let _ = refusal(JsonLinesSink::open(&path));
         assert_eq!(std::fs::read(&path).unwrap(), [0u8; 4096]);
+    }
+
+    /// Review H's re-review, 4: zeros a crash left at the end, longer than the 64 KiB window (a batch larger
+    /// than that whose length reached the disk and whose bytes did not): the sink's own file
+    /// is refused as foreign, and status delivery stops.
+    #[test]
+    fn review_h2_zeros_longer_than_the_window_are_cut_off_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.jsonl");
+        let line = format!("{MESSAGE}\n");
+        let mut content = line.repeat(10).into_bytes();
+        content.extend(std::iter::repeat_n(0u8, 70_000));
+        std::fs::write(&path, &content).unwrap();
+        let opened = JsonLinesSink::open(&path);
+        assert!(opened.is_ok(), "{:?}", opened.err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), line.repeat(10));
+    }
+
+    /// Review H's re-review, 6: another program's one-line file starting as the sink's lines do, that is not one
+    /// whole JSON value (two values on the line, a comment): taken for an unfinished line and
+    /// cut to nothing. (An array or a number on one line: refused, as they should be.)
+    #[test]
+    fn review_h2_a_foreign_one_line_file_that_is_not_one_json_value_is_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wrong = Vec::new();
+        for (name, content) in [
+            (
+                "two values",
+                r#"{"key":{"job":"web"},"n":1}{"key":{"job":"db"},"n":2}"#,
+            ),
+            (
+                "comment",
+                r#"{"key":{"job":"web"},"retries":5} // tuned 11-02"#,
+            ),
+            ("trailing comma", r#"{"key":{"job":"web"},"retries":5,}"#),
+            ("array", r#"[{"key":{"job":"web"}}]"#),
+            ("number", "42"),
+        ] {
+            let path = dir.path().join(format!("{name}.json"));
+            std::fs::write(&path, content).unwrap();
+            let opened = JsonLinesSink::open(&path);
+            let after = std::fs::read_to_string(&path).unwrap();
+            if !(opened.is_err() && after == content) {
+                wrong.push(format!(
+                    "{name}: open {:?}, file now {after:?}",
+                    opened.map(|_| ())
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    /// Review H's re-review, 5: a zero run that is not at the very end: the crash lost the first page of the
+    /// last batch (zeros) while a later page of it reached the disk. Every byte from the
+    /// zeros on is the unacknowledged last batch (an acknowledged batch was synced), yet the
+    /// sink's own file is refused as foreign.
+    #[test]
+    fn review_h2_a_zero_run_inside_the_last_batch_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.jsonl");
+        let line = format!("{MESSAGE}\n");
+        let kept = line.repeat(3);
+        let lost_page = format!("{kept}{}", "\0".repeat(4096));
+        let content = format!("{lost_page}{}{line}", &MESSAGE[100..]);
+        std::fs::write(&path, &content).unwrap();
+        let opened = JsonLinesSink::open(&path);
+        assert!(opened.is_ok(), "{:?}", opened.err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+    }
+
+    /// Review H's re-review, 7: `keep` lowered 5 -> 2 while one old rotated file is missing (`.3`): the
+    /// walk beyond `keep` stops at the hole, and `.4`, `.5` stay for ever.
+    #[test]
+    fn review_h2_a_lowered_keep_with_a_hole_still_deletes_the_files_beyond_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.jsonl");
+        let line = format!("{MESSAGE}\n");
+        std::fs::write(&path, &line).unwrap();
+        for n in [1, 2, 4, 5] {
+            std::fs::write(rotated(&path, n), &line).unwrap();
+        }
+        let options = SinkOptions {
+            rotate_at: Some(line.len() as u64),
+            keep: 2,
+        };
+        let mut sink = JsonLinesSink::open_with(&path, options).unwrap();
+        for n in 0..3 {
+            review_h_deliver(&mut sink, &format!("new{n}"));
+        }
+        let left: Vec<u32> = (1..=6).filter(|&n| rotated(&path, n).exists()).collect();
+        assert_eq!(left, [1, 2]);
     }
 
     /// Review H, finding 6: another program's one-line JSON file without a final line break,

@@ -310,14 +310,28 @@ const TABLES: [&str; 3] = ["schema", "revision", "records"];
 /// what an open reads (a trigger that deletes each new row leaves every open a consistent,
 /// smaller store), and jobstate creates nothing else.
 fn check_objects(objects: &[(String, String)]) -> Result<(), String> {
-    match objects
-        .iter()
-        .find(|(kind, name)| !(kind == "table" && TABLES.contains(&name.as_str())))
-    {
+    match objects.iter().find(|(kind, name)| {
+        let ours = kind == "table" && TABLES.contains(&name.as_str());
+        !(ours || sqlite_own(kind, name))
+    }) {
         Some((kind, name)) => Err(format!(
             "the database holds {kind} {name:?}, which jobstate never creates (a trigger or a view can change what is written and read): an edited database; remove it with the sqlite3 tool once you know who put it there, or restore the store from a backup"
         )),
         None => Ok(()),
+    }
+}
+
+/// Whether `kind` `name` is an object SQLite itself creates: its statistics and sequence
+/// tables, and the indexes behind constraints. Anything else named `sqlite_…` (a trigger
+/// created with `writable_schema`) is not.
+fn sqlite_own(kind: &str, name: &str) -> bool {
+    match kind {
+        "table" => matches!(
+            name,
+            "sqlite_sequence" | "sqlite_stat1" | "sqlite_stat2" | "sqlite_stat3" | "sqlite_stat4"
+        ),
+        "index" => name.starts_with("sqlite_autoindex_"),
+        _ => false,
     }
 }
 
@@ -378,7 +392,7 @@ fn classify(db: &Connection, path: &Path) -> Result<Found, StoreError> {
     // SQLite's own objects (sqlite_sequence, sqlite_stat1, automatic indexes) say nothing.
     let objects: Vec<(String, String)> = objects
         .into_iter()
-        .filter(|(_, name)| !name.starts_with("sqlite_"))
+        .filter(|(kind, name)| !sqlite_own(kind, name))
         .collect();
     if objects.is_empty() {
         return Ok(Found::Empty);
@@ -541,8 +555,27 @@ impl SqliteStore {
         db.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
             .map_err(sql("setting no checkpoint on close"))?;
         // Read only, before anything is written: a database of a newer version or of another
-        // program is refused unchanged.
-        let found = classify(&db, &path)?;
+        // program is refused unchanged (an empty log SQLite created for the read, with no
+        // checkpoint to delete it, goes).
+        let wal_path = PathBuf::from(format!("{}-wal", path.display()));
+        let had_wal = safe_fs::look(&wal_path)
+            .map_err(super::file::io("checking the database files"))?
+            .is_some();
+        let found = match classify(&db, &path) {
+            Ok(found) => found,
+            Err(refused) => {
+                drop(db);
+                if !had_wal
+                    && safe_fs::look(&wal_path)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|m| m.len() == 0)
+                {
+                    let _ = std::fs::remove_file(&wal_path);
+                }
+                return Err(refused);
+            }
+        };
         db.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)
             .map_err(sql("setting checkpoints on close"))?;
         check_files(&path, true)?;
@@ -753,7 +786,7 @@ impl SqliteStore {
         let objects: Vec<(String, String)> = {
             let mut statement = self
                 .db
-                .prepare("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+                .prepare("SELECT type, name FROM sqlite_master")
                 .map_err(failed("reading the schema", 0))?;
             statement
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -916,17 +949,42 @@ impl Store for SqliteStore {
         }
         // What the transaction wrote is what was asked (a trigger planted while the store is
         // open could have changed it; `check_objects` refuses one at the next open).
-        let (value, written, last): (i64, i64, Option<i64>) = tx
+        let (count, value, written, last): (i64, Option<i64>, Option<i64>, Option<i64>) = tx
             .query_row(
-                "SELECT value, head, (SELECT max(seq) FROM records) FROM revision",
+                "SELECT count(*), max(value), max(head), (SELECT max(seq) FROM records) FROM revision",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .map_err(sql("reading back the commit"))?;
-        if (value, written, last) != (rev, i64::from(head), Some(seq)) {
+        let rows_back: Vec<(i64, i64, Vec<u8>, i64)> = {
+            let mut statement = tx
+                .prepare_cached(
+                    "SELECT seq, rev, data, crc FROM records WHERE seq > ?1 ORDER BY seq",
+                )
+                .map_err(sql("reading back the commit"))?;
+            statement
+                .query_map([self.last_seq], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .map_err(sql("reading back the commit"))?
+                .collect::<Result<_, _>>()
+                .map_err(sql("reading back the commit"))?
+        };
+        let rows_written = rows.len() == rows_back.len()
+            && rows.iter().zip(&rows_back).all(|((seq, data, crc), back)| {
+                (*seq, rev, data, i64::from(*crc)) == (back.0, back.1, &back.2, back.3)
+            });
+        if (count, value, written, last) != (1, Some(rev), Some(i64::from(head)), Some(seq))
+            || !rows_written
+        {
             drop(tx);
             let cause = format!(
-                "the commit of revision {rev} read back as revision {value}, checksum {written:08x}, last row {last:?} (expected checksum {head:08x}, last row {seq}): something in the database (a trigger?) changes what is written; nothing more is acknowledged: reopen the store, which refuses such a database and says what it holds"
+                "the commit of revision {rev} read back as {count} revision row(s) saying {value:?}, checksum {written:?}, last row {last:?}, its rows {} (expected checksum {head}, last row {seq}): something in the database (a trigger?) changes what is written; nothing more is acknowledged: reopen the store, which refuses such a database and says what it holds",
+                if rows_written {
+                    "as written"
+                } else {
+                    "changed"
+                }
             );
             self.failed = Some(cause.clone());
             return Err(StoreError::FailStop { cause });
@@ -1110,17 +1168,24 @@ mod tests {
     /// acknowledged, refused, and the store fails stop; the next open refuses the database.
     #[test]
     fn sqlite_a_trigger_planted_while_open_fails_the_commit_it_changes() {
+        for trigger in [
+            "DELETE FROM records WHERE seq = NEW.seq;",
+            "UPDATE records SET data = X'00' WHERE seq = NEW.seq;",
+        ] {
+            a_trigger_planted_while_open_fails_the_commit_it_changes(trigger);
+        }
+    }
+
+    fn a_trigger_planted_while_open_fails_the_commit_it_changes(body: &str) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.sqlite");
         let mut store = SqliteStore::open(&path).unwrap();
         offer(&mut store, "a").unwrap();
         store
             .db
-            .execute_batch(
-                "CREATE TRIGGER keep_rows AFTER INSERT ON records BEGIN
-                     DELETE FROM records WHERE seq = NEW.seq;
-                 END;",
-            )
+            .execute_batch(&format!(
+                "CREATE TRIGGER changes_rows AFTER INSERT ON records BEGIN {body} END;"
+            ))
             .unwrap();
         // (A load would refuse the database already: the trigger is in its schema.)
         let refused = offer_at(&mut store, Revision(1), "b");

@@ -349,3 +349,142 @@ fn an_inspections_errors_name_the_database_inspected() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Review H's re-review, 1: an object named `sqlite_…` (created with `PRAGMA writable_schema`,
+/// which the sqlite3 tool allows) was left out of the check as one of SQLite's own: a trigger
+/// so named that rewrites each new row's data got the commit acknowledged and the next open
+/// `Corrupt`. Only SQLite's own tables and automatic indexes are left out now.
+#[test]
+fn a_trigger_named_like_sqlites_own_objects_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = three(dir.path());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA writable_schema=ON;
+             CREATE TRIGGER sqlite_keep AFTER INSERT ON records BEGIN
+                 UPDATE records SET data = X'00' WHERE seq = NEW.seq;
+             END;",
+        )
+        .unwrap();
+    let opened = SqliteStore::open(&path);
+    assert!(
+        matches!(&opened, Err(StoreError::Corrupt { detail, .. }) if detail.contains("sqlite_keep")),
+        "{opened:?}"
+    );
+}
+
+/// Review H's re-review, 2: another program's database in WAL mode, closed cleanly (no
+/// `-wal`), got an empty `-wal` beside it from the refused open (no checkpoint at close
+/// removed it any more). Refused means unchanged: the directory holds what it held.
+#[test]
+fn a_refused_wal_database_gets_no_new_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE hosts (name TEXT); INSERT INTO hosts VALUES ('a');",
+        )
+        .unwrap();
+    let listing = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(dir.path());
+    assert_eq!(before, ["inventory.db"]);
+    let result = SqliteStore::open(&path);
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::Unsafe(UnsafePath::ForeignFile { .. }))
+        ),
+        "{result:?}"
+    );
+    assert_eq!(listing(dir.path()), before);
+}
+
+/// Review H's re-review, 3, not fixed: another program's database in rollback-journal mode
+/// with a hot `-journal` (its program crashed mid-transaction) is refused, but SQLite rolls
+/// the journal back into it at the first read of the classification, and deletes the
+/// journal. Classifying through a read-only connection answers `SQLITE_READONLY_ROLLBACK`
+/// instead, which then needs a decision for the store's own database interrupted while it
+/// switched to WAL (the only moment one of ours has a rollback journal).
+#[test]
+#[ignore = "known: a foreign database's hot journal is rolled back by the refused open"]
+fn a_refused_database_with_a_hot_journal_is_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("inventory.db");
+    let db = rusqlite::Connection::open(&live).unwrap();
+    db.execute_batch(
+        "PRAGMA cache_size=1; CREATE TABLE hosts (name TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<200)
+         INSERT INTO hosts SELECT hex(randomblob(200)) FROM n;",
+    )
+    .unwrap();
+    db.execute_batch(
+        "BEGIN; DELETE FROM hosts;
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i<400)
+         INSERT INTO hosts SELECT hex(randomblob(300)) FROM n;",
+    )
+    .unwrap();
+    // The crash image: the database and its journal as they are mid-transaction.
+    let path = dir.path().join("crashed.db");
+    std::fs::copy(&live, &path).unwrap();
+    std::fs::copy(
+        with_suffix(&live, "-journal"),
+        with_suffix(&path, "-journal"),
+    )
+    .unwrap();
+    drop(db);
+    let files = |path: &Path| {
+        (
+            std::fs::read(path).unwrap(),
+            std::fs::read(with_suffix(path, "-journal")).ok(),
+        )
+    };
+    let before = files(&path);
+    assert!(before.1.is_some());
+    let result = SqliteStore::open(&path);
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::Unsafe(UnsafePath::ForeignFile { .. }))
+        ),
+        "{result:?}"
+    );
+    assert!(
+        files(&path) == before,
+        "the refused database or its journal changed"
+    );
+}
+
+/// Holding (the re-review's check): a store reopened at once in the same process, after an
+/// inspection and a fail-stop, is never `Locked`; after a clean close, the `-wal` SQLite
+/// deletes and creates again at the next open is not taken for a deleted log.
+#[test]
+fn a_store_reopened_in_the_same_process_is_not_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = three(dir.path());
+    for _ in 0..10 {
+        let mut store = SqliteStore::open(&path).unwrap();
+        let _ = SqliteStore::inspect(&path).unwrap();
+        std::fs::remove_file(with_suffix(&path, "-wal")).unwrap();
+        assert!(matches!(
+            offer_one(&mut store, "x"),
+            Err(StoreError::FailStop { .. })
+        ));
+        drop(store);
+    }
+    let mut store = SqliteStore::open(&path).unwrap();
+    offer_one(&mut store, "y").unwrap();
+    drop(store);
+    assert!(!with_suffix(&path, "-wal").exists());
+    let mut store = SqliteStore::open(&path).unwrap();
+    offer_one(&mut store, "z").unwrap();
+    assert_eq!(names(&store.load().unwrap()), ["a", "b", "c", "y", "z"]);
+}
