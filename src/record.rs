@@ -1444,4 +1444,74 @@ mod tests {
         assert_eq!(loaded.len(), 1001);
         assert_eq!(loaded.jobs.capacity(), room, "the first new job fits");
     }
+
+    /// A table that settles jobs on finish drops, in the change that abandons a job, the
+    /// earlier runs the retention lets go (an abandoned job is no tombstone: it keeps its last
+    /// run): what a compaction of the whole table leaves (a mutant compacted tombstones there
+    /// instead, and an abandoned job kept every run until the next compaction).
+    #[test]
+    fn an_abandoned_job_keeps_only_the_runs_the_retention_keeps_in_the_change_that_ends_it() {
+        let store = MemoryStore::new();
+        let (mut ledger, _) = Ledger::open(store.clone(), test_facts("boot-1")).unwrap();
+        let job = id("abandoned");
+        ledger
+            .offer(JobSpec::new(job.clone()).with_mandatory(false))
+            .unwrap();
+        let attempt = ledger.begin(&job).unwrap();
+        let _ = ledger.launched(&attempt, ProgramId::new(7, 1)).unwrap();
+        let _ = ledger.program_exited(&attempt, 0).unwrap();
+        let _ = ledger.rerun(&job).unwrap();
+        let _ = ledger.abandon(&job).unwrap();
+        let mut changes = Vec::new();
+        for bytes in store.records() {
+            if let Record::Change(change) = codec::decode(&bytes).unwrap() {
+                changes.push(*change);
+            }
+        }
+        let retention = Retention {
+            earlier_runs: 0,
+            tombstones: true,
+        };
+
+        let mut whole = JobTable::default();
+        let mut settled = JobTable::default();
+        settled.settle_on_finish(Some(retention));
+        for change in &changes {
+            whole.apply(change.clone()).unwrap();
+            settled.apply(change.clone()).unwrap();
+        }
+        let before = whole.get(&job).unwrap().clone();
+        assert!(matches!(
+            before.state(),
+            JobState::Failed {
+                reason: crate::core::state::FailureReason::Abandoned,
+                ..
+            }
+        ));
+        assert!(before.history().iter().any(|e| e.state.run() == 1));
+        whole.compact(&retention, true);
+        let made = settled.get(&job).unwrap();
+        assert!(!made.is_tombstone());
+        assert!(made.history().iter().all(|e| e.state.run() == 2));
+        assert_eq!(made, whole.get(&job).unwrap());
+    }
+
+    /// Room made before a load is room for the jobs told and an eighth more in the table, and
+    /// for the jobs told in the index (a mutant made none: each growth of the index while a
+    /// million records load hashes every id again).
+    #[test]
+    fn room_made_before_a_load_holds_the_jobs_told_and_an_eighth_more() {
+        let mut table = JobTable::default();
+        table.reserve(1000);
+        assert!(table.index.capacity() >= 1000, "{}", table.index.capacity());
+        let room = table.jobs.capacity();
+        assert!((1125..=1250).contains(&room), "room for 1000 jobs: {room}");
+        // Room that cannot be had is not taken, and the table still takes jobs.
+        table.reserve(usize::MAX);
+        assert_eq!(table.jobs.capacity(), room);
+        for change in changes() {
+            table.apply(change).unwrap();
+        }
+        assert_eq!(table.len(), 2);
+    }
 }
