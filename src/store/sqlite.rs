@@ -321,6 +321,16 @@ fn check_objects(objects: &[(String, String)]) -> Result<(), String> {
     }
 }
 
+/// Every row of `query`, a query of two columns.
+fn pairs<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
+    db: &Connection,
+    query: &str,
+) -> rusqlite::Result<Vec<(A, B)>> {
+    db.prepare(query)?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
 /// Whether `kind` `name` is an object SQLite itself creates: its statistics and sequence
 /// tables, and the indexes behind constraints. Anything else named `sqlite_…` (a trigger
 /// created with `writable_schema`) is not.
@@ -379,16 +389,8 @@ fn classify(db: &Connection, path: &Path) -> Result<Found, StoreError> {
             sql("reading what the database holds")(e)
         }
     };
-    let objects: Vec<(String, String)> = {
-        let mut statement = db
-            .prepare("SELECT type, name FROM sqlite_master ORDER BY name")
-            .map_err(read)?;
-        statement
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(read)?
-            .collect::<Result<_, _>>()
-            .map_err(read)?
-    };
+    let objects: Vec<(String, String)> =
+        pairs(db, "SELECT type, name FROM sqlite_master ORDER BY name").map_err(read)?;
     // SQLite's own objects (sqlite_sequence, sqlite_stat1, automatic indexes) say nothing.
     let objects: Vec<(String, String)> = objects
         .into_iter()
@@ -668,17 +670,10 @@ impl SqliteStore {
         }
         let copy = PrivateDir::new()?;
         let db = copy.0.join("store.db");
-        let (database, wal) = read_consistent(|suffix| {
+        let (database, wal) = read_consistent(path, |suffix| {
             let from = PathBuf::from(format!("{}{suffix}", path.display()));
             // Read as they are: the read-only view tightens no mode of the agent's files.
             safe_fs::read_untightened(&from).map_err(super::file::io("reading the database"))
-        })
-        .map_err(|e| match e {
-            StoreError::Io { source, .. } => StoreError::Io {
-                context: format!("copying {}", path.display()),
-                source,
-            },
-            other => other,
         })?;
         let Some(database) = database else {
             return Err(StoreError::Io {
@@ -783,29 +778,12 @@ impl SqliteStore {
             }
         };
         // Planted since the open, while the lock was not held (see `check_objects`).
-        let objects: Vec<(String, String)> = {
-            let mut statement = self
-                .db
-                .prepare("SELECT type, name FROM sqlite_master")
+        let objects: Vec<(String, String)> =
+            pairs(&self.db, "SELECT type, name FROM sqlite_master")
                 .map_err(failed("reading the schema", 0))?;
-            statement
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(failed("reading the schema", 0))?
-                .collect::<Result<_, _>>()
-                .map_err(failed("reading the schema", 0))?
-        };
         check_objects(&objects).map_err(|detail| self.corrupt(0, detail))?;
-        let rows: Vec<(i64, i64)> = {
-            let mut statement = self
-                .db
-                .prepare("SELECT value, head FROM revision")
-                .map_err(failed("reading the revision", 0))?;
-            statement
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(failed("reading the revision", 0))?
-                .collect::<Result<_, _>>()
-                .map_err(failed("reading the revision", 0))?
-        };
+        let rows: Vec<(i64, i64)> = pairs(&self.db, "SELECT value, head FROM revision")
+            .map_err(failed("reading the revision", 0))?;
         let [(revision, head)] = rows[..] else {
             return Err(self.corrupt(
                 0,
@@ -1014,6 +992,7 @@ const COPY_TRIES: u32 = 16;
 /// with a new log is a mix SQLite reads as damage. A database unchanged across the log's read
 /// was not folded into meanwhile.
 fn read_consistent(
+    path: &Path,
     mut read: impl FnMut(&str) -> Result<Bytes, StoreError>,
 ) -> Result<(Bytes, Bytes), StoreError> {
     for _ in 0..COPY_TRIES {
@@ -1024,7 +1003,7 @@ fn read_consistent(
         }
     }
     Err(StoreError::Io {
-        context: "copying the database".into(),
+        context: format!("copying {}", path.display()),
         source: std::io::Error::other(format!(
             "the database changed while its log was read, {COPY_TRIES} times in a row; try again when the agent is less busy"
         )),
@@ -1143,7 +1122,7 @@ mod tests {
             ("", "new db"),
         ]
         .into_iter();
-        let copied = read_consistent(|suffix| {
+        let copied = read_consistent(Path::new("db"), |suffix| {
             let (expected, bytes) = reads.next().expect("no more reads than needed");
             assert_eq!(suffix, expected);
             Ok(Some(bytes.as_bytes().to_vec()))
@@ -1155,7 +1134,7 @@ mod tests {
         );
         assert_eq!(reads.next(), None);
         let mut version = 0u32;
-        let never_still = read_consistent(|suffix| {
+        let never_still = read_consistent(Path::new("db"), |suffix| {
             version += u32::from(suffix.is_empty());
             Ok(Some(version.to_le_bytes().to_vec()))
         });

@@ -30,6 +30,37 @@ fn three(dir: &Path) -> PathBuf {
     path
 }
 
+/// Whether `result` is the refusal of another program's database.
+fn foreign<T>(result: &Result<T, StoreError>) -> bool {
+    matches!(
+        result,
+        Err(StoreError::Unsafe(UnsafePath::ForeignFile { .. }))
+    )
+}
+
+/// Copies another program's database at `live` and its `log` file (`-wal`, `-journal`), as
+/// they are while its connection is open, to `path`: the open of the copy is refused as
+/// another program's, and changes neither file.
+fn refused_unchanged(live: &Path, path: &Path, log: &str) {
+    std::fs::copy(live, path).unwrap();
+    std::fs::copy(with_suffix(live, log), with_suffix(path, log)).unwrap();
+    let files = || {
+        (
+            std::fs::read(path).unwrap(),
+            std::fs::read(with_suffix(path, log)).ok(),
+        )
+    };
+    let before = files();
+    assert!(before.1.is_some());
+    let result = SqliteStore::open(path);
+    assert!(foreign(&result), "{result:?}");
+    drop(result);
+    assert!(
+        files() == before,
+        "the refused database or its {log} changed"
+    );
+}
+
 const WRITER_DB: &str = "JOBSTATE_TEST_SQLITE_WRITER_DB";
 
 /// Not a test of its own: the second writer of
@@ -289,13 +320,7 @@ fn another_programs_database_is_refused_with_its_mode_and_its_log_unchanged() {
         .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let result = SqliteStore::open(&path);
-    assert!(
-        matches!(
-            result,
-            Err(StoreError::Unsafe(UnsafePath::ForeignFile { .. }))
-        ),
-        "{result:?}"
-    );
+    assert!(foreign(&result), "{result:?}");
     assert_eq!(mode(&path), 0o644);
 
     // In WAL mode, with the log its program left.
@@ -308,31 +333,8 @@ fn another_programs_database_is_refused_with_its_mode_and_its_log_unchanged() {
          CREATE TABLE hosts (name TEXT); INSERT INTO hosts VALUES ('a');",
     )
     .unwrap();
-    let path = dir.path().join("left.db");
-    std::fs::copy(&source, &path).unwrap();
-    std::fs::copy(with_suffix(&source, "-wal"), with_suffix(&path, "-wal")).unwrap();
+    refused_unchanged(&source, &dir.path().join("left.db"), "-wal");
     drop(db);
-    let files = |path: &Path| {
-        (
-            std::fs::read(path).unwrap(),
-            std::fs::read(with_suffix(path, "-wal")).ok(),
-        )
-    };
-    let before = files(&path);
-    assert!(before.1.is_some());
-    let result = SqliteStore::open(&path);
-    assert!(
-        matches!(
-            result,
-            Err(StoreError::Unsafe(UnsafePath::ForeignFile { .. }))
-        ),
-        "{result:?}"
-    );
-    drop(result);
-    assert!(
-        files(&path) == before,
-        "the refused database or its log changed"
-    );
 }
 
 /// H11: errors of `inspect` named its private copy (already deleted), not the database.
@@ -398,13 +400,7 @@ fn a_refused_wal_database_gets_no_new_log() {
     let before = listing(dir.path());
     assert_eq!(before, ["inventory.db"]);
     let result = SqliteStore::open(&path);
-    assert!(
-        matches!(
-            result,
-            Err(StoreError::Unsafe(UnsafePath::ForeignFile { .. }))
-        ),
-        "{result:?}"
-    );
+    assert!(foreign(&result), "{result:?}");
     assert_eq!(listing(dir.path()), before);
 }
 
@@ -433,34 +429,8 @@ fn a_refused_database_with_a_hot_journal_is_left_unchanged() {
     )
     .unwrap();
     // The crash image: the database and its journal as they are mid-transaction.
-    let path = dir.path().join("crashed.db");
-    std::fs::copy(&live, &path).unwrap();
-    std::fs::copy(
-        with_suffix(&live, "-journal"),
-        with_suffix(&path, "-journal"),
-    )
-    .unwrap();
+    refused_unchanged(&live, &dir.path().join("crashed.db"), "-journal");
     drop(db);
-    let files = |path: &Path| {
-        (
-            std::fs::read(path).unwrap(),
-            std::fs::read(with_suffix(path, "-journal")).ok(),
-        )
-    };
-    let before = files(&path);
-    assert!(before.1.is_some());
-    let result = SqliteStore::open(&path);
-    assert!(
-        matches!(
-            result,
-            Err(StoreError::Unsafe(UnsafePath::ForeignFile { .. }))
-        ),
-        "{result:?}"
-    );
-    assert!(
-        files(&path) == before,
-        "the refused database or its journal changed"
-    );
 }
 
 /// Holding (the re-review's check): a store reopened at once in the same process, after an
