@@ -456,7 +456,7 @@ pub(crate) fn open(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
 }
 
 /// [`open`], leaving the file's mode as it is (a file not yet known to be the store's).
-#[cfg_attr(not(unix), allow(dead_code))] // the SQLite store's flock, on Unix only
+#[cfg(all(unix, feature = "sqlite"))] // the SQLite store's flock, its one user
 pub(crate) fn open_untightened(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
     open_checked(path, options, false)
 }
